@@ -1,0 +1,494 @@
+#include "daemon/model/config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/common/duration.h"
+#include "daemon/common/yaml_reader.h"
+#include "daemon/model/kpi.h"
+
+namespace kpid::model {
+namespace {
+
+// Ids become Prometheus label values and Kafka-side strings; keep them plain.
+bool IsValidId(absl::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-' || c == '.';
+  });
+}
+
+// Dimension names become Prometheus label names.
+bool IsValidLabelName(absl::string_view name) {
+  if (name.empty() || absl::StartsWith(name, "__")) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+// Labels kpid itself puts on its series; a dimension may not shadow them.
+constexpr absl::string_view kReservedLabels[] = {"process", "stage",  "window", "outcome",
+                                                "from",    "to",     "quantile", "node",
+                                                "parent",  "reason", "le"};
+
+class ConfigParser {
+ public:
+  explicit ConfigParser(absl::string_view filename) : diag_(std::string(filename)) {}
+
+  absl::StatusOr<Config> Parse(absl::string_view yaml) {
+    std::optional<YAML::Node> root = LoadYaml(yaml, &diag_);
+    if (!root) return diag_.ToStatus();
+    if (!root->IsDefined() || root->IsNull()) {
+      diag_.Error("empty configuration");
+      return diag_.ToStatus();
+    }
+    Config config;
+    {
+      MapReader top(*root, "", &diag_);
+      if (!top.present()) return diag_.ToStatus();
+      ParseKafka(top.Child("kafka"), &config.kafka);
+      config.http_listen = ParseListen(top.Child("http"), "http", config.http_listen);
+      config.grpc_listen = ParseListen(top.Child("grpc"), "grpc", config.grpc_listen);
+      ParseClock(top.Child("clock"), &config.clock);
+      config.retention = top.Duration("retention", config.retention);
+      config.case_ttl = top.Duration("case_ttl", config.case_ttl);
+      config.dedup_horizon = top.Duration("dedup_horizon", config.dedup_horizon);
+      ParseWindows(top.Child("windows"), config.retention, &config.windows);
+      ParseDimensions(top.Child("dimensions"), &config.dimensions);
+      ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
+      config.rules = top.StringList("rules");
+      config.alertmanagers = top.StringList("alertmanagers");
+      CheckAlertmanagers(top.Child("alertmanagers"), config.alertmanagers);
+      CheckPositive(top.Child("case_ttl"), "case_ttl", config.case_ttl);
+      CheckPositive(top.Child("dedup_horizon"), "dedup_horizon", config.dedup_horizon);
+      CheckPositive(top.Child("retention"), "retention", config.retention);
+    }
+    if (!diag_.ok()) return diag_.ToStatus();
+    return config;
+  }
+
+ private:
+  void CheckPositive(const YAML::Node& node, absl::string_view what, absl::Duration d) {
+    if (node.IsDefined() && d <= absl::ZeroDuration()) {
+      diag_.Error(node.Mark(), absl::StrCat(what, ": must be greater than 0"));
+    }
+  }
+
+  void ParseKafka(const YAML::Node& node, KafkaConfig* kafka) {
+    MapReader r(node, "kafka", &diag_);
+    kafka->brokers = r.String("brokers", kafka->brokers);
+    kafka->topic = r.String("topic", kafka->topic);
+    kafka->group_id = r.String("group_id", kafka->group_id);
+    kafka->partitions = static_cast<int>(r.Int("partitions", kafka->partitions, 1, 1024));
+    kafka->bootstrap_file = r.String("bootstrap_file");
+    kafka->dead_letter_topic = r.String("dead_letter_topic");
+    kafka->workers = static_cast<int>(r.Int("workers", kafka->workers, 0, 256));
+    kafka->max_message_bytes =
+        r.Int("max_message_bytes", kafka->max_message_bytes, 64, int64_t{64} << 20);
+    if (r.present()) {
+      if (kafka->brokers.empty()) {
+        diag_.Error(r.Child("brokers").Mark(), "kafka.brokers: must not be empty");
+      }
+      if (!IsValidTopic(kafka->topic)) {
+        diag_.Error(r.Child("topic").Mark(),
+                    absl::StrCat("kafka.topic: \"", kafka->topic, "\" is not a valid topic name"));
+      }
+      if (!kafka->dead_letter_topic.empty() && !IsValidTopic(kafka->dead_letter_topic)) {
+        diag_.Error(r.Child("dead_letter_topic").Mark(),
+                    absl::StrCat("kafka.dead_letter_topic: \"", kafka->dead_letter_topic,
+                                 "\" is not a valid topic name"));
+      }
+      if (kafka->dead_letter_topic == kafka->topic) {
+        diag_.Error(r.Child("dead_letter_topic").Mark(),
+                    "kafka.dead_letter_topic: must differ from kafka.topic");
+      }
+      if (kafka->group_id.empty()) {
+        diag_.Error(r.Child("group_id").Mark(), "kafka.group_id: must not be empty");
+      }
+      if (!kafka->embedded()) {
+        for (absl::string_view key : {"partitions", "bootstrap_file"}) {
+          if (YAML::Node n = r.Child(key); n.IsDefined()) {
+            diag_.Error(n.Mark(), absl::StrCat("kafka.", key,
+                                               ": only meaningful with brokers: embedded"));
+          }
+        }
+      }
+      MapReader props(r.Child("properties"), "kafka.properties", &diag_);
+      if (props.present()) {
+        for (auto it = props.node().begin(); it != props.node().end(); ++it) {
+          const std::string key = it->first.Scalar();
+          if (auto value = ReadString(props.Child(key), absl::StrCat("kafka.properties.", key),
+                                      &diag_)) {
+            kafka->properties[key] = *value;
+          }
+        }
+      }
+    }
+  }
+
+  static bool IsValidTopic(absl::string_view topic) {
+    if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
+    return std::all_of(topic.begin(), topic.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '-' || c == '.';
+    });
+  }
+
+  std::string ParseListen(const YAML::Node& node, absl::string_view what, std::string fallback) {
+    MapReader r(node, std::string(what), &diag_);
+    std::string listen = r.String("listen", fallback);
+    if (r.present() && !IsValidListenAddress(listen)) {
+      diag_.Error(r.Child("listen").Mark(),
+                  absl::StrCat(what, ".listen: \"", listen, "\" is not host:port"));
+    }
+    return listen;
+  }
+
+  void ParseClock(const YAML::Node& node, ClockMode* clock) {
+    if (!node.IsDefined()) return;
+    std::optional<std::string> value = ReadString(node, "clock", &diag_);
+    if (!value) return;
+    if (*value == "wall") {
+      *clock = ClockMode::kWall;
+    } else if (*value == "event") {
+      *clock = ClockMode::kEvent;
+    } else {
+      diag_.Error(node.Mark(), absl::StrCat("clock: \"", *value, "\" is not wall or event"));
+    }
+  }
+
+  void ParseWindows(const YAML::Node& node, absl::Duration retention,
+                    std::vector<absl::Duration>* windows) {
+    if (!node.IsDefined()) {
+      *windows = {absl::Minutes(5), absl::Hours(1), absl::Hours(24), absl::Hours(24 * 7)};
+      return;
+    }
+    if (!node.IsSequence() || node.size() == 0) {
+      diag_.Error(node.Mark(), "windows: expected a non-empty list of durations");
+      return;
+    }
+    for (size_t i = 0; i < node.size(); ++i) {
+      std::optional<absl::Duration> w = ReadDuration(node[i], absl::StrCat("windows[", i, "]"),
+                                                     &diag_);
+      if (!w) continue;
+      // A window is cut into 60 buckets of whole seconds.
+      if (*w < absl::Minutes(1) || *w % absl::Minutes(1) != absl::ZeroDuration()) {
+        diag_.Error(node[i].Mark(), absl::StrCat("windows[", i, "]: ", FormatPromDuration(*w),
+                                                 " must be a whole number of minutes, >= 1m"));
+        continue;
+      }
+      if (*w > retention) {
+        diag_.Error(node[i].Mark(),
+                    absl::StrCat("windows[", i, "]: ", FormatPromDuration(*w),
+                                 " is longer than retention (", FormatPromDuration(retention), ")"));
+        continue;
+      }
+      if (std::find(windows->begin(), windows->end(), *w) != windows->end()) {
+        diag_.Error(node[i].Mark(),
+                    absl::StrCat("windows[", i, "]: duplicate window ", FormatPromDuration(*w)));
+        continue;
+      }
+      windows->push_back(*w);
+    }
+    std::sort(windows->begin(), windows->end());
+  }
+
+  void ParseDimensions(const YAML::Node& node, DimensionsConfig* dims) {
+    MapReader r(node, "dimensions", &diag_);
+    dims->max_series_per_process =
+        r.Int("max_series_per_process", dims->max_series_per_process, 1, 1000000);
+    YAML::Node names = r.Child("names");
+    if (!names.IsDefined()) return;
+    dims->names = ReadStringList(names, "dimensions.names", &diag_);
+    absl::flat_hash_set<std::string> seen;
+    for (size_t i = 0; i < dims->names.size() && i < names.size(); ++i) {
+      const std::string& name = dims->names[i];
+      const YAML::Mark mark = names[i].Mark();
+      if (!IsValidLabelName(name)) {
+        diag_.Error(mark, absl::StrCat("dimensions.names[", i, "]: \"", name,
+                                       "\" is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+      } else if (std::find(std::begin(kReservedLabels), std::end(kReservedLabels), name) !=
+                 std::end(kReservedLabels)) {
+        diag_.Error(mark, absl::StrCat("dimensions.names[", i, "]: \"", name,
+                                       "\" is a label kpid uses itself"));
+      } else if (!seen.insert(name).second) {
+        diag_.Error(mark, absl::StrCat("dimensions.names[", i, "]: duplicate \"", name, "\""));
+      }
+    }
+  }
+
+  void ParseProcesses(const YAML::Node& node, const DimensionsConfig& dims,
+                      std::vector<ProcessConfig>* processes) {
+    if (!node.IsDefined()) return;
+    if (!node.IsSequence() || node.size() == 0) {
+      diag_.Error(node.Mark(), "processes: expected a non-empty list");
+      return;
+    }
+    absl::flat_hash_set<std::string> ids;
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string what = absl::StrCat("processes[", i, "]");
+      MapReader r(node[i], what, &diag_);
+      if (!r.present()) {
+        if (node[i].IsNull()) diag_.Error(node[i].Mark(), absl::StrCat(what, ": empty process"));
+        continue;
+      }
+      ProcessConfig process;
+      YAML::Node id_node = r.Required("id");
+      if (id_node.IsDefined()) {
+        process.id = ReadString(id_node, absl::StrCat(what, ".id"), &diag_).value_or("");
+        if (!IsValidId(process.id)) {
+          diag_.Error(id_node.Mark(), absl::StrCat(what, ".id: \"", process.id,
+                                                   "\" must be 1-128 of [A-Za-z0-9_.-]"));
+        } else if (!ids.insert(process.id).second) {
+          diag_.Error(id_node.Mark(),
+                      absl::StrCat(what, ".id: duplicate process \"", process.id, "\""));
+        }
+      }
+      const std::string named = process.id.empty() ? what : absl::StrCat("process ", process.id);
+      ParseStages(r.Required("stages"), named, &process.stages);
+      ParseKpiTree(r.Child("kpi_tree"), named, process, &process.kpi_tree);
+      ParseSimulation(r.Child("simulate"), named, process, dims, &process.simulate);
+      processes->push_back(std::move(process));
+    }
+  }
+
+  void ParseStages(const YAML::Node& node, const std::string& what,
+                   std::vector<StageConfig>* stages) {
+    if (!node.IsDefined()) return;
+    if (!node.IsSequence() || node.size() == 0) {
+      diag_.Error(node.Mark(), absl::StrCat(what, ": stages must be a non-empty list"));
+      return;
+    }
+    absl::flat_hash_set<std::string> ids;
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string stage_what = absl::StrCat(what, ": stages[", i, "]");
+      MapReader r(node[i], stage_what, &diag_);
+      if (!r.present()) {
+        if (node[i].IsNull()) diag_.Error(node[i].Mark(), absl::StrCat(stage_what, ": empty"));
+        continue;
+      }
+      StageConfig stage;
+      YAML::Node id_node = r.Required("id");
+      if (id_node.IsDefined()) {
+        stage.id = ReadString(id_node, absl::StrCat(stage_what, ".id"), &diag_).value_or("");
+        if (!IsValidId(stage.id)) {
+          diag_.Error(id_node.Mark(), absl::StrCat(stage_what, ".id: \"", stage.id,
+                                                   "\" must be 1-128 of [A-Za-z0-9_.-]"));
+        } else if (!ids.insert(stage.id).second) {
+          diag_.Error(id_node.Mark(), absl::StrCat(what, ": duplicate stage \"", stage.id, "\""));
+        }
+      }
+      YAML::Node sla_node = r.Required("sla");
+      if (sla_node.IsDefined()) {
+        std::optional<absl::Duration> sla =
+            ReadDuration(sla_node, absl::StrCat(stage_what, ".sla"), &diag_);
+        if (sla && *sla <= absl::ZeroDuration()) {
+          diag_.Error(sla_node.Mark(), absl::StrCat(stage_what, ".sla: must be greater than 0"));
+        } else if (sla) {
+          stage.sla = *sla;
+        }
+      }
+      MapReader sim(r.Child("simulate"), absl::StrCat(stage_what, ".simulate"), &diag_);
+      if (YAML::Node m = sim.Child("median"); m.IsDefined()) {
+        stage.simulate.median = ReadDuration(m, absl::StrCat(stage_what, ".simulate.median"), &diag_);
+      }
+      stage.simulate.sigma = sim.Double("sigma", stage.simulate.sigma, 0, 5);
+      stage.simulate.fallout = sim.Double("fallout", stage.simulate.fallout, 0, 1);
+      stage.simulate.rework = sim.Double("rework", stage.simulate.rework, 0, 1);
+      stages->push_back(std::move(stage));
+    }
+  }
+
+  void ParseKpiTree(const YAML::Node& node, const std::string& what, const ProcessConfig& process,
+                    std::vector<KpiTreeNode>* tree) {
+    if (!node.IsDefined()) return;
+    if (!node.IsSequence()) {
+      diag_.Error(node.Mark(), absl::StrCat(what, ": kpi_tree must be a list of nodes"));
+      return;
+    }
+    absl::flat_hash_map<std::string, size_t> index;
+    std::vector<YAML::Mark> marks;
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string node_what = absl::StrCat(what, ": kpi_tree[", i, "]");
+      MapReader r(node[i], node_what, &diag_);
+      if (!r.present()) continue;
+      KpiTreeNode n;
+      n.id = r.String("id");
+      n.kpi = r.String("kpi");
+      n.stage = r.String("stage");
+      n.product = r.StringList("product");
+      n.sum = r.StringList("sum");
+      n.ratio = r.StringList("ratio");
+      const int kinds = !n.kpi.empty() + !n.product.empty() + !n.sum.empty() + !n.ratio.empty();
+      if (!IsValidId(n.id)) {
+        diag_.Error(r.mark(), absl::StrCat(node_what, ": needs an id of [A-Za-z0-9_.-]"));
+      } else if (!index.emplace(n.id, tree->size()).second) {
+        diag_.Error(r.Child("id").Mark(), absl::StrCat(what, ": duplicate kpi_tree node \"", n.id, "\""));
+      }
+      if (kinds != 1) {
+        diag_.Error(r.mark(), absl::StrCat(node_what, ": needs exactly one of kpi, product, sum, ratio"));
+      }
+      if (!n.kpi.empty()) {
+        const KpiScope scope = n.stage.empty() ? KpiScope::kProcess : KpiScope::kStage;
+        if (FindKpi(n.kpi, scope) == nullptr) {
+          std::vector<std::string> names;
+          for (const KpiInfo& k : AllKpis()) {
+            if (k.scope == scope) names.emplace_back(k.name);
+          }
+          std::string message = absl::StrCat(node_what, ": unknown ",
+                                              scope == KpiScope::kStage ? "stage" : "process",
+                                              " KPI \"", n.kpi, "\"");
+          if (std::string hint = DidYouMean(n.kpi, names); !hint.empty()) {
+            absl::StrAppend(&message, "; did you mean \"", hint, "\"?");
+          }
+          diag_.Error(r.Child("kpi").Mark(), message);
+        }
+        if (!n.stage.empty() && process.StageIndex(n.stage) < 0) {
+          diag_.Error(r.Child("stage").Mark(),
+                      absl::StrCat(node_what, ": unknown stage \"", n.stage, "\""));
+        }
+      } else if (!n.stage.empty()) {
+        diag_.Error(r.Child("stage").Mark(), absl::StrCat(node_what, ": stage only goes with kpi"));
+      }
+      if (!n.ratio.empty() && n.ratio.size() != 2) {
+        diag_.Error(r.Child("ratio").Mark(),
+                    absl::StrCat(node_what, ": ratio needs [numerator, denominator]"));
+      }
+      marks.push_back(r.mark());
+      tree->push_back(std::move(n));
+    }
+    // References resolve, and the graph has no cycle.
+    for (size_t i = 0; i < tree->size(); ++i) {
+      const KpiTreeNode& n = (*tree)[i];
+      for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
+        for (const std::string& ref : *refs) {
+          if (!index.contains(ref)) {
+            diag_.Error(marks[i], absl::StrCat(what, ": kpi_tree node \"", n.id,
+                                               "\" refers to unknown node \"", ref, "\""));
+          }
+        }
+      }
+    }
+    if (!diag_.ok()) return;
+    enum class Mark { kNew, kActive, kDone };
+    std::vector<Mark> state(tree->size(), Mark::kNew);
+    std::function<bool(size_t)> visit = [&](size_t i) {
+      if (state[i] == Mark::kActive) return false;
+      if (state[i] == Mark::kDone) return true;
+      state[i] = Mark::kActive;
+      const KpiTreeNode& n = (*tree)[i];
+      for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
+        for (const std::string& ref : *refs) {
+          if (!visit(index.at(ref))) return false;
+        }
+      }
+      state[i] = Mark::kDone;
+      return true;
+    };
+    for (size_t i = 0; i < tree->size(); ++i) {
+      if (!visit(i)) {
+        diag_.Error(marks[i], absl::StrCat(what, ": kpi_tree has a cycle through node \"",
+                                           (*tree)[i].id, "\""));
+        return;
+      }
+    }
+  }
+
+  void ParseSimulation(const YAML::Node& node, const std::string& what,
+                       const ProcessConfig& process, const DimensionsConfig& dims,
+                       ProcessSimulation* sim) {
+    (void)process;
+    MapReader r(node, absl::StrCat(what, ".simulate"), &diag_);
+    sim->arrivals_per_hour = r.Double("arrivals_per_hour", sim->arrivals_per_hour, 1e-6, 1e9);
+    sim->deal_median = r.Double("deal_median", sim->deal_median, 0, 1e12);
+    sim->deal_sigma = r.Double("deal_sigma", sim->deal_sigma, 0, 5);
+    sim->cost_per_case = r.Double("cost_per_case", sim->cost_per_case, 0, 1e12);
+    sim->feedback_odds = r.Double("feedback_odds", sim->feedback_odds, 0, 1);
+    MapReader attrs(r.Child("attributes"), absl::StrCat(what, ".simulate.attributes"), &diag_);
+    if (!attrs.present()) return;
+    for (auto it = attrs.node().begin(); it != attrs.node().end(); ++it) {
+      const std::string name = it->first.Scalar();
+      YAML::Node values = attrs.Child(name);
+      if (std::find(dims.names.begin(), dims.names.end(), name) == dims.names.end()) {
+        diag_.Error(it->first.Mark(), absl::StrCat(what, ".simulate.attributes: \"", name,
+                                                   "\" is not in dimensions.names"));
+        continue;
+      }
+      std::vector<std::string> list =
+          ReadStringList(values, absl::StrCat(what, ".simulate.attributes.", name), &diag_);
+      if (list.empty()) {
+        diag_.Error(values.Mark(), absl::StrCat(what, ".simulate.attributes.", name,
+                                                ": needs at least one value"));
+      }
+      sim->attributes[name] = std::move(list);
+    }
+  }
+
+  void CheckAlertmanagers(const YAML::Node& node, const std::vector<std::string>& urls) {
+    for (size_t i = 0; i < urls.size(); ++i) {
+      if (!absl::StartsWith(urls[i], "http://") && !absl::StartsWith(urls[i], "https://")) {
+        diag_.Error(node[i].Mark(), absl::StrCat("alertmanagers[", i, "]: \"", urls[i],
+                                                 "\" is not an http:// or https:// URL"));
+      }
+    }
+  }
+
+  Diagnostics diag_;
+};
+
+}  // namespace
+
+int ProcessConfig::StageIndex(absl::string_view stage_id) const {
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (stages[i].id == stage_id) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+const ProcessConfig* Config::FindProcess(absl::string_view id) const {
+  for (const ProcessConfig& p : processes) {
+    if (p.id == id) return &p;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename) {
+  return ConfigParser(filename).Parse(yaml);
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<Config> config = ParseConfig(text.str(), path);
+  if (config.ok()) config->source_path = path;
+  return config;
+}
+
+bool IsValidListenAddress(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  absl::string_view host = address.substr(0, colon);
+  absl::string_view port = address.substr(colon + 1);
+  int port_number = 0;
+  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
+    return false;
+  }
+  if (absl::StartsWith(host, "[")) return absl::EndsWith(host, "]") && host.size() > 2;
+  return host.find(':') == absl::string_view::npos;
+}
+
+}  // namespace kpid::model

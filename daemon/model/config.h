@@ -1,0 +1,125 @@
+// kpid's configuration (DESIGN §5): typed, validated, immutable once loaded.
+//
+//   absl::StatusOr<kpid::model::Config> config = kpid::model::LoadConfigFile("kpid.yaml");
+//   if (!config.ok()) { /* message: one "file:line:col: message" per line */ }
+//
+// Everything that can be checked without running is checked here, so a config
+// that loads is one the daemon can run: unknown keys (with a did-you-mean),
+// bad durations, duplicate ids, windows longer than retention, KPI-tree
+// references. Values are plain data; share a loaded Config as
+// std::shared_ptr<const Config> across threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kpid::model {
+
+enum class ClockMode { kWall, kEvent };
+
+// Knobs for kpi-loadgen's simulation of a stage; the daemon ignores them.
+struct StageSimulation {
+  // Median time a case spends in the stage; default: half the stage's SLA.
+  std::optional<absl::Duration> median;
+  // Log-normal shape of the time in stage.
+  double sigma = 0.6;
+  // Odds that a case falls out in this stage instead of advancing.
+  double fallout = 0.1;
+  // Odds that a case, on leaving this stage, goes back to the previous stage.
+  double rework = 0.0;
+};
+
+struct StageConfig {
+  std::string id;
+  absl::Duration sla;
+  StageSimulation simulate;
+};
+
+// Knobs for kpi-loadgen's simulation of a process; the daemon ignores them.
+struct ProcessSimulation {
+  double arrivals_per_hour = 60;     // Poisson arrival rate of new cases
+  double deal_median = 20000;        // log-normal deal size (CASE_COMPLETED amount)
+  double deal_sigma = 0.8;
+  double cost_per_case = 0;          // COST event per completed case when > 0
+  double feedback_odds = 0.0;        // odds of a FEEDBACK event after completion
+  // Values to draw case attributes from, per dimension name.
+  std::map<std::string, std::vector<std::string>> attributes;
+};
+
+// A node of the revenue driver tree: exactly one of kpi, product, sum, ratio.
+struct KpiTreeNode {
+  std::string id;
+  std::string kpi;                   // a window KPI of DESIGN §3
+  std::string stage;                 // with kpi: a stage-level KPI of that stage
+  std::vector<std::string> product;  // ids of other nodes
+  std::vector<std::string> sum;
+  std::vector<std::string> ratio;    // [numerator, denominator]
+};
+
+struct ProcessConfig {
+  std::string id;
+  std::vector<StageConfig> stages;
+  std::vector<KpiTreeNode> kpi_tree;
+  ProcessSimulation simulate;
+
+  // Index of the stage `id` in `stages`, or -1.
+  int StageIndex(absl::string_view stage_id) const;
+};
+
+struct KafkaConfig {
+  std::string brokers = "embedded";  // "embedded" or "host:port,host:port"
+  std::string topic = "process-events";
+  std::string group_id = "kpid";
+  int partitions = 4;                // embedded broker only
+  std::string bootstrap_file;        // embedded broker only
+  std::string dead_letter_topic;     // empty: no dead-letter topic
+  int workers = 0;                   // 0: one per core, at most one per partition
+  int64_t max_message_bytes = 1 << 20;
+  // Passed to librdkafka as they are (TLS, SASL, tuning).
+  std::map<std::string, std::string> properties;
+
+  bool embedded() const { return brokers == "embedded"; }
+};
+
+struct DimensionsConfig {
+  std::vector<std::string> names;
+  int64_t max_series_per_process = 1000;
+};
+
+struct Config {
+  std::string source_path;  // the file it was read from
+  KafkaConfig kafka;
+  std::string http_listen = "0.0.0.0:9464";
+  std::string grpc_listen = "0.0.0.0:50051";
+  ClockMode clock = ClockMode::kWall;
+  std::vector<absl::Duration> windows;  // ascending
+  absl::Duration retention = absl::Hours(24 * 15);
+  absl::Duration case_ttl = absl::Hours(24 * 30);
+  absl::Duration dedup_horizon = absl::Hours(1);
+  DimensionsConfig dimensions;
+  std::vector<ProcessConfig> processes;
+  std::vector<std::string> rules;          // glob patterns, relative to the config's folder
+  std::vector<std::string> alertmanagers;  // base URLs
+
+  // The process `id`, or nullptr.
+  const ProcessConfig* FindProcess(absl::string_view id) const;
+};
+
+// Parses and validates YAML text; `filename` prefixes every error.
+absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename);
+
+// Reads and parses a file.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// "host:port" with a port in [0, 65535]; host may be empty, a name, an IPv4
+// address or a bracketed IPv6 address.
+bool IsValidListenAddress(absl::string_view address);
+
+}  // namespace kpid::model
