@@ -247,7 +247,8 @@ std::string DidYouMean(absl::string_view word, const std::vector<std::string>& c
   size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;
   for (const std::string& candidate : candidates) {
     const size_t d = distance(word, candidate);
-    if (d < best_distance) {
+    // A candidate that shares nothing with the word is no hint ("xy" -> "id").
+    if (d < best_distance && d < candidate.size()) {
       best_distance = d;
       best = candidate;
     }

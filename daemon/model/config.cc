@@ -1,13 +1,16 @@
 #include "daemon/model/config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -65,12 +68,12 @@ class ConfigParser {
       config.retention = top.Duration("retention", config.retention);
       config.case_ttl = top.Duration("case_ttl", config.case_ttl);
       config.dedup_horizon = top.Duration("dedup_horizon", config.dedup_horizon);
-      ParseWindows(top.Child("windows"), config.retention, &config.windows);
+      ParseWindows(top.Child("windows"), top.Child("retention"), config.retention,
+                   &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
       config.rules = top.StringList("rules");
-      config.alertmanagers = top.StringList("alertmanagers");
-      CheckAlertmanagers(top.Child("alertmanagers"), config.alertmanagers);
+      config.alertmanagers = ParseAlertmanagers(top.Child("alertmanagers"));
       CheckPositive(top.Child("case_ttl"), "case_ttl", config.case_ttl);
       CheckPositive(top.Child("dedup_horizon"), "dedup_horizon", config.dedup_horizon);
       CheckPositive(top.Child("retention"), "retention", config.retention);
@@ -110,7 +113,7 @@ class ConfigParser {
                     absl::StrCat("kafka.dead_letter_topic: \"", kafka->dead_letter_topic,
                                  "\" is not a valid topic name"));
       }
-      if (kafka->dead_letter_topic == kafka->topic) {
+      if (!kafka->dead_letter_topic.empty() && kafka->dead_letter_topic == kafka->topic) {
         diag_.Error(r.Child("dead_letter_topic").Mark(),
                     "kafka.dead_letter_topic: must differ from kafka.topic");
       }
@@ -128,6 +131,7 @@ class ConfigParser {
       MapReader props(r.Child("properties"), "kafka.properties", &diag_);
       if (props.present()) {
         for (auto it = props.node().begin(); it != props.node().end(); ++it) {
+          if (!it->first.IsScalar()) continue;  // reported by Finish()
           const std::string key = it->first.Scalar();
           if (auto value = ReadString(props.Child(key), absl::StrCat("kafka.properties.", key),
                                       &diag_)) {
@@ -169,10 +173,18 @@ class ConfigParser {
     }
   }
 
-  void ParseWindows(const YAML::Node& node, absl::Duration retention,
-                    std::vector<absl::Duration>* windows) {
+  void ParseWindows(const YAML::Node& node, const YAML::Node& retention_node,
+                    absl::Duration retention, std::vector<absl::Duration>* windows) {
+    // A retention <= 0 is reported by CheckPositive; don't pile window errors on it.
+    const bool check_retention = retention > absl::ZeroDuration();
     if (!node.IsDefined()) {
       *windows = {absl::Minutes(5), absl::Hours(1), absl::Hours(24), absl::Hours(24 * 7)};
+      if (check_retention && windows->back() > retention) {
+        diag_.Error(retention_node.Mark(),
+                    absl::StrCat("retention: ", FormatPromDuration(retention),
+                                 " is shorter than the longest default window (",
+                                 FormatPromDuration(windows->back()), "); list windows explicitly"));
+      }
       return;
     }
     if (!node.IsSequence() || node.size() == 0) {
@@ -189,7 +201,7 @@ class ConfigParser {
                                                  " must be a whole number of minutes, >= 1m"));
         continue;
       }
-      if (*w > retention) {
+      if (check_retention && *w > retention) {
         diag_.Error(node[i].Mark(),
                     absl::StrCat("windows[", i, "]: ", FormatPromDuration(*w),
                                  " is longer than retention (", FormatPromDuration(retention), ")"));
@@ -211,12 +223,21 @@ class ConfigParser {
         r.Int("max_series_per_process", dims->max_series_per_process, 1, 1000000);
     YAML::Node names = r.Child("names");
     if (!names.IsDefined()) return;
-    dims->names = ReadStringList(names, "dimensions.names", &diag_);
+    if (!names.IsSequence()) {
+      diag_.Error(names.Mark(), "dimensions.names: expected a list");
+      return;
+    }
     absl::flat_hash_set<std::string> seen;
-    for (size_t i = 0; i < dims->names.size() && i < names.size(); ++i) {
-      const std::string& name = dims->names[i];
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::optional<std::string> read =
+          ReadString(names[i], absl::StrCat("dimensions.names[", i, "]"), &diag_);
+      if (!read) continue;
+      const std::string& name = dims->names.emplace_back(*std::move(read));
       const YAML::Mark mark = names[i].Mark();
-      if (!IsValidLabelName(name)) {
+      if (absl::StartsWith(name, "__")) {
+        diag_.Error(mark, absl::StrCat("dimensions.names[", i, "]: \"", name,
+                                       "\" starts with __, which Prometheus reserves"));
+      } else if (!IsValidLabelName(name)) {
         diag_.Error(mark, absl::StrCat("dimensions.names[", i, "]: \"", name,
                                        "\" is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
       } else if (std::find(std::begin(kReservedLabels), std::end(kReservedLabels), name) !=
@@ -247,8 +268,11 @@ class ConfigParser {
       ProcessConfig process;
       YAML::Node id_node = r.Required("id");
       if (id_node.IsDefined()) {
-        process.id = ReadString(id_node, absl::StrCat(what, ".id"), &diag_).value_or("");
-        if (!IsValidId(process.id)) {
+        std::optional<std::string> id = ReadString(id_node, absl::StrCat(what, ".id"), &diag_);
+        process.id = id.value_or("");
+        if (!id) {
+          // reported by ReadString
+        } else if (!IsValidId(process.id)) {
           diag_.Error(id_node.Mark(), absl::StrCat(what, ".id: \"", process.id,
                                                    "\" must be 1-128 of [A-Za-z0-9_.-]"));
         } else if (!ids.insert(process.id).second) {
@@ -282,8 +306,12 @@ class ConfigParser {
       StageConfig stage;
       YAML::Node id_node = r.Required("id");
       if (id_node.IsDefined()) {
-        stage.id = ReadString(id_node, absl::StrCat(stage_what, ".id"), &diag_).value_or("");
-        if (!IsValidId(stage.id)) {
+        std::optional<std::string> id =
+            ReadString(id_node, absl::StrCat(stage_what, ".id"), &diag_);
+        stage.id = id.value_or("");
+        if (!id) {
+          // reported by ReadString
+        } else if (!IsValidId(stage.id)) {
           diag_.Error(id_node.Mark(), absl::StrCat(stage_what, ".id: \"", stage.id,
                                                    "\" must be 1-128 of [A-Za-z0-9_.-]"));
         } else if (!ids.insert(stage.id).second) {
@@ -302,7 +330,13 @@ class ConfigParser {
       }
       MapReader sim(r.Child("simulate"), absl::StrCat(stage_what, ".simulate"), &diag_);
       if (YAML::Node m = sim.Child("median"); m.IsDefined()) {
-        stage.simulate.median = ReadDuration(m, absl::StrCat(stage_what, ".simulate.median"), &diag_);
+        stage.simulate.median =
+            ReadDuration(m, absl::StrCat(stage_what, ".simulate.median"), &diag_);
+        if (stage.simulate.median && *stage.simulate.median <= absl::ZeroDuration()) {
+          diag_.Error(m.Mark(),
+                      absl::StrCat(stage_what, ".simulate.median: must be greater than 0"));
+          stage.simulate.median.reset();
+        }
       }
       stage.simulate.sigma = sim.Double("sigma", stage.simulate.sigma, 0, 5);
       stage.simulate.fallout = sim.Double("fallout", stage.simulate.fallout, 0, 1);
@@ -323,7 +357,10 @@ class ConfigParser {
     for (size_t i = 0; i < node.size(); ++i) {
       const std::string node_what = absl::StrCat(what, ": kpi_tree[", i, "]");
       MapReader r(node[i], node_what, &diag_);
-      if (!r.present()) continue;
+      if (!r.present()) {
+        if (node[i].IsNull()) diag_.Error(node[i].Mark(), absl::StrCat(node_what, ": empty node"));
+        continue;
+      }
       KpiTreeNode n;
       n.id = r.String("id");
       n.kpi = r.String("kpi");
@@ -381,17 +418,23 @@ class ConfigParser {
         }
       }
     }
-    if (!diag_.ok()) return;
+    // Unknown references (reported above) are skipped; `on_cycle` is the node
+    // found still on the DFS stack, so it is on the cycle itself.
     enum class Mark { kNew, kActive, kDone };
     std::vector<Mark> state(tree->size(), Mark::kNew);
+    size_t on_cycle = 0;
     std::function<bool(size_t)> visit = [&](size_t i) {
-      if (state[i] == Mark::kActive) return false;
+      if (state[i] == Mark::kActive) {
+        on_cycle = i;
+        return false;
+      }
       if (state[i] == Mark::kDone) return true;
       state[i] = Mark::kActive;
       const KpiTreeNode& n = (*tree)[i];
       for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
         for (const std::string& ref : *refs) {
-          if (!visit(index.at(ref))) return false;
+          auto it = index.find(ref);
+          if (it != index.end() && !visit(it->second)) return false;
         }
       }
       state[i] = Mark::kDone;
@@ -399,8 +442,8 @@ class ConfigParser {
     };
     for (size_t i = 0; i < tree->size(); ++i) {
       if (!visit(i)) {
-        diag_.Error(marks[i], absl::StrCat(what, ": kpi_tree has a cycle through node \"",
-                                           (*tree)[i].id, "\""));
+        diag_.Error(marks[on_cycle], absl::StrCat(what, ": kpi_tree has a cycle through node \"",
+                                                  (*tree)[on_cycle].id, "\""));
         return;
       }
     }
@@ -410,39 +453,57 @@ class ConfigParser {
                        const ProcessConfig& process, const DimensionsConfig& dims,
                        ProcessSimulation* sim) {
     (void)process;
-    MapReader r(node, absl::StrCat(what, ".simulate"), &diag_);
+    const std::string sim_what = absl::StrCat(what, ": simulate");
+    MapReader r(node, sim_what, &diag_);
     sim->arrivals_per_hour = r.Double("arrivals_per_hour", sim->arrivals_per_hour, 1e-6, 1e9);
     sim->deal_median = r.Double("deal_median", sim->deal_median, 0, 1e12);
     sim->deal_sigma = r.Double("deal_sigma", sim->deal_sigma, 0, 5);
     sim->cost_per_case = r.Double("cost_per_case", sim->cost_per_case, 0, 1e12);
     sim->feedback_odds = r.Double("feedback_odds", sim->feedback_odds, 0, 1);
-    MapReader attrs(r.Child("attributes"), absl::StrCat(what, ".simulate.attributes"), &diag_);
+    MapReader attrs(r.Child("attributes"), absl::StrCat(sim_what, ".attributes"), &diag_);
     if (!attrs.present()) return;
     for (auto it = attrs.node().begin(); it != attrs.node().end(); ++it) {
+      if (!it->first.IsScalar()) continue;  // reported by Finish()
       const std::string name = it->first.Scalar();
       YAML::Node values = attrs.Child(name);
       if (std::find(dims.names.begin(), dims.names.end(), name) == dims.names.end()) {
-        diag_.Error(it->first.Mark(), absl::StrCat(what, ".simulate.attributes: \"", name,
+        diag_.Error(it->first.Mark(), absl::StrCat(sim_what, ".attributes: \"", name,
                                                    "\" is not in dimensions.names"));
         continue;
       }
       std::vector<std::string> list =
-          ReadStringList(values, absl::StrCat(what, ".simulate.attributes.", name), &diag_);
-      if (list.empty()) {
-        diag_.Error(values.Mark(), absl::StrCat(what, ".simulate.attributes.", name,
+          ReadStringList(values, absl::StrCat(sim_what, ".attributes.", name), &diag_);
+      if (values.IsSequence() && values.size() == 0) {
+        diag_.Error(values.Mark(), absl::StrCat(sim_what, ".attributes.", name,
                                                 ": needs at least one value"));
       }
       sim->attributes[name] = std::move(list);
     }
   }
 
-  void CheckAlertmanagers(const YAML::Node& node, const std::vector<std::string>& urls) {
-    for (size_t i = 0; i < urls.size(); ++i) {
-      if (!absl::StartsWith(urls[i], "http://") && !absl::StartsWith(urls[i], "https://")) {
-        diag_.Error(node[i].Mark(), absl::StrCat("alertmanagers[", i, "]: \"", urls[i],
-                                                 "\" is not an http:// or https:// URL"));
-      }
+  std::vector<std::string> ParseAlertmanagers(const YAML::Node& node) {
+    std::vector<std::string> urls;
+    if (!node.IsDefined()) return urls;
+    if (!node.IsSequence()) {
+      diag_.Error(node.Mark(), "alertmanagers: expected a list");
+      return urls;
     }
+    for (size_t i = 0; i < node.size(); ++i) {
+      const std::string what = absl::StrCat("alertmanagers[", i, "]");
+      std::optional<std::string> url = ReadString(node[i], what, &diag_);
+      if (!url) continue;
+      absl::string_view rest = *url;
+      if (!absl::ConsumePrefix(&rest, "http://") && !absl::ConsumePrefix(&rest, "https://")) {
+        rest = "";
+      }
+      if (rest.empty() || absl::StartsWith(rest, "/")) {
+        diag_.Error(node[i].Mark(),
+                    absl::StrCat(what, ": \"", *url, "\" is not an http:// or https:// URL"));
+        continue;
+      }
+      urls.push_back(*std::move(url));
+    }
+    return urls;
   }
 
   Diagnostics diag_;
@@ -469,6 +530,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view fil
 }
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
   std::ostringstream text;
@@ -484,7 +549,10 @@ bool IsValidListenAddress(absl::string_view address) {
   absl::string_view host = address.substr(0, colon);
   absl::string_view port = address.substr(colon + 1);
   int port_number = 0;
-  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      std::all_of(port.begin(), port.end(),
+                                  [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); });
+  if (!digits || !absl::SimpleAtoi(port, &port_number) || port_number > 65535) {
     return false;
   }
   if (absl::StartsWith(host, "[")) return absl::EndsWith(host, "]") && host.size() > 2;

@@ -1,0 +1,75 @@
+#include "daemon/http/http_server.h"
+
+#include <httplib.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/common/log.h"
+#include "prometheus/text_serializer.h"
+
+namespace kpid::http {
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
+  const size_t colon = options.listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(options.listen).substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("http: bad listen address ", options.listen));
+  }
+  std::string host = options.listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host.empty()) host = "0.0.0.0";
+
+  std::unique_ptr<HttpServer> server(new HttpServer(std::move(options)));
+  httplib::Server& s = *server->server_;
+  HttpServer* self = server.get();
+  s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    res.set_content(self->RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  s.Get("/readyz", [self](const httplib::Request&, httplib::Response& res) {
+    const std::string reason =
+        self->options_.not_ready_reason ? self->options_.not_ready_reason() : "";
+    if (reason.empty()) {
+      res.set_content("ready\n", "text/plain");
+    } else {
+      res.status = 503;
+      res.set_content(absl::StrCat("not ready: ", reason, "\n"), "text/plain");
+    }
+  });
+
+  server->port_ = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
+  if (server->port_ <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("http: cannot listen on ", server->options_.listen,
+                     " (address in use or not local?)"));
+  }
+  server->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
+  log::Info("http listening", {{"address", absl::StrCat(host, ":", server->port_)}});
+  return server;
+}
+
+HttpServer::HttpServer(Options options)
+    : options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Stop() {
+  if (!thread_.joinable()) return;
+  server_->stop();
+  thread_.join();
+}
+
+std::string HttpServer::RenderMetrics() const {
+  std::vector<prometheus::MetricFamily> families;
+  for (const auto& collectable : options_.collectables) {
+    std::vector<prometheus::MetricFamily> part = collectable->Collect();
+    families.insert(families.end(), std::make_move_iterator(part.begin()),
+                    std::make_move_iterator(part.end()));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace kpid::http

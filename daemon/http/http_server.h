@@ -1,0 +1,54 @@
+// kpid's HTTP endpoint: /metrics (Prometheus text format), /healthz, /readyz.
+//
+//   HttpServer::Options options{.listen = "0.0.0.0:9464", .ready = [&] { ... }};
+//   options.collectables.push_back(std::make_shared<BuildInfo>());
+//   auto server = HttpServer::Start(std::move(options));   // binds or fails now
+//   int port = (*server)->port();                           // the bound port (listen :0)
+//
+// Requests are served on cpp-httplib's thread pool; collectables must be
+// safe to call from any thread and must not block event processing.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "prometheus/collectable.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace kpid::http {
+
+class HttpServer {
+ public:
+  struct Options {
+    std::string listen;  // host:port; port 0 picks a free one
+    // /readyz: empty string when ready, else why not (returned with a 503).
+    std::function<std::string()> not_ready_reason;
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
+  };
+
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Options options);
+  ~HttpServer();  // Stop()
+
+  void Stop();
+  int port() const { return port_; }
+
+  // The /metrics body.
+  std::string RenderMetrics() const;
+
+ private:
+  explicit HttpServer(Options options);
+
+  Options options_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace kpid::http

@@ -1,0 +1,65 @@
+// Turns a Kafka message value into a validated ProcessEvent with its process
+// and stage resolved against the config, or says why it cannot.
+//
+//   EventDecoder decoder(config);
+//   DecodedEvent event;
+//   if (std::optional<Rejection> r = decoder.Decode(value, is_json_header, &event)) {
+//     ... count r->reason, dead-letter the message with r->detail ...
+//   }
+//
+// A value is JSON (proto3 canonical mapping, parsed by Protobuf's own JSON
+// parser) when the content-type header says so or its first non-blank byte is
+// `{`; otherwise binary protobuf. Single-threaded: one decoder per worker; it
+// reuses `event`'s memory from one message to the next.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "daemon/model/config.h"
+#include "daemon/model/reject_reason.h"
+#include "kpid/v1/event.pb.h"
+
+namespace kpid::ingest {
+
+struct DecodedEvent {
+  kpid::v1::ProcessEvent proto;
+  int process_index = -1;  // into Config::processes
+  int stage_index = -1;    // into ProcessConfig::stages; STAGE_ENTERED only
+  absl::Time occurred_at;
+};
+
+struct Rejection {
+  model::RejectReason reason;
+  std::string detail;  // human-readable, for logs and the dead-letter header
+};
+
+class EventDecoder {
+ public:
+  // `config` must outlive the decoder.
+  explicit EventDecoder(const model::Config& config);
+
+  // Fills `out` and returns nullopt, or returns why the value is rejected.
+  std::optional<Rejection> Decode(absl::string_view value, bool json_content_type,
+                                  DecodedEvent* out);
+
+  // True for a content-type header value that names JSON
+  // ("application/json", any case, parameters allowed).
+  static bool IsJsonContentType(absl::string_view header_value);
+
+ private:
+  std::optional<Rejection> Validate(DecodedEvent* out) const;
+
+  struct ProcessIndex {
+    int index;
+    absl::flat_hash_map<std::string, int> stages;
+  };
+
+  const model::Config& config_;
+  absl::flat_hash_map<std::string, ProcessIndex> processes_;
+};
+
+}  // namespace kpid::ingest

@@ -1,0 +1,328 @@
+#include "daemon/ingest/kafka_ingest.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/common/log.h"
+#include "daemon/ingest/kafka_conf.h"
+
+namespace kpid::ingest {
+
+// Everything a worker thread owns.
+struct KafkaIngest::Worker {
+  int index = 0;
+  rd_kafka_queue_t* queue = nullptr;
+  std::unique_ptr<EventDecoder> decoder;
+  std::unique_ptr<EventHandler> handler;
+  DecodedEvent event;  // reused for every message
+  WorkerStats stats;
+  std::thread thread;
+};
+
+namespace {
+
+constexpr size_t kBatchSize = 1024;
+constexpr int kPollTimeoutMs = 100;
+constexpr absl::Duration kTickInterval = absl::Milliseconds(100);
+
+// Bad input is counted in full but logged sparsely: on the 1st, 2nd, 4th,
+// 8th... rejection of each reason per worker.
+bool ShouldLogRejection(uint64_t count_after) { return (count_after & (count_after - 1)) == 0; }
+
+bool HasJsonContentType(const rd_kafka_message_t& message) {
+  rd_kafka_headers_t* headers = nullptr;
+  if (rd_kafka_message_headers(&message, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+  const void* value = nullptr;
+  size_t size = 0;
+  if (rd_kafka_header_get_last(headers, "content-type", &value, &size) !=
+      RD_KAFKA_RESP_ERR_NO_ERROR || value == nullptr) {
+    return false;
+  }
+  return EventDecoder::IsJsonContentType(
+      absl::string_view(static_cast<const char*>(value), size));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KafkaIngest>> KafkaIngest::Start(Options options) {
+  if (options.config == nullptr || !options.handler_factory) {
+    return absl::InvalidArgumentError("KafkaIngest: config and handler_factory are required");
+  }
+  std::unique_ptr<KafkaIngest> ingest(new KafkaIngest(std::move(options)));
+  if (absl::Status s = ingest->Init(); !s.ok()) return s;
+  return ingest;
+}
+
+KafkaIngest::KafkaIngest(Options options) : options_(std::move(options)) {}
+
+absl::Status KafkaIngest::Init() {
+  const model::Config& config = *options_.config;
+  int workers = options_.workers > 0 ? options_.workers : config.kafka.workers;
+  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (config.kafka.embedded()) workers = std::min(workers, config.kafka.partitions);
+
+  absl::StatusOr<rd_kafka_conf_t*> conf = MakeKafkaConf(
+      options_.brokers,
+      {
+          {"group.id", config.kafka.group_id},
+          {"auto.offset.reset", "earliest"},
+          // Offsets are stored after a batch is processed, then committed.
+          {"enable.auto.offset.store", "false"},
+          {"enable.auto.commit", "true"},
+          {"auto.commit.interval.ms", "1000"},
+          {"enable.partition.eof", "false"},
+          {"fetch.wait.max.ms", "100"},
+          {"queued.min.messages", "100000"},
+          {"client.id", "kpid"},
+      },
+      config.kafka.properties);
+  if (!conf.ok()) return conf.status();
+  rd_kafka_conf_set_opaque(*conf, this);
+  rd_kafka_conf_set_rebalance_cb(
+      *conf, [](rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                void* opaque) { RebalanceTrampoline(rk, static_cast<int>(err), parts, opaque); });
+  char err[512];
+  consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, *conf, err, sizeof(err));
+  if (consumer_ == nullptr) {
+    rd_kafka_conf_destroy(*conf);
+    return absl::InvalidArgumentError(absl::StrCat("kafka consumer: ", err));
+  }
+  // Group events (rebalances, errors) are served by rd_kafka_consumer_poll.
+  rd_kafka_poll_set_consumer(consumer_);
+
+  for (int i = 0; i < workers; ++i) {
+    auto worker = std::make_unique<Worker>();
+    worker->index = i;
+    worker->queue = rd_kafka_queue_new(consumer_);
+    worker->decoder = std::make_unique<EventDecoder>(config);
+    worker->handler = options_.handler_factory(i);
+    workers_.push_back(std::move(worker));
+  }
+
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(topics, config.kafka.topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t e = rd_kafka_subscribe(consumer_, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::InternalError(absl::StrCat("kafka subscribe: ", rd_kafka_err2str(e)));
+  }
+  for (auto& worker : workers_) {
+    worker->thread = std::thread([this, w = worker.get()] { WorkerLoop(w); });
+  }
+  poll_thread_ = std::thread([this] { PollLoop(); });
+  log::Info("kafka consumer started",
+            {{"brokers", options_.brokers},
+             {"topic", config.kafka.topic},
+             {"group", config.kafka.group_id},
+             {"workers", absl::StrCat(workers)}});
+  return absl::OkStatus();
+}
+
+const WorkerStats& KafkaIngest::worker_stats(int worker) const {
+  return workers_[static_cast<size_t>(worker)]->stats;
+}
+
+KafkaIngest::~KafkaIngest() {
+  Stop();
+  for (auto& worker : workers_) {
+    if (worker->queue != nullptr) rd_kafka_queue_destroy(worker->queue);
+  }
+  if (consumer_ != nullptr) rd_kafka_destroy(consumer_);
+}
+
+void KafkaIngest::Stop() {
+  if (stopped_.exchange(true)) return;
+  stop_.store(true, std::memory_order_release);
+  // Workers first, so the offsets they stored are final; then the poll
+  // thread closes the consumer, which commits them and leaves the group.
+  for (auto& worker : workers_) {
+    if (worker->thread.joinable()) worker->thread.join();
+  }
+  if (poll_thread_.joinable()) poll_thread_.join();
+  log::Info("kafka consumer stopped");
+}
+
+void KafkaIngest::PollLoop() {
+  while (!stop_.load(std::memory_order_acquire)) {
+    rd_kafka_message_t* message = rd_kafka_consumer_poll(consumer_, kPollTimeoutMs);
+    if (message == nullptr) continue;
+    if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      log::Warn("kafka consumer error", {{"error", rd_kafka_message_errstr(message)}});
+    } else {
+      // Every assigned partition is forwarded to a worker before it is
+      // assigned, so a message here means that invariant broke.
+      log::Error("message on the group queue; partition was not forwarded",
+                 {{"partition", absl::StrCat(message->partition)},
+                  {"offset", absl::StrCat(message->offset)}});
+    }
+    rd_kafka_message_destroy(message);
+  }
+  rd_kafka_resp_err_t e = rd_kafka_consumer_close(consumer_);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    log::Warn("kafka consumer close", {{"error", rd_kafka_err2str(e)}});
+  }
+}
+
+void KafkaIngest::RebalanceTrampoline(rd_kafka_s* rk, int err,
+                                      rd_kafka_topic_partition_list_s* partitions, void* opaque) {
+  (void)rk;
+  static_cast<KafkaIngest*>(opaque)->OnRebalance(err, partitions);
+}
+
+void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions) {
+  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
+  std::string names;
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < partitions->cnt; ++i) {
+      const rd_kafka_topic_partition_t& tp = partitions->elems[i];
+      rd_kafka_queue_t* queue = rd_kafka_queue_get_partition(consumer_, tp.topic, tp.partition);
+      if (queue == nullptr) {
+        log::Error("cannot get partition queue", {{"partition", absl::StrCat(tp.partition)}});
+        continue;
+      }
+      Worker* worker = workers_[static_cast<size_t>(tp.partition) % workers_.size()].get();
+      rd_kafka_queue_forward(queue, worker->queue);
+      rd_kafka_queue_destroy(queue);
+      absl::StrAppend(&names, names.empty() ? "" : ",", tp.partition);
+    }
+    if (cooperative) {
+      rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, partitions);
+      if (error != nullptr) {
+        log::Error("incremental assign failed", {{"error", rd_kafka_error_string(error)}});
+        rd_kafka_error_destroy(error);
+      }
+    } else {
+      rd_kafka_assign(consumer_, partitions);
+    }
+    absl::MutexLock lock(&assignment_mu_);
+    if (!cooperative) assignment_.clear();
+    for (int i = 0; i < partitions->cnt; ++i) {
+      assignment_.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);
+    }
+    assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
+    log::Info("partitions assigned", {{"partitions", names}});
+  } else {
+    if (cooperative) {
+      rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer_, partitions);
+      if (error != nullptr) rd_kafka_error_destroy(error);
+    } else {
+      rd_kafka_assign(consumer_, nullptr);
+    }
+    absl::MutexLock lock(&assignment_mu_);
+    if (cooperative) {
+      for (int i = 0; i < partitions->cnt; ++i) {
+        std::erase(assignment_, std::make_pair(std::string(partitions->elems[i].topic),
+                                               partitions->elems[i].partition));
+      }
+    } else {
+      assignment_.clear();
+    }
+    assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
+    log::Info("partitions revoked", {{"count", absl::StrCat(partitions->cnt)}});
+  }
+}
+
+void KafkaIngest::WorkerLoop(Worker* worker) {
+  std::vector<rd_kafka_message_t*> batch(kBatchSize);
+  // Last offset per partition in the batch, stored once per batch.
+  absl::flat_hash_map<int32_t, rd_kafka_message_t*> last_in_partition;
+  absl::Time next_tick = absl::Now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    const ssize_t n =
+        rd_kafka_consume_batch_queue(worker->queue, kPollTimeoutMs, batch.data(), batch.size());
+    if (n < 0) {
+      log::Error("consume failed", {{"error", rd_kafka_err2str(rd_kafka_last_error())}});
+      continue;
+    }
+    last_in_partition.clear();
+    for (ssize_t i = 0; i < n; ++i) {
+      rd_kafka_message_t* message = batch[i];
+      if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log::Warn("kafka fetch error", {{"error", rd_kafka_message_errstr(message)}});
+        continue;
+      }
+      ProcessMessage(worker, message);
+      last_in_partition[message->partition] = message;
+    }
+    for (const auto& [partition, message] : last_in_partition) {
+      // Stores offset + 1: the next message to read.
+      rd_kafka_offset_store(message->rkt, partition, message->offset);
+    }
+    for (ssize_t i = 0; i < n; ++i) rd_kafka_message_destroy(batch[i]);
+    const absl::Time now = absl::Now();
+    if (now >= next_tick) {
+      worker->handler->Tick(now);
+      next_tick = now + kTickInterval;
+    }
+  }
+}
+
+void KafkaIngest::ProcessMessage(Worker* worker, rd_kafka_message_t* message) {
+  worker->stats.messages.Add();
+  const absl::string_view value(static_cast<const char*>(message->payload), message->len);
+  if (std::optional<Rejection> rejection =
+          worker->decoder->Decode(value, HasJsonContentType(*message), &worker->event)) {
+    Reject(worker, *message, *std::move(rejection));
+    return;
+  }
+  const Verdict verdict = worker->handler->Handle(worker->event);
+  switch (verdict.kind) {
+    case Verdict::Kind::kAccepted:
+      worker->stats.consumed.Add();
+      worker->stats.watermark_ms.Observe(absl::ToUnixMillis(worker->event.occurred_at));
+      return;
+    case Verdict::Kind::kDuplicate:
+      worker->stats.duplicate.Add();
+      return;
+    case Verdict::Kind::kRejected:
+      Reject(worker, *message,
+             Rejection{verdict.reason,
+                       absl::StrCat("rejected by case tracker: ",
+                                    model::RejectReasonName(verdict.reason))});
+      return;
+  }
+}
+
+void KafkaIngest::Reject(Worker* worker, const rd_kafka_message_t& message, Rejection rejection) {
+  SingleWriterCounter& counter = worker->stats.rejected[static_cast<size_t>(rejection.reason)];
+  counter.Add();
+  if (ShouldLogRejection(counter.Get())) {
+    log::Warn("event rejected", {{"reason", model::RejectReasonName(rejection.reason)},
+                                 {"detail", rejection.detail},
+                                 {"partition", absl::StrCat(message.partition)},
+                                 {"offset", absl::StrCat(message.offset)},
+                                 {"count", absl::StrCat(counter.Get())}});
+  }
+  if (options_.dead_letter != nullptr) options_.dead_letter->Send(message, rejection);
+}
+
+std::vector<KafkaIngest::PartitionLag> KafkaIngest::Lags() const {
+  std::vector<PartitionLag> lags;
+  absl::MutexLock lock(&assignment_mu_);
+  if (assignment_.empty()) return lags;
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(assignment_.size()));
+  for (const auto& [topic, partition] : assignment_) {
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+  }
+  rd_kafka_position(consumer_, list);
+  for (int i = 0; i < list->cnt; ++i) {
+    const rd_kafka_topic_partition_t& tp = list->elems[i];
+    int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(consumer_, tp.topic, tp.partition, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0) {
+      continue;  // no fetch response yet: lag unknown, not zero
+    }
+    const int64_t position = tp.offset >= 0 ? tp.offset : low;
+    lags.push_back({tp.topic, tp.partition, std::max<int64_t>(0, high - position)});
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return lags;
+}
+
+}  // namespace kpid::ingest

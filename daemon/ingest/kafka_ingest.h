@@ -1,0 +1,98 @@
+// Consumes the process-event topic in a Kafka consumer group and spreads the
+// assigned partitions over worker threads.
+//
+//   KafkaIngest::Options options{.config = &config, .brokers = bootstrap,
+//                                .handler_factory = [](int) { return MakeTracker(); }};
+//   absl::StatusOr<std::unique_ptr<KafkaIngest>> ingest = KafkaIngest::Start(options);
+//   ...
+//   (*ingest)->Stop();   // drains: workers finish their batch, offsets are committed
+//
+// Threads: one poll thread serves the group protocol (rebalances, errors);
+// each worker owns a librdkafka queue that the partitions it owns
+// (partition % workers) are forwarded to. A worker is the only thread that
+// touches its handler, decoder and WorkerStats, so the event path takes no
+// lock of ours. Every message read ends in exactly one of: consumed,
+// duplicate, rejected{reason} (then dead-lettered when configured).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/ingest/dead_letter.h"
+#include "daemon/ingest/event_handler.h"
+#include "daemon/ingest/worker_stats.h"
+#include "daemon/model/config.h"
+
+struct rd_kafka_s;
+struct rd_kafka_queue_s;
+struct rd_kafka_topic_partition_list_s;
+
+namespace kpid::ingest {
+
+class KafkaIngest {
+ public:
+  struct Options {
+    const model::Config* config = nullptr;  // must outlive the ingest
+    std::string brokers;                    // bootstrap.servers
+    int workers = 0;                        // 0: config's kafka.workers, else cores
+    EventHandlerFactory handler_factory;
+    DeadLetterProducer* dead_letter = nullptr;  // optional; must outlive the ingest
+  };
+
+  struct PartitionLag {
+    std::string topic;
+    int32_t partition;
+    int64_t lag;  // high watermark - position
+  };
+
+  static absl::StatusOr<std::unique_ptr<KafkaIngest>> Start(Options options);
+  ~KafkaIngest();  // Stop()
+
+  // Idempotent. Workers finish the batch in hand, stored offsets are
+  // committed and the consumer leaves the group.
+  void Stop();
+
+  // True while partitions are assigned.
+  bool ready() const { return assigned_count_.load(std::memory_order_relaxed) > 0; }
+  int worker_count() const { return static_cast<int>(workers_.size()); }
+  const WorkerStats& worker_stats(int worker) const;
+
+  // Per assigned partition; for the scrape (takes a lock, never on the event path).
+  std::vector<PartitionLag> Lags() const;
+
+ private:
+  struct Worker;
+
+  explicit KafkaIngest(Options options);
+  absl::Status Init();
+  void PollLoop();
+  void WorkerLoop(Worker* worker);
+  void ProcessMessage(Worker* worker, struct rd_kafka_message_s* message);
+  void Reject(Worker* worker, const struct rd_kafka_message_s& message, Rejection rejection);
+  void OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions);
+  static void RebalanceTrampoline(rd_kafka_s* rk, int err,
+                                  rd_kafka_topic_partition_list_s* partitions, void* opaque);
+
+  Options options_;
+  rd_kafka_s* consumer_ = nullptr;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::thread poll_thread_;
+  // Release/acquire: a worker or the poll thread that sees stop also sees
+  // everything written before Stop() set it.
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> stopped_{false};
+  // Relaxed: a readiness hint; nothing is ordered by it.
+  std::atomic<int> assigned_count_{0};
+
+  mutable absl::Mutex assignment_mu_;
+  std::vector<std::pair<std::string, int32_t>> assignment_ ABSL_GUARDED_BY(assignment_mu_);
+};
+
+}  // namespace kpid::ingest

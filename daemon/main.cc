@@ -1,0 +1,231 @@
+// kpid: the KPI monitoring daemon.
+//
+//   kpid --config FILE              run the daemon
+//   kpid check-config FILE...       validate configs; errors as file:line:col: message
+//   kpid dev-broker --config FILE   run only the embedded Kafka broker of FILE
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "daemon/common/file_util.h"
+#include "daemon/common/log.h"
+#include "daemon/export/ingest_metrics.h"
+#include "daemon/http/http_server.h"
+#include "daemon/ingest/dead_letter.h"
+#include "daemon/ingest/embedded_broker.h"
+#include "daemon/ingest/kafka_ingest.h"
+#include "daemon/model/config.h"
+
+ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
+ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warn, error.");
+ABSL_FLAG(int, partitions, 0,
+          "dev-broker: partitions of the event topic (default: kafka.partitions of --config).");
+ABSL_FLAG(std::string, bootstrap_file, "",
+          "dev-broker: where to write the broker address (default: kafka.bootstrap_file).");
+
+namespace kpid {
+namespace {
+
+constexpr const char kUsage[] = R"(kpid: KPI monitoring daemon for business processes.
+
+Usage:
+  kpid --config FILE               run the daemon
+  kpid check-config FILE...        validate config files; exit 1 on any error
+  kpid dev-broker --config FILE    run only an embedded Kafka broker with FILE's topics
+  kpid --version | --help
+
+SIGTERM/SIGINT drain and exit 0.)";
+
+// Blocks the signals kpid handles so every thread inherits the mask; the
+// main thread then takes them synchronously with sigwait.
+sigset_t BlockHandledSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+// Waits for SIGINT/SIGTERM. SIGHUP is taken (so it cannot kill the daemon)
+// and logged; configuration reload is not there yet.
+void WaitForTermination(const sigset_t& set) {
+  while (true) {
+    int signal = 0;
+    if (sigwait(&set, &signal) != 0) continue;
+    if (signal == SIGHUP) {
+      log::Warn("SIGHUP received; configuration reload is not supported yet, ignoring");
+      continue;
+    }
+    log::Info("shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    return;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
+    const model::Config& config, int partitions, const std::string& bootstrap_file) {
+  std::vector<ingest::TopicSpec> topics = {{config.kafka.topic, partitions}};
+  if (!config.kafka.dead_letter_topic.empty()) {
+    topics.push_back({config.kafka.dead_letter_topic, 1});
+  }
+  auto broker = ingest::EmbeddedBroker::Start(topics);
+  if (!broker.ok()) return broker.status();
+  if (!bootstrap_file.empty()) {
+    if (absl::Status s = WriteFileAtomically(bootstrap_file, (*broker)->bootstrap() + "\n");
+        !s.ok()) {
+      return s;
+    }
+  }
+  log::Info("embedded kafka broker started",
+            {{"bootstrap", (*broker)->bootstrap()},
+             {"topic", config.kafka.topic},
+             {"partitions", absl::StrCat(partitions)},
+             {"bootstrap_file", bootstrap_file}});
+  return broker;
+}
+
+// An ingest handler that accepts every decoded event. The case tracker takes
+// its place once it exists; until then ingest counts and dead-letters only.
+class AcceptAllHandler : public ingest::EventHandler {
+ public:
+  ingest::Verdict Handle(const ingest::DecodedEvent&) override {
+    return ingest::Verdict::Accepted();
+  }
+};
+
+int Fail(const absl::Status& status) {
+  std::cerr << status.message() << "\n";
+  return 1;
+}
+
+int CheckConfig(const std::vector<char*>& files) {
+  if (files.empty()) {
+    std::cerr << "usage: kpid check-config FILE...\n";
+    return 2;
+  }
+  int rc = 0;
+  for (const char* file : files) {
+    absl::StatusOr<model::Config> config = model::LoadConfigFile(file);
+    if (config.ok()) {
+      std::cout << file << ": ok (" << config->processes.size() << " processes)\n";
+    } else {
+      std::cerr << config.status().message() << "\n";
+      rc = 1;
+    }
+  }
+  return rc;
+}
+
+int RunDevBroker(const model::Config& config, const sigset_t& signals) {
+  const int partitions = absl::GetFlag(FLAGS_partitions) > 0 ? absl::GetFlag(FLAGS_partitions)
+                                                             : config.kafka.partitions;
+  const std::string file = absl::GetFlag(FLAGS_bootstrap_file).empty()
+                               ? config.kafka.bootstrap_file
+                               : absl::GetFlag(FLAGS_bootstrap_file);
+  auto broker = StartEmbeddedBroker(config, partitions, file);
+  if (!broker.ok()) return Fail(broker.status());
+  std::cout << (*broker)->bootstrap() << std::endl;
+  WaitForTermination(signals);
+  return 0;
+}
+
+int RunDaemon(const model::Config& config, const sigset_t& signals) {
+  std::unique_ptr<ingest::EmbeddedBroker> broker;
+  std::string brokers = config.kafka.brokers;
+  if (config.kafka.embedded()) {
+    auto started = StartEmbeddedBroker(config, config.kafka.partitions, config.kafka.bootstrap_file);
+    if (!started.ok()) return Fail(started.status());
+    broker = *std::move(started);
+    brokers = broker->bootstrap();
+  }
+
+  std::unique_ptr<ingest::DeadLetterProducer> dead_letter;
+  if (!config.kafka.dead_letter_topic.empty()) {
+    auto created = ingest::DeadLetterProducer::Create(brokers, config.kafka.dead_letter_topic,
+                                                      config.kafka.properties);
+    if (!created.ok()) return Fail(created.status());
+    dead_letter = *std::move(created);
+  }
+
+  ingest::KafkaIngest::Options ingest_options;
+  ingest_options.config = &config;
+  ingest_options.brokers = brokers;
+  ingest_options.dead_letter = dead_letter.get();
+  ingest_options.handler_factory = [](int) { return std::make_unique<AcceptAllHandler>(); };
+  auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
+  if (!ingest.ok()) return Fail(ingest.status());
+
+  http::HttpServer::Options http_options;
+  http_options.listen = config.http_listen;
+  http_options.not_ready_reason = [ingest = ingest->get()]() -> std::string {
+    return ingest->ready() ? "" : "no partitions assigned yet";
+  };
+  http_options.collectables = {
+      std::make_shared<exporter::BuildInfo>(),
+      std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
+  };
+  auto http = http::HttpServer::Start(std::move(http_options));
+  if (!http.ok()) {
+    (*ingest)->Stop();
+    return Fail(http.status());
+  }
+  log::Info("kpid running", {{"version", KPID_VERSION},
+                             {"config", config.source_path},
+                             {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")}});
+
+  WaitForTermination(signals);
+  (*ingest)->Stop();
+  (*http)->Stop();
+  if (dead_letter != nullptr) dead_letter->Flush(absl::Seconds(5));
+  log::Info("kpid stopped");
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  const sigset_t signals = BlockHandledSignals();
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] { return std::string("kpid " KPID_VERSION "\n"); };
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "daemon/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+
+  absl::StatusOr<log::Level> level = log::ParseLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) return Fail(level.status());
+  log::SetMinLevel(*level);
+
+  const std::string command = args.size() > 1 ? args[1] : "";
+  if (command == "check-config") {
+    return CheckConfig(std::vector<char*>(args.begin() + 2, args.end()));
+  }
+  if (!command.empty() && command != "dev-broker") {
+    std::cerr << "kpid: unknown command \"" << command << "\"\n\n" << kUsage << "\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_config).empty()) {
+    std::cerr << "kpid: --config FILE is required\n\n" << kUsage << "\n";
+    return 2;
+  }
+  absl::StatusOr<model::Config> config = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return Fail(config.status());
+  if (command == "dev-broker") return RunDevBroker(*config, signals);
+  return RunDaemon(*config, signals);
+}
+
+}  // namespace
+}  // namespace kpid
+
+int main(int argc, char** argv) { return kpid::Main(argc, argv); }
