@@ -74,7 +74,7 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
   if (e.process().empty()) return Reject(RejectReason::kMissingField, "process is empty");
   if (e.case_id().empty()) return Reject(RejectReason::kMissingField, "case_id is empty");
   if (e.kind() == ProcessEvent::KIND_UNSPECIFIED) {
-    return Reject(RejectReason::kMissingField, "kind is KIND_UNSPECIFIED");
+    return Reject(RejectReason::kMissingField, "kind is KIND_UNSPECIFIED or not a known kind name");
   }
   if (!ProcessEvent::Kind_IsValid(e.kind())) {
     return Reject(RejectReason::kUnknownKind, absl::StrCat("kind ", e.kind(), " is not known"));

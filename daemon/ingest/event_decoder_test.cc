@@ -1,0 +1,229 @@
+#include "daemon/ingest/event_decoder.h"
+
+#include <limits>
+#include <set>
+
+#include "gtest/gtest.h"
+
+namespace kpid::ingest {
+namespace {
+
+using model::RejectReason;
+using kpid::v1::ProcessEvent;
+
+constexpr char kConfig[] = R"(
+kafka: {max_message_bytes: 4096}
+processes:
+  - id: lead_to_cash
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: quote, sla: 2d}
+  - id: onboarding
+    stages:
+      - {id: kyc, sla: 4h}
+)";
+
+class EventDecoderTest : public ::testing::Test {
+ protected:
+  EventDecoderTest() : config_(*model::ParseConfig(kConfig, "test.yaml")), decoder_(config_) {}
+
+  static ProcessEvent ValidEvent() {
+    ProcessEvent e;
+    e.set_event_id("e-1");
+    e.set_process("lead_to_cash");
+    e.set_case_id("L-1");
+    e.set_kind(ProcessEvent::STAGE_ENTERED);
+    e.set_stage("quote");
+    e.mutable_occurred_at()->set_seconds(1772355600);  // 2026-03-01T09:00:00Z
+    e.mutable_occurred_at()->set_nanos(500000000);
+    (*e.mutable_attributes())["region"] = "emea";
+    return e;
+  }
+
+  std::optional<Rejection> DecodeProto(const ProcessEvent& e) {
+    return decoder_.Decode(e.SerializeAsString(), false, &out_);
+  }
+
+  std::optional<RejectReason> ReasonOf(absl::string_view value, bool json_header = false) {
+    std::optional<Rejection> r = decoder_.Decode(value, json_header, &out_);
+    if (!r) return std::nullopt;
+    return r->reason;
+  }
+
+  model::Config config_;
+  EventDecoder decoder_;
+  DecodedEvent out_;
+};
+
+TEST_F(EventDecoderTest, DecodesBinaryProtobufAndResolvesIndexes) {
+  ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
+  EXPECT_EQ(out_.proto.case_id(), "L-1");
+  EXPECT_EQ(out_.process_index, 0);
+  EXPECT_EQ(out_.stage_index, 1);  // quote is the second stage
+  EXPECT_EQ(out_.occurred_at, absl::FromUnixMillis(1772355600500));
+  EXPECT_EQ(out_.proto.attributes().at("region"), "emea");
+}
+
+TEST_F(EventDecoderTest, DecodesJsonByFirstByte) {
+  const char* json = R"(  {"eventId":"e-2","process":"onboarding","caseId":"O-7","kind":"STAGE_ENTERED",
+      "stage":"kyc","occurredAt":"2026-03-01T09:00:00Z","attributes":{"region":"apac"}})";
+  ASSERT_EQ(ReasonOf(json), std::nullopt);
+  EXPECT_EQ(out_.process_index, 1);
+  EXPECT_EQ(out_.stage_index, 0);
+  EXPECT_EQ(out_.occurred_at, absl::FromUnixSeconds(1772355600));
+  EXPECT_EQ(out_.proto.attributes().at("region"), "apac");
+}
+
+TEST_F(EventDecoderTest, JsonAcceptsSnakeCaseEnumNumbersAndIgnoresUnknownFields) {
+  const char* json = R"({"event_id":"e-3","process":"lead_to_cash","case_id":"L-9","kind":2,
+      "amount":1250.5,"occurred_at":"2026-03-01T10:00:00.250Z","new_field":{"x":[1,2]}})";
+  ASSERT_EQ(ReasonOf(json), std::nullopt);
+  EXPECT_EQ(out_.proto.kind(), ProcessEvent::CASE_COMPLETED);
+  EXPECT_DOUBLE_EQ(out_.proto.amount(), 1250.5);
+  EXPECT_EQ(out_.stage_index, -1);
+  EXPECT_EQ(out_.occurred_at, absl::FromUnixMillis(1772359200250));
+}
+
+TEST_F(EventDecoderTest, ContentTypeHeaderSelectsJson) {
+  EXPECT_TRUE(EventDecoder::IsJsonContentType("application/json"));
+  EXPECT_TRUE(EventDecoder::IsJsonContentType("Application/JSON; charset=utf-8"));
+  EXPECT_FALSE(EventDecoder::IsJsonContentType("application/x-protobuf"));
+  // With the header, a value that is not JSON is a JSON error, not a protobuf one.
+  EXPECT_EQ(ReasonOf(ValidEvent().SerializeAsString(), true), RejectReason::kMalformedJson);
+}
+
+TEST_F(EventDecoderTest, ReusesTheOutputWithoutLeakingFieldsBetweenEvents) {
+  ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
+  ProcessEvent second = ValidEvent();
+  second.clear_attributes();
+  second.set_kind(ProcessEvent::CASE_FALLOUT);
+  second.clear_stage();
+  ASSERT_EQ(DecodeProto(second), std::nullopt);
+  EXPECT_TRUE(out_.proto.attributes().empty());
+  EXPECT_EQ(out_.stage_index, -1);
+}
+
+TEST_F(EventDecoderTest, RejectsEmptyAndOversized) {
+  EXPECT_EQ(ReasonOf(""), RejectReason::kEmpty);
+  EXPECT_EQ(ReasonOf(std::string(4097, 'x')), RejectReason::kOversized);
+  // Exactly at the limit is decoded (and here fails as protobuf, not size).
+  EXPECT_EQ(ReasonOf(std::string(4096, '\xff')), RejectReason::kMalformedProtobuf);
+  // Bytes that happen to be valid unknown protobuf fields ('x' = field 15,
+  // varint) decode to an event without its fields.
+  EXPECT_EQ(ReasonOf(std::string(4096, 'x')), RejectReason::kMissingField);
+}
+
+TEST_F(EventDecoderTest, RejectsGarbageAndTruncatedProtobuf) {
+  EXPECT_EQ(ReasonOf("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"),
+            RejectReason::kMalformedProtobuf);
+  const std::string bytes = ValidEvent().SerializeAsString();
+  // Cutting inside a length-delimited field makes the parse fail.
+  EXPECT_EQ(ReasonOf(absl::string_view(bytes).substr(0, bytes.size() - 3)),
+            RejectReason::kMalformedProtobuf);
+  // Wire type 7 does not exist.
+  EXPECT_EQ(ReasonOf("\x0f"), RejectReason::kMalformedProtobuf);
+}
+
+TEST_F(EventDecoderTest, RejectsBadJson) {
+  EXPECT_EQ(ReasonOf("{"), RejectReason::kMalformedJson);
+  EXPECT_EQ(ReasonOf(R"({"eventId": 5})"), RejectReason::kMalformedJson);  // wrong type
+  EXPECT_EQ(ReasonOf(R"({"occurredAt":"yesterday"})"), RejectReason::kMalformedJson);
+  EXPECT_EQ(ReasonOf(R"({"amount":"lots"})"), RejectReason::kMalformedJson);
+  EXPECT_EQ(ReasonOf(R"({"attributes":["a"]})"), RejectReason::kMalformedJson);
+  EXPECT_EQ(ReasonOf(R"({"eventId":"a"} trailing)"), RejectReason::kMalformedJson);
+}
+
+TEST_F(EventDecoderTest, RejectsMissingFields) {
+  for (auto clear : std::vector<void (*)(ProcessEvent*)>{
+           [](ProcessEvent* e) { e->clear_event_id(); },
+           [](ProcessEvent* e) { e->clear_process(); },
+           [](ProcessEvent* e) { e->clear_case_id(); },
+           [](ProcessEvent* e) { e->clear_kind(); },
+           [](ProcessEvent* e) { e->clear_occurred_at(); },
+           [](ProcessEvent* e) { e->clear_stage(); },  // STAGE_ENTERED needs a stage
+       }) {
+    ProcessEvent e = ValidEvent();
+    clear(&e);
+    std::optional<Rejection> r = DecodeProto(e);
+    ASSERT_TRUE(r.has_value()) << e.DebugString();
+    EXPECT_EQ(r->reason, RejectReason::kMissingField) << r->detail;
+  }
+}
+
+TEST_F(EventDecoderTest, JsonKindNameNotKnownReadsAsUnspecified) {
+  // With unknown fields ignored, Protobuf's JSON parser also drops enum names
+  // it does not know, so a misspelt kind surfaces as a missing kind.
+  std::optional<Rejection> r = decoder_.Decode(
+      R"({"eventId":"e","process":"lead_to_cash","caseId":"c","kind":"STAGE_EXITED",
+          "occurredAt":"2026-03-01T09:00:00Z"})",
+      false, &out_);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason, RejectReason::kMissingField);
+  EXPECT_EQ(r->detail, "kind is KIND_UNSPECIFIED or not a known kind name");
+}
+
+TEST_F(EventDecoderTest, StageIsOnlyRequiredForStageEntered) {
+  ProcessEvent e = ValidEvent();
+  e.set_kind(ProcessEvent::COST);
+  e.clear_stage();
+  e.set_amount(12);
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+}
+
+TEST_F(EventDecoderTest, RejectsUnknownKindProcessAndStage) {
+  ProcessEvent e = ValidEvent();
+  e.set_kind(static_cast<ProcessEvent::Kind>(42));
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kUnknownKind);
+
+  e = ValidEvent();
+  e.set_process("fulfillment");
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kUnknownProcess);
+
+  e = ValidEvent();
+  e.set_stage("kyc");  // a stage of another process
+  std::optional<Rejection> r = DecodeProto(e);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason, RejectReason::kUnknownStage);
+  EXPECT_EQ(r->detail, "stage \"kyc\" is not a stage of process \"lead_to_cash\"");
+}
+
+TEST_F(EventDecoderTest, RejectsOutOfRangeTimestamps) {
+  ProcessEvent e = ValidEvent();
+  e.mutable_occurred_at()->set_nanos(1000000000);
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidTimestamp);
+  e = ValidEvent();
+  e.mutable_occurred_at()->set_seconds(253402300800);  // 10000-01-01
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidTimestamp);
+  e = ValidEvent();
+  e.mutable_occurred_at()->set_nanos(-1);
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidTimestamp);
+}
+
+TEST_F(EventDecoderTest, RejectsNonFiniteValues) {
+  for (double bad : {std::numeric_limits<double>::quiet_NaN(),
+                     std::numeric_limits<double>::infinity(),
+                     -std::numeric_limits<double>::infinity()}) {
+    ProcessEvent e = ValidEvent();
+    e.set_amount(bad);
+    EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidValue);
+    e = ValidEvent();
+    e.set_score(bad);
+    EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidValue);
+  }
+  EXPECT_EQ(ReasonOf(R"({"eventId":"e","process":"lead_to_cash","caseId":"c","kind":"COST",
+      "occurredAt":"2026-03-01T09:00:00Z","amount":"NaN"})"),
+            RejectReason::kInvalidValue);
+}
+
+TEST(RejectReasonNames, AreUniqueSnakeCaseLabels) {
+  std::set<absl::string_view> seen;
+  for (absl::string_view name : model::kRejectReasonNames) {
+    EXPECT_TRUE(seen.insert(name).second) << name;
+    EXPECT_FALSE(name.empty());
+    for (char c : name) EXPECT_TRUE((c >= 'a' && c <= 'z') || c == '_') << name;
+  }
+  EXPECT_EQ(model::RejectReasonName(RejectReason::kCaseClosed), "case_closed");
+}
+
+}  // namespace
+}  // namespace kpid::ingest
