@@ -16,7 +16,8 @@ void Diagnostics::Error(const YAML::Mark& mark, absl::string_view message) {
     Error(message);
     return;
   }
-  errors_.push_back(absl::StrCat(filename_, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
+  errors_.push_back(
+      absl::StrCat(filename_, ":", mark.line + 1, ":", mark.column + 1, ": ", message));
 }
 
 void Diagnostics::Error(absl::string_view message) {
@@ -58,7 +59,8 @@ std::optional<int64_t> ReadInt(const YAML::Node& node, absl::string_view what, D
   if (!IsScalar(node, what, "an integer", diag)) return std::nullopt;
   int64_t value = 0;
   if (!absl::SimpleAtoi(node.Scalar(), &value)) {
-    diag->Error(node.Mark(), absl::StrCat(what, ": expected an integer, got \"", node.Scalar(), "\""));
+    diag->Error(node.Mark(),
+                absl::StrCat(what, ": expected an integer, got \"", node.Scalar(), "\""));
     return std::nullopt;
   }
   return value;
@@ -81,7 +83,8 @@ std::optional<bool> ReadBool(const YAML::Node& node, absl::string_view what, Dia
   const std::string lower = absl::AsciiStrToLower(node.Scalar());
   if (lower == "true") return true;
   if (lower == "false") return false;
-  diag->Error(node.Mark(), absl::StrCat(what, ": expected true or false, got \"", node.Scalar(), "\""));
+  diag->Error(node.Mark(),
+              absl::StrCat(what, ": expected true or false, got \"", node.Scalar(), "\""));
   return std::nullopt;
 }
 
@@ -115,7 +118,8 @@ MapReader::MapReader(const YAML::Node& node, std::string what, Diagnostics* diag
     : node_(node), what_(std::move(what)), diag_(diag) {
   if (!node.IsDefined() || node.IsNull()) return;
   if (!node.IsMap()) {
-    diag_->Error(node.Mark(), absl::StrCat(what_.empty() ? "document" : what_, ": expected a mapping"));
+    diag_->Error(node.Mark(),
+                 absl::StrCat(what_.empty() ? "document" : what_, ": expected a mapping"));
     return;
   }
   valid_ = true;
@@ -158,8 +162,8 @@ int64_t MapReader::Int(absl::string_view key, int64_t fallback, int64_t min, int
   std::optional<int64_t> v = ReadInt(child, Path(key), diag_);
   if (!v) return fallback;
   if (*v < min || *v > max) {
-    diag_->Error(child.Mark(), absl::StrCat(Path(key), ": ", *v, " is out of range [", min, ", ",
-                                            max, "]"));
+    diag_->Error(child.Mark(),
+                 absl::StrCat(Path(key), ": ", *v, " is out of range [", min, ", ", max, "]"));
     return fallback;
   }
   return *v;
@@ -171,8 +175,8 @@ double MapReader::Double(absl::string_view key, double fallback, double min, dou
   std::optional<double> v = ReadDouble(child, Path(key), diag_);
   if (!v) return fallback;
   if (*v < min || *v > max) {
-    diag_->Error(child.Mark(), absl::StrCat(Path(key), ": ", *v, " is out of range [", min, ", ",
-                                            max, "]"));
+    diag_->Error(child.Mark(),
+                 absl::StrCat(Path(key), ": ", *v, " is out of range [", min, ", ", max, "]"));
     return fallback;
   }
   return *v;
@@ -208,8 +212,8 @@ void MapReader::Finish() {
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     const YAML::Node& key = it->first;
     if (!key.IsScalar()) {
-      diag_->Error(key.Mark(), absl::StrCat(what_.empty() ? "document" : what_,
-                                            ": keys must be strings"));
+      diag_->Error(key.Mark(),
+                   absl::StrCat(what_.empty() ? "document" : what_, ": keys must be strings"));
       continue;
     }
     if (!seen.insert(key.Scalar()).second) {
@@ -233,10 +237,8 @@ std::string DidYouMean(absl::string_view word, const std::vector<std::string>& c
     for (size_t i = 1; i <= a.size(); ++i) {
       cur[0] = i;
       for (size_t j = 1; j <= b.size(); ++j) {
-        const size_t substitute = prev[j - 1] + (absl::ascii_tolower(a[i - 1]) ==
-                                                         absl::ascii_tolower(b[j - 1])
-                                                     ? 0
-                                                     : 1);
+        const size_t substitute =
+            prev[j - 1] + (absl::ascii_tolower(a[i - 1]) == absl::ascii_tolower(b[j - 1]) ? 0 : 1);
         cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, substitute});
       }
       std::swap(prev, cur);

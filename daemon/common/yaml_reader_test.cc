@@ -78,17 +78,17 @@ TEST_F(YamlReaderTest, ReadString) {
   EXPECT_EQ(ReadString(root["n"], "n", &diag_), "42");  // any scalar is a string
   EXPECT_EQ(ReadString(root["l"], "l", &diag_), std::nullopt);
   EXPECT_EQ(ReadString(root["z"], "z", &diag_), std::nullopt);
-  EXPECT_THAT(errors(), ElementsAre("f.yaml:3:4: l: expected a string",
-                                    "f.yaml:4:4: z: expected a string"));
+  EXPECT_THAT(errors(),
+              ElementsAre("f.yaml:3:4: l: expected a string", "f.yaml:4:4: z: expected a string"));
 }
 
 TEST_F(YamlReaderTest, ReadInt) {
   YAML::Node root = Parse(
-      "a: 12\n"        // 1
-      "b: -7\n"        // 2
-      "c: 12x\n"       // 3
-      "d: 1.5\n"       // 4
-      "e: {x: 1}\n"    // 5
+      "a: 12\n"                      // 1
+      "b: -7\n"                      // 2
+      "c: 12x\n"                     // 3
+      "d: 1.5\n"                     // 4
+      "e: {x: 1}\n"                  // 5
       "f: 99999999999999999999\n");  // 6
   EXPECT_EQ(ReadInt(root["a"], "a", &diag_), 12);
   EXPECT_EQ(ReadInt(root["b"], "b", &diag_), -7);
@@ -133,10 +133,10 @@ TEST_F(YamlReaderTest, ReadBool) {
 
 TEST_F(YamlReaderTest, ReadDuration) {
   YAML::Node root = Parse(
-      "a: 1h30m\n"          // 1
-      "b: 5 minutes\n"      // 2
-      "c: -5m\n"            // 3
-      "d: {m: 5}\n");       // 4
+      "a: 1h30m\n"      // 1
+      "b: 5 minutes\n"  // 2
+      "c: -5m\n"        // 3
+      "d: {m: 5}\n");   // 4
   EXPECT_EQ(ReadDuration(root["a"], "a", &diag_), absl::Minutes(90));
   EXPECT_EQ(ReadDuration(root["b"], "b", &diag_), std::nullopt);
   EXPECT_EQ(ReadDuration(root["c"], "c", &diag_), std::nullopt);
@@ -154,18 +154,18 @@ TEST_F(YamlReaderTest, ReadStringListSkipsAndReportsNonStrings) {
   YAML::Node root = Parse("l: [a, [b], c]\nm: a\n");
   EXPECT_THAT(ReadStringList(root["l"], "l", &diag_), ElementsAre("a", "c"));
   EXPECT_THAT(ReadStringList(root["m"], "m", &diag_), IsEmpty());
-  EXPECT_THAT(errors(), ElementsAre("f.yaml:1:8: l[1]: expected a string",
-                                    "f.yaml:2:4: m: expected a list"));
+  EXPECT_THAT(errors(),
+              ElementsAre("f.yaml:1:8: l[1]: expected a string", "f.yaml:2:4: m: expected a list"));
 }
 
 TEST_F(YamlReaderTest, MapReaderGettersAndDefaults) {
   YAML::Node root = Parse(
-      "name: kpid\n"            // 1
-      "count: 7\n"              // 2
-      "ratio: 0.5\n"            // 3
-      "on: true\n"              // 4
-      "every: 90s\n"            // 5
-      "tags: [x, y]\n");        // 6
+      "name: kpid\n"      // 1
+      "count: 7\n"        // 2
+      "ratio: 0.5\n"      // 3
+      "on: true\n"        // 4
+      "every: 90s\n"      // 5
+      "tags: [x, y]\n");  // 6
   MapReader r(root, "m", &diag_);
   EXPECT_TRUE(r.present());
   EXPECT_EQ(r.String("name"), "kpid");
@@ -188,12 +188,12 @@ TEST_F(YamlReaderTest, MapReaderGettersAndDefaults) {
 
 TEST_F(YamlReaderTest, MapReaderBadValuesFallBack) {
   YAML::Node root = Parse(
-      "count: 11\n"             // 1
-      "low: -1\n"               // 2
-      "ratio: 1.5\n"            // 3
-      "on: maybe\n"             // 4
-      "every: soon\n"           // 5
-      "name: [a]\n");           // 6
+      "count: 11\n"    // 1
+      "low: -1\n"      // 2
+      "ratio: 1.5\n"   // 3
+      "on: maybe\n"    // 4
+      "every: soon\n"  // 5
+      "name: [a]\n");  // 6
   MapReader r(root, "m", &diag_);
   EXPECT_EQ(r.Int("count", 4, 0, 10), 4);
   EXPECT_EQ(r.Int("low", 4, 0, 10), 4);
@@ -239,10 +239,10 @@ TEST_F(YamlReaderTest, MapReaderTopLevelPathHasNoPrefix) {
 
 TEST_F(YamlReaderTest, MapReaderDuplicateAndNonStringKeys) {
   YAML::Node root = Parse(
-      "topic: a\n"    // 1
-      "topic: b\n"    // 2
-      "~: 1\n"        // 3
-      "[x]: 2\n");    // 4
+      "topic: a\n"  // 1
+      "topic: b\n"  // 2
+      "~: 1\n"      // 3
+      "[x]: 2\n");  // 4
   MapReader r(root, "kafka", &diag_);
   EXPECT_EQ(r.String("topic"), "a");  // the first one wins
   r.Finish();
@@ -254,8 +254,8 @@ TEST_F(YamlReaderTest, MapReaderDuplicateAndNonStringKeys) {
 TEST_F(YamlReaderTest, MapReaderRequired) {
   // The error points at the map (its first key, line 2 column 3).
   YAML::Node root = Parse(
-      "kafka:\n"       // 1
-      "  topic: t\n"); // 2
+      "kafka:\n"        // 1
+      "  topic: t\n");  // 2
   MapReader r(root["kafka"], "kafka", &diag_);
   EXPECT_TRUE(r.Required("topic").IsDefined());
   EXPECT_FALSE(r.Required("brokers").IsDefined());

@@ -10,10 +10,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "daemon/common/duration.h"
 #include "daemon/common/yaml_reader.h"
 #include "daemon/model/kpi.h"
@@ -25,8 +25,8 @@ namespace {
 bool IsValidId(absl::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
@@ -41,10 +41,20 @@ bool IsValidLabelName(absl::string_view name) {
   return true;
 }
 
+// How a duration reads in a message: as the user wrote it when there is a
+// node, else in whole days when it is whole days ("15d", not "2w1d").
+std::string DurationText(const YAML::Node& node, absl::Duration d) {
+  if (node.IsDefined() && node.IsScalar()) return node.Scalar();
+  if (d >= absl::Hours(24) && d % absl::Hours(24) == absl::ZeroDuration()) {
+    return absl::StrCat(d / absl::Hours(24), "d");
+  }
+  return FormatPromDuration(d);
+}
+
 // Labels kpid itself puts on its series; a dimension may not shadow them.
-constexpr absl::string_view kReservedLabels[] = {"process", "stage",  "window", "outcome",
-                                                "from",    "to",     "quantile", "node",
-                                                "parent",  "reason", "le"};
+constexpr absl::string_view kReservedLabels[] = {"process", "stage",  "window",   "outcome",
+                                                 "from",    "to",     "quantile", "node",
+                                                 "parent",  "reason", "le"};
 
 class ConfigParser {
  public:
@@ -68,8 +78,7 @@ class ConfigParser {
       config.retention = top.Duration("retention", config.retention);
       config.case_ttl = top.Duration("case_ttl", config.case_ttl);
       config.dedup_horizon = top.Duration("dedup_horizon", config.dedup_horizon);
-      ParseWindows(top.Child("windows"), top.Child("retention"), config.retention,
-                   &config.windows);
+      ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
       config.rules = top.StringList("rules");
@@ -123,8 +132,8 @@ class ConfigParser {
       if (!kafka->embedded()) {
         for (absl::string_view key : {"partitions", "bootstrap_file"}) {
           if (YAML::Node n = r.Child(key); n.IsDefined()) {
-            diag_.Error(n.Mark(), absl::StrCat("kafka.", key,
-                                               ": only meaningful with brokers: embedded"));
+            diag_.Error(n.Mark(),
+                        absl::StrCat("kafka.", key, ": only meaningful with brokers: embedded"));
           }
         }
       }
@@ -133,8 +142,8 @@ class ConfigParser {
         for (auto it = props.node().begin(); it != props.node().end(); ++it) {
           if (!it->first.IsScalar()) continue;  // reported by Finish()
           const std::string key = it->first.Scalar();
-          if (auto value = ReadString(props.Child(key), absl::StrCat("kafka.properties.", key),
-                                      &diag_)) {
+          if (auto value =
+                  ReadString(props.Child(key), absl::StrCat("kafka.properties.", key), &diag_)) {
             kafka->properties[key] = *value;
           }
         }
@@ -177,13 +186,21 @@ class ConfigParser {
                     absl::Duration retention, std::vector<absl::Duration>* windows) {
     // A retention <= 0 is reported by CheckPositive; don't pile window errors on it.
     const bool check_retention = retention > absl::ZeroDuration();
+    // Spelled as written, unless it was invalid (then `retention` is the default).
+    const std::string retention_text =
+        DurationText(retention_node.IsDefined() && retention_node.IsScalar() &&
+                             ParsePromDuration(retention_node.Scalar()).ok()
+                         ? retention_node
+                         : YAML::Node(),
+                     retention);
     if (!node.IsDefined()) {
       *windows = {absl::Minutes(5), absl::Hours(1), absl::Hours(24), absl::Hours(24 * 7)};
       if (check_retention && windows->back() > retention) {
         diag_.Error(retention_node.Mark(),
-                    absl::StrCat("retention: ", FormatPromDuration(retention),
+                    absl::StrCat("retention: ", retention_text,
                                  " is shorter than the longest default window (",
-                                 FormatPromDuration(windows->back()), "); list windows explicitly"));
+                                 DurationText(YAML::Node(), windows->back()),
+                                 "); list windows explicitly"));
       }
       return;
     }
@@ -192,24 +209,24 @@ class ConfigParser {
       return;
     }
     for (size_t i = 0; i < node.size(); ++i) {
-      std::optional<absl::Duration> w = ReadDuration(node[i], absl::StrCat("windows[", i, "]"),
-                                                     &diag_);
+      std::optional<absl::Duration> w =
+          ReadDuration(node[i], absl::StrCat("windows[", i, "]"), &diag_);
       if (!w) continue;
       // A window is cut into 60 buckets of whole seconds.
       if (*w < absl::Minutes(1) || *w % absl::Minutes(1) != absl::ZeroDuration()) {
-        diag_.Error(node[i].Mark(), absl::StrCat("windows[", i, "]: ", FormatPromDuration(*w),
+        diag_.Error(node[i].Mark(), absl::StrCat("windows[", i, "]: ", DurationText(node[i], *w),
                                                  " must be a whole number of minutes, >= 1m"));
         continue;
       }
       if (check_retention && *w > retention) {
         diag_.Error(node[i].Mark(),
-                    absl::StrCat("windows[", i, "]: ", FormatPromDuration(*w),
-                                 " is longer than retention (", FormatPromDuration(retention), ")"));
+                    absl::StrCat("windows[", i, "]: ", DurationText(node[i], *w),
+                                 " is longer than retention (", retention_text, ")"));
         continue;
       }
       if (std::find(windows->begin(), windows->end(), *w) != windows->end()) {
         diag_.Error(node[i].Mark(),
-                    absl::StrCat("windows[", i, "]: duplicate window ", FormatPromDuration(*w)));
+                    absl::StrCat("windows[", i, "]: duplicate window ", DurationText(node[i], *w)));
         continue;
       }
       windows->push_back(*w);
@@ -372,10 +389,12 @@ class ConfigParser {
       if (!IsValidId(n.id)) {
         diag_.Error(r.mark(), absl::StrCat(node_what, ": needs an id of [A-Za-z0-9_.-]"));
       } else if (!index.emplace(n.id, tree->size()).second) {
-        diag_.Error(r.Child("id").Mark(), absl::StrCat(what, ": duplicate kpi_tree node \"", n.id, "\""));
+        diag_.Error(r.Child("id").Mark(),
+                    absl::StrCat(what, ": duplicate kpi_tree node \"", n.id, "\""));
       }
       if (kinds != 1) {
-        diag_.Error(r.mark(), absl::StrCat(node_what, ": needs exactly one of kpi, product, sum, ratio"));
+        diag_.Error(r.mark(),
+                    absl::StrCat(node_what, ": needs exactly one of kpi, product, sum, ratio"));
       }
       if (!n.kpi.empty()) {
         const KpiScope scope = n.stage.empty() ? KpiScope::kProcess : KpiScope::kStage;
@@ -384,9 +403,9 @@ class ConfigParser {
           for (const KpiInfo& k : AllKpis()) {
             if (k.scope == scope) names.emplace_back(k.name);
           }
-          std::string message = absl::StrCat(node_what, ": unknown ",
-                                              scope == KpiScope::kStage ? "stage" : "process",
-                                              " KPI \"", n.kpi, "\"");
+          std::string message =
+              absl::StrCat(node_what, ": unknown ", scope == KpiScope::kStage ? "stage" : "process",
+                           " KPI \"", n.kpi, "\"");
           if (std::string hint = DidYouMean(n.kpi, names); !hint.empty()) {
             absl::StrAppend(&message, "; did you mean \"", hint, "\"?");
           }
@@ -474,8 +493,8 @@ class ConfigParser {
       std::vector<std::string> list =
           ReadStringList(values, absl::StrCat(sim_what, ".attributes.", name), &diag_);
       if (values.IsSequence() && values.size() == 0) {
-        diag_.Error(values.Mark(), absl::StrCat(sim_what, ".attributes.", name,
-                                                ": needs at least one value"));
+        diag_.Error(values.Mark(),
+                    absl::StrCat(sim_what, ".attributes.", name, ": needs at least one value"));
       }
       sim->attributes[name] = std::move(list);
     }
@@ -549,9 +568,10 @@ bool IsValidListenAddress(absl::string_view address) {
   absl::string_view host = address.substr(0, colon);
   absl::string_view port = address.substr(colon + 1);
   int port_number = 0;
-  const bool digits = !port.empty() && port.size() <= 5 &&
-                      std::all_of(port.begin(), port.end(),
-                                  [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); });
+  const bool digits =
+      !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) {
+        return absl::ascii_isdigit(static_cast<unsigned char>(c));
+      });
   if (!digits || !absl::SimpleAtoi(port, &port_number) || port_number > 65535) {
     return false;
   }
