@@ -2,8 +2,9 @@
 // processes of a kpid config, to a file or to Kafka (docs/loadgen.md).
 //
 //   kpi-loadgen --config examples/lead_to_cash.yaml --events 100000 --output events.bin
-//   kpi-loadgen --config examples/lead_to_cash.yaml --bootstrap-file /tmp/kpid.bootstrap \
+//   kpi-loadgen --config examples/lead_to_cash.yaml --bootstrap-file /tmp/kpid.bootstrap
 //       --start now --speedup 60 --progress
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -60,8 +62,8 @@ using kpid::loadgen::SimulatorOptions;
 
 // Flags in the order --help lists them.
 constexpr absl::string_view kFlagOrder[] = {
-    "config", "seed",           "events", "rate",    "speedup",   "start",    "format",
-    "output", "bootstrap_file", "brokers", "topic",  "timeout",   "processes", "progress"};
+    "config", "seed",           "events",  "rate",  "speedup", "start",     "format",
+    "output", "bootstrap_file", "brokers", "topic", "timeout", "processes", "progress"};
 
 constexpr absl::string_view kUsage =
     "Usage: kpi-loadgen --config FILE [flags]\n"
@@ -73,10 +75,16 @@ constexpr absl::string_view kUsage =
     "to the config's kafka section. Same seed + start + config = same bytes.\n"
     "See docs/loadgen.md.\n";
 
-// Set by SIGINT / SIGTERM; the main loop stops, flushes and exits 0.
+constexpr char kTimeFormat[] = "%Y-%m-%dT%H:%M:%E*SZ";
+
+// Set by SIGINT / SIGTERM; the main loop stops, flushes and exits 0. A second
+// signal (say, a flush to a dead broker taking too long) kills at once.
 volatile std::sig_atomic_t stop_requested = 0;
 
-void OnSignal(int) { stop_requested = 1; }
+void OnSignal(int sig) {
+  stop_requested = 1;
+  std::signal(sig, SIG_DFL);
+}
 
 void PrintHelp() {
   std::string text(kUsage);
@@ -111,19 +119,46 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
     }
     storage->push_back(std::move(arg));
   }
+  // "--output -": absl would take "-" for a typo; pass it as "--output=-".
+  for (size_t i = 1; i + 1 < storage->size(); ++i) {
+    std::string& arg = (*storage)[i];
+    if (arg == "--") break;
+    if ((*storage)[i + 1] == "-" && arg.size() > 1 && arg[0] == '-' &&
+        arg.find('=') == std::string::npos) {
+      arg += "=-";
+      storage->erase(storage->begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    }
+  }
   for (std::string& s : *storage) out.push_back(s.data());
   return out;
 }
 
 int Fail(absl::string_view message) {
   kpid::log::Error(message);
-  return 2;
+  return 1;
 }
 
-std::string CountsSummary(const EventCounts& c) {
-  return absl::StrCat("stage_entered=", c.stage_entered, " case_completed=", c.case_completed,
-                      " case_fallout=", c.case_fallout, " cost=", c.cost,
-                      " feedback=", c.feedback);
+void Count(kpid::v1::ProcessEvent::Kind kind, EventCounts* counts) {
+  ++counts->total;
+  switch (kind) {
+    case kpid::v1::ProcessEvent::STAGE_ENTERED:
+      ++counts->stage_entered;
+      break;
+    case kpid::v1::ProcessEvent::CASE_COMPLETED:
+      ++counts->case_completed;
+      break;
+    case kpid::v1::ProcessEvent::CASE_FALLOUT:
+      ++counts->case_fallout;
+      break;
+    case kpid::v1::ProcessEvent::COST:
+      ++counts->cost;
+      break;
+    case kpid::v1::ProcessEvent::FEEDBACK:
+      ++counts->feedback;
+      break;
+    default:
+      break;
+  }
 }
 
 int Run() {
@@ -132,7 +167,7 @@ int Run() {
   absl::StatusOr<kpid::model::Config> config = kpid::model::LoadConfigFile(config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
-    return 2;
+    return 1;
   }
 
   SimulatorOptions options;
@@ -159,7 +194,7 @@ int Run() {
       kpid::loadgen::ParseFormat(absl::GetFlag(FLAGS_format));
   if (!format.ok()) return Fail(absl::StrCat("--format: ", format.status().message()));
   if (absl::Status s = Simulator::CheckOptions(*config, options); !s.ok()) {
-    return Fail(absl::StrCat("--processes: ", s.message()));
+    return Fail(s.message());
   }
 
   // Destination: a file, explicit brokers, a bootstrap file, or the config's kafka.
@@ -217,8 +252,9 @@ int Run() {
                   {{"destination", destination},
                    {"format", absl::GetFlag(FLAGS_format)},
                    {"seed", absl::StrCat(options.seed)},
-                   {"start", absl::FormatTime(absl::RFC3339_full, options.start, absl::UTCTimeZone())}});
+                   {"start", absl::FormatTime(kTimeFormat, options.start, absl::UTCTimeZone())}});
 
+  EventCounts counts;  // events written (the simulator's may include one more)
   const bool progress = absl::GetFlag(FLAGS_progress);
   const absl::Time wall_start = absl::Now();
   const absl::Duration progress_every = absl::Seconds(5);
@@ -227,15 +263,14 @@ int Run() {
   absl::Time last_progress = wall_start;
   auto maybe_progress = [&](absl::Time now) {
     if (!progress || now < next_progress) return;
-    const int64_t total = sim.counts().total;
+    const int64_t total = counts.total;
     const double rate_now =
         (total - events_at_last_progress) / absl::ToDoubleSeconds(now - last_progress);
-    kpid::log::Info("progress",
-                    {{"events", absl::StrCat(total)},
-                     {"events_per_second", absl::StrFormat("%.0f", rate_now)},
-                     {"open_cases", absl::StrCat(sim.open_cases())},
-                     {"event_time", absl::FormatTime(absl::RFC3339_sec, sim.now(),
-                                                      absl::UTCTimeZone())}});
+    kpid::log::Info("progress", {{"events", absl::StrCat(total)},
+                                 {"events_per_second", absl::StrFormat("%.0f", rate_now)},
+                                 {"open_cases", absl::StrCat(sim.open_cases())},
+                                 {"event_time",
+                                  absl::FormatTime(kTimeFormat, sim.now(), absl::UTCTimeZone())}});
     events_at_last_progress = total;
     last_progress = now;
     next_progress = now + progress_every;
@@ -247,10 +282,10 @@ int Run() {
   while (!stop_requested && sim.Next(&event)) {
     // Earliest wall time for this event: the slower of --rate and --speedup.
     absl::Time due = wall_start;
-    if (rate > 0) due = wall_start + absl::Seconds((sim.counts().total - 1) / rate);
+    if (rate > 0) due = wall_start + absl::Seconds(counts.total / rate);
     if (speedup > 0) {
-      const int64_t event_us = event.occurred_at().seconds() * 1000000 +
-                               event.occurred_at().nanos() / 1000 - start_us;
+      const int64_t event_us =
+          event.occurred_at().seconds() * 1000000 + event.occurred_at().nanos() / 1000 - start_us;
       due = std::max(due, wall_start + absl::Microseconds(event_us / speedup));
     }
     absl::Time now = absl::Now();
@@ -262,32 +297,22 @@ int Run() {
     if (stop_requested) break;
     status = (*sink)->Write(event);
     if (!status.ok()) break;
-    if ((sim.counts().total & 1023) == 0) maybe_progress(absl::Now());
-  }
-  // An event drawn but not written (stopped while waiting for it) is not counted.
-  EventCounts counts = sim.counts();
-  if (counts.total > 0 && (stop_requested || !status.ok())) {
-    // The loop left after Next(): the last drawn event was not written.
-    --counts.total;
-    switch (event.kind()) {
-      case kpid::v1::ProcessEvent::STAGE_ENTERED: --counts.stage_entered; break;
-      case kpid::v1::ProcessEvent::CASE_COMPLETED: --counts.case_completed; break;
-      case kpid::v1::ProcessEvent::CASE_FALLOUT: --counts.case_fallout; break;
-      case kpid::v1::ProcessEvent::COST: --counts.cost; break;
-      case kpid::v1::ProcessEvent::FEEDBACK: --counts.feedback; break;
-      default: break;
-    }
+    Count(event.kind(), &counts);
+    if ((counts.total & 1023) == 0) maybe_progress(absl::Now());
   }
   absl::Status closed = (*sink)->Close();
   if (status.ok()) status = closed;
   const double seconds = absl::ToDoubleSeconds(absl::Now() - wall_start);
-  kpid::log::Info("summary",
-                  {{"events", absl::StrCat(counts.total)},
-                   {"by_kind", CountsSummary(counts)},
-                   {"seconds", absl::StrFormat("%.3f", seconds)},
-                   {"events_per_second",
-                    absl::StrFormat("%.0f", seconds > 0 ? counts.total / seconds : 0.0)},
-                   {"interrupted", stop_requested ? "true" : "false"}});
+  kpid::log::Info("summary", {{"events", absl::StrCat(counts.total)},
+                              {"stage_entered", absl::StrCat(counts.stage_entered)},
+                              {"case_completed", absl::StrCat(counts.case_completed)},
+                              {"case_fallout", absl::StrCat(counts.case_fallout)},
+                              {"cost", absl::StrCat(counts.cost)},
+                              {"feedback", absl::StrCat(counts.feedback)},
+                              {"seconds", absl::StrFormat("%.3f", seconds)},
+                              {"events_per_second",
+                               absl::StrFormat("%.0f", seconds > 0 ? counts.total / seconds : 0.0)},
+                              {"interrupted", stop_requested ? "true" : "false"}});
   if (!status.ok()) {
     kpid::log::Error("failed", {{"error", status.message()}});
     return 1;
@@ -310,7 +335,8 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
-  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (positional.size() > 1) {
     return Fail(absl::StrCat("unexpected argument \"", positional[1], "\" (see --help)"));
   }

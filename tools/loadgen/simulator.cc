@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -112,8 +114,7 @@ struct Simulator::Case {
   absl::InlinedVector<uint32_t, 4> attributes;  // value index per process dimension
 };
 
-absl::Status Simulator::CheckOptions(const model::Config& config,
-                                     const SimulatorOptions& options) {
+absl::Status Simulator::CheckOptions(const model::Config& config, const SimulatorOptions& options) {
   std::vector<std::string> unknown;
   for (const std::string& id : options.processes) {
     if (config.FindProcess(id) == nullptr) unknown.push_back(id);
@@ -121,16 +122,15 @@ absl::Status Simulator::CheckOptions(const model::Config& config,
   if (!unknown.empty()) {
     std::vector<std::string> known;
     for (const model::ProcessConfig& p : config.processes) known.push_back(p.id);
-    return absl::InvalidArgumentError(absl::StrCat("unknown process(es) ",
-                                                   absl::StrJoin(unknown, ","),
-                                                   "; the config has: ", absl::StrJoin(known, ",")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown process(es) ", absl::StrJoin(unknown, ","),
+                     "; the config has: ", absl::StrJoin(known, ",")));
   }
   bool any = false;
   for (const model::ProcessConfig& p : config.processes) {
-    const bool selected =
-        options.processes.empty() ||
-        std::find(options.processes.begin(), options.processes.end(), p.id) !=
-            options.processes.end();
+    const bool selected = options.processes.empty() ||
+                          std::find(options.processes.begin(), options.processes.end(), p.id) !=
+                              options.processes.end();
     if (selected && !p.stages.empty()) any = true;
   }
   if (!any) return absl::InvalidArgumentError("no process with stages to simulate");
@@ -142,17 +142,15 @@ Simulator::Simulator(const model::Config& config, const SimulatorOptions& option
       start_us_(absl::ToUnixMicros(options.start)),
       max_events_(options.max_events),
       now_us_(start_us_) {
-  event_id_prefix_ =
-      absl::StrFormat("%x-%d-", seed_, FloorDiv(start_us_, 1000000));
+  event_id_prefix_ = absl::StrFormat("%x-%d-", seed_, FloorDiv(start_us_, 1000000));
   // Runs with another seed or start get other case ids, so a daemon that
   // still remembers the closed cases of an earlier run does not reject them.
   case_number_base_ = Mix(seed_ ^ Mix(static_cast<uint64_t>(start_us_))) % kCaseNumbers;
 
   for (const model::ProcessConfig& pc : config.processes) {
     if (pc.stages.empty()) continue;
-    if (!options.processes.empty() &&
-        std::find(options.processes.begin(), options.processes.end(), pc.id) ==
-            options.processes.end()) {
+    if (!options.processes.empty() && std::find(options.processes.begin(), options.processes.end(),
+                                                pc.id) == options.processes.end()) {
       continue;
     }
     auto p = std::make_unique<Process>();
@@ -228,8 +226,7 @@ int64_t Simulator::StageTimeUs(Process& p, int stage) {
   return ClampGapUs(p.LogNormal(p.median_us[stage], p.sigma[stage]));
 }
 
-void Simulator::Fill(const Case& c, ProcessEvent::Kind kind, int64_t time_us,
-                     ProcessEvent* out) {
+void Simulator::Fill(const Case& c, ProcessEvent::Kind kind, int64_t time_us, ProcessEvent* out) {
   const Process& p = *processes_[c.process];
   out->Clear();
   out->set_event_id(absl::StrCat(event_id_prefix_, counts_.total));

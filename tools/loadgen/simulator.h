@@ -40,11 +40,9 @@
 #include <cstdint>
 #include <memory>
 #include <queue>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "daemon/model/config.h"
@@ -135,7 +133,7 @@ class Simulator {
   std::string event_id_prefix_;
   uint64_t case_number_base_;
   std::vector<std::unique_ptr<Process>> processes_;
-  std::vector<Case> cases_;         // slots; free ones listed in free_slots_
+  std::vector<Case> cases_;  // slots; free ones listed in free_slots_
   std::vector<uint32_t> free_slots_;
   std::priority_queue<Pending, std::vector<Pending>, Later> queue_;
   uint64_t next_seq_ = 0;

@@ -87,7 +87,8 @@ class FileSink : public EventSink {
     if (file_ == nullptr) return absl::OkStatus();
     absl::Status status;
     if (std::fflush(file_) != 0) status = ErrnoError("cannot write", path_);
-    if (owned_ && std::fclose(file_) != 0 && status.ok()) status = ErrnoError("cannot close", path_);
+    if (owned_ && std::fclose(file_) != 0 && status.ok())
+      status = ErrnoError("cannot close", path_);
     file_ = nullptr;
     return status;
   }
@@ -150,15 +151,15 @@ class KafkaSink : public EventSink {
     }
 
     // Fail fast, with a clear message, when nobody answers at that address.
-    const rd_kafka_metadata* metadata = nullptr;
+    const rd_kafka_metadata_t* metadata = nullptr;
     rd_kafka_resp_err_t err =
         rd_kafka_metadata(rk_, 1, nullptr, &metadata, static_cast<int>(Millis(options_.timeout)));
     rd_kafka_poll(rk_, 0);  // collect error callbacks for last_error_
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach kafka brokers ", options_.brokers, " within ",
-          FormatPromDuration(options_.timeout), ": ", rd_kafka_err2str(err),
-          last_error_.empty() ? "" : absl::StrCat(" (", last_error_, ")")));
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach kafka brokers ", options_.brokers, " within ",
+                       FormatPromDuration(options_.timeout), ": ", rd_kafka_err2str(err),
+                       last_error_.empty() ? "" : absl::StrCat(" (", last_error_, ")")));
     }
     bool found = false;
     for (int i = 0; i < metadata->topic_cnt; ++i) {
@@ -219,9 +220,8 @@ class KafkaSink : public EventSink {
     void* value = const_cast<char*>(value_.data());
     if (options_.format == Format::kJson) {
       return rd_kafka_producev(
-          rk_, RD_KAFKA_V_TOPIC(options_.topic.c_str()),
-          RD_KAFKA_V_KEY(key.data(), key.size()), RD_KAFKA_V_VALUE(value, value_.size()),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          rk_, RD_KAFKA_V_TOPIC(options_.topic.c_str()), RD_KAFKA_V_KEY(key.data(), key.size()),
+          RD_KAFKA_V_VALUE(value, value_.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_HEADER("content-type", kJsonContentType.data(),
                             static_cast<ssize_t>(kJsonContentType.size())),
           RD_KAFKA_V_END);
@@ -290,8 +290,8 @@ absl::Status ToJsonDeterministic(const ProcessEvent& event, std::string* out) {
   static google::protobuf::util::TypeResolver* const resolver =
       google::protobuf::util::NewTypeResolverForDescriptorPool(
           "type.googleapis.com", google::protobuf::DescriptorPool::generated_pool());
-  static const std::string* const type_url =
-      new std::string(absl::StrCat("type.googleapis.com/", ProcessEvent::descriptor()->full_name()));
+  static const std::string* const type_url = new std::string(
+      absl::StrCat("type.googleapis.com/", ProcessEvent::descriptor()->full_name()));
   std::string binary;
   SerializeDeterministic(event, &binary);
   out->clear();
@@ -353,15 +353,15 @@ absl::StatusOr<std::string> ReadBootstrapFile(const std::string& path, absl::Dur
     // or has stayed the same for a moment.
     if (!text.empty() && text.back() != '\n') {
       absl::SleepFor(absl::Milliseconds(100));
-      if (read() != text) continue;
+      if (read() != text && absl::Now() < deadline) continue;
     }
     std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
     const absl::string_view address = absl::StripAsciiWhitespace(lines.front());
     if (!address.empty()) return std::string(address);
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "no broker address in ", path, " after ", FormatPromDuration(timeout),
-          " (is kpid running with kafka.brokers: embedded and this bootstrap_file?)"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("no broker address in ", path, " after ", FormatPromDuration(timeout),
+                       " (is kpid running with kafka.brokers: embedded and this bootstrap_file?)"));
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
