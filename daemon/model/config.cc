@@ -312,6 +312,11 @@ class ConfigParser {
       diag_.Error(node.Mark(), absl::StrCat(what, ": stages must be a non-empty list"));
       return;
     }
+    if (node.size() > kMaxStages) {
+      diag_.Error(node.Mark(), absl::StrCat(what, ": at most ", kMaxStages, " stages, got ",
+                                            node.size()));
+      return;
+    }
     absl::flat_hash_set<std::string> ids;
     for (size_t i = 0; i < node.size(); ++i) {
       const std::string stage_what = absl::StrCat(what, ": stages[", i, "]");

@@ -36,6 +36,9 @@ struct StageSimulation {
   double rework = 0.0;
 };
 
+// A case remembers the stages it visited in a 64-bit set.
+inline constexpr size_t kMaxStages = 64;
+
 struct StageConfig {
   std::string id;
   absl::Duration sla;

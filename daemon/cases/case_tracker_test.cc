@@ -1,0 +1,375 @@
+#include "daemon/cases/case_tracker.h"
+
+#include <map>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/ingest/event_decoder.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kpid::cases {
+namespace {
+
+using ingest::Verdict;
+using kpid::v1::ProcessEvent;
+using model::RejectReason;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// 2026-03-01T00:00:00Z; test times are seconds after it.
+constexpr int64_t kT0 = 1772323200;
+
+std::string At(absl::Time t) { return absl::StrCat("@", absl::ToUnixSeconds(t) - kT0); }
+std::string Secs(absl::Duration d) { return absl::StrCat(absl::ToDoubleSeconds(d), "s"); }
+
+// Writes every fact as one line, so a test states the expected facts in order.
+class RecordingSink : public CaseSink {
+ public:
+  void CaseStarted(int p, DimsId d, absl::Time at) override {
+    Add("started p", p, " d", d, " ", At(at));
+  }
+  void StageEntered(int p, int s, DimsId d, absl::Time at, bool rework) override {
+    Add("entered p", p, " s", s, " d", d, " ", At(at), rework ? " rework" : "");
+  }
+  void StageExited(int p, int s, DimsId d, absl::Time at, ExitOutcome o, absl::Duration cycle,
+                   bool met) override {
+    Add("exited p", p, " s", s, " d", d, " ", At(at),
+        o == ExitOutcome::kAdvanced ? " advanced " : " fallout ", Secs(cycle),
+        met ? " met" : " missed");
+  }
+  void Transition(int p, int from, int to, absl::Time at) override {
+    Add("transition p", p, " ", from, "->", to, " ", At(at));
+  }
+  void CaseCompleted(int p, DimsId d, absl::Time at, double amount, absl::Duration lead) override {
+    Add("completed p", p, " d", d, " ", At(at), " amount=", amount, " lead=", Secs(lead));
+  }
+  void CaseFallout(int p, DimsId d, absl::Time at) override {
+    Add("fallout p", p, " d", d, " ", At(at));
+  }
+  void CaseExpired(int p, int s, DimsId d, absl::Time at) override {
+    Add("expired p", p, " s", s, " d", d, " ", At(at));
+  }
+  void Cost(int p, DimsId d, absl::Time at, double amount) override {
+    Add("cost p", p, " d", d, " ", At(at), " ", amount);
+  }
+  void Feedback(int p, DimsId d, absl::Time at, double score) override {
+    Add("feedback p", p, " d", d, " ", At(at), " ", score);
+  }
+  void SlaBreached(int p, int s, DimsId d, absl::Time deadline) override {
+    Add("breach p", p, " s", s, " d", d, " ", At(deadline));
+  }
+  void BacklogChanged(int p, int s, DimsId d, int open, int over) override {
+    backlog[{p, s, d}] += open;
+    over_sla[{p, s, d}] += over;
+  }
+
+  // The facts since the last call.
+  std::vector<std::string> Take() { return std::exchange(facts, {}); }
+
+  std::vector<std::string> facts;
+  std::map<std::tuple<int, int, DimsId>, int> backlog, over_sla;
+
+ private:
+  template <typename... Args>
+  void Add(const Args&... args) {
+    facts.push_back(absl::StrCat(args...));
+  }
+};
+
+constexpr char kConfig[] = R"(
+clock: event
+case_ttl: 10d
+dedup_horizon: 1h
+dimensions: {names: [region], max_series_per_process: 100}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: demo, sla: 2h}
+      - {id: quote, sla: 1d}
+  - id: support
+    stages:
+      - {id: triage, sla: 30m}
+)";
+
+class CaseTrackerTest : public ::testing::Test {
+ protected:
+  CaseTrackerTest()
+      : config_(*model::ParseConfig(kConfig, "t.yaml")),
+        decoder_(config_),
+        dims_(config_),
+        tracker_({.config = &config_, .clock = &clock_, .sink = &sink_, .dimensions = &dims_}) {
+    clock_.Set(absl::FromUnixSeconds(kT0));
+  }
+
+  // Handles one event at kT0 + `t` seconds. The manual clock follows event
+  // time, as `clock: event` does, unless the test moves it on itself.
+  Verdict Send(ProcessEvent::Kind kind, const std::string& case_id, const std::string& stage,
+               int64_t t, double amount = 0, const std::string& process = "sales",
+               const std::string& region = "emea") {
+    ProcessEvent e;
+    e.set_event_id(absl::StrCat("ev-", next_id_++));
+    e.set_process(process);
+    e.set_case_id(case_id);
+    e.set_kind(kind);
+    e.set_stage(stage);
+    e.set_amount(amount);
+    e.set_score(amount);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    if (!region.empty()) (*e.mutable_attributes())["region"] = region;
+    last_ = e;
+    return Decode(e);
+  }
+
+  Verdict Decode(const ProcessEvent& e) {
+    ingest::DecodedEvent decoded;
+    auto rejection = decoder_.Decode(e.SerializeAsString(), false, &decoded);
+    EXPECT_FALSE(rejection.has_value()) << rejection->detail;
+    if (absl::FromUnixSeconds(e.occurred_at().seconds()) > clock_.Now()) {
+      clock_.Set(absl::FromUnixSeconds(e.occurred_at().seconds()));
+    }
+    return tracker_.Handle(decoded);
+  }
+
+  Verdict Enter(const std::string& c, const std::string& stage, int64_t t) {
+    return Send(ProcessEvent::STAGE_ENTERED, c, stage, t);
+  }
+
+  void MoveClockTo(int64_t t) {
+    clock_.Set(absl::FromUnixSeconds(kT0 + t));
+    tracker_.AdvanceTimers();
+  }
+
+  int Backlog(int p, int s, DimsId d = 2) { return sink_.backlog[{p, s, d}]; }
+  int OverSla(int p, int s, DimsId d = 2) { return sink_.over_sla[{p, s, d}]; }
+
+  model::Config config_;
+  ingest::EventDecoder decoder_;
+  ManualClock clock_;
+  RecordingSink sink_;
+  DimensionTable dims_;
+  CaseTracker tracker_;
+  ProcessEvent last_;
+  int next_id_ = 0;
+};
+
+bool Accepted(const Verdict& v) { return v.kind == Verdict::Kind::kAccepted; }
+bool Rejected(const Verdict& v, RejectReason r) {
+  return v.kind == Verdict::Kind::kRejected && v.reason == r;
+}
+
+// region "emea" is the first real combination: DimsId 2 (0 = empty, 1 = __other__).
+TEST_F(CaseTrackerTest, FirstStageEnteredStartsTheCase) {
+  EXPECT_TRUE(Accepted(Enter("c1", "lead", 0)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("started p0 d2 @0", "entered p0 s0 d2 @0"));
+  EXPECT_EQ(Backlog(0, 0), 1);
+  EXPECT_EQ(tracker_.open_cases(), 1u);
+}
+
+TEST_F(CaseTrackerTest, AdvanceExitsThePreviousStageWithItsCycleTime) {
+  Enter("c1", "lead", 0);
+  sink_.Take();
+  // 50 minutes in lead (SLA 1h): met.
+  EXPECT_TRUE(Accepted(Enter("c1", "demo", 3000)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("exited p0 s0 d2 @3000 advanced 3000s met",
+                                        "transition p0 0->1 @3000", "entered p0 s1 d2 @3000"));
+  EXPECT_EQ(Backlog(0, 0), 0);
+  EXPECT_EQ(Backlog(0, 1), 1);
+}
+
+TEST_F(CaseTrackerTest, SlaMetAtExactlyTheDeadlineMissedOneSecondOver) {
+  Enter("on-time", "lead", 0);
+  Enter("late", "lead", 0);
+  sink_.Take();
+  Enter("on-time", "demo", 3600);  // cycle 1h == SLA
+  EXPECT_THAT(sink_.Take()[0], "exited p0 s0 d2 @3600 advanced 3600s met");
+  // The clock reaches 3601: "late" has passed its deadline while still open.
+  Enter("late", "demo", 3601);
+  EXPECT_THAT(sink_.Take(),
+              ElementsAre("breach p0 s0 d2 @3600", "exited p0 s0 d2 @3601 advanced 3601s missed",
+                          "transition p0 0->1 @3601", "entered p0 s1 d2 @3601"));
+}
+
+TEST_F(CaseTrackerTest, TimerAloneBreachesAnOpenCaseWithinASecond) {
+  Enter("c1", "lead", 0);
+  sink_.Take();
+  MoveClockTo(3600);  // at the deadline: not yet breached
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  EXPECT_EQ(OverSla(0, 0), 0);
+  MoveClockTo(3601);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @3600"));
+  EXPECT_EQ(OverSla(0, 0), 1);
+  EXPECT_EQ(Backlog(0, 0), 1);
+  // Once per stay: time passing further reports nothing more.
+  MoveClockTo(90000);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  // Leaving the stage takes it out of the over-SLA backlog.
+  Enter("c1", "demo", 90000);
+  EXPECT_EQ(OverSla(0, 0), 0);
+  EXPECT_EQ(Backlog(0, 0), 0);
+}
+
+TEST_F(CaseTrackerTest, CompletedClosesWithRevenueAndLeadTime) {
+  Enter("c1", "lead", 0);
+  Enter("c1", "demo", 1800);
+  Enter("c1", "quote", 9000);  // 2h in demo = SLA: met
+  sink_.Take();
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::CASE_COMPLETED, "c1", "", 50000, 1250.5)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("exited p0 s2 d2 @50000 advanced 41000s met",
+                                        "completed p0 d2 @50000 amount=1250.5 lead=50000s"));
+  EXPECT_EQ(tracker_.open_cases(), 0u);
+  EXPECT_EQ(Backlog(0, 2), 0);
+}
+
+TEST_F(CaseTrackerTest, FalloutClosesFromTheCurrentStage) {
+  Enter("c1", "lead", 0);
+  Enter("c1", "demo", 100);
+  sink_.Take();
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::CASE_FALLOUT, "c1", "", 8000)));
+  // 7900 s in demo, SLA 2h = 7200 s; the clock jumped past the deadline first.
+  EXPECT_THAT(sink_.Take(),
+              ElementsAre("breach p0 s1 d2 @7300", "exited p0 s1 d2 @8000 fallout 7900s missed",
+                          "fallout p0 d2 @8000"));
+  EXPECT_EQ(OverSla(0, 1), 0);
+}
+
+TEST_F(CaseTrackerTest, ReenteringAStageIsRework) {
+  Enter("c1", "lead", 0);
+  Enter("c1", "demo", 10);
+  Enter("c1", "quote", 20);
+  sink_.Take();
+  Enter("c1", "demo", 30);
+  EXPECT_THAT(sink_.Take(), ElementsAre("exited p0 s2 d2 @30 advanced 10s met",
+                                        "transition p0 2->1 @30", "entered p0 s1 d2 @30 rework"));
+  // The first visit of a stage is not rework, even after going back.
+  Enter("c1", "lead", 40);
+  EXPECT_EQ(sink_.Take().back(), "entered p0 s0 d2 @40 rework");
+}
+
+TEST_F(CaseTrackerTest, SameStageAgainIsRejectedAndChangesNothing) {
+  Enter("c1", "lead", 0);
+  sink_.Take();
+  EXPECT_TRUE(Rejected(Enter("c1", "lead", 100), RejectReason::kSameStage));
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  // The stay was not restarted: the deadline is still from t=0.
+  MoveClockTo(3601);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @3600"));
+}
+
+TEST_F(CaseTrackerTest, CompletionOrFalloutOfAnUnknownCaseIsRejected) {
+  EXPECT_TRUE(
+      Rejected(Send(ProcessEvent::CASE_COMPLETED, "ghost", "", 0, 10), RejectReason::kUnknownCase));
+  EXPECT_TRUE(
+      Rejected(Send(ProcessEvent::CASE_FALLOUT, "ghost", "", 0), RejectReason::kUnknownCase));
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+}
+
+TEST_F(CaseTrackerTest, ClosedCaseRejectsEventsForTheHorizonThenStartsAnew) {
+  Enter("c1", "lead", 0);
+  Send(ProcessEvent::CASE_FALLOUT, "c1", "", 60);
+  sink_.Take();
+  EXPECT_TRUE(Rejected(Enter("c1", "demo", 120), RejectReason::kCaseClosed));
+  EXPECT_TRUE(
+      Rejected(Send(ProcessEvent::CASE_COMPLETED, "c1", "", 130, 5), RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Enter("c1", "lead", 60 + 3599), RejectReason::kCaseClosed));
+  // Cost and feedback count whatever the state, with the case's dimensions.
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::FEEDBACK, "c1", "", 200, 9, "sales", "")));
+  EXPECT_THAT(sink_.Take(), ElementsAre("feedback p0 d2 @200 9"));
+  // Remembered for dedup_horizon (1h) after closing at 60; then the id may start anew.
+  EXPECT_TRUE(Accepted(Enter("c1", "lead", 60 + 3600)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("started p0 d2 @3660", "entered p0 s0 d2 @3660"));
+}
+
+TEST_F(CaseTrackerTest, RepeatedEventIdIsADuplicateOnlyWithinTheHorizon) {
+  Enter("c1", "lead", 0);
+  const ProcessEvent first = last_;
+  sink_.Take();
+  EXPECT_EQ(Decode(first).kind, Verdict::Kind::kDuplicate);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  // A rejected event does not claim its id.
+  Enter("c1", "lead", 10);
+  ProcessEvent same_stage = last_;
+  EXPECT_TRUE(Rejected(Decode(same_stage), RejectReason::kSameStage));
+  // After the horizon the id is forgotten: the old event is handled again
+  // (here: same stage, so rejected, not a duplicate).
+  MoveClockTo(3601);
+  EXPECT_TRUE(Rejected(Decode(first), RejectReason::kSameStage));
+}
+
+TEST_F(CaseTrackerTest, CostAndFeedbackForUnknownCasesUseTheirOwnAttributes) {
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::COST, "x", "", 5, 99.5, "sales", "apac")));
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::FEEDBACK, "y", "", 6, 7, "support", "emea")));
+  // apac is sales' first combination (2); support's emea is also 2 in its own table.
+  EXPECT_THAT(sink_.Take(), ElementsAre("cost p0 d2 @5 99.5", "feedback p1 d2 @6 7"));
+  EXPECT_EQ(tracker_.open_cases(), 0u);
+}
+
+TEST_F(CaseTrackerTest, CaseIdsArePerProcess) {
+  Enter("c1", "lead", 0);
+  EXPECT_TRUE(Accepted(Send(ProcessEvent::STAGE_ENTERED, "c1", "triage", 5, 0, "support")));
+  EXPECT_EQ(tracker_.open_cases(), 2u);
+}
+
+TEST_F(CaseTrackerTest, DimensionsComeFromTheFirstEvent) {
+  Send(ProcessEvent::STAGE_ENTERED, "c1", "lead", 0, 0, "sales", "amer");
+  Send(ProcessEvent::STAGE_ENTERED, "c1", "demo", 10, 0, "sales", "emea");
+  // amer got id 2 first; the second event's region is ignored.
+  EXPECT_THAT(sink_.Take(), ElementsAre("started p0 d2 @0", "entered p0 s0 d2 @0",
+                                        "exited p0 s0 d2 @10 advanced 10s met",
+                                        "transition p0 0->1 @10", "entered p0 s1 d2 @10"));
+  EXPECT_EQ(dims_.Values(0, 2), std::vector<std::string>{"amer"});
+}
+
+TEST_F(CaseTrackerTest, IdleCaseExpiresAfterTtlAndCountsAsClosed) {
+  Enter("c1", "quote", 0);
+  Send(ProcessEvent::COST, "c1", "", 86400, 10);  // activity: pushes expiry to day 11
+  sink_.Take();
+  MoveClockTo(10 * 86400 + 1);  // idle only 9 days
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s2 d2 @86400"));
+  EXPECT_EQ(OverSla(0, 2), 1);
+  MoveClockTo(11 * 86400);  // exactly ttl idle: still open
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(11 * 86400 + 1);
+  EXPECT_THAT(sink_.Take(), ElementsAre("expired p0 s2 d2 @950400"));
+  EXPECT_EQ(tracker_.open_cases(), 0u);
+  EXPECT_EQ(Backlog(0, 2), 0);
+  EXPECT_EQ(OverSla(0, 2), 0);
+  EXPECT_TRUE(Rejected(Enter("c1", "lead", 11 * 86400 + 2), RejectReason::kCaseClosed));
+}
+
+TEST_F(CaseTrackerTest, ManyCasesBreachInDeadlineOrderOnAJump) {
+  for (int i = 0; i < 5; ++i) Enter(absl::StrCat("c", i), "lead", 100 * (4 - i));
+  sink_.Take();
+  MoveClockTo(5 * 86400);  // days later, one step
+  EXPECT_THAT(sink_.Take(),
+              ElementsAre("breach p0 s0 d2 @3600", "breach p0 s0 d2 @3700", "breach p0 s0 d2 @3800",
+                          "breach p0 s0 d2 @3900", "breach p0 s0 d2 @4000"));
+  EXPECT_EQ(OverSla(0, 0), 5);
+}
+
+TEST_F(CaseTrackerTest, DedupMemoryIsBounded) {
+  CaseTracker small({.config = &config_,
+                     .clock = &clock_,
+                     .sink = &sink_,
+                     .dimensions = &dims_,
+                     .max_dedup_entries = 3});
+  ProcessEvent e;
+  for (int i = 0; i < 5; ++i) {
+    e.set_event_id(absl::StrCat("id", i));
+    e.set_process("sales");
+    e.set_case_id("x");
+    e.set_kind(ProcessEvent::COST);
+    e.mutable_occurred_at()->set_seconds(kT0);
+    ingest::DecodedEvent decoded;
+    ASSERT_FALSE(decoder_.Decode(e.SerializeAsString(), false, &decoded).has_value());
+    EXPECT_EQ(small.Handle(decoded).kind, Verdict::Kind::kAccepted);
+  }
+  EXPECT_EQ(small.dedup_evictions(), 2u);
+}
+
+}  // namespace
+}  // namespace kpid::cases
