@@ -15,8 +15,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "daemon/common/file_util.h"
 #include "daemon/common/log.h"
 #include "daemon/export/ingest_metrics.h"
@@ -87,11 +87,10 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
       return s;
     }
   }
-  log::Info("embedded kafka broker started",
-            {{"bootstrap", (*broker)->bootstrap()},
-             {"topic", config.kafka.topic},
-             {"partitions", absl::StrCat(partitions)},
-             {"bootstrap_file", bootstrap_file}});
+  log::Info("embedded kafka broker started", {{"bootstrap", (*broker)->bootstrap()},
+                                              {"topic", config.kafka.topic},
+                                              {"partitions", absl::StrCat(partitions)},
+                                              {"bootstrap_file", bootstrap_file}});
   return broker;
 }
 
@@ -144,7 +143,8 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   std::unique_ptr<ingest::EmbeddedBroker> broker;
   std::string brokers = config.kafka.brokers;
   if (config.kafka.embedded()) {
-    auto started = StartEmbeddedBroker(config, config.kafka.partitions, config.kafka.bootstrap_file);
+    auto started =
+        StartEmbeddedBroker(config, config.kafka.partitions, config.kafka.bootstrap_file);
     if (!started.ok()) return Fail(started.status());
     broker = *std::move(started);
     brokers = broker->bootstrap();

@@ -39,9 +39,8 @@ int Rank(absl::string_view unit) {
 
 absl::StatusOr<absl::Duration> ParsePromDuration(absl::string_view text) {
   auto invalid = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid duration \"", text, "\": ", why,
-                     " (expected e.g. 90s, 5m, 1h30m, 7d)"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid duration \"", text, "\": ", why,
+                                                   " (expected e.g. 90s, 5m, 1h30m, 7d)"));
   };
   if (text.empty()) return invalid("empty");
   if (text == "0") return absl::ZeroDuration();

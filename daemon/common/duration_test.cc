@@ -42,8 +42,8 @@ TEST(FormatPromDuration, RoundTrips) {
   EXPECT_EQ(FormatPromDuration(absl::Hours(24 * 14)), "2w");
   EXPECT_EQ(FormatPromDuration(absl::ZeroDuration()), "0s");
   EXPECT_EQ(FormatPromDuration(absl::Milliseconds(1500)), "1s500ms");
-  for (absl::Duration d : {absl::Seconds(1), absl::Minutes(61), absl::Hours(24 * 15),
-                           absl::Milliseconds(123456789)}) {
+  for (absl::Duration d :
+       {absl::Seconds(1), absl::Minutes(61), absl::Hours(24 * 15), absl::Milliseconds(123456789)}) {
     EXPECT_EQ(*ParsePromDuration(FormatPromDuration(d)), d);
   }
 }

@@ -41,7 +41,8 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
-    return absl::UnavailableError(absl::StrCat(tmp, ": fsync/close failed: ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat(tmp, ": fsync/close failed: ", std::strerror(errno)));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int saved = errno;

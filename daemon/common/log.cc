@@ -58,7 +58,9 @@ void AppendValue(std::string* out, absl::string_view value) {
 
 }  // namespace
 
-void SetMinLevel(Level level) { min_level.store(static_cast<int>(level), std::memory_order_relaxed); }
+void SetMinLevel(Level level) {
+  min_level.store(static_cast<int>(level), std::memory_order_relaxed);
+}
 
 bool Enabled(Level level) {
   return static_cast<int>(level) >= min_level.load(std::memory_order_relaxed);

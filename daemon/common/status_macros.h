@@ -11,12 +11,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define KPID_RETURN_IF_ERROR(expr)                   \
-  do {                                               \
-    if (::absl::Status kpid_status_ = (expr);        \
-        !kpid_status_.ok()) {                        \
-      return kpid_status_;                           \
-    }                                                \
+#define KPID_RETURN_IF_ERROR(expr)                                  \
+  do {                                                              \
+    if (::absl::Status kpid_status_ = (expr); !kpid_status_.ok()) { \
+      return kpid_status_;                                          \
+    }                                                               \
   } while (false)
 
 #define KPID_STATUS_CONCAT_INNER_(a, b) a##b

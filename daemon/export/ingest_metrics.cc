@@ -33,8 +33,8 @@ std::vector<MetricFamily> IngestMetrics::Collect() const {
   }
 
   std::vector<MetricFamily> families;
-  MetricFamily f = Family("kpid_events_consumed_total",
-                          "Events taken from Kafka and accepted.", MetricType::Counter);
+  MetricFamily f = Family("kpid_events_consumed_total", "Events taken from Kafka and accepted.",
+                          MetricType::Counter);
   AddCounter(&f, {}, static_cast<double>(consumed));
   families.push_back(std::move(f));
 

@@ -42,9 +42,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
 
   server->port_ = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
   if (server->port_ <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("http: cannot listen on ", server->options_.listen,
-                     " (address in use or not local?)"));
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", server->options_.listen,
+                                               " (address in use or not local?)"));
   }
   server->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
   log::Info("http listening", {{"address", absl::StrCat(host, ":", server->port_)}});

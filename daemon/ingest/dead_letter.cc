@@ -52,8 +52,8 @@ void DeadLetterProducer::OnDelivery(rd_kafka_s* rk, const rd_kafka_message_s* me
     self->delivered_.fetch_add(1, std::memory_order_relaxed);
   } else {
     self->failed_.fetch_add(1, std::memory_order_relaxed);
-    log::Error("dead-letter delivery failed", {{"topic", self->topic_},
-                                               {"error", rd_kafka_err2str(message->err)}});
+    log::Error("dead-letter delivery failed",
+               {{"topic", self->topic_}, {"error", rd_kafka_err2str(message->err)}});
   }
 }
 
@@ -66,9 +66,8 @@ void DeadLetterProducer::Send(const rd_kafka_message_s& original, const Rejectio
     headers = rd_kafka_headers_new(3);
   }
   const absl::string_view reason = model::RejectReasonName(rejection.reason);
-  const std::string source =
-      absl::StrCat(original.rkt ? rd_kafka_topic_name(original.rkt) : "", "/", original.partition,
-                   "/", original.offset);
+  const std::string source = absl::StrCat(original.rkt ? rd_kafka_topic_name(original.rkt) : "",
+                                          "/", original.partition, "/", original.offset);
   rd_kafka_header_add(headers, "kpid-reject-reason", -1, reason.data(),
                       static_cast<ssize_t>(reason.size()));
   rd_kafka_header_add(headers, "kpid-reject-detail", -1, rejection.detail.data(),
@@ -80,11 +79,11 @@ void DeadLetterProducer::Send(const rd_kafka_message_s& original, const Rejectio
   // while (back-pressure on this worker) before counting a failure.
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
   while (true) {
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        producer_, RD_KAFKA_V_TOPIC(topic_.c_str()),
-        RD_KAFKA_V_VALUE(original.payload, original.len),
-        RD_KAFKA_V_KEY(original.key, original.key_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e = rd_kafka_producev(producer_, RD_KAFKA_V_TOPIC(topic_.c_str()),
+                                              RD_KAFKA_V_VALUE(original.payload, original.len),
+                                              RD_KAFKA_V_KEY(original.key, original.key_len),
+                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                              RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;  // headers now belong to the message
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && absl::Now() < give_up) {
       absl::SleepFor(absl::Milliseconds(10));

@@ -30,8 +30,8 @@ absl::StatusOr<std::unique_ptr<EmbeddedBroker>> EmbeddedBroker::Start(
     rd_kafka_resp_err_t e =
         rd_kafka_mock_topic_create(cluster, topic.name.c_str(), topic.partitions, 1);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return absl::InternalError(absl::StrCat("embedded broker: create topic ", topic.name, ": ",
-                                              rd_kafka_err2str(e)));
+      return absl::InternalError(
+          absl::StrCat("embedded broker: create topic ", topic.name, ": ", rd_kafka_err2str(e)));
     }
   }
   return broker;

@@ -11,8 +11,8 @@
 namespace kpid::ingest {
 namespace {
 
-using model::RejectReason;
 using kpid::v1::ProcessEvent;
+using model::RejectReason;
 
 Rejection Reject(RejectReason reason, std::string detail) {
   return Rejection{reason, std::move(detail)};
@@ -83,8 +83,7 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
   using google::protobuf::util::TimeUtil;
   const auto& ts = e.occurred_at();
   if (ts.seconds() < TimeUtil::kTimestampMinSeconds ||
-      ts.seconds() > TimeUtil::kTimestampMaxSeconds || ts.nanos() < 0 ||
-      ts.nanos() > 999999999) {
+      ts.seconds() > TimeUtil::kTimestampMaxSeconds || ts.nanos() < 0 || ts.nanos() > 999999999) {
     return Reject(RejectReason::kInvalidTimestamp,
                   absl::StrCat("occurred_at {", e.occurred_at().seconds(), "s, ",
                                e.occurred_at().nanos(), "ns} is out of range"));
@@ -103,9 +102,9 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
     if (e.stage().empty()) return Reject(RejectReason::kMissingField, "stage is empty");
     auto stage = process->second.stages.find(e.stage());
     if (stage == process->second.stages.end()) {
-      return Reject(RejectReason::kUnknownStage, absl::StrCat("stage \"", e.stage(),
-                                                              "\" is not a stage of process \"",
-                                                              e.process(), "\""));
+      return Reject(RejectReason::kUnknownStage,
+                    absl::StrCat("stage \"", e.stage(), "\" is not a stage of process \"",
+                                 e.process(), "\""));
     }
     out->stage_index = stage->second;
   }

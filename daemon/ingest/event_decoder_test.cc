@@ -8,8 +8,8 @@
 namespace kpid::ingest {
 namespace {
 
-using model::RejectReason;
 using kpid::v1::ProcessEvent;
+using model::RejectReason;
 
 constexpr char kConfig[] = R"(
 kafka: {max_message_bytes: 4096}
@@ -65,7 +65,8 @@ TEST_F(EventDecoderTest, DecodesBinaryProtobufAndResolvesIndexes) {
 }
 
 TEST_F(EventDecoderTest, DecodesJsonByFirstByte) {
-  const char* json = R"(  {"eventId":"e-2","process":"onboarding","caseId":"O-7","kind":"STAGE_ENTERED",
+  const char* json =
+      R"(  {"eventId":"e-2","process":"onboarding","caseId":"O-7","kind":"STAGE_ENTERED",
       "stage":"kyc","occurredAt":"2026-03-01T09:00:00Z","attributes":{"region":"apac"}})";
   ASSERT_EQ(ReasonOf(json), std::nullopt);
   EXPECT_EQ(out_.process_index, 1);
@@ -136,8 +137,7 @@ TEST_F(EventDecoderTest, RejectsBadJson) {
 TEST_F(EventDecoderTest, RejectsMissingFields) {
   for (auto clear : std::vector<void (*)(ProcessEvent*)>{
            [](ProcessEvent* e) { e->clear_event_id(); },
-           [](ProcessEvent* e) { e->clear_process(); },
-           [](ProcessEvent* e) { e->clear_case_id(); },
+           [](ProcessEvent* e) { e->clear_process(); }, [](ProcessEvent* e) { e->clear_case_id(); },
            [](ProcessEvent* e) { e->clear_kind(); },
            [](ProcessEvent* e) { e->clear_occurred_at(); },
            [](ProcessEvent* e) { e->clear_stage(); },  // STAGE_ENTERED needs a stage
@@ -200,9 +200,9 @@ TEST_F(EventDecoderTest, RejectsOutOfRangeTimestamps) {
 }
 
 TEST_F(EventDecoderTest, RejectsNonFiniteValues) {
-  for (double bad : {std::numeric_limits<double>::quiet_NaN(),
-                     std::numeric_limits<double>::infinity(),
-                     -std::numeric_limits<double>::infinity()}) {
+  for (double bad :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity()}) {
     ProcessEvent e = ValidEvent();
     e.set_amount(bad);
     EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidValue);

@@ -12,8 +12,7 @@ absl::StatusOr<rd_kafka_conf_t*> MakeKafkaConf(
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   char err[512];
   auto set = [&](const std::string& key, const std::string& value) -> absl::Status {
-    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) !=
-        RD_KAFKA_CONF_OK) {
+    if (rd_kafka_conf_set(conf, key.c_str(), value.c_str(), err, sizeof(err)) != RD_KAFKA_CONF_OK) {
       return absl::InvalidArgumentError(absl::StrCat("kafka property ", key, ": ", err));
     }
     return absl::OkStatus();

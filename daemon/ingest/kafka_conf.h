@@ -13,8 +13,8 @@ namespace kpid::ingest {
 // A new rd_kafka_conf_t with bootstrap.servers = `brokers`, then `defaults`,
 // then the user's `properties` (which win, so TLS/SASL/tuning pass through).
 // The caller owns the result (rd_kafka_new takes it).
-absl::StatusOr<rd_kafka_conf_s*> MakeKafkaConf(const std::string& brokers,
-                                               const std::map<std::string, std::string>& defaults,
-                                               const std::map<std::string, std::string>& properties);
+absl::StatusOr<rd_kafka_conf_s*> MakeKafkaConf(
+    const std::string& brokers, const std::map<std::string, std::string>& defaults,
+    const std::map<std::string, std::string>& properties);
 
 }  // namespace kpid::ingest

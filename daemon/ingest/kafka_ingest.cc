@@ -39,11 +39,11 @@ bool HasJsonContentType(const rd_kafka_message_t& message) {
   const void* value = nullptr;
   size_t size = 0;
   if (rd_kafka_header_get_last(headers, "content-type", &value, &size) !=
-      RD_KAFKA_RESP_ERR_NO_ERROR || value == nullptr) {
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      value == nullptr) {
     return false;
   }
-  return EventDecoder::IsJsonContentType(
-      absl::string_view(static_cast<const char*>(value), size));
+  return EventDecoder::IsJsonContentType(absl::string_view(static_cast<const char*>(value), size));
 }
 
 }  // namespace
@@ -65,21 +65,21 @@ absl::Status KafkaIngest::Init() {
   if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (config.kafka.embedded()) workers = std::min(workers, config.kafka.partitions);
 
-  absl::StatusOr<rd_kafka_conf_t*> conf = MakeKafkaConf(
-      options_.brokers,
-      {
-          {"group.id", config.kafka.group_id},
-          {"auto.offset.reset", "earliest"},
-          // Offsets are stored after a batch is processed, then committed.
-          {"enable.auto.offset.store", "false"},
-          {"enable.auto.commit", "true"},
-          {"auto.commit.interval.ms", "1000"},
-          {"enable.partition.eof", "false"},
-          {"fetch.wait.max.ms", "100"},
-          {"queued.min.messages", "100000"},
-          {"client.id", "kpid"},
-      },
-      config.kafka.properties);
+  absl::StatusOr<rd_kafka_conf_t*> conf =
+      MakeKafkaConf(options_.brokers,
+                    {
+                        {"group.id", config.kafka.group_id},
+                        {"auto.offset.reset", "earliest"},
+                        // Offsets are stored after a batch is processed, then committed.
+                        {"enable.auto.offset.store", "false"},
+                        {"enable.auto.commit", "true"},
+                        {"auto.commit.interval.ms", "1000"},
+                        {"enable.partition.eof", "false"},
+                        {"fetch.wait.max.ms", "100"},
+                        {"queued.min.messages", "100000"},
+                        {"client.id", "kpid"},
+                    },
+                    config.kafka.properties);
   if (!conf.ok()) return conf.status();
   rd_kafka_conf_set_opaque(*conf, this);
   rd_kafka_conf_set_rebalance_cb(
@@ -114,11 +114,10 @@ absl::Status KafkaIngest::Init() {
     worker->thread = std::thread([this, w = worker.get()] { WorkerLoop(w); });
   }
   poll_thread_ = std::thread([this] { PollLoop(); });
-  log::Info("kafka consumer started",
-            {{"brokers", options_.brokers},
-             {"topic", config.kafka.topic},
-             {"group", config.kafka.group_id},
-             {"workers", absl::StrCat(workers)}});
+  log::Info("kafka consumer started", {{"brokers", options_.brokers},
+                                       {"topic", config.kafka.topic},
+                                       {"group", config.kafka.group_id},
+                                       {"workers", absl::StrCat(workers)}});
   return absl::OkStatus();
 }
 
@@ -174,7 +173,8 @@ void KafkaIngest::RebalanceTrampoline(rd_kafka_s* rk, int err,
 }
 
 void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions) {
-  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
+  const bool cooperative =
+      std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
   std::string names;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     for (int i = 0; i < partitions->cnt; ++i) {
@@ -280,9 +280,8 @@ void KafkaIngest::ProcessMessage(Worker* worker, rd_kafka_message_t* message) {
       return;
     case Verdict::Kind::kRejected:
       Reject(worker, *message,
-             Rejection{verdict.reason,
-                       absl::StrCat("rejected by case tracker: ",
-                                    model::RejectReasonName(verdict.reason))});
+             Rejection{verdict.reason, absl::StrCat("rejected by case tracker: ",
+                                                    model::RejectReasonName(verdict.reason))});
       return;
   }
 }

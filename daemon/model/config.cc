@@ -313,8 +313,8 @@ class ConfigParser {
       return;
     }
     if (node.size() > kMaxStages) {
-      diag_.Error(node.Mark(), absl::StrCat(what, ": at most ", kMaxStages, " stages, got ",
-                                            node.size()));
+      diag_.Error(node.Mark(),
+                  absl::StrCat(what, ": at most ", kMaxStages, " stages, got ", node.size()));
       return;
     }
     absl::flat_hash_set<std::string> ids;

@@ -14,10 +14,10 @@
 #include <map>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace kpid::model {
@@ -47,11 +47,11 @@ struct StageConfig {
 
 // Knobs for kpi-loadgen's simulation of a process; the daemon ignores them.
 struct ProcessSimulation {
-  double arrivals_per_hour = 60;     // Poisson arrival rate of new cases
-  double deal_median = 20000;        // log-normal deal size (CASE_COMPLETED amount)
+  double arrivals_per_hour = 60;  // Poisson arrival rate of new cases
+  double deal_median = 20000;     // log-normal deal size (CASE_COMPLETED amount)
   double deal_sigma = 0.8;
-  double cost_per_case = 0;          // COST event per completed case when > 0
-  double feedback_odds = 0.0;        // odds of a FEEDBACK event after completion
+  double cost_per_case = 0;    // COST event per completed case when > 0
+  double feedback_odds = 0.0;  // odds of a FEEDBACK event after completion
   // Values to draw case attributes from, per dimension name.
   std::map<std::string, std::vector<std::string>> attributes;
 };
@@ -63,7 +63,7 @@ struct KpiTreeNode {
   std::string stage;                 // with kpi: a stage-level KPI of that stage
   std::vector<std::string> product;  // ids of other nodes
   std::vector<std::string> sum;
-  std::vector<std::string> ratio;    // [numerator, denominator]
+  std::vector<std::string> ratio;  // [numerator, denominator]
 };
 
 struct ProcessConfig {
@@ -80,10 +80,10 @@ struct KafkaConfig {
   std::string brokers = "embedded";  // "embedded" or "host:port,host:port"
   std::string topic = "process-events";
   std::string group_id = "kpid";
-  int partitions = 4;                // embedded broker only
-  std::string bootstrap_file;        // embedded broker only
-  std::string dead_letter_topic;     // empty: no dead-letter topic
-  int workers = 0;                   // 0: one per core, at most one per partition
+  int partitions = 4;             // embedded broker only
+  std::string bootstrap_file;     // embedded broker only
+  std::string dead_letter_topic;  // empty: no dead-letter topic
+  int workers = 0;                // 0: one per core, at most one per partition
   int64_t max_message_bytes = 1 << 20;
   // Passed to librdkafka as they are (TLS, SASL, tuning).
   std::map<std::string, std::string> properties;

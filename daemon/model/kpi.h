@@ -6,8 +6,9 @@
 // refer to them.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace kpid::model {
 

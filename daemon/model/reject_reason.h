@@ -33,9 +33,9 @@ enum class RejectReason : uint8_t {
 inline constexpr size_t kRejectReasonCount = static_cast<size_t>(RejectReason::kCaseClosed) + 1;
 
 inline constexpr std::array<absl::string_view, kRejectReasonCount> kRejectReasonNames = {
-    "empty",          "oversized",     "malformed_protobuf", "malformed_json",    "missing_field",
-    "unknown_kind",   "invalid_timestamp", "invalid_value",  "unknown_process",   "unknown_stage",
-    "same_stage",     "unknown_case",  "case_closed",
+    "empty",        "oversized",         "malformed_protobuf", "malformed_json",  "missing_field",
+    "unknown_kind", "invalid_timestamp", "invalid_value",      "unknown_process", "unknown_stage",
+    "same_stage",   "unknown_case",      "case_closed",
 };
 
 constexpr absl::string_view RejectReasonName(RejectReason reason) {

@@ -10,11 +10,11 @@
 #include <map>
 #include <set>
 
-#include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/kafka_client.h"
@@ -48,9 +48,9 @@ processes:
 )";
 
 std::string GoodJson(const std::string& id) {
-  return absl::StrCat(R"({"eventId":")", id,
-                      R"(","process":"lead_to_cash","caseId":"c-)", id,
-                      R"(","kind":"STAGE_ENTERED","stage":"lead","occurredAt":"2026-01-01T00:00:00Z"})");
+  return absl::StrCat(
+      R"({"eventId":")", id, R"(","process":"lead_to_cash","caseId":"c-)", id,
+      R"(","kind":"STAGE_ENTERED","stage":"lead","occurredAt":"2026-01-01T00:00:00Z"})");
 }
 
 ProcessEvent GoodProto(const std::string& id) {
@@ -81,14 +81,18 @@ std::vector<BadKind> BadKinds() {
   return {
       {"empty", 11, [&](int) { return value(""); }},
       {"oversized", 7,
-       [&](int i) { return value(absl::StrCat(GoodJson(absl::StrCat("big", i)), std::string(3000, ' '))); }},
+       [&](int i) {
+         return value(absl::StrCat(GoodJson(absl::StrCat("big", i)), std::string(3000, ' ')));
+       }},
       {"malformed_protobuf", 53,
        [&](int i) { return value(absl::StrCat("\xff\xfe garbage ", i, "\x07\x01")); }},
       {"malformed_json", 41,
        [&](int i) {
          switch (i % 3) {
-           case 0: return value(absl::StrCat("{\"eventId\": ", i, "}"));  // wrong type
-           case 1: return value("{\"eventId\": \"x\", ");                  // truncated
+           case 0:
+             return value(absl::StrCat("{\"eventId\": ", i, "}"));  // wrong type
+           case 1:
+             return value("{\"eventId\": \"x\", ");  // truncated
            default: {
              // A protobuf value declared JSON by its header.
              KafkaRecord r = value(GoodProto(absl::StrCat("hdr", i)).SerializeAsString());
@@ -100,7 +104,10 @@ std::vector<BadKind> BadKinds() {
       {"missing_field", 29,
        [&](int i) {
          ProcessEvent e = GoodProto(absl::StrCat("mf", i));
-         if (i % 2 == 0) e.clear_case_id(); else e.clear_occurred_at();
+         if (i % 2 == 0)
+           e.clear_case_id();
+         else
+           e.clear_occurred_at();
          return value(e.SerializeAsString());
        }},
       {"unknown_kind", 5,
@@ -117,8 +124,9 @@ std::vector<BadKind> BadKinds() {
        }},
       {"invalid_value", 4,
        [&](int i) {
-         return value(absl::StrCat(R"({"eventId":"nan)", i,
-                                   R"(","process":"lead_to_cash","caseId":"c","kind":"COST","amount":"NaN","occurredAt":"2026-01-01T00:00:00Z"})"));
+         return value(absl::StrCat(
+             R"({"eventId":"nan)", i,
+             R"(","process":"lead_to_cash","caseId":"c","kind":"COST","amount":"NaN","occurredAt":"2026-01-01T00:00:00Z"})"));
        }},
       {"unknown_process", 23,
        [&](int i) {
@@ -143,12 +151,13 @@ class IngestTest : public ::testing::Test {
     dir_ = MakeTempDir("ingest");
     port_ = FreePort();
     config_path_ = dir_ + "/kpid.yaml";
-    WriteFileOrDie(config_path_, absl::StrReplaceAll(kConfigTemplate, {{"$DIR", dir_},
-                                                                       {"$PORT", absl::StrCat(port_)}}));
+    WriteFileOrDie(
+        config_path_,
+        absl::StrReplaceAll(kConfigTemplate, {{"$DIR", dir_}, {"$PORT", absl::StrCat(port_)}}));
     kpid_ = std::make_unique<Subprocess>(
         std::vector<std::string>{KPID_BINARY, "--config", config_path_}, dir_ + "/kpid.log");
-    ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(dir_ + "/bootstrap").empty(); },
-                        absl::Seconds(10)))
+    ASSERT_TRUE(
+        WaitFor([&] { return !ReadFileOrEmpty(dir_ + "/bootstrap").empty(); }, absl::Seconds(10)))
         << ReadFileOrEmpty(dir_ + "/kpid.log");
     brokers_ = std::string(absl::StripSuffix(ReadFileOrEmpty(dir_ + "/bootstrap"), "\n"));
   }
@@ -170,14 +179,14 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
   // Good traffic: the load generator, once as protobuf and once as JSON.
   constexpr int kProtoEvents = 3000, kJsonEvents = 1500;
   std::string out;
-  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_,
-                        "--events", absl::StrCat(kProtoEvents), "--seed", "11"},
+  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_, "--events",
+                        absl::StrCat(kProtoEvents), "--seed", "11"},
                        &out),
             0)
       << out;
-  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_,
-                        "--events", absl::StrCat(kJsonEvents), "--seed", "12", "--format", "json",
-                        "--start", "2026-02-01T00:00:00Z"},
+  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_, "--events",
+                        absl::StrCat(kJsonEvents), "--seed", "12", "--format", "json", "--start",
+                        "2026-02-01T00:00:00Z"},
                        &out),
             0)
       << out;
@@ -206,8 +215,8 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
         m = Scrape();
         double rejected = 0;
         for (const auto& [reason, n] : expected_by_reason) {
-          rejected += std::max(0.0, Sample(m, absl::StrCat("kpid_events_rejected_total{reason=\"",
-                                                           reason, "\"}")));
+          rejected += std::max(
+              0.0, Sample(m, absl::StrCat("kpid_events_rejected_total{reason=\"", reason, "\"}")));
         }
         return Sample(m, "kpid_events_consumed_total") >= kProtoEvents + kJsonEvents &&
                rejected >= bad_total &&
@@ -236,7 +245,7 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
   EXPECT_LT(Sample(m, "kpid_watermark_timestamp_seconds"), 1772323200);  // 2026-03-01
   for (int p = 0; p < 4; ++p) {
     const std::string lag =
-        absl::StrCat("kpid_consumer_lag_messages{topic=\"events\",partition=\"", p, "\"}");
+        absl::StrCat("kpid_consumer_lag_messages{partition=\"", p, "\",topic=\"events\"}");
     EXPECT_TRUE(WaitFor([&] { return Sample(Scrape(), lag) == 0; }, absl::Seconds(10))) << lag;
   }
 
@@ -263,8 +272,9 @@ TEST(CheckConfig, ExitsZeroOnGoodAndOneWithLocatedErrors) {
   std::string out;
   EXPECT_EQ(RunCommand({KPID_BINARY, "check-config", EXAMPLES_DIR "/lead_to_cash.yaml"}, &out), 0)
       << out;
-  WriteFileOrDie(dir + "/bad.yaml",
-                 "kafka:\n  topik: x\nprocesses:\n  - id: p\n    stages:\n      - {id: s, sla: 5 minutes}\n");
+  WriteFileOrDie(
+      dir + "/bad.yaml",
+      "kafka:\n  topik: x\nprocesses:\n  - id: p\n    stages:\n      - {id: s, sla: 5 minutes}\n");
   EXPECT_EQ(RunCommand({KPID_BINARY, "check-config", dir + "/bad.yaml"}, &out), 1);
   EXPECT_NE(out.find(dir + "/bad.yaml:2:3: unknown key \"kafka.topik\"; did you mean \"topic\"?"),
             std::string::npos)

@@ -46,8 +46,7 @@ void TestProducer::Send(const std::string& topic, const KafkaRecord& record) {
   }
   while (true) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic.c_str()),
-        RD_KAFKA_V_KEY(record.key.data(), record.key.size()),
+        rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(record.key.data(), record.key.size()),
         RD_KAFKA_V_VALUE(const_cast<char*>(record.value.data()), record.value.size()),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;
@@ -60,7 +59,8 @@ void TestProducer::Send(const std::string& topic, const KafkaRecord& record) {
 }
 
 int TestProducer::Flush(absl::Duration timeout) {
-  rd_kafka_flush(static_cast<rd_kafka_t*>(rk_), static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+  rd_kafka_flush(static_cast<rd_kafka_t*>(rk_),
+                 static_cast<int>(absl::ToInt64Milliseconds(timeout)));
   return delivery_failures.load() + rd_kafka_outq_len(static_cast<rd_kafka_t*>(rk_));
 }
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "httplib.h"
@@ -68,8 +70,7 @@ int Subprocess::Wait(absl::Duration timeout) {
   return exit_code_;
 }
 
-int RunCommand(const std::vector<std::string>& argv, std::string* output,
-               absl::Duration timeout) {
+int RunCommand(const std::vector<std::string>& argv, std::string* output, absl::Duration timeout) {
   const std::string log = absl::StrCat(MakeTempDir("cmd"), "/out.log");
   Subprocess process(argv, log);
   const int rc = process.Wait(timeout);
@@ -128,6 +129,30 @@ HttpResponse HttpGet(int port, const std::string& path) {
   return {result->status, result->body};
 }
 
+namespace {
+
+// Rewrites `name{b="2",a="1"}` as `name{a="1",b="2"}`, so tests can name a
+// series without caring in which order the exporter wrote its labels.
+std::string NormalizeSeries(absl::string_view series) {
+  const size_t open = series.find('{');
+  if (open == absl::string_view::npos) return std::string(series);
+  std::vector<std::string> labels;
+  size_t i = open + 1;
+  while (i < series.size() && series[i] != '}') {
+    const size_t eq = series.find('=', i);
+    if (eq == absl::string_view::npos || eq + 1 >= series.size()) break;
+    size_t j = eq + 2;  // past ="
+    while (j < series.size() && series[j] != '"') j += (series[j] == '\\') ? 2 : 1;
+    labels.emplace_back(series.substr(i, j + 1 - i));
+    i = j + 1;
+    if (i < series.size() && series[i] == ',') ++i;
+  }
+  std::sort(labels.begin(), labels.end());
+  return absl::StrCat(series.substr(0, open), "{", absl::StrJoin(labels, ","), "}");
+}
+
+}  // namespace
+
 MetricSamples ParseMetrics(const std::string& exposition) {
   MetricSamples samples;
   for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
@@ -144,7 +169,7 @@ MetricSamples ParseMetrics(const std::string& exposition) {
     } else if (!absl::SimpleAtod(rest, &value)) {
       continue;
     }
-    samples[std::string(line.substr(0, space))] = value;
+    samples[NormalizeSeries(line.substr(0, space))] = value;
   }
   return samples;
 }

@@ -1,9 +1,8 @@
 // Test helpers for integration tests that run kpid's real binaries.
 //
 //   Subprocess kpid({KPID_BINARY, "--config", path}, "/tmp/t/kpid.log");
-//   ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, absl::Seconds(20)));
-//   kpid.Signal(SIGTERM);
-//   EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
+//   ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; },
+//   absl::Seconds(20))); kpid.Signal(SIGTERM); EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
 #pragma once
 
 #include <sys/types.h>
@@ -60,8 +59,8 @@ struct HttpResponse {
 };
 HttpResponse HttpGet(int port, const std::string& path);
 
-// Samples of a Prometheus text exposition, keyed by the series as written:
-// `name` or `name{label="v",...}` with labels as they appear in the text.
+// Samples of a Prometheus text exposition, keyed by the series with its
+// labels sorted by name: `name` or `name{a="1",b="2"}`.
 using MetricSamples = std::map<std::string, double>;
 MetricSamples ParseMetrics(const std::string& exposition);
 // Value of a series, or -1 when absent.
