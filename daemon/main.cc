@@ -17,8 +17,13 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/cases/case_tracker.h"
+#include "daemon/cases/clock.h"
+#include "daemon/cases/dimension_table.h"
 #include "daemon/common/file_util.h"
 #include "daemon/common/log.h"
+#include "daemon/export/engine_metrics.h"
 #include "daemon/export/ingest_metrics.h"
 #include "daemon/http/http_server.h"
 #include "daemon/ingest/dead_letter.h"
@@ -94,14 +99,22 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
   return broker;
 }
 
-// An ingest handler that accepts every decoded event. The case tracker takes
-// its place once it exists; until then ingest counts and dead-letters only.
-class AcceptAllHandler : public ingest::EventHandler {
- public:
-  ingest::Verdict Handle(const ingest::DecodedEvent&) override {
-    return ingest::Verdict::Accepted();
-  }
+// What each ingest worker owns besides ingest itself: its dimension table,
+// its aggregator shard and its clock. The worker's CaseTracker (owned by
+// ingest) writes them; the exporter reads them.
+struct WorkerEngine {
+  std::unique_ptr<cases::DimensionTable> dimensions;
+  std::unique_ptr<aggregate::AggregateShard> shard;
+  std::unique_ptr<cases::Clock> clock;
 };
+
+std::unique_ptr<cases::Clock> MakeClock(const model::Config& config, cases::WatermarkBoard* board,
+                                        int worker) {
+  if (config.clock == model::ClockMode::kEvent) {
+    return std::make_unique<cases::EventTimeClock>(board, worker);
+  }
+  return std::make_unique<cases::WallClock>();
+}
 
 int Fail(const absl::Status& status) {
   std::cerr << status.message() << "\n";
@@ -158,11 +171,41 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
     dead_letter = *std::move(created);
   }
 
+  const int workers = ingest::KafkaIngest::WorkerCount(config, 0);
+  cases::WatermarkBoard watermarks(workers);
+  std::vector<WorkerEngine> engines(static_cast<size_t>(workers));
+  std::vector<const aggregate::AggregateShard*> shards;
+  std::vector<const cases::DimensionTable*> tables;
+  for (int i = 0; i < workers; ++i) {
+    WorkerEngine& e = engines[static_cast<size_t>(i)];
+    e.dimensions = std::make_unique<cases::DimensionTable>(config);
+    e.shard = std::make_unique<aggregate::AggregateShard>(config);
+    e.clock = MakeClock(config, &watermarks, i);
+    shards.push_back(e.shard.get());
+    tables.push_back(e.dimensions.get());
+  }
+  // Windows end now: the wall clock, or the latest event time seen.
+  std::unique_ptr<cases::Clock> reader_clock;
+  if (config.clock == model::ClockMode::kEvent) {
+    reader_clock = std::make_unique<cases::LatestEventClock>(&watermarks);
+  } else {
+    reader_clock = std::make_unique<cases::WallClock>();
+  }
+
   ingest::KafkaIngest::Options ingest_options;
   ingest_options.config = &config;
   ingest_options.brokers = brokers;
+  ingest_options.workers = workers;
   ingest_options.dead_letter = dead_letter.get();
-  ingest_options.handler_factory = [](int) { return std::make_unique<AcceptAllHandler>(); };
+  ingest_options.handler_factory = [&config, &engines](int worker) {
+    WorkerEngine& e = engines[static_cast<size_t>(worker)];
+    return std::make_unique<cases::CaseTracker>(cases::CaseTracker::Options{
+        .config = &config,
+        .clock = e.clock.get(),
+        .sink = e.shard.get(),
+        .dimensions = e.dimensions.get(),
+    });
+  };
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
@@ -174,6 +217,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   http_options.collectables = {
       std::make_shared<exporter::BuildInfo>(),
       std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
+      std::make_shared<exporter::EngineMetrics>(&config, shards, tables, reader_clock.get()),
   };
   auto http = http::HttpServer::Start(std::move(http_options));
   if (!http.ok()) {

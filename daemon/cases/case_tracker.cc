@@ -207,7 +207,10 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, int64_t at_us) {
   }
 }
 
-void CaseTracker::Tick(absl::Time) { AdvanceTimers(); }
+void CaseTracker::Tick(absl::Time wall_now) {
+  clock_->Tick(wall_now);
+  AdvanceTimers();
+}
 
 void CaseTracker::AdvanceTimers() {
   const int64_t now_us = NowMicros();

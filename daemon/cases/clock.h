@@ -3,7 +3,9 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -19,6 +21,8 @@ class Clock {
   // Told the time of every event the tracker handles; event-time clocks
   // advance with it.
   virtual void Observe(absl::Time event_time) { (void)event_time; }
+  // Called by the worker about every 100 ms of wall time.
+  virtual void Tick(absl::Time wall_now) { (void)wall_now; }
 };
 
 // clock: wall.
@@ -39,43 +43,91 @@ class ManualClock : public Clock {
   absl::Time now_;
 };
 
-// clock: event. Now is the watermark: the latest event time any worker has
-// seen, so a quiet partition's deadlines still fire as the others advance.
-// Each worker has its own EventTimeClock over a shared board; a worker writes
-// only its own slot (single writer), Now() reads them all (relaxed: each slot
-// is an independent monotonic value; the max of slightly stale values only
-// delays a deadline until the next tick).
+// clock: event. "Now" is event time. Each worker tracks the latest event
+// time it has seen (its watermark) on a shared board; one slot per worker,
+// written only by that worker (single writer), read by all (relaxed: each
+// slot is an independent monotonic value, and a slightly stale view only
+// delays a deadline to the next tick).
+//
+// A worker's now is its own watermark, or, at a tick, the board's: the
+// lowest watermark among workers that saw events in the last second (as a
+// stream processor takes the minimum over its inputs), so a lagging worker
+// is not overtaken by a faster one's event time — a case there is not
+// breached or expired before its own events have been read — while a quiet
+// partition's deadlines still fire as the others advance.
 class WatermarkBoard {
  public:
+  static constexpr int64_t kIdleAfterMillis = 1000;
+
   explicit WatermarkBoard(int workers) : slots_(static_cast<size_t>(workers)) {}
-  void Observe(int worker, int64_t unix_micros) {
-    slots_[static_cast<size_t>(worker)].value.Observe(unix_micros);
+
+  void Observe(int worker, int64_t unix_micros) { slot(worker).watermark.Observe(unix_micros); }
+  void MarkActive(int worker, int64_t wall_millis) {
+    slot(worker).active_wall_ms.store(wall_millis, std::memory_order_relaxed);
   }
-  // 0 (the Unix epoch) before any event.
+  // The latest event time seen by any worker; 0 (the Unix epoch) before any.
   int64_t MaxMicros() const {
     int64_t max = 0;
-    for (const Slot& s : slots_) max = std::max(max, s.value.Get());
+    for (const Slot& s : slots_) max = std::max(max, s.watermark.Get());
     return max;
+  }
+  // The lowest watermark among workers active within kIdleAfterMillis of
+  // `wall_millis`; MaxMicros() when none is.
+  int64_t ActiveMinMicros(int64_t wall_millis) const {
+    int64_t min = std::numeric_limits<int64_t>::max();
+    for (const Slot& s : slots_) {
+      if (wall_millis - s.active_wall_ms.load(std::memory_order_relaxed) <= kIdleAfterMillis) {
+        min = std::min(min, s.watermark.Get());
+      }
+    }
+    return min == std::numeric_limits<int64_t>::max() ? MaxMicros() : min;
   }
 
  private:
   struct alignas(64) Slot {
-    SingleWriterMax value{0};
+    SingleWriterMax watermark{0};
+    std::atomic<int64_t> active_wall_ms{std::numeric_limits<int64_t>::min() / 2};
   };
+  Slot& slot(int worker) { return slots_[static_cast<size_t>(worker)]; }
   std::vector<Slot> slots_;
 };
 
+// A worker's event-time clock. Single writer: that worker's thread.
 class EventTimeClock : public Clock {
  public:
   EventTimeClock(WatermarkBoard* board, int worker) : board_(board), worker_(worker) {}
-  absl::Time Now() const override { return absl::FromUnixMicros(board_->MaxMicros()); }
+  absl::Time Now() const override { return absl::FromUnixMicros(std::max(own_, shared_)); }
   void Observe(absl::Time event_time) override {
-    board_->Observe(worker_, absl::ToUnixMicros(event_time));
+    const int64_t t = absl::ToUnixMicros(event_time);
+    if (t > own_) {
+      own_ = t;
+      board_->Observe(worker_, t);
+    }
+    observed_ = true;
+  }
+  void Tick(absl::Time wall_now) override {
+    const int64_t wall_ms = absl::ToUnixMillis(wall_now);
+    if (observed_) board_->MarkActive(worker_, wall_ms);
+    observed_ = false;
+    shared_ = board_->ActiveMinMicros(wall_ms);
   }
 
  private:
   WatermarkBoard* board_;
   int worker_;
+  int64_t own_ = 0;
+  int64_t shared_ = 0;
+  bool observed_ = false;
+};
+
+// For readers (windows end here): the latest event time any worker has seen.
+class LatestEventClock : public Clock {
+ public:
+  explicit LatestEventClock(const WatermarkBoard* board) : board_(board) {}
+  absl::Time Now() const override { return absl::FromUnixMicros(board_->MaxMicros()); }
+
+ private:
+  const WatermarkBoard* board_;
 };
 
 }  // namespace kpid::cases

@@ -83,8 +83,9 @@ std::string FormatPromDuration(absl::Duration d) {
   int64_t ms = absl::ToInt64Milliseconds(d);
   if (ms <= 0) return "0s";
   std::string out;
-  constexpr std::array<Unit, 6> kFormatOrder = {{
-      {"w", 7LL * 24 * 3600 * 1000},
+  // Days are the largest unit written: "7d" and "14d" read better than
+  // "1w" and "2w", and match how configs spell windows.
+  constexpr std::array<Unit, 5> kFormatOrder = {{
       {"d", 24LL * 3600 * 1000},
       {"h", 3600LL * 1000},
       {"m", 60LL * 1000},

@@ -19,8 +19,9 @@ namespace kpid {
 // order (y, w, d, h, m, s, ms); y = 365d, w = 7d. "0" alone is zero.
 absl::StatusOr<absl::Duration> ParsePromDuration(absl::string_view text);
 
-// The shortest Prometheus-style spelling of a non-negative duration, in whole
-// milliseconds ("0s" for zero). ParsePromDuration(FormatPromDuration(d)) == d.
+// The Prometheus-style spelling of a non-negative duration in whole
+// milliseconds, days being the largest unit ("0s" for zero, "7d", "1d12h").
+// ParsePromDuration(FormatPromDuration(d)) == d. Window labels use it.
 std::string FormatPromDuration(absl::Duration d);
 
 }  // namespace kpid

@@ -39,7 +39,8 @@ TEST(ParsePromDuration, ErrorNamesTheInput) {
 TEST(FormatPromDuration, RoundTrips) {
   EXPECT_EQ(FormatPromDuration(absl::Hours(36)), "1d12h");
   EXPECT_EQ(FormatPromDuration(absl::Minutes(5)), "5m");
-  EXPECT_EQ(FormatPromDuration(absl::Hours(24 * 14)), "2w");
+  EXPECT_EQ(FormatPromDuration(absl::Hours(24 * 14)), "14d");
+  EXPECT_EQ(FormatPromDuration(absl::Hours(24 * 7)), "7d");
   EXPECT_EQ(FormatPromDuration(absl::ZeroDuration()), "0s");
   EXPECT_EQ(FormatPromDuration(absl::Milliseconds(1500)), "1s500ms");
   for (absl::Duration d :

@@ -21,13 +21,14 @@ IngestMetrics::IngestMetrics(const ingest::KafkaIngest* ingest,
     : ingest_(ingest), dead_letter_(dead_letter) {}
 
 std::vector<MetricFamily> IngestMetrics::Collect() const {
-  uint64_t consumed = 0, duplicate = 0;
+  uint64_t consumed = 0, duplicate = 0, late = 0;
   std::array<uint64_t, model::kRejectReasonCount> rejected{};
   int64_t watermark_ms = std::numeric_limits<int64_t>::min();
   for (int w = 0; w < ingest_->worker_count(); ++w) {
     const ingest::WorkerStats& stats = ingest_->worker_stats(w);
     consumed += stats.consumed.Get();
     duplicate += stats.duplicate.Get();
+    late += stats.late.Get();
     for (size_t r = 0; r < rejected.size(); ++r) rejected[r] += stats.rejected[r].Get();
     watermark_ms = std::max(watermark_ms, stats.watermark_ms.Get());
   }
@@ -49,6 +50,12 @@ std::vector<MetricFamily> IngestMetrics::Collect() const {
              "Events ignored because their event_id was seen within dedup_horizon.",
              MetricType::Counter);
   AddCounter(&f, {}, static_cast<double>(duplicate));
+  families.push_back(std::move(f));
+
+  f = Family("kpid_events_late_total",
+             "Accepted events older than the oldest kept bucket: in the totals, in no window.",
+             MetricType::Counter);
+  AddCounter(&f, {}, static_cast<double>(late));
   families.push_back(std::move(f));
 
   // Absent until the first event: a watermark of 0 would read as 1970.

@@ -3,6 +3,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -59,11 +60,17 @@ absl::StatusOr<std::unique_ptr<KafkaIngest>> KafkaIngest::Start(Options options)
 
 KafkaIngest::KafkaIngest(Options options) : options_(std::move(options)) {}
 
-absl::Status KafkaIngest::Init() {
-  const model::Config& config = *options_.config;
-  int workers = options_.workers > 0 ? options_.workers : config.kafka.workers;
+int KafkaIngest::WorkerCount(const model::Config& config, int requested) {
+  int workers = requested > 0 ? requested : config.kafka.workers;
   if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (config.kafka.embedded()) workers = std::min(workers, config.kafka.partitions);
+  return workers;
+}
+
+absl::Status KafkaIngest::Init() {
+  const model::Config& config = *options_.config;
+  const int workers = WorkerCount(config, options_.workers);
+  retention_ms_ = absl::ToInt64Milliseconds(config.retention);
 
   absl::StatusOr<rd_kafka_conf_t*> conf =
       MakeKafkaConf(options_.brokers,
@@ -271,10 +278,17 @@ void KafkaIngest::ProcessMessage(Worker* worker, rd_kafka_message_t* message) {
   }
   const Verdict verdict = worker->handler->Handle(worker->event);
   switch (verdict.kind) {
-    case Verdict::Kind::kAccepted:
+    case Verdict::Kind::kAccepted: {
       worker->stats.consumed.Add();
-      worker->stats.watermark_ms.Observe(absl::ToUnixMillis(worker->event.occurred_at));
+      const int64_t at_ms = absl::ToUnixMillis(worker->event.occurred_at);
+      const int64_t watermark_ms = worker->stats.watermark_ms.Get();
+      if (watermark_ms != std::numeric_limits<int64_t>::min() &&
+          at_ms < watermark_ms - retention_ms_) {
+        worker->stats.late.Add();
+      }
+      worker->stats.watermark_ms.Observe(at_ms);
       return;
+    }
     case Verdict::Kind::kDuplicate:
       worker->stats.duplicate.Add();
       return;

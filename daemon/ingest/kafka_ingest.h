@@ -53,6 +53,9 @@ class KafkaIngest {
   };
 
   static absl::StatusOr<std::unique_ptr<KafkaIngest>> Start(Options options);
+
+  // How many workers Start() runs for `config` and Options::workers.
+  static int WorkerCount(const model::Config& config, int requested);
   ~KafkaIngest();  // Stop()
 
   // Idempotent. Workers finish the batch in hand, stored offsets are
@@ -81,6 +84,7 @@ class KafkaIngest {
                                   rd_kafka_topic_partition_list_s* partitions, void* opaque);
 
   Options options_;
+  int64_t retention_ms_ = 0;
   rd_kafka_s* consumer_ = nullptr;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::thread poll_thread_;

@@ -16,6 +16,9 @@ struct alignas(64) WorkerStats {
   SingleWriterCounter messages;   // every message taken from Kafka
   SingleWriterCounter consumed;   // accepted events
   SingleWriterCounter duplicate;  // repeated event ids
+  // Accepted events older than the watermark minus retention: in the
+  // totals, in no window.
+  SingleWriterCounter late;
   std::array<SingleWriterCounter, model::kRejectReasonCount> rejected;
   // Latest event time accepted, in Unix milliseconds.
   SingleWriterMax watermark_ms{std::numeric_limits<int64_t>::min()};

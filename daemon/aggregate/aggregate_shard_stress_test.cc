@@ -1,0 +1,168 @@
+// Two writer threads, each the single writer of its own shard, while two
+// reader threads merge and read both continuously. Meant to run under
+// ThreadSanitizer (KPID_SANITIZE=thread) as well as plainly: TSan checks the
+// memory orders; the assertions check that no read ever returns more than
+// will finally be there, a broken invariant, or garbage.
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/aggregate/merged_reader.h"
+#include "gtest/gtest.h"
+
+namespace kpid::aggregate {
+namespace {
+
+using cases::ExitOutcome;
+
+constexpr int64_t kT0 = 1'008'000'000;
+constexpr int kP = 0, kA = 0;
+constexpr int k1m = 0, k1h = 1;
+// Per writer: one iteration every 100 ms of event time, 2000 s in all (so
+// everything stays in the 1h window while the 1 s level rotates ~33 times).
+constexpr int kIterations = 20000;
+constexpr int kWriters = 2;
+constexpr int kDims = 8;
+
+absl::Time At(int i) { return absl::FromUnixSeconds(kT0) + absl::Milliseconds(100) * i; }
+
+model::Config TestConfig() {
+  model::Config c;
+  c.windows = {absl::Minutes(1), absl::Hours(1)};
+  c.retention = absl::Hours(2);
+  model::ProcessConfig p;
+  p.id = "p";
+  p.stages = {{"a", absl::Minutes(10), {}}, {"b", absl::Hours(1), {}}};
+  c.processes.push_back(p);
+  return c;
+}
+
+void Write(AggregateShard* s) {
+  for (int i = 0; i < kIterations; ++i) {
+    const DimsId dims = static_cast<DimsId>(i % kDims);
+    s->CaseStarted(kP, dims, At(i));
+    s->StageEntered(kP, kA, dims, At(i), i % 5 == 0);
+    s->StageExited(kP, kA, dims, At(i), i % 3 == 0 ? ExitOutcome::kFallout : ExitOutcome::kAdvanced,
+                   absl::Seconds(1 + i % 1000), i % 2 == 0);
+    if (i % 4 == 0) s->CaseCompleted(kP, dims, At(i), 10, absl::Seconds(100));
+  }
+}
+
+// Final numbers, by hand. Per writer: i % 3 == 0 for 6667 of 0..19999 (0,
+// 3, ..., 19998), so 13333 advanced; i % 5 == 0: 4000 rework; i % 2 == 0:
+// 10000 within SLA; i % 4 == 0: 5000 completed.
+constexpr uint64_t kEntered = uint64_t{kWriters} * kIterations;
+constexpr uint64_t kAdvanced = uint64_t{kWriters} * 13333;
+constexpr uint64_t kFallout = uint64_t{kWriters} * 6667;
+constexpr uint64_t kRework = uint64_t{kWriters} * 4000;
+constexpr uint64_t kSlaMet = uint64_t{kWriters} * 10000;
+constexpr uint64_t kCompleted = uint64_t{kWriters} * 5000;
+// The 1m window at T0 + 2000 s: buckets T0 + 1940 .. T0 + 2000, i.e.
+// iterations 19400..19999: 600 per writer.
+constexpr uint64_t kLastMinute = uint64_t{kWriters} * 600;
+// Any 61 one-second buckets hold at most 610 iterations per writer.
+constexpr uint64_t kMaxPerMinute = uint64_t{kWriters} * 610;
+
+TEST(AggregateShardStressTest, ConcurrentWritersAndReaders) {
+  const model::Config config = TestConfig();
+  AggregateShard shards[kWriters] = {AggregateShard(config), AggregateShard(config)};
+  const absl::Time end = absl::FromUnixSeconds(kT0 + 2000);
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> reads_while_writing{0};
+
+  auto read = [&] {
+    MergedReader reader({&shards[0], &shards[1]});
+    uint64_t last_entered_1h = 0, last_exited_total = 0;
+    // At least a few reads after the writers are done, too.
+    for (int after = 0; after < 3; after += done.load(std::memory_order_acquire) ? 1 : 0) {
+      bool ok = true; int step = 0; auto chk = [&](bool c) { ++step; if (!c && ok) fprintf(stderr, "check %d failed\n", step); ok = ok && c; };
+      const SeriesWindow h = reader.ReadAllDimsWindow(kP, reader.Resolve(k1h, end));
+      const StageWindowCounts& a = h.stages[kA];
+      chk(a.entered <= kEntered && a.exited() <= kEntered && a.advanced <= kAdvanced &&
+            a.fallout <= kFallout && a.rework <= kRework && a.sla_met <= kSlaMet);
+      chk(a.sla_met <= a.exited() && a.rework <= a.entered);
+      chk(h.process.started <= kEntered && h.process.completed <= kCompleted);
+      chk(h.process.revenue >= 0 && h.process.revenue <= 10.0 * kCompleted);
+      // Nothing leaves the 1h window during the run: it only grows.
+      chk(a.entered >= last_entered_1h);
+      last_entered_1h = a.entered;
+
+      // The 1m window as it slides with the writers' head: rotating buckets.
+      const absl::optional<int64_t> latest = reader.latest();
+      const absl::Time now = latest ? absl::FromUnixSeconds(*latest) : end;
+      const SeriesWindow m = reader.ReadAllDimsWindow(kP, reader.Resolve(k1m, now));
+      const StageWindowCounts& ma = m.stages[kA];
+      chk(ma.entered <= kMaxPerMinute && ma.exited() <= kMaxPerMinute);
+      chk(ma.sla_met <= ma.exited() && ma.rework <= ma.entered);
+      const Distribution d = reader.ReadCycleTimes(kP, kA, reader.Resolve(k1m, now));
+      chk(d.count() <= kMaxPerMinute);
+      const Distribution dh = reader.ReadCycleTimes(kP, kA, reader.Resolve(k1h, end));
+      chk(dh.count() <= kEntered);
+
+      const SeriesTotals t = reader.ReadAllDimsTotals(kP);
+      const uint64_t exited = t.stages[kA].exited_advanced + t.stages[kA].exited_fallout;
+      chk(t.stages[kA].entered <= kEntered && exited <= kEntered &&
+            t.stages[kA].cycle_time.count() <= kEntered && t.process.completed <= kCompleted);
+      chk(exited >= last_exited_total);  // counters never go back
+      last_exited_total = exited;
+      chk(reader.ListSeries(kP).size() <= kWriters * kDims);
+      if (!ok) failures.fetch_add(1, std::memory_order_relaxed);
+      reads.fetch_add(1, std::memory_order_relaxed);
+      if (!done.load(std::memory_order_relaxed)) {
+        reads_while_writing.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  };
+
+  std::vector<std::thread> threads;
+  threads.emplace_back(read);
+  threads.emplace_back(read);
+  // The writers start once both readers are reading, so the two overlap.
+  auto write = [&](AggregateShard* shard) {
+    while (reads.load(std::memory_order_relaxed) < 2) std::this_thread::yield();
+    Write(shard);
+  };
+  std::thread w0(write, &shards[0]);
+  std::thread w1(write, &shards[1]);
+  w0.join();
+  w1.join();
+  done.store(true, std::memory_order_release);
+  for (std::thread& t : threads) t.join();
+
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GE(reads.load(), 6u);
+  EXPECT_GE(reads_while_writing.load(), 2u);
+
+  MergedReader reader({&shards[0], &shards[1]});
+  const SeriesTotals t = reader.ReadAllDimsTotals(kP);
+  EXPECT_EQ(t.stages[kA].entered, kEntered);
+  EXPECT_EQ(t.stages[kA].exited_advanced, kAdvanced);
+  EXPECT_EQ(t.stages[kA].exited_fallout, kFallout);
+  EXPECT_EQ(t.stages[kA].rework, kRework);
+  EXPECT_EQ(t.stages[kA].sla_met, kSlaMet);
+  EXPECT_EQ(t.stages[kA].sla_missed, kEntered - kSlaMet);
+  EXPECT_EQ(t.stages[kA].cycle_time.count(), kEntered);
+  EXPECT_EQ(t.process.started, kEntered);
+  EXPECT_EQ(t.process.completed, kCompleted);
+
+  const SeriesWindow h = reader.ReadAllDimsWindow(kP, reader.Resolve(k1h, end));
+  EXPECT_EQ(h.stages[kA].entered, kEntered);
+  EXPECT_EQ(h.stages[kA].advanced, kAdvanced);
+  EXPECT_EQ(h.stages[kA].fallout, kFallout);
+  EXPECT_EQ(h.stages[kA].rework, kRework);
+  EXPECT_EQ(h.stages[kA].sla_met, kSlaMet);
+  EXPECT_EQ(h.process.completed, kCompleted);
+  EXPECT_EQ(reader.ReadCycleTimes(kP, kA, reader.Resolve(k1h, end)).count(), kEntered);
+
+  const SeriesWindow m = reader.ReadAllDimsWindow(kP, reader.Resolve(k1m, end));
+  EXPECT_EQ(m.stages[kA].entered, kLastMinute);
+  EXPECT_EQ(reader.ReadCycleTimes(kP, kA, reader.Resolve(k1m, end)).count(), kLastMinute);
+  EXPECT_EQ(reader.ListSeries(kP).size(), size_t{kWriters * kDims});
+}
+
+}  // namespace
+}  // namespace kpid::aggregate

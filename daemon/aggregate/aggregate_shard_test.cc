@@ -1,0 +1,519 @@
+#include "daemon/aggregate/aggregate_shard.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace kpid::aggregate {
+namespace {
+
+using cases::ExitOutcome;
+
+// Divisible by 60: 1 s and 60 s bucket indexes are round.
+constexpr int64_t kT0 = 1'008'000'000;
+constexpr int64_t kMinute = kT0 / 60;  // the 60 s bucket of T0
+
+absl::Time T(int64_t offset_s) { return absl::FromUnixSeconds(kT0 + offset_s); }
+
+constexpr int kP = 0;  // process p: stages a, b, c
+constexpr int kQ = 1;  // process q: stage x
+constexpr int kA = 0, kB = 1, kC = 2;
+constexpr int k1m = 0, k1h = 1;  // window indexes
+
+// Windows 1m (61 buckets of 1 s) and 1h (its buckets are 60 s, the history
+// width: it reads the history level, 121 buckets = 2h retention + 1).
+model::Config TestConfig() {
+  model::Config c;
+  c.windows = {absl::Minutes(1), absl::Hours(1)};
+  c.retention = absl::Hours(2);
+  model::ProcessConfig p;
+  p.id = "p";
+  p.stages = {{"a", absl::Minutes(10), {}}, {"b", absl::Hours(1), {}}, {"c", absl::Hours(2), {}}};
+  c.processes.push_back(p);
+  model::ProcessConfig q;
+  q.id = "q";
+  q.stages = {{"x", absl::Hours(1), {}}};
+  c.processes.push_back(q);
+  return c;
+}
+
+void Exit(AggregateShard& s, int stage, DimsId dims, int64_t at, bool advanced, int64_t cycle_s,
+          bool sla_met, int process = kP) {
+  s.StageExited(process, stage, dims, T(at), advanced ? ExitOutcome::kAdvanced : ExitOutcome::kFallout,
+                absl::Seconds(cycle_s), sla_met);
+}
+
+::testing::AssertionResult Near(absl::optional<double> got, double want, double rel) {
+  if (!got.has_value()) return ::testing::AssertionFailure() << "absent, want " << want;
+  if (std::abs(*got - want) <= rel * want) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << *got << " is not within " << rel * 100 << "% of "
+                                       << want;
+}
+
+TEST(AggregateShardTest, LayoutFromConfig) {
+  AggregateShard shard(TestConfig());
+  const auto& levels = shard.layout().levels();
+  ASSERT_EQ(levels.size(), 2u);
+  EXPECT_EQ(levels[0].width, 1);
+  EXPECT_EQ(levels[0].slots, 61);
+  EXPECT_EQ(levels[1].width, 60);
+  EXPECT_EQ(levels[1].slots, 121);  // 7200 / 60 + 1
+  EXPECT_EQ(shard.process_count(), 2);
+  EXPECT_EQ(shard.stage_count(kP), 3);
+  EXPECT_EQ(shard.process_id(kQ), "q");
+  EXPECT_EQ(shard.stage_id(kP, kC), "c");
+  EXPECT_FALSE(shard.latest().has_value());
+}
+
+TEST(AggregateShardTest, WindowSumsFactsInSeveralBuckets) {
+  AggregateShard shard(TestConfig());
+  // Four exits of stage a in four 1 s buckets, within one minute.
+  Exit(shard, kA, 0, 1, true, 100, true);
+  Exit(shard, kA, 0, 2, false, 700, false);
+  Exit(shard, kA, 0, 30, true, 50, true);
+  Exit(shard, kA, 0, 59, true, 900, false);
+  shard.StageEntered(kP, kB, 0, T(1), false);
+  shard.StageEntered(kP, kB, 0, T(30), true);
+  EXPECT_EQ(shard.latest(), kT0 + 59);
+
+  // 1m window at T0 + 59: buckets T0 - 1 .. T0 + 59 hold all of them.
+  StageWindowCounts a = shard.ReadStageWindow(kP, kA, 0, k1m, T(59));
+  EXPECT_EQ(a.exited(), 4u);
+  EXPECT_EQ(a.advanced, 3u);
+  EXPECT_EQ(a.fallout, 1u);
+  EXPECT_EQ(a.sla_met, 2u);
+  EXPECT_EQ(a.entered, 0u);
+  EXPECT_EQ(a.conversion(), 0.75);
+  EXPECT_EQ(a.fallout_ratio(), 0.25);
+  EXPECT_EQ(a.sla_attainment(), 0.5);
+  EXPECT_FALSE(a.rework_ratio().has_value());  // nothing entered a
+  EXPECT_EQ(a.Value("throughput"), 4.0);
+  EXPECT_EQ(a.Value("sla_attainment"), 0.5);
+  EXPECT_FALSE(a.Value("cycle_time_p50").has_value());
+
+  StageWindowCounts b = shard.ReadStageWindow(kP, kB, 0, k1m, T(59));
+  EXPECT_EQ(b.entered, 2u);
+  EXPECT_EQ(b.rework, 1u);
+  EXPECT_EQ(b.rework_ratio(), 0.5);
+  EXPECT_FALSE(b.conversion().has_value());  // no exits: absent, not 0
+
+  // The same facts in the 1h window (one 60 s bucket, T0/60).
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, k1h, T(59)), a);
+  // One pass over all series of the dims gives the same.
+  SeriesWindow w = shard.ReadSeriesWindow(kP, 0, shard.Resolve(k1m, T(59)));
+  ASSERT_EQ(w.stages.size(), 3u);
+  EXPECT_EQ(w.stages[kA], a);
+  EXPECT_EQ(w.stages[kB], b);
+  EXPECT_EQ(w.stages[kC], StageWindowCounts{});
+
+  // At T0 + 30 the 1m window holds only the first three exits (T0 + 59 is
+  // after its end).
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, k1m, T(30)).exited(), 3u);
+}
+
+TEST(AggregateShardTest, WindowSlidesPastAnExit) {
+  AggregateShard shard(TestConfig());
+  Exit(shard, kA, 0, 10, true, 5, true);  // at = T0 + 10
+  auto exits = [&](int window, absl::Time now) {
+    return shard.ReadStageWindow(kP, kA, 0, window, now).exited();
+  };
+  // Before it happened: not yet in the window.
+  EXPECT_EQ(exits(k1m, T(9)), 0u);
+  EXPECT_EQ(exits(k1m, T(10)), 1u);
+  // 1m window, 1 s buckets: counted through now = at + W (T0 + 70, also its
+  // last fraction of a second), gone one bucket later, at T0 + 71.
+  EXPECT_EQ(exits(k1m, T(70)), 1u);
+  EXPECT_EQ(exits(k1m, T(70) + absl::Milliseconds(999)), 1u);
+  EXPECT_EQ(exits(k1m, T(71)), 0u);
+  // 1h window, 60 s buckets: the exit is in bucket T0/60 (T0 .. T0 + 60), so
+  // it is counted until that bucket is 61 buckets old: through T0 + 3659
+  // (= at + W + 49 s), gone at T0 + 3660 (= at + W + 50 s, within one bucket).
+  EXPECT_EQ(exits(k1h, T(3610)), 1u);  // at + W
+  EXPECT_EQ(exits(k1h, T(3659)), 1u);
+  EXPECT_EQ(exits(k1h, T(3660)), 0u);
+}
+
+TEST(AggregateShardTest, RotationClearsBuckets) {
+  AggregateShard shard(TestConfig());
+  // T0 and T0 + 61 share a slot of the 1 s level (61 slots).
+  Exit(shard, kA, 0, 0, true, 5, true);
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, k1m, T(0)).exited(), 1u);
+  Exit(shard, kA, 0, 61, false, 5, false);
+  StageWindowCounts c = shard.ReadStageWindow(kP, kA, 0, k1m, T(61));
+  // Only the second: the first's bucket was cleared when the slot was reused.
+  EXPECT_EQ(c.exited(), 1u);
+  EXPECT_EQ(c.fallout, 1u);
+  EXPECT_EQ(c.sla_met, 0u);
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kA, k1m, T(61)).count(), 1u);
+
+  // One exit a second for 200 s: the 1m window at T0 + 261 holds the 61
+  // buckets T0 + 201 .. T0 + 261, i.e. the exits at 201..260 (60) and the one
+  // at 61 is long gone.
+  for (int64_t s = 201; s <= 260; ++s) Exit(shard, kB, 1, s, true, 5, true);
+  EXPECT_EQ(shard.ReadStageWindow(kP, kB, 1, k1m, T(261)).exited(), 60u);
+  EXPECT_EQ(shard.ReadStageWindow(kP, kB, 1, k1m, T(230)).exited(), 30u);  // 201..230
+}
+
+TEST(AggregateShardTest, LateFactsBeyondHistory) {
+  AggregateShard shard(TestConfig());
+  shard.StageEntered(kP, kA, 0, T(0), false);
+  // History: 121 buckets of 60 s ending with T0/60, the oldest starting at
+  // T0 - 7200. A fact at T0 - 7200 is kept; one at T0 - 7201 is late.
+  shard.StageEntered(kP, kA, 0, T(-7200), false);
+  EXPECT_EQ(shard.late(), 0u);
+  shard.StageEntered(kP, kA, 0, T(-7201), false);
+  EXPECT_EQ(shard.late(), 1u);
+  // Totals count all three.
+  EXPECT_EQ(shard.ReadStageTotals(kP, kA, 0).entered, 3u);
+  // Windows at T0 count only T0.
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, k1m, T(0)).entered, 1u);
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, k1h, T(0)).entered, 1u);
+  // The 1m window ending at T0 - 7190 is far behind the 1 s level (which
+  // keeps T0 - 60 .. T0), so it reads history: buckets (T0 - 7250)/60 =
+  // T0/60 - 121 (too old, clipped) and (T0 - 7190)/60 = T0/60 - 120, which
+  // holds the fact at T0 - 7200 and only it.
+  const WindowSpan span = shard.Resolve(k1m, T(-7190));
+  EXPECT_EQ(span.level, 1);
+  EXPECT_EQ(span.first, kMinute - 120);
+  EXPECT_EQ(span.last, kMinute - 120);
+  EXPECT_EQ(span.from, T(-7200));
+  EXPECT_EQ(span.to, T(-7140));
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 0, span).entered, 1u);
+}
+
+TEST(AggregateShardTest, FactsInTheFuture) {
+  AggregateShard shard(TestConfig());
+  shard.CaseStarted(kP, 0, T(0));
+  shard.CaseStarted(kP, 0, T(30));  // 30 s ahead of a reader at T0
+  EXPECT_EQ(shard.latest(), kT0 + 30);
+  // A read at T0 counts up to its own bucket only.
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1m, T(0)).started, 1u);
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1m, T(30)).started, 2u);
+  // The head moved to T0 + 30, so the 1 s level now keeps T0 - 30 .. T0 + 30:
+  // a fact at T0 - 40 goes to history only (and is not late).
+  shard.CaseStarted(kP, 0, T(-40));
+  EXPECT_EQ(shard.late(), 0u);
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1m, T(0)).started, 1u);
+  // History: bucket (T0 - 40)/60 = T0/60 - 1, inside the 1h window at T0;
+  // so is T0 + 30, in the same 60 s bucket as T0.
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1h, T(0)).started, 3u);
+  EXPECT_EQ(shard.ReadProcessTotals(kP, 0).started, 3u);
+}
+
+TEST(AggregateShardTest, TotalsAndHistograms) {
+  AggregateShard shard(TestConfig());
+  // Cycle times 30, 60, 61, 3600 and 3,000,000 s (beyond the last bound).
+  Exit(shard, kA, 2, 0, true, 30, true);
+  Exit(shard, kA, 2, 1, true, 60, true);
+  Exit(shard, kA, 2, 2, false, 61, true);
+  Exit(shard, kA, 2, 3, true, 3600, false);
+  Exit(shard, kA, 2, 4, false, 3'000'000, false);
+  shard.StageEntered(kP, kA, 2, T(0), false);
+  shard.StageEntered(kP, kA, 2, T(1), true);
+  shard.SlaBreached(kP, kA, 2, T(5));
+  shard.CaseExpired(kP, kB, 2, T(6));
+  shard.BacklogChanged(kP, kA, 2, +1, 0);
+  shard.BacklogChanged(kP, kA, 2, +1, 0);
+  shard.BacklogChanged(kP, kA, 2, +1, 0);
+  shard.BacklogChanged(kP, kA, 2, -1, 0);
+  shard.BacklogChanged(kP, kA, 2, 0, +1);
+  shard.BacklogChanged(kP, kB, 2, +1, 0);
+
+  const StageTotals a = shard.ReadStageTotals(kP, kA, 2);
+  EXPECT_EQ(a.entered, 2u);
+  EXPECT_EQ(a.rework, 1u);
+  EXPECT_EQ(a.exited_advanced, 3u);
+  EXPECT_EQ(a.exited_fallout, 2u);
+  EXPECT_EQ(a.sla_met, 3u);
+  EXPECT_EQ(a.sla_missed, 2u);
+  EXPECT_EQ(a.sla_breaches, 1u);
+  EXPECT_EQ(a.backlog, 2);
+  EXPECT_EQ(a.backlog_over_sla, 1);
+  // le is inclusive: 30 and 60 in le=60, 61 in le=300, 3600 in le=3600
+  // (index 4), 3e6 in +Inf (index 16).
+  const LatencyHistogram& h = a.cycle_time;
+  EXPECT_EQ(h.buckets[0], 2u);
+  EXPECT_EQ(h.buckets[1], 1u);
+  EXPECT_EQ(h.buckets[4], 1u);
+  EXPECT_EQ(h.buckets[16], 1u);
+  EXPECT_EQ(h.cumulative(0), 2u);
+  EXPECT_EQ(h.cumulative(1), 3u);
+  EXPECT_EQ(h.cumulative(3), 3u);
+  EXPECT_EQ(h.cumulative(4), 4u);
+  EXPECT_EQ(h.cumulative(15), 4u);
+  EXPECT_EQ(h.cumulative(16), 5u);
+  EXPECT_EQ(h.count(), 5u);
+  EXPECT_DOUBLE_EQ(h.sum, 30 + 60 + 61 + 3600 + 3'000'000);
+  EXPECT_EQ(shard.ReadStageTotals(kP, kB, 2).expired, 1u);
+  EXPECT_EQ(shard.ReadProcessTotals(kP, 2).expired, 1u);
+  EXPECT_EQ(shard.ReadSeriesTotals(kP, 2).open_cases(), 3);  // 2 in a + 1 in b
+
+  // The window has the breach too.
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 2, k1m, T(6)).sla_breaches, 1u);
+  EXPECT_EQ(shard.ReadStageWindow(kP, kA, 2, k1m, T(6)).Value("sla_breaches"), 1.0);
+
+  shard.Transition(kP, kA, kB, T(0));
+  shard.Transition(kP, kA, kB, T(1));
+  shard.Transition(kP, kB, kA, T(2));
+  EXPECT_EQ(shard.ReadTransitions(kP, kA, kB), 2u);
+  EXPECT_EQ(shard.ReadTransitions(kP, kB, kA), 1u);
+  EXPECT_EQ(shard.ReadTransitions(kP, kA, kC), 0u);
+  EXPECT_EQ(shard.ReadTransitions(kP, kA, 3), 0u);  // out of range
+}
+
+TEST(AggregateShardTest, ProcessKpis) {
+  AggregateShard shard(TestConfig());
+  shard.CaseStarted(kP, 1, T(0));
+  shard.CaseStarted(kP, 1, T(1));
+  shard.CaseStarted(kP, 1, T(2));
+  shard.CaseCompleted(kP, 1, T(10), 1000, absl::Hours(2));
+  shard.CaseCompleted(kP, 1, T(11), 3000, absl::Hours(4));
+  shard.CaseFallout(kP, 1, T(12));
+  shard.Cost(kP, 1, T(13), 50);
+  shard.Cost(kP, 1, T(14), 70);
+  shard.Feedback(kP, 1, T(15), 9);
+  shard.Feedback(kP, 1, T(16), 7);
+  shard.Feedback(kP, 1, T(17), 8);
+
+  const ProcessWindowCounts w = shard.ReadProcessWindow(kP, 1, k1h, T(20));
+  EXPECT_EQ(w.started, 3u);
+  EXPECT_EQ(w.completed, 2u);
+  EXPECT_EQ(w.fallout, 1u);
+  EXPECT_DOUBLE_EQ(w.revenue, 4000);
+  EXPECT_DOUBLE_EQ(w.cost, 120);
+  EXPECT_NEAR(*w.win_ratio(), 2.0 / 3.0, 1e-12);
+  EXPECT_EQ(w.avg_deal(), 2000.0);
+  EXPECT_EQ(w.cost_to_serve(), 60.0);
+  EXPECT_EQ(w.feedback_score(), 8.0);
+  EXPECT_EQ(w.Value("avg_deal"), 2000.0);
+  EXPECT_FALSE(w.Value("lead_time_p50").has_value());
+
+  const ProcessTotals t = shard.ReadProcessTotals(kP, 1);
+  EXPECT_EQ(t.started, 3u);
+  EXPECT_EQ(t.completed, 2u);
+  EXPECT_EQ(t.fallout, 1u);
+  EXPECT_DOUBLE_EQ(t.revenue, 4000);
+  EXPECT_DOUBLE_EQ(t.cost, 120);
+  EXPECT_DOUBLE_EQ(t.score_sum, 24);
+  EXPECT_EQ(t.score_count, 3u);
+  // 7200 s in le=7200 (index 5), 14400 s in le=14400 (index 6).
+  EXPECT_EQ(t.lead_time.buckets[5], 1u);
+  EXPECT_EQ(t.lead_time.buckets[6], 1u);
+  EXPECT_EQ(t.lead_time.count(), 2u);
+
+  // Lead-time quantiles of two values: rank q * (2 - 1); p50 -> rank 0.5,
+  // and the first value already has 1 > 0.5 below it: 7200 s; p100 -> 14400 s.
+  const Distribution lead = shard.ReadLeadTimes(kP, k1h, T(20));
+  EXPECT_EQ(lead.count(), 2u);
+  EXPECT_TRUE(Near(lead.Quantile(0.5), 7200, 0.01));
+  EXPECT_TRUE(Near(lead.Quantile(1), 14400, 0.01));
+
+  // No events: every ratio absent.
+  const ProcessWindowCounts none = shard.ReadProcessWindow(kQ, 0, k1h, T(20));
+  EXPECT_FALSE(none.win_ratio().has_value());
+  EXPECT_FALSE(none.avg_deal().has_value());
+  EXPECT_FALSE(none.cost_to_serve().has_value());
+  EXPECT_FALSE(none.feedback_score().has_value());
+}
+
+TEST(AggregateShardTest, CycleTimeQuantilesOverAllDims) {
+  AggregateShard shard(TestConfig());
+  // Exits with cycle times 1..1000 s, spread over 4 dims and 50 s of event time.
+  for (int i = 1; i <= 1000; ++i) Exit(shard, kC, i % 4, i % 50, true, i, true);
+  const Distribution d = shard.ReadCycleTimes(kP, kC, k1m, T(50));
+  EXPECT_EQ(d.count(), 1000u);
+  // Ranks 0.5 * 999 = 499.5 -> 500; 0.9 * 999 = 899.1 -> 900; 0.99 * 999 = 989.01 -> 990.
+  EXPECT_TRUE(Near(d.Quantile(0.5), 500, 0.02));
+  EXPECT_TRUE(Near(d.Quantile(0.9), 900, 0.02));
+  EXPECT_TRUE(Near(d.Quantile(0.99), 990, 0.02));
+  // Other stages and processes: empty.
+  EXPECT_FALSE(shard.ReadCycleTimes(kP, kA, k1m, T(50)).Quantile(0.5).has_value());
+  EXPECT_EQ(shard.ReadCycleTimes(kQ, 0, k1m, T(50)).count(), 0u);
+  EXPECT_EQ(shard.ReadLeadTimes(kP, k1m, T(50)).count(), 0u);
+  // Counts per dims: dims 0 had i = 4, 8, ..., 1000: 250.
+  EXPECT_EQ(shard.ReadStageWindow(kP, kC, 0, k1m, T(50)).exited(), 250u);
+  EXPECT_EQ(shard.ReadAllDimsWindow(kP, shard.Resolve(k1m, T(50))).stages[kC].exited(), 1000u);
+  // 60 s later the 1m window has slid past all of them (last at T0 + 49).
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kC, k1m, T(110)).count(), 0u);
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kC, k1h, T(110)).count(), 1000u);
+}
+
+TEST(AggregateShardTest, DistributionBucketsRotate) {
+  AggregateShard shard(TestConfig());
+  Exit(shard, kA, 0, 0, true, 100, true);
+  Exit(shard, kA, 0, 61, true, 5000, true);  // same 1 s slot as T0
+  const Distribution d = shard.ReadCycleTimes(kP, kA, k1m, T(61));
+  EXPECT_EQ(d.count(), 1u);
+  EXPECT_TRUE(Near(d.Quantile(0.5), 5000, 0.01));
+  // Both are in the 1h window (history buckets T0/60 and T0/60 + 1).
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kA, k1h, T(61)).count(), 2u);
+}
+
+TEST(AggregateShardTest, EnumeratesSeries) {
+  AggregateShard shard(TestConfig());
+  EXPECT_TRUE(shard.ListDims(kP).empty());
+  shard.CaseStarted(kP, 5, T(0));
+  shard.CaseStarted(kP, 0, T(0));
+  shard.CaseStarted(kP, 300, T(0));  // in the second chunk
+  shard.CaseStarted(kQ, 2, T(0));
+  EXPECT_EQ(shard.ListDims(kP), (std::vector<DimsId>{0, 5, 300}));
+  EXPECT_EQ(shard.ListDims(kQ), (std::vector<DimsId>{2}));
+  EXPECT_TRUE(shard.ListDims(7).empty());
+  // Unknown dims read as zeros.
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 6, k1m, T(0)), ProcessWindowCounts{});
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 300, k1m, T(0)).started, 1u);
+  const SeriesWindow all = shard.ReadAllDimsWindow(kP, shard.Resolve(k1m, T(0)));
+  EXPECT_EQ(all.process.started, 3u);
+  EXPECT_EQ(shard.ReadAllDimsTotals(kP).process.started, 3u);
+  EXPECT_GT(shard.AllocatedBytes(), 0u);
+}
+
+TEST(AggregateShardTest, BadIndexesAreDroppedAndCounted) {
+  AggregateShard shard(TestConfig());
+  shard.CaseStarted(2, 0, T(0));                     // no process 2
+  shard.StageEntered(kQ, 1, 0, T(0), false);         // q has one stage
+  shard.CaseStarted(kP, AggregateShard::kMaxDims, T(0));
+  shard.Transition(kP, kA, 9, T(0));
+  shard.CaseStarted(kP, 0, absl::InfiniteFuture());  // no bucket for it
+  EXPECT_EQ(shard.dropped(), 5u);
+  EXPECT_EQ(shard.ReadProcessTotals(kP, 0).started, 1u);  // totals still count it
+  EXPECT_FALSE(shard.latest().has_value());
+  // Reads with bad indexes return zeros.
+  EXPECT_EQ(shard.ReadStageWindow(5, 0, 0, k1m, T(0)), StageWindowCounts{});
+  EXPECT_EQ(shard.ReadStageWindow(kP, 3, 0, k1m, T(0)), StageWindowCounts{});
+  EXPECT_EQ(shard.ReadStageWindow(kP, 0, 0, 2, T(0)), StageWindowCounts{});  // no window 2
+  EXPECT_EQ(shard.ReadCycleTimes(kP, -1, k1m, T(0)).count(), 0u);
+}
+
+// Every read of `a` and `b` agrees, at several read times.
+void ExpectSameReads(const AggregateShard& a, const AggregateShard& b) {
+  EXPECT_EQ(a.latest(), b.latest());
+  EXPECT_EQ(a.late(), b.late());
+  EXPECT_EQ(a.dropped(), b.dropped());
+  ASSERT_EQ(a.process_count(), b.process_count());
+  for (int p = 0; p < a.process_count(); ++p) {
+    ASSERT_EQ(a.ListDims(p), b.ListDims(p));
+    for (int from = 0; from < a.stage_count(p); ++from) {
+      for (int to = 0; to < a.stage_count(p); ++to) {
+        EXPECT_EQ(a.ReadTransitions(p, from, to), b.ReadTransitions(p, from, to));
+      }
+    }
+    EXPECT_EQ(a.ReadAllDimsTotals(p), b.ReadAllDimsTotals(p));
+    for (DimsId d : a.ListDims(p)) EXPECT_EQ(a.ReadSeriesTotals(p, d), b.ReadSeriesTotals(p, d));
+    for (int w = 0; w < a.layout().window_count(); ++w) {
+      for (int64_t end : {-7000, -3000, -60, -30, 0, 10, 100, 3000}) {
+        const WindowSpan span = a.Resolve(w, T(end));
+        SCOPED_TRACE(::testing::Message() << "process " << p << " window " << w << " end " << end);
+        EXPECT_EQ(a.ReadAllDimsWindow(p, span), b.ReadAllDimsWindow(p, span));
+        for (DimsId d : a.ListDims(p)) {
+          EXPECT_EQ(a.ReadSeriesWindow(p, d, span), b.ReadSeriesWindow(p, d, span));
+        }
+        EXPECT_EQ(a.ReadLeadTimes(p, span), b.ReadLeadTimes(p, span));
+        for (int s = 0; s < a.stage_count(p); ++s) {
+          EXPECT_EQ(a.ReadCycleTimes(p, s, span), b.ReadCycleTimes(p, s, span));
+        }
+      }
+    }
+  }
+}
+
+// A bit of everything, over two hours of event time.
+void Populate(AggregateShard& s, int64_t from, int64_t to) {
+  for (int64_t t = from; t < to; t += 37) {
+    const DimsId d = static_cast<DimsId>(((t % 3) + 3) % 3);
+    s.CaseStarted(kP, d, T(t));
+    s.StageEntered(kP, kA, d, T(t), t % 5 == 0);
+    s.BacklogChanged(kP, kA, d, +1, 0);
+    Exit(s, kA, d, t + 5, t % 2 == 0, 5 + t % 700, t % 3 != 0);
+    s.Transition(kP, kA, kB, T(t + 5));
+    s.StageEntered(kP, kB, d, T(t + 5), false);
+    if (t % 7 == 0) s.SlaBreached(kP, kB, d, T(t + 6));
+    if (t % 4 == 0) {
+      Exit(s, kB, d, t + 20, true, 15, true);
+      s.CaseCompleted(kP, d, T(t + 20), 100.0 + static_cast<double>(t % 13), absl::Seconds(20 + t % 900));
+    } else {
+      s.CaseFallout(kP, d, T(t + 20));
+    }
+    s.Cost(kP, d, T(t + 21), 2.5);
+    s.Feedback(kP, d, T(t + 22), static_cast<double>(t % 10));
+    s.CaseStarted(kQ, 7, T(t));
+    Exit(s, 0, 7, t + 3, true, 3, true, kQ);
+  }
+  s.StageEntered(kP, kC, 0, T(-9000), false);  // late
+  s.CaseExpired(kP, kC, 1, T(to));
+}
+
+TEST(AggregateShardTest, SerializeRestoreRoundTrip) {
+  const model::Config config = TestConfig();
+  AggregateShard shard(config);
+  Populate(shard, -7000, 200);
+  const std::string bytes = shard.Serialize();
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored = AggregateShard::Restore(config, bytes);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ExpectSameReads(shard, **restored);
+  EXPECT_EQ((*restored)->Serialize(), bytes);
+  // Both go on identically: slot stamps and heads came back too.
+  Populate(shard, 200, 400);
+  Populate(**restored, 200, 400);
+  ExpectSameReads(shard, **restored);
+}
+
+TEST(AggregateShardTest, RestoreEmpty) {
+  const model::Config config = TestConfig();
+  AggregateShard shard(config);
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(config, shard.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_FALSE((*restored)->latest().has_value());
+  EXPECT_TRUE((*restored)->ListDims(kP).empty());
+}
+
+TEST(AggregateShardTest, RestoreRejectsBadInput) {
+  const model::Config config = TestConfig();
+  AggregateShard shard(config);
+  Populate(shard, 0, 400);
+  const std::string bytes = shard.Serialize();
+  EXPECT_EQ(AggregateShard::Restore(config, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(AggregateShard::Restore(config, "nope").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string v2 = bytes;
+  v2[4] = 2;  // the version varint follows the 4-byte magic
+  EXPECT_EQ(AggregateShard::Restore(config, v2).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Every truncation is an error, never a crash.
+  for (size_t n = 5; n < bytes.size(); n += 1 + n / 16) {
+    EXPECT_FALSE(AggregateShard::Restore(config, bytes.substr(0, n)).ok()) << n;
+  }
+  EXPECT_EQ(AggregateShard::Restore(config, bytes + "x").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(AggregateShardTest, RestoreIntoChangedConfigKeepsWhatMatches) {
+  AggregateShard shard(TestConfig());
+  Exit(shard, kA, 0, 0, true, 100, true);
+  Exit(shard, kC, 0, 1, false, 200, false);
+  shard.Transition(kP, kA, kC, T(1));
+  shard.CaseStarted(kQ, 0, T(0));
+
+  // p now has stages c, a (b gone); q is gone; windows 1m and 1h as before.
+  model::Config changed = TestConfig();
+  changed.processes[0].stages = {{"c", absl::Hours(2), {}}, {"a", absl::Minutes(10), {}}};
+  changed.processes.pop_back();
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(changed, shard.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  const AggregateShard& r = **restored;
+  EXPECT_EQ(r.process_count(), 1);
+  EXPECT_EQ(r.ReadStageTotals(0, 1, 0).exited_advanced, 1u);  // a is index 1 now
+  EXPECT_EQ(r.ReadStageTotals(0, 0, 0).exited_fallout, 1u);   // c is index 0
+  EXPECT_EQ(r.ReadTransitions(0, 1, 0), 1u);                   // a -> c
+  EXPECT_EQ(r.ReadStageWindow(0, 1, 0, k1m, T(1)).advanced, 1u);
+  EXPECT_EQ(r.ReadCycleTimes(0, 0, k1m, T(1)).count(), 1u);
+  EXPECT_TRUE(Near(r.ReadCycleTimes(0, 0, k1h, T(1)).Quantile(0.5), 200, 0.01));
+}
+
+}  // namespace
+}  // namespace kpid::aggregate

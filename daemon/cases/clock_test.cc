@@ -1,0 +1,66 @@
+#include "daemon/cases/clock.h"
+
+#include "gtest/gtest.h"
+
+namespace kpid::cases {
+namespace {
+
+absl::Time Day(int d) { return absl::FromUnixSeconds(1767225600 + int64_t{d} * 86400); }
+absl::Time Wall(int64_t ms) { return absl::FromUnixMillis(1800000000000 + ms); }
+
+TEST(EventTimeClock, NowIsTheWorkersOwnWatermarkBetweenTicks) {
+  WatermarkBoard board(2);
+  EventTimeClock w0(&board, 0);
+  EXPECT_EQ(w0.Now(), absl::UnixEpoch());
+  w0.Observe(Day(3));
+  w0.Observe(Day(1));  // older events do not move it back
+  EXPECT_EQ(w0.Now(), Day(3));
+  EXPECT_EQ(LatestEventClock(&board).Now(), Day(3));
+}
+
+TEST(EventTimeClock, ALaggingWorkerIsNotOvertakenByAFasterOne) {
+  WatermarkBoard board(2);
+  EventTimeClock fast(&board, 0), slow(&board, 1);
+  fast.Observe(Day(30));
+  slow.Observe(Day(1));
+  fast.Tick(Wall(0));
+  slow.Tick(Wall(0));
+  fast.Tick(Wall(100));
+  slow.Tick(Wall(100));
+  // Both are active: the slow worker's now stays at its own event time.
+  EXPECT_EQ(slow.Now(), Day(1));
+  EXPECT_EQ(fast.Now(), Day(30));
+  // Readers' windows end at the latest event time anywhere.
+  EXPECT_EQ(LatestEventClock(&board).Now(), Day(30));
+}
+
+TEST(EventTimeClock, AQuietWorkerFollowsTheActiveOnes) {
+  WatermarkBoard board(2);
+  EventTimeClock busy(&board, 0), quiet(&board, 1);
+  quiet.Observe(Day(1));
+  quiet.Tick(Wall(0));
+  busy.Observe(Day(2));
+  busy.Tick(Wall(0));
+  // Within a second both count as active.
+  quiet.Tick(Wall(WatermarkBoard::kIdleAfterMillis));
+  EXPECT_EQ(quiet.Now(), Day(1));
+  // The quiet worker has seen nothing for over a second; the busy one goes on.
+  busy.Observe(Day(5));
+  busy.Tick(Wall(2000));
+  quiet.Tick(Wall(2000));
+  EXPECT_EQ(quiet.Now(), Day(5));
+}
+
+TEST(EventTimeClock, WhenEveryoneIsIdleNowIsTheLatestEventTime) {
+  WatermarkBoard board(2);
+  EventTimeClock a(&board, 0), b(&board, 1);
+  a.Observe(Day(4));
+  a.Tick(Wall(0));
+  b.Observe(Day(2));
+  b.Tick(Wall(0));
+  b.Tick(Wall(60000));
+  EXPECT_EQ(b.Now(), Day(4));
+}
+
+}  // namespace
+}  // namespace kpid::cases

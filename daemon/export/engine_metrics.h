@@ -1,0 +1,51 @@
+// Renders the KPIs of DESIGN §3 under the names of DESIGN §4 at scrape time,
+// from the aggregator shards of every worker:
+//
+//   counters   kpid_stage_{entered,exited,sla_met,sla_missed,rework,sla_breaches}_total,
+//              kpid_transitions_total, kpid_process_cases_{started,completed,fallout,expired}_total,
+//              kpid_process_{revenue,cost}_total
+//   histograms kpid_stage_cycle_time_seconds, kpid_process_lead_time_seconds
+//   gauges     kpid_stage_backlog, kpid_stage_backlog_over_sla, kpid_process_open_cases
+//   windows    kpid_window_stage_*, kpid_window_process_* {window}, and their
+//              cycle/lead-time quantiles {window, quantile}
+//   self       kpid_series_folded_total{process}
+//
+// Series carry `process`, `stage` (stage series) and the configured
+// dimensions. Each worker interns dimension values separately, so series are
+// grouped by their values across shards and summed. Window quantiles carry no
+// dimension labels (the aggregator keeps distributions per stage and process
+// only; see daemon/aggregate/aggregate_shard.h). A ratio whose denominator is
+// zero is left out, never 0 or NaN.
+//
+// Thread-safe: Collect reads the shards and tables through their reader
+// APIs and never blocks the workers.
+#pragma once
+
+#include <vector>
+
+#include "daemon/aggregate/merged_reader.h"
+#include "daemon/cases/clock.h"
+#include "daemon/cases/dimension_table.h"
+#include "daemon/model/config.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+
+namespace kpid::exporter {
+
+class EngineMetrics : public prometheus::Collectable {
+ public:
+  // `shards[i]` and `dimensions[i]` belong to worker i. Everything must
+  // outlive this collectable. `clock` gives the end of every window.
+  EngineMetrics(const model::Config* config, std::vector<const aggregate::AggregateShard*> shards,
+                std::vector<const cases::DimensionTable*> dimensions, const cases::Clock* clock);
+
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const model::Config* config_;
+  aggregate::MergedReader reader_;
+  std::vector<const cases::DimensionTable*> dimensions_;
+  const cases::Clock* clock_;
+};
+
+}  // namespace kpid::exporter
