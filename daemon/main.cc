@@ -22,6 +22,7 @@
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/common/file_util.h"
+#include "daemon/common/flag_args.h"
 #include "daemon/common/log.h"
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/ingest_metrics.h"
@@ -245,7 +246,10 @@ int Main(int argc, char** argv) {
     return absl::StrContains(file, "daemon/main.cc");
   };
   absl::SetFlagsUsageConfig(usage_config);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> arg_storage;
+  std::vector<char*> normalized = NormalizeFlagArgs(argc, argv, &arg_storage);
+  std::vector<char*> args =
+      absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
 
   absl::StatusOr<log::Level> level = log::ParseLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return Fail(level.status());

@@ -85,7 +85,8 @@ struct StageBucket {
   std::atomic<uint32_t> sla_breaches{0};
 
   void Clear() {
-    for (std::atomic<uint32_t>* a : {&entered, &advanced, &fallout, &sla_met, &rework, &sla_breaches}) {
+    for (std::atomic<uint32_t>* a :
+         {&entered, &advanced, &fallout, &sla_met, &rework, &sla_breaches}) {
       a->store(0, kPublish);
     }
   }
@@ -289,9 +290,9 @@ struct AggregateShard::ProcessState {
 
   // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
   uint32_t* dist(int slot, int series) const {
-    return bins.get() +
-           (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) + static_cast<size_t>(series)) *
-               kBinStride;
+    return bins.get() + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+                         static_cast<size_t>(series)) *
+                            kBinStride;
   }
 
   std::string id;
@@ -307,8 +308,7 @@ struct AggregateShard::ProcessState {
   std::unique_ptr<uint32_t[], FreeDeleter> bins;  // accessed through std::atomic_ref
 };
 
-AggregateShard::AggregateShard(const model::Config& config)
-    : layout_(config), latest_(kNoTime) {
+AggregateShard::AggregateShard(const model::Config& config) : layout_(config), latest_(kNoTime) {
   for (const model::ProcessConfig& p : config.processes) {
     processes_.push_back(std::make_unique<ProcessState>(p, layout_.total_slots()));
   }
@@ -442,8 +442,7 @@ void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {
   });
 }
 
-void AggregateShard::StageEntered(int process, int stage, DimsId dims, absl::Time at,
-                                  bool rework) {
+void AggregateShard::StageEntered(int process, int stage, DimsId dims, absl::Time at, bool rework) {
   ProcessState* p = WriterProcess(process, stage);
   if (p == nullptr) return;
   DimsRecord* r = WriterRecord(*p, dims);
@@ -634,9 +633,8 @@ std::vector<DimsId> AggregateShard::ListDims(int process) const {
 }
 
 void AggregateShard::ReadRecordSlots(const ProcessState& p, const DimsRecord& r,
-                                     const WindowSpan& span, size_t stage_begin,
-                                     size_t stage_end, bool with_process,
-                                     SeriesWindow* out) const {
+                                     const WindowSpan& span, size_t stage_begin, size_t stage_end,
+                                     bool with_process, SeriesWindow* out) const {
   if (span.empty() || span.level >= static_cast<int>(layout_.levels().size())) return;
   const Level& l = layout_.levels()[static_cast<size_t>(span.level)];
   const size_t stages = static_cast<size_t>(p.stages);
@@ -724,8 +722,7 @@ Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan&
     uint32_t* d = p->dist(slot, series);
     const bool ok = ReadSlot(p->dist_stamps[static_cast<size_t>(slot)], bucket, [&] {
       lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
-      hi = std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve),
-                              kNoBinLo - 1);
+      hi = std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
       for (uint32_t b = lo; b <= hi; ++b) {
         copy[b] = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
       }
@@ -949,8 +946,8 @@ void EncodeStageTotals(const StageTotals& t, Encoder* e) {
 
 StageTotals DecodeStageTotals(Decoder* d) {
   StageTotals t;
-  for (uint64_t* v : {&t.entered, &t.exited_advanced, &t.exited_fallout, &t.sla_met,
-                      &t.sla_missed, &t.rework, &t.sla_breaches, &t.expired}) {
+  for (uint64_t* v : {&t.entered, &t.exited_advanced, &t.exited_fallout, &t.sla_met, &t.sla_missed,
+                      &t.rework, &t.sla_breaches, &t.expired}) {
     *v = d->Varint();
   }
   t.backlog = d->Signed();
@@ -1108,8 +1105,8 @@ std::string AggregateShard::Serialize() const {
             bins[series].clear();
             uint32_t* d = p->dist(slot, static_cast<int>(series));
             const uint32_t lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
-            const uint32_t hi = std::min<uint32_t>(
-                std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
+            const uint32_t hi =
+                std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
             for (uint32_t b = lo; b <= hi; ++b) {
               const uint32_t n = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
               if (n != 0) bins[series].emplace_back(b, n);
@@ -1135,16 +1132,17 @@ std::string AggregateShard::Serialize() const {
   return e.Take();
 }
 
-absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(
-    const model::Config& config, absl::string_view bytes) {
+absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const model::Config& config,
+                                                                        absl::string_view bytes) {
   auto shard = std::make_unique<AggregateShard>(config);
   Decoder d(bytes);
-  if (!d.Raw(kMagic)) return absl::InvalidArgumentError("aggregate state: not kpid aggregate state");
+  if (!d.Raw(kMagic))
+    return absl::InvalidArgumentError("aggregate state: not kpid aggregate state");
   const uint64_t version = d.Varint();
   if (!d.ok()) return Corrupt(d, "truncated");
   if (version != kStateVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "aggregate state: format version ", version, "; this build reads ", kStateVersion));
+    return absl::FailedPreconditionError(absl::StrCat("aggregate state: format version ", version,
+                                                      "; this build reads ", kStateVersion));
   }
   const size_t level_count = d.Count();
   for (size_t i = 0; i < level_count && d.ok(); ++i) {
@@ -1196,9 +1194,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(
         }
       }
     }
-    auto mapped = [&](uint64_t s) {
-      return s < stages ? stage_map[static_cast<size_t>(s)] : -1;
-    };
+    auto mapped = [&](uint64_t s) { return s < stages ? stage_map[static_cast<size_t>(s)] : -1; };
 
     const size_t transition_count = d.Count();
     for (size_t i = 0; i < transition_count && d.ok(); ++i) {
@@ -1206,8 +1202,8 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(
       const int to = mapped(d.Varint());
       const uint64_t n = d.Varint();
       if (p != nullptr && from >= 0 && to >= 0) {
-        p->transitions[static_cast<size_t>(from * p->stages + to)].store(
-            n, std::memory_order_relaxed);
+        p->transitions[static_cast<size_t>(from * p->stages + to)].store(n,
+                                                                         std::memory_order_relaxed);
       }
     }
 

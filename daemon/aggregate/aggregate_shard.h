@@ -34,7 +34,10 @@
 // bucket is counted in late() only (the caller's _total counters still count
 // it; the totals here count it too). A fact in the future moves the head
 // forward (so the oldest buckets go); a read only counts buckets up to the
-// bucket of its `end`, so a future fact shows once `end` reaches it. Bucket
+// bucket of its `end`, so a future fact shows once `end` reaches it. Hence
+// the caller must not pass times far ahead of now: one fact a day ahead
+// would empty every level shorter than a day, and facts at the true time
+// would then be too old for them. Bucket
 // slots are reused lazily: each slot carries the index of the bucket it
 // holds (its start time / width), and the writer clears a slot when it first
 // writes a newer bucket into it; readers skip slots holding other buckets, so

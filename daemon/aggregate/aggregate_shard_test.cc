@@ -41,15 +41,15 @@ model::Config TestConfig() {
 
 void Exit(AggregateShard& s, int stage, DimsId dims, int64_t at, bool advanced, int64_t cycle_s,
           bool sla_met, int process = kP) {
-  s.StageExited(process, stage, dims, T(at), advanced ? ExitOutcome::kAdvanced : ExitOutcome::kFallout,
-                absl::Seconds(cycle_s), sla_met);
+  s.StageExited(process, stage, dims, T(at),
+                advanced ? ExitOutcome::kAdvanced : ExitOutcome::kFallout, absl::Seconds(cycle_s),
+                sla_met);
 }
 
 ::testing::AssertionResult Near(absl::optional<double> got, double want, double rel) {
   if (!got.has_value()) return ::testing::AssertionFailure() << "absent, want " << want;
   if (std::abs(*got - want) <= rel * want) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << *got << " is not within " << rel * 100 << "% of "
-                                       << want;
+  return ::testing::AssertionFailure() << *got << " is not within " << rel * 100 << "% of " << want;
 }
 
 TEST(AggregateShardTest, LayoutFromConfig) {
@@ -372,8 +372,8 @@ TEST(AggregateShardTest, EnumeratesSeries) {
 
 TEST(AggregateShardTest, BadIndexesAreDroppedAndCounted) {
   AggregateShard shard(TestConfig());
-  shard.CaseStarted(2, 0, T(0));                     // no process 2
-  shard.StageEntered(kQ, 1, 0, T(0), false);         // q has one stage
+  shard.CaseStarted(2, 0, T(0));              // no process 2
+  shard.StageEntered(kQ, 1, 0, T(0), false);  // q has one stage
   shard.CaseStarted(kP, AggregateShard::kMaxDims, T(0));
   shard.Transition(kP, kA, 9, T(0));
   shard.CaseStarted(kP, 0, absl::InfiniteFuture());  // no bucket for it
@@ -432,7 +432,8 @@ void Populate(AggregateShard& s, int64_t from, int64_t to) {
     if (t % 7 == 0) s.SlaBreached(kP, kB, d, T(t + 6));
     if (t % 4 == 0) {
       Exit(s, kB, d, t + 20, true, 15, true);
-      s.CaseCompleted(kP, d, T(t + 20), 100.0 + static_cast<double>(t % 13), absl::Seconds(20 + t % 900));
+      s.CaseCompleted(kP, d, T(t + 20), 100.0 + static_cast<double>(t % 13),
+                      absl::Seconds(20 + t % 900));
     } else {
       s.CaseFallout(kP, d, T(t + 20));
     }
@@ -509,7 +510,7 @@ TEST(AggregateShardTest, RestoreIntoChangedConfigKeepsWhatMatches) {
   EXPECT_EQ(r.process_count(), 1);
   EXPECT_EQ(r.ReadStageTotals(0, 1, 0).exited_advanced, 1u);  // a is index 1 now
   EXPECT_EQ(r.ReadStageTotals(0, 0, 0).exited_fallout, 1u);   // c is index 0
-  EXPECT_EQ(r.ReadTransitions(0, 1, 0), 1u);                   // a -> c
+  EXPECT_EQ(r.ReadTransitions(0, 1, 0), 1u);                  // a -> c
   EXPECT_EQ(r.ReadStageWindow(0, 1, 0, k1m, T(1)).advanced, 1u);
   EXPECT_EQ(r.ReadCycleTimes(0, 0, k1m, T(1)).count(), 1u);
   EXPECT_TRUE(Near(r.ReadCycleTimes(0, 0, k1h, T(1)).Quantile(0.5), 200, 0.01));

@@ -29,10 +29,10 @@ inline absl::optional<double> Ratio(double num, double den) {
 // Which buckets a window read covers (WindowLayout::Resolve). Pass the same
 // span to every shard of a merge so they all read the same buckets.
 struct WindowSpan {
-  int level = -1;      // index into WindowLayout::levels(); -1: nothing to read
-  int64_t first = 0;   // first bucket index (bucket start / bucket width, Unix time)
-  int64_t last = -1;   // last bucket index, inclusive
-  absl::Time from;     // the time the buckets cover: [from, to)
+  int level = -1;     // index into WindowLayout::levels(); -1: nothing to read
+  int64_t first = 0;  // first bucket index (bucket start / bucket width, Unix time)
+  int64_t last = -1;  // last bucket index, inclusive
+  absl::Time from;    // the time the buckets cover: [from, to)
   absl::Time to;
   bool empty() const { return level < 0 || first > last; }
 };
@@ -96,7 +96,7 @@ struct SeriesWindow {
 // kpid_process_lead_time_seconds: fixed `le` bounds for business processes.
 struct LatencyHistogram {
   static constexpr std::array<double, 16> kBounds = {
-      60,    300,    900,    1800,   3600,   7200,   14400,   28800,
+      60,    300,   900,    1800,   3600,   7200,   14400,   28800,
       43200, 86400, 172800, 259200, 432000, 604800, 1209600, 2592000};
   static constexpr int kBuckets = kBounds.size() + 1;  // the last is +Inf
 
@@ -104,7 +104,7 @@ struct LatencyHistogram {
   static int BucketOf(double seconds);
 
   std::array<uint64_t, kBuckets> buckets{};  // per bucket, NOT cumulative
-  double sum = 0;                           // seconds
+  double sum = 0;                            // seconds
 
   uint64_t count() const;
   // Observations <= kBounds[i] (i == kBounds.size(): all of them), as
@@ -124,10 +124,10 @@ struct StageTotals {
   uint64_t sla_missed = 0;
   uint64_t rework = 0;
   uint64_t sla_breaches = 0;
-  uint64_t expired = 0;           // cases closed as expired while in the stage
-  int64_t backlog = 0;            // gauge: open cases in the stage
-  int64_t backlog_over_sla = 0;   // gauge: those past their deadline
-  LatencyHistogram cycle_time;    // every exit, either outcome
+  uint64_t expired = 0;          // cases closed as expired while in the stage
+  int64_t backlog = 0;           // gauge: open cases in the stage
+  int64_t backlog_over_sla = 0;  // gauge: those past their deadline
+  LatencyHistogram cycle_time;   // every exit, either outcome
 
   void Merge(const StageTotals& o);
   friend bool operator==(const StageTotals&, const StageTotals&) = default;

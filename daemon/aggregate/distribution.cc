@@ -52,13 +52,18 @@ void Distribution::Merge(const Distribution& other) {
 absl::optional<double> Distribution::Quantile(double q) const {
   if (count_ == 0) return absl::nullopt;
   q = std::isnan(q) ? 0 : std::clamp(q, 0.0, 1.0);
-  const double rank = q * static_cast<double>(count_ - 1);
+  // Nearest rank: the smallest value with at least q * count observations at
+  // or below it. Unlike interpolating between ranks it never reports a value
+  // below what a q share of the cases really took (p99 of 3 exits is the
+  // slowest, not the middle one). The epsilon keeps 0.9 * 10000 at 9000.
+  const uint64_t rank = std::max<uint64_t>(
+      1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_) - 1e-9)));
   uint64_t seen = 0;
   for (size_t i = 0; i < bins_.size(); ++i) {
     seen += bins_[i];
-    if (static_cast<double>(seen) > rank) return BinValue(static_cast<int>(i));
+    if (seen >= rank) return BinValue(static_cast<int>(i));
   }
-  return BinValue(kNumBins - 1);  // unreachable: seen == count_ > rank at the end
+  return BinValue(kNumBins - 1);  // unreachable: seen == count_ >= rank at the end
 }
 
 bool operator==(const Distribution& a, const Distribution& b) {

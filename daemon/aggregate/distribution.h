@@ -11,8 +11,9 @@
 // i = ceil(log_gamma(x)), which covers (gamma^(i-1), gamma^i] and reports its
 // midpoint 2 * gamma^i / (gamma + 1), at most 1% from any value in it. Values
 // below 1 s (also negative or NaN) share one bin [0, 1 s) reported as 0.5 s;
-// values above gamma^kMaxIndex (~10.3 years) count in the top bin. Rank
-// quantiles follow DDSketch: the value of rank q * (count - 1).
+// values above gamma^kMaxIndex (~10.3 years) count in the top bin. Quantiles
+// are nearest-rank: the smallest bin with at least ceil(q * count)
+// observations at or below it.
 //
 // The bin layout is fixed (kNumBins), so bins index the same in every
 // distribution and the aggregator's per-bucket uint32 bins (see

@@ -11,8 +11,7 @@ namespace {
 ::testing::AssertionResult Near(absl::optional<double> got, double want, double rel) {
   if (!got.has_value()) return ::testing::AssertionFailure() << "absent, want " << want;
   if (std::abs(*got - want) <= rel * want) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << *got << " is not within " << rel * 100 << "% of "
-                                       << want;
+  return ::testing::AssertionFailure() << *got << " is not within " << rel * 100 << "% of " << want;
 }
 
 TEST(DistributionTest, EmptyHasNoQuantiles) {
@@ -66,11 +65,12 @@ TEST(DistributionTest, SmallSetByRank) {
   Distribution d;
   for (double v : {40.0, 10.0, 30.0, 20.0}) d.Add(v);
   EXPECT_EQ(d.count(), 4u);
-  // rank = q * (4 - 1): q=0 -> 0 -> 10; q=0.5 -> 1.5 -> the 2nd value, 20;
-  // q=1 -> 3 -> 40; q=0.9 -> 2.7 -> the 3rd value, 30.
+  // Nearest rank ceil(q * 4): q=0 -> 1st (at least one) = 10; q=0.5 -> 2nd = 20;
+  // q=0.75 -> 3rd = 30; q=0.9 -> ceil(3.6) = 4th = 40; q=1 -> 40.
   EXPECT_TRUE(Near(d.Quantile(0), 10, 0.01));
   EXPECT_TRUE(Near(d.Quantile(0.5), 20, 0.01));
-  EXPECT_TRUE(Near(d.Quantile(0.9), 30, 0.01));
+  EXPECT_TRUE(Near(d.Quantile(0.75), 30, 0.01));
+  EXPECT_TRUE(Near(d.Quantile(0.9), 40, 0.01));
   EXPECT_TRUE(Near(d.Quantile(1), 40, 0.01));
   // Out-of-range q clamps.
   EXPECT_TRUE(Near(d.Quantile(-1), 10, 0.01));
@@ -81,8 +81,8 @@ TEST(DistributionTest, UniformOneToTenThousand) {
   Distribution d;
   for (int i = 1; i <= 10000; ++i) d.Add(i);
   EXPECT_EQ(d.count(), 10000u);
-  // rank 0.5 * 9999 = 4999.5: the 5000th value, 5000; 0.9 * 9999 = 8999.1:
-  // 9000; 0.99 * 9999 = 9899.01: 9900.
+  // Nearest rank: 0.5 * 10000 -> the 5000th value, 5000; 0.9 -> 9000th, 9000;
+  // 0.99 -> 9900th, 9900.
   EXPECT_TRUE(Near(d.Quantile(0.5), 5000, 0.02));
   EXPECT_TRUE(Near(d.Quantile(0.9), 9000, 0.02));
   EXPECT_TRUE(Near(d.Quantile(0.99), 9900, 0.02));
@@ -108,8 +108,8 @@ TEST(DistributionTest, MergeIsExact) {
 TEST(DistributionTest, AddToBinWithCount) {
   Distribution d;
   d.AddToBin(Distribution::BinOf(60), 3);
-  d.AddToBin(-1, 5);                        // ignored
-  d.AddToBin(Distribution::kNumBins, 5);    // ignored
+  d.AddToBin(-1, 5);                      // ignored
+  d.AddToBin(Distribution::kNumBins, 5);  // ignored
   EXPECT_EQ(d.count(), 3u);
   EXPECT_TRUE(Near(d.Quantile(0.5), 60, 0.01));
 }

@@ -73,8 +73,7 @@ Distribution MergedReader::ReadLeadTimes(int process, const WindowSpan& span) co
   return d;
 }
 
-SeriesTotals MergedReader::ReadSeriesTotals(int process,
-                                            absl::Span<const SeriesRef> series) const {
+SeriesTotals MergedReader::ReadSeriesTotals(int process, absl::Span<const SeriesRef> series) const {
   SeriesTotals t;
   t.stages.resize(static_cast<size_t>(shards_.front()->stage_count(process)));
   for (const SeriesRef& ref : series) {

@@ -14,11 +14,10 @@ WindowLayout::WindowLayout(const model::Config& config) : windows_(config.window
   const int64_t retention = std::max<int64_t>(1, WholeSeconds(config.retention));
   // Bucket width of the history level: the largest window's, or (no windows,
   // a config that never went through validation) retention / 60.
-  const int64_t history_width =
-      std::max<int64_t>(1, (windows_.empty() ? retention
-                                             : WholeSeconds(*std::max_element(
-                                                   windows_.begin(), windows_.end()))) /
-                               kBucketsPerWindow);
+  const int64_t history_width = std::max<int64_t>(
+      1, (windows_.empty() ? retention
+                           : WholeSeconds(*std::max_element(windows_.begin(), windows_.end()))) /
+             kBucketsPerWindow);
   for (const absl::Duration w : windows_) {
     const int64_t width = std::max<int64_t>(1, WholeSeconds(w) / kBucketsPerWindow);
     if (width == history_width) {
@@ -46,8 +45,7 @@ int WindowLayout::LevelWithWidth(int64_t width) const {
   return -1;
 }
 
-WindowSpan WindowLayout::Resolve(int window, absl::Time end,
-                                 absl::optional<int64_t> latest) const {
+WindowSpan WindowLayout::Resolve(int window, absl::Time end, absl::optional<int64_t> latest) const {
   WindowSpan span;
   if (window < 0 || window >= window_count()) return span;
   const int64_t end_s = absl::ToUnixSeconds(end);  // rounds toward the past

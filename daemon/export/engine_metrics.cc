@@ -69,7 +69,8 @@ void AddQuantiles(MetricFamily* family, Labels labels, const aggregate::Distribu
   metric.summary.sample_count = d.count();
   double sum = 0;
   for (size_t bin = 0; bin < d.bins().size(); ++bin) {
-    sum += static_cast<double>(d.bins()[bin]) * aggregate::Distribution::BinValue(static_cast<int>(bin));
+    sum += static_cast<double>(d.bins()[bin]) *
+           aggregate::Distribution::BinValue(static_cast<int>(bin));
   }
   metric.summary.sample_sum = sum;
   for (double q : kQuantiles) {
@@ -121,12 +122,12 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
       const aggregate::ProcessTotals& pt = totals.process;
       AddCounter(&f.Get("kpid_process_cases_started_total", "Cases started.", MetricType::Counter),
                  dims, static_cast<double>(pt.started));
-      AddCounter(&f.Get("kpid_process_cases_completed_total", "Cases completed.",
-                        MetricType::Counter),
-                 dims, static_cast<double>(pt.completed));
-      AddCounter(&f.Get("kpid_process_cases_fallout_total", "Cases fallen out.",
-                        MetricType::Counter),
-                 dims, static_cast<double>(pt.fallout));
+      AddCounter(
+          &f.Get("kpid_process_cases_completed_total", "Cases completed.", MetricType::Counter),
+          dims, static_cast<double>(pt.completed));
+      AddCounter(
+          &f.Get("kpid_process_cases_fallout_total", "Cases fallen out.", MetricType::Counter),
+          dims, static_cast<double>(pt.fallout));
       AddCounter(&f.Get("kpid_process_cases_expired_total",
                         "Open cases closed after case_ttl without activity.", MetricType::Counter),
                  dims, static_cast<double>(pt.expired));
@@ -135,10 +136,10 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
                  dims, pt.revenue);
       AddCounter(&f.Get("kpid_process_cost_total", "Sum of COST amounts.", MetricType::Counter),
                  dims, pt.cost);
-      AddHistogram(&f.Get("kpid_process_lead_time_seconds",
-                          "Lead time of completed cases (start to completion).",
-                          MetricType::Histogram),
-                   dims, pt.lead_time);
+      AddHistogram(
+          &f.Get("kpid_process_lead_time_seconds",
+                 "Lead time of completed cases (start to completion).", MetricType::Histogram),
+          dims, pt.lead_time);
       AddGauge(&f.Get("kpid_process_open_cases", "Open cases now.", MetricType::Gauge), dims,
                static_cast<double>(totals.open_cases()));
 
@@ -146,22 +147,21 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
         const aggregate::StageTotals& st = totals.stages[si];
         Labels stage = dims;
         stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
-        AddCounter(&f.Get("kpid_stage_entered_total", "Entries into the stage.",
-                          MetricType::Counter),
-                   stage, static_cast<double>(st.entered));
-        MetricFamily& exited =
-            f.Get("kpid_stage_exited_total", "Exits from the stage, by outcome.",
-                  MetricType::Counter);
+        AddCounter(
+            &f.Get("kpid_stage_entered_total", "Entries into the stage.", MetricType::Counter),
+            stage, static_cast<double>(st.entered));
+        MetricFamily& exited = f.Get("kpid_stage_exited_total", "Exits from the stage, by outcome.",
+                                     MetricType::Counter);
         AddCounter(&exited, With(stage, "outcome", "advanced"),
                    static_cast<double>(st.exited_advanced));
         AddCounter(&exited, With(stage, "outcome", "fallout"),
                    static_cast<double>(st.exited_fallout));
-        AddCounter(&f.Get("kpid_stage_sla_met_total", "Exits within the stage SLA.",
-                          MetricType::Counter),
-                   stage, static_cast<double>(st.sla_met));
-        AddCounter(&f.Get("kpid_stage_sla_missed_total", "Exits over the stage SLA.",
-                          MetricType::Counter),
-                   stage, static_cast<double>(st.sla_missed));
+        AddCounter(
+            &f.Get("kpid_stage_sla_met_total", "Exits within the stage SLA.", MetricType::Counter),
+            stage, static_cast<double>(st.sla_met));
+        AddCounter(
+            &f.Get("kpid_stage_sla_missed_total", "Exits over the stage SLA.", MetricType::Counter),
+            stage, static_cast<double>(st.sla_missed));
         AddCounter(&f.Get("kpid_stage_rework_total", "Re-entries into a stage visited before.",
                           MetricType::Counter),
                    stage, static_cast<double>(st.rework));
@@ -196,16 +196,16 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
                  pw, pc.revenue);
         AddGauge(&f.Get("kpid_window_process_cost", "Cost in the window.", MetricType::Gauge), pw,
                  pc.cost);
-        AddOptionalGauge(&f.Get("kpid_window_process_win_ratio",
-                                "completed / (completed + fallout) in the window.",
-                                MetricType::Gauge),
-                         pw, pc.win_ratio());
-        AddOptionalGauge(&f.Get("kpid_window_process_avg_deal", "revenue / completed.",
-                                MetricType::Gauge),
-                         pw, pc.avg_deal());
-        AddOptionalGauge(&f.Get("kpid_window_process_cost_to_serve", "cost / completed.",
-                                MetricType::Gauge),
-                         pw, pc.cost_to_serve());
+        AddOptionalGauge(
+            &f.Get("kpid_window_process_win_ratio",
+                   "completed / (completed + fallout) in the window.", MetricType::Gauge),
+            pw, pc.win_ratio());
+        AddOptionalGauge(
+            &f.Get("kpid_window_process_avg_deal", "revenue / completed.", MetricType::Gauge), pw,
+            pc.avg_deal());
+        AddOptionalGauge(
+            &f.Get("kpid_window_process_cost_to_serve", "cost / completed.", MetricType::Gauge), pw,
+            pc.cost_to_serve());
         AddOptionalGauge(&f.Get("kpid_window_process_feedback_score",
                                 "Mean feedback score in the window.", MetricType::Gauge),
                          pw, pc.feedback_score());
@@ -215,34 +215,33 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
           sl.insert(sl.begin() + 1, {"stage", process.stages[si].id});
           sl.push_back({"window", window_labels[w]});
           const std::pair<const char*, uint64_t> counts[] = {
-              {"entered", sc.entered}, {"exited", sc.exited()},   {"advanced", sc.advanced},
-              {"fallout", sc.fallout}, {"sla_met", sc.sla_met},   {"rework", sc.rework}};
+              {"entered", sc.entered}, {"exited", sc.exited()}, {"advanced", sc.advanced},
+              {"fallout", sc.fallout}, {"sla_met", sc.sla_met}, {"rework", sc.rework}};
           for (const auto& [name, value] : counts) {
-            AddGauge(&f.Get(absl::StrCat("kpid_window_stage_", name),
-                            absl::StrCat("Stage ", name, " count in the window."),
-                            MetricType::Gauge),
-                     sl, static_cast<double>(value));
+            AddGauge(
+                &f.Get(absl::StrCat("kpid_window_stage_", name),
+                       absl::StrCat("Stage ", name, " count in the window."), MetricType::Gauge),
+                sl, static_cast<double>(value));
           }
-          AddOptionalGauge(&f.Get("kpid_window_stage_conversion_ratio", "advanced / exited.",
-                                  MetricType::Gauge),
-                           sl, sc.conversion());
-          AddOptionalGauge(&f.Get("kpid_window_stage_fallout_ratio", "fallout / exited.",
-                                  MetricType::Gauge),
-                           sl, sc.fallout_ratio());
+          AddOptionalGauge(
+              &f.Get("kpid_window_stage_conversion_ratio", "advanced / exited.", MetricType::Gauge),
+              sl, sc.conversion());
+          AddOptionalGauge(
+              &f.Get("kpid_window_stage_fallout_ratio", "fallout / exited.", MetricType::Gauge), sl,
+              sc.fallout_ratio());
           AddOptionalGauge(&f.Get("kpid_window_stage_sla_attainment_ratio",
                                   "Exits within SLA / exits.", MetricType::Gauge),
                            sl, sc.sla_attainment());
-          AddOptionalGauge(&f.Get("kpid_window_stage_rework_ratio", "rework / entered.",
-                                  MetricType::Gauge),
-                           sl, sc.rework_ratio());
+          AddOptionalGauge(
+              &f.Get("kpid_window_stage_rework_ratio", "rework / entered.", MetricType::Gauge), sl,
+              sc.rework_ratio());
         }
       }
     }
 
     // Dims-less: transitions and window quantiles.
-    MetricFamily& transitions = f.Get("kpid_transitions_total",
-                                      "Moves of cases from one stage to another.",
-                                      MetricType::Counter);
+    MetricFamily& transitions = f.Get(
+        "kpid_transitions_total", "Moves of cases from one stage to another.", MetricType::Counter);
     for (size_t from = 0; from < process.stages.size(); ++from) {
       for (size_t to = 0; to < process.stages.size(); ++to) {
         const uint64_t n = reader_.ReadTransitions(p, static_cast<int>(from), static_cast<int>(to));
@@ -256,19 +255,19 @@ std::vector<MetricFamily> EngineMetrics::Collect() const {
     }
     for (size_t w = 0; w < spans.size(); ++w) {
       for (size_t si = 0; si < process.stages.size(); ++si) {
-        AddQuantiles(&f.Get("kpid_window_stage_cycle_time_seconds",
-                            "Time-in-stage quantiles of the exits in the window.",
-                            MetricType::Summary),
-                     {{"process", process.id},
-                      {"stage", process.stages[si].id},
-                      {"window", window_labels[w]}},
-                     reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w]));
+        AddQuantiles(
+            &f.Get("kpid_window_stage_cycle_time_seconds",
+                   "Time-in-stage quantiles of the exits in the window.", MetricType::Summary),
+            {{"process", process.id},
+             {"stage", process.stages[si].id},
+             {"window", window_labels[w]}},
+            reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w]));
       }
-      AddQuantiles(&f.Get("kpid_window_process_lead_time_seconds",
-                          "Lead-time quantiles of the cases completed in the window.",
-                          MetricType::Summary),
-                   {{"process", process.id}, {"window", window_labels[w]}},
-                   reader_.ReadLeadTimes(p, spans[w]));
+      AddQuantiles(
+          &f.Get("kpid_window_process_lead_time_seconds",
+                 "Lead-time quantiles of the cases completed in the window.", MetricType::Summary),
+          {{"process", process.id}, {"window", window_labels[w]}},
+          reader_.ReadLeadTimes(p, spans[w]));
     }
     uint64_t folded = 0;
     for (const cases::DimensionTable* table : dimensions_) folded += table->Folded(p);

@@ -2,7 +2,8 @@
 // from the aggregator shards of every worker:
 //
 //   counters   kpid_stage_{entered,exited,sla_met,sla_missed,rework,sla_breaches}_total,
-//              kpid_transitions_total, kpid_process_cases_{started,completed,fallout,expired}_total,
+//              kpid_transitions_total,
+//              kpid_process_cases_{started,completed,fallout,expired}_total,
 //              kpid_process_{revenue,cost}_total
 //   histograms kpid_stage_cycle_time_seconds, kpid_process_lead_time_seconds
 //   gauges     kpid_stage_backlog, kpid_stage_backlog_over_sla, kpid_process_open_cases

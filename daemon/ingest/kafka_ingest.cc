@@ -83,7 +83,11 @@ absl::Status KafkaIngest::Init() {
                         {"auto.commit.interval.ms", "1000"},
                         {"enable.partition.eof", "false"},
                         {"fetch.wait.max.ms", "100"},
-                        {"queued.min.messages", "100000"},
+                        // Partition queues are forwarded into one queue per worker, and
+                        // librdkafka applies this threshold to that whole queue: a low value
+                        // stalls every partition of a busy worker for ~1 s (librdkafka
+                        // #2879). Memory stays bounded by queued.max.messages.kbytes.
+                        {"queued.min.messages", "1000000"},
                         {"client.id", "kpid"},
                     },
                     config.kafka.properties);
@@ -239,8 +243,14 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
   absl::flat_hash_map<int32_t, rd_kafka_message_t*> last_in_partition;
   absl::Time next_tick = absl::Now();
   while (!stop_.load(std::memory_order_acquire)) {
-    const ssize_t n =
-        rd_kafka_consume_batch_queue(worker->queue, kPollTimeoutMs, batch.data(), batch.size());
+    // Wait for one message, then take whatever else is already queued:
+    // waiting for a full batch would add up to kPollTimeoutMs of latency.
+    ssize_t n = rd_kafka_consume_batch_queue(worker->queue, kPollTimeoutMs, batch.data(), 1);
+    if (n == 1) {
+      const ssize_t more =
+          rd_kafka_consume_batch_queue(worker->queue, 0, batch.data() + 1, batch.size() - 1);
+      if (more > 0) n += more;
+    }
     if (n < 0) {
       log::Error("consume failed", {{"error", rd_kafka_err2str(rd_kafka_last_error())}});
       continue;

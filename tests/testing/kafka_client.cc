@@ -34,7 +34,9 @@ rd_kafka_t* NewClient(rd_kafka_type_t type, const std::map<std::string, std::str
 }  // namespace
 
 TestProducer::TestProducer(const std::string& brokers)
-    : rk_(NewClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", brokers}, {"linger.ms", "5"}, {"enable.idempotence", "true"}})) {}
+    : rk_(NewClient(
+          RD_KAFKA_PRODUCER,
+          {{"bootstrap.servers", brokers}, {"linger.ms", "5"}, {"enable.idempotence", "true"}})) {}
 
 TestProducer::~TestProducer() { rd_kafka_destroy(static_cast<rd_kafka_t*>(rk_)); }
 

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "daemon/common/duration.h"
+#include "daemon/common/flag_args.h"
 #include "daemon/common/log.h"
 #include "daemon/model/config.h"
 #include "tools/loadgen/simulator.h"
@@ -100,37 +101,6 @@ void PrintHelp() {
   }
   absl::StrAppend(&text, "  --help\n      show this help\n");
   std::fputs(text.c_str(), stdout);
-}
-
-// absl flags are spelled with '_'; accept the documented '-' spelling too.
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
-  storage->reserve(argc);
-  std::vector<char*> out;
-  bool flags_done = false;
-  for (int i = 0; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (i > 0 && !flags_done && arg == "--") flags_done = true;
-    if (i > 0 && !flags_done && arg.size() > 2 && arg[0] == '-') {
-      const size_t dashes = arg[1] == '-' ? 2 : 1;
-      const size_t end = std::min(arg.find('='), arg.size());
-      for (size_t j = dashes; j < end; ++j) {
-        if (arg[j] == '-') arg[j] = '_';
-      }
-    }
-    storage->push_back(std::move(arg));
-  }
-  // "--output -": absl would take "-" for a typo; pass it as "--output=-".
-  for (size_t i = 1; i + 1 < storage->size(); ++i) {
-    std::string& arg = (*storage)[i];
-    if (arg == "--") break;
-    if ((*storage)[i + 1] == "-" && arg.size() > 1 && arg[0] == '-' &&
-        arg.find('=') == std::string::npos) {
-      arg += "=-";
-      storage->erase(storage->begin() + static_cast<std::ptrdiff_t>(i) + 1);
-    }
-  }
-  for (std::string& s : *storage) out.push_back(s.data());
-  return out;
 }
 
 int Fail(absl::string_view message) {
@@ -325,7 +295,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  std::vector<char*> args = kpid::NormalizeFlagArgs(argc, argv, &storage);
   for (size_t i = 1; i < args.size(); ++i) {
     const absl::string_view arg = args[i];
     if (arg == "--") break;

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""End-to-end ingest benchmark: kpid against a bare librdkafka consumer.
+
+Starts `kpid dev-broker` (the embedded mock broker, 16 partitions), produces
+--events events with kpi-loadgen, then for --rounds rounds, alternating:
+
+  (a) kpid-bench-bare-consumer drains the topic (manual assignment from the
+      beginning, counting only): the ceiling on this broker and machine;
+  (b) kpid (external mode, a fresh group.id each round) consumes the same
+      events; /metrics is scraped every 20 ms and the clock runs from the first
+      scrape with kpid_events_consumed_total > 0 to the one where it reaches
+      --events. kpid's CPU (utime + stime from /proc/PID/stat) is taken at the
+      same two scrapes. Then kpid gets SIGTERM.
+
+Prints per round and the median: bare events/s, kpid events/s, kpid/bare
+(also up to 99% of the events, which leaves out the up-to-100 ms a kpid
+worker holds its last partial batch), and CPU-seconds per million events for
+both, plus the mock broker's share of the machine. The binaries are copied to
+a temp dir first, so a concurrent rebuild cannot swap them mid-run. Stdlib
+only; loopback only; every process it starts is stopped on exit, Ctrl-C or
+error.
+
+  python3 bench/e2e_ingest.py                       # 400k protobuf events, 3 rounds
+  python3 bench/e2e_ingest.py --events 200000 --rounds 5 --build-dir build
+  python3 bench/e2e_ingest.py --kafka-property queued.min.messages=1000000
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOPIC = "bench-events"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# lead_to_cash as in examples/, without rules or alertmanagers.
+PROCESSES_YAML = """\
+clock: event
+windows: [5m, 1h, 24h, 7d]
+retention: 15d
+dimensions: {names: [region, channel], max_series_per_process: 1000}
+processes:
+  - id: lead_to_cash
+    stages:
+      - {id: lead,  sla: 1h,  simulate: {median: 20m, fallout: 0.30}}
+      - {id: mql,   sla: 24h, simulate: {median: 8h,  fallout: 0.40}}
+      - {id: sql,   sla: 48h, simulate: {median: 20h, fallout: 0.25}}
+      - {id: demo,  sla: 72h, simulate: {median: 30h, fallout: 0.20, rework: 0.05}}
+      - {id: quote, sla: 48h, simulate: {median: 24h, fallout: 0.35, rework: 0.10}}
+    simulate:
+      arrivals_per_hour: 3600
+      deal_median: 24000
+      deal_sigma: 0.7
+      cost_per_case: 350
+      feedback_odds: 0.3
+      attributes:
+        region: [emea, amer, apac]
+        channel: [web, partner, outbound]
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(message):
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def yaml_str(value):
+    return json.dumps(value)  # a JSON string is a valid YAML scalar
+
+
+def kafka_yaml(brokers, group_id, extra, properties):
+    lines = ["kafka:", f"  brokers: {yaml_str(brokers)}", f"  topic: {TOPIC}",
+             f"  group_id: {yaml_str(group_id)}"]
+    lines += [f"  {line}" for line in extra]
+    if properties:
+        lines.append("  properties:")
+        lines += [f"    {yaml_str(k)}: {yaml_str(v)}" for k, v in properties]
+    return "\n".join(lines) + "\n"
+
+
+class Processes:
+    """Every child process started, so all of them can be stopped on exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, name, argv, log_path, **kwargs):
+        log_file = open(log_path, "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=log_file,
+                                stdout=kwargs.pop("stdout", log_file), **kwargs)
+        log_file.close()
+        proc.bench_name = name
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc, timeout=15.0):
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{proc.bench_name} (pid {proc.pid}) ignored SIGTERM; killing it")
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            self.stop(proc, timeout=5.0)
+        self.procs.clear()
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+METRIC_RE = re.compile(r"^(kpid_events_(?:consumed|rejected|duplicate)_total)(?:\{[^}]*\})? (\S+)$",
+                       re.M)
+
+
+def scrape(url):
+    """{consumed, rejected, duplicate} from kpid's /metrics, or None if not up yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, socket.timeout):
+        return None
+    totals = {"consumed": 0.0, "rejected": 0.0, "duplicate": 0.0}
+    for name, value in METRIC_RE.findall(text):
+        totals[name[len("kpid_events_"):-len("_total")]] += float(value)
+    return totals
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_broker(args, procs, tmp):
+    broker_config = os.path.join(tmp, "broker.yaml")
+    with open(broker_config, "w") as f:
+        f.write(kafka_yaml("embedded", "unused", [f"partitions: {args.partitions}"], []))
+        f.write(f"http: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
+        f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
+        f.write(PROCESSES_YAML)
+    bootstrap_file = os.path.join(tmp, "bootstrap")
+    if os.path.exists(bootstrap_file):
+        os.remove(bootstrap_file)  # a stale address would point at a dead broker
+    log_path = os.path.join(tmp, "broker.log")
+    proc = procs.start("dev-broker", [args.kpid, "dev-broker", "--config", broker_config,
+                                      "--partitions", str(args.partitions),
+                                      "--bootstrap_file", bootstrap_file], log_path)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"kpid dev-broker exited ({proc.returncode}):\n{tail(log_path)}")
+        if os.path.exists(bootstrap_file):
+            with open(bootstrap_file) as f:
+                address = f.read().strip()
+            if address:
+                if not all(a.startswith("127.0.0.1:") for a in address.split(",")):
+                    raise BenchError(f"broker is not on loopback: {address}")
+                args.broker_pid = proc.pid
+                return broker_config, address
+        time.sleep(0.05)
+    raise BenchError(f"no bootstrap address from kpid dev-broker:\n{tail(log_path)}")
+
+
+def produce(args, broker_config, address, tmp):
+    log(f"producing {args.events} {args.format} events with kpi-loadgen")
+    started = time.monotonic()
+    result = subprocess.run([args.loadgen, "--config", broker_config, "--brokers", address,
+                             "--topic", TOPIC, "--events", str(args.events),
+                             "--format", args.format], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise BenchError(f"kpi-loadgen failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    log(f"produced in {time.monotonic() - started:.1f} s")
+    # The mock broker silently drops the oldest data past ~5 MiB per partition;
+    # a short topic would make every consumer below wait forever.
+    result = subprocess.run([args.bare, "--brokers", address, "--topic", TOPIC, "--watermarks"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise BenchError(f"watermark query failed:\n{result.stderr}")
+    marks = json.loads(result.stdout)
+    if marks["messages"] != args.events or marks["low_offsets_nonzero"] != 0:
+        raise BenchError(
+            f"topic holds {marks['messages']} messages ({marks['low_offsets_nonzero']} partitions "
+            f"lost their oldest data) instead of {args.events}: the embedded broker keeps only "
+            f"~5 MiB per partition; lower --events or raise --partitions")
+
+
+def run_bare(args, address):
+    extra = [f"--property={k}={v}" for k, v in args.bare_property]
+    result = subprocess.run([args.bare, "--brokers", address, "--topic", TOPIC,
+                             "--expect", str(args.events), "--timeout-sec", "60"] + extra,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90)
+    if result.returncode != 0:
+        raise BenchError(f"bare consumer failed ({result.returncode}):\n{result.stderr}")
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    counted = out["events"] - 1  # the first message starts the clock
+    return {"events_per_sec": out["events_per_sec"], "seconds": out["seconds"],
+            "cpu_per_million": out["cpu_seconds"] / counted * 1e6}
+
+
+def run_kpid(args, procs, address, tmp, round_index):
+    port = free_port()
+    config_path = os.path.join(tmp, f"kpid-round{round_index}.yaml")
+    extra = [f"workers: {args.workers}"] if args.workers else []
+    with open(config_path, "w") as f:
+        f.write(kafka_yaml(address, f"kpid-bench-{round_index}-{uuid.uuid4().hex[:8]}", extra,
+                           args.kafka_property))
+        f.write(f"http: {{listen: \"127.0.0.1:{port}\"}}\n")
+        f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
+        f.write(PROCESSES_YAML)
+    log_path = os.path.join(tmp, f"kpid-round{round_index}.log")
+    proc = procs.start("kpid", [args.kpid, "--config", config_path], log_path)
+    url = f"http://127.0.0.1:{port}/metrics"
+    first = None  # (time, consumed, kpid cpu, broker cpu) at the first scrape with consumed > 0
+    near_end = None  # (time, consumed) at the first scrape with consumed >= 99%
+    totals = None
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"kpid exited ({proc.returncode}):\n{tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"kpid did not consume {args.events} events in 60 s "
+                                 f"(last scrape: {totals}):\n{tail(log_path)}")
+            next_scrape = time.monotonic() + args.scrape_interval
+            totals = scrape(url)
+            if totals is not None:
+                now = time.monotonic()
+                cpu = cpu_seconds(proc.pid)
+                broker_cpu = cpu_seconds(args.broker_pid)
+                if first is None and totals["consumed"] > 0:
+                    first = (now, totals["consumed"], cpu, broker_cpu)
+                if near_end is None and totals["consumed"] >= 0.99 * args.events:
+                    near_end = (now, totals["consumed"])
+                if totals["consumed"] >= args.events:
+                    break
+                if totals["consumed"] + totals["rejected"] + totals["duplicate"] >= args.events:
+                    raise BenchError(f"kpid did not accept every event: {totals}")
+            time.sleep(max(0.0, next_scrape - time.monotonic()))
+    finally:
+        rc = procs.stop(proc)
+        procs.procs.remove(proc)
+    if rc != 0:
+        log(f"warning: kpid exited {rc} on SIGTERM (log: {log_path})")
+    counted = args.events - first[1]
+    seconds = now - first[0]
+    if counted <= 0 or seconds <= 0:
+        raise BenchError("kpid consumed everything before the first scrape; raise --events")
+    # Without the last 1%: kpid's workers hold a partial batch for up to
+    # 100 ms (rd_kafka_consume_batch_queue waits for a full one), which is
+    # latency at the end of the run rather than throughput.
+    near_seconds = near_end[0] - first[0]
+    rate_99 = (near_end[1] - first[1]) / near_seconds if near_seconds > 0 else float("nan")
+    return {"events_per_sec": counted / seconds, "seconds": seconds,
+            "events_per_sec_to_99pct": rate_99,
+            "cpu_per_million": (cpu - first[2]) / counted * 1e6,
+            # The mock broker shares the machine: kpid + broker cores busy.
+            "broker_cpu_per_million": (broker_cpu - first[3]) / counted * 1e6,
+            "cores_busy": (cpu - first[2] + broker_cpu - first[3]) / seconds,
+            "counted": counted}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=400000, help="events to produce (400000)")
+    parser.add_argument("--rounds", type=int, default=3, help="bare/kpid rounds (3)")
+    parser.add_argument("--build-dir", default=os.path.join(REPO, "build"),
+                        help="CMake build directory (default: <repo>/build)")
+    parser.add_argument("--format", choices=["protobuf", "json"], default="protobuf",
+                        help="event encoding (protobuf); JSON needs fewer --events to fit")
+    parser.add_argument("--partitions", type=int, default=16, help="topic partitions (16)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="kpid kafka.workers (default 0: kpid's default, one per core)")
+    parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                        type=lambda kv: tuple(kv.split("=", 1)),
+                        help="kafka.properties entry for kpid (repeatable), for experiments")
+    parser.add_argument("--bare-property", action="append", default=[], metavar="KEY=VALUE",
+                        type=lambda kv: tuple(kv.split("=", 1)),
+                        help="librdkafka property for the bare consumer (repeatable)")
+    parser.add_argument("--scrape-interval", type=float, default=0.020, metavar="SECONDS",
+                        help="how often to scrape kpid's /metrics (0.020); each scrape costs "
+                             "kpid CPU, which is counted in its CPU-seconds")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    args = parser.parse_args()
+    if args.events <= 1 or args.rounds < 1:
+        parser.error("--events must be > 1 and --rounds >= 1")
+    build = os.path.abspath(args.build_dir)
+    args.kpid = os.path.join(build, "daemon", "kpid")
+    args.loadgen = os.path.join(build, "tools", "loadgen", "kpi-loadgen")
+    args.bare = os.path.join(build, "bench", "kpid-bench-bare-consumer")
+    for path in (args.kpid, args.loadgen, args.bare):
+        if not os.access(path, os.X_OK):
+            parser.error(f"{path} is missing: ninja -C {build} kpid kpi-loadgen "
+                         f"kpid-bench-bare-consumer")
+
+    # SIGTERM / SIGHUP unwind like Ctrl-C, so the finally below runs.
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    # Also when started in the background, where SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    procs = Processes()
+    tmp = tempfile.mkdtemp(prefix="kpid-e2e-")
+    started = time.monotonic()
+    failed = True
+    try:
+        # Run copies, so a rebuild in the shared build tree cannot swap a
+        # binary between rounds (or under perf).
+        for attr in ("kpid", "loadgen", "bare"):
+            copy = os.path.join(tmp, os.path.basename(getattr(args, attr)))
+            shutil.copy2(getattr(args, attr), copy)
+            setattr(args, attr, copy)
+        broker_config, address = start_broker(args, procs, tmp)
+        log(f"embedded broker at {address} ({args.partitions} partitions); logs in {tmp}")
+        produce(args, broker_config, address, tmp)
+        rounds = []
+        for r in range(1, args.rounds + 1):
+            bare = run_bare(args, address)
+            kpid = run_kpid(args, procs, address, tmp, r)
+            rounds.append({"round": r, "bare": bare, "kpid": kpid,
+                           "ratio": kpid["events_per_sec"] / bare["events_per_sec"],
+                           "ratio_to_99pct":
+                               kpid["events_per_sec_to_99pct"] / bare["events_per_sec"]})
+            log(f"round {r}: bare {bare['events_per_sec']:,.0f}/s  "
+                f"kpid {kpid['events_per_sec']:,.0f}/s  ratio {rounds[-1]['ratio']:.2f}")
+        report(args, rounds, time.monotonic() - started)
+        failed = False
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    except BenchError as e:
+        log(f"error: {e}")
+        return 1
+    finally:
+        procs.stop_all()
+        if args.keep_tmp or failed:
+            log(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(args, rounds, elapsed):
+    def med(key, side=None):
+        return statistics.median(r[side][key] if side else r[key] for r in rounds)
+
+    print(f"e2e ingest: {args.events} {args.format} events, {args.partitions} partitions, "
+          f"{os.cpu_count()} cpus, {elapsed:.0f} s")
+    print(f"{'round':>6} {'bare ev/s':>12} {'kpid ev/s':>12} {'kpid/bare':>10} "
+          f"{'(to 99%)':>9} {'bare cpu-s/M':>13} {'kpid cpu-s/M':>13}")
+    rows = [(str(r["round"]), r["bare"]["events_per_sec"], r["kpid"]["events_per_sec"],
+             r["ratio"], r["ratio_to_99pct"], r["bare"]["cpu_per_million"],
+             r["kpid"]["cpu_per_million"]) for r in rounds]
+    rows.append(("median", med("events_per_sec", "bare"), med("events_per_sec", "kpid"),
+                 med("ratio"), med("ratio_to_99pct"), med("cpu_per_million", "bare"),
+                 med("cpu_per_million", "kpid")))
+    for name, bare, kpid, ratio, ratio_99, bare_cpu, kpid_cpu in rows:
+        print(f"{name:>6} {bare:>12,.0f} {kpid:>12,.0f} {ratio:>10.2f} {ratio_99:>9.2f} "
+              f"{bare_cpu:>13.2f} {kpid_cpu:>13.2f}")
+    print(f"during kpid's runs the mock broker used {med('broker_cpu_per_million', 'kpid'):.2f} "
+          f"cpu-s/M; kpid + broker kept {med('cores_busy', 'kpid'):.2f} of "
+          f"{os.cpu_count()} cores busy (median)")
+    verdict = med("ratio")
+    print(f"goal: kpid/bare >= 0.5 (issue) {'met' if verdict >= 0.5 else 'NOT met'}, "
+          f">= 0.8 (product) {'met' if verdict >= 0.8 else 'NOT met'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"events": args.events, "format": args.format,
+                       "partitions": args.partitions, "rounds": rounds,
+                       "median": {"bare_events_per_sec": rows[-1][1],
+                                  "kpid_events_per_sec": rows[-1][2], "ratio": rows[-1][3],
+                                  "ratio_to_99pct": rows[-1][4],
+                                  "bare_cpu_seconds_per_million": rows[-1][5],
+                                  "kpid_cpu_seconds_per_million": rows[-1][6]}}, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
