@@ -210,7 +210,9 @@ void MapReader::Finish() {
   std::sort(candidates.begin(), candidates.end());
   absl::flat_hash_set<std::string> seen;
   for (auto it = node_.begin(); it != node_.end(); ++it) {
-    const YAML::Node& key = it->first;
+    // A copy: yaml-cpp's iterator hands out a temporary proxy, so a reference
+    // to its member would dangle.
+    const YAML::Node key = it->first;
     if (!key.IsScalar()) {
       diag_->Error(key.Mark(),
                    absl::StrCat(what_.empty() ? "document" : what_, ": keys must be strings"));
