@@ -174,7 +174,8 @@ class ScenarioTest : public ::testing::Test {
         },
         absl::Seconds(60)))
         << ReadFileOrEmpty(*dir_ + "/kpid.log");
-    metrics_ = new MetricSamples(ParseMetrics(HttpGet(port_, "/metrics").body));
+    scrape_ = new std::string(HttpGet(port_, "/metrics").body);
+    metrics_ = new MetricSamples(ParseMetrics(*scrape_));
   }
 
   static void TearDownTestSuite() {
@@ -188,12 +189,14 @@ class ScenarioTest : public ::testing::Test {
   static bool Absent(const std::string& series) { return metrics_->count(series) == 0; }
 
   static std::string* dir_;
+  static std::string* scrape_;
   static int port_;
   static Subprocess* kpid_;
   static MetricSamples* metrics_;
 };
 
 std::string* ScenarioTest::dir_ = nullptr;
+std::string* ScenarioTest::scrape_ = nullptr;
 int ScenarioTest::port_ = 0;
 Subprocess* ScenarioTest::kpid_ = nullptr;
 MetricSamples* ScenarioTest::metrics_ = nullptr;
@@ -213,6 +216,14 @@ std::string S(const std::string& name, const std::string& process, const std::st
     labels = absl::StrJoin(parts, ",");
   }
   return absl::StrCat(name, "{", labels, "}");
+}
+
+TEST_F(ScenarioTest, PromtoolFindsNothingToReport) {
+  const std::string file = *dir_ + "/scrape.txt";
+  WriteFileOrDie(file, *scrape_);
+  std::string out;
+  EXPECT_EQ(RunCommand({"/bin/sh", "-c", "promtool check metrics < " + file}, &out), 0) << out;
+  EXPECT_EQ(out, "");
 }
 
 TEST_F(ScenarioTest, EveryMessageIsCountedOnceByOutcome) {
