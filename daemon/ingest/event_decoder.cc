@@ -110,6 +110,11 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
   }
   out->occurred_at =
       absl::FromUnixSeconds(e.occurred_at().seconds()) + absl::Nanoseconds(e.occurred_at().nanos());
+  if (out->occurred_at > future_limit_) {
+    return Reject(RejectReason::kFutureTimestamp,
+                  absl::StrCat("occurred_at ", absl::FormatTime(out->occurred_at),
+                               " is more than max_future_skew ahead of the wall clock"));
+  }
   return std::nullopt;
 }
 

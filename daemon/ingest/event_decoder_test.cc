@@ -199,6 +199,23 @@ TEST_F(EventDecoderTest, RejectsOutOfRangeTimestamps) {
   EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidTimestamp);
 }
 
+TEST_F(EventDecoderTest, RejectsEventsTooFarAheadOfTheWallClock) {
+  ProcessEvent e = ValidEvent();  // 2026-03-01T09:00:00.5Z
+  // Not checked until the worker tells the decoder the time.
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+  // max_future_skew defaults to 1h: up to 10:00:00.5 is fine, beyond is not.
+  decoder_.SetWallNow(absl::FromUnixSeconds(1772355600));
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+  e.mutable_occurred_at()->set_seconds(1772355600 + 3600);
+  e.mutable_occurred_at()->set_nanos(0);
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+  e.mutable_occurred_at()->set_nanos(1000);
+  std::optional<Rejection> r = DecodeProto(e);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason, RejectReason::kFutureTimestamp);
+  EXPECT_EQ(model::RejectReasonName(r->reason), "future_timestamp");
+}
+
 TEST_F(EventDecoderTest, RejectsNonFiniteValues) {
   for (double bad :
        {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),

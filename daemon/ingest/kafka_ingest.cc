@@ -256,6 +256,7 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
       continue;
     }
     last_in_partition.clear();
+    if (n > 0) worker->decoder->SetWallNow(absl::Now());
     for (ssize_t i = 0; i < n; ++i) {
       rd_kafka_message_t* message = batch[i];
       if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {

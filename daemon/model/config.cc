@@ -78,6 +78,7 @@ class ConfigParser {
       config.retention = top.Duration("retention", config.retention);
       config.case_ttl = top.Duration("case_ttl", config.case_ttl);
       config.dedup_horizon = top.Duration("dedup_horizon", config.dedup_horizon);
+      config.max_future_skew = top.Duration("max_future_skew", config.max_future_skew);
       ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);

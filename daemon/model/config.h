@@ -106,6 +106,10 @@ struct Config {
   absl::Duration retention = absl::Hours(24 * 15);
   absl::Duration case_ttl = absl::Hours(24 * 30);
   absl::Duration dedup_horizon = absl::Hours(1);
+  // Events stamped further ahead of the wall clock are rejected
+  // (future_timestamp): one bad producer clock would otherwise move every
+  // window's head into the future.
+  absl::Duration max_future_skew = absl::Hours(1);
   DimensionsConfig dimensions;
   std::vector<ProcessConfig> processes;
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder

@@ -28,15 +28,20 @@ enum class RejectReason : uint8_t {
   kSameStage,    // STAGE_ENTERED of the stage the case is already in
   kUnknownCase,  // CASE_COMPLETED / CASE_FALLOUT of a case never started
   kCaseClosed,   // any event of a case closed within dedup_horizon
+  // Decoding again (appended: label values keep their place).
+  kFutureTimestamp,  // occurred_at beyond the wall clock + max_future_skew
 };
 
-inline constexpr size_t kRejectReasonCount = static_cast<size_t>(RejectReason::kCaseClosed) + 1;
+inline constexpr size_t kRejectReasonCount =
+    static_cast<size_t>(RejectReason::kFutureTimestamp) + 1;
 
 inline constexpr std::array<absl::string_view, kRejectReasonCount> kRejectReasonNames = {
-    "empty",        "oversized",         "malformed_protobuf", "malformed_json",  "missing_field",
-    "unknown_kind", "invalid_timestamp", "invalid_value",      "unknown_process", "unknown_stage",
-    "same_stage",   "unknown_case",      "case_closed",
+    "empty",        "oversized",         "malformed_protobuf", "malformed_json",   "missing_field",
+    "unknown_kind", "invalid_timestamp", "invalid_value",      "unknown_process",  "unknown_stage",
+    "same_stage",   "unknown_case",      "case_closed",        "future_timestamp",
 };
+// A reason added to the enum without its name would render as "".
+static_assert(!kRejectReasonNames.back().empty(), "every RejectReason needs a name");
 
 constexpr absl::string_view RejectReasonName(RejectReason reason) {
   return kRejectReasonNames[static_cast<size_t>(reason)];

@@ -35,6 +35,10 @@ ABSL_FLAG(double, rate, 0, "at most this many events per wall-clock second; 0 = 
 ABSL_FLAG(double, speedup, 0,
           "when > 0, event time runs this many times faster than wall time (with --rate: "
           "whichever is slower); 0 = as fast as possible");
+ABSL_FLAG(bool, no_future, false,
+          "never send an event before the wall clock reaches its event time: with --start in "
+          "the past and --speedup, the stream runs fast until it catches up with now, then in "
+          "real time (what a live demo wants)");
 ABSL_FLAG(std::string, start, "2026-01-01T00:00:00Z",
           "event time at which the simulation starts: RFC 3339, or \"now\"");
 ABSL_FLAG(std::string, format, "protobuf",
@@ -63,7 +67,7 @@ using kpid::loadgen::SimulatorOptions;
 
 // Flags in the order --help lists them.
 constexpr absl::string_view kFlagOrder[] = {
-    "config", "seed",           "events",  "rate",  "speedup", "start",     "format",
+    "config", "seed",           "events",  "rate",  "speedup", "no_future", "start",   "format",
     "output", "bootstrap_file", "brokers", "topic", "timeout", "processes", "progress"};
 
 constexpr absl::string_view kUsage =
@@ -156,6 +160,7 @@ int Run() {
   }
   const double rate = absl::GetFlag(FLAGS_rate);
   const double speedup = absl::GetFlag(FLAGS_speedup);
+  const bool no_future = absl::GetFlag(FLAGS_no_future);
   if (!(rate >= 0)) return Fail("--rate must be >= 0");
   if (!(speedup >= 0)) return Fail("--speedup must be >= 0");
   const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
@@ -257,6 +262,10 @@ int Run() {
       const int64_t event_us =
           event.occurred_at().seconds() * 1000000 + event.occurred_at().nanos() / 1000 - start_us;
       due = std::max(due, wall_start + absl::Microseconds(event_us / speedup));
+    }
+    if (no_future) {
+      due = std::max(due, absl::FromUnixSeconds(event.occurred_at().seconds()) +
+                              absl::Nanoseconds(event.occurred_at().nanos()));
     }
     absl::Time now = absl::Now();
     while (!stop_requested && due > now + absl::Milliseconds(1)) {
