@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/alert/rule.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
@@ -46,7 +48,10 @@ constexpr const char kUsage[] = R"(kpid: KPI monitoring daemon for business proc
 
 Usage:
   kpid --config FILE               run the daemon
-  kpid check-config FILE...        validate config files; exit 1 on any error
+  kpid check-config FILE...        validate config files (and the rules they name); exit 1 on errors
+  kpid check-rules [--config FILE] RULES...
+                                   validate alert rule files; with --config also their
+                                   processes, stages, windows and dimensions
   kpid dev-broker --config FILE    run only an embedded Kafka broker with FILE's topics
   kpid --version | --help
 
@@ -122,6 +127,13 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// The rule files a config names, loaded and checked against it.
+absl::StatusOr<alert::RuleSet> LoadConfiguredRules(const model::Config& config) {
+  absl::StatusOr<std::vector<std::string>> paths = alert::ExpandRuleGlobs(config);
+  if (!paths.ok()) return paths.status();
+  return alert::LoadRuleFiles(*paths, &config);
+}
+
 int CheckConfig(const std::vector<char*>& files) {
   if (files.empty()) {
     std::cerr << "usage: kpid check-config FILE...\n";
@@ -130,14 +142,41 @@ int CheckConfig(const std::vector<char*>& files) {
   int rc = 0;
   for (const char* file : files) {
     absl::StatusOr<model::Config> config = model::LoadConfigFile(file);
-    if (config.ok()) {
-      std::cout << file << ": ok (" << config->processes.size() << " processes)\n";
-    } else {
+    if (!config.ok()) {
       std::cerr << config.status().message() << "\n";
       rc = 1;
+      continue;
     }
+    absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(*config);
+    if (!rules.ok()) {
+      std::cerr << rules.status().message() << "\n";
+      rc = 1;
+      continue;
+    }
+    std::cout << file << ": ok (" << config->processes.size() << " processes, "
+              << rules->rule_count() << " alert rules)\n";
   }
   return rc;
+}
+
+int CheckRules(const std::vector<char*>& files) {
+  if (files.empty()) {
+    std::cerr << "usage: kpid check-rules [--config FILE] RULES...\n";
+    return 2;
+  }
+  std::optional<model::Config> config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<model::Config> loaded = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) return Fail(loaded.status());
+    config = *std::move(loaded);
+  }
+  absl::StatusOr<alert::RuleSet> rules = alert::LoadRuleFiles(
+      std::vector<std::string>(files.begin(), files.end()), config ? &*config : nullptr);
+  if (!rules.ok()) return Fail(rules.status());
+  std::cout << rules->rule_count() << " alert rules in " << files.size() << " files: ok"
+            << (config ? "" : " (without --config: processes, stages and windows not checked)")
+            << "\n";
+  return 0;
 }
 
 int RunDevBroker(const model::Config& config, const sigset_t& signals) {
@@ -154,6 +193,13 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
 }
 
 int RunDaemon(const model::Config& config, const sigset_t& signals) {
+  // A rule file that does not load stops the start: better no daemon than
+  // one that silently pages nobody.
+  absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(config);
+  if (!rules.ok()) return Fail(rules.status());
+  log::Info("alert rules loaded; their evaluation is not part of this build yet",
+            {{"rules", absl::StrCat(rules->rule_count())}});
+
   std::unique_ptr<ingest::EmbeddedBroker> broker;
   std::string brokers = config.kafka.brokers;
   if (config.kafka.embedded()) {
@@ -258,6 +304,9 @@ int Main(int argc, char** argv) {
   const std::string command = args.size() > 1 ? args[1] : "";
   if (command == "check-config") {
     return CheckConfig(std::vector<char*>(args.begin() + 2, args.end()));
+  }
+  if (command == "check-rules") {
+    return CheckRules(std::vector<char*>(args.begin() + 2, args.end()));
   }
   if (!command.empty() && command != "dev-broker") {
     std::cerr << "kpid: unknown command \"" << command << "\"\n\n" << kUsage << "\n";

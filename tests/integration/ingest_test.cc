@@ -281,6 +281,24 @@ TEST(CheckConfig, ExitsZeroOnGoodAndOneWithLocatedErrors) {
       << out;
   EXPECT_NE(out.find(dir + "/bad.yaml:6:22: "), std::string::npos) << out;
   EXPECT_EQ(RunCommand({KPID_BINARY, "check-config", dir + "/missing.yaml"}, &out), 1);
+  // check-rules: the example rules pass against the example config; a bad
+  // one fails with its location.
+  EXPECT_EQ(RunCommand({KPID_BINARY, "check-rules", "--config", EXAMPLES_DIR "/lead_to_cash.yaml",
+                        EXAMPLES_DIR "/../rules/lead_to_cash.yaml"},
+                       &out),
+            0)
+      << out;
+  WriteFileOrDie(dir + "/bad-rules.yaml",
+                 "groups:\n  - name: g\n    rules:\n      - {alert: A, process: lead_to_cash, "
+                 "kpi: conversion, window: 2h, op: '<', threshold: 1}\n");
+  EXPECT_EQ(RunCommand({KPID_BINARY, "check-rules", "--config", EXAMPLES_DIR "/lead_to_cash.yaml",
+                        dir + "/bad-rules.yaml"},
+                       &out),
+            1);
+  EXPECT_NE(out.find(dir + "/bad-rules.yaml:4:68: alert A: window 2h is not one of the "
+                           "configured windows (5m, 1h, 1d, 7d)"),
+            std::string::npos)
+      << out;
   EXPECT_EQ(RunCommand({KPID_BINARY, "--version"}, &out), 0);
   EXPECT_NE(out.find("kpid 0.1.0"), std::string::npos) << out;
 }
