@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/alert/rule.h"
+#include "daemon/alert/rule_engine.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
@@ -197,8 +198,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   // one that silently pages nobody.
   absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(config);
   if (!rules.ok()) return Fail(rules.status());
-  log::Info("alert rules loaded; their evaluation is not part of this build yet",
-            {{"rules", absl::StrCat(rules->rule_count())}});
+  log::Info("alert rules loaded", {{"rules", absl::StrCat(rules->rule_count())}});
 
   std::unique_ptr<ingest::EmbeddedBroker> broker;
   std::string brokers = config.kafka.brokers;
@@ -256,6 +256,18 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
+  alert::RuleEngine rule_engine({
+      .config = &config,
+      .rules = &*rules,
+      .shards = shards,
+      .dimensions = tables,
+      .window_clock = reader_clock.get(),
+      .sink = nullptr,
+      .resend_interval = absl::Minutes(1),
+      .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
+  });
+  rule_engine.Start();
+
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
   http_options.not_ready_reason = [ingest = ingest->get()]() -> std::string {
@@ -265,10 +277,13 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       std::make_shared<exporter::BuildInfo>(),
       std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
       std::make_shared<exporter::EngineMetrics>(&config, shards, tables, reader_clock.get()),
+      // Owned by this frame, which outlives the server: an aliasing pointer.
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
   };
   auto http = http::HttpServer::Start(std::move(http_options));
   if (!http.ok()) {
     (*ingest)->Stop();
+    rule_engine.Stop();
     return Fail(http.status());
   }
   log::Info("kpid running", {{"version", KPID_VERSION},
@@ -277,6 +292,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
 
   WaitForTermination(signals);
   (*ingest)->Stop();
+  rule_engine.Stop();
   (*http)->Stop();
   if (dead_letter != nullptr) dead_letter->Flush(absl::Seconds(5));
   log::Info("kpid stopped");

@@ -297,6 +297,11 @@ struct AggregateShard::ProcessState {
 
   std::string id;
   std::vector<std::string> stage_ids;
+  // Exits and breaches so far: lets the rule engine re-evaluate a process's
+  // rules as soon as something they read has changed (single writer,
+  // relaxed: a reader that misses the latest bump catches it on its next
+  // poll).
+  std::atomic<uint64_t> changes{0};
   int stages;
   std::vector<std::atomic<uint64_t>> transitions;  // [from * stages + to]
   std::unique_ptr<std::atomic<Chunk*>[]> chunks;   // kMaxChunks
@@ -468,6 +473,7 @@ void AggregateShard::StageExited(int process, int stage, DimsId dims, absl::Time
   const bool advanced = outcome == cases::ExitOutcome::kAdvanced;
   const double seconds = absl::ToDoubleSeconds(cycle_time);
   AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
+  Bump(p->changes, uint64_t{1});
   Bump(advanced ? t.exited_advanced : t.exited_fallout, uint64_t{1});
   Bump(sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
   t.cycle_time.Observe(seconds);
@@ -567,6 +573,7 @@ void AggregateShard::SlaBreached(int process, int stage, DimsId dims, absl::Time
   if (p == nullptr) return;
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
+  Bump(p->changes, uint64_t{1});
   Bump(r->stage_totals[static_cast<size_t>(stage)].sla_breaches, uint64_t{1});
   ForEachLevel(deadline, [&](int slot, int64_t bucket) {
     PrepareSlot(*r, p->stages, slot, bucket);
@@ -586,6 +593,11 @@ void AggregateShard::BacklogChanged(int process, int stage, DimsId dims, int ope
 }
 
 // ---------------------------------------------------------------- readers
+
+uint64_t AggregateShard::ChangeCount(int process) const {
+  const ProcessState* p = ReaderProcess(process);
+  return p == nullptr ? 0 : p->changes.load(std::memory_order_relaxed);
+}
 
 int AggregateShard::stage_count(int process) const {
   const ProcessState* p = ReaderProcess(process);

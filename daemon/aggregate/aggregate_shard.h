@@ -194,6 +194,10 @@ class AggregateShard final : public cases::CaseSink {
   // kpid_transitions_total{process, from, to} (no dims).
   uint64_t ReadTransitions(int process, int from_stage, int to_stage) const;
 
+  // Exits and breaches of `process` so far: a cheap "has anything changed"
+  // for readers that re-evaluate on change (the rule engine).
+  uint64_t ChangeCount(int process) const;
+
   // Bytes allocated (records, chunk tables, distributions), for a self metric.
   size_t AllocatedBytes() const;
 

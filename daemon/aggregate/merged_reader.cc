@@ -17,6 +17,12 @@ absl::optional<int64_t> MergedReader::latest() const {
   return latest;
 }
 
+uint64_t MergedReader::ChangeCount(int process) const {
+  uint64_t n = 0;
+  for (const AggregateShard* s : shards_) n += s->ChangeCount(process);
+  return n;
+}
+
 uint64_t MergedReader::late() const {
   uint64_t n = 0;
   for (const AggregateShard* s : shards_) n += s->late();

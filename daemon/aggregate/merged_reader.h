@@ -45,6 +45,8 @@ class MergedReader {
   // The latest fact time of any shard.
   absl::optional<int64_t> latest() const;
   uint64_t late() const;
+  // Sum of AggregateShard::ChangeCount over the shards.
+  uint64_t ChangeCount(int process) const;
   uint64_t dropped() const;
 
   // One span for every shard, against the latest head of all.

@@ -272,6 +272,13 @@ class RuleParser {
       }
     }
 
+    if (!rule.by.empty() &&
+        (absl::StartsWith(rule.kpi, "cycle_time_p") || absl::StartsWith(rule.kpi, "lead_time_p"))) {
+      diag_.Error(by.Mark(), absl::StrCat(named, ": ", rule.kpi,
+                                          " has no breakdown by dimension (quantiles are kept per "
+                                          "stage and process); drop \"by\""));
+    }
+
     // Labels a template may name: what every instance carries.
     std::vector<std::string> known_labels = {"alertname", "process", "stage", "window"};
     known_labels.insert(known_labels.end(), rule.by.begin(), rule.by.end());

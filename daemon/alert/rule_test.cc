@@ -174,6 +174,11 @@ TEST_F(RuleTest, ByLabelsAndTemplates) {
             "r.yaml:4:102: alert A: annotations.s: \"{{\" without a closing \"}}\"");
   EXPECT_EQ(Error(OneRule(base + "labels: {process: x}}")),
             "r.yaml:4:94: alert A: labels: \"process\" is set by kpid");
+  EXPECT_EQ(
+      Error(OneRule("{alert: A, process: sales, stage: lead, kpi: cycle_time_p90, window: 5m, "
+                    "op: '>', threshold: 1, by: [region]}")),
+      "r.yaml:4:109: alert A: cycle_time_p90 has no breakdown by dimension (quantiles are "
+      "kept per stage and process); drop \"by\"");
   // With by: [region] the placeholder is known.
   EXPECT_TRUE(
       Parse(OneRule(base + "by: [region], annotations: {s: '{{ $labels.region }}'}}")).ok());

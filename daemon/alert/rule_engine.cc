@@ -1,0 +1,285 @@
+#include "daemon/alert/rule_engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "daemon/common/duration.h"
+#include "daemon/common/log.h"
+#include "daemon/export/metric_builder.h"
+
+namespace kpid::alert {
+namespace {
+
+constexpr absl::Duration kChangePoll = absl::Milliseconds(10);
+
+// A KPI's value and how many events it rests on (for min_events).
+struct Reading {
+  absl::optional<double> value;
+  uint64_t events = 0;
+};
+
+Reading StageReading(absl::string_view kpi, const aggregate::StageWindowCounts& c) {
+  Reading r{c.Value(kpi), c.exited()};
+  if (kpi == "entered" || kpi == "rework" || kpi == "rework_ratio") r.events = c.entered;
+  if (kpi == "sla_breaches") r.events = c.sla_breaches;
+  return r;
+}
+
+Reading ProcessReading(absl::string_view kpi, const aggregate::ProcessWindowCounts& c) {
+  Reading r{c.Value(kpi), c.completed};
+  if (kpi == "started") r.events = c.started;
+  if (kpi == "win_ratio" || kpi == "fallout") r.events = c.completed + c.fallout;
+  if (kpi == "feedback_score") r.events = c.score_count;
+  return r;
+}
+
+// "cycle_time_p90" -> 0.9.
+absl::optional<double> QuantileOf(absl::string_view kpi) {
+  if (absl::EndsWith(kpi, "_p50")) return 0.5;
+  if (absl::EndsWith(kpi, "_p90")) return 0.9;
+  if (absl::EndsWith(kpi, "_p99")) return 0.99;
+  return absl::nullopt;
+}
+
+std::string Fingerprint(const std::map<std::string, std::string>& labels) {
+  std::string key;
+  for (const auto& [k, v] : labels) absl::StrAppend(&key, k, "\x1f", v, "\x1e");
+  return key;
+}
+
+}  // namespace
+
+RuleEngine::RuleEngine(Options options)
+    : options_(std::move(options)),
+      reader_(options_.shards),
+      next_due_(options_.rules->groups.size(), absl::InfinitePast()),
+      seen_changes_(options_.config->processes.size(), 0) {}
+
+RuleEngine::~RuleEngine() { Stop(); }
+
+void RuleEngine::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RuleEngine::Stop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+}
+
+void RuleEngine::Run() {
+  while (!stop_.load(std::memory_order_acquire)) {
+    EvaluateDue(absl::Now());
+    absl::SleepFor(kChangePoll);
+  }
+}
+
+void RuleEngine::EvaluateAll(absl::Time wall_now) {
+  std::vector<AlertNotification> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const RuleGroup& group : options_.rules->groups) {
+      for (const AlertRule& rule : group.rules) EvaluateRule(rule, wall_now, &out);
+    }
+  }
+  if (!out.empty() && options_.sink != nullptr) options_.sink->Send(std::move(out));
+}
+
+void RuleEngine::EvaluateDue(absl::Time wall_now) {
+  std::vector<bool> changed(seen_changes_.size());
+  for (size_t p = 0; p < seen_changes_.size(); ++p) {
+    const uint64_t n = reader_.ChangeCount(static_cast<int>(p));
+    changed[p] = n != seen_changes_[p];
+    seen_changes_[p] = n;
+  }
+  std::vector<AlertNotification> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t g = 0; g < options_.rules->groups.size(); ++g) {
+      const RuleGroup& group = options_.rules->groups[g];
+      const bool due = wall_now >= next_due_[g];
+      if (due) next_due_[g] = wall_now + group.interval;
+      for (const AlertRule& rule : group.rules) {
+        if (due || changed[static_cast<size_t>(rule.process)]) EvaluateRule(rule, wall_now, &out);
+      }
+    }
+  }
+  if (!out.empty() && options_.sink != nullptr) options_.sink->Send(std::move(out));
+}
+
+void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
+                              std::vector<AlertNotification>* out) {
+  const model::ProcessConfig& process = options_.config->processes[rule.process];
+  const auto& dim_names = options_.config->dimensions.names;
+
+  // Series grouped by the values of the rule's `by` dimensions (one group of
+  // everything without `by`).
+  std::vector<size_t> by_index;
+  for (const std::string& name : rule.by) {
+    by_index.push_back(static_cast<size_t>(std::find(dim_names.begin(), dim_names.end(), name) -
+                                           dim_names.begin()));
+  }
+  std::map<std::vector<std::string>, std::vector<aggregate::MergedReader::SeriesRef>> groups;
+  if (!rule.by.empty()) {
+    for (const auto& ref : reader_.ListSeries(rule.process)) {
+      const std::vector<std::string>& values =
+          options_.dimensions[static_cast<size_t>(ref.shard)]->Values(rule.process, ref.dims);
+      std::vector<std::string> key;
+      for (size_t i : by_index) key.push_back(i < values.size() ? values[i] : "");
+      groups[key].push_back(ref);
+    }
+  } else {
+    groups[{}];
+  }
+
+  const absl::Time window_end = options_.window_clock->Now();
+  const aggregate::WindowSpan span =
+      rule.window ? reader_.Resolve(*rule.window, window_end) : aggregate::WindowSpan{};
+  const absl::optional<double> quantile = QuantileOf(rule.kpi);
+  const bool current = rule.kpi == "backlog" || rule.kpi == "backlog_over_sla";
+
+  std::vector<int> stages;
+  if (rule.scope == model::KpiScope::kStage) {
+    if (rule.stage) {
+      stages.push_back(*rule.stage);
+    } else {
+      for (size_t s = 0; s < process.stages.size(); ++s) stages.push_back(static_cast<int>(s));
+    }
+  } else {
+    stages.push_back(-1);
+  }
+
+  for (const auto& [by_values, refs] : groups) {
+    const bool all = rule.by.empty();
+    aggregate::SeriesWindow window;
+    aggregate::SeriesTotals totals;
+    if (current) {
+      totals = all ? reader_.ReadAllDimsTotals(rule.process)
+                   : reader_.ReadSeriesTotals(rule.process, refs);
+    } else if (!quantile) {
+      window = all ? reader_.ReadAllDimsWindow(rule.process, span)
+                   : reader_.ReadSeriesWindow(rule.process, refs, span);
+    }
+    for (int stage : stages) {
+      Reading reading;
+      if (current) {
+        const size_t s = static_cast<size_t>(stage);
+        if (s < totals.stages.size()) {
+          const auto& t = totals.stages[s];
+          reading.value =
+              static_cast<double>(rule.kpi == "backlog" ? t.backlog : t.backlog_over_sla);
+        } else {
+          reading.value = 0;
+        }
+        reading.events = UINT64_MAX;  // a current value needs no minimum
+      } else if (quantile) {
+        const aggregate::Distribution d = stage >= 0
+                                              ? reader_.ReadCycleTimes(rule.process, stage, span)
+                                              : reader_.ReadLeadTimes(rule.process, span);
+        reading = {d.Quantile(*quantile), d.count()};
+      } else if (stage >= 0) {
+        const size_t s = static_cast<size_t>(stage);
+        reading = s < window.stages.size() ? StageReading(rule.kpi, window.stages[s])
+                                           : StageReading(rule.kpi, {});
+      } else {
+        reading = ProcessReading(rule.kpi, window.process);
+      }
+
+      Verdict verdict = Verdict::kNone;
+      if (reading.value && reading.events >= static_cast<uint64_t>(rule.min_events)) {
+        verdict =
+            Compare(rule.op, *reading.value, rule.threshold) ? Verdict::kTrue : Verdict::kFalse;
+      }
+      std::map<std::string, std::string> labels = {{"alertname", rule.name},
+                                                   {"process", process.id}};
+      if (stage >= 0) labels["stage"] = process.stages[static_cast<size_t>(stage)].id;
+      if (rule.window) {
+        labels["window"] = FormatPromDuration(options_.config->windows[*rule.window]);
+      }
+      for (size_t i = 0; i < rule.by.size(); ++i) labels[rule.by[i]] = by_values[i];
+      Apply(rule, std::move(labels), verdict, reading.value.value_or(0), wall_now, out);
+    }
+  }
+}
+
+void RuleEngine::Apply(const AlertRule& rule, std::map<std::string, std::string> labels,
+                       Verdict verdict, double value, absl::Time wall_now,
+                       std::vector<AlertNotification>* out) {
+  // Rule labels join the identity; templates see kpid's labels.
+  const std::map<std::string, std::string> base = labels;
+  for (const auto& [name, t] : rule.labels) labels[name] = Render(t, value, base);
+  const std::string key = Fingerprint(labels);
+  auto it = instances_.find(key);
+  if (it == instances_.end()) {
+    if (verdict != Verdict::kTrue) return;  // nothing to track until it first holds
+    it = instances_.emplace(key, Instance{labels, {}, {}, absl::InfinitePast()}).first;
+  }
+  Instance& instance = it->second;
+  const Transition transition =
+      instance.state.Evaluate(verdict, value, wall_now, rule.for_duration, rule.keep_firing_for);
+  instance.annotations.clear();
+  for (const auto& [name, t] : rule.annotations) {
+    instance.annotations[name] = Render(t, instance.state.value(), base);
+  }
+  switch (transition) {
+    case Transition::kFired:
+      log::Warn("alert firing", {{"alert", rule.name}, {"value", absl::StrCat(value)}});
+      [[fallthrough]];
+    case Transition::kResolved:
+      out->push_back(Notification(instance, wall_now));
+      instance.last_sent = wall_now;
+      break;
+    case Transition::kCancelled:
+      instances_.erase(it);
+      return;
+    default:
+      if (instance.state.phase() == AlertPhase::kFiring &&
+          wall_now - instance.last_sent >= options_.resend_interval) {
+        out->push_back(Notification(instance, wall_now));
+        instance.last_sent = wall_now;
+      }
+  }
+}
+
+AlertNotification RuleEngine::Notification(const Instance& instance, absl::Time wall_now) const {
+  AlertNotification n;
+  n.labels = instance.labels;
+  n.annotations = instance.annotations;
+  n.starts_at = instance.state.active_at();
+  n.generator_url = options_.generator_url;
+  // Firing: valid for a few resend intervals, so Alertmanager resolves it by
+  // itself only if kpid stops sending; resolved: ends when it resolved.
+  n.ends_at = instance.state.phase() == AlertPhase::kResolved
+                  ? instance.state.resolved_at()
+                  : wall_now + 4 * options_.resend_interval;
+  return n;
+}
+
+std::vector<AlertView> RuleEngine::Alerts() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<AlertView> views;
+  for (const auto& [key, instance] : instances_) {
+    views.push_back({instance.labels, instance.annotations, instance.state.phase(),
+                     instance.state.value(), instance.state.active_at()});
+  }
+  return views;
+}
+
+std::vector<prometheus::MetricFamily> RuleEngine::Collect() const {
+  prometheus::MetricFamily family = exporter::Family(
+      "kpid_alerts", "Pending and firing alert instances (1 each), as Prometheus' ALERTS.",
+      prometheus::MetricType::Gauge);
+  for (const AlertView& alert : Alerts()) {
+    if (alert.phase != AlertPhase::kPending && alert.phase != AlertPhase::kFiring) continue;
+    exporter::Labels labels = {{"alertname", alert.labels.at("alertname")},
+                               {"state", std::string(AlertPhaseName(alert.phase))}};
+    for (const auto& [k, v] : alert.labels) {
+      if (k != "alertname") labels.push_back({k, v});
+    }
+    exporter::AddGauge(&family, std::move(labels), 1);
+  }
+  return {std::move(family)};
+}
+
+}  // namespace kpid::alert

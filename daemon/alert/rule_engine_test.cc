@@ -1,0 +1,210 @@
+#include "daemon/alert/rule_engine.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kpid::alert {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Pair;
+
+constexpr char kConfig[] = R"(
+windows: [1h]
+dimensions: {names: [region]}
+processes:
+  - id: sales
+    stages: [{id: lead, sla: 1h}, {id: quote, sla: 1d}]
+)";
+
+// Group interval 1h: after the first evaluation only changes re-evaluate.
+constexpr char kRules[] = R"(groups:
+  - name: g
+    interval: 1h
+    rules:
+      - alert: LeadSla
+        process: sales
+        stage: lead
+        kpi: sla_attainment
+        window: 1h
+        op: "<"
+        threshold: 0.9
+        min_events: 4
+        labels: {severity: page}
+        annotations: {summary: "{{ $labels.stage }} attainment {{ $value }}"}
+      - alert: OverSla
+        process: sales
+        kpi: backlog_over_sla
+        op: ">"
+        threshold: 1
+        for: 30s
+      - alert: LeadConversionByRegion
+        process: sales
+        stage: lead
+        kpi: conversion
+        window: 1h
+        op: "<"
+        threshold: 0.5
+        min_events: 2
+        by: [region]
+)";
+
+class RecordingSink : public AlertSink {
+ public:
+  void Send(std::vector<AlertNotification> alerts) override {
+    for (auto& a : alerts) sent.push_back(std::move(a));
+  }
+  std::vector<AlertNotification> Take() { return std::exchange(sent, {}); }
+  std::vector<AlertNotification> sent;
+};
+
+google::protobuf::Map<std::string, std::string> Region(const std::string& r) {
+  google::protobuf::Map<std::string, std::string> m;
+  m["region"] = r;
+  return m;
+}
+
+class RuleEngineTest : public ::testing::Test {
+ protected:
+  RuleEngineTest()
+      : config_(*model::ParseConfig(kConfig, "kpid.yaml")),
+        dims_(config_),
+        shard_(config_),
+        clock_(absl::FromUnixSeconds(kT0)) {
+    rules_.groups = *ParseRules(kRules, "r.yaml", &config_);
+    emea_ = dims_.Resolve(0, Region("emea"));
+    amer_ = dims_.Resolve(0, Region("amer"));
+    engine_ =
+        std::make_unique<RuleEngine>(RuleEngine::Options{.config = &config_,
+                                                         .rules = &rules_,
+                                                         .shards = {&shard_},
+                                                         .dimensions = {&dims_},
+                                                         .window_clock = &clock_,
+                                                         .sink = &sink_,
+                                                         .resend_interval = absl::Minutes(1),
+                                                         .generator_url = "http://kpid:9464/"});
+  }
+
+  // A lead exit, minutes after kT0 (inside the 1h window ending at kT0 + 50m).
+  void LeadExit(cases::DimsId dims, bool advanced, bool met) {
+    shard_.StageExited(0, 0, dims, absl::FromUnixSeconds(kT0) + absl::Minutes(10),
+                       advanced ? cases::ExitOutcome::kAdvanced : cases::ExitOutcome::kFallout,
+                       absl::Minutes(met ? 30 : 90), met);
+  }
+  static absl::Time Wall(int seconds) { return absl::FromUnixSeconds(kWall + seconds); }
+
+  static constexpr int64_t kT0 = 1772409600;    // event time
+  static constexpr int64_t kWall = 1800000000;  // evaluation (wall) time
+
+  model::Config config_;
+  cases::DimensionTable dims_;
+  aggregate::AggregateShard shard_;
+  cases::ManualClock clock_;
+  RuleSet rules_;
+  RecordingSink sink_;
+  std::unique_ptr<RuleEngine> engine_;
+  cases::DimsId emea_ = 0, amer_ = 0;
+};
+
+TEST_F(RuleEngineTest, FiresResendsAndResolvesWithHandComputedValues) {
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Minutes(50));
+  // emea: 4 lead exits, 3 within SLA; amer: 2 exits, both fallouts, within SLA.
+  LeadExit(emea_, true, true);
+  LeadExit(emea_, true, true);
+  LeadExit(emea_, true, true);
+  LeadExit(emea_, true, false);
+  LeadExit(amer_, false, true);
+  LeadExit(amer_, false, true);
+  // Two open cases past their deadline in quote.
+  shard_.BacklogChanged(0, 1, emea_, 1, 1);
+  shard_.BacklogChanged(0, 1, amer_, 1, 1);
+
+  engine_->EvaluateDue(Wall(0));
+  // LeadSla: 5 met of 6 exits = 0.8333 < 0.9 with 6 >= 4 events: fires (for 0).
+  // LeadConversionByRegion: emea 4/4 = 1 (no), amer 0/2 = 0 < 0.5: fires.
+  // OverSla: quote 2 > 1: pending for 30 s; lead 0: nothing.
+  std::vector<AlertNotification> sent = sink_.Take();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_THAT(sent[0].labels,
+              ElementsAre(Pair("alertname", "LeadSla"), Pair("process", "sales"),
+                          Pair("severity", "page"), Pair("stage", "lead"), Pair("window", "1h")));
+  EXPECT_EQ(sent[0].annotations.at("summary"), "lead attainment 0.833333");
+  EXPECT_EQ(sent[0].starts_at, Wall(0));
+  EXPECT_EQ(sent[0].ends_at, Wall(240));  // 4 resend intervals ahead
+  EXPECT_EQ(sent[0].generator_url, "http://kpid:9464/");
+  EXPECT_EQ(sent[1].labels.at("alertname"), "LeadConversionByRegion");
+  EXPECT_EQ(sent[1].labels.at("region"), "amer");
+
+  std::vector<AlertView> alerts = engine_->Alerts();
+  ASSERT_EQ(alerts.size(), 3u);
+  int pending = 0;
+  for (const AlertView& a : alerts) pending += a.phase == AlertPhase::kPending;
+  EXPECT_EQ(pending, 1);
+
+  // Nothing changed, the group is not due: no evaluation, OverSla stays pending.
+  engine_->EvaluateDue(Wall(40));
+  EXPECT_TRUE(sink_.Take().empty());
+  // A full evaluation 40 s in: OverSla has been true for 30 s -> fires.
+  engine_->EvaluateAll(Wall(40));
+  sent = sink_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].labels.at("alertname"), "OverSla");
+  EXPECT_EQ(sent[0].labels.at("stage"), "quote");
+  EXPECT_EQ(sent[0].starts_at, Wall(0));  // active since the first evaluation
+  // 60 s after they fired, the first two are re-sent.
+  engine_->EvaluateAll(Wall(60));
+  EXPECT_EQ(sink_.Take().size(), 2u);
+
+  // Ten more met emea exits: 15 of 16 = 0.9375 >= 0.9. The change alone
+  // triggers the evaluation (the group is not due for an hour).
+  for (int i = 0; i < 10; ++i) LeadExit(emea_, true, true);
+  engine_->EvaluateDue(Wall(61));
+  sent = sink_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].labels.at("alertname"), "LeadSla");
+  EXPECT_EQ(sent[0].ends_at, Wall(61));  // resolved now
+  EXPECT_EQ(sent[0].annotations.at("summary"), "lead attainment 0.9375");
+}
+
+TEST_F(RuleEngineTest, TooFewEventsGiveNoVerdict) {
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Minutes(50));
+  // 3 exits, all missed: attainment 0 but 3 < min_events 4.
+  LeadExit(emea_, true, false);
+  LeadExit(emea_, true, false);
+  LeadExit(emea_, true, false);
+  engine_->EvaluateAll(Wall(0));
+  for (const auto& n : sink_.Take()) EXPECT_NE(n.labels.at("alertname"), "LeadSla");
+}
+
+TEST_F(RuleEngineTest, AnEmptyWindowHoldsAFiringAlert) {
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Minutes(50));
+  for (int i = 0; i < 4; ++i) LeadExit(emea_, true, false);  // attainment 0
+  engine_->EvaluateAll(Wall(0));
+  ASSERT_EQ(sink_.Take().size(), 1u);
+  // Two hours later the exits at kT0 + 10m have left the 1h window: no
+  // verdict (no exits), so the alert keeps firing rather than flapping.
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Hours(2));
+  engine_->EvaluateAll(Wall(10));
+  EXPECT_TRUE(sink_.Take().empty());
+  ASSERT_EQ(engine_->Alerts().size(), 1u);
+  EXPECT_EQ(engine_->Alerts()[0].phase, AlertPhase::kFiring);
+}
+
+TEST_F(RuleEngineTest, CollectShowsPendingAndFiringLikeAlerts) {
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Minutes(50));
+  shard_.BacklogChanged(0, 1, emea_, 2, 2);
+  engine_->EvaluateAll(Wall(0));
+  std::vector<prometheus::MetricFamily> families = engine_->Collect();
+  ASSERT_EQ(families.size(), 1u);
+  EXPECT_EQ(families[0].name, "kpid_alerts");
+  ASSERT_EQ(families[0].metric.size(), 1u);
+  std::map<std::string, std::string> labels;
+  for (const auto& l : families[0].metric[0].label) labels[l.name] = l.value;
+  EXPECT_EQ(labels.at("alertname"), "OverSla");
+  EXPECT_EQ(labels.at("state"), "pending");
+  EXPECT_EQ(labels.at("stage"), "quote");
+  EXPECT_EQ(families[0].metric[0].gauge.value, 1);
+}
+
+}  // namespace
+}  // namespace kpid::alert
