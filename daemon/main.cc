@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/alert/notifier.h"
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/cases/case_tracker.h"
@@ -256,13 +257,24 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
+  std::unique_ptr<alert::AlertmanagerNotifier> notifier;
+  if (!config.alertmanagers.empty()) {
+    alert::AlertmanagerNotifier::Options notifier_options;
+    notifier_options.urls = config.alertmanagers;
+    auto started = alert::AlertmanagerNotifier::Start(std::move(notifier_options));
+    if (!started.ok()) {
+      (*ingest)->Stop();
+      return Fail(started.status());
+    }
+    notifier = *std::move(started);
+  }
   alert::RuleEngine rule_engine({
       .config = &config,
       .rules = &*rules,
       .shards = shards,
       .dimensions = tables,
       .window_clock = reader_clock.get(),
-      .sink = nullptr,
+      .sink = notifier.get(),
       .resend_interval = absl::Minutes(1),
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
   });
@@ -280,6 +292,10 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
   };
+  if (notifier != nullptr) {
+    http_options.collectables.push_back(
+        std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), notifier.get()));
+  }
   auto http = http::HttpServer::Start(std::move(http_options));
   if (!http.ok()) {
     (*ingest)->Stop();
@@ -293,6 +309,8 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   WaitForTermination(signals);
   (*ingest)->Stop();
   rule_engine.Stop();
+  // Resolves and pages still queued get a few seconds to reach Alertmanager.
+  if (notifier != nullptr) notifier->Stop(absl::Seconds(5));
   (*http)->Stop();
   if (dead_letter != nullptr) dead_letter->Flush(absl::Seconds(5));
   log::Info("kpid stopped");
