@@ -261,6 +261,8 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   if (!config.alertmanagers.empty()) {
     alert::AlertmanagerNotifier::Options notifier_options;
     notifier_options.urls = config.alertmanagers;
+    notifier_options.queue_capacity = static_cast<size_t>(config.alerting.queue_capacity);
+    notifier_options.timeout = config.alerting.timeout;
     auto started = alert::AlertmanagerNotifier::Start(std::move(notifier_options));
     if (!started.ok()) {
       (*ingest)->Stop();
@@ -275,7 +277,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       .dimensions = tables,
       .window_clock = reader_clock.get(),
       .sink = notifier.get(),
-      .resend_interval = absl::Minutes(1),
+      .resend_interval = config.alerting.resend_interval,
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
   });
   rule_engine.Start();

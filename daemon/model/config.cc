@@ -84,6 +84,7 @@ class ConfigParser {
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
       config.rules = top.StringList("rules");
       config.alertmanagers = ParseAlertmanagers(top.Child("alertmanagers"));
+      ParseAlerting(top.Child("alerting"), &config.alerting);
       CheckPositive(top.Child("case_ttl"), "case_ttl", config.case_ttl);
       CheckPositive(top.Child("dedup_horizon"), "dedup_horizon", config.dedup_horizon);
       CheckPositive(top.Child("retention"), "retention", config.retention);
@@ -96,6 +97,21 @@ class ConfigParser {
   void CheckPositive(const YAML::Node& node, absl::string_view what, absl::Duration d) {
     if (node.IsDefined() && d <= absl::ZeroDuration()) {
       diag_.Error(node.Mark(), absl::StrCat(what, ": must be greater than 0"));
+    }
+  }
+
+  void ParseAlerting(const YAML::Node& node, AlertingConfig* alerting) {
+    MapReader r(node, "alerting", &diag_);
+    alerting->resend_interval = r.Duration("resend_interval", alerting->resend_interval);
+    alerting->timeout = r.Duration("timeout", alerting->timeout);
+    alerting->queue_capacity =
+        r.Int("queue_capacity", alerting->queue_capacity, 1, int64_t{10} * 1000 * 1000);
+    for (const char* key : {"resend_interval", "timeout"}) {
+      const absl::Duration d =
+          absl::string_view(key) == "timeout" ? alerting->timeout : alerting->resend_interval;
+      if (YAML::Node n = r.Child(key); n.IsDefined() && d < absl::Seconds(1)) {
+        diag_.Error(n.Mark(), absl::StrCat("alerting.", key, ": must be at least 1s"));
+      }
     }
   }
 

@@ -96,6 +96,16 @@ struct DimensionsConfig {
   int64_t max_series_per_process = 1000;
 };
 
+// How alerts are delivered (the `alerting:` section).
+struct AlertingConfig {
+  // Firing alerts are re-sent this often (with endsAt 4 intervals ahead).
+  absl::Duration resend_interval = absl::Minutes(1);
+  // Alerts queued per Alertmanager while it is unreachable; beyond, the
+  // oldest are dropped and counted.
+  int64_t queue_capacity = 10000;
+  absl::Duration timeout = absl::Seconds(10);  // per request
+};
+
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
@@ -114,6 +124,7 @@ struct Config {
   std::vector<ProcessConfig> processes;
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder
   std::vector<std::string> alertmanagers;  // base URLs
+  AlertingConfig alerting;
 
   // The process `id`, or nullptr.
   const ProcessConfig* FindProcess(absl::string_view id) const;

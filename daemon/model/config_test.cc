@@ -138,6 +138,17 @@ TEST(ConfigTest, EveryExampleLoads) {
   }
 }
 
+TEST(ConfigTest, AlertingSection) {
+  Config config = Parse(std::string(kMinimal) +
+                        "alerting: {resend_interval: 30s, timeout: 5s, queue_capacity: 50}\n");
+  EXPECT_EQ(config.alerting.resend_interval, absl::Seconds(30));
+  EXPECT_EQ(config.alerting.timeout, absl::Seconds(5));
+  EXPECT_EQ(config.alerting.queue_capacity, 50);
+  // Line 4 of kMinimal + this line; "500ms" starts at column 29.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "alerting: {resend_interval: 500ms}\n"),
+              ElementsAre("t.yaml:4:29: alerting.resend_interval: must be at least 1s"));
+}
+
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   Config config = Parse(kMinimal);
   EXPECT_EQ(config.source_path, "");
@@ -163,6 +174,10 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.dimensions.max_series_per_process, 1000);
   EXPECT_THAT(config.rules, IsEmpty());
   EXPECT_THAT(config.alertmanagers, IsEmpty());
+  EXPECT_EQ(config.alerting.resend_interval, absl::Minutes(1));
+  EXPECT_EQ(config.alerting.timeout, absl::Seconds(10));
+  EXPECT_EQ(config.alerting.queue_capacity, 10000);
+  EXPECT_EQ(config.max_future_skew, absl::Hours(1));
 
   ASSERT_EQ(config.processes.size(), 1u);
   const ProcessConfig& p = config.processes[0];
