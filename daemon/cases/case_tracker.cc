@@ -1,8 +1,9 @@
 #include "daemon/cases/case_tracker.h"
 
 #include <algorithm>
-#include <functional>
-#include <string_view>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/string_view.h"
 
 namespace kpid::cases {
 namespace {
@@ -14,6 +15,14 @@ using model::RejectReason;
 
 constexpr int64_t kMicrosPerSecond = 1'000'000;
 
+// A case's timer is re-armed at least this often (in "now" time) even when
+// its deadline and expiry are further off. Timer entries cannot be
+// cancelled, so this bounds how long the entry of a case closed after its
+// deadline (waiting for an expiry up to case_ttl ahead) lingers: with a
+// 30-day case_ttl, entries of closed cases would otherwise pile up for a
+// month. Re-arming costs one timer firing per open case per day.
+constexpr int64_t kMaxTimerAheadUs = int64_t{86400} * kMicrosPerSecond;
+
 // Floor division, so deadlines before 1970 land in the right second.
 int64_t SecondOf(int64_t micros) {
   return micros >= 0 ? micros / kMicrosPerSecond
@@ -22,7 +31,74 @@ int64_t SecondOf(int64_t micros) {
 
 absl::Time TimeOf(int64_t micros) { return absl::FromUnixMicros(micros); }
 
+// A case is known by a 64-bit hash of (process, case id) instead of its id,
+// which keeps each record small and fixed-size and compares 8 bytes instead
+// of a string per lookup. Different ids with the same key would be one case:
+// for a new case the odds are (cases open or remembered) / 2^64, about 1 in
+// 2^44 with a million of them.
+uint64_t CaseKey(int process, const std::string& case_id) {
+  return absl::HashOf(static_cast<uint16_t>(process), absl::string_view(case_id));
+}
+
+uint64_t EventIdHash(const std::string& event_id) {
+  return absl::HashOf(absl::string_view(event_id));
+}
+
+// An open case in open_: the low 32 bits of its key (to place it and to
+// rule out most non-matches without reading its record) and slot + 1 (so
+// the word is never 0).
+uint32_t OpenTag(uint64_t key) { return static_cast<uint32_t>(key); }
+uint64_t OpenWord(uint64_t key, uint32_t slot) {
+  return uint64_t{OpenTag(key)} << 32 | (uint64_t{slot} + 1);
+}
+uint32_t SlotOf(uint64_t open_word) { return static_cast<uint32_t>(open_word) - 1; }
+
 }  // namespace
+
+CaseTracker::WordSet::WordSet() : words_(16, 0), mask_(15) {}
+
+void CaseTracker::WordSet::Insert(uint64_t word) {
+  // At most 3/4 full, so probe sequences stay short.
+  if ((size_ + 1) * 4 > words_.size() * 3) Grow();
+  size_t i = Start(Tag(word));
+  while (words_[i] != 0) i = Next(i);
+  words_[i] = word;
+  ++size_;
+}
+
+void CaseTracker::WordSet::Erase(uint64_t word) {
+  size_t i = Start(Tag(word));
+  while (words_[i] != word) {
+    if (words_[i] == 0) return;
+    i = Next(i);
+  }
+  // Backward-shift deletion (no tombstones): pull later words of the probe
+  // run into the hole when their home position allows it.
+  size_t hole = i;
+  for (size_t j = Next(i); words_[j] != 0; j = Next(j)) {
+    const size_t home = Start(Tag(words_[j]));
+    // Can the word at j move to the hole, i.e. is its home not in (hole, j]?
+    const bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
+    if (movable) {
+      words_[hole] = words_[j];
+      hole = j;
+    }
+  }
+  words_[hole] = 0;
+  --size_;
+}
+
+void CaseTracker::WordSet::Grow() {
+  std::vector<uint64_t> old(2 * words_.size(), 0);
+  old.swap(words_);
+  mask_ = words_.size() - 1;
+  for (uint64_t word : old) {
+    if (word == 0) continue;
+    size_t i = Start(Tag(word));
+    while (words_[i] != 0) i = Next(i);
+    words_[i] = word;
+  }
+}
 
 CaseTracker::CaseTracker(const Options& options)
     : config_(*options.config),
@@ -41,129 +117,161 @@ CaseTracker::CaseTracker(const Options& options)
   }
 }
 
-const std::string& CaseTracker::KeyOf(const DecodedEvent& event) {
-  key_.clear();
-  key_.push_back(static_cast<char>(event.process_index & 0xff));
-  key_.push_back(static_cast<char>((event.process_index >> 8) & 0xff));
-  key_.append(event.proto.case_id());
-  return key_;
+int64_t CaseTracker::FindOpen(uint64_t key) const {
+  const uint32_t tag = OpenTag(key);
+  for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
+    const uint64_t word = open_.At(i);
+    if (word == 0) return -1;
+    // 32 bits of the key first: the record (another cache miss) only for a
+    // likely match.
+    if (static_cast<uint32_t>(word >> 32) == tag && cases_[SlotOf(word)].key == key) {
+      return SlotOf(word);
+    }
+  }
+}
+
+void CaseTracker::PrefetchCase(uint64_t key) const {
+  const uint32_t tag = OpenTag(key);
+  for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
+    const uint64_t word = open_.At(i);
+    if (word == 0) return;
+    if (static_cast<uint32_t>(word >> 32) == tag) {
+      __builtin_prefetch(&cases_[SlotOf(word)]);
+      return;
+    }
+  }
 }
 
 Verdict CaseTracker::Handle(const DecodedEvent& event) {
   const int64_t at_us = absl::ToUnixMicros(event.occurred_at);
+  const uint64_t id_hash = EventIdHash(event.proto.event_id());
+  const uint64_t key = CaseKey(event.process_index, event.proto.case_id());
+  // The lookups below likely miss the cache: start their loads now, so they
+  // overlap each other and the timer work.
+  seen_ids_.Prefetch(id_hash);
+  open_.Prefetch(OpenTag(key));
+  closed_.Prefetch(key);
   clock_->Observe(event.occurred_at);
+  const int64_t now_us = NowMicros();
   // Deadlines that passed before this event count first: a case still open
   // at its deadline breached it, whatever this event does to it.
-  AdvanceTimers();
-  const int64_t now_us = NowMicros();
+  AdvanceTimersTo(now_us);
+  // The case's record is the next likely miss: start loading it too.
+  PrefetchCase(key);
   ForgetOld(now_us);
 
-  const uint64_t id_hash = std::hash<std::string_view>{}(
-      std::string_view(event.proto.event_id().data(), event.proto.event_id().size()));
-  if (seen_ids_.contains(id_hash)) return Verdict::Duplicate();
+  if (seen_ids_.Find(id_hash) != nullptr) return Verdict::Duplicate();
 
   Verdict verdict = Verdict::Accepted();
   switch (event.proto.kind()) {
     case ProcessEvent::STAGE_ENTERED:
-      verdict = StageEntered(event, at_us);
+      verdict = StageEntered(event, key, at_us, now_us);
       break;
     case ProcessEvent::CASE_COMPLETED:
     case ProcessEvent::CASE_FALLOUT:
-      verdict = Close(event, at_us, now_us);
+      verdict = Close(event, key, at_us, now_us);
       break;
     case ProcessEvent::COST:
     case ProcessEvent::FEEDBACK:
-      CostOrFeedback(event, at_us);
+      CostOrFeedback(event, key, at_us);
       break;
     default:
       // The decoder lets only known kinds through.
       return Verdict::Rejected(RejectReason::kUnknownKind);
   }
-  if (verdict.kind == Verdict::Kind::kAccepted) {
-    seen_ids_.insert(id_hash);
-    seen_order_.emplace_back(now_us, id_hash);
-    while (seen_ids_.size() > max_dedup_entries_) {
-      seen_ids_.erase(seen_order_.front().second);
-      seen_order_.pop_front();
-      dedup_evictions_.Add();
-    }
-  }
+  if (verdict.kind == Verdict::Kind::kAccepted) Remember(id_hash, now_us);
   return verdict;
 }
 
-Verdict CaseTracker::StageEntered(const DecodedEvent& event, int64_t at_us) {
-  const std::string& key = KeyOf(event);
+void CaseTracker::Remember(uint64_t id_hash, int64_t now_us) {
+  seen_ids_.Push({now_us, id_hash});
+  while (seen_ids_.size() > max_dedup_entries_) {
+    seen_ids_.pop_front();
+    dedup_evictions_.Add();
+  }
+}
+
+Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64_t at_us,
+                                  int64_t now_us) {
   const int stage = event.stage_index;
-  auto it = open_.find(key);
-  if (it == open_.end()) {
-    if (closed_.contains(key)) return Verdict::Rejected(RejectReason::kCaseClosed);
+  const int64_t found = FindOpen(key);
+  if (found < 0) {
+    if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
     uint32_t slot;
     if (!free_slots_.empty()) {
       slot = free_slots_.back();
       free_slots_.pop_back();
-      case_keys_[slot] = key;
     } else {
       slot = static_cast<uint32_t>(cases_.size());
       cases_.emplace_back();
-      case_keys_.push_back(key);
+      tokens_.push_back(0);
     }
-    open_.emplace(key, slot);
     Case& c = cases_[slot];
     c = Case{};
-    c.open = true;
+    c.key = key;
     c.process = static_cast<uint16_t>(event.process_index);
     c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
     c.started_us = at_us;
     c.last_event_us = at_us;
-    c.life = next_token_++;
+    open_.Insert(OpenWord(key, slot));
     open_gauge_.store(open_.size(), std::memory_order_relaxed);
     sink_->CaseStarted(c.process, c.dims, TimeOf(at_us));
-    EnterStage(slot, stage, at_us, /*rework=*/false);
-    wheel_.Schedule({slot, c.life, kExpiry, SecondOf(at_us + ttl_us_)});
+    EnterStage(slot, stage, at_us, now_us, /*rework=*/false);
     return Verdict::Accepted();
   }
-  const uint32_t slot = it->second;
+  const uint32_t slot = static_cast<uint32_t>(found);
   Case& c = cases_[slot];
   if (c.stage == stage) return Verdict::Rejected(RejectReason::kSameStage);
   c.last_event_us = std::max(c.last_event_us, at_us);
   const int from = c.stage;
   ExitStage(c, at_us, ExitOutcome::kAdvanced);
   sink_->Transition(c.process, from, stage, TimeOf(at_us));
-  EnterStage(slot, stage, at_us, /*rework=*/(c.visited >> stage) & 1);
+  EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1);
   return Verdict::Accepted();
 }
 
-void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, bool rework) {
+void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework) {
   Case& c = cases_[slot];
-  c.stage = static_cast<int16_t>(stage);
+  c.stage = static_cast<int8_t>(stage);
   c.entered_us = at_us;
   c.visited |= uint64_t{1} << stage;
-  c.stay = next_token_++;
   c.over_sla = false;
   sink_->StageEntered(c.process, stage, c.dims, TimeOf(at_us), rework);
   sink_->BacklogChanged(c.process, stage, c.dims, +1, 0);
-  const int64_t deadline_us = at_us + sla_us_[c.process][static_cast<size_t>(stage)];
-  wheel_.Schedule({slot, c.stay, kSlaDeadline, SecondOf(deadline_us)});
+  NewToken(slot);
+  Arm(slot, c, now_us);
+}
+
+uint32_t CaseTracker::NewToken(uint32_t slot) {
+  const uint32_t token = next_token_++;
+  if (next_token_ == 0) next_token_ = 1;  // 0 marks a free slot
+  tokens_[slot] = token;
+  return token;
+}
+
+void CaseTracker::Arm(uint32_t slot, const Case& c, int64_t now_us) {
+  int64_t due_us = std::min(c.last_event_us + ttl_us_, now_us + kMaxTimerAheadUs);
+  if (!c.over_sla) due_us = std::min(due_us, c.entered_us + SlaMicros(c));
+  wheel_.Schedule({slot, tokens_[slot], 0, SecondOf(due_us)});
 }
 
 void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome) {
   // An exit stamped before its entry (producer clock skew) counts as instant.
   const int64_t cycle_us = std::max<int64_t>(0, at_us - c.entered_us);
-  const bool sla_met = cycle_us <= sla_us_[c.process][static_cast<size_t>(c.stage)];
+  const bool sla_met = cycle_us <= SlaMicros(c);
   sink_->StageExited(c.process, c.stage, c.dims, TimeOf(at_us), outcome,
                      absl::Microseconds(cycle_us), sla_met);
   sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
   c.over_sla = false;
 }
 
-Verdict CaseTracker::Close(const DecodedEvent& event, int64_t at_us, int64_t now_us) {
-  const std::string& key = KeyOf(event);
-  auto it = open_.find(key);
-  if (it == open_.end()) {
-    return Verdict::Rejected(closed_.contains(key) ? RejectReason::kCaseClosed
-                                                   : RejectReason::kUnknownCase);
+Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_us, int64_t now_us) {
+  const int64_t found = FindOpen(key);
+  if (found < 0) {
+    return Verdict::Rejected(closed_.Find(key) != nullptr ? RejectReason::kCaseClosed
+                                                          : RejectReason::kUnknownCase);
   }
-  const uint32_t slot = it->second;
+  const uint32_t slot = static_cast<uint32_t>(found);
   Case& c = cases_[slot];
   const bool completed = event.proto.kind() == ProcessEvent::CASE_COMPLETED;
   ExitStage(c, at_us, completed ? ExitOutcome::kAdvanced : ExitOutcome::kFallout);
@@ -178,25 +286,23 @@ Verdict CaseTracker::Close(const DecodedEvent& event, int64_t at_us, int64_t now
 }
 
 void CaseTracker::Release(uint32_t slot, int64_t closed_us) {
-  Case& c = cases_[slot];
-  const std::string& key = case_keys_[slot];
-  open_.erase(key);
-  closed_[key] = Closed{closed_us, c.process, c.dims};
-  closed_order_.emplace_back(closed_us, key);
-  c.open = false;
+  const Case& c = cases_[slot];
+  open_.Erase(OpenWord(c.key, slot));
+  // Not remembered as closed before: it was open.
+  closed_.Push({closed_us, c.key, c.dims});
+  tokens_[slot] = 0;  // its pending timer entry is stale
   free_slots_.push_back(slot);
   open_gauge_.store(open_.size(), std::memory_order_relaxed);
 }
 
-void CaseTracker::CostOrFeedback(const DecodedEvent& event, int64_t at_us) {
-  const std::string& key = KeyOf(event);
+void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_t at_us) {
   DimsId dims;
-  if (auto open = open_.find(key); open != open_.end()) {
-    Case& c = cases_[open->second];
+  if (const int64_t found = FindOpen(key); found >= 0) {
+    Case& c = cases_[static_cast<size_t>(found)];
     c.last_event_us = std::max(c.last_event_us, at_us);
     dims = c.dims;
-  } else if (auto closed = closed_.find(key); closed != closed_.end()) {
-    dims = closed->second.dims;
+  } else if (const Closed* closed = closed_.Find(key); closed != nullptr) {
+    dims = closed->dims;
   } else {
     dims = dims_->Resolve(event.process_index, event.proto.attributes());
   }
@@ -212,54 +318,40 @@ void CaseTracker::Tick(absl::Time wall_now) {
   AdvanceTimers();
 }
 
-void CaseTracker::AdvanceTimers() {
-  const int64_t now_us = NowMicros();
+void CaseTracker::AdvanceTimersTo(int64_t now_us) {
   const int64_t now_s = SecondOf(now_us);
   if (now_s < wheel_.next_second()) return;
   wheel_.Advance(now_s, [&](const TimerEntry& entry) { FireTimer(entry, now_us); });
 }
 
 void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
+  // Left that stay, or closed: most entries end here.
+  if (tokens_[entry.slot] != entry.token) return;
   Case& c = cases_[entry.slot];
-  if (!c.open) return;
-  if (entry.kind == kSlaDeadline) {
-    if (c.stay != entry.token) return;  // the case has left that stage
-    const int64_t deadline_us = c.entered_us + sla_us_[c.process][static_cast<size_t>(c.stage)];
-    if (now_us <= deadline_us) {
-      // Due this second but not yet past: exactly at the deadline is met.
-      wheel_.Schedule({entry.slot, entry.token, kSlaDeadline, SecondOf(deadline_us) + 1});
-      return;
-    }
+  const int64_t deadline_us = c.entered_us + SlaMicros(c);
+  const int64_t expires_us = c.last_event_us + ttl_us_;
+  // Exactly at the deadline is met; a case that expires before its deadline
+  // never breaches it.
+  if (!c.over_sla && now_us > deadline_us && deadline_us <= expires_us) {
     c.over_sla = true;
     sink_->SlaBreached(c.process, c.stage, c.dims, TimeOf(deadline_us));
     sink_->BacklogChanged(c.process, c.stage, c.dims, 0, +1);
+  }
+  if (now_us > expires_us) {
+    sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(expires_us));
+    sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+    Release(entry.slot, now_us);
     return;
   }
-  if (c.life != entry.token) return;
-  const int64_t expires_us = c.last_event_us + ttl_us_;
-  if (now_us <= expires_us) {
-    wheel_.Schedule({entry.slot, entry.token, kExpiry, SecondOf(expires_us) + 1});
-    return;
-  }
-  sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(expires_us));
-  sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
-  Release(entry.slot, now_us);
+  // Not yet due (a deadline later this second, activity since it was armed,
+  // a re-arm), or past the deadline and now waiting for expiry.
+  Arm(entry.slot, c, now_us);
 }
 
 void CaseTracker::ForgetOld(int64_t now_us) {
   const int64_t cutoff = now_us - horizon_us_;
-  while (!closed_order_.empty() && closed_order_.front().first <= cutoff) {
-    auto it = closed_.find(closed_order_.front().second);
-    // The id may have started anew and closed again since; only the latest counts.
-    if (it != closed_.end() && it->second.closed_us == closed_order_.front().first) {
-      closed_.erase(it);
-    }
-    closed_order_.pop_front();
-  }
-  while (!seen_order_.empty() && seen_order_.front().first <= cutoff) {
-    seen_ids_.erase(seen_order_.front().second);
-    seen_order_.pop_front();
-  }
+  while (!closed_.empty() && closed_.front().at_us <= cutoff) closed_.pop_front();
+  while (!seen_ids_.empty() && seen_ids_.front().at_us <= cutoff) seen_ids_.pop_front();
 }
 
 }  // namespace kpid::cases

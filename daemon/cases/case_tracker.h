@@ -14,18 +14,38 @@
 // passes its SLA is reported within a second of "now" passing the deadline,
 // on a quiet partition too (Tick).
 //
+// Memory and speed: this is the hot path (every event) and holds up to
+// millions of open cases per worker, so what an event costs is mostly cache
+// misses, and what a case costs is its record and table entries.
+// - A case is known by a 64-bit hash of (process, case id), its CaseKey,
+//   not by its id: a fixed 48-byte record in a slot array, found through an
+//   open-addressing table of 8-byte words (32 key bits + slot): no string
+//   per case, no allocation per case or per event once the arrays have
+//   grown; ~125 bytes per open case in all (bench/RESULTS.md). Two ids of a
+//   process with the same key would be taken for one case: for a new case
+//   the odds are (cases open or remembered) / 2^64, about 1 in 2^44 with a
+//   million of them. Event ids are remembered by a 64-bit hash, as before.
+// - Closed cases and event ids are forgotten in arrival order by popping a
+//   ring, without touching their hash index (see RecentSet).
+// - Each open case has one live timer entry, for its SLA deadline while
+//   that is pending or else its expiry, whichever comes first (re-armed at
+//   least daily, which bounds how long entries of closed cases linger). A
+//   dense array of the live entries' tokens drops stale entries without
+//   reading the case records.
+// - The loads an event will need (event-id index, case index, case record)
+//   are prefetched up front, so their misses overlap.
+// A case expires at the first timer check after "now" passes its last
+// activity + case_ttl, within the second.
+//
 // "Now" is the injected clock: wall time, or with `clock: event` the
 // watermark (EventTimeClock). Single writer: everything here belongs to the
 // worker thread that calls Handle and Tick.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
-#include <deque>
-#include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "daemon/cases/case_sink.h"
 #include "daemon/cases/clock.h"
@@ -48,48 +68,171 @@ class CaseTracker : public ingest::EventHandler {
   };
 
   explicit CaseTracker(const Options& options);
+  CaseTracker(const CaseTracker&) = delete;
+  CaseTracker& operator=(const CaseTracker&) = delete;
 
   ingest::Verdict Handle(const ingest::DecodedEvent& event) override;
   void Tick(absl::Time wall_now) override;
 
   // Fires every deadline and expiry due at the clock's now.
-  void AdvanceTimers();
+  void AdvanceTimers() { AdvanceTimersTo(NowMicros()); }
 
   // For readers on any thread.
   uint64_t open_cases() const { return open_gauge_.load(std::memory_order_relaxed); }
   uint64_t dedup_evictions() const { return dedup_evictions_.Get(); }
 
  private:
+  // 48 bytes.
   struct Case {
+    uint64_t key = 0;        // CaseKey of (process, case id)
     int64_t entered_us = 0;  // entry into the current stage
     int64_t started_us = 0;
     int64_t last_event_us = 0;
     uint64_t visited = 0;  // bit s: the case has been in stage s
-    uint32_t stay = 0;     // changes at every stage entry; SLA timer token
-    uint32_t life = 0;     // unique per case; expiry timer token
     DimsId dims = 0;
     uint16_t process = 0;
-    int16_t stage = -1;
+    int8_t stage = -1;
     bool over_sla = false;
-    bool open = false;
+  };
+  static_assert(sizeof(Case) == 48, "one per open case: keep it small");
+  struct Seen {
+    int64_t at_us;  // "now" when the event was accepted
+    uint64_t key;   // the event id's hash
   };
   struct Closed {
-    int64_t closed_us;
-    uint16_t process;
+    int64_t at_us;  // "now" when the case closed
+    uint64_t key;   // the case's key
     DimsId dims;
   };
-  enum TimerKind : uint8_t { kSlaDeadline = 0, kExpiry = 1 };
+  // What was seen in the last while (event ids, closed cases): records in
+  // arrival order in a ring, plus a hash index by key. The oldest are
+  // forgotten by a pop from the ring, without touching the index: an index
+  // word whose record has left the ring is dead and skipped, and dead words
+  // go when the index is rebuilt from the ring as it fills. Forgetting thus
+  // costs no cache miss, where erasing from a hash set costs one per record
+  // (a record is forgotten about a horizon after it was last touched).
+  // Index words: fingerprint (key >> 32, never 0) << 32 | ring position
+  // (low 32 bits); a match is confirmed against the record's full key.
+  template <typename Record>
+  class RecentSet {
+   public:
+    RecentSet() : ring_(16), index_(16, 0) {}
+    bool empty() const { return head_ == tail_; }
+    size_t size() const { return static_cast<size_t>(tail_ - head_); }
+    const Record& front() const { return ring_[head_ & ring_mask_]; }
+    void pop_front() { ++head_; }
+    void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[key & index_mask_]); }
+    const Record* Find(uint64_t key) const {
+      const uint32_t fp = Fingerprint(key);
+      for (size_t i = key & index_mask_;; i = (i + 1) & index_mask_) {
+        const uint64_t word = index_[i];
+        if (word == 0) return nullptr;
+        if (static_cast<uint32_t>(word >> 32) != fp) continue;
+        const uint32_t age = static_cast<uint32_t>(word) - static_cast<uint32_t>(head_);
+        if (age >= size()) continue;  // dead
+        const Record& record = ring_[(head_ + age) & ring_mask_];
+        if (record.key == key) return &record;
+      }
+    }
+    // `record.key` must not be in the set.
+    void Push(const Record& record) {
+      if (size() == ring_.size()) GrowRing();
+      // At most 3/4 of the index in use (live or dead), so probes stay short.
+      if ((used_ + 1) * 4 > index_.size() * 3) Rebuild();
+      ring_[tail_ & ring_mask_] = record;
+      Index(record.key, tail_++);
+    }
 
-  ingest::Verdict StageEntered(const ingest::DecodedEvent& event, int64_t at_us);
-  ingest::Verdict Close(const ingest::DecodedEvent& event, int64_t at_us, int64_t now_us);
-  void CostOrFeedback(const ingest::DecodedEvent& event, int64_t at_us);
-  void EnterStage(uint32_t slot, int stage, int64_t at_us, bool rework);
+   private:
+    static uint32_t Fingerprint(uint64_t key) {
+      const uint32_t fp = static_cast<uint32_t>(key >> 32);
+      return fp == 0 ? 1 : fp;
+    }
+    void Index(uint64_t key, uint64_t position) {
+      size_t i = key & index_mask_;
+      while (index_[i] != 0) {
+        const uint32_t age = static_cast<uint32_t>(index_[i]) - static_cast<uint32_t>(head_);
+        if (age >= size()) break;  // reuse a dead word
+        i = (i + 1) & index_mask_;
+      }
+      if (index_[i] == 0) ++used_;
+      index_[i] = uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
+    }
+    void GrowRing() {
+      std::vector<Record> ring(2 * ring_.size());
+      for (uint64_t p = head_; p < tail_; ++p) ring[p & (ring.size() - 1)] = ring_[p & ring_mask_];
+      ring_ = std::move(ring);
+      ring_mask_ = ring_.size() - 1;
+    }
+    // A fresh index of the live records, at most half full: grows, stays or
+    // shrinks with them.
+    void Rebuild() {
+      size_t capacity = 16;
+      while (capacity < 2 * (size() + 1)) capacity *= 2;
+      index_.assign(capacity, 0);
+      index_mask_ = capacity - 1;
+      used_ = 0;
+      for (uint64_t p = head_; p < tail_; ++p) Index(ring_[p & ring_mask_].key, p);
+    }
+
+    std::vector<Record> ring_;
+    uint64_t ring_mask_ = 15;
+    uint64_t head_ = 0;  // positions only grow; & ring_mask_ indexes ring_
+    uint64_t tail_ = 0;
+    std::vector<uint64_t> index_;  // 0: empty
+    size_t index_mask_ = 15;
+    size_t used_ = 0;  // non-zero words of index_
+  };
+  // A set of non-zero 64-bit words: open addressing, linear probing, a
+  // word's home position taken from its high 32 bits. A probe sequence
+  // usually stays within one cache line (eight words), so a lookup costs one
+  // cache miss where absl's tables take two (control bytes, then slots);
+  // with hundreds of thousands of cases, misses are what an event costs.
+  // Callers walk a probe sequence themselves: Start(tag), At(i), Next(i).
+  class WordSet {
+   public:
+    WordSet();
+    size_t size() const { return size_; }
+    size_t Start(uint32_t tag) const { return tag & mask_; }
+    size_t Next(size_t i) const { return (i + 1) & mask_; }
+    uint64_t At(size_t i) const { return words_[i]; }
+    void Prefetch(uint32_t tag) const { __builtin_prefetch(&words_[tag & mask_]); }
+    // `word` (non-zero) must not be in the set.
+    void Insert(uint64_t word);
+    // Removes `word` if present.
+    void Erase(uint64_t word);
+
+   private:
+    static uint32_t Tag(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
+    void Grow();
+    std::vector<uint64_t> words_;  // 0: empty
+    size_t mask_;
+    size_t size_ = 0;
+  };
+
+  ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
+                               int64_t now_us);
+  ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
+                        int64_t now_us);
+  void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
+  void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework);
   void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome);
   void Release(uint32_t slot, int64_t closed_us);
-  // The map key of a case: its process index and id (ids are per process).
-  const std::string& KeyOf(const ingest::DecodedEvent& event);
-  void FireTimer(const TimerEntry& entry, int64_t now_s);
-  bool SeenEventId(const std::string& event_id, int64_t now_us);
+  // Schedules the case's next timer: its deadline while not breached or its
+  // expiry, whichever is first, but at most kMaxTimerAheadUs after now.
+  void Arm(uint32_t slot, const Case& c, int64_t now_us);
+  // A new token for the case's timer; the entry armed before is stale.
+  uint32_t NewToken(uint32_t slot);
+  // The slot of the open case `key`, or -1.
+  int64_t FindOpen(uint64_t key) const;
+  // Starts loading the record of the open case `key`, if there is one.
+  void PrefetchCase(uint64_t key) const;
+  int64_t SlaMicros(const Case& c) const {
+    return sla_us_[c.process][static_cast<size_t>(c.stage)];
+  }
+  void AdvanceTimersTo(int64_t now_us);
+  void FireTimer(const TimerEntry& entry, int64_t now_us);
+  void Remember(uint64_t id_hash, int64_t now_us);
   void ForgetOld(int64_t now_us);
   int64_t NowMicros() const { return absl::ToUnixMicros(clock_->Now()); }
 
@@ -102,18 +245,18 @@ class CaseTracker : public ingest::EventHandler {
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
 
-  absl::flat_hash_map<std::string, uint32_t> open_;  // case id -> slot in cases_
   std::vector<Case> cases_;
-  std::vector<std::string> case_keys_;  // slot -> key in open_, for expiry
-  std::string key_;                     // reused lookup key
+  // Per slot: the token of the case's live timer entry; 0 when the slot is
+  // free. Apart from the records so that a stale entry (most entries: a case
+  // usually moves on before its deadline) is dropped without touching them.
+  std::vector<uint32_t> tokens_;
   std::vector<uint32_t> free_slots_;
+  // Open cases: (low 32 bits of the key) << 32 | (slot + 1).
+  WordSet open_;
   uint32_t next_token_ = 1;
 
-  absl::flat_hash_map<std::string, Closed> closed_;
-  std::deque<std::pair<int64_t, std::string>> closed_order_;  // (closed_us, case id)
-
-  absl::flat_hash_set<uint64_t> seen_ids_;
-  std::deque<std::pair<int64_t, uint64_t>> seen_order_;  // (seen_us, id hash)
+  RecentSet<Closed> closed_;
+  RecentSet<Seen> seen_ids_;
   SingleWriterCounter dedup_evictions_;
 
   TimingWheel wheel_;

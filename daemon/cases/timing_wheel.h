@@ -4,15 +4,27 @@
 // its slot comes round).
 //
 //   TimingWheel wheel;
-//   wheel.Schedule(deadline_second, {.slot = case_slot, .token = stay_id, .kind = kSla});
-//   wheel.Advance(now_second, [&](const TimerEntry& e, int64_t due) { ... });
+//   wheel.Schedule({.slot = case_slot, .token = stay_id, .kind = kSla, .due = deadline_second});
+//   wheel.Advance(now_second, [&](const TimerEntry& e) { ... });
 //
-// Deadlines beyond one revolution (kSlots seconds) stay in their slot and are
+// Two levels, as in hierarchical timing wheels: kSlots one-second slots for
+// the current epoch (kSlots seconds), and kSlots one-epoch slots for later
+// ones, whose entries move down once, when their epoch begins. So an entry is
+// touched when scheduled, once more if it was more than an epoch ahead, and
+// when it fires; nothing is rescanned while it waits. Deadlines beyond the
+// second level's reach (kSlots epochs, ~194 days) stay in their slot and are
 // skipped until due. A jump of more than a revolution (event-time replays)
-// visits every slot once. Single-threaded: owned by one worker.
+// visits every slot once.
+//
+// Entries live in 16-byte form in fixed-size blocks from one pool, reused
+// as slots empty, so scheduling allocates only when the number of pending
+// entries reaches a new peak, and memory is that peak, not the sum of each
+// slot's busiest moment (as with a vector per slot). Single-threaded: owned
+// by one worker.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -32,19 +44,61 @@ class TimingWheel {
 
   // `start` is the first second not yet processed.
   explicit TimingWheel(int64_t start = 0);
+  ~TimingWheel();
+  TimingWheel(const TimingWheel&) = delete;
+  TimingWheel& operator=(const TimingWheel&) = delete;
 
   void Schedule(const TimerEntry& entry);
 
-  // Fires, in no particular order within a second, every entry due at or
-  // before `now` that was scheduled before this call. Entries scheduled by
-  // `fire` for a second <= now fire in a later Advance.
+  // Fires, in due order (in no particular order within a second), every
+  // entry due at or before `now` that was scheduled before this call.
+  // Entries scheduled by `fire` for a second <= now fire in a later Advance.
   void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire);
 
   int64_t next_second() const { return next_; }
   size_t size() const { return size_; }
 
  private:
-  std::vector<std::vector<TimerEntry>> slots_;
+  static constexpr int kShift = 12;  // log2(kSlots)
+  static_assert(int64_t{1} << kShift == kSlots);
+  static constexpr uint32_t kNone = 0xffffffff;
+
+  // 16 bytes: `due` and `kind` share a word (due << 8 | kind).
+  struct Packed {
+    int64_t due_kind;
+    uint32_t slot;
+    uint32_t token;
+  };
+  // 128 bytes, two cache lines.
+  struct Block {
+    static constexpr uint32_t kEntries = 7;
+    uint32_t next;
+    uint32_t count;
+    Packed entries[kEntries];
+  };
+  static constexpr uint32_t kBlocksPerPage = 512;  // 64 KiB pages
+
+  static int64_t Epoch(int64_t second) { return second >> kShift; }
+  static size_t Index(int64_t x) { return static_cast<size_t>(x & (kSlots - 1)); }
+  static Packed Pack(const TimerEntry& e);
+  static TimerEntry Unpack(const Packed& p);
+
+  Block& block(uint32_t id) { return pages_[id / kBlocksPerPage][id % kBlocksPerPage]; }
+  void Push(uint32_t& head, const Packed& entry);
+  uint32_t NewBlock();
+  // Detaches the list at `head` and returns it; FreeList gives it back.
+  uint32_t Take(uint32_t& head);
+  void FreeList(uint32_t head);
+  // Moves the entries of far slot `epoch` that belong to it down to the near
+  // slots, firing those due by `now` instead.
+  void Cascade(int64_t epoch, int64_t now);
+  void FireAll(uint32_t& head);
+
+  std::vector<uint32_t> near_;  // kSlots list heads, one per second of the epoch
+  std::vector<uint32_t> far_;   // kSlots list heads, one per epoch
+  std::vector<std::unique_ptr<Block[]>> pages_;
+  uint32_t free_ = kNone;
+  uint32_t blocks_ = 0;
   std::vector<TimerEntry> firing_;  // reused between calls
   int64_t next_;
   size_t size_ = 0;

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/common/log.h"
@@ -45,6 +45,17 @@ bool HasJsonContentType(const rd_kafka_message_t& message) {
     return false;
   }
   return EventDecoder::IsJsonContentType(absl::string_view(static_cast<const char*>(value), size));
+}
+
+// Keeps in `last` the latest message of each partition.
+void RememberLast(std::vector<rd_kafka_message_t*>& last, rd_kafka_message_t* message) {
+  for (auto it = last.rbegin(); it != last.rend(); ++it) {
+    if ((*it)->partition == message->partition && (*it)->rkt == message->rkt) {
+      *it = message;
+      return;
+    }
+  }
+  last.push_back(message);
 }
 
 }  // namespace
@@ -239,8 +250,11 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
 
 void KafkaIngest::WorkerLoop(Worker* worker) {
   std::vector<rd_kafka_message_t*> batch(kBatchSize);
-  // Last offset per partition in the batch, stored once per batch.
-  absl::flat_hash_map<int32_t, rd_kafka_message_t*> last_in_partition;
+  // Last message per partition in the batch, whose offset is stored once per
+  // batch. A worker has few partitions and a batch comes in runs of one
+  // partition, so a short vector checked from its back beats a hash map
+  // updated per message.
+  std::vector<rd_kafka_message_t*> last_in_partition;
   absl::Time next_tick = absl::Now();
   while (!stop_.load(std::memory_order_acquire)) {
     // Wait for one message, then take whatever else is already queued:
@@ -264,11 +278,11 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
         continue;
       }
       ProcessMessage(worker, message);
-      last_in_partition[message->partition] = message;
+      RememberLast(last_in_partition, message);
     }
-    for (const auto& [partition, message] : last_in_partition) {
+    for (rd_kafka_message_t* message : last_in_partition) {
       // Stores offset + 1: the next message to read.
-      rd_kafka_offset_store(message->rkt, partition, message->offset);
+      rd_kafka_offset_store(message->rkt, message->partition, message->offset);
     }
     for (ssize_t i = 0; i < n; ++i) rd_kafka_message_destroy(batch[i]);
     const absl::Time now = absl::Now();

@@ -1,0 +1,434 @@
+// Events per second through one worker's engine (CaseTracker + DimensionTable
+// + AggregateShard), without Kafka or decoding, against the same engine as it
+// was before the hot-path work (bench/baseline/, a frozen copy) in the same
+// run; with one and two worker threads; and with /metrics scraped every
+// 100 ms meanwhile.
+//
+//   build/bench/engine_benchmark --benchmark_repetitions=5
+//       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+//   ...
+//   same-run ratios (medians of items/s):
+//     new / legacy, 1 thread   ...
+//
+// Input: the seeded kpi-loadgen simulation of bench/engine_fixture.cc's two
+// processes, decoded once up front (shared read-only by every thread). Each
+// worker thread builds its own engine, feeds it kWarmEvents untimed (so the
+// timed part runs against a steady-state open-case table, ~90k open cases),
+// then is timed on the next kTimedEvents, calling Tick every 100 ms of wall
+// time as the ingest loop does. Two threads = two workers, each with its own
+// engine over the same events: items/s counts both.
+//
+// BM_EngineNew/scrape_ms:100: a scraper thread renders /metrics
+// (EngineMetrics::Collect + prometheus TextSerializer) every 100 ms over the
+// first worker's live shard plus a shard holding 2 x 1000 dimension series
+// (10 000 stage series), as the HTTP thread would.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "bench/baseline/legacy_case_tracker.h"
+#include "bench/engine_fixture.h"
+#include "benchmark/benchmark.h"
+#include "daemon/cases/case_tracker.h"
+#include "daemon/cases/clock.h"
+#include "daemon/export/engine_metrics.h"
+#include "prometheus/text_serializer.h"
+
+namespace kpid::bench {
+namespace {
+
+constexpr int64_t kTimedEvents = 500'000;
+constexpr absl::Duration kTickInterval = absl::Milliseconds(100);
+
+struct Stream {
+  const model::Config* config;
+  int64_t warm;                              // events before the timed part
+  std::vector<ingest::DecodedEvent> events;  // warm, then kTimedEvents
+  absl::Time end;                            // time of the last event
+};
+
+const Stream* MakeStream(const model::Config& config, int64_t warm) {
+  auto* s = new Stream;
+  s->config = &config;
+  s->warm = warm;
+  s->events = SimulateEvents(config, /*seed=*/7, warm + kTimedEvents);
+  s->end = s->events.back().occurred_at;
+  return s;
+}
+
+// 0: EngineConfig, ~320k cases open; 1: ShortCasesConfig, ~6k open. The
+// warm-up reaches the steady number of open cases. Built on first use
+// (thread-safe: function statics), then only read.
+const Stream& GetStream(int which) {
+  if (which == 0) {
+    static const Stream* stream = MakeStream(EngineConfig(), 1'500'000);
+    return *stream;
+  }
+  static const Stream* stream = MakeStream(ShortCasesConfig(), 300'000);
+  return *stream;
+}
+
+// A sink that drops every fact: the tracker's own cost, without the aggregator.
+class NullSink final : public cases::CaseSink {
+ public:
+  void CaseStarted(int, cases::DimsId, absl::Time) override {}
+  void StageEntered(int, int, cases::DimsId, absl::Time, bool) override {}
+  void StageExited(int, int, cases::DimsId, absl::Time, cases::ExitOutcome, absl::Duration,
+                   bool) override {}
+  void Transition(int, int, int, absl::Time) override {}
+  void CaseCompleted(int, cases::DimsId, absl::Time, double, absl::Duration) override {}
+  void CaseFallout(int, cases::DimsId, absl::Time) override {}
+  void CaseExpired(int, int, cases::DimsId, absl::Time) override {}
+  void Cost(int, cases::DimsId, absl::Time, double) override {}
+  void Feedback(int, cases::DimsId, absl::Time, double) override {}
+  void SlaBreached(int, int, cases::DimsId, absl::Time) override {}
+  void BacklogChanged(int, int, cases::DimsId, int, int) override {}
+};
+
+// One worker's engine, as daemon/main.cc wires it with `clock: event`; with
+// NullSink instead of the shard as sink when `null_sink`.
+template <typename Tracker, typename Dims>
+struct Engine {
+  Engine(const model::Config& config, bool null_sink)
+      : dims(config),
+        shard(config),
+        board(1),
+        clock(&board, 0),
+        tracker(typename Tracker::Options{
+            .config = &config,
+            .clock = &clock,
+            .sink = null_sink ? static_cast<cases::CaseSink*>(&null) : &shard,
+            .dimensions = &dims}) {}
+
+  Dims dims;
+  aggregate::AggregateShard shard;
+  NullSink null;
+  cases::WatermarkBoard board;
+  cases::EventTimeClock clock;
+  Tracker tracker;
+};
+
+// Renders /metrics every `interval` on its own thread until destroyed.
+class Scraper {
+ public:
+  Scraper(const aggregate::AggregateShard* live, const cases::DimensionTable* live_dims,
+          absl::Duration interval, absl::Time now)
+      : clock_(now), filled_dims_(EngineConfig()), filled_(EngineConfig()) {
+    FillSeries(EngineConfig(), 1000, now, &filled_dims_, &filled_);
+    metrics_ = std::make_unique<exporter::EngineMetrics>(
+        &EngineConfig(), std::vector<const aggregate::AggregateShard*>{live, &filled_},
+        std::vector<const cases::DimensionTable*>{live_dims, &filled_dims_}, &clock_);
+    thread_ = std::thread([this, interval] { Run(interval); });
+  }
+  ~Scraper() { Stop(); }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  // After Stop().
+  int scrapes() const { return scrapes_; }
+  double mean_ms() const { return scrapes_ ? total_ms_ / scrapes_ : 0; }
+
+ private:
+  void Run(absl::Duration interval) {
+    prometheus::TextSerializer serializer;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(interval);
+      const absl::Time start = absl::Now();
+      std::ostringstream out;
+      serializer.Serialize(out, metrics_->Collect());
+      benchmark::DoNotOptimize(out.str().size());
+      total_ms_ += absl::ToDoubleMilliseconds(absl::Now() - start);
+      ++scrapes_;
+      // Every `interval` from start to start; back to back if a scrape takes longer.
+      cv_.wait_until(lock, deadline, [this] { return stop_; });
+    }
+  }
+
+  cases::ManualClock clock_;
+  cases::DimensionTable filled_dims_;
+  aggregate::AggregateShard filled_;
+  std::unique_ptr<exporter::EngineMetrics> metrics_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  int scrapes_ = 0;
+  double total_ms_ = 0;
+  std::thread thread_;
+};
+
+// With KPID_PERF_FIFO=<path>, tells `perf record -D -1 --control fifo:<path>`
+// to sample only the timed loops (not the simulation and warm-up).
+void PerfControl(const char* command) {
+  static const char* fifo = std::getenv("KPID_PERF_FIFO");
+  if (fifo == nullptr) return;
+  if (FILE* f = std::fopen(fifo, "w")) {
+    std::fprintf(f, "%s\n", command);
+    std::fclose(f);
+  }
+}
+
+template <typename Tracker, typename Dims>
+void BM_Engine(benchmark::State& state) {
+  const Stream& stream = GetStream(static_cast<int>(state.range(1)));
+  auto engine = std::make_unique<Engine<Tracker, Dims>>(*stream.config, state.range(2) != 0);
+  // Through the interface, as the ingest worker calls it.
+  ingest::EventHandler& handler = engine->tracker;
+  absl::Time next_tick = absl::Now();
+  auto maybe_tick = [&] {
+    const absl::Time now = absl::Now();
+    if (now >= next_tick) {
+      handler.Tick(now);
+      next_tick = now + kTickInterval;
+    }
+  };
+  for (int64_t i = 0; i < stream.warm; ++i) {
+    handler.Handle(stream.events[static_cast<size_t>(i)]);
+    if ((i & 1023) == 0) maybe_tick();
+  }
+  std::unique_ptr<Scraper> scraper;
+  if (state.range(0) > 0 && state.thread_index() == 0) {
+    if constexpr (std::is_same_v<Dims, cases::DimensionTable>) {
+      scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
+                                          absl::Milliseconds(state.range(0)), stream.end);
+    }
+  }
+  const uint64_t open_before = engine->tracker.open_cases();
+  size_t i = static_cast<size_t>(stream.warm);
+  if (state.thread_index() == 0) PerfControl("enable");
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(handler.Handle(stream.events[i]));
+    if ((++i & 1023) == 0) maybe_tick();
+  }
+  if (state.thread_index() == 0) PerfControl("disable");
+  state.SetItemsProcessed(state.iterations());
+  state.counters["open_cases"] =
+      static_cast<double>(open_before + engine->tracker.open_cases()) / 2;
+  if (scraper != nullptr) {
+    scraper->Stop();
+    state.counters["scrapes"] = scraper->scrapes();
+    state.counters["scrape_ms"] = scraper->mean_ms();
+  }
+}
+
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable)
+    ->Name("BM_EngineNew")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
+    ->Args({100, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 0, 1})
+    ->Args({0, 1, 1})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable)
+    ->Name("BM_EngineLegacy")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 0, 1})
+    ->Args({0, 1, 1})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+
+// The floor under BM_Engine*: reading what the tracker reads of each event
+// (the ids, hashed; kind, stage and time) from the same pre-decoded stream.
+// The stream (~0.6 KB per event over ~1.5 GB) is cold in the cache, unlike
+// the daemon's one reused DecodedEvent that the decoder has just written, so
+// part of every engine figure is this benchmark's own input.
+void BM_TouchEvents(benchmark::State& state) {
+  const Stream& stream = GetStream(0);
+  size_t i = static_cast<size_t>(stream.warm);
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    const ingest::DecodedEvent& e = stream.events[i++];
+    sum += absl::HashOf(absl::string_view(e.proto.event_id())) ^
+           absl::HashOf(absl::string_view(e.proto.case_id())) ^
+           static_cast<uint64_t>(e.proto.kind() + e.stage_index) ^
+           static_cast<uint64_t>(absl::ToUnixMicros(e.occurred_at)) ^ e.proto.attributes().size();
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TouchEvents)->Iterations(kTimedEvents)->Threads(1)->Threads(2)->UseRealTime();
+
+// Calibration for the thread-scaling ratios: what two threads get from this
+// machine at the same moment. BM_Spin is pure arithmetic (no memory);
+// BM_Chase follows a random cycle through 64 MiB per thread (every step a
+// cache miss, as the engine's table lookups are). Scaling below theirs is
+// the engine's own; scaling like theirs is the machine.
+void BM_Spin(benchmark::State& state) {
+  uint64_t x = 88172645463325252ULL + static_cast<uint64_t>(state.thread_index());
+  for (auto _ : state) {
+    for (int i = 0; i < 64; ++i) {  // xorshift64: a dependent chain of ALU ops
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+    }
+    benchmark::DoNotOptimize(x);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Spin)->Iterations(2'000'000)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_Chase(benchmark::State& state) {
+  constexpr size_t kN = (64u << 20) / sizeof(uint32_t);
+  std::vector<uint32_t> next(kN);
+  // Sattolo's algorithm: one cycle through every element.
+  for (size_t i = 0; i < kN; ++i) next[i] = static_cast<uint32_t>(i);
+  uint64_t r = 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(state.thread_index());
+  for (size_t i = kN - 1; i > 0; --i) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    std::swap(next[i], next[r % i]);
+  }
+  uint32_t at = 0;
+  for (auto _ : state) {
+    at = next[at];
+    benchmark::DoNotOptimize(at);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Chase)->Iterations(5'000'000)->Threads(1)->Threads(2)->UseRealTime();
+
+// The console output plus same-run ratios of median items/s at the end.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      auto rate = run.counters.find("items_per_second");
+      if (rate == run.counters.end()) continue;
+      const std::string key =
+          absl::StrFormat("%s/%s/%d", run.run_name.function_name, run.run_name.args, run.threads);
+      if (run.run_type == Run::RT_Aggregate) {
+        if (run.aggregate_name == "median") {
+          medians_[key] = rate->second.value;
+          cpu_medians_[key] = run.GetAdjustedCPUTime();
+        }
+      } else {
+        samples_[key].push_back(rate->second.value);
+        cpu_samples_[key].push_back(run.GetAdjustedCPUTime());
+      }
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\nsame-run ratios (medians of items/s):\n");
+    for (const char* cases : {"0", "1"}) {
+      for (const char* null_sink : {"0", "1"}) {
+        const std::string what =
+            absl::StrCat(cases[0] == '0' ? "~300k open" : "~7k open",
+                         null_sink[0] == '0' ? "" : ", tracker only (null sink)");
+        const std::string args =
+            absl::StrCat("scrape_ms:0/short_cases:", cases, "/null_sink:", null_sink);
+        for (int threads : {1, 2}) {
+          Ratio(absl::StrFormat("new / legacy, %s, %d thread(s)", what, threads),
+                absl::StrFormat("BM_EngineNew/%s/%d", args, threads),
+                absl::StrFormat("BM_EngineLegacy/%s/%d", args, threads));
+        }
+        for (const char* impl : {"New", "Legacy"}) {
+          const std::string one = absl::StrFormat("BM_Engine%s/%s/1", impl, args);
+          const std::string two = absl::StrFormat("BM_Engine%s/%s/2", impl, args);
+          Ratio(absl::StrFormat("%s, 2 threads / 1, %s", impl, what), two, one);
+          CpuRatio(absl::StrFormat("%s, CPU per event 1 thread / 2 threads, %s", impl, what), one,
+                   two);
+        }
+      }
+    }
+    Ratio("calibration: arithmetic, 2 threads / 1 thread", "BM_Spin//2", "BM_Spin//1");
+    CpuRatio("calibration: arithmetic, CPU per step 1 thread / 2", "BM_Spin//1", "BM_Spin//2");
+    Ratio("calibration: cache misses, 2 threads / 1 thread", "BM_Chase//2", "BM_Chase//1");
+    CpuRatio("calibration: cache misses, CPU per step 1 thread / 2", "BM_Chase//1", "BM_Chase//2");
+    Ratio("calibration: reading the input, 2 threads / 1", "BM_TouchEvents//2",
+          "BM_TouchEvents//1");
+    for (int threads : {1, 2}) {
+      Ratio(absl::StrFormat("new, scraped every 100 ms / not, %d thread(s)", threads),
+            absl::StrFormat("BM_EngineNew/scrape_ms:100/short_cases:0/null_sink:0/%d", threads),
+            absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/%d", threads));
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  double Rate(const std::string& key) {
+    if (auto it = medians_.find(key); it != medians_.end()) return it->second;
+    auto it = samples_.find(key);
+    if (it == samples_.end() || it->second.empty()) return 0;
+    std::vector<double> v = it->second;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+
+  // Per-event CPU time of a over b: 1.0 when a second thread costs each
+  // event no more CPU (no contention in the engine); unlike items/s, it does
+  // not depend on how many cores the machine's other tenants leave free.
+  void CpuRatio(const std::string& label, const std::string& a, const std::string& b) {
+    const double x = Cpu(a), y = Cpu(b);
+    if (x <= 0 || y <= 0) return;
+    std::printf("  %-70s %7.0f ns  / %7.0f ns  = %.2f\n", label.c_str(), x, y, x / y);
+  }
+
+  double Cpu(const std::string& key) {
+    if (auto it = cpu_medians_.find(key); it != cpu_medians_.end()) return it->second;
+    auto it = cpu_samples_.find(key);
+    if (it == cpu_samples_.end() || it->second.empty()) return 0;
+    std::vector<double> v = it->second;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+
+  void Ratio(const std::string& label, const std::string& a, const std::string& b) {
+    const double x = Rate(a), y = Rate(b);
+    if (x <= 0 || y <= 0) return;
+    std::printf("  %-70s %7.3fM/s / %7.3fM/s = %.2f\n", label.c_str(), x / 1e6, y / 1e6, x / y);
+  }
+
+  std::map<std::string, double> medians_;
+  std::map<std::string, std::vector<double>> samples_;
+  std::map<std::string, double> cpu_medians_;  // CPU ns per item
+  std::map<std::string, std::vector<double>> cpu_samples_;
+};
+
+}  // namespace
+}  // namespace kpid::bench
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  kpid::bench::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

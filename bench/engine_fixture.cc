@@ -1,0 +1,156 @@
+#include "bench/engine_fixture.h"
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tools/loadgen/simulator.h"
+
+namespace kpid::bench {
+namespace {
+
+// lead_to_cash as in e2e_ingest.py; fulfillment shorter and busier, so the
+// stream mixes long-lived and short-lived cases.
+constexpr char kConfig[] = R"(
+kafka: {brokers: "127.0.0.1:9092", topic: bench-events}
+clock: event
+windows: [5m, 1h, 24h, 7d]
+retention: 15d
+dimensions: {names: [region, channel], max_series_per_process: 1000}
+processes:
+  - id: lead_to_cash
+    stages:
+      - {id: lead,  sla: 1h,  simulate: {median: 20m, fallout: 0.30}}
+      - {id: mql,   sla: 24h, simulate: {median: 8h,  fallout: 0.40}}
+      - {id: sql,   sla: 48h, simulate: {median: 20h, fallout: 0.25}}
+      - {id: demo,  sla: 72h, simulate: {median: 30h, fallout: 0.20, rework: 0.05}}
+      - {id: quote, sla: 48h, simulate: {median: 24h, fallout: 0.35, rework: 0.10}}
+    simulate:
+      arrivals_per_hour: 3600
+      deal_median: 24000
+      deal_sigma: 0.7
+      cost_per_case: 350
+      feedback_odds: 0.3
+      attributes:
+        region: [emea, amer, apac]
+        channel: [web, partner, outbound]
+  - id: fulfillment
+    stages:
+      - {id: order,   sla: 15m, simulate: {median: 5m,  fallout: 0.02}}
+      - {id: pick,    sla: 4h,  simulate: {median: 1h,  fallout: 0.01}}
+      - {id: pack,    sla: 2h,  simulate: {median: 30m, fallout: 0.01}}
+      - {id: ship,    sla: 24h, simulate: {median: 8h,  fallout: 0.01}}
+      - {id: deliver, sla: 72h, simulate: {median: 30h, fallout: 0.03}}
+    simulate:
+      arrivals_per_hour: 7200
+      deal_median: 80
+      deal_sigma: 0.5
+      cost_per_case: 6
+      feedback_odds: 0.2
+      attributes:
+        region: [emea, amer, apac]
+        channel: [web, app, store]
+)";
+
+model::Config Parse(absl::string_view yaml) {
+  absl::StatusOr<model::Config> c = model::ParseConfig(yaml, "engine_fixture.yaml");
+  if (!c.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(c.status().message()).c_str());
+    std::abort();
+  }
+  return *std::move(c);
+}
+
+}  // namespace
+
+const model::Config& EngineConfig() {
+  static const model::Config* config = new model::Config(Parse(kConfig));
+  return *config;
+}
+
+const model::Config& ShortCasesConfig() {
+  static const model::Config* config = [] {
+    // Every duration of kConfig 60 times shorter ("h" -> "m", "m" -> "s"):
+    // same shape, ~60 times fewer cases open at once.
+    std::string yaml = kConfig;
+    size_t line = 0;
+    for (size_t i = 0; i < yaml.size(); ++i) {
+      if (yaml[i] == '\n') line = i + 1;
+      const bool stage_line = yaml.compare(line, 12, "      - {id:") == 0;
+      if (stage_line && i > 0 && std::isdigit(static_cast<unsigned char>(yaml[i - 1])) &&
+          (yaml[i] == 'h' || yaml[i] == 'm')) {
+        yaml[i] = yaml[i] == 'h' ? 'm' : 's';
+      }
+    }
+    return new model::Config(Parse(yaml));
+  }();
+  return *config;
+}
+
+void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
+               ingest::DecodedEvent* out) {
+  out->proto = event;
+  out->process_index = -1;
+  for (size_t p = 0; p < config.processes.size(); ++p) {
+    if (config.processes[p].id == event.process()) out->process_index = static_cast<int>(p);
+  }
+  out->stage_index =
+      event.kind() == kpid::v1::ProcessEvent::STAGE_ENTERED
+          ? config.processes[static_cast<size_t>(out->process_index)].StageIndex(event.stage())
+          : -1;
+  out->occurred_at = absl::FromUnixSeconds(event.occurred_at().seconds()) +
+                     absl::Nanoseconds(event.occurred_at().nanos());
+}
+
+std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, uint64_t seed,
+                                                 int64_t count) {
+  loadgen::SimulatorOptions options;
+  options.seed = seed;
+  options.max_events = count;
+  loadgen::Simulator sim(config, options);
+  std::vector<ingest::DecodedEvent> events(static_cast<size_t>(count));
+  kpid::v1::ProcessEvent event;
+  for (ingest::DecodedEvent& out : events) {
+    if (!sim.Next(&event)) std::abort();
+    ToDecoded(config, event, &out);
+  }
+  return events;
+}
+
+void FillSeries(const model::Config& config, int series_per_process, absl::Time now,
+                cases::DimensionTable* dims, aggregate::AggregateShard* shard) {
+  google::protobuf::Map<std::string, std::string> attributes;
+  for (size_t pi = 0; pi < config.processes.size(); ++pi) {
+    const int p = static_cast<int>(pi);
+    const int stages = static_cast<int>(config.processes[pi].stages.size());
+    for (int k = 0; k < series_per_process; ++k) {
+      attributes["region"] = absl::StrCat("region-", k / 25);
+      attributes["channel"] = absl::StrCat("channel-", k % 25);
+      const cases::DimsId d = dims->Resolve(p, attributes);
+      // One case a day over two days, the last one within the 5m window.
+      for (int day = 1; day >= 0; --day) {
+        const absl::Time at = now - absl::Hours(24 * day) - absl::Seconds(k % 240);
+        shard->CaseStarted(p, d, at);
+        for (int s = 0; s < stages; ++s) {
+          shard->StageEntered(p, s, d, at, /*rework=*/s == 3);
+          shard->BacklogChanged(p, s, d, +1, 0);
+          if (s + 1 < stages) {
+            shard->StageExited(p, s, d, at, cases::ExitOutcome::kAdvanced,
+                               absl::Minutes(10 + k % 50), /*sla_met=*/k % 7 != 0);
+            shard->BacklogChanged(p, s, d, -1, 0);
+            shard->Transition(p, s, s + 1, at);
+          }
+        }
+        shard->SlaBreached(p, stages - 1, d, at);
+        shard->BacklogChanged(p, stages - 1, d, 0, +1);
+        shard->CaseCompleted(p, d, at, 1000 + k, absl::Hours(30));
+        shard->Cost(p, d, at, 35);
+        shard->Feedback(p, d, at, k % 11);
+      }
+    }
+  }
+}
+
+}  // namespace kpid::bench
