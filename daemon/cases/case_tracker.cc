@@ -1,6 +1,7 @@
 #include "daemon/cases/case_tracker.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
@@ -252,7 +253,13 @@ uint32_t CaseTracker::NewToken(uint32_t slot) {
 void CaseTracker::Arm(uint32_t slot, const Case& c, int64_t now_us) {
   int64_t due_us = std::min(c.last_event_us + ttl_us_, now_us + kMaxTimerAheadUs);
   if (!c.over_sla) due_us = std::min(due_us, c.entered_us + SlaMicros(c));
-  wheel_.Schedule({slot, tokens_[slot], 0, SecondOf(due_us)});
+  const TimerEntry entry{slot, tokens_[slot], 0, SecondOf(due_us)};
+  if (entry.due < wheel_.next_second()) {
+    due_this_second_.push_back({due_us, entry});
+    std::push_heap(due_this_second_.begin(), due_this_second_.end(), std::greater<>());
+  } else {
+    wheel_.Schedule(entry);
+  }
 }
 
 void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome) {
@@ -319,6 +326,14 @@ void CaseTracker::Tick(absl::Time wall_now) {
 }
 
 void CaseTracker::AdvanceTimersTo(int64_t now_us) {
+  // Strictly past: exactly at a deadline is still met. A re-armed entry is
+  // due later than now, so this ends.
+  while (!due_this_second_.empty() && due_this_second_.front().due_us < now_us) {
+    std::pop_heap(due_this_second_.begin(), due_this_second_.end(), std::greater<>());
+    const TimerEntry entry = due_this_second_.back().entry;
+    due_this_second_.pop_back();
+    FireTimer(entry, now_us);
+  }
   const int64_t now_s = SecondOf(now_us);
   if (now_s < wheel_.next_second()) return;
   wheel_.Advance(now_s, [&](const TimerEntry& entry) { FireTimer(entry, now_us); });

@@ -260,6 +260,17 @@ class CaseTracker : public ingest::EventHandler {
   SingleWriterCounter dedup_evictions_;
 
   TimingWheel wheel_;
+  // Timers whose second the wheel has already swept but that were not yet
+  // due when it did (a deadline later in the current second), as a min-heap
+  // on the exact microsecond they fall due. Checked at every AdvanceTimers
+  // (every event and every 100 ms tick) at the cost of one comparison, so a
+  // breach is reported within a tick of its deadline, not at the next second.
+  struct DueEntry {
+    int64_t due_us;
+    TimerEntry entry;
+    bool operator>(const DueEntry& o) const { return due_us > o.due_us; }
+  };
+  std::vector<DueEntry> due_this_second_;
   std::atomic<uint64_t> open_gauge_{0};
 };
 

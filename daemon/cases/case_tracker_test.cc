@@ -213,6 +213,22 @@ TEST_F(CaseTrackerTest, TimerAloneBreachesAnOpenCaseWithinASecond) {
   EXPECT_EQ(Backlog(0, 0), 0);
 }
 
+TEST_F(CaseTrackerTest, ABreachLaterInASecondAlreadyCheckedIsNotDelayedToTheNext) {
+  Enter("c1", "lead", 0);  // deadline kT0 + 3600 s exactly
+  sink_.Take();
+  // Half a second before the deadline the wheel has swept second 3599...
+  clock_.Set(absl::FromUnixSeconds(kT0 + 3599) + absl::Milliseconds(500));
+  tracker_.AdvanceTimers();
+  // ...and at 3600.000 the deadline's own second, where it is not yet past.
+  clock_.Set(absl::FromUnixSeconds(kT0 + 3600));
+  tracker_.AdvanceTimers();
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  // 100 ms later, same second: the breach is reported now, not at 3601.
+  clock_.Set(absl::FromUnixSeconds(kT0 + 3600) + absl::Milliseconds(100));
+  tracker_.AdvanceTimers();
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @3600"));
+}
+
 TEST_F(CaseTrackerTest, CompletedClosesWithRevenueAndLeadTime) {
   Enter("c1", "lead", 0);
   Enter("c1", "demo", 1800);
