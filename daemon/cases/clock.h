@@ -49,12 +49,13 @@ class ManualClock : public Clock {
 // slot is an independent monotonic value, and a slightly stale view only
 // delays a deadline to the next tick).
 //
-// A worker's now is its own watermark, or, at a tick, the board's: the
-// lowest watermark among workers that saw events in the last second (as a
-// stream processor takes the minimum over its inputs), so a lagging worker
-// is not overtaken by a faster one's event time — a case there is not
-// breached or expired before its own events have been read — while a quiet
-// partition's deadlines still fire as the others advance.
+// A worker's now is its own watermark while it reads events; while it is
+// idle (a tick passed without events) it is the board's: the lowest
+// watermark among workers that saw events in the last second (as a stream
+// processor takes the minimum over its inputs). So a lagging worker is not
+// overtaken by a faster one's event time — a case there is not breached or
+// expired before its own events have been read — while a quiet partition's
+// deadlines still fire as the others advance.
 class WatermarkBoard {
  public:
   static constexpr int64_t kIdleAfterMillis = 1000;
@@ -103,6 +104,12 @@ class EventTimeClock : public Clock {
       own_ = t;
       board_->Observe(worker_, t);
     }
+    // Reading events again: the others' time, taken while this worker was
+    // idle, no longer applies. A worker that idled until its backlog arrived
+    // (start-up, rebalance) must not handle that backlog at the time the
+    // others have reached, or its cases would expire and breach before
+    // their own events are read.
+    shared_ = 0;
     observed_ = true;
   }
   void Tick(absl::Time wall_now) override {

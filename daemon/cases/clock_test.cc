@@ -51,6 +51,25 @@ TEST(EventTimeClock, AQuietWorkerFollowsTheActiveOnes) {
   EXPECT_EQ(quiet.Now(), Day(5));
 }
 
+TEST(EventTimeClock, AWorkerThatIdledUntilItsBacklogArrivedReadsItAtItsOwnTime) {
+  WatermarkBoard board(2);
+  EventTimeClock fast(&board, 0), late(&board, 1);
+  // The fast worker is at day 30; the late one has had nothing to read yet
+  // and, idle, follows it.
+  fast.Observe(Day(30));
+  fast.Tick(Wall(0));
+  late.Tick(Wall(0));
+  EXPECT_EQ(late.Now(), Day(30));
+  // Its backlog from day 1 arrives: it handles it at day 1, not day 30.
+  late.Observe(Day(1));
+  EXPECT_EQ(late.Now(), Day(1));
+  // Still reading at the next tick: both active, its own time holds.
+  fast.Observe(Day(31));
+  fast.Tick(Wall(100));
+  late.Tick(Wall(100));
+  EXPECT_EQ(late.Now(), Day(1));
+}
+
 TEST(EventTimeClock, WhenEveryoneIsIdleNowIsTheLatestEventTime) {
   WatermarkBoard board(2);
   EventTimeClock a(&board, 0), b(&board, 1);
