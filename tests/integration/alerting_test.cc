@@ -122,5 +122,47 @@ TEST(AlertingTest, SlaBreachPagesThroughAlertmanagerAndResolves) {
   EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
 }
 
+TEST(AlertingTest, ABreachDuringAnAlertmanagerOutageArrivesWhenItIsBack) {
+  const std::string dir = MakeTempDir("alerting-outage");
+  Webhook webhook;
+  AlertmanagerProcess alertmanager(dir, webhook.port());
+  std::string why;
+  ASSERT_TRUE(alertmanager.Start(&why)) << why;
+  const int port = FreePort();
+  WriteFileOrDie(dir + "/rules.yaml", kRules);
+  WriteFileOrDie(dir + "/kpid.yaml",
+                 absl::StrReplaceAll(kConfig, {{"$DIR", dir},
+                                               {"$PORT", absl::StrCat(port)},
+                                               {"$ALERTMANAGER", alertmanager.url()}}));
+  Subprocess kpid({KPID_BINARY, "--config", dir + "/kpid.yaml"}, dir + "/kpid.log");
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, kWait))
+      << ReadFileOrEmpty(dir + "/kpid.log");
+  const std::string brokers(absl::StripSuffix(ReadFileOrEmpty(dir + "/bootstrap"), "\n"));
+  auto producer = std::make_unique<TestProducer>(brokers);
+
+  // Alertmanager goes away; then C1 breaches the lead SLA.
+  ASSERT_TRUE(alertmanager.Stop());
+  producer->Send("events", {"C1", Event("e1", "C1", "lead", 0), {}, -1});
+  producer->Send("events", {"C2", Event("e2", "C2", "lead", 61), {}, -1});
+  ASSERT_EQ(producer->Flush(kWait), 0);
+  const std::string failed =
+      "kpid_notifications_total{receiver=\"" + alertmanager.url() + "\",result=\"failed\"}";
+  ASSERT_TRUE(WaitFor(
+      [&] { return Sample(ParseMetrics(HttpGet(port, "/metrics").body), failed) >= 1; }, kWait))
+      << ReadFileOrEmpty(dir + "/kpid.log");
+
+  // Back on the same port: kpid's retries deliver the page.
+  ASSERT_TRUE(alertmanager.Start(&why)) << why;
+  const std::map<std::string, std::string> labels = {
+      {"alertname", "LeadOverSla"}, {"process", "sales"}, {"stage", "lead"}, {"severity", "page"}};
+  ASSERT_TRUE(WaitFor([&] { return webhook.Find("firing", labels) != nullptr; }, kWait))
+      << ReadFileOrEmpty(dir + "/kpid.log") << alertmanager.Log();
+  EXPECT_EQ(webhook.Count("firing", labels), 1);
+
+  producer.reset();
+  kpid.Signal(SIGTERM);
+  EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
+}
+
 }  // namespace
 }  // namespace kpid::testing
