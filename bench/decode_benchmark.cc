@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/median_reporter.h"
 #include "benchmark/benchmark.h"
 #include "daemon/ingest/event_decoder.h"
 #include "daemon/model/config.h"
@@ -240,41 +241,12 @@ BENCHMARK(BM_ParseJson);
 
 // The console output plus, at the end, Decode's throughput as a fraction of
 // its baseline's from the same run (medians when --benchmark_repetitions > 1).
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& run : runs) {
-      if (run.error_occurred) continue;
-      auto rate = run.counters.find("items_per_second");
-      if (rate == run.counters.end()) continue;
-      const std::string name = run.run_name.function_name;
-      if (run.run_type == Run::RT_Aggregate) {
-        if (run.aggregate_name == "median") medians_[name] = rate->second.value;
-      } else {
-        samples_[name].push_back(rate->second.value);
-      }
-    }
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+class RatioReporter : public bench::MedianReporter {
+ private:
+  void PrintRatios() override {
     std::printf("\ndecode overhead (same run; Decode items/s as a fraction of the parse alone):\n");
     PrintRatio("protobuf", "BM_DecodeProtobuf", "BM_ParseProtobuf");
     PrintRatio("json", "BM_DecodeJson", "BM_ParseJson");
-    std::fflush(stdout);
-  }
-
- private:
-  double Rate(const std::string& name) {
-    if (auto it = medians_.find(name); it != medians_.end()) return it->second;
-    auto it = samples_.find(name);
-    if (it == samples_.end() || it->second.empty()) return 0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
   }
 
   static std::string PerSecond(double rate) {
@@ -283,14 +255,11 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
   void PrintRatio(const char* label, const std::string& decode, const std::string& parse) {
-    const double d = Rate(decode), p = Rate(parse);
+    const double d = Rate(decode + "//1"), p = Rate(parse + "//1");
     if (d <= 0 || p <= 0) return;
     std::printf("  %-8s Decode %9s  Parse %9s  Decode/Parse %.2f  (decoder overhead %+.0f ns)\n",
                 label, PerSecond(d).c_str(), PerSecond(p).c_str(), d / p, 1e9 / d - 1e9 / p);
   }
-
-  std::map<std::string, double> medians_;
-  std::map<std::string, std::vector<double>> samples_;
 };
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "absl/time/clock.h"
 #include "bench/baseline/legacy_case_tracker.h"
 #include "bench/engine_fixture.h"
+#include "bench/median_reporter.h"
 #include "benchmark/benchmark.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
@@ -319,32 +320,9 @@ void BM_Chase(benchmark::State& state) {
 BENCHMARK(BM_Chase)->Iterations(5'000'000)->Threads(1)->Threads(2)->UseRealTime();
 
 // The console output plus same-run ratios of median items/s at the end.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& run : runs) {
-      if (run.error_occurred) continue;
-      auto rate = run.counters.find("items_per_second");
-      if (rate == run.counters.end()) continue;
-      const std::string key =
-          absl::StrFormat("%s/%s/%d", run.run_name.function_name, run.run_name.args, run.threads);
-      if (run.run_type == Run::RT_Aggregate) {
-        if (run.aggregate_name == "median") {
-          medians_[key] = rate->second.value;
-          cpu_medians_[key] = run.GetAdjustedCPUTime();
-        }
-      } else {
-        samples_[key].push_back(rate->second.value);
-        cpu_samples_[key].push_back(run.GetAdjustedCPUTime());
-      }
-    }
-  }
-
-  void Finalize() override {
-    ConsoleReporter::Finalize();
+class RatioReporter : public MedianReporter {
+ private:
+  void PrintRatios() override {
     std::printf("\nsame-run ratios (medians of items/s):\n");
     for (const char* cases : {"0", "1"}) {
       for (const char* null_sink : {"0", "1"}) {
@@ -378,17 +356,6 @@ class RatioReporter : public benchmark::ConsoleReporter {
             absl::StrFormat("BM_EngineNew/scrape_ms:100/short_cases:0/null_sink:0/%d", threads),
             absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/%d", threads));
     }
-    std::fflush(stdout);
-  }
-
- private:
-  double Rate(const std::string& key) {
-    if (auto it = medians_.find(key); it != medians_.end()) return it->second;
-    auto it = samples_.find(key);
-    if (it == samples_.end() || it->second.empty()) return 0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
   }
 
   // Per-event CPU time of a over b: 1.0 when a second thread costs each
@@ -399,26 +366,6 @@ class RatioReporter : public benchmark::ConsoleReporter {
     if (x <= 0 || y <= 0) return;
     std::printf("  %-70s %7.0f ns  / %7.0f ns  = %.2f\n", label.c_str(), x, y, x / y);
   }
-
-  double Cpu(const std::string& key) {
-    if (auto it = cpu_medians_.find(key); it != cpu_medians_.end()) return it->second;
-    auto it = cpu_samples_.find(key);
-    if (it == cpu_samples_.end() || it->second.empty()) return 0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  }
-
-  void Ratio(const std::string& label, const std::string& a, const std::string& b) {
-    const double x = Rate(a), y = Rate(b);
-    if (x <= 0 || y <= 0) return;
-    std::printf("  %-70s %7.3fM/s / %7.3fM/s = %.2f\n", label.c_str(), x / 1e6, y / 1e6, x / y);
-  }
-
-  std::map<std::string, double> medians_;
-  std::map<std::string, std::vector<double>> samples_;
-  std::map<std::string, double> cpu_medians_;  // CPU ns per item
-  std::map<std::string, std::vector<double>> cpu_samples_;
 };
 
 }  // namespace
