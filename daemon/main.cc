@@ -285,6 +285,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
   http_options.not_ready_reason = [ingest = ingest->get()]() -> std::string {
+    if (!ingest->connected()) return "kafka cluster unreachable";
     return ingest->ready() ? "" : "no partitions assigned yet";
   };
   http_options.collectables = {

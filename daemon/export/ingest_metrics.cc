@@ -66,6 +66,12 @@ std::vector<MetricFamily> IngestMetrics::Collect() const {
     families.push_back(std::move(f));
   }
 
+  f = Family("kpid_kafka_connected",
+             "1 while the Kafka cluster answers kpid's metadata probe (every second), else 0.",
+             MetricType::Gauge);
+  AddGauge(&f, {}, ingest_->connected() ? 1.0 : 0.0);
+  families.push_back(std::move(f));
+
   f = Family("kpid_consumer_lag_messages",
              "Messages in the partition not yet consumed (high watermark - position).",
              MetricType::Gauge);

@@ -2,7 +2,8 @@
 //
 //   kpid_events_consumed_total, kpid_events_rejected_total{reason},
 //   kpid_events_duplicate_total, kpid_consumer_lag_messages{topic,partition},
-//   kpid_watermark_timestamp_seconds, kpid_dead_letter_messages_total{result}.
+//   kpid_watermark_timestamp_seconds, kpid_dead_letter_messages_total{result},
+//   kpid_kafka_connected.
 //
 // Reads the workers' single-writer counters; never blocks them. Every reason
 // is rendered, zeros included, so rate() works from the first rejection.

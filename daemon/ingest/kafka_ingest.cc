@@ -29,6 +29,10 @@ namespace {
 constexpr size_t kBatchSize = 1024;
 constexpr int kPollTimeoutMs = 100;
 constexpr absl::Duration kTickInterval = absl::Milliseconds(100);
+// How often the cluster is asked for metadata, and how long an answer may
+// take before the cluster counts as unreachable.
+constexpr absl::Duration kConnectivityProbeInterval = absl::Seconds(1);
+constexpr int kConnectivityProbeTimeoutMs = 2000;
 
 // Bad input is counted in full but logged sparsely: on the 1st, 2nd, 4th,
 // 8th... rejection of each reason per worker.
@@ -104,6 +108,9 @@ absl::Status KafkaIngest::Init() {
                     config.kafka.properties);
   if (!conf.ok()) return conf.status();
   rd_kafka_conf_set_opaque(*conf, this);
+  rd_kafka_conf_set_error_cb(*conf, [](rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+    ErrorTrampoline(rk, err, reason, opaque);
+  });
   rd_kafka_conf_set_rebalance_cb(
       *conf, [](rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                 void* opaque) { RebalanceTrampoline(rk, static_cast<int>(err), parts, opaque); });
@@ -136,6 +143,7 @@ absl::Status KafkaIngest::Init() {
     worker->thread = std::thread([this, w = worker.get()] { WorkerLoop(w); });
   }
   poll_thread_ = std::thread([this] { PollLoop(); });
+  probe_thread_ = std::thread([this] { ProbeLoop(); });
   log::Info("kafka consumer started", {{"brokers", options_.brokers},
                                        {"topic", config.kafka.topic},
                                        {"group", config.kafka.group_id},
@@ -164,6 +172,11 @@ void KafkaIngest::Stop() {
     if (worker->thread.joinable()) worker->thread.join();
   }
   if (poll_thread_.joinable()) poll_thread_.join();
+  {
+    absl::MutexLock lock(&probe_mu_);
+    probe_stop_ = true;
+  }
+  if (probe_thread_.joinable()) probe_thread_.join();
   log::Info("kafka consumer stopped");
 }
 
@@ -186,6 +199,48 @@ void KafkaIngest::PollLoop() {
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     log::Warn("kafka consumer close", {{"error", rd_kafka_err2str(e)}});
   }
+}
+
+void KafkaIngest::ProbeLoop() {
+  absl::MutexLock lock(&probe_mu_);
+  while (!probe_mu_.AwaitWithTimeout(absl::Condition(&probe_stop_), kConnectivityProbeInterval)) {
+    probe_mu_.Unlock();
+    // Only topics the client knows (ours): a small request, answered by any
+    // broker that is up.
+    const rd_kafka_metadata_t* metadata = nullptr;
+    const rd_kafka_resp_err_t err = rd_kafka_metadata(consumer_, /*all_topics=*/0, nullptr,
+                                                      &metadata, kConnectivityProbeTimeoutMs);
+    if (metadata != nullptr) rd_kafka_metadata_destroy(metadata);
+    const bool up = err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (connected_.exchange(up, std::memory_order_relaxed) != up) {
+      if (up) {
+        log::Info("kafka cluster reachable again", {{"brokers", options_.brokers}});
+      } else {
+        log::Error("kafka cluster unreachable",
+                   {{"brokers", options_.brokers}, {"error", rd_kafka_err2str(err)}});
+      }
+    }
+    probe_mu_.Lock();
+  }
+}
+
+void KafkaIngest::ErrorTrampoline(rd_kafka_s* rk, int err, const char* reason, void* opaque) {
+  (void)rk;
+  auto* self = static_cast<KafkaIngest*>(opaque);
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    // Sooner than the next probe; the probe says when it is back.
+    if (self->connected_.exchange(false, std::memory_order_relaxed)) {
+      log::Error("kafka cluster unreachable",
+                 {{"brokers", self->options_.brokers}, {"error", reason}});
+    }
+    return;
+  }
+  // During an outage every reconnect attempt fails again; its first failure
+  // is news, the rest are librdkafka's own log lines.
+  if (err == RD_KAFKA_RESP_ERR__TRANSPORT && !self->connected()) return;
+  log::Warn(
+      "kafka client error",
+      {{"error", rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err))}, {"detail", reason}});
 }
 
 void KafkaIngest::RebalanceTrampoline(rd_kafka_s* rk, int err,

@@ -8,7 +8,9 @@
 //   (*ingest)->Stop();   // drains: workers finish their batch, offsets are committed
 //
 // Threads: one poll thread serves the group protocol (rebalances, errors);
-// each worker owns a librdkafka queue that the partitions it owns
+// a probe thread asks the cluster for metadata every second, so an outage
+// shows in connected() (and /readyz, kpid_kafka_connected) even on an idle
+// topic; each worker owns a librdkafka queue that the partitions it owns
 // (partition % workers) are forwarded to. A worker is the only thread that
 // touches its handler, decoder and WorkerStats, so the event path takes no
 // lock of ours. Every message read ends in exactly one of: consumed,
@@ -64,6 +66,11 @@ class KafkaIngest {
 
   // True while partitions are assigned.
   bool ready() const { return assigned_count_.load(std::memory_order_relaxed) > 0; }
+  // False once the cluster stopped answering (a metadata probe every
+  // kConnectivityProbeInterval timed out, or librdkafka reported all brokers
+  // down); true again at the first answer. Starts true: before the first
+  // probe nothing says otherwise, and /readyz waits for an assignment anyway.
+  bool connected() const { return connected_.load(std::memory_order_relaxed); }
   int worker_count() const { return static_cast<int>(workers_.size()); }
   const WorkerStats& worker_stats(int worker) const;
 
@@ -76,6 +83,9 @@ class KafkaIngest {
   explicit KafkaIngest(Options options);
   absl::Status Init();
   void PollLoop();
+  // Asks the cluster for metadata every probe interval until stop; sets connected_.
+  void ProbeLoop();
+  static void ErrorTrampoline(rd_kafka_s* rk, int err, const char* reason, void* opaque);
   void WorkerLoop(Worker* worker);
   void ProcessMessage(Worker* worker, struct rd_kafka_message_s* message);
   void Reject(Worker* worker, const struct rd_kafka_message_s& message, Rejection rejection);
@@ -88,12 +98,18 @@ class KafkaIngest {
   rd_kafka_s* consumer_ = nullptr;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::thread poll_thread_;
+  std::thread probe_thread_;
+  // Wakes the probe thread for Stop().
+  absl::Mutex probe_mu_;
+  bool probe_stop_ ABSL_GUARDED_BY(probe_mu_) = false;
   // Release/acquire: a worker or the poll thread that sees stop also sees
   // everything written before Stop() set it.
   std::atomic<bool> stop_{false};
   std::atomic<bool> stopped_{false};
   // Relaxed: a readiness hint; nothing is ordered by it.
   std::atomic<int> assigned_count_{0};
+  // Relaxed: a health signal (gauge, /readyz); nothing is ordered by it.
+  std::atomic<bool> connected_{true};
 
   mutable absl::Mutex assignment_mu_;
   std::vector<std::pair<std::string, int32_t>> assignment_ ABSL_GUARDED_BY(assignment_mu_);
