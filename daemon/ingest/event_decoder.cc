@@ -26,6 +26,35 @@ bool LooksLikeJson(absl::string_view value) {
   return false;
 }
 
+// A ProcessEvent is nested two deep ({"attributes": {...}}); producers may add
+// fields kpid does not know yet, so allow some room, but not the thousands of
+// levels a hostile message can carry.
+constexpr int kMaxJsonDepth = 32;
+
+// True when `json` nests objects/arrays deeper than kMaxJsonDepth. Only
+// brackets outside strings count; the parser still judges everything else.
+bool NestedTooDeep(absl::string_view json) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxJsonDepth) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 EventDecoder::EventDecoder(const model::Config& config) : config_(config) {
@@ -52,6 +81,10 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
   }
   out->proto.Clear();
   if (json_content_type || LooksLikeJson(value)) {
+    if (NestedTooDeep(value)) {
+      return Reject(RejectReason::kJsonTooDeep,
+                    absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+    }
     google::protobuf::util::JsonParseOptions options;
     // Binary protobuf skips unknown fields; JSON must agree, so producers can
     // add fields before kpid learns them.
@@ -91,6 +124,11 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
   if (!std::isfinite(e.amount()) || !std::isfinite(e.score())) {
     return Reject(RejectReason::kInvalidValue, "amount or score is NaN or infinite");
   }
+  if (std::abs(e.amount()) > config_.max_abs_value || std::abs(e.score()) > config_.max_abs_value) {
+    return Reject(RejectReason::kAbsurdValue,
+                  absl::StrCat("amount ", e.amount(), " or score ", e.score(),
+                               " exceeds max_abs_value ", config_.max_abs_value));
+  }
   auto process = processes_.find(e.process());
   if (process == processes_.end()) {
     return Reject(RejectReason::kUnknownProcess,
@@ -114,6 +152,11 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
     return Reject(RejectReason::kFutureTimestamp,
                   absl::StrCat("occurred_at ", absl::FormatTime(out->occurred_at),
                                " is more than max_future_skew ahead of the wall clock"));
+  }
+  if (out->occurred_at < past_limit_) {
+    return Reject(RejectReason::kPastTimestamp,
+                  absl::StrCat("occurred_at ", absl::FormatTime(out->occurred_at),
+                               " is more than max_past_age behind the wall clock"));
   }
   return std::nullopt;
 }

@@ -46,9 +46,12 @@ class EventDecoder {
   std::optional<Rejection> Decode(absl::string_view value, bool json_content_type,
                                   DecodedEvent* out);
 
-  // The wall clock for the future-timestamp check; the worker sets it once
-  // per batch. Until set, no event is too far in the future.
-  void SetWallNow(absl::Time now) { future_limit_ = now + config_.max_future_skew; }
+  // The wall clock for the future- and past-timestamp checks; the worker sets
+  // it once per batch. Until set, no event is too far ahead or behind.
+  void SetWallNow(absl::Time now) {
+    future_limit_ = now + config_.max_future_skew;
+    past_limit_ = now - config_.max_past_age;
+  }
 
   // True for a content-type header value that names JSON
   // ("application/json", any case, parameters allowed).
@@ -65,6 +68,7 @@ class EventDecoder {
   const model::Config& config_;
   absl::flat_hash_map<std::string, ProcessIndex> processes_;
   absl::Time future_limit_ = absl::InfiniteFuture();
+  absl::Time past_limit_ = absl::InfinitePast();
 };
 
 }  // namespace kpid::ingest

@@ -216,6 +216,64 @@ TEST_F(EventDecoderTest, RejectsEventsTooFarAheadOfTheWallClock) {
   EXPECT_EQ(model::RejectReasonName(r->reason), "future_timestamp");
 }
 
+TEST_F(EventDecoderTest, RejectsEventsTooFarBehindTheWallClock) {
+  ProcessEvent e = ValidEvent();
+  e.mutable_occurred_at()->set_seconds(0);  // a zeroed producer clock: 1970
+  e.mutable_occurred_at()->set_nanos(0);
+  EXPECT_EQ(DecodeProto(e), std::nullopt);  // not checked before the worker sets the time
+  // max_past_age defaults to 365d: wall clock 2026-03-01T09:00:00Z = 1772355600,
+  // so the limit is 1772355600 - 365 * 86400 = 1740819600 (2025-03-01T09:00:00Z).
+  decoder_.SetWallNow(absl::FromUnixSeconds(1772355600));
+  std::optional<Rejection> r = DecodeProto(e);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason, RejectReason::kPastTimestamp);
+  EXPECT_EQ(model::RejectReasonName(r->reason), "past_timestamp");
+  e.mutable_occurred_at()->set_seconds(1740819600);  // exactly at the limit: kept
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+  e.mutable_occurred_at()->set_seconds(1740819599);
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kPastTimestamp);
+}
+
+TEST_F(EventDecoderTest, RejectsAbsurdValues) {
+  // max_abs_value defaults to 1e12: a refund of -1e12 is fine, beyond is not.
+  ProcessEvent e = ValidEvent();
+  e.set_amount(-1e12);
+  EXPECT_EQ(DecodeProto(e), std::nullopt);
+  e.set_amount(1.5e12);
+  std::optional<Rejection> r = DecodeProto(e);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason, RejectReason::kAbsurdValue);
+  EXPECT_EQ(model::RejectReasonName(r->reason), "absurd_value");
+  e = ValidEvent();
+  e.set_score(-1e300);
+  EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kAbsurdValue);
+  EXPECT_EQ(ReasonOf(R"({"eventId":"e","process":"lead_to_cash","caseId":"c","kind":"COST",
+      "occurredAt":"2026-03-01T09:00:00Z","amount":1e200})"),
+            RejectReason::kAbsurdValue);
+}
+
+TEST_F(EventDecoderTest, RejectsJsonNestedTooDeep) {
+  // Unknown fields are skipped, but not at any depth: 32 levels at most.
+  std::string nested = R"({"eventId":"e","process":"lead_to_cash","caseId":"c","kind":"COST",
+      "occurredAt":"2026-03-01T09:00:00Z","junk":)";
+  const auto with_depth = [&](int levels) {  // junk adds `levels` below the event's own
+    std::string s = nested;
+    for (int i = 0; i < levels; ++i) s += "[";
+    s += R"("[{\"]")";  // brackets and an escaped quote inside a string do not count
+    for (int i = 0; i < levels; ++i) s += "]";
+    return s + "}";
+  };
+  EXPECT_EQ(ReasonOf(with_depth(31)), std::nullopt);  // 1 + 31 = 32 levels
+  EXPECT_EQ(ReasonOf(with_depth(32)), RejectReason::kJsonTooDeep);
+  std::string deep = R"({"eventId":"e","process":"lead_to_cash","caseId":"c","kind":"COST",
+      "occurredAt":"2026-03-01T09:00:00Z","junk":)";
+  // 1500 levels (3 KB, within max_message_bytes 4096) against the parser's 100.
+  for (int i = 0; i < 1500; ++i) deep += "[";
+  for (int i = 0; i < 1500; ++i) deep += "]";
+  deep += "}";
+  EXPECT_EQ(ReasonOf(deep), RejectReason::kJsonTooDeep);
+}
+
 TEST_F(EventDecoderTest, RejectsNonFiniteValues) {
   for (double bad :
        {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),

@@ -79,6 +79,8 @@ class ConfigParser {
       config.case_ttl = top.Duration("case_ttl", config.case_ttl);
       config.dedup_horizon = top.Duration("dedup_horizon", config.dedup_horizon);
       config.max_future_skew = top.Duration("max_future_skew", config.max_future_skew);
+      config.max_past_age = top.Duration("max_past_age", config.max_past_age);
+      config.max_abs_value = top.Double("max_abs_value", config.max_abs_value, 1, 1e300);
       ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
@@ -88,6 +90,7 @@ class ConfigParser {
       CheckPositive(top.Child("case_ttl"), "case_ttl", config.case_ttl);
       CheckPositive(top.Child("dedup_horizon"), "dedup_horizon", config.dedup_horizon);
       CheckPositive(top.Child("retention"), "retention", config.retention);
+      CheckPositive(top.Child("max_past_age"), "max_past_age", config.max_past_age);
     }
     if (!diag_.ok()) return diag_.ToStatus();
     return config;

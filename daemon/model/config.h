@@ -120,6 +120,14 @@ struct Config {
   // (future_timestamp): one bad producer clock would otherwise move every
   // window's head into the future.
   absl::Duration max_future_skew = absl::Hours(1);
+  // Events stamped further back than this behind the wall clock are rejected
+  // (past_timestamp): a zeroed or garbled producer clock (1970), not a
+  // backfill. Older than `retention` but within this, an event is accepted
+  // and counts in the totals only (late).
+  absl::Duration max_past_age = absl::Hours(24 * 365);
+  // Amounts and scores whose magnitude exceeds this are rejected
+  // (absurd_value): one 1e300 deal would make every revenue sum meaningless.
+  double max_abs_value = 1e12;
   DimensionsConfig dimensions;
   std::vector<ProcessConfig> processes;
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder

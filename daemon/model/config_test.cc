@@ -149,6 +149,16 @@ TEST(ConfigTest, AlertingSection) {
               ElementsAre("t.yaml:4:29: alerting.resend_interval: must be at least 1s"));
 }
 
+TEST(ConfigTest, InputBounds) {
+  Config config = Parse(std::string(kMinimal) + "max_past_age: 30d\nmax_abs_value: 1e6\n");
+  EXPECT_EQ(config.max_past_age, absl::Hours(24 * 30));
+  EXPECT_DOUBLE_EQ(config.max_abs_value, 1e6);
+  // Lines 4 and 5 after kMinimal; values start at columns 15 and 16.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "max_past_age: 0s\nmax_abs_value: -5\n"),
+              ElementsAre("t.yaml:5:16: max_abs_value: -5 is out of range [1, 1e+300]",
+                          "t.yaml:4:15: max_past_age: must be greater than 0"));
+}
+
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   Config config = Parse(kMinimal);
   EXPECT_EQ(config.source_path, "");
@@ -178,6 +188,8 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.alerting.timeout, absl::Seconds(10));
   EXPECT_EQ(config.alerting.queue_capacity, 10000);
   EXPECT_EQ(config.max_future_skew, absl::Hours(1));
+  EXPECT_EQ(config.max_past_age, absl::Hours(24 * 365));
+  EXPECT_DOUBLE_EQ(config.max_abs_value, 1e12);
 
   ASSERT_EQ(config.processes.size(), 1u);
   const ProcessConfig& p = config.processes[0];

@@ -30,15 +30,18 @@ enum class RejectReason : uint8_t {
   kCaseClosed,   // any event of a case closed within dedup_horizon
   // Decoding again (appended: label values keep their place).
   kFutureTimestamp,  // occurred_at beyond the wall clock + max_future_skew
+  kPastTimestamp,    // occurred_at before the wall clock - max_past_age
+  kAbsurdValue,      // |amount| or |score| above max_abs_value
+  kJsonTooDeep,      // JSON nested deeper than an event can be
 };
 
-inline constexpr size_t kRejectReasonCount =
-    static_cast<size_t>(RejectReason::kFutureTimestamp) + 1;
+inline constexpr size_t kRejectReasonCount = static_cast<size_t>(RejectReason::kJsonTooDeep) + 1;
 
 inline constexpr std::array<absl::string_view, kRejectReasonCount> kRejectReasonNames = {
     "empty",        "oversized",         "malformed_protobuf", "malformed_json",   "missing_field",
     "unknown_kind", "invalid_timestamp", "invalid_value",      "unknown_process",  "unknown_stage",
-    "same_stage",   "unknown_case",      "case_closed",        "future_timestamp",
+    "same_stage",   "unknown_case",      "case_closed",        "future_timestamp", "past_timestamp",
+    "absurd_value", "json_too_deep",
 };
 // A reason added to the enum without its name would render as "".
 static_assert(!kRejectReasonNames.back().empty(), "every RejectReason needs a name");
