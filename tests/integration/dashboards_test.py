@@ -77,7 +77,7 @@ def wait_for(what, condition, deadline):
         try:
             if condition():
                 return
-        except OSError:
+        except (OSError, ValueError, KeyError):  # not up yet: refused, 503, no data
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
@@ -200,6 +200,8 @@ def main():
         start("prometheus", [args.prometheus, f"--config.file={tmp}/prometheus.yml",
                              f"--storage.tsdb.path={tmp}/tsdb",
                              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"])
+        wait_for("Prometheus ready",
+                 lambda: "Ready" in http_get(f"http://127.0.0.1:{prom_port}/-/ready"), deadline)
         wait_for("kpid /metrics",
                  lambda: "kpid_build_info" in http_get(f"http://127.0.0.1:{http_port}/metrics"),
                  deadline)
