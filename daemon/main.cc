@@ -30,6 +30,7 @@
 #include "daemon/common/log.h"
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/ingest_metrics.h"
+#include "daemon/export/kpi_tree_metrics.h"
 #include "daemon/http/http_server.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/embedded_broker.h"
@@ -292,6 +293,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       std::make_shared<exporter::BuildInfo>(),
       std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
       std::make_shared<exporter::EngineMetrics>(&config, shards, tables, reader_clock.get()),
+      std::make_shared<exporter::KpiTreeMetrics>(&config, shards, reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
   };

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "daemon/aggregate/kpi_reading.h"
 #include "daemon/common/duration.h"
 #include "daemon/common/log.h"
 #include "daemon/export/metric_builder.h"
@@ -13,35 +13,6 @@ namespace kpid::alert {
 namespace {
 
 constexpr absl::Duration kChangePoll = absl::Milliseconds(10);
-
-// A KPI's value and how many events it rests on (for min_events).
-struct Reading {
-  absl::optional<double> value;
-  uint64_t events = 0;
-};
-
-Reading StageReading(absl::string_view kpi, const aggregate::StageWindowCounts& c) {
-  Reading r{c.Value(kpi), c.exited()};
-  if (kpi == "entered" || kpi == "rework" || kpi == "rework_ratio") r.events = c.entered;
-  if (kpi == "sla_breaches") r.events = c.sla_breaches;
-  return r;
-}
-
-Reading ProcessReading(absl::string_view kpi, const aggregate::ProcessWindowCounts& c) {
-  Reading r{c.Value(kpi), c.completed};
-  if (kpi == "started") r.events = c.started;
-  if (kpi == "win_ratio" || kpi == "fallout") r.events = c.completed + c.fallout;
-  if (kpi == "feedback_score") r.events = c.score_count;
-  return r;
-}
-
-// "cycle_time_p90" -> 0.9.
-absl::optional<double> QuantileOf(absl::string_view kpi) {
-  if (absl::EndsWith(kpi, "_p50")) return 0.5;
-  if (absl::EndsWith(kpi, "_p90")) return 0.9;
-  if (absl::EndsWith(kpi, "_p99")) return 0.99;
-  return absl::nullopt;
-}
 
 std::string Fingerprint(const std::map<std::string, std::string>& labels) {
   std::string key;
@@ -136,7 +107,7 @@ void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
   const absl::Time window_end = options_.window_clock->Now();
   const aggregate::WindowSpan span =
       rule.window ? reader_.Resolve(*rule.window, window_end) : aggregate::WindowSpan{};
-  const absl::optional<double> quantile = QuantileOf(rule.kpi);
+  const bool quantile = aggregate::QuantileOf(rule.kpi).has_value();
   const bool current = rule.kpi == "backlog" || rule.kpi == "backlog_over_sla";
 
   std::vector<int> stages;
@@ -162,7 +133,7 @@ void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
                    : reader_.ReadSeriesWindow(rule.process, refs, span);
     }
     for (int stage : stages) {
-      Reading reading;
+      aggregate::KpiReading reading;
       if (current) {
         const size_t s = static_cast<size_t>(stage);
         if (s < totals.stages.size()) {
@@ -173,17 +144,8 @@ void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
           reading.value = 0;
         }
         reading.events = UINT64_MAX;  // a current value needs no minimum
-      } else if (quantile) {
-        const aggregate::Distribution d = stage >= 0
-                                              ? reader_.ReadCycleTimes(rule.process, stage, span)
-                                              : reader_.ReadLeadTimes(rule.process, span);
-        reading = {d.Quantile(*quantile), d.count()};
-      } else if (stage >= 0) {
-        const size_t s = static_cast<size_t>(stage);
-        reading = s < window.stages.size() ? StageReading(rule.kpi, window.stages[s])
-                                           : StageReading(rule.kpi, {});
       } else {
-        reading = ProcessReading(rule.kpi, window.process);
+        reading = aggregate::ReadWindowKpi(reader_, rule.process, stage, rule.kpi, span, &window);
       }
 
       Verdict verdict = Verdict::kNone;

@@ -387,6 +387,46 @@ class ConfigParser {
     }
   }
 
+  // A `kpi:` leaf names a window KPI of its scope: a process KPI without
+  // `stage:`, a stage KPI with a stage of the process.
+  void CheckTreeKpi(MapReader& r, const std::string& node_what, const ProcessConfig& process,
+                    const KpiTreeNode& n) {
+    const KpiScope scope = n.stage.empty() ? KpiScope::kProcess : KpiScope::kStage;
+    const KpiScope other = n.stage.empty() ? KpiScope::kStage : KpiScope::kProcess;
+    if (FindKpi(n.kpi, scope) == nullptr && FindKpi(n.kpi, other) != nullptr) {
+      if (n.stage.empty()) {
+        diag_.Error(r.Child("kpi").Mark(),
+                    absl::StrCat(node_what, ": \"", n.kpi, "\" is a stage KPI; it needs a stage"));
+      } else {
+        diag_.Error(
+            r.Child("stage").Mark(),
+            absl::StrCat(node_what, ": \"", n.kpi, "\" is a process KPI; it takes no stage"));
+      }
+      return;
+    }
+    if (FindKpi(n.kpi, scope) == nullptr) {
+      std::vector<std::string> names;
+      for (const KpiInfo& k : AllKpis()) {
+        if (k.scope == scope) names.emplace_back(k.name);
+      }
+      std::string message =
+          absl::StrCat(node_what, ": unknown ", scope == KpiScope::kStage ? "stage" : "process",
+                       " KPI \"", n.kpi, "\"");
+      if (std::string hint = DidYouMean(n.kpi, names); !hint.empty()) {
+        absl::StrAppend(&message, "; did you mean \"", hint, "\"?");
+      }
+      diag_.Error(r.Child("kpi").Mark(), message);
+    } else if (n.kpi == "backlog" || n.kpi == "backlog_over_sla") {
+      // The tree is evaluated per window; these are values of now.
+      diag_.Error(r.Child("kpi").Mark(),
+                  absl::StrCat(node_what, ": \"", n.kpi, "\" is not a window KPI"));
+    }
+    if (!n.stage.empty() && process.StageIndex(n.stage) < 0) {
+      diag_.Error(r.Child("stage").Mark(),
+                  absl::StrCat(node_what, ": unknown stage \"", n.stage, "\""));
+    }
+  }
+
   void ParseKpiTree(const YAML::Node& node, const std::string& what, const ProcessConfig& process,
                     std::vector<KpiTreeNode>* tree) {
     if (!node.IsDefined()) return;
@@ -396,6 +436,8 @@ class ConfigParser {
     }
     absl::flat_hash_map<std::string, size_t> index;
     std::vector<YAML::Mark> marks;
+    std::vector<std::vector<YAML::Mark>> ref_marks;
+    const size_t errors_before = diag_.errors().size();
     for (size_t i = 0; i < node.size(); ++i) {
       const std::string node_what = absl::StrCat(what, ": kpi_tree[", i, "]");
       MapReader r(node[i], node_what, &diag_);
@@ -422,24 +464,7 @@ class ConfigParser {
                     absl::StrCat(node_what, ": needs exactly one of kpi, product, sum, ratio"));
       }
       if (!n.kpi.empty()) {
-        const KpiScope scope = n.stage.empty() ? KpiScope::kProcess : KpiScope::kStage;
-        if (FindKpi(n.kpi, scope) == nullptr) {
-          std::vector<std::string> names;
-          for (const KpiInfo& k : AllKpis()) {
-            if (k.scope == scope) names.emplace_back(k.name);
-          }
-          std::string message =
-              absl::StrCat(node_what, ": unknown ", scope == KpiScope::kStage ? "stage" : "process",
-                           " KPI \"", n.kpi, "\"");
-          if (std::string hint = DidYouMean(n.kpi, names); !hint.empty()) {
-            absl::StrAppend(&message, "; did you mean \"", hint, "\"?");
-          }
-          diag_.Error(r.Child("kpi").Mark(), message);
-        }
-        if (!n.stage.empty() && process.StageIndex(n.stage) < 0) {
-          diag_.Error(r.Child("stage").Mark(),
-                      absl::StrCat(node_what, ": unknown stage \"", n.stage, "\""));
-        }
+        CheckTreeKpi(r, node_what, process, n);
       } else if (!n.stage.empty()) {
         diag_.Error(r.Child("stage").Mark(), absl::StrCat(node_what, ": stage only goes with kpi"));
       }
@@ -448,16 +473,29 @@ class ConfigParser {
                     absl::StrCat(node_what, ": ratio needs [numerator, denominator]"));
       }
       marks.push_back(r.mark());
+      // Where each reference of product, sum, ratio (in that order) is written.
+      std::vector<YAML::Mark> at;
+      for (const char* key : {"product", "sum", "ratio"}) {
+        const YAML::Node refs = r.Child(key);
+        if (!refs.IsSequence()) continue;
+        for (const YAML::Node& ref : refs) {
+          if (ref.IsScalar()) at.push_back(ref.Mark());
+        }
+      }
+      ref_marks.push_back(std::move(at));
       tree->push_back(std::move(n));
     }
-    // References resolve, and the graph has no cycle.
+    // References resolve.
     for (size_t i = 0; i < tree->size(); ++i) {
       const KpiTreeNode& n = (*tree)[i];
+      size_t k = 0;
       for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
         for (const std::string& ref : *refs) {
+          const YAML::Mark mark = k < ref_marks[i].size() ? ref_marks[i][k] : marks[i];
+          ++k;
           if (!index.contains(ref)) {
-            diag_.Error(marks[i], absl::StrCat(what, ": kpi_tree node \"", n.id,
-                                               "\" refers to unknown node \"", ref, "\""));
+            diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", n.id,
+                                           "\" refers to unknown node \"", ref, "\""));
           }
         }
       }
@@ -490,6 +528,43 @@ class ConfigParser {
                                                   (*tree)[on_cycle].id, "\""));
         return;
       }
+    }
+    // Each node has at most one parent and exactly one (the root) has none:
+    // the evaluator and kpid_kpi_tree_value's `parent` label need a tree, not
+    // a graph. Checked once the nodes themselves are right, so that one
+    // mistake does not echo here.
+    if (diag_.errors().size() != errors_before) return;
+    std::vector<int> parent(tree->size(), -1);
+    for (size_t i = 0; i < tree->size(); ++i) {
+      const KpiTreeNode& n = (*tree)[i];
+      size_t k = 0;
+      for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
+        for (const std::string& ref : *refs) {
+          const YAML::Mark mark = k < ref_marks[i].size() ? ref_marks[i][k] : marks[i];
+          ++k;
+          const size_t child = index.at(ref);
+          if (parent[child] >= 0) {
+            diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", ref, "\" is used by both \"",
+                                           (*tree)[static_cast<size_t>(parent[child])].id,
+                                           "\" and \"", n.id, "\"; a node has one parent"));
+          } else {
+            parent[child] = static_cast<int>(i);
+          }
+        }
+      }
+    }
+    std::vector<std::string> roots;
+    size_t second_root = 0;
+    for (size_t i = 0; i < tree->size(); ++i) {
+      if (parent[i] >= 0) continue;
+      if (roots.size() == 1) second_root = i;
+      roots.push_back(absl::StrCat("\"", (*tree)[i].id, "\""));
+    }
+    if (roots.size() > 1) {
+      diag_.Error(
+          marks[second_root],
+          absl::StrCat(what, ": kpi_tree has more than one root (", absl::StrJoin(roots, ", "),
+                       "); every node but the root must be used by another"));
     }
   }
 

@@ -92,12 +92,16 @@ TEST(ConfigTest, LeadToCashExample) {
   EXPECT_EQ(p->StageIndex("demo"), 3);
   EXPECT_EQ(p->StageIndex("nope"), -1);
 
-  ASSERT_EQ(p->kpi_tree.size(), 4u);
+  ASSERT_EQ(p->kpi_tree.size(), 9u);
   EXPECT_EQ(p->kpi_tree[0].id, "revenue");
-  EXPECT_THAT(p->kpi_tree[0].product, ElementsAre("leads", "win_rate", "avg_deal"));
+  EXPECT_THAT(p->kpi_tree[0].product, ElementsAre("leads", "funnel_conversion", "avg_deal"));
   EXPECT_EQ(p->kpi_tree[1].kpi, "started");
-  EXPECT_EQ(p->kpi_tree[2].kpi, "win_ratio");
-  EXPECT_EQ(p->kpi_tree[3].kpi, "avg_deal");
+  EXPECT_THAT(p->kpi_tree[2].product,
+              ElementsAre("lead_conversion", "mql_conversion", "sql_conversion", "demo_conversion",
+                          "quote_conversion"));
+  EXPECT_EQ(p->kpi_tree[3].kpi, "conversion");
+  EXPECT_EQ(p->kpi_tree[3].stage, "lead");
+  EXPECT_EQ(p->kpi_tree[8].kpi, "avg_deal");
 
   EXPECT_DOUBLE_EQ(p->simulate.arrivals_per_hour, 3600);
   EXPECT_DOUBLE_EQ(p->simulate.deal_median, 24000);
@@ -251,7 +255,7 @@ TEST(ConfigTest, ExtraKeys) {
       "      - {id: conv, ratio: [done, entered]}\n"                            // 23
       "      - {id: done, kpi: exited, stage: a}\n"                             // 24
       "      - {id: entered, kpi: entered, stage: a}\n"                         // 25
-      "      - {id: total, sum: [done, entered]}\n"                             // 26
+      "      - {id: total, sum: [conv]}\n"                                      // 26
       "    simulate:\n"                                                         // 27
       "      arrivals_per_hour: 0.5\n"                                          // 28
       "      attributes: {region: [eu]}\n"                                      // 29
@@ -279,7 +283,7 @@ TEST(ConfigTest, ExtraKeys) {
   ASSERT_EQ(p.kpi_tree.size(), 4u);
   EXPECT_THAT(p.kpi_tree[0].ratio, ElementsAre("done", "entered"));
   EXPECT_EQ(p.kpi_tree[1].stage, "a");
-  EXPECT_THAT(p.kpi_tree[3].sum, ElementsAre("done", "entered"));
+  EXPECT_THAT(p.kpi_tree[3].sum, ElementsAre("conv"));
   EXPECT_DOUBLE_EQ(p.simulate.arrivals_per_hour, 0.5);
   EXPECT_THAT(p.simulate.attributes, ElementsAre(Pair("region", ElementsAre("eu"))));
   EXPECT_THAT(config.rules, ElementsAre("rules/*.yaml", "/etc/kpid/rules.yaml"));
@@ -626,7 +630,7 @@ TEST(ConfigErrorsTest, KpiTree) {
              "      - {id: r, ratio: [w]}\n"                      // 10: '[' at column 24
              "      - {kpi: started}\n"                           // 11: column 9
              "      - {id: w, kpi: completed}\n"                  // 12: id value at column 14
-             "      - {id: t, sum: [w, ghost]}\n"                 // 13: column 9
+             "      - {id: t, sum: [w, ghost]}\n"                 // 13: ghost at column 26
              "      - {id: u, product: [w], stage: a}\n"          // 14: stage value at column 38
              "      - {id: v, kpi: sla_atainment, stage: a}\n"),  // 15: column 22
       ElementsAre(
@@ -642,7 +646,41 @@ TEST(ConfigErrorsTest, KpiTree) {
           "t.yaml:14:38: process p: kpi_tree[9]: stage only goes with kpi",
           "t.yaml:15:22: process p: kpi_tree[10]: unknown stage KPI \"sla_atainment\"; did you "
           "mean \"sla_attainment\"?",
-          "t.yaml:13:9: process p: kpi_tree node \"t\" refers to unknown node \"ghost\""));
+          "t.yaml:13:26: process p: kpi_tree node \"t\" refers to unknown node \"ghost\""));
+}
+
+TEST(ConfigErrorsTest, KpiTreeKpiScope) {
+  EXPECT_THAT(
+      Errors("processes:\n"                                 // 1
+             "  - id: p\n"                                  // 2
+             "    stages: [{id: a, sla: 1h}]\n"             // 3
+             "    kpi_tree:\n"                              // 4
+             "      - {id: w, kpi: win_ratio, stage: a}\n"  // 5: stage value at column 40
+             "      - {id: c, kpi: conversion}\n"           // 6: kpi value at column 22
+             "      - {id: b, kpi: backlog, stage: a}\n"),  // 7: kpi value at column 22
+      ElementsAre(
+          "t.yaml:5:40: process p: kpi_tree[0]: \"win_ratio\" is a process KPI; it takes no stage",
+          "t.yaml:6:22: process p: kpi_tree[1]: \"conversion\" is a stage KPI; it needs a stage",
+          "t.yaml:7:22: process p: kpi_tree[2]: \"backlog\" is not a window KPI"));
+}
+
+TEST(ConfigErrorsTest, KpiTreeIsATree) {
+  // n has two parents; revenue, spare and other are all roots. Reported at
+  // the second reference to n and at the second root.
+  EXPECT_THAT(
+      Errors("processes:\n"                              // 1
+             "  - id: p\n"                               // 2
+             "    stages: [{id: a, sla: 1h}]\n"          // 3
+             "    kpi_tree:\n"                           // 4
+             "      - {id: revenue, product: [n, m]}\n"  // 5
+             "      - {id: n, kpi: started}\n"           // 6
+             "      - {id: m, sum: [n]}\n"               // 7: n at column 23
+             "      - {id: spare, kpi: completed}\n"     // 8: column 9
+             "      - {id: other, kpi: revenue}\n"),     // 9
+      ElementsAre("t.yaml:7:23: process p: kpi_tree node \"n\" is used by both \"revenue\" "
+                  "and \"m\"; a node has one parent",
+                  "t.yaml:8:9: process p: kpi_tree has more than one root (\"revenue\", "
+                  "\"spare\", \"other\"); every node but the root must be used by another"));
 }
 
 TEST(ConfigErrorsTest, KpiTreeCycle) {

@@ -1,0 +1,129 @@
+#include "daemon/kpitree/kpi_tree.h"
+
+#include <functional>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "daemon/aggregate/kpi_reading.h"
+
+namespace kpid::kpitree {
+
+bool LowerIsBetter(absl::string_view kpi) {
+  return absl::StartsWith(kpi, "cycle_time_") || absl::StartsWith(kpi, "lead_time_") ||
+         kpi == "fallout" || kpi == "fallout_ratio" || kpi == "rework" || kpi == "rework_ratio" ||
+         kpi == "sla_breaches" || kpi == "cost" || kpi == "cost_to_serve";
+}
+
+KpiTreeEvaluator::KpiTreeEvaluator(const model::Config& config) {
+  for (const model::ProcessConfig& process : config.processes) {
+    Tree& tree = trees_.emplace_back();
+    absl::flat_hash_map<std::string, int> index;
+    for (const model::KpiTreeNode& n : process.kpi_tree) {
+      index[n.id] = static_cast<int>(tree.nodes.size());
+      tree.nodes.emplace_back().id = n.id;
+    }
+    for (size_t i = 0; i < process.kpi_tree.size(); ++i) {
+      const model::KpiTreeNode& n = process.kpi_tree[i];
+      Node& node = tree.nodes[i];
+      const std::vector<std::string>* refs = &n.product;
+      if (!n.kpi.empty()) {
+        node.op = Op::kKpi;
+        node.kpi = n.kpi;
+        node.stage = n.stage.empty() ? -1 : process.StageIndex(n.stage);
+        node.lower_is_better = LowerIsBetter(n.kpi);
+      } else if (!n.sum.empty()) {
+        node.op = Op::kSum;
+        refs = &n.sum;
+      } else if (!n.ratio.empty()) {
+        node.op = Op::kRatio;
+        refs = &n.ratio;
+      } else {
+        node.op = Op::kProduct;
+      }
+      if (node.op == Op::kKpi) continue;
+      for (const std::string& ref : *refs) {
+        const int child = index.at(ref);
+        node.children.push_back(child);
+        tree.nodes[static_cast<size_t>(child)].parent = static_cast<int>(i);
+      }
+    }
+    for (size_t i = 0; i < tree.nodes.size(); ++i) {
+      if (tree.nodes[i].parent < 0 && tree.root < 0) tree.root = static_cast<int>(i);
+    }
+    // Post-order from the root: a validated tree has no cycle.
+    std::function<void(int)> visit = [&](int i) {
+      for (int child : tree.nodes[static_cast<size_t>(i)].children) visit(child);
+      tree.order.push_back(i);
+    };
+    if (tree.root >= 0) visit(tree.root);
+  }
+}
+
+bool KpiTreeEvaluator::HasTree(int process) const {
+  return process >= 0 && static_cast<size_t>(process) < trees_.size() &&
+         !trees_[static_cast<size_t>(process)].nodes.empty();
+}
+
+void KpiTreeEvaluator::Combine(const Tree& tree, std::vector<absl::optional<double>>* values) {
+  auto& v = *values;
+  for (int i : tree.order) {
+    const Node& node = tree.nodes[static_cast<size_t>(i)];
+    if (node.op == Op::kKpi) continue;
+    absl::optional<double> result = node.op == Op::kProduct ? 1.0 : 0.0;
+    for (int child : node.children) {
+      const absl::optional<double>& c = v[static_cast<size_t>(child)];
+      if (!c) {
+        result.reset();
+        break;
+      }
+      if (node.op == Op::kProduct) *result *= *c;
+      if (node.op == Op::kSum) *result += *c;
+    }
+    if (node.op == Op::kRatio) {
+      const absl::optional<double>& num = v[static_cast<size_t>(node.children[0])];
+      const absl::optional<double>& den = v[static_cast<size_t>(node.children[1])];
+      result = num && den ? aggregate::Ratio(*num, *den) : absl::nullopt;
+    }
+    v[static_cast<size_t>(i)] = result;
+  }
+}
+
+std::vector<NodeValue> KpiTreeEvaluator::Evaluate(const aggregate::MergedReader& reader,
+                                                  int process,
+                                                  const aggregate::WindowSpan& span) const {
+  if (!HasTree(process)) return {};
+  const Tree& tree = trees_[static_cast<size_t>(process)];
+  const aggregate::SeriesWindow counts = reader.ReadAllDimsWindow(process, span);
+  std::vector<absl::optional<double>> values(tree.nodes.size());
+  for (size_t i = 0; i < tree.nodes.size(); ++i) {
+    const Node& node = tree.nodes[i];
+    if (node.op != Op::kKpi) continue;
+    values[i] =
+        aggregate::ReadWindowKpi(reader, process, node.stage, node.kpi, span, &counts).value;
+  }
+  Combine(tree, &values);
+
+  std::vector<NodeValue> out;
+  for (size_t i = 0; i < tree.nodes.size(); ++i) {
+    const Node& node = tree.nodes[i];
+    NodeValue& n = out.emplace_back();
+    n.id = node.id;
+    if (node.parent >= 0) n.parent = tree.nodes[static_cast<size_t>(node.parent)].id;
+    n.value = values[i];
+  }
+  const absl::optional<double> root =
+      tree.root >= 0 ? values[static_cast<size_t>(tree.root)] : absl::nullopt;
+  if (!root) return out;
+  for (size_t i = 0; i < tree.nodes.size(); ++i) {
+    const Node& node = tree.nodes[i];
+    if (node.op != Op::kKpi || !values[i]) continue;
+    std::vector<absl::optional<double>> improved = values;
+    *improved[i] *= node.lower_is_better ? 0.99 : 1.01;
+    Combine(tree, &improved);
+    const absl::optional<double>& new_root = improved[static_cast<size_t>(tree.root)];
+    if (new_root) out[i].sensitivity = *new_root - *root;
+  }
+  return out;
+}
+
+}  // namespace kpid::kpitree

@@ -1,0 +1,87 @@
+// Evaluates a process's revenue driver tree (DESIGN §5 `kpi_tree`) over one
+// window: every node's value and every leaf's revenue sensitivity.
+//
+//   KpiTreeEvaluator trees(config);  // once per loaded config
+//   WindowSpan span = reader.Resolve(window_index, now);
+//   for (const NodeValue& n : trees.Evaluate(reader, process, span)) {
+//     ... n.id, n.parent ("" for the root), n.value, n.sensitivity ...
+//   }
+//
+// Values: a `kpi:` leaf reads the window KPI through aggregate::ReadWindowKpi
+// (every dimension value summed); `product:` / `sum:` multiply / add their
+// children; `ratio: [a, b]` is a / b. An absent child makes its parent absent
+// (so the root is absent until every leaf has data), and so does a zero
+// denominator: never 0 or NaN.
+//
+// Sensitivity of a leaf: how much the root changes when that leaf improves by
+// 1%, every other leaf held: root(leaf x 1.01) - root for a KPI where higher
+// is better, root(leaf x 0.99) - root where lower is better (LowerIsBetter:
+// cycle and lead times, fallout, rework, breaches, cost, cost_to_serve). In a
+// tree of products this is 1% of the root for every leaf; sums and ratios
+// weigh leaves apart, which is what ranks where an improvement pays most.
+// Absent when the leaf or the root is absent.
+//
+// Thread safety: immutable after construction; Evaluate may run on any
+// thread (it only reads the aggregator, see MergedReader).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/types/optional.h"
+#include "daemon/aggregate/aggregate_types.h"
+#include "daemon/aggregate/merged_reader.h"
+#include "daemon/model/config.h"
+
+namespace kpid::kpitree {
+
+struct NodeValue {
+  std::string id;
+  std::string parent;  // "" for the root
+  absl::optional<double> value;
+  absl::optional<double> sensitivity;  // leaves (`kpi:` nodes) only
+
+  friend bool operator==(const NodeValue&, const NodeValue&) = default;
+};
+
+// Whether a 1% improvement of window KPI `kpi` is a 1% decrease.
+bool LowerIsBetter(absl::string_view kpi);
+
+class KpiTreeEvaluator {
+ public:
+  // `config` must have passed validation (model::ParseConfig): references
+  // resolve, one root, no cycle. Keeps its own copy of the trees.
+  explicit KpiTreeEvaluator(const model::Config& config);
+
+  bool HasTree(int process) const;
+
+  // Every node of `process`'s tree in config order; empty when it has none.
+  std::vector<NodeValue> Evaluate(const aggregate::MergedReader& reader, int process,
+                                  const aggregate::WindowSpan& span) const;
+
+ private:
+  enum class Op { kKpi, kProduct, kSum, kRatio };
+  struct Node {
+    std::string id;
+    int parent = -1;
+    Op op = Op::kKpi;
+    std::vector<int> children;
+    std::string kpi;  // kKpi
+    int stage = -1;   // kKpi: -1 for a process KPI
+    bool lower_is_better = false;
+  };
+  struct Tree {
+    std::vector<Node> nodes;  // config order
+    std::vector<int> order;   // children before their parents
+    int root = -1;
+  };
+
+  // Values of every node from the leaves' values (inner nodes' entries of
+  // `values` are overwritten).
+  static void Combine(const Tree& tree, std::vector<absl::optional<double>>* values);
+
+  std::vector<Tree> trees_;  // by process index
+};
+
+}  // namespace kpid::kpitree
