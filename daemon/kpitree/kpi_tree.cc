@@ -1,5 +1,6 @@
 #include "daemon/kpitree/kpi_tree.h"
 
+#include <algorithm>
 #include <functional>
 
 #include "absl/container/flat_hash_map.h"
@@ -12,6 +13,17 @@ bool LowerIsBetter(absl::string_view kpi) {
   return absl::StartsWith(kpi, "cycle_time_") || absl::StartsWith(kpi, "lead_time_") ||
          kpi == "fallout" || kpi == "fallout_ratio" || kpi == "rework" || kpi == "rework_ratio" ||
          kpi == "sla_breaches" || kpi == "cost" || kpi == "cost_to_serve";
+}
+
+bool IsRatio(absl::string_view kpi) {
+  return absl::EndsWith(kpi, "_ratio") || kpi == "conversion" || kpi == "sla_attainment";
+}
+
+double KpiTreeEvaluator::Improved(const Node& leaf, double value) {
+  if (leaf.ratio) {
+    return leaf.lower_is_better ? std::max(0.0, value - 0.01) : std::min(1.0, value + 0.01);
+  }
+  return value * (leaf.lower_is_better ? 0.99 : 1.01);
 }
 
 KpiTreeEvaluator::KpiTreeEvaluator(const model::Config& config) {
@@ -31,6 +43,7 @@ KpiTreeEvaluator::KpiTreeEvaluator(const model::Config& config) {
         node.kpi = n.kpi;
         node.stage = n.stage.empty() ? -1 : process.StageIndex(n.stage);
         node.lower_is_better = LowerIsBetter(n.kpi);
+        node.ratio = IsRatio(n.kpi);
       } else if (!n.sum.empty()) {
         node.op = Op::kSum;
         refs = &n.sum;
@@ -118,7 +131,7 @@ std::vector<NodeValue> KpiTreeEvaluator::Evaluate(const aggregate::MergedReader&
     const Node& node = tree.nodes[i];
     if (node.op != Op::kKpi || !values[i]) continue;
     std::vector<absl::optional<double>> improved = values;
-    *improved[i] *= node.lower_is_better ? 0.99 : 1.01;
+    improved[i] = Improved(node, *values[i]);
     Combine(tree, &improved);
     const absl::optional<double>& new_root = improved[static_cast<size_t>(tree.root)];
     if (new_root) out[i].sensitivity = *new_root - *root;

@@ -14,11 +14,16 @@
 // denominator: never 0 or NaN.
 //
 // Sensitivity of a leaf: how much the root changes when that leaf improves by
-// 1%, every other leaf held: root(leaf x 1.01) - root for a KPI where higher
-// is better, root(leaf x 0.99) - root where lower is better (LowerIsBetter:
-// cycle and lead times, fallout, rework, breaches, cost, cost_to_serve). In a
-// tree of products this is 1% of the root for every leaf; sums and ratios
-// weigh leaves apart, which is what ranks where an improvement pays most.
+// 1%, every other leaf held. For a ratio KPI (conversion, sla_attainment,
+// win_ratio, fallout_ratio, rework_ratio: values in [0, 1]) 1% is one
+// percentage point: leaf + 0.01 (at most 1), or - 0.01 (at least 0) where
+// lower is better. For any other KPI it is relative: leaf x 1.01, or x 0.99
+// where lower is better (LowerIsBetter: cycle and lead times, fallout,
+// rework, breaches, cost, cost_to_serve). Why points for ratios: in the usual
+// revenue tree (a product of counts, conversions and a deal size) a relative
+// 1% moves the root by 1% whatever the leaf, so nothing would rank; a point
+// of conversion is worth most where conversion is lowest (0.30 -> 0.31 is
+// +3.3%, 0.90 -> 0.91 is +1.1%), which is where an improvement pays most.
 // Absent when the leaf or the root is absent.
 //
 // Thread safety: immutable after construction; Evaluate may run on any
@@ -47,6 +52,8 @@ struct NodeValue {
 
 // Whether a 1% improvement of window KPI `kpi` is a 1% decrease.
 bool LowerIsBetter(absl::string_view kpi);
+// True for the KPIs that are shares in [0, 1].
+bool IsRatio(absl::string_view kpi);
 
 class KpiTreeEvaluator {
  public:
@@ -70,6 +77,7 @@ class KpiTreeEvaluator {
     std::string kpi;  // kKpi
     int stage = -1;   // kKpi: -1 for a process KPI
     bool lower_is_better = false;
+    bool ratio = false;  // a KPI in [0, 1]: improved by a percentage point
   };
   struct Tree {
     std::vector<Node> nodes;  // config order
@@ -80,6 +88,8 @@ class KpiTreeEvaluator {
   // Values of every node from the leaves' values (inner nodes' entries of
   // `values` are overwritten).
   static void Combine(const Tree& tree, std::vector<absl::optional<double>>* values);
+  // The leaf's value after a 1% improvement (see Sensitivity above).
+  static double Improved(const Node& leaf, double value);
 
   std::vector<Tree> trees_;  // by process index
 };

@@ -105,15 +105,36 @@ TEST(KpiTreeTest, ProductOfTheFunnel) {
   EXPECT_DOUBLE_EQ(*Node(nodes, "revenue").value, 5625);
 }
 
-TEST(KpiTreeTest, SensitivityInAProductIsOnePercentOfTheRoot) {
+TEST(KpiTreeTest, SensitivityInAProductRanksTheWeakestConversionFirst) {
   const std::vector<NodeValue> nodes = Evaluate(Config(kFunnel));
-  // Every leaf x 1.01 multiplies the root by 1.01: 5625 * 0.01 = 56.25.
-  for (const char* leaf : {"leads", "conv_a", "conv_b", "deal"}) {
+  // leads and deal x 1.01 multiply the root by 1.01: 5625 * 0.01 = 56.25.
+  for (const char* leaf : {"leads", "deal"}) {
     ASSERT_TRUE(Node(nodes, leaf).sensitivity.has_value()) << leaf;
     EXPECT_NEAR(*Node(nodes, leaf).sensitivity, 56.25, 1e-9) << leaf;
   }
+  // Conversions gain a percentage point: conv_a 0.75 -> 0.76 multiplies the
+  // root by 0.76 / 0.75: 5625 * 0.01 / 0.75 = 75; conv_b 0.5 -> 0.51:
+  // 5625 * 0.01 / 0.5 = 112.5, the most, as conv_b is the weaker stage.
+  EXPECT_NEAR(*Node(nodes, "conv_a").sensitivity, 75, 1e-9);
+  EXPECT_NEAR(*Node(nodes, "conv_b").sensitivity, 112.5, 1e-9);
   EXPECT_FALSE(Node(nodes, "revenue").sensitivity.has_value());
   EXPECT_FALSE(Node(nodes, "funnel").sensitivity.has_value());
+}
+
+TEST(KpiTreeTest, LowerIsBetterRatioLosesAPoint) {
+  // Stage a: 3 of 4 exits advanced, 1 fell out; stage b: 1 of 2.
+  const std::vector<NodeValue> nodes =
+      Evaluate(Config("      - {id: root, ratio: [conv_b, fallout_a]}\n"
+                      "      - {id: conv_b, kpi: conversion, stage: b}\n"
+                      "      - {id: fallout_a, kpi: fallout_ratio, stage: a}\n"));
+  // root 0.5 / 0.25 = 2; fallout_a improves to 0.24: 0.5 / 0.24 - 2 = 0.083333...
+  EXPECT_DOUBLE_EQ(*Node(nodes, "root").value, 2);
+  EXPECT_NEAR(*Node(nodes, "fallout_a").sensitivity, 0.5 / 0.24 - 2, 1e-12);
+  // conv_b gains a point: 0.51 / 0.25 - 2 = 0.04.
+  EXPECT_NEAR(*Node(nodes, "conv_b").sensitivity, 0.04, 1e-12);
+  EXPECT_TRUE(IsRatio("win_ratio"));
+  EXPECT_TRUE(IsRatio("sla_attainment"));
+  EXPECT_FALSE(IsRatio("avg_deal"));
 }
 
 TEST(KpiTreeTest, SumRatioAndLowerIsBetter) {
