@@ -485,20 +485,25 @@ class ConfigParser {
       ref_marks.push_back(std::move(at));
       tree->push_back(std::move(n));
     }
-    // References resolve.
-    for (size_t i = 0; i < tree->size(); ++i) {
+    // Calls fn(ref, where it is written) for each reference of node i.
+    const auto for_each_ref = [&](size_t i, const auto& fn) {
       const KpiTreeNode& n = (*tree)[i];
       size_t k = 0;
       for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
         for (const std::string& ref : *refs) {
-          const YAML::Mark mark = k < ref_marks[i].size() ? ref_marks[i][k] : marks[i];
+          fn(ref, k < ref_marks[i].size() ? ref_marks[i][k] : marks[i]);
           ++k;
-          if (!index.contains(ref)) {
-            diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", n.id,
-                                           "\" refers to unknown node \"", ref, "\""));
-          }
         }
       }
+    };
+    // References resolve.
+    for (size_t i = 0; i < tree->size(); ++i) {
+      for_each_ref(i, [&](const std::string& ref, const YAML::Mark& mark) {
+        if (!index.contains(ref)) {
+          diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", (*tree)[i].id,
+                                         "\" refers to unknown node \"", ref, "\""));
+        }
+      });
     }
     // Unknown references (reported above) are skipped; `on_cycle` is the node
     // found still on the DFS stack, so it is on the cycle itself.
@@ -536,22 +541,16 @@ class ConfigParser {
     if (diag_.errors().size() != errors_before) return;
     std::vector<int> parent(tree->size(), -1);
     for (size_t i = 0; i < tree->size(); ++i) {
-      const KpiTreeNode& n = (*tree)[i];
-      size_t k = 0;
-      for (const auto* refs : {&n.product, &n.sum, &n.ratio}) {
-        for (const std::string& ref : *refs) {
-          const YAML::Mark mark = k < ref_marks[i].size() ? ref_marks[i][k] : marks[i];
-          ++k;
-          const size_t child = index.at(ref);
-          if (parent[child] >= 0) {
-            diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", ref, "\" is used by both \"",
-                                           (*tree)[static_cast<size_t>(parent[child])].id,
-                                           "\" and \"", n.id, "\"; a node has one parent"));
-          } else {
-            parent[child] = static_cast<int>(i);
-          }
+      for_each_ref(i, [&](const std::string& ref, const YAML::Mark& mark) {
+        const size_t child = index.at(ref);
+        if (parent[child] >= 0) {
+          diag_.Error(mark, absl::StrCat(what, ": kpi_tree node \"", ref, "\" is used by both \"",
+                                         (*tree)[static_cast<size_t>(parent[child])].id,
+                                         "\" and \"", (*tree)[i].id, "\"; a node has one parent"));
+        } else {
+          parent[child] = static_cast<int>(i);
         }
-      }
+      });
     }
     std::vector<std::string> roots;
     size_t second_root = 0;
