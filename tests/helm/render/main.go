@@ -104,7 +104,7 @@ func (a APIVersions) Has(v string) bool {
 
 type KubeVersion struct{ Version, Major, Minor string }
 
-func (k KubeVersion) String() string   { return k.Version }
+func (k KubeVersion) String() string     { return k.Version }
 func (k KubeVersion) GitVersion() string { return k.Version }
 
 type Capabilities struct {
