@@ -1,0 +1,99 @@
+{{/* Names: at most 63 characters (DNS label), as Kubernetes requires. */}}
+{{- define "kpid.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kpid.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service: peers and StatefulSet pod DNS (<pod>.<this>). */}}
+{{- define "kpid.headlessName" -}}
+{{- printf "%s-headless" (include "kpid.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "kpid.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: never change across upgrades (a StatefulSet selector is immutable). */}}
+{{- define "kpid.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kpid.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kpid.labels" -}}
+helm.sh/chart: {{ include "kpid.chart" . }}
+{{ include "kpid.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: kpi-daemon
+app.kubernetes.io/part-of: kpid
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kpid.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kpid.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kpid.image" -}}
+{{- $repository := required "image.repository is required" .Values.image.repository }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the config volume is mounted; kpid.yaml and rules/ live there. */}}
+{{- define "kpid.configDir" -}}/etc/kpid{{- end }}
+
+{{/* The kpid rule files (kpid format, evaluated by kpid), name -> text. */}}
+{{- define "kpid.alertRuleFiles" -}}
+{{- $files := dict }}
+{{- if .Values.alertRules.bundled }}
+{{- range $path, $data := .Files.Glob "files/rules/*.yaml" }}
+{{- $_ := set $files (base $path) (toString $data) }}
+{{- end }}
+{{- end }}
+{{- range $name, $rules := .Values.alertRules.extra }}
+{{- $_ := set $files $name (toYaml $rules) }}
+{{- end }}
+{{- toYaml $files }}
+{{- end }}
+
+{{/*
+kpid's configuration: config from values, with the keys the chart must own
+set by the chart, so the ports probed and served match what kpid listens on
+and the rule globs match where the rules are mounted.
+*/}}
+{{- define "kpid.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $managed := dict
+  "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)))
+  "grpc" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc))) }}
+{{- if fromYaml (include "kpid.alertRuleFiles" .) }}
+{{- $_ := set $managed "rules" (list "rules/*.yaml") }}
+{{- end }}
+{{- $config = mergeOverwrite $config $managed }}
+{{- $kafka := $config.kafka | default dict }}
+{{- if and (eq (toString ($kafka.brokers | default "embedded")) "embedded") (gt (int .Values.replicaCount) 1) }}
+{{- fail "config.kafka.brokers is \"embedded\" (a demo broker inside each pod): with replicaCount > 1 every replica would count its own, different events. Set config.kafka.brokers to your Kafka cluster." }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}

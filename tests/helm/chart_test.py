@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Checks deploy/helm/kpid without a cluster or a helm binary.
+
+The chart is rendered by tests/helm/render (Go text/template + sprig: Helm's
+engine) with its default values and with ci/full-values.yaml; every document
+must parse, every expected object be there, selectors select the pods,
+probes and Services point at the ports kpid's rendered config listens on,
+and that config must pass `kpid check-config` with its rules mounted the way
+the StatefulSet mounts them. Values files are validated against
+values.schema.json as Helm does (defaults coalesced with the file).
+
+  chart_test.py --source ROOT --render HELM_RENDER [--kpid KPID]
+
+With a `helm` binary on PATH, `helm lint` and `helm template` run too, and
+helm's objects must be the renderer's; otherwise those tests are skipped.
+"""
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import jsonschema
+import yaml
+
+ARGS = None
+
+EXPECTED_KINDS_DEFAULT = {"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget",
+                          "ServiceAccount"}
+EXPECTED_KINDS_FULL = EXPECTED_KINDS_DEFAULT | {"ServiceMonitor", "PrometheusRule",
+                                                "NetworkPolicy"}
+
+
+def chart_dir():
+    return os.path.join(ARGS.source, "deploy", "helm", "kpid")
+
+
+def full_values_file():
+    return os.path.join(chart_dir(), "ci", "full-values.yaml")
+
+
+def render(values_files=(), expect_ok=True):
+    cmd = [ARGS.render, "--chart", chart_dir(), "--release", "kpid", "--namespace", "kpi"]
+    for f in values_files:
+        cmd += ["--values", f]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if not expect_ok:
+        return proc
+    if proc.returncode != 0:
+        raise AssertionError("render failed: " + proc.stderr)
+    return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+
+
+def load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def coalesce(dst, src):
+    """Helm's merge of user values over the chart's: maps merge, null deletes."""
+    for k, v in src.items():
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            coalesce(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def values_for(values_files):
+    values = load_yaml(os.path.join(chart_dir(), "values.yaml"))
+    for f in values_files:
+        coalesce(values, load_yaml(f))
+    return values
+
+
+def leaf_paths(node, prefix=""):
+    """Dotted paths of the leaves of values.yaml: lists and empty maps are leaves."""
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from leaf_paths(v, f"{prefix}.{k}" if prefix else k)
+    else:
+        yield prefix
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def selects(selector, labels):
+    """A LabelSelector (matchLabels + matchExpressions) against a label map."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        op, key = e["operator"], e["key"]
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op == "In" and labels.get(key) not in e["values"]:
+            return False
+        if op == "NotIn" and labels.get(key) in e["values"]:
+            return False
+    return True
+
+
+def listen_port(listen):
+    return int(listen.rsplit(":", 1)[1])
+
+
+class ChartFilesTest(unittest.TestCase):
+    """The chart carries copies of files Helm cannot read from outside it."""
+
+    def assert_same_files(self, source_dir, pattern, chart_sub):
+        src = os.path.join(ARGS.source, source_dir)
+        dst = os.path.join(chart_dir(), chart_sub)
+        names = sorted(n for n in os.listdir(src) if re.fullmatch(pattern, n))
+        self.assertTrue(names, f"no {pattern} in {source_dir}")
+        self.assertEqual(names, sorted(n for n in os.listdir(dst) if re.fullmatch(pattern, n)),
+                         f"files of {chart_sub} differ from {source_dir}")
+        for n in names:
+            with open(os.path.join(src, n), "rb") as a, open(os.path.join(dst, n), "rb") as b:
+                self.assertEqual(a.read(), b.read(),
+                                 f"{chart_sub}/{n} is stale: cp {source_dir}/{n} "
+                                 f"deploy/helm/kpid/{chart_sub}/")
+
+    def test_prometheus_rules_copy(self):
+        self.assert_same_files("rules/prometheus", r".*\.ya?ml", "files/prometheus")
+
+    def test_dashboards_copy(self):
+        self.assert_same_files("dashboards/grafana", r".*\.json", "files/dashboards")
+
+    def test_kpid_rules_copy(self):
+        self.assert_same_files("rules", r".*\.yaml", "files/rules")
+
+
+class ValuesTest(unittest.TestCase):
+    def setUp(self):
+        with open(os.path.join(chart_dir(), "values.schema.json")) as f:
+            self.schema = json.load(f)
+        jsonschema.Draft7Validator.check_schema(self.schema)
+        self.validator = jsonschema.Draft7Validator(self.schema)
+
+    def test_default_and_full_values_validate(self):
+        for files in ([], [full_values_file()]):
+            errors = [e.message for e in self.validator.iter_errors(values_for(files))]
+            self.assertEqual(errors, [], files)
+
+    def test_bad_values_fail(self):
+        bad = {
+            "negative replicas": {"replicaCount": -1},
+            "port out of range": {"ports": {"http": 70000}},
+            "chart-owned config key": {"config": {"http": {"listen": "0.0.0.0:1"}}},
+            "unknown top-level key": {"replicas": 3},
+            "typo in a section": {"serviceMonitor": {"enable": True}},
+            "non-string label": {"serviceMonitor": {"labels": {"release": 1}}},
+            "bad duration": {"serviceMonitor": {"interval": "15 seconds"}},
+            "bad log level": {"logLevel": "verbose"},
+            "rule file not .yaml": {"alertRules": {"extra": {"x.txt": {"groups": []}}}},
+        }
+        for what, override in bad.items():
+            values = coalesce(values_for([]), copy.deepcopy(override))
+            self.assertFalse(self.validator.is_valid(values), what)
+
+    def test_every_value_documented_and_typed(self):
+        values = load_yaml(os.path.join(chart_dir(), "values.yaml"))
+        with open(os.path.join(chart_dir(), "README.md")) as f:
+            readme = f.read()
+        paths = list(leaf_paths(values))
+        self.assertGreater(len(paths), 50)
+        for p in paths:
+            self.assertIn(f"`{p}`", readme, f"README.md does not list {p}")
+            node = self.schema
+            for key in p.split("."):
+                self.assertIn(key, node.get("properties", {}), f"values.schema.json lacks {p}")
+                node = node["properties"][key]
+
+
+class RenderTest(unittest.TestCase):
+    def check_common(self, docs, values, expected_kinds):
+        for d in docs:
+            self.assertIn("apiVersion", d)
+            self.assertTrue(d["metadata"]["name"])
+            self.assertLessEqual(len(d["metadata"]["name"]), 63)
+        self.assertEqual(expected_kinds - {d["kind"] for d in docs}, set())
+        names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+        self.assertEqual(len(names), len(set(names)), "duplicate objects")
+
+        sts = one(docs, "StatefulSet")
+        pod = sts["spec"]["template"]
+        pod_labels = pod["metadata"]["labels"]
+        self.assertEqual(sts["spec"]["replicas"], values["replicaCount"])
+        self.assertTrue(selects(sts["spec"]["selector"], pod_labels))
+
+        services = [d for d in docs if d["kind"] == "Service"]
+        self.assertEqual(len(services), 2)
+        headless = one(docs, "Service", sts["spec"]["serviceName"])
+        self.assertEqual(headless["spec"]["clusterIP"], "None")
+        container = one([dict(c, kind="c", metadata={"name": c["name"]})
+                         for c in pod["spec"]["containers"]], "c", "kpid")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for svc in services:
+            for k, v in svc["spec"]["selector"].items():
+                self.assertEqual(pod_labels.get(k), v, f"Service {svc['metadata']['name']}")
+            for p in svc["spec"]["ports"]:
+                self.assertIn(p["targetPort"], ports)
+                self.assertEqual(p["port"], ports[p["targetPort"]])
+
+        pdb = one(docs, "PodDisruptionBudget")
+        self.assertTrue(selects(pdb["spec"]["selector"], pod_labels))
+
+        # Probes on kpid's real endpoints, on the port its config listens on.
+        self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(container[probe]["httpGet"]["port"], "http")
+        config_map = one(docs, "ConfigMap", sts["metadata"]["name"])
+        config = yaml.safe_load(config_map["data"]["kpid.yaml"])
+        self.assertEqual(listen_port(config["http"]["listen"]), ports["http"])
+        self.assertEqual(listen_port(config["grpc"]["listen"]), ports["grpc"])
+        self.assertEqual(ports["http"], values["ports"]["http"])
+
+        # Hardening.
+        pod_sc, sc = pod["spec"]["securityContext"], container["securityContext"]
+        self.assertTrue(pod_sc["runAsNonRoot"])
+        self.assertNotEqual(pod_sc["runAsUser"], 0)
+        self.assertEqual(pod_sc["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertTrue(sc["readOnlyRootFilesystem"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertIn("requests", container["resources"])
+
+        # Every mount has a volume or claim; kpid's args name the mounted config.
+        volumes = {v["name"] for v in pod["spec"]["volumes"]}
+        volumes |= {c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(set(mounts) - volumes, set())
+        self.assertIn(f"--config={mounts['config']}/kpid.yaml", container["args"])
+        self.assertEqual(mounts["state"], values["persistence"]["mountPath"])
+        return sts, container, config_map
+
+    def check_config_with_kpid(self, docs, sts, config_map):
+        """Writes the config volume as the pod would see it; kpid check-config on it."""
+        volume = one([dict(v, kind="v", metadata={"name": v["name"]})
+                      for v in sts["spec"]["template"]["spec"]["volumes"]], "v", "config")
+        with tempfile.TemporaryDirectory() as tmp:
+            for source in volume["projected"]["sources"]:
+                self.assertIn("configMap", source)
+                cm = one(docs, "ConfigMap", source["configMap"]["name"])
+                for item in source["configMap"]["items"]:
+                    path = os.path.join(tmp, item["path"])
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "w") as f:
+                        f.write(cm["data"][item["key"]])
+            self.assertEqual(set(config_map["data"]),
+                             {i["key"] for s in volume["projected"]["sources"]
+                              for i in s["configMap"]["items"]}, "ConfigMap keys not all mounted")
+            if not ARGS.kpid:
+                self.skipTest("no --kpid: kpid check-config not run")
+            proc = subprocess.run([ARGS.kpid, "check-config", os.path.join(tmp, "kpid.yaml")],
+                                  capture_output=True, text=True, timeout=60)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            return proc.stdout
+
+    def test_default_values(self):
+        values = values_for([])
+        docs = render()
+        sts, container, config_map = self.check_common(docs, values, EXPECTED_KINDS_DEFAULT)
+        kinds = {d["kind"] for d in docs}
+        self.assertEqual(kinds & {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}, set())
+        self.assertNotIn("volumeClaimTemplates", sts["spec"])
+        state = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "state"]
+        self.assertEqual(state, [{"name": "state", "emptyDir": {}}])
+        # 5 = the alert rules of rules/lead_to_cash.yaml (3 + 2 in its two groups).
+        out = self.check_config_with_kpid(docs, sts, config_map)
+        self.assertIn("(1 processes, 5 alert rules)", out)
+
+    def test_full_values(self):
+        values = values_for([full_values_file()])
+        docs = render([full_values_file()])
+        sts, container, config_map = self.check_common(docs, values, EXPECTED_KINDS_FULL)
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+
+        # The ServiceMonitor scrapes the main Service only (the headless one
+        # too would scrape every pod twice), on a port that Service has, and
+        # carries the labels the Prometheus selects on.
+        sm = one(docs, "ServiceMonitor")
+        services = [d for d in docs if d["kind"] == "Service"]
+        scraped = [s for s in services if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
+        self.assertEqual([s["metadata"]["name"] for s in scraped], [sts["metadata"]["name"]])
+        self.assertEqual(sm["metadata"]["labels"]["release"], "kube-prometheus-stack")
+        self.assertEqual(sm["metadata"]["namespace"], "monitoring")
+        self.assertEqual(sm["spec"]["namespaceSelector"]["matchNames"], ["kpi"])
+        self.assertEqual(sm["spec"]["endpoints"][0]["port"], "http")
+        self.assertIn("http", [p["name"] for p in scraped[0]["spec"]["ports"]])
+
+        # PrometheusRule: the groups of rules/prometheus/kpid.rules.yml, then the extra ones.
+        rule = one(docs, "PrometheusRule")
+        source = load_yaml(os.path.join(ARGS.source, "rules", "prometheus", "kpid.rules.yml"))
+        self.assertEqual(rule["spec"]["groups"],
+                         source["groups"] + values["prometheusRule"]["extraGroups"])
+
+        # One dashboard ConfigMap per JSON, as the Grafana sidecar wants them.
+        grafana_dir = os.path.join(ARGS.source, "dashboards", "grafana")
+        dashboards = sorted(n for n in os.listdir(grafana_dir) if n.endswith(".json"))
+        found = {}
+        for cm in docs:
+            if cm["kind"] == "ConfigMap" and cm["metadata"]["labels"].get("grafana_dashboard") == "1":
+                self.assertEqual(cm["metadata"]["annotations"]["grafana_folder"], "Revenue ops")
+                self.assertEqual(cm["metadata"]["namespace"], "monitoring")
+                found.update(cm["data"])
+        self.assertEqual(sorted(found), dashboards)
+        for name in dashboards:
+            with open(os.path.join(grafana_dir, name)) as f:
+                self.assertEqual(json.loads(found[name]), json.load(f), name)
+
+        # Persistence: one claim per pod, mounted where the values say.
+        claims = sts["spec"]["volumeClaimTemplates"]
+        self.assertEqual([c["metadata"]["name"] for c in claims], ["state"])
+        self.assertEqual(claims[0]["spec"]["resources"]["requests"]["storage"], "5Gi")
+        self.assertEqual(claims[0]["spec"]["storageClassName"], "fast-ssd")
+        self.assertNotIn("state", [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]])
+        self.assertEqual(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Delete")
+
+        # NetworkPolicy: applies to the pods; ingress on kpid's ports only,
+        # from the listed peers and other kpid pods; egress keeps DNS.
+        netpol = one(docs, "NetworkPolicy")
+        self.assertTrue(selects(netpol["spec"]["podSelector"], pod_labels))
+        ingress = netpol["spec"]["ingress"]
+        self.assertEqual(len(ingress), 1)
+        self.assertEqual({p["port"] for p in ingress[0]["ports"]}, {"http", "grpc"})
+        self.assertTrue(any(selects(peer.get("podSelector", {"matchLabels": {"x": "y"}}), pod_labels)
+                            for peer in ingress[0]["from"]))
+        self.assertEqual(netpol["spec"]["policyTypes"], ["Ingress", "Egress"])
+        self.assertIn(53, [p["port"] for rule in netpol["spec"]["egress"] for p in rule.get("ports", [])])
+
+        # The full config: real brokers, no embedded-only key left; extra rule mounted.
+        config = yaml.safe_load(config_map["data"]["kpid.yaml"])
+        self.assertNotIn("partitions", config["kafka"])
+        self.assertEqual(config["rules"], ["rules/*.yaml"])
+        self.assertIn("rules.lead_to_cash_backlog.yaml", config_map["data"])
+        # 6 = 5 bundled rules + DemoBacklogOverSla.
+        out = self.check_config_with_kpid(docs, sts, config_map)
+        self.assertIn("(1 processes, 6 alert rules)", out)
+
+    def test_config_change_rolls_pods(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump({"config": {"retention": "14d"}}, f)
+            f.flush()
+            changed = one(render([f.name]), "StatefulSet")
+        default = one(render(), "StatefulSet")
+        key = "checksum/config"
+        self.assertNotEqual(default["spec"]["template"]["metadata"]["annotations"][key],
+                            changed["spec"]["template"]["metadata"]["annotations"][key])
+
+    def test_embedded_broker_refuses_replicas(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump({"replicaCount": 2}, f)
+            f.flush()
+            proc = render([f.name], expect_ok=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("config.kafka.brokers", proc.stderr)
+
+    def test_existing_config_secret(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump({"existingConfigSecret": "kpid-config"}, f)
+            f.flush()
+            docs = render([f.name])
+        config_map = one(docs, "ConfigMap", "kpid")
+        self.assertNotIn("kpid.yaml", config_map["data"])
+        sources = one(docs, "StatefulSet")["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+        self.assertEqual(sources[0]["secret"]["name"], "kpid-config")
+        self.assertEqual(sources[0]["secret"]["items"], [{"key": "kpid.yaml", "path": "kpid.yaml"}])
+
+
+class HelmTest(unittest.TestCase):
+    """Only where a helm binary exists: the real engine agrees with ours."""
+
+    def setUp(self):
+        self.helm = shutil.which("helm")
+        if not self.helm:
+            self.skipTest("no helm binary on PATH")
+
+    def test_lint(self):
+        for files in ([], [full_values_file()]):
+            cmd = [self.helm, "lint", "--strict", chart_dir()] + [a for f in files for a in ("-f", f)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+
+    def test_template_matches_renderer(self):
+        for files in ([], [full_values_file()]):
+            cmd = [self.helm, "template", "kpid", chart_dir(), "--namespace", "kpi"]
+            cmd += [a for f in files for a in ("-f", f)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            key = lambda d: (d["kind"], d["metadata"]["name"])
+            helm_docs = sorted((d for d in yaml.safe_load_all(proc.stdout) if d), key=key)
+            self.assertEqual(helm_docs, sorted(render(files), key=key))
+
+
+class DockerfileTest(unittest.TestCase):
+    """The image cannot be built here (no registry access); its recipe can be read."""
+
+    def setUp(self):
+        with open(os.path.join(ARGS.source, "Dockerfile")) as f:
+            self.text = f.read()
+
+    def test_shape(self):
+        froms = re.findall(r"^FROM\s+(\S+)", self.text, re.M)
+        self.assertEqual(len(froms), 2, "builder + runtime")
+        for image in froms:
+            self.assertRegex(image, r"^debian:bookworm")
+        self.assertIn("scripts/deps", self.text)
+        self.assertIn("scripts/build", self.text)
+        self.assertRegex(self.text, r"(?m)^USER\s+10001")
+        self.assertRegex(self.text, r'(?m)^ENTRYPOINT\s+\["/usr/local/bin/kpid"\]')
+
+    def test_runtime_packages_exist(self):
+        """deploy/docker/runtime-packages on a real kpid: every package it names exists."""
+        if not ARGS.kpid:
+            self.skipTest("no --kpid")
+        if not (shutil.which("dpkg") and shutil.which("apt-cache")):
+            self.skipTest("no dpkg/apt-cache")
+        script = os.path.join(ARGS.source, "deploy", "docker", "runtime-packages")
+        proc = subprocess.run([script, ARGS.kpid], capture_output=True, text=True, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        packages = proc.stdout.split()
+        # Libraries kpid cannot run without: a list missing them is wrong.
+        for must in ("librdkafka1", "libprotobuf32", "libprometheus-cpp-core1.0"):
+            self.assertIn(must, packages)
+        shown = subprocess.run(["apt-cache", "show", "--no-all-versions"] + packages,
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertEqual(sorted(set(re.findall(r"(?m)^Package: (\S+)", shown.stdout))),
+                         sorted(set(packages)))
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", required=True, help="repository root")
+    parser.add_argument("--render", required=True, help="the helm-render binary")
+    parser.add_argument("--kpid", help="kpid binary, for check-config")
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
