@@ -19,7 +19,7 @@
 // engine over the same events: items/s counts both.
 //
 // BM_EngineNew/scrape_ms:100: a scraper thread renders /metrics
-// (EngineMetrics::Collect + prometheus TextSerializer) every 100 ms over the
+// (exporter::RenderText, as HttpServer does) every 100 ms over the
 // first worker's live shard plus a shard holding 2 x 1000 dimension series
 // (10 000 stage series), as the HTTP thread would.
 #include <unistd.h>
@@ -33,7 +33,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +49,7 @@
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
 #include "daemon/export/engine_metrics.h"
-#include "prometheus/text_serializer.h"
+#include "daemon/export/text_writer.h"
 
 namespace kpid::bench {
 namespace {
@@ -133,7 +132,7 @@ class Scraper {
           absl::Duration interval, absl::Time now)
       : clock_(now), filled_dims_(EngineConfig()), filled_(EngineConfig()) {
     FillSeries(EngineConfig(), 1000, now, &filled_dims_, &filled_);
-    metrics_ = std::make_unique<exporter::EngineMetrics>(
+    metrics_ = std::make_shared<exporter::EngineMetrics>(
         &EngineConfig(), std::vector<const aggregate::AggregateShard*>{live, &filled_},
         std::vector<const cases::DimensionTable*>{live_dims, &filled_dims_}, &clock_);
     thread_ = std::thread([this, interval] { Run(interval); });
@@ -153,14 +152,14 @@ class Scraper {
 
  private:
   void Run(absl::Duration interval) {
-    prometheus::TextSerializer serializer;
+    const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {metrics_};
+    std::string body;  // reused, as HttpServer reuses the last body
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(interval);
       const absl::Time start = absl::Now();
-      std::ostringstream out;
-      serializer.Serialize(out, metrics_->Collect());
-      benchmark::DoNotOptimize(out.str().size());
+      body = exporter::RenderText(collectables, std::move(body));
+      benchmark::DoNotOptimize(body.size());
       total_ms_ += absl::ToDoubleMilliseconds(absl::Now() - start);
       ++scrapes_;
       // Every `interval` from start to start; back to back if a scrape takes longer.
@@ -171,7 +170,7 @@ class Scraper {
   cases::ManualClock clock_;
   cases::DimensionTable filled_dims_;
   aggregate::AggregateShard filled_;
-  std::unique_ptr<exporter::EngineMetrics> metrics_;
+  std::shared_ptr<exporter::EngineMetrics> metrics_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -1,24 +1,38 @@
-// What one /metrics scrape of the engine costs at 10k series: two worker
-// shards each holding the same 2 processes x 1000 dimension combinations
-// (2 x 5 x 1000 = 10 000 stage series once merged, `dims:1000`), with facts
-// in every window; BM_Scrape also at 9 and 100 combinations.
+// What one /metrics scrape of the engine costs, now and before the direct
+// text path, in the same run: two worker shards each holding the same 2
+// processes x N dimension combinations (2 x 5 x N stage series once merged:
+// `dims:1000` is 10 000 stage series), with facts in every window.
 //
-//   build/bench/scrape_benchmark --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+//   build/bench/scrape_benchmark --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+//   ...
+//   same-run ratios (median CPU time per scrape):
+//     /metrics, legacy / new, dims:1000     1236 ms / 140 ms = 8.8
 //
-// BM_Collect: EngineMetrics::Collect alone (reading and merging the shards
-// into prometheus MetricFamily objects). BM_Serialize: prometheus-cpp's
-// TextSerializer alone over the families of one Collect (the library's
-// floor). BM_Scrape: both, as the HTTP handler runs them. Counters: samples
-// and bytes of the rendered text.
+// BM_Scrape: /metrics as daemon/http renders it now (exporter::RenderText:
+// EngineMetrics writes the text directly, into the previous body's memory);
+// BM_ScrapeFresh: the same into a new string each time. BM_LegacyScrape: as it rendered
+// it before (bench/scrape_benchmark_baseline.{h,cc}, a frozen copy of the
+// old EngineMetrics::Collect, then prometheus-cpp's TextSerializer).
+// BM_Collect / BM_LegacyCollect: the MetricFamily objects alone (Collect()
+// is still the API for code that wants them). BM_Walk: reading the shards
+// and walking every sample into a writer that discards them (the part that
+// is not formatting). Counters: samples (lines that are not comments) and
+// bytes of the text.
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "bench/engine_fixture.h"
+#include "bench/median_reporter.h"
+#include "bench/scrape_benchmark_baseline.h"
 #include "benchmark/benchmark.h"
 #include "daemon/cases/clock.h"
 #include "daemon/export/engine_metrics.h"
+#include "daemon/export/text_writer.h"
 #include "prometheus/text_serializer.h"
 
 namespace kpid::bench {
@@ -39,13 +53,16 @@ struct Fixture {
       dims_ptrs.push_back(dims.back().get());
     }
     metrics =
-        std::make_unique<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
+        std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
+    legacy = std::make_unique<bench_legacy::LegacyEngineMetrics>(&EngineConfig(), shard_ptrs,
+                                                                 dims_ptrs, &clock);
   }
 
   cases::ManualClock clock;
   std::vector<std::unique_ptr<cases::DimensionTable>> dims;
   std::vector<std::unique_ptr<aggregate::AggregateShard>> shards;
-  std::unique_ptr<exporter::EngineMetrics> metrics;
+  std::shared_ptr<exporter::EngineMetrics> metrics;
+  std::unique_ptr<bench_legacy::LegacyEngineMetrics> legacy;
 };
 
 // Built once per size, kept for the whole run.
@@ -57,65 +74,143 @@ Fixture& GetFixture(int series_per_process) {
   return *f;
 }
 
-void Count(benchmark::State& state, const std::vector<prometheus::MetricFamily>& families,
-           size_t bytes) {
+void Count(benchmark::State& state, const std::string& text) {
   size_t samples = 0;
-  for (const prometheus::MetricFamily& f : families) samples += f.metric.size();
-  state.counters["metrics"] = static_cast<double>(samples);
-  state.counters["text_bytes"] = static_cast<double>(bytes);
+  size_t line = 0;
+  while (line < text.size()) {
+    if (text[line] != '#') ++samples;
+    const size_t end = text.find('\n', line);
+    line = end == std::string::npos ? text.size() : end + 1;
+  }
+  state.SetItemsProcessed(state.iterations());  // scrapes: lets MedianReporter see the run
+  state.counters["samples"] = static_cast<double>(samples);
+  state.counters["text_bytes"] = static_cast<double>(text.size());
+}
+
+std::string LegacyText(const Fixture& f) {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, f.legacy->Collect());
+  return out.str();
+}
+
+// HttpServer renders into the previous body's memory; so here.
+void BM_Scrape(benchmark::State& state) {
+  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
+  const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {f.metrics};
+  std::string text = exporter::RenderText(collectables);
+  for (auto _ : state) {
+    text = exporter::RenderText(collectables, std::move(text));
+    benchmark::DoNotOptimize(text.data());
+  }
+  Count(state, text);
+}
+
+// The same into a fresh string each time: what reusing the memory saves.
+void BM_ScrapeFresh(benchmark::State& state) {
+  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
+  const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {f.metrics};
+  std::string text;
+  for (auto _ : state) {
+    text = exporter::RenderText(collectables);
+    benchmark::DoNotOptimize(text.data());
+  }
+  Count(state, text);
+}
+
+void BM_LegacyScrape(benchmark::State& state) {
+  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
+  std::string text;
+  for (auto _ : state) {
+    text = LegacyText(f);
+    benchmark::DoNotOptimize(text.data());
+  }
+  Count(state, text);
 }
 
 void BM_Collect(benchmark::State& state) {
   Fixture& f = GetFixture(static_cast<int>(state.range(0)));
-  std::vector<prometheus::MetricFamily> families;
-  for (auto _ : state) {
-    families = f.metrics->Collect();
-    benchmark::DoNotOptimize(families.data());
-  }
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, families);
-  Count(state, families, out.str().size());
+  for (auto _ : state) benchmark::DoNotOptimize(f.metrics->Collect().data());
+  Count(state, exporter::RenderText({f.metrics}));
 }
-BENCHMARK(BM_Collect)->ArgName("dims")->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_Serialize(benchmark::State& state) {
+void BM_LegacyCollect(benchmark::State& state) {
   Fixture& f = GetFixture(static_cast<int>(state.range(0)));
-  const std::vector<prometheus::MetricFamily> families = f.metrics->Collect();
-  prometheus::TextSerializer serializer;
-  size_t bytes = 0;
-  for (auto _ : state) {
-    std::ostringstream out;
-    serializer.Serialize(out, families);
-    bytes = out.str().size();
-  }
-  Count(state, families, bytes);
+  for (auto _ : state) benchmark::DoNotOptimize(f.legacy->Collect().data());
+  Count(state, LegacyText(f));
 }
-BENCHMARK(BM_Serialize)->ArgName("dims")->Arg(1000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_Scrape(benchmark::State& state) {
-  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
-  prometheus::TextSerializer serializer;
-  size_t bytes = 0;
-  std::vector<prometheus::MetricFamily> families;
-  for (auto _ : state) {
-    families = f.metrics->Collect();
-    std::ostringstream out;
-    serializer.Serialize(out, families);
-    bytes = out.str().size();
+// Takes every sample and keeps nothing.
+class NullWriter final : public exporter::MetricWriter {
+ public:
+  void Family(absl::string_view, absl::string_view, prometheus::MetricType) override {}
+  void Sample(const exporter::SeriesLabels& labels, double value) override {
+    benchmark::DoNotOptimize(&labels);
+    benchmark::DoNotOptimize(value);
   }
-  Count(state, families, bytes);
+  void Sample(const exporter::SeriesLabels& labels, exporter::ExtraLabel, double value) override {
+    Sample(labels, value);
+  }
+  void Histogram(const exporter::SeriesLabels& labels, uint64_t, double sum,
+                 absl::Span<const prometheus::ClientMetric::Bucket>) override {
+    Sample(labels, sum);
+  }
+  void Summary(const exporter::SeriesLabels& labels, uint64_t, double sum,
+               absl::Span<const prometheus::ClientMetric::Quantile>) override {
+    Sample(labels, sum);
+  }
+};
+
+void BM_Walk(benchmark::State& state) {
+  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
+  NullWriter writer;
+  for (auto _ : state) f.metrics->WriteMetrics(&writer);
+  Count(state, exporter::RenderText({f.metrics}));
 }
+
 // dims:9 is e2e_ingest.py's config (3 regions x 3 channels): what its
 // scrapes cost.
-BENCHMARK(BM_Scrape)
-    ->ArgName("dims")
-    ->Arg(9)
-    ->Arg(100)
-    ->Arg(1000)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+#define SCRAPE_SIZES(b) \
+  b->ArgName("dims")->Arg(9)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)
+SCRAPE_SIZES(BENCHMARK(BM_Scrape));
+SCRAPE_SIZES(BENCHMARK(BM_ScrapeFresh));
+SCRAPE_SIZES(BENCHMARK(BM_LegacyScrape));
+SCRAPE_SIZES(BENCHMARK(BM_Collect));
+SCRAPE_SIZES(BENCHMARK(BM_LegacyCollect));
+SCRAPE_SIZES(BENCHMARK(BM_Walk));
+
+class RatioReporter : public MedianReporter {
+ private:
+  void PrintRatios() override {
+    std::printf("\nsame-run ratios (median CPU time per scrape):\n");
+    for (const char* dims : {"dims:9", "dims:100", "dims:1000"}) {
+      CpuRatio(absl::StrFormat("/metrics, legacy / new, %s", dims), "BM_LegacyScrape", "BM_Scrape",
+               dims);
+      CpuRatio(absl::StrFormat("/metrics new, fresh string / reused, %s", dims), "BM_ScrapeFresh",
+               "BM_Scrape", dims);
+      CpuRatio(absl::StrFormat("Collect(), legacy / new, %s", dims), "BM_LegacyCollect",
+               "BM_Collect", dims);
+      CpuRatio(absl::StrFormat("/metrics new, its walk (no formatting) / all, %s", dims), "BM_Walk",
+               "BM_Scrape", dims);
+    }
+  }
+
+  void CpuRatio(const std::string& label, const char* a, const char* b, const char* args) {
+    const double x = Cpu(absl::StrFormat("%s/%s/1", a, args));
+    const double y = Cpu(absl::StrFormat("%s/%s/1", b, args));
+    if (x <= 0 || y <= 0) return;
+    // In the benchmarks' unit, ms.
+    std::printf("  %-55s %9.2f ms / %8.2f ms = %.2f\n", label.c_str(), x, y, x / y);
+  }
+};
 
 }  // namespace
 }  // namespace kpid::bench
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  kpid::bench::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

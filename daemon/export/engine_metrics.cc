@@ -1,87 +1,224 @@
 #include "daemon/export/engine_metrics.h"
 
+#include <algorithm>
+#include <array>
 #include <limits>
-#include <map>
 #include <string>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "daemon/common/duration.h"
-#include "daemon/export/metric_builder.h"
 
 namespace kpid::exporter {
 namespace {
 
 using aggregate::LatencyHistogram;
 using aggregate::MergedReader;
+using aggregate::ProcessTotals;
+using aggregate::ProcessWindowCounts;
+using aggregate::StageTotals;
+using aggregate::StageWindowCounts;
 using prometheus::ClientMetric;
-using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 constexpr double kQuantiles[] = {0.5, 0.9, 0.99};
 
-// Families by name, created on first use, rendered in creation order.
-class Families {
- public:
-  MetricFamily& Get(const std::string& name, const std::string& help, MetricType type) {
-    auto [it, inserted] = index_.emplace(name, families_.size());
-    if (inserted) families_.push_back(Family(name, help, type));
-    return families_[it->second];
-  }
-  std::vector<MetricFamily> Take() { return std::move(families_); }
-
- private:
-  std::map<std::string, size_t> index_;
-  std::vector<MetricFamily> families_;
+// One dimension combination of a process, summed over the workers.
+struct Series {
+  const std::vector<std::string>* values = nullptr;  // owned by a DimensionTable
+  std::vector<MergedReader::SeriesRef> refs;
+  SeriesLabels labels;  // process, dims...
+  ProcessTotals totals;
+  int64_t open_cases = 0;
 };
 
-Labels With(Labels labels, std::string name, std::string value) {
-  labels.push_back({std::move(name), std::move(value)});
-  return labels;
-}
-
-void AddOptionalGauge(MetricFamily* family, Labels labels, absl::optional<double> value) {
-  if (value.has_value()) AddGauge(family, std::move(labels), *value);
-}
-
-void AddHistogram(MetricFamily* family, Labels labels, const LatencyHistogram& h) {
-  ClientMetric metric;
-  metric.label = std::move(labels);
-  metric.histogram.sample_count = h.count();
-  metric.histogram.sample_sum = h.sum;
-  for (int i = 0; i < LatencyHistogram::kBuckets; ++i) {
-    ClientMetric::Bucket bucket;
-    bucket.cumulative_count = h.cumulative(i);
-    bucket.upper_bound = i < static_cast<int>(LatencyHistogram::kBounds.size())
-                             ? LatencyHistogram::kBounds[static_cast<size_t>(i)]
-                             : std::numeric_limits<double>::infinity();
-    metric.histogram.bucket.push_back(bucket);
-  }
-  family->metric.push_back(std::move(metric));
-}
-
 // A window distribution as a summary: quantiles (absent when the window has
-// no observations), count, and a sum from the bins (within the distribution's
-// 1% relative error).
-void AddQuantiles(MetricFamily* family, Labels labels, const aggregate::Distribution& d) {
-  ClientMetric metric;
-  metric.label = std::move(labels);
-  metric.summary.sample_count = d.count();
+// no observations), count, and a sum from the bins (within the
+// distribution's 1% relative error).
+struct WindowSummary {
+  SeriesLabels labels;
+  uint64_t count = 0;
   double sum = 0;
+  std::vector<ClientMetric::Quantile> quantiles;
+};
+
+WindowSummary Summarize(SeriesLabels labels, const aggregate::Distribution& d) {
+  WindowSummary s{std::move(labels), d.count(), 0, {}};
   for (size_t bin = 0; bin < d.bins().size(); ++bin) {
-    sum += static_cast<double>(d.bins()[bin]) *
-           aggregate::Distribution::BinValue(static_cast<int>(bin));
+    if (d.bins()[bin] == 0) continue;
+    s.sum += static_cast<double>(d.bins()[bin]) *
+             aggregate::Distribution::BinValue(static_cast<int>(bin));
   }
-  metric.summary.sample_sum = sum;
   for (double q : kQuantiles) {
-    if (absl::optional<double> v = d.Quantile(q)) {
-      metric.summary.quantile.push_back({q, *v});
-    }
+    if (absl::optional<double> v = d.Quantile(q)) s.quantiles.push_back({q, *v});
   }
-  family->metric.push_back(std::move(metric));
+  return s;
 }
+
+struct Transition {
+  SeriesLabels labels;  // process, from, to
+  uint64_t count = 0;
+};
+
+// What a scrape writes of one process. A family writes one sample per
+// series (and stage, and window) and the families are written one after the
+// other, so the per-series values are read once into flat arrays in the
+// order every family walks them: a sequential scan, not a pointer chase,
+// per family.
+struct ProcessSnapshot {
+  size_t stages = 0;                                 // per series
+  size_t windows = 0;                                // per series and stage
+  std::vector<Series> series;                        // by dimension values
+  std::vector<ProcessWindowCounts> process_windows;  // [series][window]
+  // The stage series: [series][stage], windows [series][stage][window].
+  std::vector<SeriesLabels> stage_labels;  // process, stage, dims...
+  std::vector<StageTotals> stage_totals;
+  std::vector<StageWindowCounts> stage_windows;
+  std::vector<Transition> transitions;
+  std::vector<WindowSummary> cycle_times;  // by window, then stage
+  std::vector<WindowSummary> lead_times;   // by window
+  SeriesLabels labels;                     // process
+  uint64_t folded = 0;
+};
+
+// Equal dimension values, compared by content: each worker's table has its
+// own copy.
+struct ValuesHash {
+  size_t operator()(const std::vector<std::string>* v) const { return absl::HashOf(*v); }
+};
+struct ValuesEq {
+  bool operator()(const std::vector<std::string>* a, const std::vector<std::string>* b) const {
+    return *a == *b;
+  }
+};
+
+void WriteHistogram(MetricWriter* out, const SeriesLabels& labels, const LatencyHistogram& h) {
+  std::array<ClientMetric::Bucket, LatencyHistogram::kBuckets> buckets;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    cumulative += h.buckets[i];
+    buckets[i].cumulative_count = cumulative;
+    buckets[i].upper_bound = i < LatencyHistogram::kBounds.size()
+                                 ? LatencyHistogram::kBounds[i]
+                                 : std::numeric_limits<double>::infinity();
+  }
+  out->Histogram(labels, cumulative, h.sum, buckets);
+}
+
+// Families with one sample per series (and window), by what they read.
+struct SeriesFamily {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const Series&);
+};
+struct StageTotalsFamily {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const StageTotals&);
+};
+struct ProcessWindowFamily {
+  const char* name;
+  const char* help;
+  absl::optional<double> (*value)(const ProcessWindowCounts&);
+};
+struct StageWindowFamily {
+  const char* name;
+  const char* help;
+  absl::optional<double> (*value)(const StageWindowCounts&);
+};
+
+double D(uint64_t n) { return static_cast<double>(n); }
+
+const SeriesFamily kProcessTotals[] = {
+    {"kpid_process_cases_started_total", "Cases started.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.started); }},
+    {"kpid_process_cases_completed_total", "Cases completed.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.completed); }},
+    {"kpid_process_cases_fallout_total", "Cases fallen out.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.fallout); }},
+    {"kpid_process_cases_expired_total", "Open cases closed after case_ttl without activity.",
+     MetricType::Counter, [](const Series& s) { return D(s.totals.expired); }},
+    {"kpid_process_revenue_total", "Sum of CASE_COMPLETED amounts.", MetricType::Counter,
+     [](const Series& s) { return s.totals.revenue; }},
+    {"kpid_process_cost_total", "Sum of COST amounts.", MetricType::Counter,
+     [](const Series& s) { return s.totals.cost; }},
+    {"kpid_process_open_cases", "Open cases now.", MetricType::Gauge,
+     [](const Series& s) { return static_cast<double>(s.open_cases); }},
+};
+
+const StageTotalsFamily kStageTotals[] = {
+    {"kpid_stage_entered_total", "Entries into the stage.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.entered); }},
+    {"kpid_stage_sla_met_total", "Exits within the stage SLA.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.sla_met); }},
+    {"kpid_stage_sla_missed_total", "Exits over the stage SLA.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.sla_missed); }},
+    {"kpid_stage_rework_total", "Re-entries into a stage visited before.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.rework); }},
+    {"kpid_stage_sla_breaches_total", "Open cases that passed their stage deadline.",
+     MetricType::Counter, [](const StageTotals& t) { return D(t.sla_breaches); }},
+    {"kpid_stage_backlog", "Open cases in the stage now.", MetricType::Gauge,
+     [](const StageTotals& t) { return static_cast<double>(t.backlog); }},
+    {"kpid_stage_backlog_over_sla", "Open cases in the stage past their deadline now.",
+     MetricType::Gauge,
+     [](const StageTotals& t) { return static_cast<double>(t.backlog_over_sla); }},
+};
+
+absl::optional<double> Some(double v) { return v; }
+
+const ProcessWindowFamily kProcessWindow[] = {
+    {"kpid_window_process_started", "Cases started in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.started)); }},
+    {"kpid_window_process_completed", "Cases completed in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.completed)); }},
+    {"kpid_window_process_fallout", "Cases fallen out in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.fallout)); }},
+    {"kpid_window_process_revenue", "Revenue completed in the window.",
+     [](const ProcessWindowCounts& c) { return Some(c.revenue); }},
+    {"kpid_window_process_cost", "Cost in the window.",
+     [](const ProcessWindowCounts& c) { return Some(c.cost); }},
+    {"kpid_window_process_win_ratio", "completed / (completed + fallout) in the window.",
+     [](const ProcessWindowCounts& c) { return c.win_ratio(); }},
+    {"kpid_window_process_avg_deal", "revenue / completed.",
+     [](const ProcessWindowCounts& c) { return c.avg_deal(); }},
+    {"kpid_window_process_cost_to_serve", "cost / completed.",
+     [](const ProcessWindowCounts& c) { return c.cost_to_serve(); }},
+    {"kpid_window_process_feedback_score", "Mean feedback score in the window.",
+     [](const ProcessWindowCounts& c) { return c.feedback_score(); }},
+};
+
+const StageWindowFamily kStageWindow[] = {
+    {"kpid_window_stage_entered", "Stage entered count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.entered)); }},
+    {"kpid_window_stage_exited", "Stage exited count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.exited())); }},
+    {"kpid_window_stage_advanced", "Stage advanced count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.advanced)); }},
+    {"kpid_window_stage_fallout", "Stage fallout count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.fallout)); }},
+    {"kpid_window_stage_sla_met", "Stage sla_met count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.sla_met)); }},
+    {"kpid_window_stage_rework", "Stage rework count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.rework)); }},
+    {"kpid_window_stage_conversion_ratio", "advanced / exited.",
+     [](const StageWindowCounts& c) { return c.conversion(); }},
+    {"kpid_window_stage_fallout_ratio", "fallout / exited.",
+     [](const StageWindowCounts& c) { return c.fallout_ratio(); }},
+    {"kpid_window_stage_sla_attainment_ratio", "Exits within SLA / exits.",
+     [](const StageWindowCounts& c) { return c.sla_attainment(); }},
+    {"kpid_window_stage_rework_ratio", "rework / entered.",
+     [](const StageWindowCounts& c) { return c.rework_ratio(); }},
+};
 
 }  // namespace
+
+struct EngineMetrics::Snapshot {
+  std::vector<std::string> windows;  // label values, by window index
+  std::vector<ProcessSnapshot> processes;
+};
 
 EngineMetrics::EngineMetrics(const model::Config* config,
                              std::vector<const aggregate::AggregateShard*> shards,
@@ -92,192 +229,186 @@ EngineMetrics::EngineMetrics(const model::Config* config,
       dimensions_(std::move(dimensions)),
       clock_(clock) {}
 
-std::vector<MetricFamily> EngineMetrics::Collect() const {
-  Families f;
+EngineMetrics::Snapshot EngineMetrics::Read() const {
+  Snapshot snap;
   const absl::Time now = clock_->Now();
-  const auto& dim_names = config_->dimensions.names;
+  const std::vector<std::string>& dim_names = config_->dimensions.names;
   std::vector<aggregate::WindowSpan> spans;
-  std::vector<std::string> window_labels;
   for (size_t w = 0; w < config_->windows.size(); ++w) {
     spans.push_back(reader_.Resolve(static_cast<int>(w), now));
-    window_labels.push_back(FormatPromDuration(config_->windows[w]));
+    snap.windows.push_back(FormatPromDuration(config_->windows[w]));
   }
 
+  snap.processes.resize(config_->processes.size());
   for (size_t pi = 0; pi < config_->processes.size(); ++pi) {
     const int p = static_cast<int>(pi);
     const model::ProcessConfig& process = config_->processes[pi];
-    const Labels process_labels = {{"process", process.id}};
+    ProcessSnapshot& ps = snap.processes[pi];
+    ps.labels = SeriesLabels({{"process", process.id}});
 
     // Series of equal dimension values across workers, summed.
-    std::map<std::vector<std::string>, std::vector<MergedReader::SeriesRef>> groups;
+    absl::flat_hash_map<const std::vector<std::string>*, size_t, ValuesHash, ValuesEq> index;
     for (const MergedReader::SeriesRef& ref : reader_.ListSeries(p)) {
-      groups[dimensions_[static_cast<size_t>(ref.shard)]->Values(p, ref.dims)].push_back(ref);
+      const std::vector<std::string>* values =
+          &dimensions_[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
+      auto [it, inserted] = index.emplace(values, ps.series.size());
+      if (inserted) ps.series.emplace_back().values = values;
+      ps.series[it->second].refs.push_back(ref);
     }
-    for (const auto& [values, refs] : groups) {
-      Labels dims = process_labels;
-      for (size_t d = 0; d < dim_names.size() && d < values.size(); ++d) {
-        dims.push_back({dim_names[d], values[d]});
-      }
-      const aggregate::SeriesTotals totals = reader_.ReadSeriesTotals(p, refs);
-      const aggregate::ProcessTotals& pt = totals.process;
-      AddCounter(&f.Get("kpid_process_cases_started_total", "Cases started.", MetricType::Counter),
-                 dims, static_cast<double>(pt.started));
-      AddCounter(
-          &f.Get("kpid_process_cases_completed_total", "Cases completed.", MetricType::Counter),
-          dims, static_cast<double>(pt.completed));
-      AddCounter(
-          &f.Get("kpid_process_cases_fallout_total", "Cases fallen out.", MetricType::Counter),
-          dims, static_cast<double>(pt.fallout));
-      AddCounter(&f.Get("kpid_process_cases_expired_total",
-                        "Open cases closed after case_ttl without activity.", MetricType::Counter),
-                 dims, static_cast<double>(pt.expired));
-      AddCounter(&f.Get("kpid_process_revenue_total", "Sum of CASE_COMPLETED amounts.",
-                        MetricType::Counter),
-                 dims, pt.revenue);
-      AddCounter(&f.Get("kpid_process_cost_total", "Sum of COST amounts.", MetricType::Counter),
-                 dims, pt.cost);
-      AddHistogram(
-          &f.Get("kpid_process_lead_time_seconds",
-                 "Lead time of completed cases (start to completion).", MetricType::Histogram),
-          dims, pt.lead_time);
-      AddGauge(&f.Get("kpid_process_open_cases", "Open cases now.", MetricType::Gauge), dims,
-               static_cast<double>(totals.open_cases()));
+    std::sort(ps.series.begin(), ps.series.end(),
+              [](const Series& a, const Series& b) { return *a.values < *b.values; });
 
-      for (size_t si = 0; si < process.stages.size() && si < totals.stages.size(); ++si) {
-        const aggregate::StageTotals& st = totals.stages[si];
-        Labels stage = dims;
+    ps.windows = spans.size();
+    ps.stages = process.stages.size();
+    std::vector<aggregate::SeriesTotals> totals;
+    std::vector<aggregate::SeriesWindow> windows;
+    for (Series& s : ps.series) {
+      totals.push_back(reader_.ReadSeriesTotals(p, s.refs));
+      ps.stages = std::min(ps.stages, totals.back().stages.size());
+      for (const aggregate::WindowSpan& span : spans) {
+        windows.push_back(reader_.ReadSeriesWindow(p, s.refs, span));
+        ps.stages = std::min(ps.stages, windows.back().stages.size());
+      }
+    }
+    for (size_t k = 0; k < ps.series.size(); ++k) {
+      Series& s = ps.series[k];
+      Labels labels = ps.labels.labels();
+      for (size_t d = 0; d < dim_names.size() && d < s.values->size(); ++d) {
+        labels.push_back({dim_names[d], (*s.values)[d]});
+      }
+      s.totals = totals[k].process;
+      s.open_cases = totals[k].open_cases();
+      for (size_t w = 0; w < ps.windows; ++w) {
+        ps.process_windows.push_back(windows[k * ps.windows + w].process);
+      }
+      for (size_t si = 0; si < ps.stages; ++si) {
+        Labels stage = labels;
         stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
-        AddCounter(
-            &f.Get("kpid_stage_entered_total", "Entries into the stage.", MetricType::Counter),
-            stage, static_cast<double>(st.entered));
-        MetricFamily& exited = f.Get("kpid_stage_exited_total", "Exits from the stage, by outcome.",
-                                     MetricType::Counter);
-        AddCounter(&exited, With(stage, "outcome", "advanced"),
-                   static_cast<double>(st.exited_advanced));
-        AddCounter(&exited, With(stage, "outcome", "fallout"),
-                   static_cast<double>(st.exited_fallout));
-        AddCounter(
-            &f.Get("kpid_stage_sla_met_total", "Exits within the stage SLA.", MetricType::Counter),
-            stage, static_cast<double>(st.sla_met));
-        AddCounter(
-            &f.Get("kpid_stage_sla_missed_total", "Exits over the stage SLA.", MetricType::Counter),
-            stage, static_cast<double>(st.sla_missed));
-        AddCounter(&f.Get("kpid_stage_rework_total", "Re-entries into a stage visited before.",
-                          MetricType::Counter),
-                   stage, static_cast<double>(st.rework));
-        AddCounter(&f.Get("kpid_stage_sla_breaches_total",
-                          "Open cases that passed their stage deadline.", MetricType::Counter),
-                   stage, static_cast<double>(st.sla_breaches));
-        AddHistogram(&f.Get("kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
-                            MetricType::Histogram),
-                     stage, st.cycle_time);
-        AddGauge(&f.Get("kpid_stage_backlog", "Open cases in the stage now.", MetricType::Gauge),
-                 stage, static_cast<double>(st.backlog));
-        AddGauge(&f.Get("kpid_stage_backlog_over_sla",
-                        "Open cases in the stage past their deadline now.", MetricType::Gauge),
-                 stage, static_cast<double>(st.backlog_over_sla));
-      }
-
-      for (size_t w = 0; w < spans.size(); ++w) {
-        const aggregate::SeriesWindow sw = reader_.ReadSeriesWindow(p, refs, spans[w]);
-        const Labels pw = With(dims, "window", window_labels[w]);
-        const aggregate::ProcessWindowCounts& pc = sw.process;
-        AddGauge(&f.Get("kpid_window_process_started", "Cases started in the window.",
-                        MetricType::Gauge),
-                 pw, static_cast<double>(pc.started));
-        AddGauge(&f.Get("kpid_window_process_completed", "Cases completed in the window.",
-                        MetricType::Gauge),
-                 pw, static_cast<double>(pc.completed));
-        AddGauge(&f.Get("kpid_window_process_fallout", "Cases fallen out in the window.",
-                        MetricType::Gauge),
-                 pw, static_cast<double>(pc.fallout));
-        AddGauge(&f.Get("kpid_window_process_revenue", "Revenue completed in the window.",
-                        MetricType::Gauge),
-                 pw, pc.revenue);
-        AddGauge(&f.Get("kpid_window_process_cost", "Cost in the window.", MetricType::Gauge), pw,
-                 pc.cost);
-        AddOptionalGauge(
-            &f.Get("kpid_window_process_win_ratio",
-                   "completed / (completed + fallout) in the window.", MetricType::Gauge),
-            pw, pc.win_ratio());
-        AddOptionalGauge(
-            &f.Get("kpid_window_process_avg_deal", "revenue / completed.", MetricType::Gauge), pw,
-            pc.avg_deal());
-        AddOptionalGauge(
-            &f.Get("kpid_window_process_cost_to_serve", "cost / completed.", MetricType::Gauge), pw,
-            pc.cost_to_serve());
-        AddOptionalGauge(&f.Get("kpid_window_process_feedback_score",
-                                "Mean feedback score in the window.", MetricType::Gauge),
-                         pw, pc.feedback_score());
-        for (size_t si = 0; si < process.stages.size() && si < sw.stages.size(); ++si) {
-          const aggregate::StageWindowCounts& sc = sw.stages[si];
-          Labels sl = dims;
-          sl.insert(sl.begin() + 1, {"stage", process.stages[si].id});
-          sl.push_back({"window", window_labels[w]});
-          const std::pair<const char*, uint64_t> counts[] = {
-              {"entered", sc.entered}, {"exited", sc.exited()}, {"advanced", sc.advanced},
-              {"fallout", sc.fallout}, {"sla_met", sc.sla_met}, {"rework", sc.rework}};
-          for (const auto& [name, value] : counts) {
-            AddGauge(
-                &f.Get(absl::StrCat("kpid_window_stage_", name),
-                       absl::StrCat("Stage ", name, " count in the window."), MetricType::Gauge),
-                sl, static_cast<double>(value));
-          }
-          AddOptionalGauge(
-              &f.Get("kpid_window_stage_conversion_ratio", "advanced / exited.", MetricType::Gauge),
-              sl, sc.conversion());
-          AddOptionalGauge(
-              &f.Get("kpid_window_stage_fallout_ratio", "fallout / exited.", MetricType::Gauge), sl,
-              sc.fallout_ratio());
-          AddOptionalGauge(&f.Get("kpid_window_stage_sla_attainment_ratio",
-                                  "Exits within SLA / exits.", MetricType::Gauge),
-                           sl, sc.sla_attainment());
-          AddOptionalGauge(
-              &f.Get("kpid_window_stage_rework_ratio", "rework / entered.", MetricType::Gauge), sl,
-              sc.rework_ratio());
+        ps.stage_labels.emplace_back(std::move(stage));
+        ps.stage_totals.push_back(totals[k].stages[si]);
+        for (size_t w = 0; w < ps.windows; ++w) {
+          ps.stage_windows.push_back(windows[k * ps.windows + w].stages[si]);
         }
       }
+      s.labels = SeriesLabels(std::move(labels));
     }
 
-    // Dims-less: transitions and window quantiles.
-    MetricFamily& transitions = f.Get(
-        "kpid_transitions_total", "Moves of cases from one stage to another.", MetricType::Counter);
     for (size_t from = 0; from < process.stages.size(); ++from) {
       for (size_t to = 0; to < process.stages.size(); ++to) {
         const uint64_t n = reader_.ReadTransitions(p, static_cast<int>(from), static_cast<int>(to));
         if (n == 0) continue;
-        AddCounter(&transitions,
-                   {{"process", process.id},
-                    {"from", process.stages[from].id},
-                    {"to", process.stages[to].id}},
-                   static_cast<double>(n));
+        ps.transitions.push_back({SeriesLabels({{"process", process.id},
+                                                {"from", process.stages[from].id},
+                                                {"to", process.stages[to].id}}),
+                                  n});
       }
     }
     for (size_t w = 0; w < spans.size(); ++w) {
       for (size_t si = 0; si < process.stages.size(); ++si) {
-        AddQuantiles(
-            &f.Get("kpid_window_stage_cycle_time_seconds",
-                   "Time-in-stage quantiles of the exits in the window.", MetricType::Summary),
-            {{"process", process.id},
-             {"stage", process.stages[si].id},
-             {"window", window_labels[w]}},
-            reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w]));
+        ps.cycle_times.push_back(
+            Summarize(SeriesLabels({{"process", process.id},
+                                    {"stage", process.stages[si].id},
+                                    {"window", snap.windows[w]}}),
+                      reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w])));
       }
-      AddQuantiles(
-          &f.Get("kpid_window_process_lead_time_seconds",
-                 "Lead-time quantiles of the cases completed in the window.", MetricType::Summary),
-          {{"process", process.id}, {"window", window_labels[w]}},
-          reader_.ReadLeadTimes(p, spans[w]));
+      ps.lead_times.push_back(
+          Summarize(SeriesLabels({{"process", process.id}, {"window", snap.windows[w]}}),
+                    reader_.ReadLeadTimes(p, spans[w])));
     }
-    uint64_t folded = 0;
-    for (const cases::DimensionTable* table : dimensions_) folded += table->Folded(p);
-    AddCounter(&f.Get("kpid_series_folded_total",
-                      "Cases whose dimension values were folded into __other__ "
-                      "(max_series_per_process reached).",
-                      MetricType::Counter),
-               process_labels, static_cast<double>(folded));
+    for (const cases::DimensionTable* table : dimensions_) ps.folded += table->Folded(p);
   }
-  return f.Take();
+  return snap;
+}
+
+void EngineMetrics::WriteMetrics(MetricWriter* out) const {
+  const Snapshot snap = Read();
+  // fn(process, series index) / fn(process, stage series index).
+  auto each_series = [&](auto&& fn) {
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (size_t k = 0; k < p.series.size(); ++k) fn(p, k);
+    }
+  };
+  auto each_stage = [&](auto&& fn) {
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (size_t j = 0; j < p.stage_labels.size(); ++j) fn(p, j);
+    }
+  };
+
+  for (const SeriesFamily& f : kProcessTotals) {
+    out->Family(f.name, f.help, f.type);
+    each_series([&](const ProcessSnapshot& p, size_t k) {
+      out->Sample(p.series[k].labels, f.value(p.series[k]));
+    });
+  }
+  out->Family("kpid_process_lead_time_seconds",
+              "Lead time of completed cases (start to completion).", MetricType::Histogram);
+  each_series([&](const ProcessSnapshot& p, size_t k) {
+    WriteHistogram(out, p.series[k].labels, p.series[k].totals.lead_time);
+  });
+
+  for (const StageTotalsFamily& f : kStageTotals) {
+    out->Family(f.name, f.help, f.type);
+    each_stage([&](const ProcessSnapshot& p, size_t j) {
+      out->Sample(p.stage_labels[j], f.value(p.stage_totals[j]));
+    });
+  }
+  out->Family("kpid_stage_exited_total", "Exits from the stage, by outcome.", MetricType::Counter);
+  each_stage([&](const ProcessSnapshot& p, size_t j) {
+    out->Sample(p.stage_labels[j], {"outcome", "advanced"}, D(p.stage_totals[j].exited_advanced));
+    out->Sample(p.stage_labels[j], {"outcome", "fallout"}, D(p.stage_totals[j].exited_fallout));
+  });
+  out->Family("kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
+              MetricType::Histogram);
+  each_stage([&](const ProcessSnapshot& p, size_t j) {
+    WriteHistogram(out, p.stage_labels[j], p.stage_totals[j].cycle_time);
+  });
+
+  for (const ProcessWindowFamily& f : kProcessWindow) {
+    out->Family(f.name, f.help, MetricType::Gauge);
+    each_series([&](const ProcessSnapshot& p, size_t k) {
+      for (size_t w = 0; w < p.windows; ++w) {
+        if (absl::optional<double> v = f.value(p.process_windows[k * p.windows + w])) {
+          out->Sample(p.series[k].labels, {"window", snap.windows[w]}, *v);
+        }
+      }
+    });
+  }
+  for (const StageWindowFamily& f : kStageWindow) {
+    out->Family(f.name, f.help, MetricType::Gauge);
+    each_stage([&](const ProcessSnapshot& p, size_t j) {
+      for (size_t w = 0; w < p.windows; ++w) {
+        if (absl::optional<double> v = f.value(p.stage_windows[j * p.windows + w])) {
+          out->Sample(p.stage_labels[j], {"window", snap.windows[w]}, *v);
+        }
+      }
+    });
+  }
+
+  out->Family("kpid_transitions_total", "Moves of cases from one stage to another.",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : snap.processes) {
+    for (const Transition& t : p.transitions) out->Sample(t.labels, D(t.count));
+  }
+  auto write_summaries = [&](const char* name, const char* help,
+                             std::vector<WindowSummary> ProcessSnapshot::*summaries) {
+    out->Family(name, help, MetricType::Summary);
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (const WindowSummary& s : p.*summaries) {
+        out->Summary(s.labels, s.count, s.sum, s.quantiles);
+      }
+    }
+  };
+  write_summaries("kpid_window_stage_cycle_time_seconds",
+                  "Time-in-stage quantiles of the exits in the window.",
+                  &ProcessSnapshot::cycle_times);
+  write_summaries("kpid_window_process_lead_time_seconds",
+                  "Lead-time quantiles of the cases completed in the window.",
+                  &ProcessSnapshot::lead_times);
+  out->Family("kpid_series_folded_total",
+              "Cases whose dimension values were folded into __other__ "
+              "(max_series_per_process reached).",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : snap.processes) out->Sample(p.labels, D(p.folded));
 }
 
 }  // namespace kpid::exporter

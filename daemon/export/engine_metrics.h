@@ -18,8 +18,13 @@
 // only; see daemon/aggregate/aggregate_shard.h). A ratio whose denominator is
 // zero is left out, never 0 or NaN.
 //
-// Thread-safe: Collect reads the shards and tables through their reader
-// APIs and never blocks the workers.
+// One scrape reads every series once (totals, then each window), then writes
+// family by family through a MetricWriter (metric_writer.h): Collect() gets
+// MetricFamily objects, /metrics the text written directly (TextWriter).
+// Series labels are built once per series, not per sample.
+//
+// Thread-safe: WriteMetrics/Collect read the shards and tables through their
+// reader APIs and never block the workers.
 #pragma once
 
 #include <vector>
@@ -27,22 +32,24 @@
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/export/metric_writer.h"
 #include "daemon/model/config.h"
-#include "prometheus/collectable.h"
-#include "prometheus/metric_family.h"
 
 namespace kpid::exporter {
 
-class EngineMetrics : public prometheus::Collectable {
+class EngineMetrics : public WriterCollectable {
  public:
   // `shards[i]` and `dimensions[i]` belong to worker i. Everything must
   // outlive this collectable. `clock` gives the end of every window.
   EngineMetrics(const model::Config* config, std::vector<const aggregate::AggregateShard*> shards,
                 std::vector<const cases::DimensionTable*> dimensions, const cases::Clock* clock);
 
-  std::vector<prometheus::MetricFamily> Collect() const override;
+  void WriteMetrics(MetricWriter* out) const override;
 
  private:
+  struct Snapshot;
+  Snapshot Read() const;
+
   const model::Config* config_;
   aggregate::MergedReader reader_;
   std::vector<const cases::DimensionTable*> dimensions_;

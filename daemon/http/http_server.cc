@@ -5,7 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/log.h"
-#include "prometheus/text_serializer.h"
+#include "daemon/export/text_writer.h"
 
 namespace kpid::http {
 
@@ -24,7 +24,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
   httplib::Server& s = *server->server_;
   HttpServer* self = server.get();
   s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
-    res.set_content(self->RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
+    // Served from the rendered string itself (set_content would copy it),
+    // which goes back to be reused once sent.
+    auto body = std::make_shared<std::string>(self->RenderMetrics());
+    res.set_content_provider(
+        body->size(), "text/plain; version=0.0.4; charset=utf-8",
+        [body](size_t offset, size_t length, httplib::DataSink& sink) {
+          return sink.write(body->data() + offset, length);
+        },
+        [self, body](bool) { self->RecycleBody(std::move(*body)); });
   });
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
@@ -62,13 +70,18 @@ void HttpServer::Stop() {
 }
 
 std::string HttpServer::RenderMetrics() const {
-  std::vector<prometheus::MetricFamily> families;
-  for (const auto& collectable : options_.collectables) {
-    std::vector<prometheus::MetricFamily> part = collectable->Collect();
-    families.insert(families.end(), std::make_move_iterator(part.begin()),
-                    std::make_move_iterator(part.end()));
+  std::string buffer;
+  {
+    absl::MutexLock lock(&spare_mu_);
+    buffer.swap(spare_body_);
   }
-  return prometheus::TextSerializer().Serialize(families);
+  return exporter::RenderText(options_.collectables, std::move(buffer));
+}
+
+void HttpServer::RecycleBody(std::string body) const {
+  absl::MutexLock lock(&spare_mu_);
+  // Two scrapes at once: keep the larger.
+  if (body.capacity() > spare_body_.capacity()) spare_body_.swap(body);
 }
 
 }  // namespace kpid::http
