@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <functional>
+#include <string>
+#include <tuple>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
+#include "daemon/cases/stable_hash.h"
 
 namespace kpid::cases {
 namespace {
@@ -32,18 +34,7 @@ int64_t SecondOf(int64_t micros) {
 
 absl::Time TimeOf(int64_t micros) { return absl::FromUnixMicros(micros); }
 
-// A case is known by a 64-bit hash of (process, case id) instead of its id,
-// which keeps each record small and fixed-size and compares 8 bytes instead
-// of a string per lookup. Different ids with the same key would be one case:
-// for a new case the odds are (cases open or remembered) / 2^64, about 1 in
-// 2^44 with a million of them.
-uint64_t CaseKey(int process, const std::string& case_id) {
-  return absl::HashOf(static_cast<uint16_t>(process), absl::string_view(case_id));
-}
-
-uint64_t EventIdHash(const std::string& event_id) {
-  return absl::HashOf(absl::string_view(event_id));
-}
+uint64_t EventIdHash(const std::string& event_id) { return StableHash64(event_id); }
 
 // An open case in open_: the low 32 bits of its key (to place it and to
 // rule out most non-matches without reading its record) and slot + 1 (so
@@ -107,27 +98,46 @@ CaseTracker::CaseTracker(const Options& options)
       sink_(options.sink),
       dims_(options.dimensions),
       max_dedup_entries_(options.max_dedup_entries),
+      max_breaching_per_stage_(options.max_breaching_per_stage),
       ttl_us_(absl::ToInt64Microseconds(options.config->case_ttl)),
       horizon_us_(absl::ToInt64Microseconds(options.config->dedup_horizon)) {
+  auto view = std::make_shared<OpenCasesView>();
   for (const model::ProcessConfig& process : config_.processes) {
     std::vector<int64_t> slas;
     for (const model::StageConfig& stage : process.stages) {
       slas.push_back(absl::ToInt64Microseconds(stage.sla));
     }
     sla_us_.push_back(std::move(slas));
+    // By id, not index: remembered closed cases keep their meaning across a
+    // restore into a config whose processes moved.
+    process_seeds_.push_back(StableHash64(process.id));
+    stage_ages_.emplace_back(process.stages.size());
+    view->oldest_entered.emplace_back(process.stages.size());
+  }
+  view_ = std::move(view);
+}
+
+CaseTracker::~CaseTracker() {
+  // Ids past the pool's largest block are allocated one by one.
+  for (size_t slot = 0; slot < cases_.size(); ++slot) {
+    if (tokens_[slot] != 0) id_store_.Release(&cases_[slot].id);
   }
 }
 
-int64_t CaseTracker::FindOpen(uint64_t key) const {
+uint64_t CaseTracker::CaseKey(int process, absl::string_view case_id) const {
+  return StableHash64(case_id, process_seeds_[static_cast<size_t>(process)]);
+}
+
+int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_id) const {
   const uint32_t tag = OpenTag(key);
   for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
     const uint64_t word = open_.At(i);
     if (word == 0) return -1;
     // 32 bits of the key first: the record (another cache miss) only for a
-    // likely match.
-    if (static_cast<uint32_t>(word >> 32) == tag && cases_[SlotOf(word)].key == key) {
-      return SlotOf(word);
-    }
+    // likely match, then the id itself, so two ids never share a record.
+    if (static_cast<uint32_t>(word >> 32) != tag) continue;
+    const Case& c = cases_[SlotOf(word)];
+    if (c.process == process && CaseIdStore::View(c.id) == case_id) return SlotOf(word);
   }
 }
 
@@ -195,7 +205,7 @@ void CaseTracker::Remember(uint64_t id_hash, int64_t now_us) {
 Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64_t at_us,
                                   int64_t now_us) {
   const int stage = event.stage_index;
-  const int64_t found = FindOpen(key);
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
     uint32_t slot;
@@ -209,7 +219,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
     }
     Case& c = cases_[slot];
     c = Case{};
-    c.key = key;
+    id_store_.Assign(&c.id, event.proto.case_id());
     c.process = static_cast<uint16_t>(event.process_index);
     c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
     c.started_us = at_us;
@@ -239,7 +249,9 @@ void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t no
   c.over_sla = false;
   sink_->StageEntered(c.process, stage, c.dims, TimeOf(at_us), rework);
   sink_->BacklogChanged(c.process, stage, c.dims, +1, 0);
-  NewToken(slot);
+  const uint32_t token = NewToken(slot);
+  AgesOf(c).Enter({at_us, slot, token},
+                  [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
   Arm(slot, c, now_us);
 }
 
@@ -269,11 +281,12 @@ void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome) {
   sink_->StageExited(c.process, c.stage, c.dims, TimeOf(at_us), outcome,
                      absl::Microseconds(cycle_us), sla_met);
   sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+  AgesOf(c).Leave();
   c.over_sla = false;
 }
 
 Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_us, int64_t now_us) {
-  const int64_t found = FindOpen(key);
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     return Verdict::Rejected(closed_.Find(key) != nullptr ? RejectReason::kCaseClosed
                                                           : RejectReason::kUnknownCase);
@@ -288,23 +301,24 @@ Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_u
   } else {
     sink_->CaseFallout(c.process, c.dims, TimeOf(at_us));
   }
-  Release(slot, now_us);
+  Release(slot, key, now_us);
   return Verdict::Accepted();
 }
 
-void CaseTracker::Release(uint32_t slot, int64_t closed_us) {
-  const Case& c = cases_[slot];
-  open_.Erase(OpenWord(c.key, slot));
+void CaseTracker::Release(uint32_t slot, uint64_t key, int64_t closed_us) {
+  Case& c = cases_[slot];
+  open_.Erase(OpenWord(key, slot));
   // Not remembered as closed before: it was open.
-  closed_.Push({closed_us, c.key, c.dims});
-  tokens_[slot] = 0;  // its pending timer entry is stale
+  closed_.Push({closed_us, key, c.dims, c.process});
+  id_store_.Release(&c.id);
+  tokens_[slot] = 0;  // its pending timer and stage-age entries are stale
   free_slots_.push_back(slot);
   open_gauge_.store(open_.size(), std::memory_order_relaxed);
 }
 
 void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_t at_us) {
   DimsId dims;
-  if (const int64_t found = FindOpen(key); found >= 0) {
+  if (const int64_t found = FindOpen(key, event.process_index, event.proto.case_id()); found >= 0) {
     Case& c = cases_[static_cast<size_t>(found)];
     c.last_event_us = std::max(c.last_event_us, at_us);
     dims = c.dims;
@@ -322,7 +336,51 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_
 
 void CaseTracker::Tick(absl::Time wall_now) {
   clock_->Tick(wall_now);
-  AdvanceTimers();
+  const int64_t now_us = NowMicros();
+  AdvanceTimersTo(now_us);
+  PublishView(now_us);
+}
+
+void CaseTracker::PublishView(int64_t now_us) {
+  auto view = std::make_shared<OpenCasesView>();
+  view->as_of = TimeOf(now_us);
+  view->oldest_entered.resize(stage_ages_.size());
+  auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
+  auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
+  for (size_t p = 0; p < stage_ages_.size(); ++p) {
+    view->oldest_entered[p].resize(stage_ages_[p].size());
+    for (size_t s = 0; s < stage_ages_[p].size(); ++s) {
+      StageAgeIndex& ages = stage_ages_[p][s];
+      if (ages.live() == 0) continue;
+      // Over SLA: now - entered > sla, i.e. entered before now - sla.
+      const int64_t sla_us = sla_us_[p][s];
+      stays_.clear();
+      ages.Oldest(max_breaching_per_stage_, now_us - sla_us, is_live, entered_at, &stays_);
+      for (const StageAgeIndex::Stay& stay : stays_) {
+        const Case& c = cases_[stay.slot];
+        view->breaching.push_back({std::string(CaseIdStore::View(c.id)), static_cast<int>(p),
+                                   static_cast<int>(s), TimeOf(stay.entered_us),
+                                   TimeOf(stay.entered_us + sla_us), c.dims});
+      }
+      if (stays_.empty()) ages.Oldest(1, StageAgeIndex::kNoLimit, is_live, entered_at, &stays_);
+      if (!stays_.empty()) view->oldest_entered[p][s] = TimeOf(stays_.front().entered_us);
+    }
+  }
+  std::sort(view->breaching.begin(), view->breaching.end(),
+            [](const BreachingCase& a, const BreachingCase& b) {
+              return std::tie(a.entered_at, a.process, a.stage, a.case_id) <
+                     std::tie(b.entered_at, b.process, b.stage, b.case_id);
+            });
+  std::shared_ptr<const OpenCasesView> published = std::move(view);
+  // Swapped, so the old view (unless a reader still holds it) is freed by
+  // `published` going out of scope after the lock is released.
+  absl::MutexLock lock(&view_mu_);
+  view_.swap(published);
+}
+
+std::shared_ptr<const OpenCasesView> CaseTracker::PublishedView() const {
+  absl::MutexLock lock(&view_mu_);
+  return view_;
 }
 
 void CaseTracker::AdvanceTimersTo(int64_t now_us) {
@@ -355,7 +413,8 @@ void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
   if (now_us > expires_us) {
     sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(expires_us));
     sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
-    Release(entry.slot, now_us);
+    AgesOf(c).Leave();
+    Release(entry.slot, CaseKey(c.process, CaseIdStore::View(c.id)), now_us);
     return;
   }
   // Not yet due (a deadline later this second, activity since it was armed,
