@@ -5,8 +5,10 @@
 #include <string>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "daemon/cases/stable_hash.h"
+#include "daemon/cases/state_codec.h"
 
 namespace kpid::cases {
 namespace {
@@ -208,17 +210,8 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
-    uint32_t slot;
-    if (!free_slots_.empty()) {
-      slot = free_slots_.back();
-      free_slots_.pop_back();
-    } else {
-      slot = static_cast<uint32_t>(cases_.size());
-      cases_.emplace_back();
-      tokens_.push_back(0);
-    }
+    const uint32_t slot = NewSlot();
     Case& c = cases_[slot];
-    c = Case{};
     id_store_.Assign(&c.id, event.proto.case_id());
     c.process = static_cast<uint16_t>(event.process_index);
     c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
@@ -239,6 +232,20 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   sink_->Transition(c.process, from, stage, TimeOf(at_us));
   EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1);
   return Verdict::Accepted();
+}
+
+uint32_t CaseTracker::NewSlot() {
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(cases_.size());
+    cases_.emplace_back();
+    tokens_.push_back(0);
+  }
+  cases_[slot] = Case{};
+  return slot;
 }
 
 void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework) {
@@ -426,6 +433,185 @@ void CaseTracker::ForgetOld(int64_t now_us) {
   const int64_t cutoff = now_us - horizon_us_;
   while (!closed_.empty() && closed_.front().at_us <= cutoff) closed_.pop_front();
   while (!seen_ids_.empty() && seen_ids_.front().at_us <= cutoff) seen_ids_.pop_front();
+}
+
+// ---------------------------------------------------------------- state
+
+namespace {
+
+constexpr absl::string_view kMagic = "KPCT";
+// Restored times beyond this (about the years 828 to 3112) are corrupt:
+// arithmetic on them (+ case_ttl, + sla) must not overflow.
+constexpr int64_t kMaxAbsMicros = int64_t{1} << 55;
+
+}  // namespace
+
+std::string CaseTracker::Serialize() const {
+  StateEncoder e;
+  e.Raw(kMagic);
+  e.Varint(kStateVersion);
+  e.Varint(dedup_evictions_.Get());
+  e.Varint(config_.processes.size());
+  for (const model::ProcessConfig& process : config_.processes) {
+    e.String(process.id);
+    e.Varint(process.stages.size());
+    for (const model::StageConfig& stage : process.stages) e.String(stage.id);
+  }
+  e.Varint(open_.size());
+  for (size_t slot = 0; slot < cases_.size(); ++slot) {
+    if (tokens_[slot] == 0) continue;
+    const Case& c = cases_[slot];
+    e.Varint(c.process);
+    e.Varint(static_cast<uint64_t>(c.stage));
+    e.String(CaseIdStore::View(c.id));
+    e.Varint(c.dims);
+    e.Signed(c.entered_us);
+    e.Signed(c.started_us);
+    e.Signed(c.last_event_us);
+    e.Varint(c.visited);
+    e.Varint(c.over_sla ? 1 : 0);
+  }
+  e.Varint(closed_.size());
+  closed_.ForEach([&](const Closed& r) {
+    e.Signed(r.at_us);
+    e.Fixed64(r.key);
+    e.Varint(r.process);
+    e.Varint(r.dims);
+  });
+  e.Varint(seen_ids_.size());
+  seen_ids_.ForEach([&](const Seen& r) {
+    e.Signed(r.at_us);
+    e.Fixed64(r.key);
+  });
+  return e.Take();
+}
+
+absl::StatusOr<std::unique_ptr<CaseTracker>> CaseTracker::Restore(const Options& options,
+                                                                  absl::string_view bytes) {
+  auto tracker = std::make_unique<CaseTracker>(options);
+  if (absl::Status status = tracker->RestoreState(bytes); !status.ok()) return status;
+  return tracker;
+}
+
+absl::Status CaseTracker::RestoreState(absl::string_view bytes) {
+  StateDecoder d(bytes);
+  auto corrupt = [&d](absl::string_view what) {
+    return absl::DataLossError(
+        absl::StrCat("case tracker state: ", what, " (near byte ", d.position(), ")"));
+  };
+  if (!d.Raw(kMagic)) return absl::InvalidArgumentError("not kpid case tracker state");
+  const uint64_t version = d.Varint();
+  if (!d.ok()) return corrupt("truncated");
+  if (version != kStateVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "case tracker state: format version ", version, "; this build reads ", kStateVersion));
+  }
+  dedup_evictions_.Add(d.Varint());
+  auto time = [&d]() {
+    const int64_t t = d.Signed();
+    if (t > kMaxAbsMicros || t < -kMaxAbsMicros) d.Invalidate();
+    return t;
+  };
+
+  // Serialized process and stage indexes -> this config's (-1: gone).
+  const size_t process_count = d.Count(2);  // an id and a stage count each
+  std::vector<int> process_map(process_count, -1);
+  std::vector<std::vector<int>> stage_map(process_count);
+  for (size_t p = 0; p < process_count && d.ok(); ++p) {
+    const std::string id = d.String();
+    const size_t stages = d.Count();
+    if (stages > model::kMaxStages) return corrupt("too many stages");
+    std::vector<std::string> stage_ids(stages);
+    for (std::string& s : stage_ids) s = d.String();
+    stage_map[p].assign(stages, -1);
+    for (size_t q = 0; q < config_.processes.size(); ++q) {
+      const model::ProcessConfig& process = config_.processes[q];
+      if (process.id != id) continue;
+      process_map[p] = static_cast<int>(q);
+      for (size_t s = 0; s < stages; ++s) {
+        for (size_t t = 0; t < process.stages.size(); ++t) {
+          if (process.stages[t].id == stage_ids[s]) stage_map[p][s] = static_cast<int>(t);
+        }
+      }
+    }
+  }
+  if (!d.ok()) return corrupt("truncated or malformed processes");
+
+  const int64_t now_us = NowMicros();
+  const size_t open_count = d.Count(9);  // the fields below take 9 bytes at least
+  for (size_t i = 0; i < open_count && d.ok(); ++i) {
+    const size_t p = d.Below(process_count);
+    if (!d.ok()) break;
+    const size_t stage = d.Below(stage_map[p].size());
+    const std::string case_id = d.String();
+    const uint64_t dims = d.Varint();
+    const int64_t entered_us = time();
+    const int64_t started_us = time();
+    const int64_t last_event_us = time();
+    const uint64_t visited = d.Varint();
+    const uint64_t over_sla = d.Below(2);
+    if (!d.ok()) break;
+    const int process = process_map[p];
+    const int to_stage = stage_map[p][stage];
+    if (process < 0 || to_stage < 0) {
+      ++restore_dropped_;
+      continue;
+    }
+    if (dims >= dims_->Size(process)) return corrupt("case dims beyond the dimension table");
+    const uint64_t key = CaseKey(process, case_id);
+    if (FindOpen(key, process, case_id) >= 0) return corrupt("case listed twice");
+    const uint32_t slot = NewSlot();
+    Case& c = cases_[slot];
+    id_store_.Assign(&c.id, case_id);
+    c.process = static_cast<uint16_t>(process);
+    c.stage = static_cast<int8_t>(to_stage);
+    c.dims = static_cast<DimsId>(dims);
+    c.entered_us = entered_us;
+    c.started_us = started_us;
+    c.last_event_us = last_event_us;
+    c.over_sla = over_sla != 0;
+    for (size_t s = 0; s < stage_map[p].size(); ++s) {
+      if ((visited >> s) & 1 && stage_map[p][s] >= 0) c.visited |= uint64_t{1} << stage_map[p][s];
+    }
+    c.visited |= uint64_t{1} << to_stage;
+    open_.Insert(OpenWord(key, slot));
+    const uint32_t token = NewToken(slot);
+    AgesOf(c).Enter({entered_us, slot, token},
+                    [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+    Arm(slot, c, now_us);
+  }
+  open_gauge_.store(open_.size(), std::memory_order_relaxed);
+  if (!d.ok()) return corrupt("truncated or malformed open cases");
+
+  const size_t closed_count = d.Count(11);
+  for (size_t i = 0; i < closed_count && d.ok(); ++i) {
+    const int64_t at_us = time();
+    const uint64_t key = d.Fixed64();
+    const size_t p = d.Below(process_count);
+    const uint64_t dims = d.Varint();
+    if (!d.ok()) break;
+    const int process = process_map[p];
+    if (process < 0) {
+      ++restore_dropped_;
+      continue;
+    }
+    if (dims >= dims_->Size(process)) return corrupt("closed case dims beyond the dimension table");
+    if (closed_.Find(key) != nullptr) return corrupt("closed case listed twice");
+    closed_.Push({at_us, key, static_cast<DimsId>(dims), static_cast<uint16_t>(process)});
+  }
+  if (!d.ok()) return corrupt("truncated or malformed closed cases");
+
+  const size_t seen_count = d.Count(9);
+  for (size_t i = 0; i < seen_count && d.ok(); ++i) {
+    const int64_t at_us = time();
+    const uint64_t key = d.Fixed64();
+    if (!d.ok()) break;
+    if (seen_ids_.Find(key) != nullptr) return corrupt("event id listed twice");
+    Remember(key, at_us);
+  }
+  if (!d.ok()) return corrupt("truncated or malformed event ids");
+  if (d.remaining() != 0) return corrupt("trailing bytes");
+  return absl::OkStatus();
 }
 
 }  // namespace kpid::cases

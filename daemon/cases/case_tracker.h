@@ -66,6 +66,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/cases/case_id_store.h"
@@ -93,8 +95,48 @@ class CaseTracker : public ingest::EventHandler {
     size_t max_breaching_per_stage = 100;
   };
 
+  // Leading version of Serialize()'s format.
+  static constexpr uint32_t kStateVersion = 1;
+
   explicit CaseTracker(const Options& options);
   ~CaseTracker() override;
+
+  // ---- State, for durability (a worker's state is this, its
+  // DimensionTable's and its AggregateShard's, taken together).
+  //
+  // Serialize: on the worker thread, or while nothing calls Handle/Tick.
+  // Restore: a new tracker for `options` (its `dimensions` restored from
+  // the same state, its `sink` the restored shard) holding the state; no
+  // fact is reported (the shard's state already has them). Timers are not
+  // serialized but rebuilt from the cases at the clock's now: a deadline or
+  // expiry that passed in between fires at the first event or Tick.
+  //
+  // Format, version kStateVersion (varints; signed ones zigzag; keys as 8
+  // little-endian bytes; strings length-prefixed):
+  //   "KPCT" version dedup_evictions
+  //   processes: count, then per process: id, stages: count, stage ids...
+  //   open cases: count, then per case:
+  //     process, stage (indexes into the lists above), case id, dims,
+  //     entered_us, started_us, last_event_us, visited (bit per listed
+  //     stage), over_sla
+  //   closed cases: count, (at_us, key, process, dims)...    oldest first
+  //   event ids: count, (at_us, key)...                       oldest first
+  // Guarantees: fed the same events afterwards, a restored tracker reports
+  // the same facts and verdicts as the original would have (duplicates and
+  // closed cases are still recognized: keys are StableHash64, not
+  // per-process hashes), for the same config. Into a changed config,
+  // processes and stages are matched by id; open cases and closed cases of
+  // processes or stages no longer configured are dropped and counted in
+  // restore_dropped(); visits to stages gone are forgotten (rework is judged
+  // on the rest); remembered event ids beyond max_dedup_entries are
+  // forgotten oldest first. Any other bytes (truncated, corrupt, another
+  // version) give an error Status: nothing is trusted, every count is
+  // bounded by the bytes left, times by +-2^55 us.
+  std::string Serialize() const;
+  static absl::StatusOr<std::unique_ptr<CaseTracker>> Restore(const Options& options,
+                                                              absl::string_view bytes);
+  // Open and closed cases dropped by Restore (process or stage gone).
+  uint64_t restore_dropped() const { return restore_dropped_; }
   CaseTracker(const CaseTracker&) = delete;
   CaseTracker& operator=(const CaseTracker&) = delete;
 
@@ -150,6 +192,11 @@ class CaseTracker : public ingest::EventHandler {
     bool empty() const { return head_ == tail_; }
     size_t size() const { return static_cast<size_t>(tail_ - head_); }
     const Record& front() const { return ring_[head_ & ring_mask_]; }
+    // Oldest first.
+    template <typename Fn>
+    void ForEach(Fn&& fn) const {
+      for (uint64_t p = head_; p < tail_; ++p) fn(ring_[p & ring_mask_]);
+    }
     void pop_front() { ++head_; }
     void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[key & index_mask_]); }
     const Record* Find(uint64_t key) const {
@@ -274,6 +321,9 @@ class CaseTracker : public ingest::EventHandler {
   }
   bool IsLiveStay(uint32_t slot, uint32_t token) const { return tokens_[slot] == token; }
   void PublishView(int64_t now_us);
+  absl::Status RestoreState(absl::string_view bytes);
+  // A free slot for a new case (its record reset).
+  uint32_t NewSlot();
 
   const model::Config& config_;
   Clock* clock_;
@@ -316,6 +366,8 @@ class CaseTracker : public ingest::EventHandler {
   std::vector<std::vector<StageAgeIndex>> stage_ages_;  // [process][stage]
   std::vector<StageAgeIndex::Stay> stays_;              // reused by PublishView
   std::atomic<uint64_t> open_gauge_{0};
+
+  uint64_t restore_dropped_ = 0;
 
   mutable absl::Mutex view_mu_;
   std::shared_ptr<const OpenCasesView> view_ ABSL_GUARDED_BY(view_mu_);
