@@ -184,8 +184,8 @@ class CaseTrackerStateTest : public ::testing::Test {
         auto rejection = decoder_.Decode(e.SerializeAsString(), false, &decoded);
         EXPECT_FALSE(rejection.has_value()) << rejection->detail;
         const Verdict v = w.tracker->Handle(decoded);
-        verdict = absl::StrCat("verdict ", static_cast<int>(v.kind), " ",
-                               static_cast<int>(v.reason));
+        verdict =
+            absl::StrCat("verdict ", static_cast<int>(v.kind), " ", static_cast<int>(v.reason));
       }
       lines.push_back(absl::StrCat(verdict, " | ", absl::StrJoin(w.sink.facts, " | ")));
     }
@@ -205,14 +205,14 @@ std::vector<Step> StreamA() {
       {K::STAGE_ENTERED, "c1", "lead", 0},
       {K::STAGE_ENTERED, "c2", "lead", 10, "", "sales", "amer"},
       {K::STAGE_ENTERED, "c3", "lead", 20, "", "sales", "apac"},
-      {K::STAGE_ENTERED, "c1", "demo", 100},  // c1: demo deadline 7300, expiry 7300
+      {K::STAGE_ENTERED, "c1", "demo", 100},     // c1: demo deadline 7300, expiry 7300
       {K::STAGE_ENTERED, kLongId, "lead", 110},  // deadline 3710, expiry 7310
       {K::CASE_COMPLETED, "c3", "", 200, "", "sales", "", 5},
       {K::STAGE_ENTERED, "c4", "lead", 300},
-      {K::CASE_FALLOUT, "c4", "", 400},                            // closed at now = 400
-      {K::STAGE_ENTERED, "t1", "triage", 500, "", "support"},      // deadline 2300
-      {K::COST, "c3", "", 600, "", "sales", "", 7},                // closed case: its dims (apac)
-      {K::STAGE_ENTERED, "c2", "demo", 700, "dup-1"},              // deadline 7900
+      {K::CASE_FALLOUT, "c4", "", 400},                        // closed at now = 400
+      {K::STAGE_ENTERED, "t1", "triage", 500, "", "support"},  // deadline 2300
+      {K::COST, "c3", "", 600, "", "sales", "", 7},            // closed case: its dims (apac)
+      {K::STAGE_ENTERED, "c2", "demo", 700, "dup-1"},          // deadline 7900
       {K::STAGE_ENTERED, "c5", "lead", 1000},
       {K::STAGE_ENTERED, "c5", "demo", 1010},
       {K::STAGE_ENTERED, "c5", "lead", 1020},  // rework; lead deadline 4620
@@ -224,12 +224,12 @@ std::vector<Step> StreamA() {
 std::vector<Step> StreamB() {
   using K = ProcessEvent;
   return {
-      {K::STAGE_ENTERED, "c2", "demo", 700, "dup-1"},  // the same event id: duplicate
-      {K::STAGE_ENTERED, "c4", "lead", 1200},           // closed at 400: case_closed
+      {K::STAGE_ENTERED, "c2", "demo", 700, "dup-1"},     // the same event id: duplicate
+      {K::STAGE_ENTERED, "c4", "lead", 1200},             // closed at 400: case_closed
       {K::FEEDBACK, "c3", "", 1300, "", "sales", "", 9},  // closed case's dims (apac)
-      {K::KIND_UNSPECIFIED, "", "", 2400},              // t1's deadline (2300) passed: breach
-      {K::KIND_UNSPECIFIED, "", "", 3800},              // the long id's (3710)
-      {K::STAGE_ENTERED, "c4", "lead", 4100},  // closed at 400 + 1h horizon: a new case
+      {K::KIND_UNSPECIFIED, "", "", 2400},                // t1's deadline (2300) passed: breach
+      {K::KIND_UNSPECIFIED, "", "", 3800},                // the long id's (3710)
+      {K::STAGE_ENTERED, "c4", "lead", 4100},             // closed at 400 + 1h horizon: a new case
       {K::STAGE_ENTERED, "c5", "demo", 5000},  // lead breached at 4620 first; demo is rework
       {K::KIND_UNSPECIFIED, "", "", 8000},     // c1, c2 breach and expire; the long id, t1 expire
       {K::STAGE_ENTERED, "c1", "lead", 8001},  // closed by expiry: case_closed
@@ -250,8 +250,8 @@ TEST_F(CaseTrackerStateTest, RestoredWorkerContinuesExactlyAsTheOriginal) {
   EXPECT_EQ(got, expected);
   // The scenario did what it is meant to (so equality above means something):
   ASSERT_EQ(expected.size(), 10u);
-  EXPECT_THAT(expected[0], HasSubstr("verdict 1"));  // kDuplicate
-  EXPECT_THAT(expected[1], HasSubstr("verdict 2"));  // kRejected (case_closed)
+  EXPECT_THAT(expected[0], HasSubstr("verdict 1"));               // kDuplicate
+  EXPECT_THAT(expected[1], HasSubstr("verdict 2"));               // kRejected (case_closed)
   EXPECT_THAT(expected[2], HasSubstr("feedback p0 d4 @1300 9"));  // apac: DimsId 4
   EXPECT_THAT(expected[3], HasSubstr("breach p1 s0 d2 @2300"));
   EXPECT_THAT(expected[4], HasSubstr("breach p0 s0 d2 @3710"));
@@ -423,7 +423,7 @@ processes:
   (*restored)->Tick(absl::Now());
   const auto view = (*restored)->PublishedView();
   EXPECT_EQ(view->oldest_entered[1][1], absl::FromUnixSeconds(kT0 + 110));  // lead: the long id
-  EXPECT_FALSE(view->oldest_entered[1][0].has_value());                      // quote
+  EXPECT_FALSE(view->oldest_entered[1][0].has_value());                     // quote
 }
 
 }  // namespace

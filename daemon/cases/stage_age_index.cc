@@ -17,7 +17,7 @@ void StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
     heap_.push_back(stay);
     std::push_heap(heap_.begin(), heap_.end(), Later);
   }
-  if (entries() > live_ + live_ / 2 + 64) Compact(is_live);
+  if (entries() > 2 * live_ + 64) Compact(is_live);
 }
 
 void StageAgeIndex::Leave() {
