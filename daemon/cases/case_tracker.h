@@ -129,9 +129,12 @@ class CaseTracker : public ingest::EventHandler {
   // processes or stages no longer configured are dropped and counted in
   // restore_dropped(); visits to stages gone are forgotten (rework is judged
   // on the rest); remembered event ids beyond max_dedup_entries are
-  // forgotten oldest first. Any other bytes (truncated, corrupt, another
-  // version) give an error Status: nothing is trusted, every count is
-  // bounded by the bytes left, times by +-2^55 us.
+  // forgotten oldest first. Bytes that do not decode (truncated, corrupt,
+  // another version: FailedPrecondition) give an error Status; nothing is
+  // trusted (every count is bounded by the bytes left, indexes by their
+  // lists, dims by the dimension table, times by +-2^55 us), so corruption
+  // that still decodes gives wrong values at worst, never undefined
+  // behaviour.
   std::string Serialize() const;
   static absl::StatusOr<std::unique_ptr<CaseTracker>> Restore(const Options& options,
                                                               absl::string_view bytes);
