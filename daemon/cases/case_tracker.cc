@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <functional>
+#include <string>
+#include <tuple>
 
-#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "daemon/cases/stable_hash.h"
+#include "daemon/cases/state_codec.h"
 
 namespace kpid::cases {
 namespace {
@@ -32,18 +36,7 @@ int64_t SecondOf(int64_t micros) {
 
 absl::Time TimeOf(int64_t micros) { return absl::FromUnixMicros(micros); }
 
-// A case is known by a 64-bit hash of (process, case id) instead of its id,
-// which keeps each record small and fixed-size and compares 8 bytes instead
-// of a string per lookup. Different ids with the same key would be one case:
-// for a new case the odds are (cases open or remembered) / 2^64, about 1 in
-// 2^44 with a million of them.
-uint64_t CaseKey(int process, const std::string& case_id) {
-  return absl::HashOf(static_cast<uint16_t>(process), absl::string_view(case_id));
-}
-
-uint64_t EventIdHash(const std::string& event_id) {
-  return absl::HashOf(absl::string_view(event_id));
-}
+uint64_t EventIdHash(const std::string& event_id) { return StableHash64(event_id); }
 
 // An open case in open_: the low 32 bits of its key (to place it and to
 // rule out most non-matches without reading its record) and slot + 1 (so
@@ -107,27 +100,46 @@ CaseTracker::CaseTracker(const Options& options)
       sink_(options.sink),
       dims_(options.dimensions),
       max_dedup_entries_(options.max_dedup_entries),
+      max_breaching_per_stage_(options.max_breaching_per_stage),
       ttl_us_(absl::ToInt64Microseconds(options.config->case_ttl)),
       horizon_us_(absl::ToInt64Microseconds(options.config->dedup_horizon)) {
+  auto view = std::make_shared<OpenCasesView>();
   for (const model::ProcessConfig& process : config_.processes) {
     std::vector<int64_t> slas;
     for (const model::StageConfig& stage : process.stages) {
       slas.push_back(absl::ToInt64Microseconds(stage.sla));
     }
     sla_us_.push_back(std::move(slas));
+    // By id, not index: remembered closed cases keep their meaning across a
+    // restore into a config whose processes moved.
+    process_seeds_.push_back(StableHash64(process.id));
+    stage_ages_.emplace_back(process.stages.size());
+    view->oldest_entered.emplace_back(process.stages.size());
+  }
+  view_ = std::move(view);
+}
+
+CaseTracker::~CaseTracker() {
+  // Ids past the pool's largest block are allocated one by one.
+  for (size_t slot = 0; slot < cases_.size(); ++slot) {
+    if (tokens_[slot] != 0) id_store_.Release(&cases_[slot].id);
   }
 }
 
-int64_t CaseTracker::FindOpen(uint64_t key) const {
+uint64_t CaseTracker::CaseKey(int process, absl::string_view case_id) const {
+  return StableHash64(case_id, process_seeds_[static_cast<size_t>(process)]);
+}
+
+int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_id) const {
   const uint32_t tag = OpenTag(key);
   for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
     const uint64_t word = open_.At(i);
     if (word == 0) return -1;
     // 32 bits of the key first: the record (another cache miss) only for a
-    // likely match.
-    if (static_cast<uint32_t>(word >> 32) == tag && cases_[SlotOf(word)].key == key) {
-      return SlotOf(word);
-    }
+    // likely match, then the id itself, so two ids never share a record.
+    if (static_cast<uint32_t>(word >> 32) != tag) continue;
+    const Case& c = cases_[SlotOf(word)];
+    if (c.process == process && CaseIdStore::View(c.id) == case_id) return SlotOf(word);
   }
 }
 
@@ -195,21 +207,12 @@ void CaseTracker::Remember(uint64_t id_hash, int64_t now_us) {
 Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64_t at_us,
                                   int64_t now_us) {
   const int stage = event.stage_index;
-  const int64_t found = FindOpen(key);
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
-    uint32_t slot;
-    if (!free_slots_.empty()) {
-      slot = free_slots_.back();
-      free_slots_.pop_back();
-    } else {
-      slot = static_cast<uint32_t>(cases_.size());
-      cases_.emplace_back();
-      tokens_.push_back(0);
-    }
+    const uint32_t slot = NewSlot();
     Case& c = cases_[slot];
-    c = Case{};
-    c.key = key;
+    id_store_.Assign(&c.id, event.proto.case_id());
     c.process = static_cast<uint16_t>(event.process_index);
     c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
     c.started_us = at_us;
@@ -231,6 +234,20 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   return Verdict::Accepted();
 }
 
+uint32_t CaseTracker::NewSlot() {
+  uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<uint32_t>(cases_.size());
+    cases_.emplace_back();
+    tokens_.push_back(0);
+  }
+  cases_[slot] = Case{};
+  return slot;
+}
+
 void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework) {
   Case& c = cases_[slot];
   c.stage = static_cast<int8_t>(stage);
@@ -239,7 +256,9 @@ void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t no
   c.over_sla = false;
   sink_->StageEntered(c.process, stage, c.dims, TimeOf(at_us), rework);
   sink_->BacklogChanged(c.process, stage, c.dims, +1, 0);
-  NewToken(slot);
+  const uint32_t token = NewToken(slot);
+  AgesOf(c).Enter({at_us, slot, token},
+                  [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
   Arm(slot, c, now_us);
 }
 
@@ -269,11 +288,12 @@ void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome) {
   sink_->StageExited(c.process, c.stage, c.dims, TimeOf(at_us), outcome,
                      absl::Microseconds(cycle_us), sla_met);
   sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+  AgesOf(c).Leave();
   c.over_sla = false;
 }
 
 Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_us, int64_t now_us) {
-  const int64_t found = FindOpen(key);
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     return Verdict::Rejected(closed_.Find(key) != nullptr ? RejectReason::kCaseClosed
                                                           : RejectReason::kUnknownCase);
@@ -288,23 +308,24 @@ Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_u
   } else {
     sink_->CaseFallout(c.process, c.dims, TimeOf(at_us));
   }
-  Release(slot, now_us);
+  Release(slot, key, now_us);
   return Verdict::Accepted();
 }
 
-void CaseTracker::Release(uint32_t slot, int64_t closed_us) {
-  const Case& c = cases_[slot];
-  open_.Erase(OpenWord(c.key, slot));
+void CaseTracker::Release(uint32_t slot, uint64_t key, int64_t closed_us) {
+  Case& c = cases_[slot];
+  open_.Erase(OpenWord(key, slot));
   // Not remembered as closed before: it was open.
-  closed_.Push({closed_us, c.key, c.dims});
-  tokens_[slot] = 0;  // its pending timer entry is stale
+  closed_.Push({closed_us, key, c.dims, c.process});
+  id_store_.Release(&c.id);
+  tokens_[slot] = 0;  // its pending timer and stage-age entries are stale
   free_slots_.push_back(slot);
   open_gauge_.store(open_.size(), std::memory_order_relaxed);
 }
 
 void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_t at_us) {
   DimsId dims;
-  if (const int64_t found = FindOpen(key); found >= 0) {
+  if (const int64_t found = FindOpen(key, event.process_index, event.proto.case_id()); found >= 0) {
     Case& c = cases_[static_cast<size_t>(found)];
     c.last_event_us = std::max(c.last_event_us, at_us);
     dims = c.dims;
@@ -322,7 +343,51 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_
 
 void CaseTracker::Tick(absl::Time wall_now) {
   clock_->Tick(wall_now);
-  AdvanceTimers();
+  const int64_t now_us = NowMicros();
+  AdvanceTimersTo(now_us);
+  PublishView(now_us);
+}
+
+void CaseTracker::PublishView(int64_t now_us) {
+  auto view = std::make_shared<OpenCasesView>();
+  view->as_of = TimeOf(now_us);
+  view->oldest_entered.resize(stage_ages_.size());
+  auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
+  auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
+  for (size_t p = 0; p < stage_ages_.size(); ++p) {
+    view->oldest_entered[p].resize(stage_ages_[p].size());
+    for (size_t s = 0; s < stage_ages_[p].size(); ++s) {
+      StageAgeIndex& ages = stage_ages_[p][s];
+      if (ages.live() == 0) continue;
+      // Over SLA: now - entered > sla, i.e. entered before now - sla.
+      const int64_t sla_us = sla_us_[p][s];
+      stays_.clear();
+      ages.Oldest(max_breaching_per_stage_, now_us - sla_us, is_live, entered_at, &stays_);
+      for (const StageAgeIndex::Stay& stay : stays_) {
+        const Case& c = cases_[stay.slot];
+        view->breaching.push_back({std::string(CaseIdStore::View(c.id)), static_cast<int>(p),
+                                   static_cast<int>(s), TimeOf(stay.entered_us),
+                                   TimeOf(stay.entered_us + sla_us), c.dims});
+      }
+      if (stays_.empty()) ages.Oldest(1, StageAgeIndex::kNoLimit, is_live, entered_at, &stays_);
+      if (!stays_.empty()) view->oldest_entered[p][s] = TimeOf(stays_.front().entered_us);
+    }
+  }
+  std::sort(view->breaching.begin(), view->breaching.end(),
+            [](const BreachingCase& a, const BreachingCase& b) {
+              return std::tie(a.entered_at, a.process, a.stage, a.case_id) <
+                     std::tie(b.entered_at, b.process, b.stage, b.case_id);
+            });
+  std::shared_ptr<const OpenCasesView> published = std::move(view);
+  // Swapped, so the old view (unless a reader still holds it) is freed by
+  // `published` going out of scope after the lock is released.
+  absl::MutexLock lock(&view_mu_);
+  view_.swap(published);
+}
+
+std::shared_ptr<const OpenCasesView> CaseTracker::PublishedView() const {
+  absl::MutexLock lock(&view_mu_);
+  return view_;
 }
 
 void CaseTracker::AdvanceTimersTo(int64_t now_us) {
@@ -355,7 +420,8 @@ void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
   if (now_us > expires_us) {
     sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(expires_us));
     sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
-    Release(entry.slot, now_us);
+    AgesOf(c).Leave();
+    Release(entry.slot, CaseKey(c.process, CaseIdStore::View(c.id)), now_us);
     return;
   }
   // Not yet due (a deadline later this second, activity since it was armed,
@@ -367,6 +433,185 @@ void CaseTracker::ForgetOld(int64_t now_us) {
   const int64_t cutoff = now_us - horizon_us_;
   while (!closed_.empty() && closed_.front().at_us <= cutoff) closed_.pop_front();
   while (!seen_ids_.empty() && seen_ids_.front().at_us <= cutoff) seen_ids_.pop_front();
+}
+
+// ---------------------------------------------------------------- state
+
+namespace {
+
+constexpr absl::string_view kMagic = "KPCT";
+// Restored times beyond this (about the years 828 to 3112) are corrupt:
+// arithmetic on them (+ case_ttl, + sla) must not overflow.
+constexpr int64_t kMaxAbsMicros = int64_t{1} << 55;
+
+}  // namespace
+
+std::string CaseTracker::Serialize() const {
+  StateEncoder e;
+  e.Raw(kMagic);
+  e.Varint(kStateVersion);
+  e.Varint(dedup_evictions_.Get());
+  e.Varint(config_.processes.size());
+  for (const model::ProcessConfig& process : config_.processes) {
+    e.String(process.id);
+    e.Varint(process.stages.size());
+    for (const model::StageConfig& stage : process.stages) e.String(stage.id);
+  }
+  e.Varint(open_.size());
+  for (size_t slot = 0; slot < cases_.size(); ++slot) {
+    if (tokens_[slot] == 0) continue;
+    const Case& c = cases_[slot];
+    e.Varint(c.process);
+    e.Varint(static_cast<uint64_t>(c.stage));
+    e.String(CaseIdStore::View(c.id));
+    e.Varint(c.dims);
+    e.Signed(c.entered_us);
+    e.Signed(c.started_us);
+    e.Signed(c.last_event_us);
+    e.Varint(c.visited);
+    e.Varint(c.over_sla ? 1 : 0);
+  }
+  e.Varint(closed_.size());
+  closed_.ForEach([&](const Closed& r) {
+    e.Signed(r.at_us);
+    e.Fixed64(r.key);
+    e.Varint(r.process);
+    e.Varint(r.dims);
+  });
+  e.Varint(seen_ids_.size());
+  seen_ids_.ForEach([&](const Seen& r) {
+    e.Signed(r.at_us);
+    e.Fixed64(r.key);
+  });
+  return e.Take();
+}
+
+absl::StatusOr<std::unique_ptr<CaseTracker>> CaseTracker::Restore(const Options& options,
+                                                                  absl::string_view bytes) {
+  auto tracker = std::make_unique<CaseTracker>(options);
+  if (absl::Status status = tracker->RestoreState(bytes); !status.ok()) return status;
+  return tracker;
+}
+
+absl::Status CaseTracker::RestoreState(absl::string_view bytes) {
+  StateDecoder d(bytes);
+  auto corrupt = [&d](absl::string_view what) {
+    return absl::DataLossError(
+        absl::StrCat("case tracker state: ", what, " (near byte ", d.position(), ")"));
+  };
+  if (!d.Raw(kMagic)) return absl::InvalidArgumentError("not kpid case tracker state");
+  const uint64_t version = d.Varint();
+  if (!d.ok()) return corrupt("truncated");
+  if (version != kStateVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "case tracker state: format version ", version, "; this build reads ", kStateVersion));
+  }
+  dedup_evictions_.Add(d.Varint());
+  auto time = [&d]() {
+    const int64_t t = d.Signed();
+    if (t > kMaxAbsMicros || t < -kMaxAbsMicros) d.Invalidate();
+    return t;
+  };
+
+  // Serialized process and stage indexes -> this config's (-1: gone).
+  const size_t process_count = d.Count(2);  // an id and a stage count each
+  std::vector<int> process_map(process_count, -1);
+  std::vector<std::vector<int>> stage_map(process_count);
+  for (size_t p = 0; p < process_count && d.ok(); ++p) {
+    const std::string id = d.String();
+    const size_t stages = d.Count();
+    if (stages > model::kMaxStages) return corrupt("too many stages");
+    std::vector<std::string> stage_ids(stages);
+    for (std::string& s : stage_ids) s = d.String();
+    stage_map[p].assign(stages, -1);
+    for (size_t q = 0; q < config_.processes.size(); ++q) {
+      const model::ProcessConfig& process = config_.processes[q];
+      if (process.id != id) continue;
+      process_map[p] = static_cast<int>(q);
+      for (size_t s = 0; s < stages; ++s) {
+        for (size_t t = 0; t < process.stages.size(); ++t) {
+          if (process.stages[t].id == stage_ids[s]) stage_map[p][s] = static_cast<int>(t);
+        }
+      }
+    }
+  }
+  if (!d.ok()) return corrupt("truncated or malformed processes");
+
+  const int64_t now_us = NowMicros();
+  const size_t open_count = d.Count(9);  // the fields below take 9 bytes at least
+  for (size_t i = 0; i < open_count && d.ok(); ++i) {
+    const size_t p = d.Below(process_count);
+    if (!d.ok()) break;
+    const size_t stage = d.Below(stage_map[p].size());
+    const std::string case_id = d.String();
+    const uint64_t dims = d.Varint();
+    const int64_t entered_us = time();
+    const int64_t started_us = time();
+    const int64_t last_event_us = time();
+    const uint64_t visited = d.Varint();
+    const uint64_t over_sla = d.Below(2);
+    if (!d.ok()) break;
+    const int process = process_map[p];
+    const int to_stage = stage_map[p][stage];
+    if (process < 0 || to_stage < 0) {
+      ++restore_dropped_;
+      continue;
+    }
+    if (dims >= dims_->Size(process)) return corrupt("case dims beyond the dimension table");
+    const uint64_t key = CaseKey(process, case_id);
+    if (FindOpen(key, process, case_id) >= 0) return corrupt("case listed twice");
+    const uint32_t slot = NewSlot();
+    Case& c = cases_[slot];
+    id_store_.Assign(&c.id, case_id);
+    c.process = static_cast<uint16_t>(process);
+    c.stage = static_cast<int8_t>(to_stage);
+    c.dims = static_cast<DimsId>(dims);
+    c.entered_us = entered_us;
+    c.started_us = started_us;
+    c.last_event_us = last_event_us;
+    c.over_sla = over_sla != 0;
+    for (size_t s = 0; s < stage_map[p].size(); ++s) {
+      if ((visited >> s) & 1 && stage_map[p][s] >= 0) c.visited |= uint64_t{1} << stage_map[p][s];
+    }
+    c.visited |= uint64_t{1} << to_stage;
+    open_.Insert(OpenWord(key, slot));
+    const uint32_t token = NewToken(slot);
+    AgesOf(c).Enter({entered_us, slot, token},
+                    [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+    Arm(slot, c, now_us);
+  }
+  open_gauge_.store(open_.size(), std::memory_order_relaxed);
+  if (!d.ok()) return corrupt("truncated or malformed open cases");
+
+  const size_t closed_count = d.Count(11);
+  for (size_t i = 0; i < closed_count && d.ok(); ++i) {
+    const int64_t at_us = time();
+    const uint64_t key = d.Fixed64();
+    const size_t p = d.Below(process_count);
+    const uint64_t dims = d.Varint();
+    if (!d.ok()) break;
+    const int process = process_map[p];
+    if (process < 0) {
+      ++restore_dropped_;
+      continue;
+    }
+    if (dims >= dims_->Size(process)) return corrupt("closed case dims beyond the dimension table");
+    if (closed_.Find(key) != nullptr) return corrupt("closed case listed twice");
+    closed_.Push({at_us, key, static_cast<DimsId>(dims), static_cast<uint16_t>(process)});
+  }
+  if (!d.ok()) return corrupt("truncated or malformed closed cases");
+
+  const size_t seen_count = d.Count(9);
+  for (size_t i = 0; i < seen_count && d.ok(); ++i) {
+    const int64_t at_us = time();
+    const uint64_t key = d.Fixed64();
+    if (!d.ok()) break;
+    if (seen_ids_.Find(key) != nullptr) return corrupt("event id listed twice");
+    Remember(key, at_us);
+  }
+  if (!d.ok()) return corrupt("truncated or malformed event ids");
+  if (d.remaining() != 0) return corrupt("trailing bytes");
+  return absl::OkStatus();
 }
 
 }  // namespace kpid::cases

@@ -4,27 +4,32 @@
 //   CaseTracker tracker({.config = &config, .clock = &clock, .sink = &shard,
 //                        .dimensions = &dims});
 //   ingest::Verdict v = tracker.Handle(event);   // worker thread
-//   tracker.Tick(absl::Now());                   // fires SLA deadlines and expiry
+//   tracker.Tick(absl::Now());                   // fires SLA deadlines and expiry,
+//                                                // publishes the open-cases view
+//   auto view = tracker.PublishedView();         // any thread
 //
-// State per open case: current stage and when it was entered, stages visited,
-// start time, last activity, dimension id. Closed cases are remembered for
-// dedup_horizon (events for them are rejected as case_closed); event ids for
-// dedup_horizon too, up to max_dedup_entries (the oldest are forgotten first).
-// Deadlines live in a timing wheel with one-second slots, so a case that
-// passes its SLA is reported within a second of "now" passing the deadline,
-// on a quiet partition too (Tick).
+// State per open case: its id, current stage and when it was entered,
+// stages visited, start time, last activity, dimension id. Closed cases are
+// remembered for dedup_horizon (events for them are rejected as
+// case_closed); event ids for dedup_horizon too, up to max_dedup_entries
+// (the oldest are forgotten first). Deadlines live in a timing wheel with
+// one-second slots, so a case that passes its SLA is reported within a
+// second of "now" passing the deadline, on a quiet partition too (Tick).
 //
 // Memory and speed: this is the hot path (every event) and holds up to
 // millions of open cases per worker, so what an event costs is mostly cache
 // misses, and what a case costs is its record and table entries.
-// - A case is known by a 64-bit hash of (process, case id), its CaseKey,
-//   not by its id: a fixed 48-byte record in a slot array, found through an
-//   open-addressing table of 8-byte words (32 key bits + slot): no string
-//   per case, no allocation per case or per event once the arrays have
-//   grown; ~125 bytes per open case in all (bench/RESULTS.md). Two ids of a
-//   process with the same key would be taken for one case: for a new case
-//   the odds are (cases open or remembered) / 2^64, about 1 in 2^44 with a
-//   million of them. Event ids are remembered by a 64-bit hash, as before.
+// - A case is a fixed 64-byte record (one cache line) in a slot array,
+//   holding its id (inline up to 23 bytes, else in a pool: CaseIdStore),
+//   found through an open-addressing table of 8-byte words (32 bits of a
+//   hash of (process, case id) + slot) and confirmed by comparing the id:
+//   no allocation per case or per event once the arrays have grown; ~150
+//   bytes per open case in all (bench/RESULTS.md §3).
+// - Closed cases and event ids are remembered by a 64-bit StableHash64 of
+//   (process id, case id) and of the event id: two closed ids of a process
+//   with the same hash would be taken for one, about 1 in 2^44 per new case
+//   with a million remembered. The hash is stable across processes so the
+//   remembered hashes survive Serialize/Restore.
 // - Closed cases and event ids are forgotten in arrival order by popping a
 //   ring, without touching their hash index (see RecentSet).
 // - Each open case has one live timer entry, for its SLA deadline while
@@ -32,24 +37,45 @@
 //   least daily, which bounds how long entries of closed cases linger). A
 //   dense array of the live entries' tokens drops stale entries without
 //   reading the case records.
+// - Per (process, stage) a StageAgeIndex orders the open cases by entry
+//   time, so the oldest and the K oldest past their SLA are known without
+//   a scan: an 8-byte append per stage entry when events come in time
+//   order, a heap push otherwise (see stage_age_index.h).
 // - The loads an event will need (event-id index, case index, case record)
 //   are prefetched up front, so their misses overlap.
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
 //
+// Readers. Other threads never touch the state above: Tick builds an
+// OpenCasesView (oldest entry time per stage, up to
+// max_breaching_per_stage oldest cases past SLA per stage) and swaps it in
+// under a mutex, once per Tick, never per event; PublishedView() copies the
+// pointer under that mutex. Building it costs O(stages x K log n) plus the
+// stale index entries it drops, not a scan of the cases.
+//
 // "Now" is the injected clock: wall time, or with `clock: event` the
-// watermark (EventTimeClock). Single writer: everything here belongs to the
-// worker thread that calls Handle and Tick.
+// watermark (EventTimeClock). Single writer: everything here but
+// PublishedView, open_cases and dedup_evictions belongs to the worker
+// thread that calls Handle and Tick.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "daemon/cases/case_id_store.h"
 #include "daemon/cases/case_sink.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/cases/open_cases_view.h"
+#include "daemon/cases/stage_age_index.h"
 #include "daemon/cases/timing_wheel.h"
 #include "daemon/common/single_writer_counter.h"
 #include "daemon/ingest/event_handler.h"
@@ -65,9 +91,55 @@ class CaseTracker : public ingest::EventHandler {
     CaseSink* sink = nullptr;
     DimensionTable* dimensions = nullptr;
     size_t max_dedup_entries = 2'000'000;
+    // Per (process, stage), at most this many cases past SLA in the view.
+    size_t max_breaching_per_stage = 100;
   };
 
+  // Leading version of Serialize()'s format.
+  static constexpr uint32_t kStateVersion = 1;
+
   explicit CaseTracker(const Options& options);
+  ~CaseTracker() override;
+
+  // ---- State, for durability (a worker's state is this, its
+  // DimensionTable's and its AggregateShard's, taken together).
+  //
+  // Serialize: on the worker thread, or while nothing calls Handle/Tick.
+  // Restore: a new tracker for `options` (its `dimensions` restored from
+  // the same state, its `sink` the restored shard) holding the state; no
+  // fact is reported (the shard's state already has them). Timers are not
+  // serialized but rebuilt from the cases at the clock's now: a deadline or
+  // expiry that passed in between fires at the first event or Tick.
+  //
+  // Format, version kStateVersion (varints; signed ones zigzag; keys as 8
+  // little-endian bytes; strings length-prefixed):
+  //   "KPCT" version dedup_evictions
+  //   processes: count, then per process: id, stages: count, stage ids...
+  //   open cases: count, then per case:
+  //     process, stage (indexes into the lists above), case id, dims,
+  //     entered_us, started_us, last_event_us, visited (bit per listed
+  //     stage), over_sla
+  //   closed cases: count, (at_us, key, process, dims)...    oldest first
+  //   event ids: count, (at_us, key)...                       oldest first
+  // Guarantees: fed the same events afterwards, a restored tracker reports
+  // the same facts and verdicts as the original would have (duplicates and
+  // closed cases are still recognized: keys are StableHash64, not
+  // per-process hashes), for the same config. Into a changed config,
+  // processes and stages are matched by id; open cases and closed cases of
+  // processes or stages no longer configured are dropped and counted in
+  // restore_dropped(); visits to stages gone are forgotten (rework is judged
+  // on the rest); remembered event ids beyond max_dedup_entries are
+  // forgotten oldest first. Bytes that do not decode (truncated, corrupt,
+  // another version: FailedPrecondition) give an error Status; nothing is
+  // trusted (every count is bounded by the bytes left, indexes by their
+  // lists, dims by the dimension table, times by +-2^55 us), so corruption
+  // that still decodes gives wrong values at worst, never undefined
+  // behaviour.
+  std::string Serialize() const;
+  static absl::StatusOr<std::unique_ptr<CaseTracker>> Restore(const Options& options,
+                                                              absl::string_view bytes);
+  // Open and closed cases dropped by Restore (process or stage gone).
+  uint64_t restore_dropped() const { return restore_dropped_; }
   CaseTracker(const CaseTracker&) = delete;
   CaseTracker& operator=(const CaseTracker&) = delete;
 
@@ -80,11 +152,12 @@ class CaseTracker : public ingest::EventHandler {
   // For readers on any thread.
   uint64_t open_cases() const { return open_gauge_.load(std::memory_order_relaxed); }
   uint64_t dedup_evictions() const { return dedup_evictions_.Get(); }
+  // The view built at the last Tick (an empty one before): any thread.
+  std::shared_ptr<const OpenCasesView> PublishedView() const ABSL_LOCKS_EXCLUDED(view_mu_);
 
  private:
-  // 48 bytes.
-  struct Case {
-    uint64_t key = 0;        // CaseKey of (process, case id)
+  // 64 bytes, one cache line.
+  struct alignas(64) Case {
     int64_t entered_us = 0;  // entry into the current stage
     int64_t started_us = 0;
     int64_t last_event_us = 0;
@@ -93,8 +166,9 @@ class CaseTracker : public ingest::EventHandler {
     uint16_t process = 0;
     int8_t stage = -1;
     bool over_sla = false;
+    StoredId id;  // in id_store_
   };
-  static_assert(sizeof(Case) == 48, "one per open case: keep it small");
+  static_assert(sizeof(Case) == 64, "one per open case: keep it small");
   struct Seen {
     int64_t at_us;  // "now" when the event was accepted
     uint64_t key;   // the event id's hash
@@ -103,6 +177,7 @@ class CaseTracker : public ingest::EventHandler {
     int64_t at_us;  // "now" when the case closed
     uint64_t key;   // the case's key
     DimsId dims;
+    uint16_t process;
   };
   // What was seen in the last while (event ids, closed cases): records in
   // arrival order in a ring, plus a hash index by key. The oldest are
@@ -116,10 +191,15 @@ class CaseTracker : public ingest::EventHandler {
   template <typename Record>
   class RecentSet {
    public:
-    RecentSet() : ring_(16), index_(16, 0) {}
+    RecentSet() : ring_(std::make_unique_for_overwrite<Record[]>(16)), index_(16, 0) {}
     bool empty() const { return head_ == tail_; }
     size_t size() const { return static_cast<size_t>(tail_ - head_); }
     const Record& front() const { return ring_[head_ & ring_mask_]; }
+    // Oldest first.
+    template <typename Fn>
+    void ForEach(Fn&& fn) const {
+      for (uint64_t p = head_; p < tail_; ++p) fn(ring_[p & ring_mask_]);
+    }
     void pop_front() { ++head_; }
     void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[key & index_mask_]); }
     const Record* Find(uint64_t key) const {
@@ -136,7 +216,7 @@ class CaseTracker : public ingest::EventHandler {
     }
     // `record.key` must not be in the set.
     void Push(const Record& record) {
-      if (size() == ring_.size()) GrowRing();
+      if (size() == ring_mask_ + 1) GrowRing();
       // At most 3/4 of the index in use (live or dead), so probes stay short.
       if ((used_ + 1) * 4 > index_.size() * 3) Rebuild();
       ring_[tail_ & ring_mask_] = record;
@@ -159,10 +239,12 @@ class CaseTracker : public ingest::EventHandler {
       index_[i] = uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
     }
     void GrowRing() {
-      std::vector<Record> ring(2 * ring_.size());
-      for (uint64_t p = head_; p < tail_; ++p) ring[p & (ring.size() - 1)] = ring_[p & ring_mask_];
+      // Not value-initialized: only what is written becomes resident.
+      const uint64_t capacity = 2 * (ring_mask_ + 1);
+      auto ring = std::make_unique_for_overwrite<Record[]>(capacity);
+      for (uint64_t p = head_; p < tail_; ++p) ring[p & (capacity - 1)] = ring_[p & ring_mask_];
       ring_ = std::move(ring);
-      ring_mask_ = ring_.size() - 1;
+      ring_mask_ = capacity - 1;
     }
     // A fresh index of the live records, at most half full: grows, stays or
     // shrinks with them.
@@ -175,7 +257,7 @@ class CaseTracker : public ingest::EventHandler {
       for (uint64_t p = head_; p < tail_; ++p) Index(ring_[p & ring_mask_].key, p);
     }
 
-    std::vector<Record> ring_;
+    std::unique_ptr<Record[]> ring_;
     uint64_t ring_mask_ = 15;
     uint64_t head_ = 0;  // positions only grow; & ring_mask_ indexes ring_
     uint64_t tail_ = 0;
@@ -210,6 +292,8 @@ class CaseTracker : public ingest::EventHandler {
     size_t size_ = 0;
   };
 
+  // 64-bit hash of (process id, case id), stable across runs and configs.
+  uint64_t CaseKey(int process, absl::string_view case_id) const;
   ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
                                int64_t now_us);
   ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
@@ -217,14 +301,14 @@ class CaseTracker : public ingest::EventHandler {
   void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
   void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework);
   void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome);
-  void Release(uint32_t slot, int64_t closed_us);
+  void Release(uint32_t slot, uint64_t key, int64_t closed_us);
   // Schedules the case's next timer: its deadline while not breached or its
   // expiry, whichever is first, but at most kMaxTimerAheadUs after now.
   void Arm(uint32_t slot, const Case& c, int64_t now_us);
   // A new token for the case's timer; the entry armed before is stale.
   uint32_t NewToken(uint32_t slot);
-  // The slot of the open case `key`, or -1.
-  int64_t FindOpen(uint64_t key) const;
+  // The slot of the open case `case_id` of `process` (whose key is `key`), or -1.
+  int64_t FindOpen(uint64_t key, int process, absl::string_view case_id) const;
   // Starts loading the record of the open case `key`, if there is one.
   void PrefetchCase(uint64_t key) const;
   int64_t SlaMicros(const Case& c) const {
@@ -235,16 +319,27 @@ class CaseTracker : public ingest::EventHandler {
   void Remember(uint64_t id_hash, int64_t now_us);
   void ForgetOld(int64_t now_us);
   int64_t NowMicros() const { return absl::ToUnixMicros(clock_->Now()); }
+  StageAgeIndex& AgesOf(const Case& c) {
+    return stage_ages_[c.process][static_cast<size_t>(c.stage)];
+  }
+  bool IsLiveStay(uint32_t slot, uint32_t token) const { return tokens_[slot] == token; }
+  void PublishView(int64_t now_us);
+  absl::Status RestoreState(absl::string_view bytes);
+  // A free slot for a new case (its record reset).
+  uint32_t NewSlot();
 
   const model::Config& config_;
   Clock* clock_;
   CaseSink* sink_;
   DimensionTable* dims_;
   const size_t max_dedup_entries_;
+  const size_t max_breaching_per_stage_;
   const int64_t ttl_us_;
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
+  std::vector<uint64_t> process_seeds_;       // StableHash64 of each process id
 
+  CaseIdStore id_store_;
   std::vector<Case> cases_;
   // Per slot: the token of the case's live timer entry; 0 when the slot is
   // free. Apart from the records so that a stale entry (most entries: a case
@@ -271,7 +366,14 @@ class CaseTracker : public ingest::EventHandler {
     bool operator>(const DueEntry& o) const { return due_us > o.due_us; }
   };
   std::vector<DueEntry> due_this_second_;
+  std::vector<std::vector<StageAgeIndex>> stage_ages_;  // [process][stage]
+  std::vector<StageAgeIndex::Stay> stays_;              // reused by PublishView
   std::atomic<uint64_t> open_gauge_{0};
+
+  uint64_t restore_dropped_ = 0;
+
+  mutable absl::Mutex view_mu_;
+  std::shared_ptr<const OpenCasesView> view_ ABSL_GUARDED_BY(view_mu_);
 };
 
 }  // namespace kpid::cases

@@ -132,7 +132,7 @@ class CaseTrackerTest : public ::testing::Test {
     if (absl::FromUnixSeconds(e.occurred_at().seconds()) > clock_.Now()) {
       clock_.Set(absl::FromUnixSeconds(e.occurred_at().seconds()));
     }
-    return tracker_.Handle(decoded);
+    return target_->Handle(decoded);
   }
 
   Verdict Enter(const std::string& c, const std::string& stage, int64_t t) {
@@ -144,6 +144,28 @@ class CaseTrackerTest : public ::testing::Test {
     tracker_.AdvanceTimers();
   }
 
+  // Ticks the tracker at the clock's now and returns when the oldest open
+  // case of (p, s) entered, in seconds after kT0 (-1: none open).
+  int64_t OldestEntered(int p, int s) {
+    target_->Tick(absl::Now());
+    const auto view = target_->PublishedView();
+    EXPECT_EQ(view->as_of, clock_.Now());
+    const absl::optional<absl::Time>& oldest =
+        view->oldest_entered[static_cast<size_t>(p)][static_cast<size_t>(s)];
+    return oldest ? absl::ToUnixSeconds(*oldest) - kT0 : -1;
+  }
+  // The published breaching cases after a Tick at kT0 + t, one line each.
+  std::vector<std::string> BreachingAt(int64_t t) {
+    clock_.Set(absl::FromUnixSeconds(kT0 + t));
+    target_->Tick(absl::Now());
+    std::vector<std::string> lines;
+    for (const BreachingCase& c : target_->PublishedView()->breaching) {
+      lines.push_back(absl::StrCat(c.case_id, " p", c.process, " s", c.stage, " d", c.dims, " ",
+                                   At(c.entered_at), " deadline ", At(c.deadline)));
+    }
+    return lines;
+  }
+
   int Backlog(int p, int s, DimsId d = 2) { return sink_.backlog[{p, s, d}]; }
   int OverSla(int p, int s, DimsId d = 2) { return sink_.over_sla[{p, s, d}]; }
 
@@ -153,6 +175,7 @@ class CaseTrackerTest : public ::testing::Test {
   RecordingSink sink_;
   DimensionTable dims_;
   CaseTracker tracker_;
+  CaseTracker* target_ = &tracker_;  // where Send and Decode deliver
   ProcessEvent last_;
   int next_id_ = 0;
 };
@@ -385,6 +408,109 @@ TEST_F(CaseTrackerTest, DedupMemoryIsBounded) {
     EXPECT_EQ(small.Handle(decoded).kind, Verdict::Kind::kAccepted);
   }
   EXPECT_EQ(small.dedup_evictions(), 2u);
+}
+
+TEST_F(CaseTrackerTest, ViewIsEmptyBeforeTheFirstTick) {
+  Enter("c1", "lead", 0);
+  const auto view = tracker_.PublishedView();
+  EXPECT_EQ(view->as_of, absl::InfinitePast());
+  ASSERT_EQ(view->oldest_entered.size(), 2u);  // sales, support
+  EXPECT_EQ(view->oldest_entered[0].size(), 3u);
+  EXPECT_FALSE(view->oldest_entered[0][0].has_value());
+  EXPECT_THAT(view->breaching, IsEmpty());
+}
+
+TEST_F(CaseTrackerTest, OldestOpenCasePerStageFollowsEveryWayOfLeaving) {
+  Enter("c1", "lead", 0);
+  Enter("c2", "lead", 100);
+  Enter("c3", "lead", 50);  // read after c2: an older entry arriving late
+  Enter("c4", "lead", 60);
+  EXPECT_EQ(OldestEntered(0, 0), 0);
+  EXPECT_EQ(OldestEntered(0, 1), -1);  // nobody in demo
+  EXPECT_EQ(OldestEntered(1, 0), -1);  // nor in support's triage
+  Enter("c1", "demo", 200);            // advance: c3 (50) is now lead's oldest
+  EXPECT_EQ(OldestEntered(0, 0), 50);
+  EXPECT_EQ(OldestEntered(0, 1), 200);
+  Send(ProcessEvent::CASE_COMPLETED, "c3", "", 300, 1);  // completed from lead
+  EXPECT_EQ(OldestEntered(0, 0), 60);
+  Send(ProcessEvent::CASE_FALLOUT, "c4", "", 310);
+  EXPECT_EQ(OldestEntered(0, 0), 100);
+  Enter("c1", "lead", 400);  // rework: back in lead, entered 400; demo is empty
+  EXPECT_EQ(OldestEntered(0, 0), 100);
+  EXPECT_EQ(OldestEntered(0, 1), -1);
+  Send(ProcessEvent::CASE_FALLOUT, "c2", "", 410);
+  EXPECT_EQ(OldestEntered(0, 0), 400);
+  // c1's last event at 400: it expires after 400 + 10 d.
+  MoveClockTo(400 + 10 * 86400 + 1);
+  EXPECT_THAT(sink_.Take(), ::testing::Contains("expired p0 s0 d2 @864400"));
+  EXPECT_EQ(OldestEntered(0, 0), -1);
+}
+
+TEST_F(CaseTrackerTest, BreachingCasesAreTheOldestPastTheirDeadline) {
+  const std::string long_id = "order-2026-03-01-emea-0000042";  // 29 bytes: pooled
+  const std::string inline_id = "ticket-2026-03-01-00042";      // 23 bytes: the most inline
+  ASSERT_EQ(long_id.size(), 29u);
+  ASSERT_EQ(inline_id.size(), 23u);
+  Enter("short", "lead", 0);   // lead sla 1h: deadline 3600
+  Enter(long_id, "lead", 10);  // deadline 3610
+  Enter("d1", "lead", 20);
+  Enter("d1", "demo", 100);  // demo sla 2h: deadline 7300
+  Send(ProcessEvent::STAGE_ENTERED, inline_id, "triage", 5, 0, "support");  // 30m: 1805
+  // At 3610: short is 3610 s in lead (> 1h), the long id exactly 1h (not
+  // over); the ticket 3605 s in triage (> 30m); d1 3510 s in demo (< 2h).
+  EXPECT_THAT(BreachingAt(3610),
+              ElementsAre("short p0 s0 d2 @0 deadline @3600",
+                          absl::StrCat(inline_id, " p1 s0 d2 @5 deadline @1805")));
+  // At 7301 all four, by entry time.
+  EXPECT_THAT(BreachingAt(7301), ElementsAre("short p0 s0 d2 @0 deadline @3600",
+                                             absl::StrCat(inline_id, " p1 s0 d2 @5 deadline @1805"),
+                                             absl::StrCat(long_id, " p0 s0 d2 @10 deadline @3610"),
+                                             "d1 p0 s1 d2 @100 deadline @7300"));
+  // Leaving the stage leaves the list, whether or not the case stays open.
+  Enter("short", "demo", 7302);  // demo deadline 7302 + 7200 = 14502
+  Send(ProcessEvent::CASE_COMPLETED, long_id, "", 7303, 1);
+  EXPECT_THAT(BreachingAt(7304), ElementsAre(absl::StrCat(inline_id, " p1 s0 d2 @5 deadline @1805"),
+                                             "d1 p0 s1 d2 @100 deadline @7300"));
+}
+
+TEST_F(CaseTrackerTest, BreachingCasesAreLimitedPerStage) {
+  CaseTracker small({.config = &config_,
+                     .clock = &clock_,
+                     .sink = &sink_,
+                     .dimensions = &dims_,
+                     .max_breaching_per_stage = 2});
+  target_ = &small;
+  for (int i = 0; i < 5; ++i) Enter(absl::StrCat("c", i), "lead", i);  // deadlines 3600..3604
+  for (int i = 0; i < 3; ++i) {
+    Send(ProcessEvent::STAGE_ENTERED, absl::StrCat("s", i), "triage", 5 + i, 0, "support");
+  }
+  // At 3700 all 5 lead and all 3 triage cases are over; 2 of each, the oldest.
+  EXPECT_THAT(BreachingAt(3700),
+              ElementsAre("c0 p0 s0 d2 @0 deadline @3600", "c1 p0 s0 d2 @1 deadline @3601",
+                          "s0 p1 s0 d2 @5 deadline @1805", "s1 p1 s0 d2 @6 deadline @1806"));
+  // Oldest is not limited by K: c0 is lead's oldest whatever K.
+  EXPECT_EQ(OldestEntered(0, 0), 0);
+}
+
+// One case stays in lead while 5,000 others pass through it (a third of
+// them read out of order): the stale index entries they leave are dropped
+// as they go, and the oldest stays exact.
+TEST_F(CaseTrackerTest, OldestStaysExactWhileManyCasesPassThrough) {
+  Enter("old", "lead", 0);
+  for (int i = 1; i <= 5000; ++i) {
+    const std::string id = absl::StrCat("pass-", i);
+    const int64_t t = i % 3 == 0 ? i - 2 : i;  // every third one entered before the previous
+    Enter(id, "lead", t);
+    Enter(id, "demo", t + 1);
+    Send(ProcessEvent::CASE_COMPLETED, id, "", t + 2, 1);
+    if (i % 1000 == 0) {
+      EXPECT_EQ(OldestEntered(0, 0), 0) << i;
+    }
+  }
+  EXPECT_EQ(OldestEntered(0, 1), -1);
+  Enter("old", "demo", 6000);
+  EXPECT_EQ(OldestEntered(0, 0), -1);
+  EXPECT_EQ(OldestEntered(0, 1), 6000);
 }
 
 }  // namespace

@@ -13,6 +13,24 @@
 // Single writer (the worker thread); readers on any thread see ids below
 // Size(process) with their values fully written (release/acquire on the size).
 // Nothing is ever moved or removed, so references stay valid.
+//
+// State (durability): Serialize() writes every combination of every
+// process with its DimsId; Restore() rebuilds a table in which every
+// serialized DimsId means what it meant (the aggregator's state and the
+// tracker's cases refer to them), so restore the three together. Format,
+// version kStateVersion (varints, length-prefixed strings):
+//   "KPDT" version
+//   names: count, name...
+//   processes: count, then per process:
+//     id, folded, combinations: count, (values: count, value...)...   by DimsId
+// Restoring into a changed config: processes are matched by id (those no
+// longer configured are dropped, counted in Restore's `dropped`);
+// dimension values by name: a dimension still configured keeps its value,
+// a new one gets "", a removed one is dropped. Combinations that become
+// equal keep their own DimsIds (series are grouped by values when read, so
+// they merge at the scrape); the lookup finds the first. A table that had
+// more combinations than max_series_per_process now allows keeps them all
+// and folds every new one into __other__.
 #pragma once
 
 #include <atomic>
@@ -21,6 +39,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "daemon/cases/case_sink.h"
 #include "daemon/common/single_writer_counter.h"
@@ -33,7 +52,18 @@ inline constexpr absl::string_view kOtherDimensionValue = "__other__";
 
 class DimensionTable {
  public:
+  static constexpr uint32_t kStateVersion = 1;
+
   explicit DimensionTable(const model::Config& config);
+
+  // Worker thread (or when no one writes).
+  std::string Serialize() const;
+  // A new table for `config` with the serialized combinations. `dropped`
+  // (optional) counts the combinations of processes no longer configured.
+  // Call before any other thread can see the table.
+  static absl::StatusOr<std::unique_ptr<DimensionTable>> Restore(const model::Config& config,
+                                                                 absl::string_view bytes,
+                                                                 uint64_t* dropped = nullptr);
 
   // Id 0 is every value empty; with dimensions configured, id 1 is __other__.
   DimsId Resolve(int process, const google::protobuf::Map<std::string, std::string>& attributes);
@@ -54,8 +84,10 @@ class DimensionTable {
   };
 
   DimsId Add(Process& p, std::string key, std::vector<std::string> values);
+  std::string KeyOf(const std::vector<std::string>& values) const;
 
   std::vector<std::string> names_;
+  std::vector<std::string> process_ids_;
   std::vector<std::unique_ptr<Process>> processes_;
   std::string key_;  // reused lookup key (writer only)
 };

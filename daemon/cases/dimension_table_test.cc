@@ -62,5 +62,36 @@ TEST(DimensionTable, WithoutDimensionsEverythingIsIdZero) {
   EXPECT_TRUE(table.Values(0, 0).empty());
 }
 
+TEST(DimensionTable, RestoredTableKeepsIdsLookupsAndFoldedCount) {
+  model::Config config = TwoDims(2);
+  DimensionTable table(config);
+  table.Resolve(0, Attrs({{"region", "r1"}, {"channel", "web"}}));  // 2
+  table.Resolve(0, Attrs({{"region", "r2"}}));                      // 3
+  table.Resolve(0, Attrs({{"region", "r3"}}));                      // folded
+  table.Resolve(1, Attrs({{"channel", "x"}}));                      // 2 of b
+  auto restored = DimensionTable::Restore(config, table.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  DimensionTable& t = **restored;
+  EXPECT_EQ(t.Size(0), 4u);
+  EXPECT_EQ(t.Values(0, 2), (std::vector<std::string>{"r1", "web"}));
+  EXPECT_EQ(t.Values(0, 3), (std::vector<std::string>{"r2", ""}));
+  EXPECT_EQ(t.Values(1, 2), (std::vector<std::string>{"", "x"}));
+  // Lookups find the restored ids; the limit still holds.
+  EXPECT_EQ(t.Resolve(0, Attrs({{"region", "r2"}})), 3u);
+  EXPECT_EQ(t.Resolve(0, Attrs({{"region", "r4"}})), t.other_id());
+  EXPECT_EQ(t.Folded(0), 2u);  // r3 before, r4 now
+}
+
+TEST(DimensionTable, RestoredIntoALowerLimitKeepsEveryId) {
+  model::Config config = TwoDims(3);
+  DimensionTable table(config);
+  for (const char* r : {"r1", "r2", "r3"}) table.Resolve(0, Attrs({{"region", r}}));  // 2..4
+  auto restored = DimensionTable::Restore(TwoDims(1), table.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->Size(0), 5u);
+  EXPECT_EQ((*restored)->Values(0, 4), (std::vector<std::string>{"r3", ""}));
+  EXPECT_EQ((*restored)->Resolve(0, Attrs({{"region", "r9"}})), 1u);  // folds
+}
+
 }  // namespace
 }  // namespace kpid::cases

@@ -1,0 +1,81 @@
+#include "daemon/cases/case_id_store.h"
+
+#include <string>
+#include <vector>
+
+#include "daemon/cases/stable_hash.h"
+#include "gtest/gtest.h"
+
+namespace kpid::cases {
+namespace {
+
+TEST(CaseIdStore, ShortIdsAreInlineLongOnesPooled) {
+  CaseIdStore store;
+  StoredId empty, short_id, max_inline, long_id;
+  store.Assign(&empty, "");
+  store.Assign(&short_id, "c1");
+  store.Assign(&max_inline, std::string(23, 'x'));  // 23 bytes: the most inline
+  EXPECT_EQ(store.pooled_bytes(), 0u);
+  store.Assign(&long_id, std::string(24, 'y'));
+  EXPECT_EQ(store.pooled_bytes(), 64u * 1024);
+  EXPECT_EQ(CaseIdStore::View(empty), "");
+  EXPECT_EQ(CaseIdStore::View(short_id), "c1");
+  EXPECT_EQ(CaseIdStore::View(max_inline), std::string(23, 'x'));
+  EXPECT_EQ(CaseIdStore::View(long_id), std::string(24, 'y'));
+  store.Release(&long_id);
+  EXPECT_EQ(CaseIdStore::View(long_id), "");
+}
+
+TEST(CaseIdStore, FreedBlocksOfASizeAreReused) {
+  CaseIdStore store;
+  StoredId a, b;
+  store.Assign(&a, std::string(30, 'a'));  // a 32-byte block
+  const char* block = CaseIdStore::View(a).data();
+  store.Release(&a);
+  store.Assign(&b, std::string(25, 'b'));  // also 32 bytes: the same block
+  EXPECT_EQ(CaseIdStore::View(b).data(), block);
+  EXPECT_EQ(CaseIdStore::View(b), std::string(25, 'b'));
+  store.Release(&b);
+}
+
+TEST(CaseIdStore, ManyIdsOfManySizesStayIntact) {
+  CaseIdStore store;
+  std::vector<StoredId> ids(2000);
+  auto value = [](size_t i) { return std::string(i % 300, static_cast<char>('a' + i % 26)); };
+  for (size_t i = 0; i < ids.size(); ++i) store.Assign(&ids[i], value(i));
+  for (size_t i = 0; i < ids.size(); i += 2) store.Release(&ids[i]);
+  for (size_t i = 0; i < ids.size(); i += 2) store.Assign(&ids[i], value(i + 7));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(CaseIdStore::View(ids[i]), i % 2 ? value(i) : value(i + 7)) << i;
+  }
+  // Past the largest pooled block: allocated on its own, freed on release.
+  StoredId huge;
+  store.Assign(&huge, std::string(CaseIdStore::kMaxPooled + 1, 'h'));
+  EXPECT_EQ(CaseIdStore::View(huge).size(), CaseIdStore::kMaxPooled + 1);
+  store.Release(&huge);
+  for (StoredId& id : ids) store.Release(&id);
+}
+
+// Remembered hashes are serialized: the function must not change between
+// builds or runs. The pinned values were recorded from the first version
+// (a regression pin, not a hand computation): a change here breaks
+// restoring the dedup state written by earlier builds.
+TEST(StableHash64, IsFixed) {
+  EXPECT_EQ(StableHash64(""), 0x8f1ff72059d66526u);
+  EXPECT_EQ(StableHash64("lead_to_cash-00000042", 7), 0x0b4ab387ac1d917fu);
+  EXPECT_EQ(StableHash64("an event id that is longer than thirty-two bytes"), 0xd0773a941856e85bu);
+  EXPECT_NE(StableHash64("a"), StableHash64("b"));
+  EXPECT_NE(StableHash64("abc", 1), StableHash64("abc", 2));
+  // Every length class (0, 1-3, 4-8, 9-16, longer) depends on every byte.
+  const std::string base = "lead_to_cash-00000042-and-some-more";
+  for (size_t n = 0; n <= base.size(); ++n) {
+    for (size_t i = 0; i < n; ++i) {
+      std::string flipped = base.substr(0, n);
+      flipped[i] ^= 1;
+      EXPECT_NE(StableHash64(base.substr(0, n)), StableHash64(flipped)) << n << " " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kpid::cases

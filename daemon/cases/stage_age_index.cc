@@ -1,0 +1,93 @@
+#include "daemon/cases/stage_age_index.h"
+
+#include <algorithm>
+
+namespace kpid::cases {
+
+StageAgeIndex::StageAgeIndex() : ring_(std::make_unique_for_overwrite<Ref[]>(16)), mask_(15) {}
+
+void StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
+  ++live_;
+  if (head_ == tail_ || stay.entered_us > back_us_ ||
+      (stay.entered_us == back_us_ && stay.slot > back_slot_)) {
+    Append({stay.slot, stay.token});
+    back_us_ = stay.entered_us;
+    back_slot_ = stay.slot;
+  } else {
+    heap_.push_back(stay);
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+  if (entries() > 2 * live_ + 64) Compact(is_live);
+}
+
+void StageAgeIndex::Leave() {
+  if (--live_ == 0) {
+    head_ = tail_;
+    heap_.clear();
+  }
+}
+
+void StageAgeIndex::Append(const Ref& ref) {
+  if (tail_ - head_ == mask_ + 1) {
+    // Not value-initialized: only what is written becomes resident.
+    const uint64_t capacity = 2 * (mask_ + 1);
+    auto ring = std::make_unique_for_overwrite<Ref[]>(capacity);
+    for (uint64_t p = head_; p < tail_; ++p) ring[p & (capacity - 1)] = at(p);
+    ring_ = std::move(ring);
+    mask_ = capacity - 1;
+  }
+  at(tail_++) = ref;
+}
+
+void StageAgeIndex::Compact(IsLive is_live) {
+  uint64_t w = head_;
+  for (uint64_t r = head_; r < tail_; ++r) {
+    const Ref ref = at(r);
+    if (is_live(ref.slot, ref.token)) at(w++) = ref;
+  }
+  tail_ = w;
+  std::erase_if(heap_, [&](const Stay& s) { return !is_live(s.slot, s.token); });
+  std::make_heap(heap_.begin(), heap_.end(), Later);
+}
+
+void StageAgeIndex::Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredAt entered_at,
+                           std::vector<Stay>* out) {
+  if (k == 0) return;
+  // The ring is sorted: its first live entries are its oldest. Stale ones
+  // met on the way are dropped by moving the live ones up to the first
+  // entry not read.
+  std::vector<Stay> from_ring;
+  uint64_t r = head_;
+  for (; r < tail_ && from_ring.size() < k; ++r) {
+    const Ref ref = at(r);
+    if (!is_live(ref.slot, ref.token)) continue;
+    const int64_t entered = entered_at(ref.slot);
+    if (entered >= before_us) break;
+    from_ring.push_back({entered, ref.slot, ref.token});
+  }
+  uint64_t w = r;
+  for (auto it = from_ring.rbegin(); it != from_ring.rend(); ++it) at(--w) = {it->slot, it->token};
+  head_ = w;
+
+  // The heap's: pop the live ones wanted, then put them back.
+  std::vector<Stay> from_heap;
+  while (!heap_.empty() && from_heap.size() < k) {
+    const Stay top = heap_.front();
+    const bool live = is_live(top.slot, top.token);
+    if (live && top.entered_us >= before_us) break;
+    std::pop_heap(heap_.begin(), heap_.end(), Later);
+    heap_.pop_back();
+    if (live) from_heap.push_back(top);
+  }
+  for (const Stay& s : from_heap) {
+    heap_.push_back(s);
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+
+  const size_t begin = out->size();
+  std::merge(from_ring.begin(), from_ring.end(), from_heap.begin(), from_heap.end(),
+             std::back_inserter(*out), [](const Stay& a, const Stay& b) { return Later(b, a); });
+  out->resize(std::min(out->size(), begin + k));
+}
+
+}  // namespace kpid::cases

@@ -1,0 +1,103 @@
+// The open cases of one (process, stage) by entry time, so that the oldest
+// (kpid_stage_oldest_case_age_seconds) and the K oldest past their SLA
+// (ListBreachingCases) are known exactly without scanning the cases.
+//
+//   StageAgeIndex index;
+//   index.Enter({entered_us, slot, token}, is_live);   // a case entered the stage
+//   index.Leave();                                     // one left (any of them)
+//   index.Oldest(k, before_us, is_live, entered_at, &out);
+//
+// A stay is (case slot, timer token): the tracker gives a case a new token
+// at every stage entry and zeroes it when the case closes, so an entry is
+// live iff the slot still holds its token. Leaving costs nothing here: the
+// entry goes stale and is dropped when met (lazy deletion).
+//
+// Structure. Events mostly arrive in event-time order, so entries mostly
+// arrive in entry-time order: those go to a FIFO ring of 8-byte (slot,
+// token) entries, sorted by (entry time, slot) by construction (an entry is
+// appended only if it comes after the last appended). The rest (a worker's
+// partitions far apart in event time, producer skew) go to a min-heap of
+// 16-byte entries that carry their entry time. The oldest live stay is the
+// first live entry of the ring or the heap's first live top, whichever
+// entered first. Cost per stage entry: O(1) in order, O(log n) out of
+// order, however disordered the stream; nothing per other event.
+//
+// Why not one heap (or a tree): 16 bytes per open case for the heap,
+// 8 more than the ring (bench/RESULTS.md §3 has the per-case budget), and a
+// push per entry instead of an append. Why lazy deletion: erasing from the
+// middle of a heap or ring would need a back-pointer per case, written on
+// every sift.
+//
+// Stale entries: dropped when they reach the ring's front or the heap's
+// top, when Oldest walks over them, and all at once when entries exceed
+// 2 x live + 64 (a compaction, O(entries), so amortized O(1) per entry: at
+// least half of what it reads goes). So memory stays within twice the
+// live cases however long one old case holds the front. When the last live
+// case leaves, everything is dropped at once.
+//
+// Token reuse: tokens wrap at 2^32, so a stale entry could look live again
+// if its slot got the very same token back 2^32 stage entries later while
+// the entry survived; the timer wheel accepts the same odds.
+//
+// Single writer: the tracker's worker thread.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+
+namespace kpid::cases {
+
+class StageAgeIndex {
+ public:
+  struct Stay {
+    int64_t entered_us;
+    uint32_t slot;
+    uint32_t token;
+  };
+  using IsLive = absl::FunctionRef<bool(uint32_t slot, uint32_t token)>;
+  // The entry time of the stay now in `slot` (called only for live ones).
+  using EnteredAt = absl::FunctionRef<int64_t(uint32_t slot)>;
+
+  static constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+
+  StageAgeIndex();
+
+  void Enter(const Stay& stay, IsLive is_live);
+  void Leave();
+
+  // Appends to `out` the up to `k` oldest live stays that entered before
+  // `before_us`, oldest first (ties by slot). Drops the stale entries it
+  // meets. O((k + stale met) log n).
+  void Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredAt entered_at,
+              std::vector<Stay>* out);
+
+  size_t live() const { return live_; }
+  size_t entries() const { return static_cast<size_t>(tail_ - head_) + heap_.size(); }
+
+ private:
+  struct Ref {
+    uint32_t slot;
+    uint32_t token;
+  };
+  static bool Later(const Stay& a, const Stay& b) {
+    return a.entered_us != b.entered_us ? a.entered_us > b.entered_us : a.slot > b.slot;
+  }
+  Ref& at(uint64_t position) { return ring_[position & mask_]; }
+  void Append(const Ref& ref);
+  void Compact(IsLive is_live);
+
+  std::unique_ptr<Ref[]> ring_;  // mask_ + 1 entries
+  uint64_t mask_;
+  uint64_t head_ = 0;  // positions only grow; & mask_ indexes ring_
+  uint64_t tail_ = 0;
+  int64_t back_us_ = 0;  // (entry time, slot) of the last appended entry
+  uint32_t back_slot_ = 0;
+  std::vector<Stay> heap_;  // min-heap by (entered_us, slot)
+  size_t live_ = 0;
+};
+
+}  // namespace kpid::cases

@@ -1,0 +1,131 @@
+#include "daemon/cases/stage_age_index.h"
+
+#include <functional>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kpid::cases {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// Plays the tracker: a token per slot (0 = closed) and each slot's entry time.
+class StageAgeIndexTest : public ::testing::Test {
+ protected:
+  void Enter(uint32_t slot, int64_t entered_us) {
+    if (token_[slot] != 0) Leave(slot);
+    token_[slot] = next_token_++;
+    entered_[slot] = entered_us;
+    index_.Enter({entered_us, slot, token_[slot]}, live());
+  }
+  void Leave(uint32_t slot) {
+    token_[slot] = 0;
+    index_.Leave();
+  }
+  // The slots of the k oldest entered before `before`, oldest first.
+  std::vector<uint32_t> Oldest(size_t k, int64_t before = StageAgeIndex::kNoLimit) {
+    std::vector<StageAgeIndex::Stay> out;
+    index_.Oldest(
+        k, before, live(), [&](uint32_t s) { return entered_[s]; }, &out);
+    std::vector<uint32_t> slots;
+    for (const auto& stay : out) {
+      EXPECT_EQ(stay.entered_us, entered_[stay.slot]);
+      slots.push_back(stay.slot);
+    }
+    return slots;
+  }
+  // A FunctionRef must not outlive what it refers to: refer to a member.
+  const std::function<bool(uint32_t, uint32_t)>& live() const { return is_live_; }
+
+  std::function<bool(uint32_t, uint32_t)> is_live_ = [this](uint32_t s, uint32_t t) {
+    return token_[s] == t;
+  };
+  StageAgeIndex index_;
+  std::map<uint32_t, uint32_t> token_;
+  std::map<uint32_t, int64_t> entered_;
+  uint32_t next_token_ = 1;
+};
+
+TEST_F(StageAgeIndexTest, OldestThroughEntriesAndExitsInTimeOrder) {
+  EXPECT_THAT(Oldest(1), IsEmpty());
+  Enter(1, 100);
+  Enter(2, 200);
+  Enter(3, 300);
+  EXPECT_THAT(Oldest(1), ElementsAre(1u));
+  Leave(1);  // the oldest leaves: the next one is oldest
+  EXPECT_THAT(Oldest(1), ElementsAre(2u));
+  Leave(3);  // a younger one leaving changes nothing
+  EXPECT_THAT(Oldest(5), ElementsAre(2u));
+  Leave(2);
+  EXPECT_THAT(Oldest(1), IsEmpty());
+  EXPECT_EQ(index_.entries(), 0u);
+}
+
+TEST_F(StageAgeIndexTest, OutOfOrderEntriesAreOrderedByEntryTime) {
+  // Two partitions an hour apart, interleaved: 3600 s, 0 s, 3601 s, 1 s, ...
+  for (uint32_t i = 0; i < 4; ++i) {
+    Enter(10 + i, int64_t{3600 + i} * 1'000'000);
+    Enter(20 + i, int64_t{i} * 1'000'000);
+  }
+  EXPECT_THAT(Oldest(10), ElementsAre(20u, 21u, 22u, 23u, 10u, 11u, 12u, 13u));
+  // Before 2 s: only 20 (0 s) and 21 (1 s).
+  EXPECT_THAT(Oldest(10, 2'000'000), ElementsAre(20u, 21u));
+  // The K limit.
+  EXPECT_THAT(Oldest(3), ElementsAre(20u, 21u, 22u));
+  Leave(20);
+  Leave(10);
+  EXPECT_THAT(Oldest(10), ElementsAre(21u, 22u, 23u, 11u, 12u, 13u));
+  // Asking again gives the same: Oldest puts back what it took.
+  EXPECT_THAT(Oldest(10), ElementsAre(21u, 22u, 23u, 11u, 12u, 13u));
+}
+
+TEST_F(StageAgeIndexTest, EqualEntryTimesAreOrderedBySlot) {
+  Enter(7, 50);
+  Enter(3, 50);
+  Enter(5, 40);  // out of order: to the heap
+  EXPECT_THAT(Oldest(3), ElementsAre(5u, 3u, 7u));
+}
+
+TEST_F(StageAgeIndexTest, ReenteringTheStageIsANewStay) {
+  Enter(1, 100);
+  Enter(2, 200);
+  Leave(1);
+  Enter(1, 300);  // back in the stage: entered 300, after 2
+  EXPECT_THAT(Oldest(3), ElementsAre(2u, 1u));
+}
+
+// One old case stays while 20,000 pass through: the entries stay within
+// 2 x live + 64 and the oldest is still exact.
+TEST_F(StageAgeIndexTest, StaleEntriesAreCompactedAndTheOldestStaysExact) {
+  Enter(0, 1);
+  for (uint32_t i = 1; i <= 20'000; ++i) {
+    // Every fourth one arrives out of order (before the previous one).
+    Enter(i, i % 4 == 0 ? int64_t{i} * 10 - 15 : int64_t{i} * 10);
+    ASSERT_LE(index_.entries(), 2 * index_.live() + 64);
+    Leave(i);
+  }
+  EXPECT_EQ(index_.live(), 1u);
+  EXPECT_THAT(Oldest(5), ElementsAre(0u));
+  // Some stay too: the live ones at slots 200001.. with times below.
+  Enter(200'001, 5);
+  Enter(200'002, 0);  // now the oldest
+  EXPECT_THAT(Oldest(5), ElementsAre(200'002u, 0u, 200'001u));
+}
+
+TEST_F(StageAgeIndexTest, OldestDropsTheStaleEntriesItWalksOver) {
+  Enter(0, 0);
+  for (uint32_t i = 1; i <= 50; ++i) Enter(i, i);
+  for (uint32_t i = 1; i <= 40; ++i) Leave(i);
+  const size_t before = index_.entries();  // 51: no compaction yet (<= 2 x 11 + 64)
+  EXPECT_EQ(before, 51u);
+  EXPECT_THAT(Oldest(3), ElementsAre(0u, 41u, 42u));
+  EXPECT_EQ(index_.entries(), 11u);  // the 40 stale ones before 42 are gone
+}
+
+}  // namespace
+}  // namespace kpid::cases
