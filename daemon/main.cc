@@ -31,6 +31,7 @@
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/ingest_metrics.h"
 #include "daemon/export/kpi_tree_metrics.h"
+#include "daemon/export/open_cases_metrics.h"
 #include "daemon/http/http_server.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/embedded_broker.h"
@@ -110,11 +111,13 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
 
 // What each ingest worker owns besides ingest itself: its dimension table,
 // its aggregator shard and its clock. The worker's CaseTracker (owned by
-// ingest) writes them; the exporter reads them.
+// ingest, `tracker` points at it once ingest has made it) writes them; the
+// exporter reads them, and the tracker's published view of open cases.
 struct WorkerEngine {
   std::unique_ptr<cases::DimensionTable> dimensions;
   std::unique_ptr<aggregate::AggregateShard> shard;
   std::unique_ptr<cases::Clock> clock;
+  const cases::CaseTracker* tracker = nullptr;
 };
 
 std::unique_ptr<cases::Clock> MakeClock(const model::Config& config, cases::WatermarkBoard* board,
@@ -248,12 +251,22 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   ingest_options.dead_letter = dead_letter.get();
   ingest_options.handler_factory = [&config, &engines](int worker) {
     WorkerEngine& e = engines[static_cast<size_t>(worker)];
-    return std::make_unique<cases::CaseTracker>(cases::CaseTracker::Options{
+    auto tracker = std::make_unique<cases::CaseTracker>(cases::CaseTracker::Options{
         .config = &config,
         .clock = e.clock.get(),
         .sink = e.shard.get(),
         .dimensions = e.dimensions.get(),
     });
+    e.tracker = tracker.get();
+    return tracker;
+  };
+  // Every worker's current view of its open cases (for readers; any thread).
+  auto open_case_views = [&engines] {
+    std::vector<std::shared_ptr<const cases::OpenCasesView>> views;
+    for (const WorkerEngine& e : engines) {
+      if (e.tracker != nullptr) views.push_back(e.tracker->PublishedView());
+    }
+    return views;
   };
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
@@ -294,6 +307,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
       std::make_shared<exporter::EngineMetrics>(&config, shards, tables, reader_clock.get()),
       std::make_shared<exporter::KpiTreeMetrics>(&config, shards, reader_clock.get()),
+      std::make_shared<exporter::OpenCasesMetrics>(&config, open_case_views, reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
   };

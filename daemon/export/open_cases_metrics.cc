@@ -1,0 +1,37 @@
+#include "daemon/export/open_cases_metrics.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace kpid::exporter {
+
+OpenCasesMetrics::OpenCasesMetrics(const model::Config* config, ViewSource views,
+                                   const cases::Clock* clock)
+    : config_(config), views_(std::move(views)), clock_(clock) {}
+
+void OpenCasesMetrics::WriteMetrics(MetricWriter* out) const {
+  const std::vector<std::shared_ptr<const cases::OpenCasesView>> views = views_();
+  const absl::Time now = clock_->Now();
+  out->Family("kpid_stage_oldest_case_age_seconds",
+              "How long the longest-waiting open case of the stage has been in it.",
+              prometheus::MetricType::Gauge);
+  for (size_t p = 0; p < config_->processes.size(); ++p) {
+    const model::ProcessConfig& process = config_->processes[p];
+    for (size_t s = 0; s < process.stages.size(); ++s) {
+      absl::optional<absl::Time> oldest;
+      for (const auto& view : views) {
+        if (view == nullptr || p >= view->oldest_entered.size() ||
+            s >= view->oldest_entered[p].size() || !view->oldest_entered[p][s]) {
+          continue;
+        }
+        oldest =
+            oldest ? std::min(*oldest, *view->oldest_entered[p][s]) : *view->oldest_entered[p][s];
+      }
+      if (!oldest) continue;
+      out->Sample(SeriesLabels({{"process", process.id}, {"stage", process.stages[s].id}}),
+                  absl::ToDoubleSeconds(std::max(absl::ZeroDuration(), now - *oldest)));
+    }
+  }
+}
+
+}  // namespace kpid::exporter

@@ -1,0 +1,45 @@
+// kpid_stage_oldest_case_age_seconds{process,stage}: how long the
+// longest-waiting open case of each stage has been in it, over every worker
+// (DESIGN §4). Read from the views the case trackers publish at each Tick
+// (cases::OpenCasesView), so a scrape never touches a tracker's state.
+//
+//   OpenCasesMetrics metrics(&config, [&] { return views_of_every_worker; }, &clock);
+//
+// The age is taken at the scrape's now (the clock that ends the windows:
+// wall time, or the latest event time with `clock: event`), not at the
+// view's as_of, so it keeps growing between Ticks like the wait it
+// measures. A stage with no open case has no sample (an age of 0 would read
+// as "a case just arrived"). No dimension labels: the trackers keep the
+// oldest case per stage, not per dimension combination.
+//
+// Thread-safe: WriteMetrics may run on any thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "daemon/cases/clock.h"
+#include "daemon/cases/open_cases_view.h"
+#include "daemon/export/metric_writer.h"
+#include "daemon/model/config.h"
+
+namespace kpid::exporter {
+
+class OpenCasesMetrics : public WriterCollectable {
+ public:
+  // The current view of every worker's tracker (a null entry is skipped).
+  using ViewSource = std::function<std::vector<std::shared_ptr<const cases::OpenCasesView>>()>;
+
+  // `config` and `clock` must outlive this collectable.
+  OpenCasesMetrics(const model::Config* config, ViewSource views, const cases::Clock* clock);
+
+  void WriteMetrics(MetricWriter* out) const override;
+
+ private:
+  const model::Config* config_;
+  ViewSource views_;
+  const cases::Clock* clock_;
+};
+
+}  // namespace kpid::exporter
