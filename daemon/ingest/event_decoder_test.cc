@@ -221,16 +221,16 @@ TEST_F(EventDecoderTest, RejectsEventsTooFarBehindTheWallClock) {
   e.mutable_occurred_at()->set_seconds(0);  // a zeroed producer clock: 1970
   e.mutable_occurred_at()->set_nanos(0);
   EXPECT_EQ(DecodeProto(e), std::nullopt);  // not checked before the worker sets the time
-  // max_past_age defaults to 365d: wall clock 2026-03-01T09:00:00Z = 1772355600,
-  // so the limit is 1772355600 - 365 * 86400 = 1740819600 (2025-03-01T09:00:00Z).
+  // max_past_age defaults to 3650d: wall clock 2026-03-01T09:00:00Z = 1772355600,
+  // so the limit is 1772355600 - 3650 * 86400 = 1456995600 (2016-03-03T09:00:00Z).
   decoder_.SetWallNow(absl::FromUnixSeconds(1772355600));
   std::optional<Rejection> r = DecodeProto(e);
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->reason, RejectReason::kPastTimestamp);
   EXPECT_EQ(model::RejectReasonName(r->reason), "past_timestamp");
-  e.mutable_occurred_at()->set_seconds(1740819600);  // exactly at the limit: kept
+  e.mutable_occurred_at()->set_seconds(1456995600);  // exactly at the limit: kept
   EXPECT_EQ(DecodeProto(e), std::nullopt);
-  e.mutable_occurred_at()->set_seconds(1740819599);
+  e.mutable_occurred_at()->set_seconds(1456995599);
   EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kPastTimestamp);
 }
 

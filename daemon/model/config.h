@@ -123,8 +123,10 @@ struct Config {
   // Events stamped further back than this behind the wall clock are rejected
   // (past_timestamp): a zeroed or garbled producer clock (1970), not a
   // backfill. Older than `retention` but within this, an event is accepted
-  // and counts in the totals only (late).
-  absl::Duration max_past_age = absl::Hours(24 * 365);
+  // and counts in the totals only (late). The default only catches garbage:
+  // backfills and replays of recorded streams (tests too) stay valid for
+  // years; tighten it where producers are known to be live.
+  absl::Duration max_past_age = absl::Hours(24 * 3650);
   // Amounts and scores whose magnitude exceeds this are rejected
   // (absurd_value): one 1e300 deal would make every revenue sum meaningless.
   double max_abs_value = 1e12;

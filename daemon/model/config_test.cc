@@ -192,7 +192,7 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.alerting.timeout, absl::Seconds(10));
   EXPECT_EQ(config.alerting.queue_capacity, 10000);
   EXPECT_EQ(config.max_future_skew, absl::Hours(1));
-  EXPECT_EQ(config.max_past_age, absl::Hours(24 * 365));
+  EXPECT_EQ(config.max_past_age, absl::Hours(24 * 3650));
   EXPECT_DOUBLE_EQ(config.max_abs_value, 1e12);
 
   ASSERT_EQ(config.processes.size(), 1u);

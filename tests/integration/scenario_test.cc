@@ -268,6 +268,33 @@ TEST_F(ScenarioTest, ProcessCounters) {
   EXPECT_EQ(V(S("kpid_process_cases_expired_total", "support", "__other__", "")), 0);
 }
 
+TEST_F(ScenarioTest, OldestOpenCaseAgePerStage) {
+  // Open at the end (now = the watermark, minute 1560), by stage and entry:
+  //   sales lead: S5@300, S8@1560 -> 1560 - 300 = 1260 min = 75600 s
+  //   sales demo: S2@100, S6@320, S7@1550 -> 1460 min = 87600 s
+  //   sales quote: none (S1 and S4 completed) -> no sample
+  //   support triage: T3@100 -> 87600 s; support fix: T4@210 -> 1350 min = 81000 s
+  // The trackers publish their view at each Tick (~100 ms), so wait for the
+  // view that follows the last event.
+  const std::map<std::string, double> expected = {
+      {"kpid_stage_oldest_case_age_seconds{process=\"sales\",stage=\"demo\"}", 87600},
+      {"kpid_stage_oldest_case_age_seconds{process=\"sales\",stage=\"lead\"}", 75600},
+      {"kpid_stage_oldest_case_age_seconds{process=\"support\",stage=\"fix\"}", 81000},
+      {"kpid_stage_oldest_case_age_seconds{process=\"support\",stage=\"triage\"}", 87600},
+  };
+  std::map<std::string, double> ages;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        ages.clear();
+        for (const auto& [series, value] : ParseMetrics(HttpGet(port_, "/metrics").body)) {
+          if (series.rfind("kpid_stage_oldest_case_age_seconds{", 0) == 0) ages[series] = value;
+        }
+        return ages == expected;
+      },
+      absl::Seconds(5)));
+  EXPECT_EQ(ages, expected);
+}
+
 TEST_F(ScenarioTest, StageCountersAndGauges) {
   const std::string adv = "outcome=\"advanced\"", fo = "outcome=\"fallout\"";
   // sales emea lead: entered S1 S2 S5 S7 S9; exits S1@30 (30m met), S2@100 (90m missed),
