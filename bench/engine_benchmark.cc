@@ -43,6 +43,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "bench/baseline/legacy_aggregate_shard.h"
 #include "bench/baseline/legacy_case_tracker.h"
 #include "bench/engine_fixture.h"
 #include "bench/median_reporter.h"
@@ -105,7 +106,7 @@ class NullSink final : public cases::CaseSink {
 
 // One worker's engine, as daemon/main.cc wires it with `clock: event`; with
 // NullSink instead of the shard as sink when `null_sink`.
-template <typename Tracker, typename Dims>
+template <typename Tracker, typename Dims, typename Shard>
 struct Engine {
   Engine(const model::Config& config, bool null_sink)
       : dims(config),
@@ -119,7 +120,7 @@ struct Engine {
             .dimensions = &dims}) {}
 
   Dims dims;
-  aggregate::AggregateShard shard;
+  Shard shard;
   NullSink null;
   cases::WatermarkBoard board;
   cases::EventTimeClock clock;
@@ -191,10 +192,10 @@ void PerfControl(const char* command) {
   }
 }
 
-template <typename Tracker, typename Dims>
+template <typename Tracker, typename Dims, typename Shard>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
-  auto engine = std::make_unique<Engine<Tracker, Dims>>(*stream.config, state.range(2) != 0);
+  auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
   // Through the interface, as the ingest worker calls it.
   ingest::EventHandler& handler = engine->tracker;
   absl::Time next_tick = absl::Now();
@@ -211,7 +212,8 @@ void BM_Engine(benchmark::State& state) {
   }
   std::unique_ptr<Scraper> scraper;
   if (state.range(0) > 0 && state.thread_index() == 0) {
-    if constexpr (std::is_same_v<Dims, cases::DimensionTable>) {
+    if constexpr (std::is_same_v<Dims, cases::DimensionTable> &&
+                  std::is_same_v<Shard, aggregate::AggregateShard>) {
       scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
                                           absl::Milliseconds(state.range(0)), stream.end);
     }
@@ -234,7 +236,7 @@ void BM_Engine(benchmark::State& state) {
   }
 }
 
-BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable)
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard)
     ->Name("BM_EngineNew")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -246,7 +248,8 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable)
     ->Threads(1)
     ->Threads(2)
     ->UseRealTime();
-BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable)
+BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable,
+                   bench_legacy::AggregateShard)
     ->Name("BM_EngineLegacy")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -256,6 +259,204 @@ BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::Dimension
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->Threads(2)
+    ->UseRealTime();
+
+// The current tracker with the frozen aggregator: the engine before the
+// aggregator's write-path work, to isolate what that work changed.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable,
+                   bench_legacy::AggregateShard)
+    ->Name("BM_EngineLegacyAgg")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->UseRealTime();
+
+// One CaseSink call, recorded so that the aggregator can be replayed alone.
+struct Fact {
+  enum class Kind : uint8_t {
+    kStarted, kEntered, kExited, kTransition, kCompleted, kFallout,
+    kExpired, kCost, kFeedback, kBreached, kBacklog,
+  };
+  Kind kind = Kind::kStarted;
+  bool flag = false;  // rework, sla_met
+  cases::ExitOutcome outcome = cases::ExitOutcome::kAdvanced;
+  int process = 0;
+  int stage = 0;
+  int to_stage = 0;  // Transition only
+  int open_delta = 0;
+  int over_sla_delta = 0;
+  cases::DimsId dims = 0;
+  absl::Time at = absl::UnixEpoch();
+  absl::Duration duration = absl::ZeroDuration();  // cycle or lead time
+  double amount = 0;        // revenue, cost, score
+};
+
+class RecordingSink final : public cases::CaseSink {
+ public:
+  explicit RecordingSink(std::vector<Fact>* out) : out_(out) {}
+  void set_recording(bool on) { recording_ = on; }
+
+  void CaseStarted(int p, cases::DimsId d, absl::Time at) override {
+    Add({.kind = Fact::Kind::kStarted, .process = p, .dims = d, .at = at});
+  }
+  void StageEntered(int p, int s, cases::DimsId d, absl::Time at, bool rework) override {
+    Add({.kind = Fact::Kind::kEntered, .flag = rework, .process = p, .stage = s, .dims = d,
+         .at = at});
+  }
+  void StageExited(int p, int s, cases::DimsId d, absl::Time at, cases::ExitOutcome outcome,
+                   absl::Duration cycle, bool sla_met) override {
+    Add({.kind = Fact::Kind::kExited, .flag = sla_met, .outcome = outcome, .process = p,
+         .stage = s, .dims = d, .at = at, .duration = cycle});
+  }
+  void Transition(int p, int from, int to, absl::Time at) override {
+    Add({.kind = Fact::Kind::kTransition, .process = p, .stage = from, .to_stage = to, .at = at});
+  }
+  void CaseCompleted(int p, cases::DimsId d, absl::Time at, double amount,
+                     absl::Duration lead) override {
+    Add({.kind = Fact::Kind::kCompleted, .process = p, .dims = d, .at = at, .duration = lead,
+         .amount = amount});
+  }
+  void CaseFallout(int p, cases::DimsId d, absl::Time at) override {
+    Add({.kind = Fact::Kind::kFallout, .process = p, .dims = d, .at = at});
+  }
+  void CaseExpired(int p, int s, cases::DimsId d, absl::Time at) override {
+    Add({.kind = Fact::Kind::kExpired, .process = p, .stage = s, .dims = d, .at = at});
+  }
+  void Cost(int p, cases::DimsId d, absl::Time at, double amount) override {
+    Add({.kind = Fact::Kind::kCost, .process = p, .dims = d, .at = at, .amount = amount});
+  }
+  void Feedback(int p, cases::DimsId d, absl::Time at, double score) override {
+    Add({.kind = Fact::Kind::kFeedback, .process = p, .dims = d, .at = at, .amount = score});
+  }
+  void SlaBreached(int p, int s, cases::DimsId d, absl::Time deadline) override {
+    Add({.kind = Fact::Kind::kBreached, .process = p, .stage = s, .dims = d, .at = deadline});
+  }
+  void BacklogChanged(int p, int s, cases::DimsId d, int open, int over) override {
+    Add({.kind = Fact::Kind::kBacklog, .process = p, .stage = s, .open_delta = open,
+         .over_sla_delta = over, .dims = d});
+  }
+
+ private:
+  void Add(const Fact& f) {
+    if (recording_) out_->push_back(f);
+  }
+  std::vector<Fact>* out_;
+  bool recording_ = false;
+};
+
+void Replay(const Fact& f, cases::CaseSink& sink) {
+  switch (f.kind) {
+    case Fact::Kind::kStarted:
+      return sink.CaseStarted(f.process, f.dims, f.at);
+    case Fact::Kind::kEntered:
+      return sink.StageEntered(f.process, f.stage, f.dims, f.at, f.flag);
+    case Fact::Kind::kExited:
+      return sink.StageExited(f.process, f.stage, f.dims, f.at, f.outcome, f.duration, f.flag);
+    case Fact::Kind::kTransition:
+      return sink.Transition(f.process, f.stage, f.to_stage, f.at);
+    case Fact::Kind::kCompleted:
+      return sink.CaseCompleted(f.process, f.dims, f.at, f.amount, f.duration);
+    case Fact::Kind::kFallout:
+      return sink.CaseFallout(f.process, f.dims, f.at);
+    case Fact::Kind::kExpired:
+      return sink.CaseExpired(f.process, f.stage, f.dims, f.at);
+    case Fact::Kind::kCost:
+      return sink.Cost(f.process, f.dims, f.at, f.amount);
+    case Fact::Kind::kFeedback:
+      return sink.Feedback(f.process, f.dims, f.at, f.amount);
+    case Fact::Kind::kBreached:
+      return sink.SlaBreached(f.process, f.stage, f.dims, f.at);
+    case Fact::Kind::kBacklog:
+      return sink.BacklogChanged(f.process, f.stage, f.dims, f.open_delta, f.over_sla_delta);
+  }
+}
+
+// What the current tracker told its sink over a stream's last kFactWarmEvents
+// warm-up events and its timed events, grouped by event (a Tick's facts go
+// with the event after it).
+struct FactStream {
+  std::vector<Fact> facts;
+  std::vector<size_t> ends;  // per event: one past its last fact
+  size_t warm_events = 0;    // events before the timed ones
+};
+
+constexpr int64_t kFactWarmEvents = 200'000;
+
+const FactStream* RecordFacts(const Stream& stream) {
+  auto* out = new FactStream;
+  RecordingSink sink(&out->facts);
+  cases::DimensionTable dims(*stream.config);
+  cases::WatermarkBoard board(1);
+  cases::EventTimeClock clock(&board, 0);
+  cases::CaseTracker tracker({.config = stream.config,
+                              .clock = &clock,
+                              .sink = &sink,
+                              .dimensions = &dims});
+  const int64_t first = std::max<int64_t>(0, stream.warm - kFactWarmEvents);
+  absl::Time next_tick = absl::Now();
+  for (size_t i = 0; i < stream.events.size(); ++i) {
+    sink.set_recording(static_cast<int64_t>(i) >= first);
+    tracker.Handle(stream.events[i]);
+    if ((i & 1023) == 0 && absl::Now() >= next_tick) {
+      tracker.Tick(absl::Now());
+      next_tick = absl::Now() + kTickInterval;
+    }
+    if (static_cast<int64_t>(i) >= first) out->ends.push_back(out->facts.size());
+  }
+  out->warm_events = static_cast<size_t>(stream.warm - first);
+  return out;
+}
+
+const FactStream& GetFacts(int which) {
+  if (which == 0) {
+    static const FactStream* facts = RecordFacts(GetStream(0));
+    return *facts;
+  }
+  static const FactStream* facts = RecordFacts(GetStream(1));
+  return *facts;
+}
+
+// The aggregator alone: the facts the tracker produced for each event,
+// replayed into a shard through the CaseSink interface. items = events, so
+// the figures compare with BM_Engine*'s.
+template <typename Shard>
+void BM_Aggregate(benchmark::State& state) {
+  const FactStream& stream = GetFacts(static_cast<int>(state.range(0)));
+  const model::Config& config = *GetStream(static_cast<int>(state.range(0))).config;
+  auto shard = std::make_unique<Shard>(config);
+  cases::CaseSink& sink = *shard;
+  size_t fact = 0;
+  for (size_t e = 0; e < stream.warm_events; ++e) {
+    for (; fact < stream.ends[e]; ++fact) Replay(stream.facts[fact], sink);
+  }
+  size_t e = stream.warm_events;
+  if (state.thread_index() == 0) PerfControl("enable");
+  for (auto _ : state) {
+    for (const size_t end = stream.ends[e++]; fact < end; ++fact) {
+      Replay(stream.facts[fact], sink);
+    }
+  }
+  if (state.thread_index() == 0) PerfControl("disable");
+  state.SetItemsProcessed(state.iterations());
+  state.counters["facts_per_event"] =
+      static_cast<double>(stream.ends[e - 1] - stream.ends[stream.warm_events - 1]) /
+      static_cast<double>(state.iterations());
+}
+BENCHMARK_TEMPLATE(BM_Aggregate, aggregate::AggregateShard)
+    ->Name("BM_AggregateNew")
+    ->ArgNames({"short_cases"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(kTimedEvents)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Aggregate, bench_legacy::AggregateShard)
+    ->Name("BM_AggregateLegacy")
+    ->ArgNames({"short_cases"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(kTimedEvents)
     ->UseRealTime();
 
 // The floor under BM_Engine*: reading what the tracker reads of each event
@@ -344,6 +545,15 @@ class RatioReporter : public MedianReporter {
                    two);
         }
       }
+    }
+    for (const char* cases : {"0", "1"}) {
+      const char* what = cases[0] == '0' ? "~300k open" : "~7k open";
+      Ratio(absl::StrFormat("aggregator new / legacy, engine, %s", what),
+            absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:%s/null_sink:0/1", cases),
+            absl::StrFormat("BM_EngineLegacyAgg/scrape_ms:0/short_cases:%s/null_sink:0/1", cases));
+      Ratio(absl::StrFormat("aggregator new / legacy, aggregator only, %s", what),
+            absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases),
+            absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases));
     }
     Ratio("calibration: arithmetic, 2 threads / 1 thread", "BM_Spin//2", "BM_Spin//1");
     CpuRatio("calibration: arithmetic, CPU per step 1 thread / 2", "BM_Spin//1", "BM_Spin//2");
