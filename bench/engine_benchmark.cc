@@ -276,8 +276,17 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable,
 // One CaseSink call, recorded so that the aggregator can be replayed alone.
 struct Fact {
   enum class Kind : uint8_t {
-    kStarted, kEntered, kExited, kTransition, kCompleted, kFallout,
-    kExpired, kCost, kFeedback, kBreached, kBacklog,
+    kStarted,
+    kEntered,
+    kExited,
+    kTransition,
+    kCompleted,
+    kFallout,
+    kExpired,
+    kCost,
+    kFeedback,
+    kBreached,
+    kBacklog,
   };
   Kind kind = Kind::kStarted;
   bool flag = false;  // rework, sla_met
@@ -290,7 +299,7 @@ struct Fact {
   cases::DimsId dims = 0;
   absl::Time at = absl::UnixEpoch();
   absl::Duration duration = absl::ZeroDuration();  // cycle or lead time
-  double amount = 0;        // revenue, cost, score
+  double amount = 0;                               // revenue, cost, score
 };
 
 class RecordingSink final : public cases::CaseSink {
@@ -302,20 +311,34 @@ class RecordingSink final : public cases::CaseSink {
     Add({.kind = Fact::Kind::kStarted, .process = p, .dims = d, .at = at});
   }
   void StageEntered(int p, int s, cases::DimsId d, absl::Time at, bool rework) override {
-    Add({.kind = Fact::Kind::kEntered, .flag = rework, .process = p, .stage = s, .dims = d,
+    Add({.kind = Fact::Kind::kEntered,
+         .flag = rework,
+         .process = p,
+         .stage = s,
+         .dims = d,
          .at = at});
   }
   void StageExited(int p, int s, cases::DimsId d, absl::Time at, cases::ExitOutcome outcome,
                    absl::Duration cycle, bool sla_met) override {
-    Add({.kind = Fact::Kind::kExited, .flag = sla_met, .outcome = outcome, .process = p,
-         .stage = s, .dims = d, .at = at, .duration = cycle});
+    Add({.kind = Fact::Kind::kExited,
+         .flag = sla_met,
+         .outcome = outcome,
+         .process = p,
+         .stage = s,
+         .dims = d,
+         .at = at,
+         .duration = cycle});
   }
   void Transition(int p, int from, int to, absl::Time at) override {
     Add({.kind = Fact::Kind::kTransition, .process = p, .stage = from, .to_stage = to, .at = at});
   }
   void CaseCompleted(int p, cases::DimsId d, absl::Time at, double amount,
                      absl::Duration lead) override {
-    Add({.kind = Fact::Kind::kCompleted, .process = p, .dims = d, .at = at, .duration = lead,
+    Add({.kind = Fact::Kind::kCompleted,
+         .process = p,
+         .dims = d,
+         .at = at,
+         .duration = lead,
          .amount = amount});
   }
   void CaseFallout(int p, cases::DimsId d, absl::Time at) override {
@@ -334,8 +357,12 @@ class RecordingSink final : public cases::CaseSink {
     Add({.kind = Fact::Kind::kBreached, .process = p, .stage = s, .dims = d, .at = deadline});
   }
   void BacklogChanged(int p, int s, cases::DimsId d, int open, int over) override {
-    Add({.kind = Fact::Kind::kBacklog, .process = p, .stage = s, .open_delta = open,
-         .over_sla_delta = over, .dims = d});
+    Add({.kind = Fact::Kind::kBacklog,
+         .process = p,
+         .stage = s,
+         .open_delta = open,
+         .over_sla_delta = over,
+         .dims = d});
   }
 
  private:
@@ -390,10 +417,8 @@ const FactStream* RecordFacts(const Stream& stream) {
   cases::DimensionTable dims(*stream.config);
   cases::WatermarkBoard board(1);
   cases::EventTimeClock clock(&board, 0);
-  cases::CaseTracker tracker({.config = stream.config,
-                              .clock = &clock,
-                              .sink = &sink,
-                              .dimensions = &dims});
+  cases::CaseTracker tracker(
+      {.config = stream.config, .clock = &clock, .sink = &sink, .dimensions = &dims});
   const int64_t first = std::max<int64_t>(0, stream.warm - kFactWarmEvents);
   absl::Time next_tick = absl::Now();
   for (size_t i = 0; i < stream.events.size(); ++i) {

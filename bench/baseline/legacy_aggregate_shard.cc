@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -31,10 +31,9 @@ int LegacyBinOf(double seconds) {
 
 int LegacyBucketOf(double seconds) {
   if (seconds != seconds) return LatencyHistogram::kBuckets - 1;
-  return static_cast<int>(
-      std::lower_bound(LatencyHistogram::kBounds.begin(), LatencyHistogram::kBounds.end(),
-                       seconds) -
-      LatencyHistogram::kBounds.begin());
+  return static_cast<int>(std::lower_bound(LatencyHistogram::kBounds.begin(),
+                                           LatencyHistogram::kBounds.end(), seconds) -
+                          LatencyHistogram::kBounds.begin());
 }
 
 constexpr int64_t kNoBucket = std::numeric_limits<int64_t>::min();

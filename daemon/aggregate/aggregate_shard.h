@@ -84,6 +84,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,8 +105,8 @@ using cases::DimsId;
 
 class AggregateShard final : public cases::CaseSink {
  public:
-  // Leading version of Serialize()'s format.
-  static constexpr uint32_t kStateVersion = 1;
+  // Leading version of Serialize()'s format; Restore also reads version 1.
+  static constexpr uint32_t kStateVersion = 2;
   // DimsIds at or above this are dropped (counted in dropped()).
   static constexpr uint32_t kMaxDims = 1u << 20;
 
@@ -220,13 +221,22 @@ class AggregateShard final : public cases::CaseSink {
 
   ProcessState* WriterProcess(int process, int stage);
   DimsRecord* WriterRecord(ProcessState& p, DimsId dims);
+  DimsRecord* FindWriterRecord(ProcessState& p, DimsId dims);
   const ProcessState* ReaderProcess(int process) const;
   const DimsRecord* ReaderRecord(const ProcessState& p, DimsId dims) const;
 
-  // Places a fact at `at` in every level that keeps its bucket: fn(slot,
-  // bucket) per level. Advances the head; counts late facts.
+  // Places a fact at `at` in every level that keeps its bucket: fn(slot) per
+  // level, after preparing the slot in `r` (and in the dims-less
+  // distributions when `with_dist`). Advances the head; counts late facts.
   template <typename Fn>
-  void ForEachLevel(absl::Time at, Fn&& fn);
+  void ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist, Fn&& fn);
+  // ForEachSlot for a fact before the head buckets (out of order, or late).
+  template <typename Fn>
+  void ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist, Fn& fn);
+  // Moves the head to `at_s` (not before it); false if out of range.
+  bool AdvanceHead(int64_t at_s);
+  void PrepareHead(ProcessState& p, DimsRecord& r);
+  void PrepareHeadDist(ProcessState& p);
   void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);
@@ -249,6 +259,31 @@ class AggregateShard final : public cases::CaseSink {
   std::atomic<int64_t> latest_;
   std::atomic<uint64_t> late_{0};     // single writer, relaxed (a counter)
   std::atomic<uint64_t> dropped_{0};  // single writer, relaxed (a counter)
+
+  // ---- The writer's own state (plain fields: only the worker thread, and
+  // Restore before the shard is shared, touch them).
+  // Per level, the bucket the head is in, [start, end) in seconds, and its slot.
+  struct Cursor {
+    int64_t bucket = 0;
+    int64_t start = 0;
+    int64_t end = std::numeric_limits<int64_t>::min();  // none yet
+    int slot = 0;
+  };
+  std::vector<Cursor> cursors_;
+  int64_t head_ = std::numeric_limits<int64_t>::min();  // latest_, as the writer knows it
+  // Facts in [hot_from_, hot_to_) fall in every level's head bucket: no
+  // division, no "is it kept" test, and their slots are those of cursors_.
+  int64_t hot_from_ = std::numeric_limits<int64_t>::min();
+  int64_t hot_to_ = std::numeric_limits<int64_t>::min();
+  // Bumped whenever a head bucket changes. A record (or a process's
+  // distributions) whose prepared epoch equals it has every head slot
+  // stamped with the head bucket already, so its stamps need no check.
+  uint64_t epoch_ = 1;
+  // The record of the previous fact: the tracker reports several facts of
+  // one case in a row.
+  const ProcessState* last_process_ = nullptr;
+  DimsId last_dims_ = 0;
+  DimsRecord* last_record_ = nullptr;
 };
 
 }  // namespace kpid::aggregate
