@@ -24,13 +24,18 @@ constexpr uint32_t kChunkBits = 8;
 constexpr uint32_t kChunkSize = 1u << kChunkBits;
 constexpr uint32_t kMaxChunks = AggregateShard::kMaxDims / kChunkSize;
 
-// A distribution bucket: [lo, hi, touched bitmap, bins...]; bins outside
-// [lo, hi] are zero, and so are those whose bit is clear. Readers use lo and
-// hi; the bitmap is the writer's alone (plain accesses), so that reusing the
-// bucket zeroes the few bins used rather than the whole range between them.
-constexpr size_t kBitmapWords = (Distribution::kNumBins + 31) / 32;
-constexpr size_t kBinsAt = 2 + kBitmapWords;
-constexpr size_t kBinStride = kBinsAt + Distribution::kNumBins;
+// A distribution bucket: [lo, hi, used blocks, bins...], 64-byte aligned; bins
+// outside [lo, hi] are zero, and so are those of 32-bin blocks whose bit in
+// `used blocks` is clear. Readers use lo and hi; the block bits are the
+// writer's alone (plain accesses): reusing the bucket zeroes the blocks used
+// rather than the whole range between lo and hi (hundreds of bins when exits
+// took from minutes to days). All three share the first cache line, so a
+// fact touches that line and its bin's.
+constexpr size_t kBinsAt = 3;
+static_assert(Distribution::kNumBins <= 32 * 32, "one bit per 32-bin block in a uint32_t");
+constexpr size_t kLineWords = 64 / sizeof(uint32_t);
+constexpr size_t kBinStride =
+    (kBinsAt + Distribution::kNumBins + kLineWords - 1) / kLineWords * kLineWords;
 constexpr uint32_t kNoBinLo = Distribution::kNumBins;
 
 // A read retries a slot that was reused under it; the retry then sees the
@@ -141,8 +146,8 @@ struct ProcessBucket {
 // Totals are independent monotonic counters: relaxed everywhere (readers want
 // some recent value of each, as SingleWriterCounter).
 struct AtomicHistogram {
+  std::atomic<double> sum{0};  // first: it shares a line with the fields before it
   std::array<std::atomic<uint64_t>, LatencyHistogram::kBuckets> buckets{};
-  std::atomic<double> sum{0};
 
   void Observe(double seconds) {
     Bump(buckets[static_cast<size_t>(LatencyHistogram::BucketOf(seconds))], uint64_t{1});
@@ -164,10 +169,13 @@ struct AtomicHistogram {
   }
 };
 
-struct AtomicStageTotals {
+// What an entry, an exit and the backlog changes around them update shares
+// one cache line.
+struct alignas(64) AtomicStageTotals {
   std::atomic<uint64_t> entered{0}, exited_advanced{0}, exited_fallout{0}, sla_met{0},
-      sla_missed{0}, rework{0}, sla_breaches{0}, expired{0};
+      sla_missed{0}, rework{0};
   std::atomic<int64_t> backlog{0}, backlog_over_sla{0};
+  std::atomic<uint64_t> sla_breaches{0}, expired{0};
   AtomicHistogram cycle_time;
 
   StageTotals Get() const {
@@ -286,9 +294,11 @@ struct AggregateShard::ProcessState {
     for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
     for (auto& s : dist_stamps) s.store(kNoBucket, std::memory_order_relaxed);
     // calloc: zero pages the kernel hands out lazily, so buckets and bin
-    // ranges never used cost no memory.
-    bins.reset(static_cast<uint32_t*>(std::calloc(bins_len, sizeof(uint32_t))));
-    if (bins == nullptr) throw std::bad_alloc();
+    // ranges never used cost no memory. One line more, to align.
+    raw_bins.reset(static_cast<uint32_t*>(std::calloc(bins_len + kLineWords, sizeof(uint32_t))));
+    if (raw_bins == nullptr) throw std::bad_alloc();
+    const uintptr_t at = reinterpret_cast<uintptr_t>(raw_bins.get());
+    bins = raw_bins.get() + (64 - at % 64) % 64 / sizeof(uint32_t);
   }
   ~ProcessState() {
     for (uint32_t c = 0; c < kMaxChunks; ++c) {
@@ -301,9 +311,9 @@ struct AggregateShard::ProcessState {
 
   // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
   uint32_t* dist(int slot, int series) const {
-    return bins.get() + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
-                         static_cast<size_t>(series)) *
-                            kBinStride;
+    return bins + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+                   static_cast<size_t>(series)) *
+                      kBinStride;
   }
 
   std::string id;
@@ -322,7 +332,8 @@ struct AggregateShard::ProcessState {
   std::vector<std::atomic<int64_t>> dist_stamps;  // per slot, all dims-less distributions
   uint64_t dist_prepared_epoch = 0;               // writer only: see AggregateShard::epoch_
   size_t bins_len;
-  std::unique_ptr<uint32_t[], FreeDeleter> bins;  // accessed through std::atomic_ref
+  std::unique_ptr<uint32_t[], FreeDeleter> raw_bins;
+  uint32_t* bins;  // in raw_bins, aligned; accessed through std::atomic_ref
 };
 
 AggregateShard::AggregateShard(const model::Config& config)
@@ -499,15 +510,14 @@ void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) 
     uint32_t* d = p.dist(slot, series);
     std::atomic_ref<uint32_t> lo(d[0]);
     std::atomic_ref<uint32_t> hi(d[1]);
-    const uint32_t lo_bin = lo.load(std::memory_order_relaxed);
-    const uint32_t hi_bin = std::min<uint32_t>(hi.load(std::memory_order_relaxed), kNoBinLo - 1);
-    for (uint32_t w = lo_bin / 32; lo_bin <= hi_bin && w <= hi_bin / 32; ++w) {
-      for (uint32_t bits = d[2 + w]; bits != 0; bits &= bits - 1) {
-        const uint32_t b = w * 32 + static_cast<uint32_t>(__builtin_ctz(bits));
+    for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
+      const size_t first = 32 * static_cast<size_t>(__builtin_ctz(blocks));
+      const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
+      for (size_t b = first; b < end; ++b) {
         std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
       }
-      d[2 + w] = 0;
     }
+    d[2] = 0;
     lo.store(kNoBinLo, kPublish);
     hi.store(0, kPublish);
   }
@@ -523,7 +533,7 @@ void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, u
   std::atomic_ref<uint32_t> hi(d[1]);
   if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
   if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
-  d[2 + b / 32] |= 1u << (b % 32);
+  d[2] |= 1u << (b / 32);
   std::atomic_ref<uint32_t> count(d[kBinsAt + b]);
   count.store(count.load(std::memory_order_relaxed) + n, kPublish);
 }

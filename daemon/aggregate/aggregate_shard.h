@@ -45,21 +45,39 @@
 //
 // Per bucket: stage entered, advanced, fallout, sla_met, rework,
 // sla_breaches (exited = advanced + fallout); process started, completed,
-// fallout, revenue, cost, score_sum, score_count. Window quantiles come from
+// fallout, revenue, cost, cost_count, score_sum, score_count (a process's
+// accepted events are its stage entries plus completed, fallout, cost_count
+// and score_count: ProcessWindowCounts::events()). Window quantiles come from
 // Distribution bins (uint32, ~1% relative error) kept per bucket ONLY for the
 // dims-less aggregates (process, stage) and (process): cycle-time and
 // lead-time quantiles are exported without dimension labels. A dense
-// distribution is ~3.9 KB (984 uint32 bins), so one per dims series would
-// cost ~1.2 MB per series (313 buckets with the default levels) — 1000 dims
-// x 6 series would be 7 GB per worker; counts per dims are cheap, quantiles
-// per dims are not.
+// distribution is ~3.9 KB (992 uint32: a header line and 984 bins), so one
+// per dims series would cost ~1.2 MB per series (313 buckets with the
+// default levels) — 1000 dims x 6 series would be 7 GB per worker; counts
+// per dims are cheap, quantiles per dims are not.
 //
 // Memory (default windows [5m, 1h, 24h, 7d], retention 15d: 61 + 61 + 61 +
-// 130 = 313 buckets per series): a stage series 313 x 24 B = 7.5 KB plus 224
-// B of totals; a process series 313 x 40 B = 12.5 KB, plus 313 x 8 B of
-// bucket stamps shared by the record; a record of a 5-stage process ~52 KB.
+// 130 = 313 buckets per series): a stage series 313 x 24 B = 7.5 KB plus 256
+// B of totals; a process series 313 x 48 B = 15 KB, plus 313 x 8 B of
+// bucket stamps shared by the record; a record of a 5-stage process ~56 KB.
 // Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
 // allocated (calloc, untouched pages stay free) when the shard is built.
+//
+// Write path. Almost every fact falls in the buckets the head is in (its
+// time is the latest, or close behind it). The writer keeps, per level, the
+// head's bucket, its time range and its slot (a cursor), and the time range
+// common to all of them: a fact in that range goes to the cursors' slots
+// with no division and no "does this level keep it" test; the cursors move
+// on by one bucket without dividing either. Slots are stamped lazily per
+// record (below), but a record remembers the "epoch" (bumped whenever a head
+// bucket changes) in which it last stamped its head slots, so a fact checks
+// one number instead of one stamp per level. Facts before the head buckets
+// take the general path. The record of the previous fact is reused (the
+// tracker reports an exit, a transition, an entry and backlog changes of one
+// case in a row). What one fact updates per level is one counter line (and,
+// for exits and completions, one distribution header line and one bin
+// line); the totals an entry, an exit and the backlog changes update share a
+// line.
 //
 // Consistency. Each bucket slot has an atomic stamp (the bucket index it
 // holds). The writer reuses a slot seqlock-style: stamp := none, zero the
