@@ -202,6 +202,23 @@ TEST(AggregateShardTest, FactsInTheFuture) {
   EXPECT_EQ(shard.ReadProcessTotals(kP, 0).started, 3u);
 }
 
+// le is inclusive: a value equal to a bound is in that bound's bucket.
+TEST(LatencyHistogramTest, BucketOfEveryBound) {
+  for (int i = 0; i < 16; ++i) {
+    const double bound = LatencyHistogram::kBounds[static_cast<size_t>(i)];
+    EXPECT_EQ(LatencyHistogram::BucketOf(bound), i) << bound;
+    EXPECT_EQ(LatencyHistogram::BucketOf(std::nextafter(bound, 0.0)), i) << bound;
+    EXPECT_EQ(LatencyHistogram::BucketOf(std::nextafter(bound, 1e300)), i + 1) << bound;
+  }
+  EXPECT_EQ(LatencyHistogram::BucketOf(-1), 0);
+  EXPECT_EQ(LatencyHistogram::BucketOf(0), 0);
+  EXPECT_EQ(LatencyHistogram::BucketOf(299), 1);    // (60, 300]
+  EXPECT_EQ(LatencyHistogram::BucketOf(86400), 9);  // (43200, 86400]
+  EXPECT_EQ(LatencyHistogram::BucketOf(3e6), 16);   // past 30 d: +Inf
+  EXPECT_EQ(LatencyHistogram::BucketOf(INFINITY), 16);
+  EXPECT_EQ(LatencyHistogram::BucketOf(std::nan("")), 16);
+}
+
 TEST(AggregateShardTest, TotalsAndHistograms) {
   AggregateShard shard(TestConfig());
   // Cycle times 30, 60, 61, 3600 and 3,000,000 s (beyond the last bound).
