@@ -452,6 +452,15 @@ class RatioReporter : public MedianReporter {
       Ratio(absl::StrFormat("aggregator new / legacy, aggregator only, %s", what),
             absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases),
             absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases));
+      // CPU per event, less sensitive than items/s to what other tenants
+      // leave of the core.
+      CpuRatio(
+          absl::StrFormat("aggregator CPU per event legacy / new, engine, %s", what),
+          absl::StrFormat("BM_EngineLegacyAgg/scrape_ms:0/short_cases:%s/null_sink:0/1", cases),
+          absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:%s/null_sink:0/1", cases));
+      CpuRatio(absl::StrFormat("aggregator CPU per event legacy / new, aggregator only, %s", what),
+               absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases),
+               absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases));
     }
     Ratio("calibration: arithmetic, 2 threads / 1 thread", "BM_Spin//2", "BM_Spin//1");
     CpuRatio("calibration: arithmetic, CPU per step 1 thread / 2", "BM_Spin//1", "BM_Spin//2");

@@ -529,13 +529,18 @@ void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, u
   const uint32_t b = static_cast<uint32_t>(bin);
   // A reader may miss a bin still being added (an in-flight fact), never
   // read another bucket's bins (ReadSlot; kPublish).
-  std::atomic_ref<uint32_t> lo(d[0]);
-  std::atomic_ref<uint32_t> hi(d[1]);
-  if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
-  if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
-  d[2] |= 1u << (b / 32);
   std::atomic_ref<uint32_t> count(d[kBinsAt + b]);
-  count.store(count.load(std::memory_order_relaxed) + n, kPublish);
+  const uint32_t before = count.load(std::memory_order_relaxed);
+  if (before == 0) {
+    // A bin used before in this bucket is already within [lo, hi] and its
+    // block marked: the header line is touched once per bin and bucket.
+    std::atomic_ref<uint32_t> lo(d[0]);
+    std::atomic_ref<uint32_t> hi(d[1]);
+    if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
+    if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
+    d[2] |= 1u << (b / 32);
+  }
+  count.store(before + n, kPublish);
 }
 
 void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {
