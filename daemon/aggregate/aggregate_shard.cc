@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -511,7 +512,7 @@ void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) 
     std::atomic_ref<uint32_t> lo(d[0]);
     std::atomic_ref<uint32_t> hi(d[1]);
     for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
-      const size_t first = 32 * static_cast<size_t>(__builtin_ctz(blocks));
+      const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
       const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
       for (size_t b = first; b < end; ++b) {
         std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
