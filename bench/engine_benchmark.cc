@@ -42,6 +42,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "bench/baseline/legacy_aggregate_shard.h"
 #include "bench/baseline/legacy_case_tracker.h"
 #include "bench/engine_fixture.h"
 #include "bench/median_reporter.h"
@@ -104,7 +105,7 @@ class NullSink final : public cases::CaseSink {
 
 // One worker's engine, as daemon/main.cc wires it with `clock: event`; with
 // NullSink instead of the shard as sink when `null_sink`.
-template <typename Tracker, typename Dims>
+template <typename Tracker, typename Dims, typename Shard>
 struct Engine {
   Engine(const model::Config& config, bool null_sink)
       : dims(config),
@@ -118,7 +119,7 @@ struct Engine {
             .dimensions = &dims}) {}
 
   Dims dims;
-  aggregate::AggregateShard shard;
+  Shard shard;
   NullSink null;
   cases::WatermarkBoard board;
   cases::EventTimeClock clock;
@@ -190,10 +191,10 @@ void PerfControl(const char* command) {
   }
 }
 
-template <typename Tracker, typename Dims>
+template <typename Tracker, typename Dims, typename Shard>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
-  auto engine = std::make_unique<Engine<Tracker, Dims>>(*stream.config, state.range(2) != 0);
+  auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
   // Through the interface, as the ingest worker calls it.
   ingest::EventHandler& handler = engine->tracker;
   absl::Time next_tick = absl::Now();
@@ -210,7 +211,8 @@ void BM_Engine(benchmark::State& state) {
   }
   std::unique_ptr<Scraper> scraper;
   if (state.range(0) > 0 && state.thread_index() == 0) {
-    if constexpr (std::is_same_v<Dims, cases::DimensionTable>) {
+    if constexpr (std::is_same_v<Dims, cases::DimensionTable> &&
+                  std::is_same_v<Shard, aggregate::AggregateShard>) {
       scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
                                           absl::Milliseconds(state.range(0)), stream.end);
     }
@@ -233,7 +235,7 @@ void BM_Engine(benchmark::State& state) {
   }
 }
 
-BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable)
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard)
     ->Name("BM_EngineNew")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -245,7 +247,8 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable)
     ->Threads(1)
     ->Threads(2)
     ->UseRealTime();
-BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable)
+BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable,
+                   bench_legacy::AggregateShard)
     ->Name("BM_EngineLegacy")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -255,6 +258,102 @@ BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::Dimension
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->Threads(2)
+    ->UseRealTime();
+
+// The current tracker with the frozen aggregator: the engine before the
+// aggregator's write-path work, to isolate what that work changed.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable,
+                   bench_legacy::AggregateShard)
+    ->Name("BM_EngineLegacyAgg")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
+    ->Args({0, 1, 0})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->UseRealTime();
+
+// What the current tracker told its sink over a stream's last kFactWarmEvents
+// warm-up events and its timed events, grouped by event (a Tick's facts go
+// with the event after it).
+struct FactStream {
+  std::vector<Fact> facts;
+  std::vector<size_t> ends;  // per event: one past its last fact
+  size_t warm_events = 0;    // events before the timed ones
+};
+
+constexpr int64_t kFactWarmEvents = 200'000;
+
+const FactStream* RecordFacts(const Stream& stream) {
+  auto* out = new FactStream;
+  FactRecorder sink(&out->facts);
+  cases::DimensionTable dims(*stream.config);
+  cases::WatermarkBoard board(1);
+  cases::EventTimeClock clock(&board, 0);
+  cases::CaseTracker tracker(
+      {.config = stream.config, .clock = &clock, .sink = &sink, .dimensions = &dims});
+  const int64_t first = std::max<int64_t>(0, stream.warm - kFactWarmEvents);
+  absl::Time next_tick = absl::Now();
+  for (size_t i = 0; i < stream.events.size(); ++i) {
+    sink.set_recording(static_cast<int64_t>(i) >= first);
+    tracker.Handle(stream.events[i]);
+    if ((i & 1023) == 0 && absl::Now() >= next_tick) {
+      tracker.Tick(absl::Now());
+      next_tick = absl::Now() + kTickInterval;
+    }
+    if (static_cast<int64_t>(i) >= first) out->ends.push_back(out->facts.size());
+  }
+  out->warm_events = static_cast<size_t>(stream.warm - first);
+  return out;
+}
+
+const FactStream& GetFacts(int which) {
+  if (which == 0) {
+    static const FactStream* facts = RecordFacts(GetStream(0));
+    return *facts;
+  }
+  static const FactStream* facts = RecordFacts(GetStream(1));
+  return *facts;
+}
+
+// The aggregator alone: the facts the tracker produced for each event,
+// replayed into a shard through the CaseSink interface. items = events, so
+// the figures compare with BM_Engine*'s.
+template <typename Shard>
+void BM_Aggregate(benchmark::State& state) {
+  const FactStream& stream = GetFacts(static_cast<int>(state.range(0)));
+  const model::Config& config = *GetStream(static_cast<int>(state.range(0))).config;
+  auto shard = std::make_unique<Shard>(config);
+  cases::CaseSink& sink = *shard;
+  size_t fact = 0;
+  for (size_t e = 0; e < stream.warm_events; ++e) {
+    for (; fact < stream.ends[e]; ++fact) Replay(stream.facts[fact], sink);
+  }
+  size_t e = stream.warm_events;
+  if (state.thread_index() == 0) PerfControl("enable");
+  for (auto _ : state) {
+    for (const size_t end = stream.ends[e++]; fact < end; ++fact) {
+      Replay(stream.facts[fact], sink);
+    }
+  }
+  if (state.thread_index() == 0) PerfControl("disable");
+  state.SetItemsProcessed(state.iterations());
+  state.counters["facts_per_event"] =
+      static_cast<double>(stream.ends[e - 1] - stream.ends[stream.warm_events - 1]) /
+      static_cast<double>(state.iterations());
+}
+BENCHMARK_TEMPLATE(BM_Aggregate, aggregate::AggregateShard)
+    ->Name("BM_AggregateNew")
+    ->ArgNames({"short_cases"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(kTimedEvents)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Aggregate, bench_legacy::AggregateShard)
+    ->Name("BM_AggregateLegacy")
+    ->ArgNames({"short_cases"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(kTimedEvents)
     ->UseRealTime();
 
 // The floor under BM_Engine*: reading what the tracker reads of each event
@@ -343,6 +442,24 @@ class RatioReporter : public MedianReporter {
                    two);
         }
       }
+    }
+    for (const char* cases : {"0", "1"}) {
+      const char* what = cases[0] == '0' ? "~300k open" : "~7k open";
+      Ratio(absl::StrFormat("aggregator new / legacy, engine, %s", what),
+            absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:%s/null_sink:0/1", cases),
+            absl::StrFormat("BM_EngineLegacyAgg/scrape_ms:0/short_cases:%s/null_sink:0/1", cases));
+      Ratio(absl::StrFormat("aggregator new / legacy, aggregator only, %s", what),
+            absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases),
+            absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases));
+      // CPU per event, less sensitive than items/s to what other tenants
+      // leave of the core.
+      CpuRatio(
+          absl::StrFormat("aggregator CPU per event legacy / new, engine, %s", what),
+          absl::StrFormat("BM_EngineLegacyAgg/scrape_ms:0/short_cases:%s/null_sink:0/1", cases),
+          absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:%s/null_sink:0/1", cases));
+      CpuRatio(absl::StrFormat("aggregator CPU per event legacy / new, aggregator only, %s", what),
+               absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases),
+               absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases));
     }
     Ratio("calibration: arithmetic, 2 threads / 1 thread", "BM_Spin//2", "BM_Spin//1");
     CpuRatio("calibration: arithmetic, CPU per step 1 thread / 2", "BM_Spin//1", "BM_Spin//2");

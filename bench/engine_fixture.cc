@@ -153,4 +153,99 @@ void FillSeries(const model::Config& config, int series_per_process, absl::Time 
   }
 }
 
+void FactRecorder::CaseStarted(int p, cases::DimsId d, absl::Time at) {
+  Add({.kind = Fact::Kind::kStarted, .process = p, .dims = d, .at = at});
+}
+
+void FactRecorder::StageEntered(int p, int s, cases::DimsId d, absl::Time at, bool rework) {
+  Add({.kind = Fact::Kind::kEntered,
+       .flag = rework,
+       .process = p,
+       .stage = s,
+       .dims = d,
+       .at = at});
+}
+
+void FactRecorder::StageExited(int p, int s, cases::DimsId d, absl::Time at,
+                               cases::ExitOutcome outcome, absl::Duration cycle, bool sla_met) {
+  Add({.kind = Fact::Kind::kExited,
+       .flag = sla_met,
+       .outcome = outcome,
+       .process = p,
+       .stage = s,
+       .dims = d,
+       .at = at,
+       .duration = cycle});
+}
+
+void FactRecorder::Transition(int p, int from, int to, absl::Time at) {
+  Add({.kind = Fact::Kind::kTransition, .process = p, .stage = from, .to_stage = to, .at = at});
+}
+
+void FactRecorder::CaseCompleted(int p, cases::DimsId d, absl::Time at, double amount,
+                                 absl::Duration lead) {
+  Add({.kind = Fact::Kind::kCompleted,
+       .process = p,
+       .dims = d,
+       .at = at,
+       .duration = lead,
+       .amount = amount});
+}
+
+void FactRecorder::CaseFallout(int p, cases::DimsId d, absl::Time at) {
+  Add({.kind = Fact::Kind::kFallout, .process = p, .dims = d, .at = at});
+}
+
+void FactRecorder::CaseExpired(int p, int s, cases::DimsId d, absl::Time at) {
+  Add({.kind = Fact::Kind::kExpired, .process = p, .stage = s, .dims = d, .at = at});
+}
+
+void FactRecorder::Cost(int p, cases::DimsId d, absl::Time at, double amount) {
+  Add({.kind = Fact::Kind::kCost, .process = p, .dims = d, .at = at, .amount = amount});
+}
+
+void FactRecorder::Feedback(int p, cases::DimsId d, absl::Time at, double score) {
+  Add({.kind = Fact::Kind::kFeedback, .process = p, .dims = d, .at = at, .amount = score});
+}
+
+void FactRecorder::SlaBreached(int p, int s, cases::DimsId d, absl::Time deadline) {
+  Add({.kind = Fact::Kind::kBreached, .process = p, .stage = s, .dims = d, .at = deadline});
+}
+
+void FactRecorder::BacklogChanged(int p, int s, cases::DimsId d, int open, int over) {
+  Add({.kind = Fact::Kind::kBacklog,
+       .process = p,
+       .stage = s,
+       .open_delta = open,
+       .over_sla_delta = over,
+       .dims = d});
+}
+
+void Replay(const Fact& f, cases::CaseSink& sink) {
+  switch (f.kind) {
+    case Fact::Kind::kStarted:
+      return sink.CaseStarted(f.process, f.dims, f.at);
+    case Fact::Kind::kEntered:
+      return sink.StageEntered(f.process, f.stage, f.dims, f.at, f.flag);
+    case Fact::Kind::kExited:
+      return sink.StageExited(f.process, f.stage, f.dims, f.at, f.outcome, f.duration, f.flag);
+    case Fact::Kind::kTransition:
+      return sink.Transition(f.process, f.stage, f.to_stage, f.at);
+    case Fact::Kind::kCompleted:
+      return sink.CaseCompleted(f.process, f.dims, f.at, f.amount, f.duration);
+    case Fact::Kind::kFallout:
+      return sink.CaseFallout(f.process, f.dims, f.at);
+    case Fact::Kind::kExpired:
+      return sink.CaseExpired(f.process, f.stage, f.dims, f.at);
+    case Fact::Kind::kCost:
+      return sink.Cost(f.process, f.dims, f.at, f.amount);
+    case Fact::Kind::kFeedback:
+      return sink.Feedback(f.process, f.dims, f.at, f.amount);
+    case Fact::Kind::kBreached:
+      return sink.SlaBreached(f.process, f.stage, f.dims, f.at);
+    case Fact::Kind::kBacklog:
+      return sink.BacklogChanged(f.process, f.stage, f.dims, f.open_delta, f.over_sla_delta);
+  }
+}
+
 }  // namespace kpid::bench

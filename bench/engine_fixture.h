@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/cases/case_sink.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/ingest/event_decoder.h"
 #include "daemon/model/config.h"
@@ -45,5 +47,65 @@ std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, ui
 // render: what a scrape of that many series costs.
 void FillSeries(const model::Config& config, int series_per_process, absl::Time now,
                 cases::DimensionTable* dims, aggregate::AggregateShard* shard);
+
+// One CaseSink call, recorded so that the aggregator can be replayed alone.
+struct Fact {
+  enum class Kind : uint8_t {
+    kStarted,
+    kEntered,
+    kExited,
+    kTransition,
+    kCompleted,
+    kFallout,
+    kExpired,
+    kCost,
+    kFeedback,
+    kBreached,
+    kBacklog,
+  };
+  Kind kind = Kind::kStarted;
+  bool flag = false;  // rework, sla_met
+  cases::ExitOutcome outcome = cases::ExitOutcome::kAdvanced;
+  int process = 0;
+  int stage = 0;
+  int to_stage = 0;  // Transition only
+  int open_delta = 0;
+  int over_sla_delta = 0;
+  cases::DimsId dims = 0;
+  absl::Time at = absl::UnixEpoch();
+  absl::Duration duration = absl::ZeroDuration();  // cycle or lead time
+  double amount = 0;                               // revenue, cost, score
+};
+
+// Appends every call to `out` while recording.
+class FactRecorder final : public cases::CaseSink {
+ public:
+  explicit FactRecorder(std::vector<Fact>* out) : out_(out) {}
+  void set_recording(bool on) { recording_ = on; }
+
+  void CaseStarted(int p, cases::DimsId d, absl::Time at) override;
+  void StageEntered(int p, int s, cases::DimsId d, absl::Time at, bool rework) override;
+  void StageExited(int p, int s, cases::DimsId d, absl::Time at, cases::ExitOutcome outcome,
+                   absl::Duration cycle, bool sla_met) override;
+  void Transition(int p, int from, int to, absl::Time at) override;
+  void CaseCompleted(int p, cases::DimsId d, absl::Time at, double amount,
+                     absl::Duration lead) override;
+  void CaseFallout(int p, cases::DimsId d, absl::Time at) override;
+  void CaseExpired(int p, int s, cases::DimsId d, absl::Time at) override;
+  void Cost(int p, cases::DimsId d, absl::Time at, double amount) override;
+  void Feedback(int p, cases::DimsId d, absl::Time at, double score) override;
+  void SlaBreached(int p, int s, cases::DimsId d, absl::Time deadline) override;
+  void BacklogChanged(int p, int s, cases::DimsId d, int open, int over) override;
+
+ private:
+  void Add(const Fact& f) {
+    if (recording_) out_->push_back(f);
+  }
+  std::vector<Fact>* out_;
+  bool recording_ = false;
+};
+
+// Makes the call `f` records.
+void Replay(const Fact& f, cases::CaseSink& sink);
 
 }  // namespace kpid::bench

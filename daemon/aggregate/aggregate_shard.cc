@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -24,8 +25,18 @@ constexpr uint32_t kChunkBits = 8;
 constexpr uint32_t kChunkSize = 1u << kChunkBits;
 constexpr uint32_t kMaxChunks = AggregateShard::kMaxDims / kChunkSize;
 
-// A distribution bucket: [lo, hi, bins...]; bins outside [lo, hi] are zero.
-constexpr size_t kBinStride = Distribution::kNumBins + 2;
+// A distribution bucket: [lo, hi, used blocks, bins...], 64-byte aligned; bins
+// outside [lo, hi] are zero, and so are those of 32-bin blocks whose bit in
+// `used blocks` is clear. Readers use lo and hi; the block bits are the
+// writer's alone (plain accesses): reusing the bucket zeroes the blocks used
+// rather than the whole range between lo and hi (hundreds of bins when exits
+// took from minutes to days). All three share the first cache line, so a
+// fact touches that line and its bin's.
+constexpr size_t kBinsAt = 3;
+static_assert(Distribution::kNumBins <= 32 * 32, "one bit per 32-bin block in a uint32_t");
+constexpr size_t kLineWords = 64 / sizeof(uint32_t);
+constexpr size_t kBinStride =
+    (kBinsAt + Distribution::kNumBins + kLineWords - 1) / kLineWords * kLineWords;
 constexpr uint32_t kNoBinLo = Distribution::kNumBins;
 
 // A read retries a slot that was reused under it; the retry then sees the
@@ -108,21 +119,23 @@ struct ProcessBucket {
   std::atomic<uint32_t> completed{0};  // stored after revenue
   std::atomic<uint32_t> fallout{0};
   std::atomic<uint32_t> score_count{0};  // stored after score_sum
+  std::atomic<uint32_t> cost_count{0};   // stored after cost
   std::atomic<double> revenue{0};
   std::atomic<double> cost{0};
   std::atomic<double> score_sum{0};
 
   void Clear() {
-    for (std::atomic<uint32_t>* a : {&started, &completed, &fallout, &score_count}) {
+    for (std::atomic<uint32_t>* a : {&started, &completed, &fallout, &score_count, &cost_count}) {
       a->store(0, kPublish);
     }
     for (std::atomic<double>* a : {&revenue, &cost, &score_sum}) a->store(0, kPublish);
   }
   void LoadInto(ProcessWindowCounts* c) const {
-    // completed and score_count first: their stores come after revenue's and
-    // score_sum's, so the sums read next include what these counted.
+    // The counts first: their stores come after the sums', so the sums read
+    // next include what these counted.
     c->completed = completed.load(kObserve);
     c->score_count = score_count.load(kObserve);
+    c->cost_count = cost_count.load(kObserve);
     c->started = started.load(kObserve);
     c->fallout = fallout.load(kObserve);
     c->revenue = revenue.load(kObserve);
@@ -134,8 +147,8 @@ struct ProcessBucket {
 // Totals are independent monotonic counters: relaxed everywhere (readers want
 // some recent value of each, as SingleWriterCounter).
 struct AtomicHistogram {
+  std::atomic<double> sum{0};  // first: it shares a line with the fields before it
   std::array<std::atomic<uint64_t>, LatencyHistogram::kBuckets> buckets{};
-  std::atomic<double> sum{0};
 
   void Observe(double seconds) {
     Bump(buckets[static_cast<size_t>(LatencyHistogram::BucketOf(seconds))], uint64_t{1});
@@ -157,10 +170,13 @@ struct AtomicHistogram {
   }
 };
 
-struct AtomicStageTotals {
+// What an entry, an exit and the backlog changes around them update shares
+// one cache line.
+struct alignas(64) AtomicStageTotals {
   std::atomic<uint64_t> entered{0}, exited_advanced{0}, exited_fallout{0}, sla_met{0},
-      sla_missed{0}, rework{0}, sla_breaches{0}, expired{0};
+      sla_missed{0}, rework{0};
   std::atomic<int64_t> backlog{0}, backlog_over_sla{0};
+  std::atomic<uint64_t> sla_breaches{0}, expired{0};
   AtomicHistogram cycle_time;
 
   StageTotals Get() const {
@@ -196,7 +212,8 @@ struct AtomicStageTotals {
 };
 
 struct AtomicProcessTotals {
-  std::atomic<uint64_t> started{0}, completed{0}, fallout{0}, expired{0}, score_count{0};
+  std::atomic<uint64_t> started{0}, completed{0}, fallout{0}, expired{0}, score_count{0},
+      cost_count{0};
   std::atomic<double> revenue{0}, cost{0}, score_sum{0};
   AtomicHistogram lead_time;
 
@@ -208,6 +225,7 @@ struct AtomicProcessTotals {
     t.fallout = fallout.load(r);
     t.expired = expired.load(r);
     t.score_count = score_count.load(r);
+    t.cost_count = cost_count.load(r);
     t.revenue = revenue.load(r);
     t.cost = cost.load(r);
     t.score_sum = score_sum.load(r);
@@ -221,6 +239,7 @@ struct AtomicProcessTotals {
     fallout.store(t.fallout, r);
     expired.store(t.expired, r);
     score_count.store(t.score_count, r);
+    cost_count.store(t.cost_count, r);
     revenue.store(t.revenue, r);
     cost.store(t.cost, r);
     score_sum.store(t.score_sum, r);
@@ -251,6 +270,7 @@ struct AggregateShard::DimsRecord {
   std::vector<StageBucket> stage_buckets;  // [slot * stages + stage]
   AtomicProcessTotals process_totals;
   std::vector<AtomicStageTotals> stage_totals;
+  uint64_t prepared_epoch = 0;  // writer only: see AggregateShard::epoch_
 
   size_t bytes() const {
     return sizeof(*this) + stamps.size() * sizeof(stamps[0]) +
@@ -275,9 +295,11 @@ struct AggregateShard::ProcessState {
     for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
     for (auto& s : dist_stamps) s.store(kNoBucket, std::memory_order_relaxed);
     // calloc: zero pages the kernel hands out lazily, so buckets and bin
-    // ranges never used cost no memory.
-    bins.reset(static_cast<uint32_t*>(std::calloc(bins_len, sizeof(uint32_t))));
-    if (bins == nullptr) throw std::bad_alloc();
+    // ranges never used cost no memory. One line more, to align.
+    raw_bins.reset(static_cast<uint32_t*>(std::calloc(bins_len + kLineWords, sizeof(uint32_t))));
+    if (raw_bins == nullptr) throw std::bad_alloc();
+    const uintptr_t at = reinterpret_cast<uintptr_t>(raw_bins.get());
+    bins = raw_bins.get() + (64 - at % 64) % 64 / sizeof(uint32_t);
   }
   ~ProcessState() {
     for (uint32_t c = 0; c < kMaxChunks; ++c) {
@@ -290,9 +312,9 @@ struct AggregateShard::ProcessState {
 
   // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
   uint32_t* dist(int slot, int series) const {
-    return bins.get() + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
-                         static_cast<size_t>(series)) *
-                            kBinStride;
+    return bins + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+                   static_cast<size_t>(series)) *
+                      kBinStride;
   }
 
   std::string id;
@@ -309,11 +331,14 @@ struct AggregateShard::ProcessState {
   // record's pointer, so readers that load it (acquire) find the pointers.
   std::atomic<uint32_t> dims_end{0};
   std::vector<std::atomic<int64_t>> dist_stamps;  // per slot, all dims-less distributions
+  uint64_t dist_prepared_epoch = 0;               // writer only: see AggregateShard::epoch_
   size_t bins_len;
-  std::unique_ptr<uint32_t[], FreeDeleter> bins;  // accessed through std::atomic_ref
+  std::unique_ptr<uint32_t[], FreeDeleter> raw_bins;
+  uint32_t* bins;  // in raw_bins, aligned; accessed through std::atomic_ref
 };
 
-AggregateShard::AggregateShard(const model::Config& config) : layout_(config), latest_(kNoTime) {
+AggregateShard::AggregateShard(const model::Config& config)
+    : layout_(config), latest_(kNoTime), cursors_(layout_.levels().size()) {
   for (const model::ProcessConfig& p : config.processes) {
     processes_.push_back(std::make_unique<ProcessState>(p, layout_.total_slots()));
   }
@@ -323,7 +348,7 @@ AggregateShard::~AggregateShard() = default;
 
 // ---------------------------------------------------------------- writer
 
-AggregateShard::ProcessState* AggregateShard::WriterProcess(int process, int stage) {
+inline AggregateShard::ProcessState* AggregateShard::WriterProcess(int process, int stage) {
   if (process < 0 || process >= process_count()) {
     Bump(dropped_, uint64_t{1});
     return nullptr;
@@ -336,7 +361,12 @@ AggregateShard::ProcessState* AggregateShard::WriterProcess(int process, int sta
   return p;
 }
 
-AggregateShard::DimsRecord* AggregateShard::WriterRecord(ProcessState& p, DimsId dims) {
+inline AggregateShard::DimsRecord* AggregateShard::WriterRecord(ProcessState& p, DimsId dims) {
+  if (&p == last_process_ && dims == last_dims_) return last_record_;
+  return FindWriterRecord(p, dims);
+}
+
+AggregateShard::DimsRecord* AggregateShard::FindWriterRecord(ProcessState& p, DimsId dims) {
   if (dims >= kMaxDims) {
     Bump(dropped_, uint64_t{1});
     return nullptr;
@@ -359,32 +389,101 @@ AggregateShard::DimsRecord* AggregateShard::WriterRecord(ProcessState& p, DimsId
       p.dims_end.store(dims + 1, std::memory_order_release);
     }
   }
+  last_process_ = &p;
+  last_dims_ = dims;
+  last_record_ = record;
   return record;
 }
 
-template <typename Fn>
-void AggregateShard::ForEachLevel(absl::Time at, Fn&& fn) {
-  const int64_t at_s = absl::ToUnixSeconds(at);
+bool AggregateShard::AdvanceHead(int64_t at_s) {
   if (at_s > kMaxAbsSeconds || at_s < -kMaxAbsSeconds) {
+    Bump(dropped_, uint64_t{1});
+    return false;
+  }
+  head_ = at_s;
+  latest_.store(at_s, std::memory_order_relaxed);
+  const std::vector<Level>& levels = layout_.levels();
+  bool moved = false;
+  hot_from_ = std::numeric_limits<int64_t>::min();
+  hot_to_ = std::numeric_limits<int64_t>::max();
+  for (size_t i = 0; i < levels.size(); ++i) {
+    const Level& l = levels[i];
+    Cursor& c = cursors_[i];
+    if (at_s >= c.end) {
+      moved = true;
+      if (c.end != kNoTime && at_s < c.end + l.width) {
+        // The next bucket, as time mostly moves: no division.
+        ++c.bucket;
+        c.start = c.end;
+        c.end += l.width;
+        c.slot = c.slot + 1 == l.offset + l.slots ? l.offset : c.slot + 1;
+      } else {
+        c.bucket = FloorDiv(at_s, l.width);
+        c.start = c.bucket * l.width;
+        c.end = c.start + l.width;
+        c.slot = l.offset + static_cast<int>(FloorMod(c.bucket, l.slots));
+      }
+    }
+    hot_from_ = std::max(hot_from_, c.start);
+    hot_to_ = std::min(hot_to_, c.end);
+  }
+  if (moved) ++epoch_;
+  return true;
+}
+
+void AggregateShard::PrepareHead(ProcessState& p, DimsRecord& r) {
+  for (const Cursor& c : cursors_) PrepareSlot(r, p.stages, c.slot, c.bucket);
+  r.prepared_epoch = epoch_;
+}
+
+void AggregateShard::PrepareHeadDist(ProcessState& p) {
+  for (const Cursor& c : cursors_) PrepareDistSlot(p, c.slot, c.bucket);
+  p.dist_prepared_epoch = epoch_;
+}
+
+template <typename Fn>
+void AggregateShard::ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist,
+                                 Fn&& fn) {
+  const int64_t at_s = absl::ToUnixSeconds(at);
+  if (at_s >= hot_from_ && at_s < hot_to_) {
+    if (at_s > head_) {
+      head_ = at_s;
+      latest_.store(at_s, std::memory_order_relaxed);
+    }
+  } else if (at_s < hot_from_) {
+    ForEachOlderSlot(at_s, p, r, with_dist, fn);
+    return;
+  } else if (!AdvanceHead(at_s)) {
+    return;
+  }
+  if (r.prepared_epoch != epoch_) PrepareHead(p, r);
+  if (with_dist && p.dist_prepared_epoch != epoch_) PrepareHeadDist(p);
+  for (const Cursor& c : cursors_) fn(c.slot);
+}
+
+template <typename Fn>
+void AggregateShard::ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist,
+                                      Fn& fn) {
+  if (at_s < -kMaxAbsSeconds) {
     Bump(dropped_, uint64_t{1});
     return;
   }
-  int64_t head = latest_.load(std::memory_order_relaxed);
-  if (at_s > head) {
-    head = at_s;
-    latest_.store(head, std::memory_order_relaxed);
-  }
+  // cursors_[i].bucket is the head's bucket at level i.
   const std::vector<Level>& levels = layout_.levels();
   const Level& history = levels.back();
-  if (FloorDiv(at_s, history.width) <= FloorDiv(head, history.width) - history.slots) {
+  if (FloorDiv(at_s, history.width) <= cursors_.back().bucket - history.slots) {
     Bump(late_, uint64_t{1});
     return;
   }
-  for (const Level& l : levels) {
+  for (size_t i = 0; i < levels.size(); ++i) {
+    const Level& l = levels[i];
     const int64_t bucket = FloorDiv(at_s, l.width);
     // Older than this level keeps: not added to it.
-    if (bucket <= FloorDiv(head, l.width) - l.slots) continue;
-    fn(l.offset + static_cast<int>(FloorMod(bucket, l.slots)), bucket);
+    if (bucket <= cursors_[i].bucket - l.slots) continue;
+    const int slot = l.offset + static_cast<int>(FloorMod(bucket, l.slots));
+    PrepareSlot(r, p.stages, slot, bucket);
+    if (with_dist) PrepareDistSlot(p, slot, bucket);
+    fn(slot);
   }
 }
 
@@ -406,16 +505,20 @@ void AggregateShard::PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bu
 void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) {
   std::atomic<int64_t>& stamp = p.dist_stamps[static_cast<size_t>(slot)];
   if (stamp.load(std::memory_order_relaxed) == bucket) return;
-  // As PrepareSlot; only the used range [lo, hi] of each series needs zeroing.
+  // As PrepareSlot; only the bins used need zeroing.
   stamp.store(kNoBucket, std::memory_order_relaxed);
   for (int series = 0; series <= p.stages; ++series) {
     uint32_t* d = p.dist(slot, series);
     std::atomic_ref<uint32_t> lo(d[0]);
     std::atomic_ref<uint32_t> hi(d[1]);
-    const uint32_t end = std::min<uint32_t>(hi.load(std::memory_order_relaxed), kNoBinLo - 1);
-    for (uint32_t b = lo.load(std::memory_order_relaxed); b <= end; ++b) {
-      std::atomic_ref<uint32_t>(d[2 + b]).store(0, kPublish);
+    for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
+      const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
+      const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
+      for (size_t b = first; b < end; ++b) {
+        std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
+      }
     }
+    d[2] = 0;
     lo.store(kNoBinLo, kPublish);
     hi.store(0, kPublish);
   }
@@ -427,12 +530,18 @@ void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, u
   const uint32_t b = static_cast<uint32_t>(bin);
   // A reader may miss a bin still being added (an in-flight fact), never
   // read another bucket's bins (ReadSlot; kPublish).
-  std::atomic_ref<uint32_t> lo(d[0]);
-  std::atomic_ref<uint32_t> hi(d[1]);
-  if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
-  if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
-  std::atomic_ref<uint32_t> count(d[2 + b]);
-  count.store(count.load(std::memory_order_relaxed) + n, kPublish);
+  std::atomic_ref<uint32_t> count(d[kBinsAt + b]);
+  const uint32_t before = count.load(std::memory_order_relaxed);
+  if (before == 0) {
+    // A bin used before in this bucket is already within [lo, hi] and its
+    // block marked: the header line is touched once per bin and bucket.
+    std::atomic_ref<uint32_t> lo(d[0]);
+    std::atomic_ref<uint32_t> hi(d[1]);
+    if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
+    if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
+    d[2] |= 1u << (b / 32);
+  }
+  count.store(before + n, kPublish);
 }
 
 void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {
@@ -441,8 +550,7 @@ void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
   Bump(r->process_totals.started, uint64_t{1});
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
     BumpBucket(r->process_buckets[static_cast<size_t>(slot)].started, 1u);
   });
 }
@@ -455,8 +563,7 @@ void AggregateShard::StageEntered(int process, int stage, DimsId dims, absl::Tim
   AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
   Bump(t.entered, uint64_t{1});
   if (rework) Bump(t.rework, uint64_t{1});
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
     StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
     BumpBucket(b.entered, 1u);
     if (rework) BumpBucket(b.rework, 1u);  // after entered
@@ -478,12 +585,10 @@ void AggregateShard::StageExited(int process, int stage, DimsId dims, absl::Time
   Bump(sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
   t.cycle_time.Observe(seconds);
   const int bin = Distribution::BinOf(seconds);
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/true, [&](int slot) {
     StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
     BumpBucket(advanced ? b.advanced : b.fallout, 1u);
     if (sla_met) BumpBucket(b.sla_met, 1u);  // after the exit
-    PrepareDistSlot(*p, slot, bucket);
     AddToDist(*p, slot, stage, bin, 1);
   });
 }
@@ -510,12 +615,10 @@ void AggregateShard::CaseCompleted(int process, DimsId dims, absl::Time at, doub
   Bump(t.completed, uint64_t{1});
   t.lead_time.Observe(seconds);
   const int bin = Distribution::BinOf(seconds);
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/true, [&](int slot) {
     ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
     BumpBucket(b.revenue, amount);
     BumpBucket(b.completed, 1u);  // after revenue
-    PrepareDistSlot(*p, slot, bucket);
     AddToDist(*p, slot, p->stages, bin, 1);
   });
 }
@@ -526,8 +629,7 @@ void AggregateShard::CaseFallout(int process, DimsId dims, absl::Time at) {
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
   Bump(r->process_totals.fallout, uint64_t{1});
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
     BumpBucket(r->process_buckets[static_cast<size_t>(slot)].fallout, 1u);
   });
 }
@@ -547,9 +649,11 @@ void AggregateShard::Cost(int process, DimsId dims, absl::Time at, double amount
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
   Bump(r->process_totals.cost, amount);
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
-    BumpBucket(r->process_buckets[static_cast<size_t>(slot)].cost, amount);
+  Bump(r->process_totals.cost_count, uint64_t{1});
+  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
+    ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
+    BumpBucket(b.cost, amount);
+    BumpBucket(b.cost_count, 1u);  // after cost
   });
 }
 
@@ -560,8 +664,7 @@ void AggregateShard::Feedback(int process, DimsId dims, absl::Time at, double sc
   if (r == nullptr) return;
   Bump(r->process_totals.score_sum, score);
   Bump(r->process_totals.score_count, uint64_t{1});
-  ForEachLevel(at, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
     ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
     BumpBucket(b.score_sum, score);
     BumpBucket(b.score_count, 1u);  // after score_sum
@@ -575,8 +678,7 @@ void AggregateShard::SlaBreached(int process, int stage, DimsId dims, absl::Time
   if (r == nullptr) return;
   Bump(p->changes, uint64_t{1});
   Bump(r->stage_totals[static_cast<size_t>(stage)].sla_breaches, uint64_t{1});
-  ForEachLevel(deadline, [&](int slot, int64_t bucket) {
-    PrepareSlot(*r, p->stages, slot, bucket);
+  ForEachSlot(deadline, *p, *r, /*with_dist=*/false, [&](int slot) {
     BumpBucket(r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)].sla_breaches, 1u);
   });
 }
@@ -659,7 +761,14 @@ void AggregateShard::ReadRecordSlots(const ProcessState& p, const DimsRecord& r,
        ++bucket) {
     const size_t slot = static_cast<size_t>(l.offset + FloorMod(bucket, l.slots));
     const bool ok = ReadSlot(r.stamps[slot], bucket, [&] {
-      if (with_process) r.process_buckets[slot].LoadInto(&process);
+      if (with_process) {
+        r.process_buckets[slot].LoadInto(&process);
+        // Entries are counted per stage only: the writer touches one counter.
+        process.stage_entries = 0;
+        for (size_t s = 0; s < stages; ++s) {
+          process.stage_entries += r.stage_buckets[slot * stages + s].entered.load(kObserve);
+        }
+      }
       for (size_t s = s_begin; s < s_end; ++s) {
         r.stage_buckets[slot * stages + s].LoadInto(&stage[s]);
       }
@@ -736,7 +845,7 @@ Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan&
       lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
       hi = std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
       for (uint32_t b = lo; b <= hi; ++b) {
-        copy[b] = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
+        copy[b] = std::atomic_ref<uint32_t>(d[kBinsAt + b]).load(kObserve);
       }
     });
     if (!ok) continue;
@@ -968,30 +1077,37 @@ StageTotals DecodeStageTotals(Decoder* d) {
   return t;
 }
 
+// Version 1 had no cost counts: they restore as 0.
 void EncodeProcessTotals(const ProcessTotals& t, Encoder* e) {
-  for (uint64_t v : {t.started, t.completed, t.fallout, t.expired, t.score_count}) e->Varint(v);
+  for (uint64_t v : {t.started, t.completed, t.fallout, t.expired, t.score_count, t.cost_count}) {
+    e->Varint(v);
+  }
   for (double v : {t.revenue, t.cost, t.score_sum}) e->Double(v);
   e->Histogram(t.lead_time);
 }
 
-ProcessTotals DecodeProcessTotals(Decoder* d) {
+ProcessTotals DecodeProcessTotals(Decoder* d, uint64_t version) {
   ProcessTotals t;
   for (uint64_t* v : {&t.started, &t.completed, &t.fallout, &t.expired, &t.score_count}) {
     *v = d->Varint();
   }
+  if (version >= 2) t.cost_count = d->Varint();
   for (double* v : {&t.revenue, &t.cost, &t.score_sum}) *v = d->Double();
   t.lead_time = d->Histogram();
   return t;
 }
 
 void EncodeProcessBucket(const ProcessWindowCounts& c, Encoder* e) {
-  for (uint64_t v : {c.started, c.completed, c.fallout, c.score_count}) e->Varint(v);
+  for (uint64_t v : {c.started, c.completed, c.fallout, c.score_count, c.cost_count}) {
+    e->Varint(v);
+  }
   for (double v : {c.revenue, c.cost, c.score_sum}) e->Double(v);
 }
 
-ProcessWindowCounts DecodeProcessBucket(Decoder* d) {
+ProcessWindowCounts DecodeProcessBucket(Decoder* d, uint64_t version) {
   ProcessWindowCounts c;
   for (uint64_t* v : {&c.started, &c.completed, &c.fallout, &c.score_count}) *v = d->U32();
+  if (version >= 2) c.cost_count = d->U32();
   for (double* v : {&c.revenue, &c.cost, &c.score_sum}) *v = d->Double();
   return c;
 }
@@ -1018,7 +1134,7 @@ absl::Status Corrupt(const Decoder& d, absl::string_view what) {
 
 }  // namespace
 
-// Format, version 1 (varints unless noted; signed values zigzag; doubles as
+// Format, version 2 (varints unless noted; signed values zigzag; doubles as
 // 8 little-endian bytes; strings length-prefixed):
 //   "KPAG" version
 //   levels: count, (width seconds, slots)...            informational
@@ -1031,6 +1147,12 @@ absl::Status Corrupt(const Decoder& d, absl::string_view what) {
 //       buckets: count, (width, bucket, process bucket, stage bucket x stages)...
 //     distribution buckets: count, then per bucket:
 //       width, bucket, (non-zero bins: count, (bin, n)...) x (stages + 1)
+// where process totals = started, completed, fallout, expired, score_count,
+// cost_count, revenue (double), cost (double), score_sum (double), lead-time
+// histogram; process bucket = started, completed, fallout, score_count,
+// cost_count, revenue, cost, score_sum (doubles). Version 1 is the same
+// without the two cost_count fields; Restore reads both (cost counts of
+// version 1 state restore as 0).
 std::string AggregateShard::Serialize() const {
   Encoder e;
   e.Raw(kMagic);
@@ -1120,7 +1242,7 @@ std::string AggregateShard::Serialize() const {
             const uint32_t hi =
                 std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
             for (uint32_t b = lo; b <= hi; ++b) {
-              const uint32_t n = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
+              const uint32_t n = std::atomic_ref<uint32_t>(d[kBinsAt + b]).load(kObserve);
               if (n != 0) bins[series].emplace_back(b, n);
             }
           }
@@ -1152,9 +1274,9 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
     return absl::InvalidArgumentError("aggregate state: not kpid aggregate state");
   const uint64_t version = d.Varint();
   if (!d.ok()) return Corrupt(d, "truncated");
-  if (version != kStateVersion) {
+  if (version < 1 || version > kStateVersion) {
     return absl::FailedPreconditionError(absl::StrCat("aggregate state: format version ", version,
-                                                      "; this build reads ", kStateVersion));
+                                                      "; this build reads 1 to ", kStateVersion));
   }
   const size_t level_count = d.Count();
   for (size_t i = 0; i < level_count && d.ok(); ++i) {
@@ -1169,6 +1291,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
     return Corrupt(d, "latest time out of range");
   }
   shard->latest_.store(latest, std::memory_order_relaxed);
+  if (latest != kNoTime) shard->AdvanceHead(latest);
   shard->late_.store(late, std::memory_order_relaxed);
   shard->dropped_.store(dropped, std::memory_order_relaxed);
   const std::vector<Level>& levels = shard->layout_.levels();
@@ -1222,7 +1345,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
     const size_t record_count = d.Count();
     for (size_t ri = 0; ri < record_count && d.ok(); ++ri) {
       const uint64_t dims = d.Varint();
-      const ProcessTotals process_totals = DecodeProcessTotals(&d);
+      const ProcessTotals process_totals = DecodeProcessTotals(&d, version);
       std::vector<StageTotals> stage_totals(stages);
       for (StageTotals& t : stage_totals) t = DecodeStageTotals(&d);
       if (!d.ok()) break;
@@ -1240,7 +1363,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
       for (size_t bi = 0; bi < bucket_count && d.ok(); ++bi) {
         const uint64_t width = d.Varint();
         const int64_t bucket = d.Signed();
-        const ProcessWindowCounts pc = DecodeProcessBucket(&d);
+        const ProcessWindowCounts pc = DecodeProcessBucket(&d, version);
         std::vector<StageWindowCounts> sc(stages);
         for (StageWindowCounts& c : sc) c = DecodeStageBucket(&d);
         const int slot = slot_of(width, bucket);
@@ -1253,6 +1376,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
         BumpBucket(b.completed, static_cast<uint32_t>(pc.completed));
         BumpBucket(b.fallout, static_cast<uint32_t>(pc.fallout));
         BumpBucket(b.score_count, static_cast<uint32_t>(pc.score_count));
+        BumpBucket(b.cost_count, static_cast<uint32_t>(pc.cost_count));
         BumpBucket(b.revenue, pc.revenue);
         BumpBucket(b.cost, pc.cost);
         BumpBucket(b.score_sum, pc.score_sum);

@@ -45,21 +45,39 @@
 //
 // Per bucket: stage entered, advanced, fallout, sla_met, rework,
 // sla_breaches (exited = advanced + fallout); process started, completed,
-// fallout, revenue, cost, score_sum, score_count. Window quantiles come from
+// fallout, revenue, cost, cost_count, score_sum, score_count (a process's
+// accepted events are its stage entries plus completed, fallout, cost_count
+// and score_count: ProcessWindowCounts::events()). Window quantiles come from
 // Distribution bins (uint32, ~1% relative error) kept per bucket ONLY for the
 // dims-less aggregates (process, stage) and (process): cycle-time and
 // lead-time quantiles are exported without dimension labels. A dense
-// distribution is ~3.9 KB (984 uint32 bins), so one per dims series would
-// cost ~1.2 MB per series (313 buckets with the default levels) — 1000 dims
-// x 6 series would be 7 GB per worker; counts per dims are cheap, quantiles
-// per dims are not.
+// distribution is ~3.9 KB (992 uint32: a header line and 984 bins), so one
+// per dims series would cost ~1.2 MB per series (313 buckets with the
+// default levels) — 1000 dims x 6 series would be 7 GB per worker; counts
+// per dims are cheap, quantiles per dims are not.
 //
 // Memory (default windows [5m, 1h, 24h, 7d], retention 15d: 61 + 61 + 61 +
-// 130 = 313 buckets per series): a stage series 313 x 24 B = 7.5 KB plus 224
-// B of totals; a process series 313 x 40 B = 12.5 KB, plus 313 x 8 B of
-// bucket stamps shared by the record; a record of a 5-stage process ~52 KB.
+// 130 = 313 buckets per series): a stage series 313 x 24 B = 7.5 KB plus 256
+// B of totals; a process series 313 x 48 B = 15 KB, plus 313 x 8 B of
+// bucket stamps shared by the record; a record of a 5-stage process ~56 KB.
 // Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
 // allocated (calloc, untouched pages stay free) when the shard is built.
+//
+// Write path. Almost every fact falls in the buckets the head is in (its
+// time is the latest, or close behind it). The writer keeps, per level, the
+// head's bucket, its time range and its slot (a cursor), and the time range
+// common to all of them: a fact in that range goes to the cursors' slots
+// with no division and no "does this level keep it" test; the cursors move
+// on by one bucket without dividing either. Slots are stamped lazily per
+// record (below), but a record remembers the "epoch" (bumped whenever a head
+// bucket changes) in which it last stamped its head slots, so a fact checks
+// one number instead of one stamp per level. Facts before the head buckets
+// take the general path. The record of the previous fact is reused (the
+// tracker reports an exit, a transition, an entry and backlog changes of one
+// case in a row). What one fact updates per level is one counter line (and,
+// for exits and completions, one distribution header line and one bin
+// line); the totals an entry, an exit and the backlog changes update share a
+// line.
 //
 // Consistency. Each bucket slot has an atomic stamp (the bucket index it
 // holds). The writer reuses a slot seqlock-style: stamp := none, zero the
@@ -84,6 +102,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,8 +123,8 @@ using cases::DimsId;
 
 class AggregateShard final : public cases::CaseSink {
  public:
-  // Leading version of Serialize()'s format.
-  static constexpr uint32_t kStateVersion = 1;
+  // Leading version of Serialize()'s format; Restore also reads version 1.
+  static constexpr uint32_t kStateVersion = 2;
   // DimsIds at or above this are dropped (counted in dropped()).
   static constexpr uint32_t kMaxDims = 1u << 20;
 
@@ -220,13 +239,22 @@ class AggregateShard final : public cases::CaseSink {
 
   ProcessState* WriterProcess(int process, int stage);
   DimsRecord* WriterRecord(ProcessState& p, DimsId dims);
+  DimsRecord* FindWriterRecord(ProcessState& p, DimsId dims);
   const ProcessState* ReaderProcess(int process) const;
   const DimsRecord* ReaderRecord(const ProcessState& p, DimsId dims) const;
 
-  // Places a fact at `at` in every level that keeps its bucket: fn(slot,
-  // bucket) per level. Advances the head; counts late facts.
+  // Places a fact at `at` in every level that keeps its bucket: fn(slot) per
+  // level, after preparing the slot in `r` (and in the dims-less
+  // distributions when `with_dist`). Advances the head; counts late facts.
   template <typename Fn>
-  void ForEachLevel(absl::Time at, Fn&& fn);
+  void ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist, Fn&& fn);
+  // ForEachSlot for a fact before the head buckets (out of order, or late).
+  template <typename Fn>
+  void ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist, Fn& fn);
+  // Moves the head to `at_s` (not before it); false if out of range.
+  bool AdvanceHead(int64_t at_s);
+  void PrepareHead(ProcessState& p, DimsRecord& r);
+  void PrepareHeadDist(ProcessState& p);
   void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);
@@ -249,6 +277,31 @@ class AggregateShard final : public cases::CaseSink {
   std::atomic<int64_t> latest_;
   std::atomic<uint64_t> late_{0};     // single writer, relaxed (a counter)
   std::atomic<uint64_t> dropped_{0};  // single writer, relaxed (a counter)
+
+  // ---- The writer's own state (plain fields: only the worker thread, and
+  // Restore before the shard is shared, touch them).
+  // Per level, the bucket the head is in, [start, end) in seconds, and its slot.
+  struct Cursor {
+    int64_t bucket = 0;
+    int64_t start = 0;
+    int64_t end = std::numeric_limits<int64_t>::min();  // none yet
+    int slot = 0;
+  };
+  std::vector<Cursor> cursors_;
+  int64_t head_ = std::numeric_limits<int64_t>::min();  // latest_, as the writer knows it
+  // Facts in [hot_from_, hot_to_) fall in every level's head bucket: no
+  // division, no "is it kept" test, and their slots are those of cursors_.
+  int64_t hot_from_ = std::numeric_limits<int64_t>::min();
+  int64_t hot_to_ = std::numeric_limits<int64_t>::min();
+  // Bumped whenever a head bucket changes. A record (or a process's
+  // distributions) whose prepared epoch equals it has every head slot
+  // stamped with the head bucket already, so its stamps need no check.
+  uint64_t epoch_ = 1;
+  // The record of the previous fact: the tracker reports several facts of
+  // one case in a row.
+  const ProcessState* last_process_ = nullptr;
+  DimsId last_dims_ = 0;
+  DimsRecord* last_record_ = nullptr;
 };
 
 }  // namespace kpid::aggregate

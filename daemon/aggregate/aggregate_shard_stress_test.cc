@@ -46,6 +46,7 @@ void Write(AggregateShard* s) {
     s->StageExited(kP, kA, dims, At(i), i % 3 == 0 ? ExitOutcome::kFallout : ExitOutcome::kAdvanced,
                    absl::Seconds(1 + i % 1000), i % 2 == 0);
     if (i % 4 == 0) s->CaseCompleted(kP, dims, At(i), 10, absl::Seconds(100));
+    if (i % 10 == 0) s->Cost(kP, dims, At(i), 1.5);
   }
 }
 
@@ -58,6 +59,10 @@ constexpr uint64_t kFallout = uint64_t{kWriters} * 6667;
 constexpr uint64_t kRework = uint64_t{kWriters} * 4000;
 constexpr uint64_t kSlaMet = uint64_t{kWriters} * 10000;
 constexpr uint64_t kCompleted = uint64_t{kWriters} * 5000;
+// i % 10 == 0: 2000 costs of 1.5.
+constexpr uint64_t kCosts = uint64_t{kWriters} * 2000;
+// Accepted events: every entry, completion and cost (no fallout or feedback).
+constexpr uint64_t kEvents = kEntered + kCompleted + kCosts;
 // The 1m window at T0 + 2000 s: buckets T0 + 1940 .. T0 + 2000, i.e.
 // iterations 19400..19999: 600 per writer.
 constexpr uint64_t kLastMinute = uint64_t{kWriters} * 600;
@@ -86,6 +91,9 @@ TEST(AggregateShardStressTest, ConcurrentWritersAndReaders) {
       ok &= a.sla_met <= a.exited() && a.rework <= a.entered;
       ok &= h.process.started <= kEntered && h.process.completed <= kCompleted;
       ok &= h.process.revenue >= 0 && h.process.revenue <= 10.0 * kCompleted;
+      // cost_count is stored after cost: the cost read covers every one counted.
+      ok &= h.process.cost_count <= kCosts && h.process.cost >= 1.5 * h.process.cost_count;
+      ok &= h.process.events() <= kEvents;
       // Nothing leaves the 1h window during the run: it only grows.
       ok &= a.entered >= last_entered_1h;
       last_entered_1h = a.entered;
@@ -163,6 +171,8 @@ TEST(AggregateShardStressTest, ConcurrentWritersAndReaders) {
   EXPECT_EQ(h.stages[kA].rework, kRework);
   EXPECT_EQ(h.stages[kA].sla_met, kSlaMet);
   EXPECT_EQ(h.process.completed, kCompleted);
+  EXPECT_EQ(h.process.cost_count, kCosts);
+  EXPECT_EQ(h.process.events(), kEvents);
   EXPECT_EQ(reader.ReadCycleTimes(kP, kA, reader.Resolve(k1h, end)).count(), kEntered);
 
   const SeriesWindow m = reader.ReadAllDimsWindow(kP, reader.Resolve(k1m, end));

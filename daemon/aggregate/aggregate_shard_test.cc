@@ -202,6 +202,23 @@ TEST(AggregateShardTest, FactsInTheFuture) {
   EXPECT_EQ(shard.ReadProcessTotals(kP, 0).started, 3u);
 }
 
+// le is inclusive: a value equal to a bound is in that bound's bucket.
+TEST(LatencyHistogramTest, BucketOfEveryBound) {
+  for (int i = 0; i < 16; ++i) {
+    const double bound = LatencyHistogram::kBounds[static_cast<size_t>(i)];
+    EXPECT_EQ(LatencyHistogram::BucketOf(bound), i) << bound;
+    EXPECT_EQ(LatencyHistogram::BucketOf(std::nextafter(bound, 0.0)), i) << bound;
+    EXPECT_EQ(LatencyHistogram::BucketOf(std::nextafter(bound, 1e300)), i + 1) << bound;
+  }
+  EXPECT_EQ(LatencyHistogram::BucketOf(-1), 0);
+  EXPECT_EQ(LatencyHistogram::BucketOf(0), 0);
+  EXPECT_EQ(LatencyHistogram::BucketOf(299), 1);    // (60, 300]
+  EXPECT_EQ(LatencyHistogram::BucketOf(86400), 9);  // (43200, 86400]
+  EXPECT_EQ(LatencyHistogram::BucketOf(3e6), 16);   // past 30 d: +Inf
+  EXPECT_EQ(LatencyHistogram::BucketOf(INFINITY), 16);
+  EXPECT_EQ(LatencyHistogram::BucketOf(std::nan("")), 16);
+}
+
 TEST(AggregateShardTest, TotalsAndHistograms) {
   AggregateShard shard(TestConfig());
   // Cycle times 30, 60, 61, 3600 and 3,000,000 s (beyond the last bound).
@@ -480,16 +497,158 @@ TEST(AggregateShardTest, RestoreRejectsBadInput) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(AggregateShard::Restore(config, "nope").status().code(),
             absl::StatusCode::kInvalidArgument);
-  std::string v2 = bytes;
-  v2[4] = 2;  // the version varint follows the 4-byte magic
-  EXPECT_EQ(AggregateShard::Restore(config, v2).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  // The version varint follows the 4-byte magic: 0 and any later version
+  // than this build writes are refused.
+  for (uint32_t version : {0u, AggregateShard::kStateVersion + 1}) {
+    std::string other = bytes;
+    other[4] = static_cast<char>(version);
+    EXPECT_EQ(AggregateShard::Restore(config, other).status().code(),
+              absl::StatusCode::kFailedPrecondition)
+        << version;
+  }
   // Every truncation is an error, never a crash.
   for (size_t n = 5; n < bytes.size(); n += 1 + n / 16) {
     EXPECT_FALSE(AggregateShard::Restore(config, bytes.substr(0, n)).ok()) << n;
   }
   EXPECT_EQ(AggregateShard::Restore(config, bytes + "x").status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// What a "stale stream" alert reads: every accepted event is one stage entry,
+// completion, fallout, cost or feedback; breaches and expiries are not events.
+TEST(AggregateShardTest, EventsOfAProcess) {
+  AggregateShard shard(TestConfig());
+  // Case 1 (dims 0): enters a at 1, b at 3, completes at 10.
+  shard.CaseStarted(kP, 0, T(1));
+  shard.StageEntered(kP, kA, 0, T(1), false);
+  Exit(shard, kA, 0, 3, true, 2, true);
+  shard.Transition(kP, kA, kB, T(3));
+  shard.StageEntered(kP, kB, 0, T(3), false);
+  shard.SlaBreached(kP, kB, 0, T(7));
+  Exit(shard, kB, 0, 10, true, 7, true);
+  shard.CaseCompleted(kP, 0, T(10), 100, absl::Seconds(9));
+  // Case 2 (dims 0): enters a at 2, falls out at 5.
+  shard.CaseStarted(kP, 0, T(2));
+  shard.StageEntered(kP, kA, 0, T(2), false);
+  Exit(shard, kA, 0, 5, false, 3, true);
+  shard.CaseFallout(kP, 0, T(5));
+  shard.Cost(kP, 0, T(4), 2.5);
+  shard.Cost(kP, 0, T(6), 1.0);
+  shard.Feedback(kP, 0, T(12), 4);
+  shard.CaseExpired(kP, kC, 0, T(13));
+  shard.Cost(kP, 1, T(8), 7.0);  // dims 1
+
+  // dims 0: entries 3 (a, b, a) + completed 1 + fallout 1 + costs 2 +
+  // feedback 1 = 8.
+  const ProcessWindowCounts all = shard.ReadProcessWindow(kP, 0, k1m, T(30));
+  EXPECT_EQ(all.stage_entries, 3u);
+  EXPECT_EQ(all.cost_count, 2u);
+  EXPECT_EQ(all.events(), 8u);
+  EXPECT_EQ(all.Value("events"), 8.0);
+  // The same through the series read, and over all dims: 8 + dims 1's cost.
+  EXPECT_EQ(shard.ReadSeriesWindow(kP, 0, shard.Resolve(k1m, T(30))).process.events(), 8u);
+  EXPECT_EQ(shard.ReadAllDimsWindow(kP, shard.Resolve(k1m, T(30))).process.events(), 9u);
+  // The 1m window ending at 62 s covers the 1 s buckets 2..62: case 1's
+  // entry at 1 s is out, 8 - 1 = 7.
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1m, T(62)).events(), 7u);
+  // Ending at 70 s: buckets 10..70 keep the completion (10) and the
+  // feedback (12): 2.
+  EXPECT_EQ(shard.ReadProcessWindow(kP, 0, k1m, T(70)).events(), 2u);
+  EXPECT_EQ(shard.ReadProcessTotals(kP, 0).cost_count, 2u);
+  EXPECT_EQ(shard.ReadProcessTotals(kP, 1).cost_count, 1u);
+  EXPECT_EQ(ProcessWindowCounts{}.Value("events"), 0.0);
+}
+
+// State written by the version-1 format (the shard as of 0a68fcc, frozen in
+// bench/baseline/legacy_aggregate_shard.cc) after, on TestConfig, dims 0:
+//   CaseStarted(0 s); StageEntered a (0 s); Cost 2.5 (1 s);
+//   StageExited a (2 s, advanced, 30 s, SLA met); Transition a->b;
+//   StageEntered b (2 s); StageExited b (3 s, advanced, 1 s, SLA met);
+//   CaseCompleted (3 s, 100, lead time 3 s); backlog +1/-1 around each stay.
+constexpr char kVersion1State[] =
+    "\x4b\x50\x41\x47\x01\x02\x01\x3d\x3c\x79\x86\xf0\xa6\xc1\x07\x00\x00\x02\x01\x70\x03\x01\x61"
+    "\x01"
+    "\x62\x01\x63\x01\x00\x01\x01\x01\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x59\x40\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x04\x40\x00\x00\x00\x00\x00\x00\x00\x00\x11\x01\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08\x40\x01\x01\x00\x01\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x11\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x3e\x40\x01\x01\x00\x01\x00\x00\x00\x00\x00\x00\x11\x01\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xf0\x3f\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x05\x01\x80\xf0\xa6\xc1\x07\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x82\xf0\xa6\xc1\x07\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x04\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x84\xf0\xa6\xc1\x07\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x01\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x86\xf0\xa6\xc1\x07"
+    "\x00"
+    "\x01\x00\x00\x00\x00\x00\x00\x00\x00\x59\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x3c\x80"
+    "\xe4"
+    "\x82\x10\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x59\x40\x00\x00\x00\x00\x00\x00\x04\x40\x00"
+    "\x00"
+    "\x00\x00\x00\x00\x00\x00\x01\x01\x00\x01\x00\x00\x01\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00"
+    "\x00"
+    "\x03\x01\x84\xf0\xa6\xc1\x07\x01\xac\x01\x01\x00\x00\x00\x01\x86\xf0\xa6\xc1\x07\x00\x01\x01"
+    "\x01"
+    "\x00\x01\x38\x01\x3c\x80\xe4\x82\x10\x01\xac\x01\x01\x01\x01\x01\x00\x01\x38\x01\x01\x71\x01"
+    "\x01"
+    "\x78\x00\x00\x00";
+
+TEST(AggregateShardTest, RestoresVersion1State) {
+  const model::Config config = TestConfig();
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored = AggregateShard::Restore(
+      config, absl::string_view(kVersion1State, sizeof(kVersion1State) - 1));
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  const AggregateShard& s = **restored;
+  EXPECT_EQ(s.latest(), kT0 + 3);
+  const SeriesWindow w = s.ReadSeriesWindow(kP, 0, s.Resolve(k1m, T(30)));
+  EXPECT_EQ(w.process.started, 1u);
+  EXPECT_EQ(w.process.completed, 1u);
+  EXPECT_EQ(w.process.revenue, 100);
+  EXPECT_EQ(w.process.cost, 2.5);
+  // Version 1 kept no cost counts: the cost is there, its count is not.
+  EXPECT_EQ(w.process.cost_count, 0u);
+  // Entries a and b + the completion = 3.
+  EXPECT_EQ(w.process.events(), 3u);
+  EXPECT_EQ(w.stages[kA].entered, 1u);
+  EXPECT_EQ(w.stages[kA].advanced, 1u);
+  EXPECT_EQ(w.stages[kA].sla_met, 1u);
+  EXPECT_EQ(w.stages[kB].entered, 1u);
+  EXPECT_EQ(w.stages[kB].advanced, 1u);
+  EXPECT_EQ(s.ReadTransitions(kP, kA, kB), 1u);
+  const ProcessTotals totals = s.ReadProcessTotals(kP, 0);
+  EXPECT_EQ(totals.completed, 1u);
+  EXPECT_EQ(totals.cost, 2.5);
+  EXPECT_EQ(totals.cost_count, 0u);
+  EXPECT_EQ(s.ReadStageTotals(kP, kA, 0).backlog, 0);
+  EXPECT_TRUE(Near(s.ReadCycleTimes(kP, kA, k1m, T(30)).Quantile(0.5), 30, 0.01));
+  EXPECT_TRUE(Near(s.ReadLeadTimes(kP, k1m, T(30)).Quantile(0.5), 3, 0.01));
+  // The 1h window reads the 60 s history level, restored too.
+  EXPECT_EQ(s.ReadStageWindow(kP, kB, 0, k1h, T(30)).entered, 1u);
+  // It goes on in the new format: a cost now counts.
+  (*restored)->Cost(kP, 0, T(4), 1.0);
+  EXPECT_EQ(s.ReadProcessWindow(kP, 0, k1m, T(30)).cost_count, 1u);
+  absl::StatusOr<std::unique_ptr<AggregateShard>> again =
+      AggregateShard::Restore(config, s.Serialize());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->ReadProcessWindow(kP, 0, k1m, T(30)).cost_count, 1u);
+  EXPECT_EQ((*again)->ReadProcessTotals(kP, 0).cost_count, 1u);
 }
 
 TEST(AggregateShardTest, RestoreIntoChangedConfigKeepsWhatMatches) {

@@ -1,7 +1,5 @@
 #include "daemon/aggregate/aggregate_types.h"
 
-#include <algorithm>
-
 namespace kpid::aggregate {
 
 absl::optional<double> StageWindowCounts::Value(absl::string_view kpi) const {
@@ -34,6 +32,7 @@ absl::optional<double> ProcessWindowCounts::Value(absl::string_view kpi) const {
   if (kpi == "fallout") return static_cast<double>(fallout);
   if (kpi == "revenue") return revenue;
   if (kpi == "cost") return cost;
+  if (kpi == "events") return static_cast<double>(events());
   if (kpi == "win_ratio") return win_ratio();
   if (kpi == "avg_deal") return avg_deal();
   if (kpi == "cost_to_serve") return cost_to_serve();
@@ -49,6 +48,8 @@ void ProcessWindowCounts::Merge(const ProcessWindowCounts& o) {
   cost += o.cost;
   score_sum += o.score_sum;
   score_count += o.score_count;
+  cost_count += o.cost_count;
+  stage_entries += o.stage_entries;
 }
 
 void SeriesWindow::Merge(const SeriesWindow& o) {
@@ -59,10 +60,16 @@ void SeriesWindow::Merge(const SeriesWindow& o) {
 
 int LatencyHistogram::BucketOf(double seconds) {
   // lower_bound: the first bound >= seconds, so a value equal to a bound
-  // counts in that bound's bucket (le is inclusive). NaN counts in +Inf.
+  // counts in that bound's bucket (le is inclusive); halving without
+  // branches, since exits come in no order a branch predictor could learn.
+  // NaN counts in +Inf.
   if (seconds != seconds) return kBuckets - 1;
-  return static_cast<int>(std::lower_bound(kBounds.begin(), kBounds.end(), seconds) -
-                          kBounds.begin());
+  static_assert(kBounds.size() == 16, "four halvings");
+  const double* first = kBounds.data();
+  for (size_t n = kBounds.size(); n > 1; n -= n / 2) {
+    first = first[n / 2 - 1] < seconds ? first + n / 2 : first;
+  }
+  return static_cast<int>(first - kBounds.data()) + (*first < seconds ? 1 : 0);
 }
 
 uint64_t LatencyHistogram::count() const {
@@ -105,6 +112,7 @@ void ProcessTotals::Merge(const ProcessTotals& o) {
   cost += o.cost;
   score_sum += o.score_sum;
   score_count += o.score_count;
+  cost_count += o.cost_count;
   lead_time.Merge(o.lead_time);
 }
 

@@ -69,7 +69,12 @@ struct ProcessWindowCounts {
   double cost = 0;     // sum of COST amounts
   double score_sum = 0;
   uint64_t score_count = 0;
+  uint64_t cost_count = 0;     // COST events
+  uint64_t stage_entries = 0;  // STAGE_ENTERED events accepted, all stages
 
+  // Accepted events of the process: each is exactly one stage entry,
+  // completion, fallout, cost or feedback ("stale stream" alerts).
+  uint64_t events() const { return stage_entries + completed + fallout + cost_count + score_count; }
   absl::optional<double> win_ratio() const {
     return Ratio(completed, static_cast<double>(completed + fallout));
   }
@@ -143,6 +148,7 @@ struct ProcessTotals {
   double cost = 0;
   double score_sum = 0;
   uint64_t score_count = 0;
+  uint64_t cost_count = 0;     // COST events
   LatencyHistogram lead_time;  // completed cases
 
   void Merge(const ProcessTotals& o);

@@ -3,11 +3,63 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "absl/base/casts.h"
 
 namespace kpid::aggregate {
 namespace {
 
 const double kInvLogGamma = 1.0 / std::log(Distribution::kGamma);
+
+// The definition of a value's bin: ceil(log_gamma(x)), capped. BinOf gives
+// the same bin from two table reads instead of a logarithm.
+int BinByLog(double seconds) {
+  if (!(seconds >= 1.0)) return 0;
+  const double index = std::ceil(std::log(seconds) * kInvLogGamma);
+  if (!(index < Distribution::kMaxIndex)) return Distribution::kMaxIndex + 1;
+  return static_cast<int>(index) + 1;
+}
+
+// 1/128 of an octave (ratio 1.0054) is narrower than a bin (gamma = 1.0202).
+constexpr int kPartBits = 7;
+// 2^29 s is past the cap (gamma^980 = 3.3e8 s): BinOf needs parts below it only.
+constexpr double kTableEnd = 536870912.0;
+constexpr size_t kParts = size_t{29} << kPartBits;
+
+struct BinTable {
+  // lower[b]: the smallest value in bin b (b >= 1); +inf past the last bin.
+  std::array<double, Distribution::kNumBins + 1> lower;
+  // The bin of the smallest value of each part of an octave from 1 s on.
+  std::array<uint16_t, kParts> first_bin;
+};
+
+const BinTable& Table() {
+  static const BinTable* const kTable = [] {
+    auto* t = new BinTable;
+    t->lower.fill(std::numeric_limits<double>::infinity());
+    t->lower[1] = 1.0;
+    // Bisection over the bit patterns of positive doubles, which order as
+    // the values do (BinByLog is non-decreasing).
+    const uint64_t one = absl::bit_cast<uint64_t>(1.0);
+    const uint64_t end = absl::bit_cast<uint64_t>(kTableEnd);
+    for (int b = 2; b < Distribution::kNumBins; ++b) {
+      uint64_t lo = one, hi = end;  // BinByLog(lo) < b <= BinByLog(hi)
+      while (hi - lo > 1) {
+        const uint64_t mid = lo + (hi - lo) / 2;
+        (BinByLog(absl::bit_cast<double>(mid)) >= b ? hi : lo) = mid;
+      }
+      t->lower[static_cast<size_t>(b)] = absl::bit_cast<double>(hi);
+    }
+    for (size_t part = 0; part < kParts; ++part) {
+      const uint64_t bits = ((uint64_t{1023} << kPartBits) + part) << (52 - kPartBits);
+      t->first_bin[part] = static_cast<uint16_t>(BinByLog(absl::bit_cast<double>(bits)));
+    }
+    return t;
+  }();
+  return *kTable;
+}
 
 const std::array<double, Distribution::kNumBins>& BinValues() {
   static const auto* const kValues = [] {
@@ -25,10 +77,15 @@ const std::array<double, Distribution::kNumBins>& BinValues() {
 }  // namespace
 
 int Distribution::BinOf(double seconds) {
-  if (!(seconds >= 1.0)) return 0;  // also NaN and negatives
-  const double index = std::ceil(std::log(seconds) * kInvLogGamma);
-  if (!(index < kMaxIndex)) return kMaxIndex + 1;  // also +inf
-  return static_cast<int>(index) + 1;
+  if (!(seconds >= 1.0)) return 0;                   // also NaN and negatives
+  if (!(seconds < kTableEnd)) return kMaxIndex + 1;  // past the cap; also +inf
+  // The exponent and the top mantissa bits pick the 1/128 octave `seconds`
+  // is in; being narrower than a bin, it holds at most one bin's lower bound.
+  const BinTable& table = Table();
+  const size_t part = static_cast<size_t>((absl::bit_cast<uint64_t>(seconds) >> (52 - kPartBits)) -
+                                          (uint64_t{1023} << kPartBits));
+  const int bin = table.first_bin[part];
+  return seconds >= table.lower[static_cast<size_t>(bin) + 1] ? bin + 1 : bin;
 }
 
 double Distribution::BinValue(int bin) {

@@ -50,6 +50,30 @@ TEST(DistributionTest, EveryValueWithinOnePercent) {
   }
 }
 
+// BinOf reads tables; the bins are defined as ceil(log_gamma(x)) + 1, capped.
+TEST(DistributionTest, BinOfIsTheLogarithmsBin) {
+  const double inv_log_gamma = 1.0 / std::log(Distribution::kGamma);
+  auto by_log = [&](double x) {
+    if (!(x >= 1.0)) return 0;
+    const double index = std::ceil(std::log(x) * inv_log_gamma);
+    return index < Distribution::kMaxIndex ? static_cast<int>(index) + 1
+                                           : Distribution::kMaxIndex + 1;
+  };
+  // Around every bin boundary gamma^i (the doubles next to it on both
+  // sides), and a dense sweep.
+  for (int i = 0; i <= Distribution::kMaxIndex + 2; ++i) {
+    double x = std::pow(Distribution::kGamma, i);
+    for (int step = 0; step < 4; ++step) x = std::nextafter(x, 0.0);
+    for (int step = 0; step < 9; ++step, x = std::nextafter(x, INFINITY)) {
+      ASSERT_EQ(Distribution::BinOf(x), by_log(x)) << i << " " << x;
+    }
+  }
+  for (double x = 0.5; x < 1e9; x *= 1.0001) ASSERT_EQ(Distribution::BinOf(x), by_log(x)) << x;
+  for (double x : {1.0, 60.0, 3600.0, 86400.0, 536870911.9, 536870912.0}) {
+    EXPECT_EQ(Distribution::BinOf(x), by_log(x)) << x;
+  }
+}
+
 TEST(DistributionTest, CapAtAboutTenYears) {
   // gamma^980 = e^(980 * ln(1.01/0.99)) = e^19.6007 ~ 3.254e8 s (10.3 years);
   // the top bin reports 2 * gamma^980 / (gamma + 1) = 0.99 * 3.254e8 = 3.222e8.

@@ -1,0 +1,1324 @@
+#include "bench/baseline/legacy_aggregate_shard.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace kpid::bench_legacy {
+namespace {
+
+using aggregate::FloorDiv;
+using aggregate::FloorMod;
+using aggregate::LatencyHistogram;
+
+// Distribution::BinOf and LatencyHistogram::BucketOf as they were at 0a68fcc.
+const double kLegacyInvLogGamma = 1.0 / std::log(Distribution::kGamma);
+
+int LegacyBinOf(double seconds) {
+  if (!(seconds >= 1.0)) return 0;
+  const double index = std::ceil(std::log(seconds) * kLegacyInvLogGamma);
+  if (!(index < Distribution::kMaxIndex)) return Distribution::kMaxIndex + 1;
+  return static_cast<int>(index) + 1;
+}
+
+int LegacyBucketOf(double seconds) {
+  if (seconds != seconds) return LatencyHistogram::kBuckets - 1;
+  return static_cast<int>(std::lower_bound(LatencyHistogram::kBounds.begin(),
+                                           LatencyHistogram::kBounds.end(), seconds) -
+                          LatencyHistogram::kBounds.begin());
+}
+
+constexpr int64_t kNoBucket = std::numeric_limits<int64_t>::min();
+constexpr int64_t kNoTime = std::numeric_limits<int64_t>::min();
+// Facts further than this from 1970 (about 31 million years) are dropped, so
+// bucket arithmetic never overflows.
+constexpr int64_t kMaxAbsSeconds = int64_t{1} << 50;
+
+constexpr uint32_t kChunkBits = 8;
+constexpr uint32_t kChunkSize = 1u << kChunkBits;
+constexpr uint32_t kMaxChunks = AggregateShard::kMaxDims / kChunkSize;
+
+// A distribution bucket: [lo, hi, bins...]; bins outside [lo, hi] are zero.
+constexpr size_t kBinStride = Distribution::kNumBins + 2;
+constexpr uint32_t kNoBinLo = Distribution::kNumBins;
+
+// A read retries a slot that was reused under it; the retry then sees the
+// new bucket and skips it, so two attempts suffice; three for margin.
+constexpr int kReadAttempts = 3;
+
+constexpr char kMagic[] = "KPAG";
+
+// Single-writer add: a load and a store instead of a locked read-modify-write.
+// `order` is release where a reader's acquire load of this counter must also
+// see the writes before it (see the file comment of aggregate_shard.h).
+template <typename T>
+void Bump(std::atomic<T>& a, T n, std::memory_order order = std::memory_order_relaxed) {
+  a.store(a.load(std::memory_order_relaxed) + n, order);
+}
+
+// Bucket values (counts, sums, bins, bin ranges) are stored with release and
+// loaded with acquire; bucket stamps likewise. That is what makes the
+// seqlock-style reads of ReadSlot work without standalone fences (which
+// ThreadSanitizer does not model): if a reader's acquire load of a value
+// reads a store made after the writer reset the slot's stamp to kNoBucket,
+// it synchronizes with that store, so the reset happens-before the reader's
+// next load of the stamp, which therefore cannot see the old bucket any more.
+// On x86 both are plain moves; the write path costs the same as relaxed.
+constexpr std::memory_order kPublish = std::memory_order_release;
+constexpr std::memory_order kObserve = std::memory_order_acquire;
+
+template <typename T>
+void BumpBucket(std::atomic<T>& a, T n) {
+  Bump(a, n, kPublish);
+}
+
+// Reads one bucket slot consistently: true when `load` ran against the slot
+// holding `bucket` and the slot was not reused meanwhile.
+template <typename Fn>
+bool ReadSlot(const std::atomic<int64_t>& stamp, int64_t bucket, Fn&& load) {
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
+    // Acquire: pairs with the writer's release store of `bucket` (made after
+    // it zeroed the slot), so we see those zeros and not the previous bucket.
+    if (stamp.load(std::memory_order_acquire) != bucket) return false;
+    // `load` reads with acquire (kObserve): if it saw any store of a later
+    // reuse of the slot, the stamp load below sees that reuse's kNoBucket or
+    // a later stamp (see kPublish); acquire also keeps this stamp load after
+    // those loads.
+    load();
+    if (stamp.load(std::memory_order_acquire) == bucket) return true;
+  }
+  return false;
+}
+
+struct StageBucket {
+  std::atomic<uint32_t> entered{0};
+  std::atomic<uint32_t> advanced{0};
+  std::atomic<uint32_t> fallout{0};
+  std::atomic<uint32_t> sla_met{0};  // stored after advanced/fallout
+  std::atomic<uint32_t> rework{0};   // stored after entered
+  std::atomic<uint32_t> sla_breaches{0};
+
+  void Clear() {
+    for (std::atomic<uint32_t>* a :
+         {&entered, &advanced, &fallout, &sla_met, &rework, &sla_breaches}) {
+      a->store(0, kPublish);
+    }
+  }
+  void LoadInto(StageWindowCounts* c) const {
+    // sla_met and rework first: their stores come after the exit's and the
+    // entry's, so (acquire) the exits and entries read next include every
+    // one these counted: sla_met <= exited, rework <= entered.
+    c->sla_met = sla_met.load(kObserve);
+    c->rework = rework.load(kObserve);
+    c->entered = entered.load(kObserve);
+    c->advanced = advanced.load(kObserve);
+    c->fallout = fallout.load(kObserve);
+    c->sla_breaches = sla_breaches.load(kObserve);
+  }
+};
+
+struct ProcessBucket {
+  std::atomic<uint32_t> started{0};
+  std::atomic<uint32_t> completed{0};  // stored after revenue
+  std::atomic<uint32_t> fallout{0};
+  std::atomic<uint32_t> score_count{0};  // stored after score_sum
+  std::atomic<double> revenue{0};
+  std::atomic<double> cost{0};
+  std::atomic<double> score_sum{0};
+
+  void Clear() {
+    for (std::atomic<uint32_t>* a : {&started, &completed, &fallout, &score_count}) {
+      a->store(0, kPublish);
+    }
+    for (std::atomic<double>* a : {&revenue, &cost, &score_sum}) a->store(0, kPublish);
+  }
+  void LoadInto(ProcessWindowCounts* c) const {
+    // completed and score_count first: their stores come after revenue's and
+    // score_sum's, so the sums read next include what these counted.
+    c->completed = completed.load(kObserve);
+    c->score_count = score_count.load(kObserve);
+    c->started = started.load(kObserve);
+    c->fallout = fallout.load(kObserve);
+    c->revenue = revenue.load(kObserve);
+    c->cost = cost.load(kObserve);
+    c->score_sum = score_sum.load(kObserve);
+  }
+};
+
+// Totals are independent monotonic counters: relaxed everywhere (readers want
+// some recent value of each, as SingleWriterCounter).
+struct AtomicHistogram {
+  std::array<std::atomic<uint64_t>, LatencyHistogram::kBuckets> buckets{};
+  std::atomic<double> sum{0};
+
+  void Observe(double seconds) {
+    Bump(buckets[static_cast<size_t>(LegacyBucketOf(seconds))], uint64_t{1});
+    Bump(sum, seconds);
+  }
+  LatencyHistogram Get() const {
+    LatencyHistogram h;
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      h.buckets[i] = buckets[i].load(std::memory_order_relaxed);
+    }
+    h.sum = sum.load(std::memory_order_relaxed);
+    return h;
+  }
+  void Set(const LatencyHistogram& h) {
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      buckets[i].store(h.buckets[i], std::memory_order_relaxed);
+    }
+    sum.store(h.sum, std::memory_order_relaxed);
+  }
+};
+
+struct AtomicStageTotals {
+  std::atomic<uint64_t> entered{0}, exited_advanced{0}, exited_fallout{0}, sla_met{0},
+      sla_missed{0}, rework{0}, sla_breaches{0}, expired{0};
+  std::atomic<int64_t> backlog{0}, backlog_over_sla{0};
+  AtomicHistogram cycle_time;
+
+  StageTotals Get() const {
+    constexpr auto r = std::memory_order_relaxed;
+    StageTotals t;
+    t.entered = entered.load(r);
+    t.exited_advanced = exited_advanced.load(r);
+    t.exited_fallout = exited_fallout.load(r);
+    t.sla_met = sla_met.load(r);
+    t.sla_missed = sla_missed.load(r);
+    t.rework = rework.load(r);
+    t.sla_breaches = sla_breaches.load(r);
+    t.expired = expired.load(r);
+    t.backlog = backlog.load(r);
+    t.backlog_over_sla = backlog_over_sla.load(r);
+    t.cycle_time = cycle_time.Get();
+    return t;
+  }
+  void Set(const StageTotals& t) {
+    constexpr auto r = std::memory_order_relaxed;
+    entered.store(t.entered, r);
+    exited_advanced.store(t.exited_advanced, r);
+    exited_fallout.store(t.exited_fallout, r);
+    sla_met.store(t.sla_met, r);
+    sla_missed.store(t.sla_missed, r);
+    rework.store(t.rework, r);
+    sla_breaches.store(t.sla_breaches, r);
+    expired.store(t.expired, r);
+    backlog.store(t.backlog, r);
+    backlog_over_sla.store(t.backlog_over_sla, r);
+    cycle_time.Set(t.cycle_time);
+  }
+};
+
+struct AtomicProcessTotals {
+  std::atomic<uint64_t> started{0}, completed{0}, fallout{0}, expired{0}, score_count{0};
+  std::atomic<double> revenue{0}, cost{0}, score_sum{0};
+  AtomicHistogram lead_time;
+
+  ProcessTotals Get() const {
+    constexpr auto r = std::memory_order_relaxed;
+    ProcessTotals t;
+    t.started = started.load(r);
+    t.completed = completed.load(r);
+    t.fallout = fallout.load(r);
+    t.expired = expired.load(r);
+    t.score_count = score_count.load(r);
+    t.revenue = revenue.load(r);
+    t.cost = cost.load(r);
+    t.score_sum = score_sum.load(r);
+    t.lead_time = lead_time.Get();
+    return t;
+  }
+  void Set(const ProcessTotals& t) {
+    constexpr auto r = std::memory_order_relaxed;
+    started.store(t.started, r);
+    completed.store(t.completed, r);
+    fallout.store(t.fallout, r);
+    expired.store(t.expired, r);
+    score_count.store(t.score_count, r);
+    revenue.store(t.revenue, r);
+    cost.store(t.cost, r);
+    score_sum.store(t.score_sum, r);
+    lead_time.Set(t.lead_time);
+  }
+};
+
+struct FreeDeleter {
+  void operator()(uint32_t* p) const { std::free(p); }
+};
+
+}  // namespace
+
+// All series of one (process, dims). Built by the writer, then published with
+// a release store of its pointer; never moved or freed while readers may run.
+struct AggregateShard::DimsRecord {
+  DimsRecord(int stages, int slots)
+      : stamps(static_cast<size_t>(slots)),
+        process_buckets(static_cast<size_t>(slots)),
+        stage_buckets(static_cast<size_t>(slots) * static_cast<size_t>(stages)),
+        stage_totals(static_cast<size_t>(stages)) {
+    // Relaxed: made visible to readers by the release store of the pointer.
+    for (auto& s : stamps) s.store(kNoBucket, std::memory_order_relaxed);
+  }
+
+  std::vector<std::atomic<int64_t>> stamps;  // per slot: the bucket it holds
+  std::vector<ProcessBucket> process_buckets;
+  std::vector<StageBucket> stage_buckets;  // [slot * stages + stage]
+  AtomicProcessTotals process_totals;
+  std::vector<AtomicStageTotals> stage_totals;
+
+  size_t bytes() const {
+    return sizeof(*this) + stamps.size() * sizeof(stamps[0]) +
+           process_buckets.size() * sizeof(ProcessBucket) +
+           stage_buckets.size() * sizeof(StageBucket) +
+           stage_totals.size() * sizeof(AtomicStageTotals);
+  }
+};
+
+struct AggregateShard::Chunk {
+  std::array<std::atomic<DimsRecord*>, kChunkSize> records{};
+};
+
+struct AggregateShard::ProcessState {
+  ProcessState(const model::ProcessConfig& config, int total_slots)
+      : id(config.id),
+        stages(static_cast<int>(config.stages.size())),
+        transitions(static_cast<size_t>(stages) * static_cast<size_t>(stages)),
+        chunks(new std::atomic<Chunk*>[kMaxChunks]()),
+        dist_stamps(static_cast<size_t>(total_slots)),
+        bins_len(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1) * kBinStride) {
+    for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
+    for (auto& s : dist_stamps) s.store(kNoBucket, std::memory_order_relaxed);
+    // calloc: zero pages the kernel hands out lazily, so buckets and bin
+    // ranges never used cost no memory.
+    bins.reset(static_cast<uint32_t*>(std::calloc(bins_len, sizeof(uint32_t))));
+    if (bins == nullptr) throw std::bad_alloc();
+  }
+  ~ProcessState() {
+    for (uint32_t c = 0; c < kMaxChunks; ++c) {
+      Chunk* chunk = chunks[c].load(std::memory_order_relaxed);
+      if (chunk == nullptr) continue;
+      for (auto& r : chunk->records) delete r.load(std::memory_order_relaxed);
+      delete chunk;
+    }
+  }
+
+  // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
+  uint32_t* dist(int slot, int series) const {
+    return bins.get() + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+                         static_cast<size_t>(series)) *
+                            kBinStride;
+  }
+
+  std::string id;
+  std::vector<std::string> stage_ids;
+  // Exits and breaches so far: lets the rule engine re-evaluate a process's
+  // rules as soon as something they read has changed (single writer,
+  // relaxed: a reader that misses the latest bump catches it on its next
+  // poll).
+  std::atomic<uint64_t> changes{0};
+  int stages;
+  std::vector<std::atomic<uint64_t>> transitions;  // [from * stages + to]
+  std::unique_ptr<std::atomic<Chunk*>[]> chunks;   // kMaxChunks
+  // One past the largest DimsId with a record; release store after the
+  // record's pointer, so readers that load it (acquire) find the pointers.
+  std::atomic<uint32_t> dims_end{0};
+  std::vector<std::atomic<int64_t>> dist_stamps;  // per slot, all dims-less distributions
+  size_t bins_len;
+  std::unique_ptr<uint32_t[], FreeDeleter> bins;  // accessed through std::atomic_ref
+};
+
+AggregateShard::AggregateShard(const model::Config& config) : layout_(config), latest_(kNoTime) {
+  for (const model::ProcessConfig& p : config.processes) {
+    processes_.push_back(std::make_unique<ProcessState>(p, layout_.total_slots()));
+  }
+}
+
+AggregateShard::~AggregateShard() = default;
+
+// ---------------------------------------------------------------- writer
+
+AggregateShard::ProcessState* AggregateShard::WriterProcess(int process, int stage) {
+  if (process < 0 || process >= process_count()) {
+    Bump(dropped_, uint64_t{1});
+    return nullptr;
+  }
+  ProcessState* p = processes_[static_cast<size_t>(process)].get();
+  if (stage < 0 || stage >= p->stages) {
+    Bump(dropped_, uint64_t{1});
+    return nullptr;
+  }
+  return p;
+}
+
+AggregateShard::DimsRecord* AggregateShard::WriterRecord(ProcessState& p, DimsId dims) {
+  if (dims >= kMaxDims) {
+    Bump(dropped_, uint64_t{1});
+    return nullptr;
+  }
+  // Relaxed loads: the writer reads back its own stores.
+  std::atomic<Chunk*>& chunk_ptr = p.chunks[dims >> kChunkBits];
+  Chunk* chunk = chunk_ptr.load(std::memory_order_relaxed);
+  if (chunk == nullptr) {
+    chunk = new Chunk();
+    // Release: readers that load the pointer (acquire) see its null entries.
+    chunk_ptr.store(chunk, std::memory_order_release);
+  }
+  std::atomic<DimsRecord*>& record_ptr = chunk->records[dims & (kChunkSize - 1)];
+  DimsRecord* record = record_ptr.load(std::memory_order_relaxed);
+  if (record == nullptr) {
+    record = new DimsRecord(p.stages, layout_.total_slots());
+    // Release: readers that load the pointer (acquire) see it fully built.
+    record_ptr.store(record, std::memory_order_release);
+    if (dims + 1 > p.dims_end.load(std::memory_order_relaxed)) {
+      p.dims_end.store(dims + 1, std::memory_order_release);
+    }
+  }
+  return record;
+}
+
+template <typename Fn>
+void AggregateShard::ForEachLevel(absl::Time at, Fn&& fn) {
+  const int64_t at_s = absl::ToUnixSeconds(at);
+  if (at_s > kMaxAbsSeconds || at_s < -kMaxAbsSeconds) {
+    Bump(dropped_, uint64_t{1});
+    return;
+  }
+  int64_t head = latest_.load(std::memory_order_relaxed);
+  if (at_s > head) {
+    head = at_s;
+    latest_.store(head, std::memory_order_relaxed);
+  }
+  const std::vector<Level>& levels = layout_.levels();
+  const Level& history = levels.back();
+  if (FloorDiv(at_s, history.width) <= FloorDiv(head, history.width) - history.slots) {
+    Bump(late_, uint64_t{1});
+    return;
+  }
+  for (const Level& l : levels) {
+    const int64_t bucket = FloorDiv(at_s, l.width);
+    // Older than this level keeps: not added to it.
+    if (bucket <= FloorDiv(head, l.width) - l.slots) continue;
+    fn(l.offset + static_cast<int>(FloorMod(bucket, l.slots)), bucket);
+  }
+}
+
+void AggregateShard::PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket) {
+  std::atomic<int64_t>& stamp = r.stamps[static_cast<size_t>(slot)];
+  if (stamp.load(std::memory_order_relaxed) == bucket) return;
+  // The slot held an older bucket (a newer one cannot be there: the level
+  // only takes buckets within `slots` of the head). Seqlock-style reuse:
+  // kNoBucket first; the zeros below are release stores, so a reader that
+  // sees any of them also sees kNoBucket (ReadSlot's second stamp load).
+  stamp.store(kNoBucket, std::memory_order_relaxed);
+  r.process_buckets[static_cast<size_t>(slot)].Clear();
+  const size_t first = static_cast<size_t>(slot) * static_cast<size_t>(stages);
+  for (size_t s = 0; s < static_cast<size_t>(stages); ++s) r.stage_buckets[first + s].Clear();
+  // Release: a reader that loads `bucket` (acquire) sees the zeros.
+  stamp.store(bucket, std::memory_order_release);
+}
+
+void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) {
+  std::atomic<int64_t>& stamp = p.dist_stamps[static_cast<size_t>(slot)];
+  if (stamp.load(std::memory_order_relaxed) == bucket) return;
+  // As PrepareSlot; only the used range [lo, hi] of each series needs zeroing.
+  stamp.store(kNoBucket, std::memory_order_relaxed);
+  for (int series = 0; series <= p.stages; ++series) {
+    uint32_t* d = p.dist(slot, series);
+    std::atomic_ref<uint32_t> lo(d[0]);
+    std::atomic_ref<uint32_t> hi(d[1]);
+    const uint32_t end = std::min<uint32_t>(hi.load(std::memory_order_relaxed), kNoBinLo - 1);
+    for (uint32_t b = lo.load(std::memory_order_relaxed); b <= end; ++b) {
+      std::atomic_ref<uint32_t>(d[2 + b]).store(0, kPublish);
+    }
+    lo.store(kNoBinLo, kPublish);
+    hi.store(0, kPublish);
+  }
+  stamp.store(bucket, std::memory_order_release);
+}
+
+void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n) {
+  uint32_t* d = p.dist(slot, series);
+  const uint32_t b = static_cast<uint32_t>(bin);
+  // A reader may miss a bin still being added (an in-flight fact), never
+  // read another bucket's bins (ReadSlot; kPublish).
+  std::atomic_ref<uint32_t> lo(d[0]);
+  std::atomic_ref<uint32_t> hi(d[1]);
+  if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
+  if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
+  std::atomic_ref<uint32_t> count(d[2 + b]);
+  count.store(count.load(std::memory_order_relaxed) + n, kPublish);
+}
+
+void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {
+  ProcessState* p = WriterProcess(process, 0);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(r->process_totals.started, uint64_t{1});
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    BumpBucket(r->process_buckets[static_cast<size_t>(slot)].started, 1u);
+  });
+}
+
+void AggregateShard::StageEntered(int process, int stage, DimsId dims, absl::Time at, bool rework) {
+  ProcessState* p = WriterProcess(process, stage);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
+  Bump(t.entered, uint64_t{1});
+  if (rework) Bump(t.rework, uint64_t{1});
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
+    BumpBucket(b.entered, 1u);
+    if (rework) BumpBucket(b.rework, 1u);  // after entered
+  });
+}
+
+void AggregateShard::StageExited(int process, int stage, DimsId dims, absl::Time at,
+                                 cases::ExitOutcome outcome, absl::Duration cycle_time,
+                                 bool sla_met) {
+  ProcessState* p = WriterProcess(process, stage);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  const bool advanced = outcome == cases::ExitOutcome::kAdvanced;
+  const double seconds = absl::ToDoubleSeconds(cycle_time);
+  AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
+  Bump(p->changes, uint64_t{1});
+  Bump(advanced ? t.exited_advanced : t.exited_fallout, uint64_t{1});
+  Bump(sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
+  t.cycle_time.Observe(seconds);
+  const int bin = LegacyBinOf(seconds);
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
+    BumpBucket(advanced ? b.advanced : b.fallout, 1u);
+    if (sla_met) BumpBucket(b.sla_met, 1u);  // after the exit
+    PrepareDistSlot(*p, slot, bucket);
+    AddToDist(*p, slot, stage, bin, 1);
+  });
+}
+
+void AggregateShard::Transition(int process, int from_stage, int to_stage, absl::Time) {
+  ProcessState* p = WriterProcess(process, from_stage);
+  if (p == nullptr) return;
+  if (to_stage < 0 || to_stage >= p->stages) {
+    Bump(dropped_, uint64_t{1});
+    return;
+  }
+  Bump(p->transitions[static_cast<size_t>(from_stage * p->stages + to_stage)], uint64_t{1});
+}
+
+void AggregateShard::CaseCompleted(int process, DimsId dims, absl::Time at, double amount,
+                                   absl::Duration lead_time) {
+  ProcessState* p = WriterProcess(process, 0);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  const double seconds = absl::ToDoubleSeconds(lead_time);
+  AtomicProcessTotals& t = r->process_totals;
+  Bump(t.revenue, amount);
+  Bump(t.completed, uint64_t{1});
+  t.lead_time.Observe(seconds);
+  const int bin = LegacyBinOf(seconds);
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
+    BumpBucket(b.revenue, amount);
+    BumpBucket(b.completed, 1u);  // after revenue
+    PrepareDistSlot(*p, slot, bucket);
+    AddToDist(*p, slot, p->stages, bin, 1);
+  });
+}
+
+void AggregateShard::CaseFallout(int process, DimsId dims, absl::Time at) {
+  ProcessState* p = WriterProcess(process, 0);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(r->process_totals.fallout, uint64_t{1});
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    BumpBucket(r->process_buckets[static_cast<size_t>(slot)].fallout, 1u);
+  });
+}
+
+void AggregateShard::CaseExpired(int process, int stage, DimsId dims, absl::Time) {
+  ProcessState* p = WriterProcess(process, stage);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(r->process_totals.expired, uint64_t{1});
+  Bump(r->stage_totals[static_cast<size_t>(stage)].expired, uint64_t{1});
+}
+
+void AggregateShard::Cost(int process, DimsId dims, absl::Time at, double amount) {
+  ProcessState* p = WriterProcess(process, 0);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(r->process_totals.cost, amount);
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    BumpBucket(r->process_buckets[static_cast<size_t>(slot)].cost, amount);
+  });
+}
+
+void AggregateShard::Feedback(int process, DimsId dims, absl::Time at, double score) {
+  ProcessState* p = WriterProcess(process, 0);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(r->process_totals.score_sum, score);
+  Bump(r->process_totals.score_count, uint64_t{1});
+  ForEachLevel(at, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
+    BumpBucket(b.score_sum, score);
+    BumpBucket(b.score_count, 1u);  // after score_sum
+  });
+}
+
+void AggregateShard::SlaBreached(int process, int stage, DimsId dims, absl::Time deadline) {
+  ProcessState* p = WriterProcess(process, stage);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  Bump(p->changes, uint64_t{1});
+  Bump(r->stage_totals[static_cast<size_t>(stage)].sla_breaches, uint64_t{1});
+  ForEachLevel(deadline, [&](int slot, int64_t bucket) {
+    PrepareSlot(*r, p->stages, slot, bucket);
+    BumpBucket(r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)].sla_breaches, 1u);
+  });
+}
+
+void AggregateShard::BacklogChanged(int process, int stage, DimsId dims, int open_delta,
+                                    int over_sla_delta) {
+  ProcessState* p = WriterProcess(process, stage);
+  if (p == nullptr) return;
+  DimsRecord* r = WriterRecord(*p, dims);
+  if (r == nullptr) return;
+  AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
+  Bump(t.backlog, int64_t{open_delta});
+  Bump(t.backlog_over_sla, int64_t{over_sla_delta});
+}
+
+// ---------------------------------------------------------------- readers
+
+uint64_t AggregateShard::ChangeCount(int process) const {
+  const ProcessState* p = ReaderProcess(process);
+  return p == nullptr ? 0 : p->changes.load(std::memory_order_relaxed);
+}
+
+int AggregateShard::stage_count(int process) const {
+  const ProcessState* p = ReaderProcess(process);
+  return p == nullptr ? 0 : p->stages;
+}
+
+const std::string& AggregateShard::process_id(int process) const {
+  return processes_.at(static_cast<size_t>(process))->id;
+}
+
+const std::string& AggregateShard::stage_id(int process, int stage) const {
+  return processes_.at(static_cast<size_t>(process))->stage_ids.at(static_cast<size_t>(stage));
+}
+
+absl::optional<int64_t> AggregateShard::latest() const {
+  const int64_t latest = latest_.load(std::memory_order_relaxed);
+  if (latest == kNoTime) return absl::nullopt;
+  return latest;
+}
+
+const AggregateShard::ProcessState* AggregateShard::ReaderProcess(int process) const {
+  if (process < 0 || process >= process_count()) return nullptr;
+  return processes_[static_cast<size_t>(process)].get();
+}
+
+const AggregateShard::DimsRecord* AggregateShard::ReaderRecord(const ProcessState& p,
+                                                               DimsId dims) const {
+  if (dims >= kMaxDims) return nullptr;
+  // Acquire: pairs with the writer's release stores of the pointers, so the
+  // chunk and the record are seen fully built.
+  const Chunk* chunk = p.chunks[dims >> kChunkBits].load(std::memory_order_acquire);
+  if (chunk == nullptr) return nullptr;
+  return chunk->records[dims & (kChunkSize - 1)].load(std::memory_order_acquire);
+}
+
+std::vector<DimsId> AggregateShard::ListDims(int process) const {
+  std::vector<DimsId> ids;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return ids;
+  const uint32_t end = p->dims_end.load(std::memory_order_acquire);
+  for (DimsId d = 0; d < end; ++d) {
+    if (ReaderRecord(*p, d) != nullptr) ids.push_back(d);
+  }
+  return ids;
+}
+
+void AggregateShard::ReadRecordSlots(const ProcessState& p, const DimsRecord& r,
+                                     const WindowSpan& span, size_t stage_begin, size_t stage_end,
+                                     bool with_process, SeriesWindow* out) const {
+  if (span.empty() || span.level >= static_cast<int>(layout_.levels().size())) return;
+  const Level& l = layout_.levels()[static_cast<size_t>(span.level)];
+  const size_t stages = static_cast<size_t>(p.stages);
+  out->stages.resize(stages);
+  const size_t s_begin = std::min(stage_begin, stages);
+  const size_t s_end = std::min(stage_end, stages);
+  ProcessWindowCounts process;
+  std::vector<StageWindowCounts> stage(stages);
+  for (int64_t bucket = std::max(span.first, span.last - l.slots + 1); bucket <= span.last;
+       ++bucket) {
+    const size_t slot = static_cast<size_t>(l.offset + FloorMod(bucket, l.slots));
+    const bool ok = ReadSlot(r.stamps[slot], bucket, [&] {
+      if (with_process) r.process_buckets[slot].LoadInto(&process);
+      for (size_t s = s_begin; s < s_end; ++s) {
+        r.stage_buckets[slot * stages + s].LoadInto(&stage[s]);
+      }
+    });
+    if (!ok) continue;
+    if (with_process) out->process.Merge(process);
+    for (size_t s = s_begin; s < s_end; ++s) out->stages[s].Merge(stage[s]);
+  }
+}
+
+StageWindowCounts AggregateShard::ReadStageWindow(int process, int stage, DimsId dims,
+                                                  const WindowSpan& span) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr || stage < 0 || stage >= p->stages) return {};
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r == nullptr) return {};
+  SeriesWindow w;
+  ReadRecordSlots(*p, *r, span, static_cast<size_t>(stage), static_cast<size_t>(stage) + 1,
+                  /*with_process=*/false, &w);
+  return w.stages.empty() ? StageWindowCounts{} : w.stages[static_cast<size_t>(stage)];
+}
+
+ProcessWindowCounts AggregateShard::ReadProcessWindow(int process, DimsId dims,
+                                                      const WindowSpan& span) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return {};
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r == nullptr) return {};
+  SeriesWindow w;
+  ReadRecordSlots(*p, *r, span, 0, 0, /*with_process=*/true, &w);
+  return w.process;
+}
+
+SeriesWindow AggregateShard::ReadSeriesWindow(int process, DimsId dims,
+                                              const WindowSpan& span) const {
+  SeriesWindow w;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return w;
+  w.stages.resize(static_cast<size_t>(p->stages));
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r != nullptr) ReadRecordSlots(*p, *r, span, 0, w.stages.size(), /*with_process=*/true, &w);
+  return w;
+}
+
+SeriesWindow AggregateShard::ReadAllDimsWindow(int process, const WindowSpan& span) const {
+  SeriesWindow w;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return w;
+  w.stages.resize(static_cast<size_t>(p->stages));
+  const uint32_t end = p->dims_end.load(std::memory_order_acquire);
+  for (DimsId d = 0; d < end; ++d) {
+    if (const DimsRecord* r = ReaderRecord(*p, d)) {
+      ReadRecordSlots(*p, *r, span, 0, w.stages.size(), /*with_process=*/true, &w);
+    }
+  }
+  return w;
+}
+
+Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan& span) const {
+  Distribution out;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr || series < 0 || series > p->stages || span.empty() ||
+      span.level >= static_cast<int>(layout_.levels().size())) {
+    return out;
+  }
+  const Level& l = layout_.levels()[static_cast<size_t>(span.level)];
+  std::array<uint32_t, Distribution::kNumBins> copy;
+  uint32_t lo = 0, hi = 0;
+  for (int64_t bucket = std::max(span.first, span.last - l.slots + 1); bucket <= span.last;
+       ++bucket) {
+    const int slot = l.offset + static_cast<int>(FloorMod(bucket, l.slots));
+    uint32_t* d = p->dist(slot, series);
+    const bool ok = ReadSlot(p->dist_stamps[static_cast<size_t>(slot)], bucket, [&] {
+      lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
+      hi = std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
+      for (uint32_t b = lo; b <= hi; ++b) {
+        copy[b] = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
+      }
+    });
+    if (!ok) continue;
+    for (uint32_t b = lo; b <= hi; ++b) out.AddToBin(static_cast<int>(b), copy[b]);
+  }
+  return out;
+}
+
+Distribution AggregateShard::ReadCycleTimes(int process, int stage, const WindowSpan& span) const {
+  if (stage < 0 || stage >= stage_count(process)) return {};
+  return ReadDist(process, stage, span);
+}
+
+Distribution AggregateShard::ReadLeadTimes(int process, const WindowSpan& span) const {
+  return ReadDist(process, stage_count(process), span);
+}
+
+void AggregateShard::ReadTotalsInto(const ProcessState& p, const DimsRecord& r,
+                                    SeriesTotals* out) const {
+  out->stages.resize(static_cast<size_t>(p.stages));
+  out->process.Merge(r.process_totals.Get());
+  for (size_t s = 0; s < out->stages.size(); ++s) out->stages[s].Merge(r.stage_totals[s].Get());
+}
+
+StageTotals AggregateShard::ReadStageTotals(int process, int stage, DimsId dims) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr || stage < 0 || stage >= p->stages) return {};
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r == nullptr) return {};
+  return r->stage_totals[static_cast<size_t>(stage)].Get();
+}
+
+ProcessTotals AggregateShard::ReadProcessTotals(int process, DimsId dims) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return {};
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r == nullptr) return {};
+  return r->process_totals.Get();
+}
+
+SeriesTotals AggregateShard::ReadSeriesTotals(int process, DimsId dims) const {
+  SeriesTotals t;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return t;
+  t.stages.resize(static_cast<size_t>(p->stages));
+  if (const DimsRecord* r = ReaderRecord(*p, dims)) ReadTotalsInto(*p, *r, &t);
+  return t;
+}
+
+SeriesTotals AggregateShard::ReadAllDimsTotals(int process) const {
+  SeriesTotals t;
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return t;
+  t.stages.resize(static_cast<size_t>(p->stages));
+  const uint32_t end = p->dims_end.load(std::memory_order_acquire);
+  for (DimsId d = 0; d < end; ++d) {
+    if (const DimsRecord* r = ReaderRecord(*p, d)) ReadTotalsInto(*p, *r, &t);
+  }
+  return t;
+}
+
+uint64_t AggregateShard::ReadTransitions(int process, int from_stage, int to_stage) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr || from_stage < 0 || from_stage >= p->stages || to_stage < 0 ||
+      to_stage >= p->stages) {
+    return 0;
+  }
+  return p->transitions[static_cast<size_t>(from_stage * p->stages + to_stage)].load(
+      std::memory_order_relaxed);
+}
+
+size_t AggregateShard::AllocatedBytes() const {
+  size_t bytes = sizeof(*this);
+  for (const auto& p : processes_) {
+    bytes += sizeof(ProcessState) + p->transitions.size() * sizeof(std::atomic<uint64_t>) +
+             kMaxChunks * sizeof(std::atomic<Chunk*>) +
+             p->dist_stamps.size() * sizeof(std::atomic<int64_t>) + p->bins_len * sizeof(uint32_t);
+    for (uint32_t c = 0; c < kMaxChunks; ++c) {
+      const Chunk* chunk = p->chunks[c].load(std::memory_order_acquire);
+      if (chunk == nullptr) continue;
+      bytes += sizeof(Chunk);
+      for (const auto& r : chunk->records) {
+        if (const DimsRecord* record = r.load(std::memory_order_acquire)) bytes += record->bytes();
+      }
+    }
+  }
+  return bytes;
+}
+
+// ---------------------------------------------------------------- state
+
+namespace {
+
+class Encoder {
+ public:
+  void Raw(absl::string_view s) { out_.append(s.data(), s.size()); }
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      out_.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out_.push_back(static_cast<char>(v));
+  }
+  void Signed(int64_t v) {
+    const uint64_t u = static_cast<uint64_t>(v);
+    Varint((u << 1) ^ (v < 0 ? ~uint64_t{0} : 0));  // zigzag
+  }
+  void Double(double d) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+  }
+  void String(absl::string_view s) {
+    Varint(s.size());
+    Raw(s);
+  }
+  void Histogram(const LatencyHistogram& h) {
+    Varint(h.buckets.size());
+    for (uint64_t b : h.buckets) Varint(b);
+    Double(h.sum);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Reads what Encoder wrote; any malformed input sets !ok() and yields zeros.
+class Decoder {
+ public:
+  explicit Decoder(absl::string_view in) : in_(in) {}
+
+  bool ok() const { return ok_; }
+  size_t position() const { return pos_; }
+  size_t remaining() const { return in_.size() - pos_; }
+
+  bool Raw(absl::string_view expected) {
+    if (remaining() < expected.size() || in_.substr(pos_, expected.size()) != expected) {
+      return Fail();
+    }
+    pos_ += expected.size();
+    return true;
+  }
+  uint64_t Varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= in_.size()) return Fail();
+      const uint8_t byte = static_cast<uint8_t>(in_[pos_++]);
+      v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return v;
+    }
+    return Fail();
+  }
+  // A count of items that each take at least one byte: bounded by the input
+  // left, so corrupt input cannot make us allocate much.
+  size_t Count() {
+    const uint64_t n = Varint();
+    if (n > remaining()) return Fail();
+    return static_cast<size_t>(n);
+  }
+  int64_t Signed() {
+    const uint64_t u = Varint();
+    return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1));
+  }
+  uint32_t U32() {
+    const uint64_t v = Varint();
+    if (v > std::numeric_limits<uint32_t>::max()) return Fail();
+    return static_cast<uint32_t>(v);
+  }
+  double Double() {
+    if (remaining() < 8) return Fail();
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; ++i) {
+      bits |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
+    }
+    double d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  std::string String() {
+    const size_t n = Count();
+    if (!ok_) return {};
+    std::string s(in_.substr(pos_, n));
+    pos_ += n;
+    return s;
+  }
+  LatencyHistogram Histogram() {
+    LatencyHistogram h;
+    if (Count() != h.buckets.size()) {
+      Fail();
+      return h;
+    }
+    for (uint64_t& b : h.buckets) b = Varint();
+    h.sum = Double();
+    return h;
+  }
+
+ private:
+  int Fail() {
+    ok_ = false;
+    pos_ = in_.size();
+    return 0;
+  }
+
+  absl::string_view in_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+void EncodeStageTotals(const StageTotals& t, Encoder* e) {
+  for (uint64_t v : {t.entered, t.exited_advanced, t.exited_fallout, t.sla_met, t.sla_missed,
+                     t.rework, t.sla_breaches, t.expired}) {
+    e->Varint(v);
+  }
+  e->Signed(t.backlog);
+  e->Signed(t.backlog_over_sla);
+  e->Histogram(t.cycle_time);
+}
+
+StageTotals DecodeStageTotals(Decoder* d) {
+  StageTotals t;
+  for (uint64_t* v : {&t.entered, &t.exited_advanced, &t.exited_fallout, &t.sla_met, &t.sla_missed,
+                      &t.rework, &t.sla_breaches, &t.expired}) {
+    *v = d->Varint();
+  }
+  t.backlog = d->Signed();
+  t.backlog_over_sla = d->Signed();
+  t.cycle_time = d->Histogram();
+  return t;
+}
+
+void EncodeProcessTotals(const ProcessTotals& t, Encoder* e) {
+  for (uint64_t v : {t.started, t.completed, t.fallout, t.expired, t.score_count}) e->Varint(v);
+  for (double v : {t.revenue, t.cost, t.score_sum}) e->Double(v);
+  e->Histogram(t.lead_time);
+}
+
+ProcessTotals DecodeProcessTotals(Decoder* d) {
+  ProcessTotals t;
+  for (uint64_t* v : {&t.started, &t.completed, &t.fallout, &t.expired, &t.score_count}) {
+    *v = d->Varint();
+  }
+  for (double* v : {&t.revenue, &t.cost, &t.score_sum}) *v = d->Double();
+  t.lead_time = d->Histogram();
+  return t;
+}
+
+void EncodeProcessBucket(const ProcessWindowCounts& c, Encoder* e) {
+  for (uint64_t v : {c.started, c.completed, c.fallout, c.score_count}) e->Varint(v);
+  for (double v : {c.revenue, c.cost, c.score_sum}) e->Double(v);
+}
+
+ProcessWindowCounts DecodeProcessBucket(Decoder* d) {
+  ProcessWindowCounts c;
+  for (uint64_t* v : {&c.started, &c.completed, &c.fallout, &c.score_count}) *v = d->U32();
+  for (double* v : {&c.revenue, &c.cost, &c.score_sum}) *v = d->Double();
+  return c;
+}
+
+void EncodeStageBucket(const StageWindowCounts& c, Encoder* e) {
+  for (uint64_t v : {c.entered, c.advanced, c.fallout, c.sla_met, c.rework, c.sla_breaches}) {
+    e->Varint(v);
+  }
+}
+
+StageWindowCounts DecodeStageBucket(Decoder* d) {
+  StageWindowCounts c;
+  for (uint64_t* v :
+       {&c.entered, &c.advanced, &c.fallout, &c.sla_met, &c.rework, &c.sla_breaches}) {
+    *v = d->U32();
+  }
+  return c;
+}
+
+absl::Status Corrupt(const Decoder& d, absl::string_view what) {
+  return absl::DataLossError(
+      absl::StrCat("aggregate state: ", what, " (near byte ", d.position(), ")"));
+}
+
+}  // namespace
+
+// Format, version 1 (varints unless noted; signed values zigzag; doubles as
+// 8 little-endian bytes; strings length-prefixed):
+//   "KPAG" version
+//   levels: count, (width seconds, slots)...            informational
+//   latest (signed; int64 min = none), late, dropped
+//   processes: count, then per process:
+//     id, stages: count, ids...
+//     transitions: count, (from, to, n)...              non-zero only
+//     records: count, then per record:
+//       dims, process totals, stage totals x stages
+//       buckets: count, (width, bucket, process bucket, stage bucket x stages)...
+//     distribution buckets: count, then per bucket:
+//       width, bucket, (non-zero bins: count, (bin, n)...) x (stages + 1)
+std::string AggregateShard::Serialize() const {
+  Encoder e;
+  e.Raw(kMagic);
+  e.Varint(kStateVersion);
+  const std::vector<Level>& levels = layout_.levels();
+  e.Varint(levels.size());
+  for (const Level& l : levels) {
+    e.Varint(static_cast<uint64_t>(l.width));
+    e.Varint(static_cast<uint64_t>(l.slots));
+  }
+  const int64_t latest = latest_.load(std::memory_order_relaxed);
+  e.Signed(latest);
+  e.Varint(late());
+  e.Varint(dropped());
+  // Is `bucket` one the level still keeps (a stale slot is not state)?
+  auto kept = [&](const Level& l, int64_t bucket) {
+    return bucket != kNoBucket && latest != kNoTime && bucket <= FloorDiv(latest, l.width) &&
+           bucket > FloorDiv(latest, l.width) - l.slots;
+  };
+
+  e.Varint(processes_.size());
+  for (size_t pi = 0; pi < processes_.size(); ++pi) {
+    const ProcessState* p = processes_[pi].get();
+    const size_t stages = static_cast<size_t>(p->stages);
+    e.String(p->id);
+    e.Varint(stages);
+    for (const std::string& id : p->stage_ids) e.String(id);
+
+    std::vector<std::array<uint64_t, 3>> transitions;
+    for (size_t i = 0; i < p->transitions.size(); ++i) {
+      const uint64_t n = p->transitions[i].load(std::memory_order_relaxed);
+      if (n != 0) transitions.push_back({i / stages, i % stages, n});
+    }
+    e.Varint(transitions.size());
+    for (const auto& t : transitions) {
+      for (uint64_t v : t) e.Varint(v);
+    }
+
+    const std::vector<DimsId> dims = ListDims(static_cast<int>(pi));
+    e.Varint(dims.size());
+    ProcessWindowCounts process;
+    std::vector<StageWindowCounts> stage(stages);
+    for (DimsId id : dims) {
+      const DimsRecord& r = *ReaderRecord(*p, id);
+      e.Varint(id);
+      EncodeProcessTotals(r.process_totals.Get(), &e);
+      for (const AtomicStageTotals& t : r.stage_totals) EncodeStageTotals(t.Get(), &e);
+      Encoder buckets;
+      size_t bucket_count = 0;
+      for (const Level& l : levels) {
+        for (int i = 0; i < l.slots; ++i) {
+          const size_t slot = static_cast<size_t>(l.offset + i);
+          const int64_t bucket = r.stamps[slot].load(std::memory_order_acquire);
+          if (!kept(l, bucket)) continue;
+          const bool ok = ReadSlot(r.stamps[slot], bucket, [&] {
+            r.process_buckets[slot].LoadInto(&process);
+            for (size_t s = 0; s < stages; ++s) {
+              r.stage_buckets[slot * stages + s].LoadInto(&stage[s]);
+            }
+          });
+          if (!ok) continue;
+          ++bucket_count;
+          buckets.Varint(static_cast<uint64_t>(l.width));
+          buckets.Signed(bucket);
+          EncodeProcessBucket(process, &buckets);
+          for (const StageWindowCounts& c : stage) EncodeStageBucket(c, &buckets);
+        }
+      }
+      e.Varint(bucket_count);
+      e.Raw(buckets.Take());
+    }
+
+    Encoder dists;
+    size_t dist_count = 0;
+    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> bins(stages + 1);
+    for (const Level& l : levels) {
+      for (int i = 0; i < l.slots; ++i) {
+        const int slot = l.offset + i;
+        const std::atomic<int64_t>& stamp = p->dist_stamps[static_cast<size_t>(slot)];
+        const int64_t bucket = stamp.load(std::memory_order_acquire);
+        if (!kept(l, bucket)) continue;
+        const bool ok = ReadSlot(stamp, bucket, [&] {
+          for (size_t series = 0; series <= stages; ++series) {
+            bins[series].clear();
+            uint32_t* d = p->dist(slot, static_cast<int>(series));
+            const uint32_t lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
+            const uint32_t hi =
+                std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
+            for (uint32_t b = lo; b <= hi; ++b) {
+              const uint32_t n = std::atomic_ref<uint32_t>(d[2 + b]).load(kObserve);
+              if (n != 0) bins[series].emplace_back(b, n);
+            }
+          }
+        });
+        if (!ok) continue;
+        ++dist_count;
+        dists.Varint(static_cast<uint64_t>(l.width));
+        dists.Signed(bucket);
+        for (const auto& series : bins) {
+          dists.Varint(series.size());
+          for (const auto& [bin, n] : series) {
+            dists.Varint(bin);
+            dists.Varint(n);
+          }
+        }
+      }
+    }
+    e.Varint(dist_count);
+    e.Raw(dists.Take());
+  }
+  return e.Take();
+}
+
+absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const model::Config& config,
+                                                                        absl::string_view bytes) {
+  auto shard = std::make_unique<AggregateShard>(config);
+  Decoder d(bytes);
+  if (!d.Raw(kMagic))
+    return absl::InvalidArgumentError("aggregate state: not kpid aggregate state");
+  const uint64_t version = d.Varint();
+  if (!d.ok()) return Corrupt(d, "truncated");
+  if (version != kStateVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("aggregate state: format version ", version,
+                                                      "; this build reads ", kStateVersion));
+  }
+  const size_t level_count = d.Count();
+  for (size_t i = 0; i < level_count && d.ok(); ++i) {
+    d.Varint();  // width
+    d.Varint();  // slots
+  }
+  const int64_t latest = d.Signed();
+  const uint64_t late = d.Varint();
+  const uint64_t dropped = d.Varint();
+  if (!d.ok()) return Corrupt(d, "truncated header");
+  if (latest != kNoTime && (latest > kMaxAbsSeconds || latest < -kMaxAbsSeconds)) {
+    return Corrupt(d, "latest time out of range");
+  }
+  shard->latest_.store(latest, std::memory_order_relaxed);
+  shard->late_.store(late, std::memory_order_relaxed);
+  shard->dropped_.store(dropped, std::memory_order_relaxed);
+  const std::vector<Level>& levels = shard->layout_.levels();
+
+  // The slot of `bucket` in the level with buckets of `width`, if the
+  // restored shard keeps that bucket; -1 otherwise.
+  auto slot_of = [&](uint64_t width, int64_t bucket) {
+    if (latest == kNoTime || width == 0 || width > static_cast<uint64_t>(kMaxAbsSeconds)) return -1;
+    const int level = shard->layout_.LevelWithWidth(static_cast<int64_t>(width));
+    if (level < 0) return -1;
+    const Level& l = levels[static_cast<size_t>(level)];
+    const int64_t head = FloorDiv(latest, l.width);
+    if (bucket > head || bucket <= head - l.slots) return -1;
+    return l.offset + static_cast<int>(FloorMod(bucket, l.slots));
+  };
+
+  const size_t process_count = d.Count();
+  for (size_t pi = 0; pi < process_count && d.ok(); ++pi) {
+    const std::string id = d.String();
+    const size_t stages = d.Count();
+    if (stages > model::kMaxStages) return Corrupt(d, "too many stages");
+    std::vector<std::string> stage_ids(stages);
+    for (std::string& s : stage_ids) s = d.String();
+    if (!d.ok()) break;
+    // Map to the new config by id; unknown processes and stages are dropped.
+    ProcessState* p = nullptr;
+    for (auto& candidate : shard->processes_) {
+      if (candidate->id == id) p = candidate.get();
+    }
+    std::vector<int> stage_map(stages, -1);
+    if (p != nullptr) {
+      for (size_t s = 0; s < stages; ++s) {
+        for (int t = 0; t < p->stages; ++t) {
+          if (p->stage_ids[static_cast<size_t>(t)] == stage_ids[s]) stage_map[s] = t;
+        }
+      }
+    }
+    auto mapped = [&](uint64_t s) { return s < stages ? stage_map[static_cast<size_t>(s)] : -1; };
+
+    const size_t transition_count = d.Count();
+    for (size_t i = 0; i < transition_count && d.ok(); ++i) {
+      const int from = mapped(d.Varint());
+      const int to = mapped(d.Varint());
+      const uint64_t n = d.Varint();
+      if (p != nullptr && from >= 0 && to >= 0) {
+        p->transitions[static_cast<size_t>(from * p->stages + to)].store(n,
+                                                                         std::memory_order_relaxed);
+      }
+    }
+
+    const size_t record_count = d.Count();
+    for (size_t ri = 0; ri < record_count && d.ok(); ++ri) {
+      const uint64_t dims = d.Varint();
+      const ProcessTotals process_totals = DecodeProcessTotals(&d);
+      std::vector<StageTotals> stage_totals(stages);
+      for (StageTotals& t : stage_totals) t = DecodeStageTotals(&d);
+      if (!d.ok()) break;
+      DimsRecord* r = nullptr;
+      if (p != nullptr && dims < kMaxDims) {
+        r = shard->WriterRecord(*p, static_cast<DimsId>(dims));
+        r->process_totals.Set(process_totals);
+        for (size_t s = 0; s < stages; ++s) {
+          if (stage_map[s] >= 0) {
+            r->stage_totals[static_cast<size_t>(stage_map[s])].Set(stage_totals[s]);
+          }
+        }
+      }
+      const size_t bucket_count = d.Count();
+      for (size_t bi = 0; bi < bucket_count && d.ok(); ++bi) {
+        const uint64_t width = d.Varint();
+        const int64_t bucket = d.Signed();
+        const ProcessWindowCounts pc = DecodeProcessBucket(&d);
+        std::vector<StageWindowCounts> sc(stages);
+        for (StageWindowCounts& c : sc) c = DecodeStageBucket(&d);
+        const int slot = slot_of(width, bucket);
+        if (!d.ok() || r == nullptr || slot < 0) continue;
+        const int64_t held = r->stamps[static_cast<size_t>(slot)].load(std::memory_order_relaxed);
+        if (held != kNoBucket && held > bucket) continue;  // a newer bucket won the slot
+        shard->PrepareSlot(*r, p->stages, slot, bucket);
+        ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
+        BumpBucket(b.started, static_cast<uint32_t>(pc.started));
+        BumpBucket(b.completed, static_cast<uint32_t>(pc.completed));
+        BumpBucket(b.fallout, static_cast<uint32_t>(pc.fallout));
+        BumpBucket(b.score_count, static_cast<uint32_t>(pc.score_count));
+        BumpBucket(b.revenue, pc.revenue);
+        BumpBucket(b.cost, pc.cost);
+        BumpBucket(b.score_sum, pc.score_sum);
+        for (size_t s = 0; s < stages; ++s) {
+          if (stage_map[s] < 0) continue;
+          StageBucket& sb = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage_map[s])];
+          BumpBucket(sb.entered, static_cast<uint32_t>(sc[s].entered));
+          BumpBucket(sb.advanced, static_cast<uint32_t>(sc[s].advanced));
+          BumpBucket(sb.fallout, static_cast<uint32_t>(sc[s].fallout));
+          BumpBucket(sb.sla_met, static_cast<uint32_t>(sc[s].sla_met));
+          BumpBucket(sb.rework, static_cast<uint32_t>(sc[s].rework));
+          BumpBucket(sb.sla_breaches, static_cast<uint32_t>(sc[s].sla_breaches));
+        }
+      }
+    }
+
+    const size_t dist_count = d.Count();
+    for (size_t di = 0; di < dist_count && d.ok(); ++di) {
+      const uint64_t width = d.Varint();
+      const int64_t bucket = d.Signed();
+      const int slot = slot_of(width, bucket);
+      bool use = d.ok() && p != nullptr && slot >= 0;
+      if (use) {
+        const int64_t held =
+            p->dist_stamps[static_cast<size_t>(slot)].load(std::memory_order_relaxed);
+        use = held == kNoBucket || held <= bucket;
+        if (use) shard->PrepareDistSlot(*p, slot, bucket);
+      }
+      for (size_t series = 0; series <= stages && d.ok(); ++series) {
+        // The last series is lead time, whatever the stage count.
+        const int to = series == stages ? (p == nullptr ? -1 : p->stages) : mapped(series);
+        const size_t nonzero = d.Count();
+        for (size_t i = 0; i < nonzero && d.ok(); ++i) {
+          const uint64_t bin = d.Varint();
+          const uint32_t n = d.U32();
+          if (bin >= static_cast<uint64_t>(Distribution::kNumBins)) return Corrupt(d, "bad bin");
+          if (use && to >= 0) shard->AddToDist(*p, slot, to, static_cast<int>(bin), n);
+        }
+      }
+    }
+  }
+  if (!d.ok()) return Corrupt(d, "truncated or malformed");
+  if (d.remaining() != 0) return Corrupt(d, "trailing bytes");
+  return shard;
+}
+
+}  // namespace kpid::bench_legacy

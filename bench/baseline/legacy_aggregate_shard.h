@@ -1,0 +1,268 @@
+// Frozen copy of daemon/aggregate/aggregate_shard.h as of commit 0a68fcc (before
+// the write-path work), kept so bench/ can measure old against new in one run
+// and check that the new shard reads this one's state. Not used by the daemon;
+// do not fix or extend it.
+// The lock-free windowed aggregator (DESIGN §6 daemon/aggregate): one
+// AggregateShard per ingest worker turns the case tracker's facts into the
+// KPIs of DESIGN §3, and any number of reader threads (exporter, rules, gRPC)
+// read them without ever blocking the worker.
+//
+//   AggregateShard shard(config);                     // one per worker
+//   CaseTracker tracker({..., .sink = &shard, ...});  // the worker writes
+//   // any thread:
+//   WindowSpan span = shard.Resolve(/*window=*/0, absl::Now());
+//   SeriesWindow w = shard.ReadSeriesWindow(process, dims, span);
+//   absl::optional<double> conv = w.stages[stage].conversion();
+//   absl::optional<double> p90 = shard.ReadCycleTimes(process, stage, span).Quantile(0.9);
+//   // several workers: MergedReader (merged_reader.h) sums the shards.
+//
+// Design
+// ------
+// Series. A stage series is (process, stage, dims), a process series
+// (process, dims); dims is the DimsId the tracker's DimensionTable gave the
+// case (dense small integers per process, per worker). All series of one
+// (process, dims) live in one record, allocated the first time that DimsId is
+// used and never moved or freed while the shard lives: records hang off
+// fixed-size chunks of atomic pointers published with release stores and a
+// published `dims_end` (acquire), so readers find them without a lock. This
+// first-use allocation is the only allocation on the write path.
+//
+// Levels. Time is cut into buckets at several resolutions, as folly's
+// MultiLevelTimeSeries: one level per configured window W with 61 buckets of
+// W/60 (60 plus the current one), and a history level covering `retention`
+// with buckets of (largest window)/60, which the largest window also reads
+// (WindowLayout). A fact goes into the bucket of its event time `at` at every
+// level. The shard's head is the latest fact time seen; a level keeps the
+// buckets from head - (slots - 1) buckets to head; a fact older than that is
+// not added to the level, and one older than the history level's oldest
+// bucket is counted in late() only (the caller's _total counters still count
+// it; the totals here count it too). A fact in the future moves the head
+// forward (so the oldest buckets go); a read only counts buckets up to the
+// bucket of its `end`, so a future fact shows once `end` reaches it. Hence
+// the caller must not pass times far ahead of now: one fact a day ahead
+// would empty every level shorter than a day, and facts at the true time
+// would then be too old for them. Bucket
+// slots are reused lazily: each slot carries the index of the bucket it
+// holds (its start time / width), and the writer clears a slot when it first
+// writes a newer bucket into it; readers skip slots holding other buckets, so
+// a read at `now` never needs the writer to have advanced.
+//
+// Per bucket: stage entered, advanced, fallout, sla_met, rework,
+// sla_breaches (exited = advanced + fallout); process started, completed,
+// fallout, revenue, cost, score_sum, score_count. Window quantiles come from
+// Distribution bins (uint32, ~1% relative error) kept per bucket ONLY for the
+// dims-less aggregates (process, stage) and (process): cycle-time and
+// lead-time quantiles are exported without dimension labels. A dense
+// distribution is ~3.9 KB (984 uint32 bins), so one per dims series would
+// cost ~1.2 MB per series (313 buckets with the default levels) — 1000 dims
+// x 6 series would be 7 GB per worker; counts per dims are cheap, quantiles
+// per dims are not.
+//
+// Memory (default windows [5m, 1h, 24h, 7d], retention 15d: 61 + 61 + 61 +
+// 130 = 313 buckets per series): a stage series 313 x 24 B = 7.5 KB plus 224
+// B of totals; a process series 313 x 40 B = 12.5 KB, plus 313 x 8 B of
+// bucket stamps shared by the record; a record of a 5-stage process ~52 KB.
+// Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
+// allocated (calloc, untouched pages stay free) when the shard is built.
+//
+// Consistency. Each bucket slot has an atomic stamp (the bucket index it
+// holds). The writer reuses a slot seqlock-style: stamp := none, zero the
+// values, stamp := new index. Bucket values are stored with release and
+// loaded with acquire (plain moves on x86; no standalone fences, which
+// ThreadSanitizer does not model). A reader loads the stamp, reads the
+// values, and loads the stamp again: had it read any value of a later reuse,
+// it would synchronize with that store and so see the changed stamp; then it
+// retries (and skips the slot: the bucket it wanted is gone). So a read never
+// mixes two buckets' values: every read is exact for the buckets it covers,
+// up to facts still being written. Within a bucket, counters that bound each
+// other are stored in an order readers reverse (sla_met after
+// advanced/fallout, rework after entered, completed after revenue,
+// score_count after score_sum), so sla_met <= exited and rework <= entered
+// hold in every read and those ratios stay in [0, 1]. Totals are independent
+// monotonic counters (relaxed), as SingleWriterCounter.
+//
+// Thread safety: the CaseSink methods (and Restore's filling in) belong to
+// ONE thread, the worker's; every const method may be called from any thread
+// at any time. No mutex anywhere.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/optional.h"
+#include "daemon/aggregate/aggregate_types.h"
+#include "daemon/aggregate/distribution.h"
+#include "daemon/aggregate/window_layout.h"
+#include "daemon/cases/case_sink.h"
+#include "daemon/model/config.h"
+
+namespace kpid::bench_legacy {
+
+using aggregate::Distribution;
+using aggregate::Level;
+using aggregate::ProcessTotals;
+using aggregate::ProcessWindowCounts;
+using aggregate::SeriesTotals;
+using aggregate::SeriesWindow;
+using aggregate::StageTotals;
+using aggregate::StageWindowCounts;
+using aggregate::WindowLayout;
+using aggregate::WindowSpan;
+using cases::DimsId;
+
+class AggregateShard final : public cases::CaseSink {
+ public:
+  // Leading version of Serialize()'s format.
+  static constexpr uint32_t kStateVersion = 1;
+  // DimsIds at or above this are dropped (counted in dropped()).
+  static constexpr uint32_t kMaxDims = 1u << 20;
+
+  // Keeps what it needs of `config` (ids, windows, retention); the config
+  // need not outlive the shard.
+  explicit AggregateShard(const model::Config& config);
+  ~AggregateShard() override;
+  AggregateShard(const AggregateShard&) = delete;
+  AggregateShard& operator=(const AggregateShard&) = delete;
+
+  // ---- CaseSink: the worker thread only. Out-of-range process/stage
+  // indexes (a tracker built from another config) are dropped and counted.
+  void CaseStarted(int process, DimsId dims, absl::Time at) override;
+  void StageEntered(int process, int stage, DimsId dims, absl::Time at, bool rework) override;
+  void StageExited(int process, int stage, DimsId dims, absl::Time at, cases::ExitOutcome outcome,
+                   absl::Duration cycle_time, bool sla_met) override;
+  void Transition(int process, int from_stage, int to_stage, absl::Time at) override;
+  void CaseCompleted(int process, DimsId dims, absl::Time at, double amount,
+                     absl::Duration lead_time) override;
+  void CaseFallout(int process, DimsId dims, absl::Time at) override;
+  void CaseExpired(int process, int stage, DimsId dims, absl::Time at) override;
+  void Cost(int process, DimsId dims, absl::Time at, double amount) override;
+  void Feedback(int process, DimsId dims, absl::Time at, double score) override;
+  void SlaBreached(int process, int stage, DimsId dims, absl::Time deadline) override;
+  void BacklogChanged(int process, int stage, DimsId dims, int open_delta,
+                      int over_sla_delta) override;
+
+  // ---- Readers: any thread, never block the writer.
+  const WindowLayout& layout() const { return layout_; }
+  int process_count() const { return static_cast<int>(processes_.size()); }
+  int stage_count(int process) const;
+  const std::string& process_id(int process) const;
+  const std::string& stage_id(int process, int stage) const;
+
+  // Latest fact time seen (Unix seconds), the head of every level.
+  absl::optional<int64_t> latest() const;
+  // Facts older than the history level's oldest bucket (in no window).
+  uint64_t late() const { return late_.load(std::memory_order_relaxed); }
+  // Facts dropped: bad process/stage index or DimsId >= kMaxDims.
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+  // Enumerates the series: the DimsIds of `process` that have a record
+  // (ascending). Every read below for another DimsId returns zeros.
+  std::vector<DimsId> ListDims(int process) const;
+
+  // Window `window_index` (into config.windows) ending at `end` (usually
+  // now), resolved against this shard's head. To merge shards, resolve once
+  // (MergedReader::Resolve) and pass the span to each.
+  WindowSpan Resolve(int window_index, absl::Time end) const {
+    return layout_.Resolve(window_index, end, latest());
+  }
+
+  StageWindowCounts ReadStageWindow(int process, int stage, DimsId dims,
+                                    const WindowSpan& span) const;
+  StageWindowCounts ReadStageWindow(int process, int stage, DimsId dims, int window_index,
+                                    absl::Time end) const {
+    return ReadStageWindow(process, stage, dims, Resolve(window_index, end));
+  }
+  ProcessWindowCounts ReadProcessWindow(int process, DimsId dims, const WindowSpan& span) const;
+  ProcessWindowCounts ReadProcessWindow(int process, DimsId dims, int window_index,
+                                        absl::Time end) const {
+    return ReadProcessWindow(process, dims, Resolve(window_index, end));
+  }
+  // The process series and every stage series of one dims, in one pass (one
+  // stamp check per bucket): what the exporter reads per series.
+  SeriesWindow ReadSeriesWindow(int process, DimsId dims, const WindowSpan& span) const;
+  // Summed over every dims of the process (alert rules, the KPI tree).
+  SeriesWindow ReadAllDimsWindow(int process, const WindowSpan& span) const;
+
+  // Cycle times of the exits of `stage` (all dims, both outcomes) in the window.
+  Distribution ReadCycleTimes(int process, int stage, const WindowSpan& span) const;
+  Distribution ReadCycleTimes(int process, int stage, int window_index, absl::Time end) const {
+    return ReadCycleTimes(process, stage, Resolve(window_index, end));
+  }
+  // Lead times of the cases completed in the window (all dims).
+  Distribution ReadLeadTimes(int process, const WindowSpan& span) const;
+  Distribution ReadLeadTimes(int process, int window_index, absl::Time end) const {
+    return ReadLeadTimes(process, Resolve(window_index, end));
+  }
+
+  // Monotonic totals and gauges.
+  StageTotals ReadStageTotals(int process, int stage, DimsId dims) const;
+  ProcessTotals ReadProcessTotals(int process, DimsId dims) const;
+  SeriesTotals ReadSeriesTotals(int process, DimsId dims) const;
+  SeriesTotals ReadAllDimsTotals(int process) const;
+  // kpid_transitions_total{process, from, to} (no dims).
+  uint64_t ReadTransitions(int process, int from_stage, int to_stage) const;
+
+  // Exits and breaches of `process` so far: a cheap "has anything changed"
+  // for readers that re-evaluate on change (the rule engine).
+  uint64_t ChangeCount(int process) const;
+
+  // Bytes allocated (records, chunk tables, distributions), for a self metric.
+  size_t AllocatedBytes() const;
+
+  // ---- State, for durability. Serialize() may run on any thread; it is
+  // exact when the writer is quiet, else consistent per bucket like a read.
+  // The format (versioned, kStateVersion first) names processes and stages
+  // by id and levels by bucket width, so Restore into a changed config keeps
+  // what still matches (and drops the rest); DimsIds are kept as they are,
+  // so restore the worker's DimensionTable alongside.
+  std::string Serialize() const;
+  // A new shard for `config` holding the serialized state. Call before any
+  // other thread can see the shard.
+  static absl::StatusOr<std::unique_ptr<AggregateShard>> Restore(const model::Config& config,
+                                                                 absl::string_view bytes);
+
+ private:
+  struct DimsRecord;
+  struct Chunk;
+  struct ProcessState;
+
+  ProcessState* WriterProcess(int process, int stage);
+  DimsRecord* WriterRecord(ProcessState& p, DimsId dims);
+  const ProcessState* ReaderProcess(int process) const;
+  const DimsRecord* ReaderRecord(const ProcessState& p, DimsId dims) const;
+
+  // Places a fact at `at` in every level that keeps its bucket: fn(slot,
+  // bucket) per level. Advances the head; counts late facts.
+  template <typename Fn>
+  void ForEachLevel(absl::Time at, Fn&& fn);
+  void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
+  void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
+  void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);
+
+  // Adds the buckets of `span` to `out`: stages [stage_begin, stage_end),
+  // and the process series when `with_process`.
+  void ReadRecordSlots(const ProcessState& p, const DimsRecord& r, const WindowSpan& span,
+                       size_t stage_begin, size_t stage_end, bool with_process,
+                       SeriesWindow* out) const;
+  Distribution ReadDist(int process, int series, const WindowSpan& span) const;
+  void ReadTotalsInto(const ProcessState& p, const DimsRecord& r, SeriesTotals* out) const;
+
+  const WindowLayout layout_;
+  std::vector<std::unique_ptr<ProcessState>> processes_;
+
+  // Latest fact time seen, Unix seconds; kNoTime before the first. Written by
+  // the writer only; relaxed: readers use it to choose a level and to clip a
+  // span, and stamps (not the head) decide what a read includes, so a stale
+  // head can only make a span a bucket wider or narrower at its old end.
+  std::atomic<int64_t> latest_;
+  std::atomic<uint64_t> late_{0};     // single writer, relaxed (a counter)
+  std::atomic<uint64_t> dropped_{0};  // single writer, relaxed (a counter)
+};
+
+}  // namespace kpid::bench_legacy
