@@ -103,15 +103,17 @@ std::string Arrow(const KpiDelta& d) {
 
 std::string FormatDuration(double seconds) {
   if (seconds < 0) return absl::StrCat("-", FormatDuration(-seconds));
+  if (seconds == 0) return "0s";
   if (seconds < 10) return absl::StrFormat("%.1fs", seconds);
   if (seconds < 60) return absl::StrFormat("%.0fs", seconds);
-  const int64_t minutes = std::llround(seconds / 60);
+  // Two units at most: minutes below a day, hours (rounded) beyond.
+  int64_t minutes = std::llround(seconds / 60);
+  if (minutes >= 1440) minutes = std::llround(seconds / 3600) * 60;
   const int64_t days = minutes / 1440, hours = minutes % 1440 / 60, mins = minutes % 60;
   std::vector<std::string> parts;
   if (days > 0) parts.push_back(absl::StrCat(days, "d"));
   if (hours > 0) parts.push_back(absl::StrCat(hours, "h"));
-  if (mins > 0 && days == 0) parts.push_back(absl::StrCat(mins, "m"));
-  if (parts.empty()) return "0m";
+  if (mins > 0) parts.push_back(absl::StrCat(mins, "m"));
   return absl::StrJoin(parts, " ");
 }
 
@@ -340,7 +342,7 @@ Document ReportDocument(const WeeklyReport& r) {
   for (const ProcessReport& p : r.processes()) {
     Section s;
     s.heading = p.process();
-    Table t{{"Stage", "KPI", "Last 7d", "7d before", "Δ", "Δ %", ""},
+    Table t{{"Stage", "KPI", "Last 7d", "7d before", "Δ", "Δ %", "Flag"},
             {false, false, true, true, true, true, false},
             {}};
     for (const KpiDelta& d : p.kpis()) {
@@ -380,7 +382,8 @@ Document ReportDocument(const WeeklyReport& r) {
   Section cases;
   cases.heading = "Top breaching cases";
   if (!r.breaching_cases_unavailable().empty()) {
-    cases.lines.push_back(absl::StrCat("Not available: ", r.breaching_cases_unavailable()));
+    cases.lines.push_back(
+        absl::StrCat("kpid could not list them (", r.breaching_cases_unavailable(), ")."));
   } else if (r.top_breaching_cases().empty()) {
     cases.lines.push_back("None.");
   } else {
