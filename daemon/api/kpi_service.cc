@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/api/proto_time.h"
 #include "daemon/common/duration.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace kpid::api {
 namespace {
@@ -33,6 +35,21 @@ grpc::Status Abandoned(grpc::ServerContext* context) {
   return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled");
 }
 
+constexpr size_t kMaxCachedSnapshots = 64;
+
+// Equal requests give equal keys: map fields in a fixed order.
+std::string CacheKey(const v1::GetSnapshotRequest& request) {
+  std::string key;
+  {
+    // The streams trim `key` to what was written when they go.
+    google::protobuf::io::StringOutputStream stream(&key);
+    google::protobuf::io::CodedOutputStream out(&stream);
+    out.SetSerializationDeterministic(true);
+    request.SerializeToCodedStream(&out);
+  }
+  return key;
+}
+
 }  // namespace
 
 grpc::Status ToGrpc(const absl::Status& status) {
@@ -52,11 +69,40 @@ int KpiService::active_watch_streams() const {
   return watch_streams_;
 }
 
+absl::StatusOr<v1::Snapshot> KpiService::Snapshot(const v1::GetSnapshotRequest& request,
+                                                  const std::function<bool()>& cancelled) {
+  if (options_.snapshot_cache_ttl <= absl::ZeroDuration()) {
+    return options_.snapshots->Read(request, cancelled);
+  }
+  const std::string key = CacheKey(request);
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end() && absl::Now() - it->second.read_at < options_.snapshot_cache_ttl) {
+      return it->second.snapshot;
+    }
+  }
+  // Read outside the lock: callers of other requests need not wait (two
+  // callers of the same one may both read; the later result stays).
+  const absl::Time read_at = absl::Now();
+  absl::StatusOr<v1::Snapshot> snapshot = options_.snapshots->Read(request, cancelled);
+  if (!snapshot.ok()) return snapshot;
+  absl::MutexLock lock(&cache_mu_);
+  if (cache_.size() >= kMaxCachedSnapshots) {
+    std::erase_if(cache_, [&](const auto& entry) {
+      return read_at - entry.second.read_at >= options_.snapshot_cache_ttl;
+    });
+    if (cache_.size() >= kMaxCachedSnapshots) cache_.clear();
+  }
+  cache_[key] = CachedSnapshot{read_at, *snapshot};
+  return snapshot;
+}
+
 grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
                                      const v1::GetSnapshotRequest* request,
                                      v1::Snapshot* response) {
   absl::StatusOr<v1::Snapshot> snapshot =
-      options_.snapshots->Read(*request, [context] { return context->IsCancelled(); });
+      Snapshot(*request, [context] { return context->IsCancelled(); });
   if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   *response = *std::move(snapshot);
@@ -98,8 +144,7 @@ grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
 
   const auto cancelled = [context] { return context->IsCancelled(); };
   while (true) {
-    absl::StatusOr<v1::Snapshot> snapshot =
-        options_.snapshots->Read(request->snapshot(), cancelled);
+    absl::StatusOr<v1::Snapshot> snapshot = Snapshot(request->snapshot(), cancelled);
     if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
     if (!snapshot.ok()) return ToGrpc(snapshot.status());
     if (!writer->Write(*snapshot)) return Abandoned(context);  // the client is gone

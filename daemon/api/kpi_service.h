@@ -16,6 +16,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -41,6 +43,12 @@ class KpiService final : public v1::KpiService::Service {
     // Null: ListBreachingCases answers UNIMPLEMENTED.
     const BreachingCasesSource* breaching = nullptr;
     int max_watch_streams = 16;
+    // Identical snapshot requests (GetSnapshot, and each WatchSnapshots
+    // tick) within this long share one read; zero: every call reads. A
+    // client polling in a loop then takes the ingest workers' cores for at
+    // most one read per kind of request and period, at the price of
+    // snapshots up to this old.
+    absl::Duration snapshot_cache_ttl = absl::Seconds(1);
   };
 
   explicit KpiService(Options options);
@@ -63,7 +71,20 @@ class KpiService final : public v1::KpiService::Service {
   int active_watch_streams() const;
 
  private:
+  struct CachedSnapshot {
+    absl::Time read_at;  // wall time
+    v1::Snapshot snapshot;
+  };
+
+  // SnapshotReader::Read through the cache.
+  absl::StatusOr<v1::Snapshot> Snapshot(const v1::GetSnapshotRequest& request,
+                                        const std::function<bool()>& cancelled);
+
   Options options_;
+  absl::Mutex cache_mu_;
+  // By the request's deterministic serialization; expired entries are
+  // dropped when more than kMaxCachedSnapshots are held.
+  std::map<std::string, CachedSnapshot> cache_ ABSL_GUARDED_BY(cache_mu_);
   mutable absl::Mutex mu_;
   int watch_streams_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

@@ -68,6 +68,7 @@ class KpiServiceTest : public ::testing::Test {
     options.service.alerts = [this] { return alerts_; };
     options.service.breaching = breaching_;
     options.service.max_watch_streams = max_watch_streams;
+    options.service.snapshot_cache_ttl = cache_ttl_;
     auto started = ApiServer::Start(std::move(options));
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = *std::move(started);
@@ -87,6 +88,7 @@ class KpiServiceTest : public ::testing::Test {
   cases::ManualClock clock_;
   std::unique_ptr<SnapshotReader> reader_;
   std::vector<alert::AlertView> alerts_;
+  absl::Duration cache_ttl_ = absl::ZeroDuration();
   FakeBreaching fake_breaching_;
   const BreachingCasesSource* breaching_ = &fake_breaching_;
   std::unique_ptr<ApiServer> server_;
@@ -327,6 +329,32 @@ TEST_F(KpiServiceTest, StopEndsOpenStreams) {
   // (which would cancel it) nor left to its 60 s interval.
   EXPECT_FALSE(reader->Read(&snapshot));
   EXPECT_TRUE(reader->Finish().ok());
+}
+
+TEST_F(KpiServiceTest, IdenticalRequestsShareOneReadWithinTheCacheTtl) {
+  cache_ttl_ = absl::Hours(1);
+  StartServer();
+  v1::GetSnapshotRequest sales;
+  sales.set_process("sales");
+  v1::Snapshot first, second;
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), sales, &first).ok());
+  clock_.Set(kNow + absl::Minutes(1));
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), sales, &second).ok());
+  EXPECT_EQ(FromProto(second.as_of()), kNow);  // the cached read
+  // Another request reads afresh.
+  v1::GetSnapshotRequest support;
+  support.set_process("support");
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), support, &second).ok());
+  EXPECT_EQ(FromProto(second.as_of()), kNow + absl::Minutes(1));
+}
+
+TEST_F(KpiServiceTest, WithoutCacheEveryCallReads) {
+  StartServer();  // cache_ttl_ 0
+  v1::Snapshot snapshot;
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot).ok());
+  clock_.Set(kNow + absl::Minutes(1));
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot).ok());
+  EXPECT_EQ(FromProto(snapshot.as_of()), kNow + absl::Minutes(1));
 }
 
 TEST_F(KpiServiceTest, PortInUseFailsToStart) {
