@@ -69,8 +69,8 @@ int KpiService::active_watch_streams() const {
   return watch_streams_;
 }
 
-absl::StatusOr<v1::Snapshot> KpiService::Snapshot(const v1::GetSnapshotRequest& request,
-                                                  const std::function<bool()>& cancelled) {
+absl::StatusOr<v1::Snapshot> KpiService::ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                                      const std::function<bool()>& cancelled) {
   if (options_.snapshot_cache_ttl <= absl::ZeroDuration()) {
     return options_.snapshots->Read(request, cancelled);
   }
@@ -102,7 +102,7 @@ grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
                                      const v1::GetSnapshotRequest* request,
                                      v1::Snapshot* response) {
   absl::StatusOr<v1::Snapshot> snapshot =
-      Snapshot(*request, [context] { return context->IsCancelled(); });
+      ReadSnapshot(*request, [context] { return context->IsCancelled(); });
   if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   *response = *std::move(snapshot);
@@ -144,7 +144,7 @@ grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
 
   const auto cancelled = [context] { return context->IsCancelled(); };
   while (true) {
-    absl::StatusOr<v1::Snapshot> snapshot = Snapshot(request->snapshot(), cancelled);
+    absl::StatusOr<v1::Snapshot> snapshot = ReadSnapshot(request->snapshot(), cancelled);
     if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
     if (!snapshot.ok()) return ToGrpc(snapshot.status());
     if (!writer->Write(*snapshot)) return Abandoned(context);  // the client is gone

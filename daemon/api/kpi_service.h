@@ -77,8 +77,8 @@ class KpiService final : public v1::KpiService::Service {
   };
 
   // SnapshotReader::Read through the cache.
-  absl::StatusOr<v1::Snapshot> Snapshot(const v1::GetSnapshotRequest& request,
-                                        const std::function<bool()>& cancelled);
+  absl::StatusOr<v1::Snapshot> ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                            const std::function<bool()>& cancelled);
 
   Options options_;
   absl::Mutex cache_mu_;
