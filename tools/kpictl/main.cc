@@ -66,6 +66,23 @@ Usage:
 Common flags: --addr host:port (default localhost:50051), --format table|markdown|csv|json,
 --timeout 10s. Exit status: 0 ok, 1 kpid unreachable or refused the request, 2 usage.)";
 
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "unimplemented";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "resource exhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "failed precondition";
+    case grpc::StatusCode::CANCELLED:
+      return "cancelled";
+    case grpc::StatusCode::INTERNAL:
+      return "internal error";
+    default:
+      return "error";
+  }
+}
+
 // A failed call, in one line: what went wrong and where.
 int CallFailed(const std::string& what, const grpc::Status& status) {
   std::string message = absl::StrReplaceAll(status.error_message(), {{"\n", " "}});
@@ -82,8 +99,8 @@ int CallFailed(const std::string& what, const grpc::Status& status) {
       std::cerr << "kpictl: " << what << ": " << message << "\n";
       break;
     default:
-      std::cerr << "kpictl: " << what << " failed (code " << status.error_code() << "): " << message
-                << "\n";
+      std::cerr << "kpictl: " << what << ": " << CodeName(status.error_code()) << " (code "
+                << status.error_code() << "): " << message << "\n";
   }
   return 1;
 }
