@@ -5,8 +5,10 @@
 //   kpid dev-broker --config FILE   run only the embedded Kafka broker of FILE
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +24,8 @@
 #include "daemon/alert/notifier.h"
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
+#include "daemon/api/api_server.h"
+#include "daemon/api/snapshot_reader.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
@@ -36,6 +40,7 @@
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/embedded_broker.h"
 #include "daemon/ingest/kafka_ingest.h"
+#include "daemon/ingest/worker_stats.h"
 #include "daemon/model/config.h"
 
 ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
@@ -321,11 +326,42 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
     rule_engine.Stop();
     return Fail(http.status());
   }
+  // gRPC API. TODO(lead, at merge): KPI tree values (options.kpi_tree =
+  // kpitree evaluator) and breaching cases (service.breaching = an adapter
+  // over CaseTracker::PublishedView()); see docs/api.md.
+  api::SnapshotReader::Options snapshot_options;
+  snapshot_options.config = &config;
+  snapshot_options.shards = shards;
+  snapshot_options.dimensions = tables;
+  snapshot_options.clock = reader_clock.get();
+  snapshot_options.watermark = [ingest = ingest->get()]() -> absl::optional<absl::Time> {
+    int64_t watermark_ms = std::numeric_limits<int64_t>::min();
+    for (int w = 0; w < ingest->worker_count(); ++w) {
+      watermark_ms = std::max(watermark_ms, ingest->worker_stats(w).watermark_ms.Get());
+    }
+    if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
+    return absl::FromUnixMillis(watermark_ms);
+  };
+  const api::SnapshotReader snapshots(std::move(snapshot_options));
+  api::ApiServer::Options api_options;
+  api_options.listen = config.grpc_listen;
+  api_options.service.snapshots = &snapshots;
+  api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
+  api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
+  auto api = api::ApiServer::Start(std::move(api_options));
+  if (!api.ok()) {
+    (*ingest)->Stop();
+    rule_engine.Stop();
+    (*http)->Stop();
+    return Fail(api.status());
+  }
   log::Info("kpid running", {{"version", KPID_VERSION},
                              {"config", config.source_path},
-                             {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")}});
+                             {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")},
+                             {"grpc", config.grpc_listen}});
 
   WaitForTermination(signals);
+  (*api)->Stop();
   (*ingest)->Stop();
   rule_engine.Stop();
   // Resolves and pages still queued get a few seconds to reach Alertmanager.

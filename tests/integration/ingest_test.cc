@@ -35,6 +35,7 @@ kafka:
   dead_letter_topic: events-dlq
   max_message_bytes: 2048
 http: {listen: "127.0.0.1:$PORT"}
+grpc: {listen: "127.0.0.1:0"}
 clock: event
 dimensions: {names: [region]}
 processes:

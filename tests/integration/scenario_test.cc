@@ -37,6 +37,7 @@ kafka:
   partitions: 1
   bootstrap_file: $DIR/bootstrap
 http: {listen: "127.0.0.1:$PORT"}
+grpc: {listen: "127.0.0.1:0"}
 clock: event
 windows: [1h, 1d]
 retention: 2d

@@ -1,0 +1,33 @@
+// Where ListBreachingCases gets the open cases that are past their stage
+// SLA. The case trackers own that state (one per ingest worker, on the
+// worker thread); an adapter over what they publish implements this, so the
+// gRPC service never reaches into a worker.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace kpid::api {
+
+struct BreachingCaseRecord {
+  std::string case_id;
+  int process = 0;  // index into config.processes
+  int stage = 0;    // index into the process's stages
+  absl::Time entered_at;
+  absl::Time deadline;  // entered_at + the stage SLA
+  // The case's dimension values in config.dimensions.names order (the
+  // worker's DimensionTable::Values); may be empty.
+  std::vector<std::string> dimension_values;
+};
+
+class BreachingCasesSource {
+ public:
+  virtual ~BreachingCasesSource() = default;
+  // Every open case past its deadline, in any order; called from gRPC
+  // threads, so it must only read published (immutable or lock-free) state.
+  virtual std::vector<BreachingCaseRecord> Breaching() const = 0;
+};
+
+}  // namespace kpid::api

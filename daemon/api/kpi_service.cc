@@ -1,0 +1,267 @@
+#include "daemon/api/kpi_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/api/proto_time.h"
+#include "daemon/common/duration.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+
+namespace kpid::api {
+namespace {
+
+v1::Alert::State StateOf(alert::AlertPhase phase) {
+  switch (phase) {
+    case alert::AlertPhase::kInactive:
+      return v1::Alert::INACTIVE;
+    case alert::AlertPhase::kPending:
+      return v1::Alert::PENDING;
+    case alert::AlertPhase::kFiring:
+      return v1::Alert::FIRING;
+    case alert::AlertPhase::kResolved:
+      return v1::Alert::RESOLVED;
+  }
+  return v1::Alert::STATE_UNSPECIFIED;
+}
+
+// A call abandoned because its deadline passed says so, not "cancelled".
+grpc::Status Abandoned(grpc::ServerContext* context) {
+  if (context->deadline() <= std::chrono::system_clock::now()) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled");
+}
+
+constexpr size_t kMaxCachedSnapshots = 64;
+
+// Equal requests give equal keys: map fields in a fixed order.
+std::string CacheKey(const v1::GetSnapshotRequest& request) {
+  std::string key;
+  {
+    // The streams trim `key` to what was written when they go.
+    google::protobuf::io::StringOutputStream stream(&key);
+    google::protobuf::io::CodedOutputStream out(&stream);
+    out.SetSerializationDeterministic(true);
+    request.SerializeToCodedStream(&out);
+  }
+  return key;
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+KpiService::KpiService(Options options) : options_(std::move(options)) {}
+
+void KpiService::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+}
+
+int KpiService::active_watch_streams() const {
+  absl::MutexLock lock(&mu_);
+  return watch_streams_;
+}
+
+absl::StatusOr<v1::Snapshot> KpiService::ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                                      const std::function<bool()>& cancelled) {
+  if (options_.snapshot_cache_ttl <= absl::ZeroDuration()) {
+    return options_.snapshots->Read(request, cancelled);
+  }
+  const std::string key = CacheKey(request);
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end() && absl::Now() - it->second.read_at < options_.snapshot_cache_ttl) {
+      return it->second.snapshot;
+    }
+  }
+  // Read outside the lock: callers of other requests need not wait (two
+  // callers of the same one may both read; the later result stays).
+  const absl::Time read_at = absl::Now();
+  absl::StatusOr<v1::Snapshot> snapshot = options_.snapshots->Read(request, cancelled);
+  if (!snapshot.ok()) return snapshot;
+  absl::MutexLock lock(&cache_mu_);
+  if (cache_.size() >= kMaxCachedSnapshots) {
+    std::erase_if(cache_, [&](const auto& entry) {
+      return read_at - entry.second.read_at >= options_.snapshot_cache_ttl;
+    });
+    if (cache_.size() >= kMaxCachedSnapshots) cache_.clear();
+  }
+  cache_[key] = CachedSnapshot{read_at, *snapshot};
+  return snapshot;
+}
+
+grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
+                                     const v1::GetSnapshotRequest* request,
+                                     v1::Snapshot* response) {
+  absl::StatusOr<v1::Snapshot> snapshot =
+      ReadSnapshot(*request, [context] { return context->IsCancelled(); });
+  if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
+  if (!snapshot.ok()) return ToGrpc(snapshot.status());
+  *response = *std::move(snapshot);
+  return grpc::Status::OK;
+}
+
+grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
+                                        const v1::WatchSnapshotsRequest* request,
+                                        grpc::ServerWriter<v1::Snapshot>* writer) {
+  if (absl::Status s = options_.snapshots->Validate(request->snapshot()); !s.ok()) {
+    return ToGrpc(s);
+  }
+  absl::Duration interval = kDefaultWatchInterval;
+  if (request->has_interval()) {
+    if (!IsValid(request->interval())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed interval duration");
+    }
+    interval = FromProto(request->interval());
+    if (interval < kMinWatchInterval) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("interval ", FormatPromDuration(interval),
+                                       " is below the minimum of 100ms"));
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kpid is shutting down");
+    if (watch_streams_ >= options_.max_watch_streams) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("too many WatchSnapshots streams (at most ",
+                                       options_.max_watch_streams, "); retry later"));
+    }
+    ++watch_streams_;
+  }
+  absl::Cleanup release = [this] {
+    absl::MutexLock lock(&mu_);
+    --watch_streams_;
+  };
+
+  const auto cancelled = [context] { return context->IsCancelled(); };
+  while (true) {
+    absl::StatusOr<v1::Snapshot> snapshot = ReadSnapshot(request->snapshot(), cancelled);
+    if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
+    if (!snapshot.ok()) return ToGrpc(snapshot.status());
+    if (!writer->Write(*snapshot)) return Abandoned(context);  // the client is gone
+    // Sleep until the next snapshot; wake for shutdown at once and notice a
+    // cancelled call (gRPC has no callback for it here) within 100 ms.
+    const absl::Time next = absl::Now() + interval;
+    absl::MutexLock lock(&mu_);
+    while (!shutdown_ && absl::Now() < next) {
+      if (context->IsCancelled()) return Abandoned(context);
+      mu_.AwaitWithTimeout(absl::Condition(&shutdown_),
+                           std::min(next - absl::Now(), absl::Milliseconds(100)));
+    }
+    if (shutdown_) return grpc::Status::OK;
+  }
+}
+
+grpc::Status KpiService::ListAlerts(grpc::ServerContext* /*context*/,
+                                    const v1::ListAlertsRequest* request,
+                                    v1::ListAlertsResponse* response) {
+  if (!request->process().empty() &&
+      options_.snapshots->config().FindProcess(request->process()) == nullptr) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("unknown process \"", request->process(), "\""));
+  }
+  std::vector<alert::AlertView> views;
+  if (options_.alerts) views = options_.alerts();
+  std::sort(views.begin(), views.end(), [](const alert::AlertView& a, const alert::AlertView& b) {
+    return a.labels < b.labels;
+  });
+  for (const alert::AlertView& view : views) {
+    if (view.phase == alert::AlertPhase::kInactive && !request->include_inactive()) continue;
+    if (!request->process().empty()) {
+      auto process = view.labels.find("process");
+      if (process == view.labels.end() || process->second != request->process()) continue;
+    }
+    v1::Alert* a = response->add_alerts();
+    if (auto name = view.labels.find("alertname"); name != view.labels.end()) {
+      a->set_name(name->second);
+    }
+    a->set_state(StateOf(view.phase));
+    a->mutable_labels()->insert(view.labels.begin(), view.labels.end());
+    a->mutable_annotations()->insert(view.annotations.begin(), view.annotations.end());
+    a->set_value(view.value);
+    if (view.phase == alert::AlertPhase::kPending || view.phase == alert::AlertPhase::kFiring) {
+      api::ToProto(view.active_at, a->mutable_active_at());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KpiService::ListBreachingCases(grpc::ServerContext* /*context*/,
+                                            const v1::ListBreachingCasesRequest* request,
+                                            v1::ListBreachingCasesResponse* response) {
+  const model::Config& config = options_.snapshots->config();
+  int process = -1;
+  int stage = -1;
+  if (!request->process().empty()) {
+    const model::ProcessConfig* p = config.FindProcess(request->process());
+    if (p == nullptr) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("unknown process \"", request->process(), "\""));
+    }
+    process = static_cast<int>(p - config.processes.data());
+    if (!request->stage().empty()) {
+      stage = p->StageIndex(request->stage());
+      if (stage < 0) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("unknown stage \"", request->stage(), "\" of process \"",
+                                         request->process(), "\""));
+      }
+    }
+  } else if (!request->stage().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stage needs process");
+  }
+  if (request->limit() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must not be negative");
+  }
+  if (options_.breaching == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "breaching cases are not available: the case trackers do not publish "
+                        "them in this build");
+  }
+
+  std::vector<BreachingCaseRecord> cases = options_.breaching->Breaching();
+  std::erase_if(cases, [&](const BreachingCaseRecord& c) {
+    return c.process < 0 || c.process >= static_cast<int>(config.processes.size()) || c.stage < 0 ||
+           c.stage >=
+               static_cast<int>(config.processes[static_cast<size_t>(c.process)].stages.size()) ||
+           (process >= 0 && c.process != process) || (stage >= 0 && c.stage != stage);
+  });
+  std::sort(cases.begin(), cases.end(),
+            [](const BreachingCaseRecord& a, const BreachingCaseRecord& b) {
+              if (a.deadline != b.deadline) return a.deadline < b.deadline;
+              return a.case_id < b.case_id;
+            });
+  const size_t limit =
+      static_cast<size_t>(request->limit() == 0 ? kDefaultBreachingLimit : request->limit());
+  const absl::Time as_of = options_.snapshots->Now();
+  api::ToProto(as_of, response->mutable_as_of());
+  response->set_total(cases.size());
+  const std::vector<std::string>& names = config.dimensions.names;
+  for (size_t i = 0; i < cases.size() && i < limit; ++i) {
+    const BreachingCaseRecord& c = cases[i];
+    const model::ProcessConfig& p = config.processes[static_cast<size_t>(c.process)];
+    v1::BreachingCase* out = response->add_cases();
+    out->set_case_id(c.case_id);
+    out->set_process(p.id);
+    out->set_stage(p.stages[static_cast<size_t>(c.stage)].id);
+    api::ToProto(c.entered_at, out->mutable_entered_at());
+    api::ToProto(c.deadline, out->mutable_deadline());
+    api::ToProto(as_of - c.entered_at, out->mutable_age());
+    api::ToProto(as_of - c.deadline, out->mutable_overdue());
+    for (size_t d = 0; d < names.size() && d < c.dimension_values.size(); ++d) {
+      (*out->mutable_dimensions())[names[d]] = c.dimension_values[d];
+    }
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace kpid::api

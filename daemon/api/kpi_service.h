@@ -1,0 +1,96 @@
+// kpid.v1.KpiService (proto/kpid/v1/kpi_service.proto) on gRPC's synchronous
+// API: snapshots from SnapshotReader, alerts from the rule engine, breaching
+// cases from a BreachingCasesSource.
+//
+//   KpiService service({.snapshots = &reader, .alerts = [&] { return engine.Alerts(); }});
+//   builder.RegisterService(&service);
+//   ...
+//   service.Shutdown();  // ends open WatchSnapshots streams, then server->Shutdown()
+//
+// Deadlines: a call whose deadline passes while a snapshot is read gives up
+// between processes; a WatchSnapshots stream ends when its deadline passes or
+// the client cancels. At most `max_watch_streams` streams run at once (each
+// holds a server thread); more get RESOURCE_EXHAUSTED.
+//
+// Thread-safe: gRPC calls the handlers on its own threads.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "daemon/alert/rule_engine.h"
+#include "daemon/api/breaching_cases.h"
+#include "daemon/api/snapshot_reader.h"
+#include "kpid/v1/kpi_service.grpc.pb.h"
+
+namespace kpid::api {
+
+class KpiService final : public v1::KpiService::Service {
+ public:
+  static constexpr absl::Duration kDefaultWatchInterval = absl::Seconds(5);
+  static constexpr absl::Duration kMinWatchInterval = absl::Milliseconds(100);
+  static constexpr int kDefaultBreachingLimit = 100;
+
+  struct Options {
+    const SnapshotReader* snapshots = nullptr;
+    // The rule engine's alert instances; empty: no alerts.
+    std::function<std::vector<alert::AlertView>()> alerts;
+    // Null: ListBreachingCases answers UNIMPLEMENTED.
+    const BreachingCasesSource* breaching = nullptr;
+    int max_watch_streams = 16;
+    // Identical snapshot requests (GetSnapshot, and each WatchSnapshots
+    // tick) within this long share one read; zero: every call reads. A
+    // client polling in a loop then takes the ingest workers' cores for at
+    // most one read per kind of request and period, at the price of
+    // snapshots up to this old.
+    absl::Duration snapshot_cache_ttl = absl::Seconds(1);
+  };
+
+  explicit KpiService(Options options);
+
+  // Ends every WatchSnapshots stream (status OK) and refuses new ones
+  // (UNAVAILABLE); call before grpc::Server::Shutdown, which waits for them.
+  void Shutdown();
+
+  grpc::Status GetSnapshot(grpc::ServerContext* context, const v1::GetSnapshotRequest* request,
+                           v1::Snapshot* response) override;
+  grpc::Status WatchSnapshots(grpc::ServerContext* context,
+                              const v1::WatchSnapshotsRequest* request,
+                              grpc::ServerWriter<v1::Snapshot>* writer) override;
+  grpc::Status ListAlerts(grpc::ServerContext* context, const v1::ListAlertsRequest* request,
+                          v1::ListAlertsResponse* response) override;
+  grpc::Status ListBreachingCases(grpc::ServerContext* context,
+                                  const v1::ListBreachingCasesRequest* request,
+                                  v1::ListBreachingCasesResponse* response) override;
+
+  int active_watch_streams() const;
+
+ private:
+  struct CachedSnapshot {
+    absl::Time read_at;  // wall time
+    v1::Snapshot snapshot;
+  };
+
+  // SnapshotReader::Read through the cache.
+  absl::StatusOr<v1::Snapshot> ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                            const std::function<bool()>& cancelled);
+
+  Options options_;
+  absl::Mutex cache_mu_;
+  // By the request's deterministic serialization; expired entries are
+  // dropped when more than kMaxCachedSnapshots are held.
+  std::map<std::string, CachedSnapshot> cache_ ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::Mutex mu_;
+  int watch_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// absl::Status -> grpc::Status, code and message kept.
+grpc::Status ToGrpc(const absl::Status& status);
+
+}  // namespace kpid::api

@@ -1,0 +1,235 @@
+#include "daemon/api/snapshot_reader.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/api/proto_time.h"
+#include "daemon/common/duration.h"
+
+namespace kpid::api {
+namespace {
+
+using aggregate::MergedReader;
+
+std::string ProcessIds(const model::Config& config) {
+  return absl::StrJoin(config.processes, ", ", [](std::string* out, const model::ProcessConfig& p) {
+    absl::StrAppend(out, p.id);
+  });
+}
+
+std::string WindowNames(const model::Config& config) {
+  return absl::StrJoin(config.windows, ", ", [](std::string* out, absl::Duration w) {
+    absl::StrAppend(out, FormatPromDuration(w));
+  });
+}
+
+// Window indexes (into config.windows) the request asks for, in its order;
+// every configured window when it names none.
+absl::StatusOr<std::vector<int>> RequestedWindows(const model::Config& config,
+                                                  const v1::GetSnapshotRequest& request) {
+  std::vector<int> indexes;
+  if (request.windows().empty()) {
+    for (size_t w = 0; w < config.windows.size(); ++w) indexes.push_back(static_cast<int>(w));
+    return indexes;
+  }
+  for (const google::protobuf::Duration& asked : request.windows()) {
+    if (!IsValid(asked)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "malformed window duration (seconds ", asked.seconds(), ", nanos ", asked.nanos(), ")"));
+    }
+    const absl::Duration window = FromProto(asked);
+    int found = -1;
+    for (size_t w = 0; w < config.windows.size(); ++w) {
+      if (config.windows[w] == window) found = static_cast<int>(w);
+    }
+    if (found < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("window ", FormatPromDuration(window),
+                       " is not configured (windows: ", WindowNames(config), ")"));
+    }
+    indexes.push_back(found);
+  }
+  return indexes;
+}
+
+// Quantiles stay unset when the window holds no observation.
+void SetQuantiles(const aggregate::Distribution& d, v1::DurationQuantiles* out) {
+  out->set_count(d.count());
+  if (d.empty()) return;
+  ToProto(absl::Seconds(*d.Quantile(0.5)), out->mutable_p50());
+  ToProto(absl::Seconds(*d.Quantile(0.9)), out->mutable_p90());
+  ToProto(absl::Seconds(*d.Quantile(0.99)), out->mutable_p99());
+}
+
+template <typename Setter>
+void SetOptional(absl::optional<double> value, Setter set) {
+  if (value.has_value()) set(*value);
+}
+
+}  // namespace
+
+SnapshotReader::SnapshotReader(Options options)
+    : options_(std::move(options)), reader_(options_.shards) {}
+
+absl::Status SnapshotReader::Validate(const v1::GetSnapshotRequest& request) const {
+  const model::Config& c = config();
+  if (!request.process().empty() && c.FindProcess(request.process()) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown process \"", request.process(),
+                                                   "\" (processes: ", ProcessIds(c), ")"));
+  }
+  absl::StatusOr<std::vector<int>> windows = RequestedWindows(c, request);
+  if (!windows.ok()) return windows.status();
+  if (!IsValid(request.offset())) return absl::InvalidArgumentError("malformed offset duration");
+  const absl::Duration offset = FromProto(request.offset());
+  if (offset < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("offset ", FormatPromDuration(offset), " is negative"));
+  }
+  for (int w : *windows) {
+    const absl::Duration window = c.windows[static_cast<size_t>(w)];
+    if (offset + window > c.retention) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "offset ", FormatPromDuration(offset), " + window ", FormatPromDuration(window),
+          " reaches beyond retention ", FormatPromDuration(c.retention)));
+    }
+  }
+  for (const auto& [name, value] : request.dimensions()) {
+    bool known = false;
+    for (const std::string& configured : c.dimensions.names) known |= configured == name;
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown dimension \"", name, "\" (dimensions: ",
+          c.dimensions.names.empty() ? "none configured" : absl::StrJoin(c.dimensions.names, ", "),
+          ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& request,
+                                                  const std::function<bool()>& cancelled) const {
+  if (absl::Status s = Validate(request); !s.ok()) return s;
+  const std::vector<int> windows = *RequestedWindows(config(), request);
+  const absl::Time as_of = Now();
+
+  v1::Snapshot snapshot;
+  ToProto(as_of, snapshot.mutable_as_of());
+  if (options_.watermark) {
+    if (absl::optional<absl::Time> watermark = options_.watermark()) {
+      ToProto(*watermark, snapshot.mutable_watermark());
+    }
+  }
+  ToProto(FromProto(request.offset()), snapshot.mutable_offset());
+  *snapshot.mutable_dimensions() = request.dimensions();
+  for (size_t p = 0; p < config().processes.size(); ++p) {
+    if (!request.process().empty() && config().processes[p].id != request.process()) continue;
+    if (cancelled && cancelled()) return absl::CancelledError("snapshot abandoned: call cancelled");
+    ReadProcess(static_cast<int>(p), request, as_of, windows, snapshot.add_processes());
+  }
+  return snapshot;
+}
+
+std::vector<MergedReader::SeriesRef> SnapshotReader::MatchingSeries(
+    int process, const v1::GetSnapshotRequest& request) const {
+  const std::vector<std::string>& names = config().dimensions.names;
+  std::vector<MergedReader::SeriesRef> matching;
+  for (const MergedReader::SeriesRef& ref : reader_.ListSeries(process)) {
+    const std::vector<std::string>& values =
+        options_.dimensions[static_cast<size_t>(ref.shard)]->Values(process, ref.dims);
+    bool match = true;
+    for (size_t d = 0; d < names.size() && match; ++d) {
+      auto wanted = request.dimensions().find(names[d]);
+      if (wanted == request.dimensions().end()) continue;
+      match = d < values.size() && values[d] == wanted->second;
+    }
+    if (match) matching.push_back(ref);
+  }
+  return matching;
+}
+
+void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& request,
+                                 absl::Time as_of, const std::vector<int>& windows,
+                                 v1::ProcessSnapshot* out) const {
+  const model::ProcessConfig& pc = config().processes[static_cast<size_t>(process)];
+  const bool filtered = !request.dimensions().empty();
+  const std::vector<MergedReader::SeriesRef> refs =
+      filtered ? MatchingSeries(process, request) : std::vector<MergedReader::SeriesRef>{};
+  out->set_process(pc.id);
+
+  const aggregate::SeriesTotals totals =
+      filtered ? reader_.ReadSeriesTotals(process, refs) : reader_.ReadAllDimsTotals(process);
+  out->set_open_cases(totals.open_cases());
+  for (size_t s = 0; s < pc.stages.size(); ++s) {
+    v1::StageBacklog* b = out->add_backlog();
+    b->set_stage(pc.stages[s].id);
+    ToProto(pc.stages[s].sla, b->mutable_sla());
+    if (s >= totals.stages.size()) continue;
+    b->set_backlog(totals.stages[s].backlog);
+    b->set_backlog_over_sla(totals.stages[s].backlog_over_sla);
+    b->set_sla_breaches_total(totals.stages[s].sla_breaches);
+  }
+
+  const absl::Time end = as_of - FromProto(request.offset());
+  for (int w : windows) {
+    const aggregate::WindowSpan span = reader_.Resolve(w, end);
+    v1::ProcessWindow* pw = out->add_windows();
+    v1::WindowCoverage* coverage = pw->mutable_coverage();
+    ToProto(config().windows[static_cast<size_t>(w)], coverage->mutable_window());
+    ToProto(end, coverage->mutable_end());
+    if (!span.empty()) {
+      ToProto(span.from, coverage->mutable_from());
+      ToProto(span.to, coverage->mutable_to());
+    }
+
+    const aggregate::SeriesWindow sw = filtered ? reader_.ReadSeriesWindow(process, refs, span)
+                                                : reader_.ReadAllDimsWindow(process, span);
+    const aggregate::ProcessWindowCounts& pcnt = sw.process;
+    pw->set_started(pcnt.started);
+    pw->set_completed(pcnt.completed);
+    pw->set_fallout(pcnt.fallout);
+    pw->set_revenue(pcnt.revenue);
+    pw->set_cost(pcnt.cost);
+    pw->set_feedback_count(pcnt.score_count);
+    SetOptional(pcnt.win_ratio(), [pw](double v) { pw->set_win_ratio(v); });
+    SetOptional(pcnt.avg_deal(), [pw](double v) { pw->set_avg_deal(v); });
+    SetOptional(pcnt.cost_to_serve(), [pw](double v) { pw->set_cost_to_serve(v); });
+    SetOptional(pcnt.feedback_score(), [pw](double v) { pw->set_feedback_score(v); });
+    if (!filtered) SetQuantiles(reader_.ReadLeadTimes(process, span), pw->mutable_lead_time());
+
+    for (size_t s = 0; s < pc.stages.size(); ++s) {
+      v1::StageWindow* st = pw->add_stages();
+      st->set_stage(pc.stages[s].id);
+      if (s >= sw.stages.size()) continue;
+      const aggregate::StageWindowCounts& c = sw.stages[s];
+      st->set_entered(c.entered);
+      st->set_exited(c.exited());
+      st->set_advanced(c.advanced);
+      st->set_fallout(c.fallout);
+      st->set_sla_met(c.sla_met);
+      st->set_rework(c.rework);
+      st->set_sla_breaches(c.sla_breaches);
+      SetOptional(c.conversion(), [st](double v) { st->set_conversion(v); });
+      SetOptional(c.fallout_ratio(), [st](double v) { st->set_fallout_ratio(v); });
+      SetOptional(c.sla_attainment(), [st](double v) { st->set_sla_attainment(v); });
+      SetOptional(c.rework_ratio(), [st](double v) { st->set_rework_ratio(v); });
+      if (!filtered) {
+        SetQuantiles(reader_.ReadCycleTimes(process, static_cast<int>(s), span),
+                     st->mutable_cycle_time());
+      }
+    }
+
+    if (!filtered && options_.kpi_tree) {
+      for (const KpiTreeNodeValue& node : options_.kpi_tree(reader_, process, span)) {
+        v1::KpiTreeValue* v = pw->add_kpi_tree();
+        v->set_node(node.node);
+        v->set_parent(node.parent);
+        SetOptional(node.value, [v](double x) { v->set_value(x); });
+        SetOptional(node.sensitivity, [v](double x) { v->set_sensitivity(x); });
+      }
+    }
+  }
+}
+
+}  // namespace kpid::api
