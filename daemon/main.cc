@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -36,6 +37,7 @@
 #include "daemon/ingest/embedded_broker.h"
 #include "daemon/ingest/kafka_ingest.h"
 #include "daemon/model/config.h"
+#include "daemon/reload/reloader.h"
 
 ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warn, error.");
@@ -58,7 +60,7 @@ Usage:
   kpid dev-broker --config FILE    run only an embedded Kafka broker with FILE's topics
   kpid --version | --help
 
-SIGTERM/SIGINT drain and exit 0.)";
+SIGHUP (or POST /-/reload) reloads the config and rules; SIGTERM/SIGINT drain and exit 0.)";
 
 // Blocks the signals kpid handles so every thread inherits the mask; the
 // main thread then takes them synchronously with sigwait.
@@ -72,14 +74,14 @@ sigset_t BlockHandledSignals() {
   return set;
 }
 
-// Waits for SIGINT/SIGTERM. SIGHUP is taken (so it cannot kill the daemon)
-// and logged; configuration reload is not there yet.
-void WaitForTermination(const sigset_t& set) {
+// Waits for SIGINT/SIGTERM. SIGHUP calls `on_hangup` (a reload), or is
+// ignored without one, so it never kills the process.
+void WaitForTermination(const sigset_t& set, const std::function<void()>& on_hangup = nullptr) {
   while (true) {
     int signal = 0;
     if (sigwait(&set, &signal) != 0) continue;
     if (signal == SIGHUP) {
-      log::Warn("SIGHUP received; configuration reload is not supported yet, ignoring");
+      if (on_hangup) on_hangup();
       continue;
     }
     log::Info("shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
@@ -130,13 +132,6 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-// The rule files a config names, loaded and checked against it.
-absl::StatusOr<alert::RuleSet> LoadConfiguredRules(const model::Config& config) {
-  absl::StatusOr<std::vector<std::string>> paths = alert::ExpandRuleGlobs(config);
-  if (!paths.ok()) return paths.status();
-  return alert::LoadRuleFiles(*paths, &config);
-}
-
 int CheckConfig(const std::vector<char*>& files) {
   if (files.empty()) {
     std::cerr << "usage: kpid check-config FILE...\n";
@@ -144,20 +139,15 @@ int CheckConfig(const std::vector<char*>& files) {
   }
   int rc = 0;
   for (const char* file : files) {
-    absl::StatusOr<model::Config> config = model::LoadConfigFile(file);
-    if (!config.ok()) {
-      std::cerr << config.status().message() << "\n";
+    // The same loading and checks as the start and every reload.
+    absl::StatusOr<reload::LoadedConfig> loaded = reload::LoadConfigAndRules(file);
+    if (!loaded.ok()) {
+      std::cerr << loaded.status().message() << "\n";
       rc = 1;
       continue;
     }
-    absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(*config);
-    if (!rules.ok()) {
-      std::cerr << rules.status().message() << "\n";
-      rc = 1;
-      continue;
-    }
-    std::cout << file << ": ok (" << config->processes.size() << " processes, "
-              << rules->rule_count() << " alert rules)\n";
+    std::cout << file << ": ok (" << loaded->config.processes.size() << " processes, "
+              << loaded->rules.rule_count() << " alert rules)\n";
   }
   return rc;
 }
@@ -195,12 +185,11 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
   return 0;
 }
 
-int RunDaemon(const model::Config& config, const sigset_t& signals) {
-  // A rule file that does not load stops the start: better no daemon than
-  // one that silently pages nobody.
-  absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(config);
-  if (!rules.ok()) return Fail(rules.status());
-  log::Info("alert rules loaded", {{"rules", absl::StrCat(rules->rule_count())}});
+// `loaded` stays in force for the life of the daemon, apart from what a
+// reload replaces (the rules, which the rule engine then owns).
+int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
+  const model::Config& config = loaded.config;
+  log::Info("alert rules loaded", {{"rules", absl::StrCat(loaded.rules.rule_count())}});
 
   std::unique_ptr<ingest::EmbeddedBroker> broker;
   std::string brokers = config.kafka.brokers;
@@ -273,7 +262,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   }
   alert::RuleEngine rule_engine({
       .config = &config,
-      .rules = &*rules,
+      .rules = &loaded.rules,
       .shards = shards,
       .dimensions = tables,
       .window_clock = reader_clock.get(),
@@ -282,6 +271,15 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
   });
   rule_engine.Start();
+
+  reload::Reloader reloader({
+      .config_path = config.source_path,
+      .running = loaded,
+      .replace_rules =
+          [&rule_engine](alert::RuleSet rules) {
+            return rule_engine.ReplaceRules(std::move(rules), absl::Now());
+          },
+  });
 
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
@@ -296,6 +294,10 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       std::make_shared<exporter::KpiTreeMetrics>(&config, shards, reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
+  };
+  http_options.reload = [&reloader](const std::string& authorization) {
+    return reloader.HandleHttp(authorization);
   };
   if (notifier != nullptr) {
     http_options.collectables.push_back(
@@ -311,7 +313,7 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
                              {"config", config.source_path},
                              {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")}});
 
-  WaitForTermination(signals);
+  WaitForTermination(signals, [&reloader] { (void)reloader.Reload("SIGHUP"); });
   (*ingest)->Stop();
   rule_engine.Stop();
   // Resolves and pages still queued get a few seconds to reach Alertmanager.
@@ -355,10 +357,17 @@ int Main(int argc, char** argv) {
     std::cerr << "kpid: --config FILE is required\n\n" << kUsage << "\n";
     return 2;
   }
-  absl::StatusOr<model::Config> config = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
-  if (!config.ok()) return Fail(config.status());
-  if (command == "dev-broker") return RunDevBroker(*config, signals);
-  return RunDaemon(*config, signals);
+  if (command == "dev-broker") {
+    absl::StatusOr<model::Config> config = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!config.ok()) return Fail(config.status());
+    return RunDevBroker(*config, signals);
+  }
+  // A rule file that does not load stops the start: better no daemon than
+  // one that silently pages nobody.
+  absl::StatusOr<reload::LoadedConfig> loaded =
+      reload::LoadConfigAndRules(absl::GetFlag(FLAGS_config));
+  if (!loaded.ok()) return Fail(loaded.status());
+  return RunDaemon(*loaded, signals);
 }
 
 }  // namespace
