@@ -20,7 +20,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
-#include "daemon/alert/notifier.h"
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/cases/case_tracker.h"
@@ -37,6 +36,7 @@
 #include "daemon/ingest/embedded_broker.h"
 #include "daemon/ingest/kafka_ingest.h"
 #include "daemon/model/config.h"
+#include "daemon/reload/alert_delivery.h"
 #include "daemon/reload/reloader.h"
 
 ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
@@ -247,18 +247,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
-  std::unique_ptr<alert::AlertmanagerNotifier> notifier;
-  if (!config.alertmanagers.empty()) {
-    alert::AlertmanagerNotifier::Options notifier_options;
-    notifier_options.urls = config.alertmanagers;
-    notifier_options.queue_capacity = static_cast<size_t>(config.alerting.queue_capacity);
-    notifier_options.timeout = config.alerting.timeout;
-    auto started = alert::AlertmanagerNotifier::Start(std::move(notifier_options));
-    if (!started.ok()) {
-      (*ingest)->Stop();
-      return Fail(started.status());
-    }
-    notifier = *std::move(started);
+  // The Alertmanager notifier, rebuilt by reloads that change it.
+  auto delivery = reload::AlertDelivery::Start(config);
+  if (!delivery.ok()) {
+    (*ingest)->Stop();
+    return Fail(delivery.status());
   }
   alert::RuleEngine rule_engine({
       .config = &config,
@@ -266,7 +259,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .shards = shards,
       .dimensions = tables,
       .window_clock = reader_clock.get(),
-      .sink = notifier.get(),
+      .sink = delivery->get(),
       .resend_interval = config.alerting.resend_interval,
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
   });
@@ -278,6 +271,13 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .replace_rules =
           [&rule_engine](alert::RuleSet rules) {
             return rule_engine.ReplaceRules(std::move(rules), absl::Now());
+          },
+      .replace_alerting =
+          [&rule_engine, delivery = delivery->get()](const model::Config& next) {
+            // The old notifier gets a few seconds to deliver what it holds.
+            absl::Status s = delivery->Rebuild(next, absl::Seconds(5));
+            if (s.ok()) rule_engine.RedeliverFiring(next.alerting.resend_interval, absl::Now());
+            return s;
           },
   });
 
@@ -295,14 +295,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
   };
   http_options.reload = [&reloader](const std::string& authorization) {
     return reloader.HandleHttp(authorization);
   };
-  if (notifier != nullptr) {
-    http_options.collectables.push_back(
-        std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), notifier.get()));
-  }
   auto http = http::HttpServer::Start(std::move(http_options));
   if (!http.ok()) {
     (*ingest)->Stop();
@@ -317,7 +314,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   (*ingest)->Stop();
   rule_engine.Stop();
   // Resolves and pages still queued get a few seconds to reach Alertmanager.
-  if (notifier != nullptr) notifier->Stop(absl::Seconds(5));
+  (*delivery)->Stop(absl::Seconds(5));
   (*http)->Stop();
   if (dead_letter != nullptr) dead_letter->Flush(absl::Seconds(5));
   log::Info("kpid stopped");

@@ -37,7 +37,8 @@ std::string RuleIdentity(const RuleGroup& group, const AlertRule& rule) {
 RuleEngine::RuleEngine(Options options)
     : options_(std::move(options)),
       reader_(options_.shards),
-      seen_changes_(options_.config->processes.size(), 0) {
+      seen_changes_(options_.config->processes.size(), 0),
+      resend_interval_(options_.resend_interval) {
   absl::MutexLock lock(&eval_mu_);
   InstallRules(options_.rules);
 }
@@ -118,6 +119,21 @@ RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
   }
   Send(std::move(out));
   return result;
+}
+
+void RuleEngine::RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now) {
+  absl::MutexLock eval_lock(&eval_mu_);
+  resend_interval_ = resend_interval;
+  std::vector<AlertNotification> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, instance] : instances_) {
+      if (instance.state.phase() != AlertPhase::kFiring) continue;
+      out.push_back(Notification(instance, wall_now));
+      instance.last_sent = wall_now;
+    }
+  }
+  Send(std::move(out));
 }
 
 void RuleEngine::Send(std::vector<AlertNotification> out) {
@@ -281,7 +297,7 @@ void RuleEngine::Apply(const ActiveRule& active, std::map<std::string, std::stri
       return;
     default:
       if (instance.state.phase() == AlertPhase::kFiring &&
-          wall_now - instance.last_sent >= options_.resend_interval) {
+          wall_now - instance.last_sent >= resend_interval_) {
         out->push_back(Notification(instance, wall_now));
         instance.last_sent = wall_now;
       }
@@ -296,9 +312,8 @@ AlertNotification RuleEngine::Notification(const Instance& instance, absl::Time 
   n.generator_url = options_.generator_url;
   // Firing: valid for a few resend intervals, so Alertmanager resolves it by
   // itself only if kpid stops sending; resolved: ends when it resolved.
-  n.ends_at = instance.state.phase() == AlertPhase::kResolved
-                  ? instance.state.resolved_at()
-                  : wall_now + 4 * options_.resend_interval;
+  n.ends_at = instance.state.phase() == AlertPhase::kResolved ? instance.state.resolved_at()
+                                                              : wall_now + 4 * resend_interval_;
   return n;
 }
 

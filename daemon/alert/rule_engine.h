@@ -112,6 +112,11 @@ class RuleEngine : public prometheus::Collectable {
   // resolves go to the sink before this returns.
   RuleReplacement ReplaceRules(RuleSet rules, absl::Time wall_now);
 
+  // The delivery changed (new Alertmanagers, a new notifier): re-send every
+  // firing alert now, so a new Alertmanager knows it without waiting for the
+  // next resend, and re-send every `resend_interval` from now on.
+  void RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now);
+
   std::vector<AlertView> Alerts() const;
   // kpid_alerts{alertname, state, process, stage, <by dims>} 1 for every
   // pending or firing instance, like Prometheus' ALERTS.
@@ -138,8 +143,9 @@ class RuleEngine : public prometheus::Collectable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
   void Apply(const ActiveRule& active, std::map<std::string, std::string> labels, Verdict verdict,
              double value, absl::Time wall_now, std::vector<AlertNotification>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  AlertNotification Notification(const Instance& instance, absl::Time wall_now) const;
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
+  AlertNotification Notification(const Instance& instance, absl::Time wall_now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
   void Send(std::vector<AlertNotification> out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
   void Run();
 
@@ -153,6 +159,7 @@ class RuleEngine : public prometheus::Collectable {
   std::vector<std::vector<ActiveRule>> active_ ABSL_GUARDED_BY(eval_mu_);  // per group, per rule
   std::vector<absl::Time> next_due_ ABSL_GUARDED_BY(eval_mu_);             // per group
   std::vector<uint64_t> seen_changes_ ABSL_GUARDED_BY(eval_mu_);           // per process
+  absl::Duration resend_interval_ ABSL_GUARDED_BY(eval_mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);  // by label fingerprint

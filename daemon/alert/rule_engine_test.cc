@@ -392,6 +392,26 @@ TEST_F(RuleEngineTest, ARelabelledRuleIsANewRuleAndStartsOver) {
   EXPECT_EQ(sent[0].starts_at, Wall(6));
 }
 
+TEST_F(RuleEngineTest, RedeliverFiringResendsAtOnceThenAtTheNewInterval) {
+  clock_.Set(absl::FromUnixSeconds(kT0) + absl::Minutes(50));
+  for (int i = 0; i < 4; ++i) LeadExit(emea_, true, false);  // LeadSla fires
+  engine_->EvaluateAll(Wall(0));
+  ASSERT_EQ(sink_.Take().size(), 1u);
+
+  // A new delivery with a 5 minute resend interval: re-sent now.
+  engine_->RedeliverFiring(absl::Minutes(5), Wall(10));
+  std::vector<AlertNotification> sent = sink_.Take();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].labels.at("alertname"), "LeadSla");
+  EXPECT_EQ(sent[0].starts_at, Wall(0));
+  EXPECT_EQ(sent[0].ends_at, Wall(10 + 4 * 300));
+  // 60 s later (the old interval): nothing; 300 s after the redelivery: again.
+  engine_->EvaluateAll(Wall(70));
+  EXPECT_TRUE(sink_.Take().empty());
+  engine_->EvaluateAll(Wall(310));
+  EXPECT_EQ(sink_.Take().size(), 1u);
+}
+
 TEST(RuleIdentityTest, TuningIsNotPartOfIt) {
   RuleGroup group{"g", absl::Seconds(1), {}};
   AlertRule a;

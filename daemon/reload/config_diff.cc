@@ -13,6 +13,8 @@ model::Config EngineShape(const model::Config& config) {
   shape.source_path.clear();
   shape.rules.clear();
   shape.reload_token_file.clear();
+  shape.alertmanagers.clear();
+  shape.alerting = {};
   for (model::ProcessConfig& process : shape.processes) {
     process.simulate = {};
     for (model::StageConfig& stage : process.stages) stage.simulate = {};
@@ -73,8 +75,6 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
     changes.Compare(p.stages, q.stages, absl::StrCat("processes[", i, "].stages"));
     changes.Compare(p.kpi_tree, q.kpi_tree, absl::StrCat("processes[", i, "].kpi_tree"));
   }
-  changes.Compare(a.alertmanagers, b.alertmanagers, "alertmanagers");
-  changes.Compare(a.alerting, b.alerting, "alerting");
   std::vector<std::string> keys = changes.Take();
   // A key Config gained without being named above still counts.
   if (keys.empty()) keys.push_back("the configuration");

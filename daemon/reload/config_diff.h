@@ -3,11 +3,12 @@
 //   std::vector<std::string> keys = RestartRequiredChanges(running, loaded);
 //   if (!keys.empty()) ... refuse: "processes[0].stages changed: restart kpid to apply ..."
 //
-// Reloadable now: `rules` (and the rule files), `http.reload_token_file`,
-// and the kpi-loadgen knobs (`simulate`), which the daemon ignores.
-// Everything else shapes the engine (Kafka, processes, stages, windows,
-// dimensions, clock, horizons, listeners) or its alert delivery; applying it
-// live would need the workers' state migrated, so it needs a restart.
+// Reloadable now: `rules` (and the rule files), `alertmanagers` and
+// `alerting` (the notifier is rebuilt), `http.reload_token_file`, and the
+// kpi-loadgen knobs (`simulate`), which the daemon ignores. Everything else
+// shapes the engine (Kafka, processes, stages, windows, dimensions, clock,
+// horizons, listeners); applying it live would need the workers' state
+// migrated, so it needs a restart.
 //
 // The verdict is structural: both configs, minus their reloadable keys, are
 // compared with Config's defaulted operator==. So a key added to Config later

@@ -39,6 +39,7 @@ absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path) {
 Reloader::Reloader(Options options)
     : config_path_(std::move(options.config_path)),
       replace_rules_(std::move(options.replace_rules)),
+      replace_alerting_(std::move(options.replace_alerting)),
       now_(std::move(options.now)),
       running_(std::move(options.running.config)),
       token_(std::move(options.running.reload_token)),
@@ -64,6 +65,14 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
         config_path_, ": ", absl::StrJoin(changed, ", "),
         " changed: restart kpid to apply (live migration of engine state is not supported yet)"));
   }
+  // First, as the one step that can still fail: nothing is applied before.
+  const bool delivery_changed = running_.alertmanagers != loaded.config.alertmanagers ||
+                                running_.alerting != loaded.config.alerting;
+  if (delivery_changed && replace_alerting_) {
+    if (absl::Status s = replace_alerting_(loaded.config); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("alert delivery: ", s.message()));
+    }
+  }
   const size_t rule_count = loaded.rules.rule_count();
   const alert::RuleReplacement r = replace_rules_(std::move(loaded.rules));
   {
@@ -73,6 +82,7 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
   running_ = std::move(loaded.config);
   log::Info("configuration reloaded", {{"trigger", trigger},
                                        {"rules", absl::StrCat(rule_count)},
+                                       {"alert_delivery", delivery_changed ? "rebuilt" : "kept"},
                                        {"rules_added", absl::StrCat(r.added)},
                                        {"rules_removed", absl::StrCat(r.removed)},
                                        {"rules_kept", absl::StrCat(r.kept)},

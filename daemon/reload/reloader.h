@@ -10,9 +10,11 @@
 // A reload is all or nothing. It is refused, with nothing applied, when the
 // config or a rule file does not load (the errors, as file:line:col, are
 // logged and returned) or when it changes a key that needs a restart (see
-// config_diff.h). Otherwise the new rules replace the old ones with the
-// state of unchanged rules kept (RuleEngine::ReplaceRules), and the token
-// file is read again (so a token can be rotated without a restart).
+// config_diff.h), or when the new alert delivery cannot start. Otherwise
+// the alert delivery is rebuilt if `alertmanagers` or `alerting` changed,
+// the new rules replace the old ones with the state of unchanged rules kept
+// (RuleEngine::ReplaceRules), and the token is read again (so it can be
+// rotated without a restart).
 //
 // Metrics (Collect): kpid_config_last_reload_successful (1/0),
 // kpid_config_last_reload_success_timestamp_seconds (the start counts as
@@ -58,6 +60,9 @@ class Reloader : public prometheus::Collectable {
     LoadedConfig running;  // what kpid started with
     // Puts a validated rule set in force (RuleEngine::ReplaceRules).
     std::function<alert::RuleReplacement(alert::RuleSet)> replace_rules;
+    // Called, before the rules are replaced, when `alertmanagers` or
+    // `alerting` changed; an error refuses the reload with nothing applied.
+    std::function<absl::Status(const model::Config&)> replace_alerting;
     std::function<absl::Time()> now = [] { return absl::Now(); };
   };
 
@@ -81,6 +86,7 @@ class Reloader : public prometheus::Collectable {
 
   const std::string config_path_;
   const std::function<alert::RuleReplacement(alert::RuleSet)> replace_rules_;
+  const std::function<absl::Status(const model::Config&)> replace_alerting_;
   const std::function<absl::Time()> now_;
 
   absl::Mutex reload_mu_;  // one reload at a time

@@ -56,6 +56,11 @@ class ReloaderTest : public ::testing::Test {
               applied_ = std::move(rules);
               return alert::RuleReplacement{};
             },
+        .replace_alerting =
+            [this](const model::Config& next) {
+              alerting_calls_.push_back(next.alertmanagers);
+              return alerting_status_;
+            },
         .now = [this] { return now_; },
     });
   }
@@ -75,6 +80,8 @@ class ReloaderTest : public ::testing::Test {
   std::string dir_;
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
   std::optional<alert::RuleSet> applied_;
+  std::vector<std::vector<std::string>> alerting_calls_;
+  absl::Status alerting_status_;
   std::unique_ptr<Reloader> reloader_;
 };
 
@@ -137,6 +144,40 @@ TEST_F(ReloaderTest, AnEngineShapingChangeIsRefusedNamingTheKeys) {
   // Reverted: the running config is still the original, so this applies.
   WriteConfig();
   EXPECT_TRUE(reloader_->Reload("test").ok());
+}
+
+TEST_F(ReloaderTest, AlertDeliveryIsRebuiltOnlyWhenItChanged) {
+  WriteConfig();
+  Write("a.rules.yaml", kRules);
+  Start();
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_TRUE(alerting_calls_.empty());  // unchanged: the notifier stays
+
+  const std::string with_am = absl::StrReplaceAll(
+      kConfig,
+      {{"$TOKEN", ""}, {"rules: [", "alertmanagers: [\"http://127.0.0.1:9093\"]\nrules: ["}});
+  Write("kpid.yaml", with_am);
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  ASSERT_EQ(alerting_calls_.size(), 1u);
+  EXPECT_EQ(alerting_calls_[0], std::vector<std::string>{"http://127.0.0.1:9093"});
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_EQ(alerting_calls_.size(), 1u);  // the same again: not rebuilt
+
+  // A delivery that cannot start refuses the reload before the rules.
+  applied_.reset();
+  alerting_status_ = absl::InternalError("cannot start");
+  Write("kpid.yaml", absl::StrReplaceAll(with_am, {{"9093", "9094"}}));
+  Write("b.rules.yaml", absl::StrReplaceAll(kRules, {{"LeadBacklog", "Other"}}));
+  absl::Status status = reloader_->Reload("test");
+  EXPECT_EQ(status.message(), "alert delivery: cannot start");
+  EXPECT_FALSE(applied_.has_value());
+  EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 0);
+  // The running config is still the one with 9093: retried on the next reload.
+  alerting_status_ = absl::OkStatus();
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_EQ(alerting_calls_.size(), 3u);
+  ASSERT_TRUE(applied_.has_value());
+  EXPECT_EQ(applied_->rule_count(), 2u);
 }
 
 TEST_F(ReloaderTest, HttpNeedsTheBearerTokenWhenOneIsConfigured) {

@@ -1,7 +1,9 @@
 // Hot reload end to end: a real kpid on its embedded broker, reloaded by
 // SIGHUP and by POST /-/reload over real HTTP. Rules are added and removed
 // live; a broken rule file and an engine-shaping change are refused with the
-// running rules still evaluated; /-/reload can require a bearer token.
+// running rules still evaluated; an Alertmanager added by a reload (a real
+// one) gets the firing alert at once and the resolve of a removed rule;
+// /-/reload can require a bearer token.
 //
 // The rules compare the current backlog, which has a value with or without
 // events: `backlog >= 0` holds at once (firing, for 0), `backlog > 0` once a
@@ -18,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
+#include "tests/testing/alertmanager.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/process.h"
 
@@ -191,6 +194,36 @@ TEST_F(ReloadTest, ABadReloadIsRefusedAndTheRunningRulesStayInForce) {
   EXPECT_EQ(Sample(m, "kpid_config_last_reload_successful"), 1);
   EXPECT_EQ(Sample(m, "kpid_config_reloads_total{result=\"success\"}"), 1);
   EXPECT_EQ(Sample(m, Firing("QuoteBacklog", "quote")), 1);  // unchanged rule: still firing
+}
+
+TEST_F(ReloadTest, AnAlertmanagerAddedByReloadGetsTheFiringAlertAndItsResolve) {
+  Start({{"a.yaml", Rule("Old", "lead", ">=")}});
+  ASSERT_TRUE(WaitForMetric(Firing("Old", "lead"), 1)) << Log();
+  Webhook webhook;
+  AlertmanagerProcess alertmanager(dir_, webhook.port());
+  std::string why;
+  ASSERT_TRUE(alertmanager.Start(&why)) << why;
+
+  // The notifier is rebuilt and the firing alert re-sent at once (the resend
+  // interval is a minute: without the re-send it would come later).
+  WriteConfig(absl::StrCat(kConfig, "alertmanagers: [\"", alertmanager.url(), "\"]\n"));
+  HttpResponse reply = HttpPost(port_, "/-/reload");
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const std::map<std::string, std::string> labels = {
+      {"alertname", "Old"}, {"process", "sales"}, {"stage", "lead"}};
+  ASSERT_TRUE(WaitFor([&] { return webhook.Find("firing", labels) != nullptr; }, kWait))
+      << Log() << alertmanager.Log();
+
+  // The rule removed: its firing alert is resolved in Alertmanager now, not
+  // when its endsAt (4 minutes ahead) runs out.
+  ASSERT_EQ(std::remove((dir_ + "/rules/a.yaml").c_str()), 0);
+  kpid_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitFor([&] { return webhook.Find("resolved", labels) != nullptr; }, kWait))
+      << Log() << alertmanager.Log();
+  EXPECT_EQ(webhook.Count("firing", labels), 1);
+  EXPECT_EQ(
+      Metric("kpid_notifications_total{receiver=\"" + alertmanager.url() + "\",result=\"sent\"}"),
+      2);  // the re-send and the resolve
 }
 
 TEST_F(ReloadTest, HttpReloadNeedsTheBearerTokenWhenConfigured) {
