@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
@@ -75,10 +76,23 @@ class ReloadTest : public ::testing::Test {
     }
     ASSERT_EQ(::mkdir((dir_ + "/rules").c_str(), 0755), 0);
     for (const auto& [name, text] : rules) WriteRules(name, text);
-    WriteConfig(kConfig);
-    kpid_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{KPID_BINARY, "--config", dir_ + "/kpid.yaml"}, dir_ + "/kpid.log");
-    ASSERT_TRUE(WaitFor([&] { return HttpGet(port_, "/readyz").status == 200; }, kWait)) << Log();
+    // FreePort's port can be taken before kpid binds it (by kpid's own
+    // embedded broker, or a neighbour): then kpid exits at once, and another
+    // port is tried.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      WriteConfig(kConfig);
+      kpid_ = std::make_unique<Subprocess>(
+          std::vector<std::string>{KPID_BINARY, "--config", dir_ + "/kpid.yaml"},
+          dir_ + "/kpid.log");
+      const bool ready = WaitFor(
+          [&] { return !kpid_->running() || HttpGet(port_, "/readyz").status == 200; }, kWait);
+      if (ready && kpid_->running()) return;
+      if (!absl::StrContains(Log(), "http: cannot listen")) break;
+      kpid_.reset();
+      port_ = FreePort();
+    }
+    kpid_.reset();
+    FAIL() << "kpid did not become ready\n" << Log();
   }
 
   void TearDown() override {
@@ -110,7 +124,7 @@ class ReloadTest : public ::testing::Test {
 };
 
 TEST_F(ReloadTest, RulesAddedBySighupAndRemovedByHttpReload) {
-  Start({{"a.yaml", Rule("Old", "lead", ">=")}});
+  ASSERT_NO_FATAL_FAILURE(Start({{"a.yaml", Rule("Old", "lead", ">=")}}));
   ASSERT_TRUE(WaitForMetric(Firing("Old", "lead"), 1)) << Log();
   // The start counts as the first successful load.
   EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 1);
@@ -142,7 +156,7 @@ TEST_F(ReloadTest, RulesAddedBySighupAndRemovedByHttpReload) {
 }
 
 TEST_F(ReloadTest, ABadReloadIsRefusedAndTheRunningRulesStayInForce) {
-  Start({{"a.yaml", Rule("QuoteBacklog", "quote", ">")}});
+  ASSERT_NO_FATAL_FAILURE(Start({{"a.yaml", Rule("QuoteBacklog", "quote", ">")}}));
   const std::string good_config = ReadFileOrEmpty(dir_ + "/kpid.yaml");
 
   // A rule file that does not parse: 400 with where, gauge 0.
@@ -197,7 +211,7 @@ TEST_F(ReloadTest, ABadReloadIsRefusedAndTheRunningRulesStayInForce) {
 }
 
 TEST_F(ReloadTest, AnAlertmanagerAddedByReloadGetsTheFiringAlertAndItsResolve) {
-  Start({{"a.yaml", Rule("Old", "lead", ">=")}});
+  ASSERT_NO_FATAL_FAILURE(Start({{"a.yaml", Rule("Old", "lead", ">=")}}));
   ASSERT_TRUE(WaitForMetric(Firing("Old", "lead"), 1)) << Log();
   Webhook webhook;
   AlertmanagerProcess alertmanager(dir_, webhook.port());
@@ -227,7 +241,7 @@ TEST_F(ReloadTest, AnAlertmanagerAddedByReloadGetsTheFiringAlertAndItsResolve) {
 }
 
 TEST_F(ReloadTest, HttpReloadNeedsTheBearerTokenWhenConfigured) {
-  Start({{"a.yaml", Rule("Old", "lead", ">=")}}, "s3cret");
+  ASSERT_NO_FATAL_FAILURE(Start({{"a.yaml", Rule("Old", "lead", ">=")}}, "s3cret"));
   HttpResponse reply = HttpPost(port_, "/-/reload");
   EXPECT_EQ(reply.status, 401);
   EXPECT_EQ(HttpPost(port_, "/-/reload", {{"Authorization", "Bearer s3creT"}}).status, 401);
