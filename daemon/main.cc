@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -21,7 +22,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
-#include "daemon/alert/notifier.h"
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/api_server.h"
@@ -42,6 +42,8 @@
 #include "daemon/ingest/kafka_ingest.h"
 #include "daemon/ingest/worker_stats.h"
 #include "daemon/model/config.h"
+#include "daemon/reload/alert_delivery.h"
+#include "daemon/reload/reloader.h"
 
 ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warn, error.");
@@ -64,7 +66,7 @@ Usage:
   kpid dev-broker --config FILE    run only an embedded Kafka broker with FILE's topics
   kpid --version | --help
 
-SIGTERM/SIGINT drain and exit 0.)";
+SIGHUP (or POST /-/reload) reloads the config and rules; SIGTERM/SIGINT drain and exit 0.)";
 
 // Blocks the signals kpid handles so every thread inherits the mask; the
 // main thread then takes them synchronously with sigwait.
@@ -78,14 +80,14 @@ sigset_t BlockHandledSignals() {
   return set;
 }
 
-// Waits for SIGINT/SIGTERM. SIGHUP is taken (so it cannot kill the daemon)
-// and logged; configuration reload is not there yet.
-void WaitForTermination(const sigset_t& set) {
+// Waits for SIGINT/SIGTERM. SIGHUP calls `on_hangup` (a reload), or is
+// ignored without one, so it never kills the process.
+void WaitForTermination(const sigset_t& set, const std::function<void()>& on_hangup = nullptr) {
   while (true) {
     int signal = 0;
     if (sigwait(&set, &signal) != 0) continue;
     if (signal == SIGHUP) {
-      log::Warn("SIGHUP received; configuration reload is not supported yet, ignoring");
+      if (on_hangup) on_hangup();
       continue;
     }
     log::Info("shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
@@ -138,13 +140,6 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-// The rule files a config names, loaded and checked against it.
-absl::StatusOr<alert::RuleSet> LoadConfiguredRules(const model::Config& config) {
-  absl::StatusOr<std::vector<std::string>> paths = alert::ExpandRuleGlobs(config);
-  if (!paths.ok()) return paths.status();
-  return alert::LoadRuleFiles(*paths, &config);
-}
-
 int CheckConfig(const std::vector<char*>& files) {
   if (files.empty()) {
     std::cerr << "usage: kpid check-config FILE...\n";
@@ -152,20 +147,15 @@ int CheckConfig(const std::vector<char*>& files) {
   }
   int rc = 0;
   for (const char* file : files) {
-    absl::StatusOr<model::Config> config = model::LoadConfigFile(file);
-    if (!config.ok()) {
-      std::cerr << config.status().message() << "\n";
+    // The same loading and checks as the start and every reload.
+    absl::StatusOr<reload::LoadedConfig> loaded = reload::LoadConfigAndRules(file);
+    if (!loaded.ok()) {
+      std::cerr << loaded.status().message() << "\n";
       rc = 1;
       continue;
     }
-    absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(*config);
-    if (!rules.ok()) {
-      std::cerr << rules.status().message() << "\n";
-      rc = 1;
-      continue;
-    }
-    std::cout << file << ": ok (" << config->processes.size() << " processes, "
-              << rules->rule_count() << " alert rules)\n";
+    std::cout << file << ": ok (" << loaded->config.processes.size() << " processes, "
+              << loaded->rules.rule_count() << " alert rules)\n";
   }
   return rc;
 }
@@ -203,12 +193,11 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
   return 0;
 }
 
-int RunDaemon(const model::Config& config, const sigset_t& signals) {
-  // A rule file that does not load stops the start: better no daemon than
-  // one that silently pages nobody.
-  absl::StatusOr<alert::RuleSet> rules = LoadConfiguredRules(config);
-  if (!rules.ok()) return Fail(rules.status());
-  log::Info("alert rules loaded", {{"rules", absl::StrCat(rules->rule_count())}});
+// `loaded` stays in force for the life of the daemon, apart from what a
+// reload replaces (the rules, which the rule engine then owns).
+int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
+  const model::Config& config = loaded.config;
+  log::Info("alert rules loaded", {{"rules", absl::StrCat(loaded.rules.rule_count())}});
 
   std::unique_ptr<ingest::EmbeddedBroker> broker;
   std::string brokers = config.kafka.brokers;
@@ -276,30 +265,39 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
-  std::unique_ptr<alert::AlertmanagerNotifier> notifier;
-  if (!config.alertmanagers.empty()) {
-    alert::AlertmanagerNotifier::Options notifier_options;
-    notifier_options.urls = config.alertmanagers;
-    notifier_options.queue_capacity = static_cast<size_t>(config.alerting.queue_capacity);
-    notifier_options.timeout = config.alerting.timeout;
-    auto started = alert::AlertmanagerNotifier::Start(std::move(notifier_options));
-    if (!started.ok()) {
-      (*ingest)->Stop();
-      return Fail(started.status());
-    }
-    notifier = *std::move(started);
+  // The Alertmanager notifier, rebuilt by reloads that change it.
+  auto delivery = reload::AlertDelivery::Start(config);
+  if (!delivery.ok()) {
+    (*ingest)->Stop();
+    return Fail(delivery.status());
   }
   alert::RuleEngine rule_engine({
       .config = &config,
-      .rules = &*rules,
+      .rules = &loaded.rules,
       .shards = shards,
       .dimensions = tables,
       .window_clock = reader_clock.get(),
-      .sink = notifier.get(),
+      .sink = delivery->get(),
       .resend_interval = config.alerting.resend_interval,
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
   });
   rule_engine.Start();
+
+  reload::Reloader reloader({
+      .config_path = config.source_path,
+      .running = loaded,
+      .replace_rules =
+          [&rule_engine](alert::RuleSet rules) {
+            return rule_engine.ReplaceRules(std::move(rules), absl::Now());
+          },
+      .replace_alerting =
+          [&rule_engine, delivery = delivery->get()](const model::Config& next) {
+            // The old notifier gets a few seconds to deliver what it holds.
+            absl::Status s = delivery->Rebuild(next, absl::Seconds(5));
+            if (s.ok()) rule_engine.RedeliverFiring(next.alerting.resend_interval, absl::Now());
+            return s;
+          },
+  });
 
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
@@ -315,11 +313,12 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
       std::make_shared<exporter::OpenCasesMetrics>(&config, open_case_views, reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
   };
-  if (notifier != nullptr) {
-    http_options.collectables.push_back(
-        std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), notifier.get()));
-  }
+  http_options.reload = [&reloader](const std::string& authorization) {
+    return reloader.HandleHttp(authorization);
+  };
   auto http = http::HttpServer::Start(std::move(http_options));
   if (!http.ok()) {
     (*ingest)->Stop();
@@ -360,12 +359,12 @@ int RunDaemon(const model::Config& config, const sigset_t& signals) {
                              {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")},
                              {"grpc", config.grpc_listen}});
 
-  WaitForTermination(signals);
+  WaitForTermination(signals, [&reloader] { (void)reloader.Reload("SIGHUP"); });
   (*api)->Stop();
   (*ingest)->Stop();
   rule_engine.Stop();
   // Resolves and pages still queued get a few seconds to reach Alertmanager.
-  if (notifier != nullptr) notifier->Stop(absl::Seconds(5));
+  (*delivery)->Stop(absl::Seconds(5));
   (*http)->Stop();
   if (dead_letter != nullptr) dead_letter->Flush(absl::Seconds(5));
   log::Info("kpid stopped");
@@ -405,10 +404,17 @@ int Main(int argc, char** argv) {
     std::cerr << "kpid: --config FILE is required\n\n" << kUsage << "\n";
     return 2;
   }
-  absl::StatusOr<model::Config> config = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
-  if (!config.ok()) return Fail(config.status());
-  if (command == "dev-broker") return RunDevBroker(*config, signals);
-  return RunDaemon(*config, signals);
+  if (command == "dev-broker") {
+    absl::StatusOr<model::Config> config = model::LoadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!config.ok()) return Fail(config.status());
+    return RunDevBroker(*config, signals);
+  }
+  // A rule file that does not load stops the start: better no daemon than
+  // one that silently pages nobody.
+  absl::StatusOr<reload::LoadedConfig> loaded =
+      reload::LoadConfigAndRules(absl::GetFlag(FLAGS_config));
+  if (!loaded.ok()) return Fail(loaded.status());
+  return RunDaemon(*loaded, signals);
 }
 
 }  // namespace

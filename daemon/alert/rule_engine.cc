@@ -1,6 +1,7 @@
 #include "daemon/alert/rule_engine.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -22,11 +23,25 @@ std::string Fingerprint(const std::map<std::string, std::string>& labels) {
 
 }  // namespace
 
+std::string RuleIdentity(const RuleGroup& group, const AlertRule& rule) {
+  // Fields joined with separators no YAML scalar of a valid rule contains.
+  std::string id = absl::StrCat(group.name, "\x1f", rule.name, "\x1f", rule.process, "\x1f",
+                                rule.stage ? absl::StrCat(*rule.stage) : "*", "\x1f", rule.kpi,
+                                "\x1f", rule.window ? absl::StrCat(*rule.window) : "-", "\x1f");
+  for (const std::string& by : rule.by) absl::StrAppend(&id, by, "\x1e");
+  absl::StrAppend(&id, "\x1f");
+  for (const auto& [name, t] : rule.labels) absl::StrAppend(&id, name, "\x1d", t.text, "\x1e");
+  return id;
+}
+
 RuleEngine::RuleEngine(Options options)
     : options_(std::move(options)),
       reader_(options_.shards),
-      next_due_(options_.rules->groups.size(), absl::InfinitePast()),
-      seen_changes_(options_.config->processes.size(), 0) {}
+      seen_changes_(options_.config->processes.size(), 0),
+      resend_interval_(options_.resend_interval) {
+  absl::MutexLock lock(&eval_mu_);
+  InstallRules(options_.rules);
+}
 
 RuleEngine::~RuleEngine() { Stop(); }
 
@@ -46,18 +61,99 @@ void RuleEngine::Run() {
   }
 }
 
-void RuleEngine::EvaluateAll(absl::Time wall_now) {
+void RuleEngine::InstallRules(const RuleSet* rules) {
+  rules_ = rules;
+  active_.clear();
+  for (const RuleGroup& group : rules->groups) {
+    std::vector<ActiveRule>& active = active_.emplace_back();
+    for (const AlertRule& rule : group.rules) active.push_back({&rule, RuleIdentity(group, rule)});
+  }
+  next_due_.assign(rules->groups.size(), absl::InfinitePast());
+}
+
+RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
+  auto owned = std::make_unique<const RuleSet>(std::move(rules));
+  absl::MutexLock eval_lock(&eval_mu_);
+  std::set<std::string> old_ids;
+  std::map<std::string, absl::Time> due_by_group;
+  for (size_t g = 0; g < active_.size(); ++g) {
+    for (const ActiveRule& active : active_[g]) old_ids.insert(active.identity);
+    due_by_group[rules_->groups[g].name] = next_due_[g];
+  }
+  InstallRules(owned.get());
+  owned_rules_ = std::move(owned);  // the old set is no longer referenced
+  // A group that stays keeps its schedule; a new one is due now.
+  for (size_t g = 0; g < rules_->groups.size(); ++g) {
+    auto it = due_by_group.find(rules_->groups[g].name);
+    if (it != due_by_group.end()) next_due_[g] = it->second;
+  }
+
+  RuleReplacement result;
+  std::set<std::string> new_ids;
+  for (const auto& group : active_) {
+    for (const ActiveRule& active : group) {
+      new_ids.insert(active.identity);
+      ++(old_ids.count(active.identity) ? result.kept : result.added);
+    }
+  }
+  for (const std::string& id : old_ids) result.removed += new_ids.count(id) == 0;
+
   std::vector<AlertNotification> out;
   {
     absl::MutexLock lock(&mu_);
-    for (const RuleGroup& group : options_.rules->groups) {
-      for (const AlertRule& rule : group.rules) EvaluateRule(rule, wall_now, &out);
+    for (auto it = instances_.begin(); it != instances_.end();) {
+      if (new_ids.count(it->second.rule)) {
+        ++it;
+        continue;
+      }
+      if (it->second.state.phase() == AlertPhase::kFiring) {
+        // Its rule will never resolve it: resolve it now rather than leave
+        // it firing in Alertmanager until its endsAt runs out.
+        AlertNotification n = Notification(it->second, wall_now);
+        n.ends_at = wall_now;
+        out.push_back(std::move(n));
+        ++result.resolved;
+      }
+      it = instances_.erase(it);
     }
   }
+  Send(std::move(out));
+  return result;
+}
+
+void RuleEngine::RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now) {
+  absl::MutexLock eval_lock(&eval_mu_);
+  resend_interval_ = resend_interval;
+  std::vector<AlertNotification> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, instance] : instances_) {
+      if (instance.state.phase() != AlertPhase::kFiring) continue;
+      out.push_back(Notification(instance, wall_now));
+      instance.last_sent = wall_now;
+    }
+  }
+  Send(std::move(out));
+}
+
+void RuleEngine::Send(std::vector<AlertNotification> out) {
   if (!out.empty() && options_.sink != nullptr) options_.sink->Send(std::move(out));
 }
 
+void RuleEngine::EvaluateAll(absl::Time wall_now) {
+  absl::MutexLock eval_lock(&eval_mu_);
+  std::vector<AlertNotification> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& group : active_) {
+      for (const ActiveRule& active : group) EvaluateRule(active, wall_now, &out);
+    }
+  }
+  Send(std::move(out));
+}
+
 void RuleEngine::EvaluateDue(absl::Time wall_now) {
+  absl::MutexLock eval_lock(&eval_mu_);
   std::vector<bool> changed(seen_changes_.size());
   for (size_t p = 0; p < seen_changes_.size(); ++p) {
     const uint64_t n = reader_.ChangeCount(static_cast<int>(p));
@@ -67,20 +163,22 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
   std::vector<AlertNotification> out;
   {
     absl::MutexLock lock(&mu_);
-    for (size_t g = 0; g < options_.rules->groups.size(); ++g) {
-      const RuleGroup& group = options_.rules->groups[g];
+    for (size_t g = 0; g < active_.size(); ++g) {
       const bool due = wall_now >= next_due_[g];
-      if (due) next_due_[g] = wall_now + group.interval;
-      for (const AlertRule& rule : group.rules) {
-        if (due || changed[static_cast<size_t>(rule.process)]) EvaluateRule(rule, wall_now, &out);
+      if (due) next_due_[g] = wall_now + rules_->groups[g].interval;
+      for (const ActiveRule& active : active_[g]) {
+        if (due || changed[static_cast<size_t>(active.rule->process)]) {
+          EvaluateRule(active, wall_now, &out);
+        }
       }
     }
   }
-  if (!out.empty() && options_.sink != nullptr) options_.sink->Send(std::move(out));
+  Send(std::move(out));
 }
 
-void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
+void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
                               std::vector<AlertNotification>* out) {
+  const AlertRule& rule = *active.rule;
   const model::ProcessConfig& process = options_.config->processes[rule.process];
   const auto& dim_names = options_.config->dimensions.names;
 
@@ -160,14 +258,15 @@ void RuleEngine::EvaluateRule(const AlertRule& rule, absl::Time wall_now,
         labels["window"] = FormatPromDuration(options_.config->windows[*rule.window]);
       }
       for (size_t i = 0; i < rule.by.size(); ++i) labels[rule.by[i]] = by_values[i];
-      Apply(rule, std::move(labels), verdict, reading.value.value_or(0), wall_now, out);
+      Apply(active, std::move(labels), verdict, reading.value.value_or(0), wall_now, out);
     }
   }
 }
 
-void RuleEngine::Apply(const AlertRule& rule, std::map<std::string, std::string> labels,
+void RuleEngine::Apply(const ActiveRule& active, std::map<std::string, std::string> labels,
                        Verdict verdict, double value, absl::Time wall_now,
                        std::vector<AlertNotification>* out) {
+  const AlertRule& rule = *active.rule;
   // Rule labels join the identity; templates see kpid's labels.
   const std::map<std::string, std::string> base = labels;
   for (const auto& [name, t] : rule.labels) labels[name] = Render(t, value, base);
@@ -175,7 +274,8 @@ void RuleEngine::Apply(const AlertRule& rule, std::map<std::string, std::string>
   auto it = instances_.find(key);
   if (it == instances_.end()) {
     if (verdict != Verdict::kTrue) return;  // nothing to track until it first holds
-    it = instances_.emplace(key, Instance{labels, {}, {}, absl::InfinitePast()}).first;
+    it = instances_.emplace(key, Instance{active.identity, labels, {}, {}, absl::InfinitePast()})
+             .first;
   }
   Instance& instance = it->second;
   const Transition transition =
@@ -197,7 +297,7 @@ void RuleEngine::Apply(const AlertRule& rule, std::map<std::string, std::string>
       return;
     default:
       if (instance.state.phase() == AlertPhase::kFiring &&
-          wall_now - instance.last_sent >= options_.resend_interval) {
+          wall_now - instance.last_sent >= resend_interval_) {
         out->push_back(Notification(instance, wall_now));
         instance.last_sent = wall_now;
       }
@@ -212,9 +312,8 @@ AlertNotification RuleEngine::Notification(const Instance& instance, absl::Time 
   n.generator_url = options_.generator_url;
   // Firing: valid for a few resend intervals, so Alertmanager resolves it by
   // itself only if kpid stops sending; resolved: ends when it resolved.
-  n.ends_at = instance.state.phase() == AlertPhase::kResolved
-                  ? instance.state.resolved_at()
-                  : wall_now + 4 * options_.resend_interval;
+  n.ends_at = instance.state.phase() == AlertPhase::kResolved ? instance.state.resolved_at()
+                                                              : wall_now + 4 * resend_interval_;
   return n;
 }
 

@@ -19,9 +19,24 @@
 // `window_clock` (wall time, or the latest event time with clock: event);
 // alert times (`for`, keep_firing_for, startsAt) are wall time.
 //
-// Thread-safety: Evaluate* run on the engine thread (or a test's); Collect
-// and Alerts may be called from any thread (they copy under a mutex that the
-// event path never takes).
+// Rules can be replaced while running (hot reload, ReplaceRules): the
+// instances of every rule whose identity is unchanged keep their state
+// (pending `for` progress, firing, keep_firing_for, last sent); a removed
+// rule's firing instances are resolved (sent with endsAt = now) and dropped;
+// a new rule starts with no instances. A rule's identity is its group, its
+// alert name and what it measures and how its instances are labelled
+// (process, stage, kpi, window, by, labels). Its tuning (threshold, op,
+// min_events, for, keep_firing_for, annotations, the group interval) is not
+// part of it: like Prometheus, which carries active alerts over by rule name
+// and labels whatever the expression, a retuned rule keeps its alerts and the
+// next evaluation judges them by the new tuning.
+//
+// Thread-safety: Evaluate* and ReplaceRules may be called from any thread;
+// they are serialized (evaluate + send, or swap + send, happen as one step,
+// so a notification computed under the old rules never reaches the sink
+// after one computed under the new). Collect and Alerts may be called from
+// any thread and see the instances of either the old or the new rules, never
+// a mix (they copy under a mutex that the event path never takes).
 #pragma once
 
 #include <atomic>
@@ -46,6 +61,18 @@
 
 namespace kpid::alert {
 
+// What ReplaceRules did, for the logs.
+struct RuleReplacement {
+  size_t added = 0;     // rules with a new identity: start with no instances
+  size_t removed = 0;   // rules whose identity is gone: their instances dropped
+  size_t kept = 0;      // rules whose instances kept their state
+  size_t resolved = 0;  // firing instances of removed rules, sent resolved
+};
+
+// A rule's identity across rule replacements (see RuleEngine): group, alert
+// name, process, stage, kpi, window, by and labels; not the tuning.
+std::string RuleIdentity(const RuleGroup& group, const AlertRule& rule);
+
 // One alert instance as readers see it.
 struct AlertView {
   std::map<std::string, std::string> labels;
@@ -59,7 +86,7 @@ class RuleEngine : public prometheus::Collectable {
  public:
   struct Options {
     const model::Config* config = nullptr;
-    const RuleSet* rules = nullptr;
+    const RuleSet* rules = nullptr;  // must outlive the engine or the next ReplaceRules
     std::vector<const aggregate::AggregateShard*> shards;
     std::vector<const cases::DimensionTable*> dimensions;  // per shard
     const cases::Clock* window_clock = nullptr;
@@ -79,6 +106,17 @@ class RuleEngine : public prometheus::Collectable {
   // Groups whose interval has come, and processes whose data changed.
   void EvaluateDue(absl::Time wall_now);
 
+  // Evaluates with `rules` from now on, keeping the state of unchanged rules
+  // (see above). `rules` must have been loaded against the engine's config
+  // (same processes, stages, windows and dimensions). The removed rules'
+  // resolves go to the sink before this returns.
+  RuleReplacement ReplaceRules(RuleSet rules, absl::Time wall_now);
+
+  // The delivery changed (new Alertmanagers, a new notifier): re-send every
+  // firing alert now, so a new Alertmanager knows it without waiting for the
+  // next resend, and re-send every `resend_interval` from now on.
+  void RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now);
+
   std::vector<AlertView> Alerts() const;
   // kpid_alerts{alertname, state, process, stage, <by dims>} 1 for every
   // pending or firing instance, like Prometheus' ALERTS.
@@ -86,24 +124,42 @@ class RuleEngine : public prometheus::Collectable {
 
  private:
   struct Instance {
+    std::string rule;                           // RuleIdentity of its rule
     std::map<std::string, std::string> labels;  // identity
     AlertState state;
     std::map<std::string, std::string> annotations;
     absl::Time last_sent = absl::InfinitePast();
   };
 
-  void EvaluateRule(const AlertRule& rule, absl::Time wall_now, std::vector<AlertNotification>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Apply(const AlertRule& rule, std::map<std::string, std::string> labels, Verdict verdict,
+  // A rule with its identity, computed once per rule set.
+  struct ActiveRule {
+    const AlertRule* rule;
+    std::string identity;
+  };
+
+  void InstallRules(const RuleSet* rules) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
+  void EvaluateRule(const ActiveRule& active, absl::Time wall_now,
+                    std::vector<AlertNotification>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
+  void Apply(const ActiveRule& active, std::map<std::string, std::string> labels, Verdict verdict,
              double value, absl::Time wall_now, std::vector<AlertNotification>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  AlertNotification Notification(const Instance& instance, absl::Time wall_now) const;
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
+  AlertNotification Notification(const Instance& instance, absl::Time wall_now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
+  void Send(std::vector<AlertNotification> out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
   void Run();
 
   Options options_;
   aggregate::MergedReader reader_;
-  std::vector<absl::Time> next_due_;    // per group; engine thread only
-  std::vector<uint64_t> seen_changes_;  // per process; engine thread only
+
+  // Serializes evaluations and rule replacements (taken before mu_).
+  absl::Mutex eval_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  const RuleSet* rules_ ABSL_GUARDED_BY(eval_mu_);
+  std::unique_ptr<const RuleSet> owned_rules_ ABSL_GUARDED_BY(eval_mu_);   // after a replacement
+  std::vector<std::vector<ActiveRule>> active_ ABSL_GUARDED_BY(eval_mu_);  // per group, per rule
+  std::vector<absl::Time> next_due_ ABSL_GUARDED_BY(eval_mu_);             // per group
+  std::vector<uint64_t> seen_changes_ ABSL_GUARDED_BY(eval_mu_);           // per process
+  absl::Duration resend_interval_ ABSL_GUARDED_BY(eval_mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);  // by label fingerprint

@@ -48,6 +48,20 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
     }
   });
 
+  if (self->options_.reload) {
+    s.Post("/-/reload", [self](const httplib::Request& req, httplib::Response& res) {
+      const HttpReply reply = self->options_.reload(req.get_header_value("Authorization"));
+      res.status = reply.status;
+      if (reply.status == 401) res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content(reply.body, "text/plain");
+    });
+    s.Get("/-/reload", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 405;
+      res.set_header("Allow", "POST");
+      res.set_content("method not allowed: use POST /-/reload\n", "text/plain");
+    });
+  }
+
   server->port_ = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
   if (server->port_ <= 0) {
     return absl::UnavailableError(absl::StrCat("http: cannot listen on ", server->options_.listen,

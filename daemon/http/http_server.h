@@ -1,4 +1,5 @@
-// kpid's HTTP endpoint: /metrics (Prometheus text format), /healthz, /readyz.
+// kpid's HTTP endpoint: /metrics (Prometheus text format), /healthz, /readyz,
+// and POST /-/reload when a reload handler is given.
 //
 //   HttpServer::Options options{.listen = "0.0.0.0:9464", .ready = [&] { ... }};
 //   options.collectables.push_back(std::make_shared<BuildInfo>());
@@ -26,6 +27,12 @@ class Server;
 
 namespace kpid::http {
 
+// An answer computed outside the HTTP layer (text/plain).
+struct HttpReply {
+  int status = 200;
+  std::string body;
+};
+
 class HttpServer {
  public:
   struct Options {
@@ -33,6 +40,9 @@ class HttpServer {
     // /readyz: empty string when ready, else why not (returned with a 503).
     std::function<std::string()> not_ready_reason;
     std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
+    // POST /-/reload, given the request's Authorization header (GET answers
+    // 405). Unset: no such route.
+    std::function<HttpReply(const std::string& authorization)> reload;
   };
 
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(Options options);

@@ -72,8 +72,19 @@ class ConfigParser {
       MapReader top(*root, "", &diag_);
       if (!top.present()) return diag_.ToStatus();
       ParseKafka(top.Child("kafka"), &config.kafka);
-      config.http_listen = ParseListen(top.Child("http"), "http", config.http_listen);
-      config.grpc_listen = ParseListen(top.Child("grpc"), "grpc", config.grpc_listen);
+      {
+        MapReader http(top.Child("http"), "http", &diag_);
+        config.http_listen = ParseListen(http, "http", config.http_listen);
+        config.reload_token_file = http.String("reload_token_file");
+        if (YAML::Node n = http.Child("reload_token_file");
+            n.IsDefined() && config.reload_token_file.empty()) {
+          diag_.Error(n.Mark(), "http.reload_token_file: must not be empty");
+        }
+      }
+      {
+        MapReader grpc(top.Child("grpc"), "grpc", &diag_);
+        config.grpc_listen = ParseListen(grpc, "grpc", config.grpc_listen);
+      }
       ParseClock(top.Child("clock"), &config.clock);
       config.retention = top.Duration("retention", config.retention);
       config.case_ttl = top.Duration("case_ttl", config.case_ttl);
@@ -179,8 +190,7 @@ class ConfigParser {
     });
   }
 
-  std::string ParseListen(const YAML::Node& node, absl::string_view what, std::string fallback) {
-    MapReader r(node, std::string(what), &diag_);
+  std::string ParseListen(MapReader& r, absl::string_view what, std::string fallback) {
     std::string listen = r.String("listen", fallback);
     if (r.present() && !IsValidListenAddress(listen)) {
       diag_.Error(r.Child("listen").Mark(),

@@ -34,6 +34,8 @@ struct StageSimulation {
   double fallout = 0.1;
   // Odds that a case, on leaving this stage, goes back to the previous stage.
   double rework = 0.0;
+
+  bool operator==(const StageSimulation&) const = default;
 };
 
 // A case remembers the stages it visited in a 64-bit set.
@@ -43,6 +45,8 @@ struct StageConfig {
   std::string id;
   absl::Duration sla;
   StageSimulation simulate;
+
+  bool operator==(const StageConfig&) const = default;
 };
 
 // Knobs for kpi-loadgen's simulation of a process; the daemon ignores them.
@@ -54,6 +58,8 @@ struct ProcessSimulation {
   double feedback_odds = 0.0;  // odds of a FEEDBACK event after completion
   // Values to draw case attributes from, per dimension name.
   std::map<std::string, std::vector<std::string>> attributes;
+
+  bool operator==(const ProcessSimulation&) const = default;
 };
 
 // A node of the revenue driver tree: exactly one of kpi, product, sum, ratio.
@@ -64,6 +70,8 @@ struct KpiTreeNode {
   std::vector<std::string> product;  // ids of other nodes
   std::vector<std::string> sum;
   std::vector<std::string> ratio;  // [numerator, denominator]
+
+  bool operator==(const KpiTreeNode&) const = default;
 };
 
 struct ProcessConfig {
@@ -74,6 +82,8 @@ struct ProcessConfig {
 
   // Index of the stage `id` in `stages`, or -1.
   int StageIndex(absl::string_view stage_id) const;
+
+  bool operator==(const ProcessConfig&) const = default;
 };
 
 struct KafkaConfig {
@@ -89,11 +99,14 @@ struct KafkaConfig {
   std::map<std::string, std::string> properties;
 
   bool embedded() const { return brokers == "embedded"; }
+  bool operator==(const KafkaConfig&) const = default;
 };
 
 struct DimensionsConfig {
   std::vector<std::string> names;
   int64_t max_series_per_process = 1000;
+
+  bool operator==(const DimensionsConfig&) const = default;
 };
 
 // How alerts are delivered (the `alerting:` section).
@@ -104,12 +117,19 @@ struct AlertingConfig {
   // oldest are dropped and counted.
   int64_t queue_capacity = 10000;
   absl::Duration timeout = absl::Seconds(10);  // per request
+
+  bool operator==(const AlertingConfig&) const = default;
 };
 
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
   std::string http_listen = "0.0.0.0:9464";
+  // `http.reload_token_file`: when set, POST /-/reload needs
+  // "Authorization: Bearer <the file's content, surrounding whitespace
+  // trimmed>". A file, so the secret stays out of the config. Relative to
+  // the config's folder.
+  std::string reload_token_file;
   std::string grpc_listen = "0.0.0.0:50051";
   ClockMode clock = ClockMode::kWall;
   std::vector<absl::Duration> windows;  // ascending
@@ -138,6 +158,8 @@ struct Config {
 
   // The process `id`, or nullptr.
   const ProcessConfig* FindProcess(absl::string_view id) const;
+
+  bool operator==(const Config&) const = default;
 };
 
 // Parses and validates YAML text; `filename` prefixes every error.

@@ -153,6 +153,20 @@ TEST(ConfigTest, AlertingSection) {
               ElementsAre("t.yaml:4:29: alerting.resend_interval: must be at least 1s"));
 }
 
+TEST(ConfigTest, ReloadTokenFile) {
+  Config config =
+      Parse(std::string(kMinimal) + "http: {listen: \":9464\", reload_token_file: token}\n");
+  EXPECT_EQ(config.reload_token_file, "token");
+  EXPECT_EQ(config.http_listen, ":9464");
+  EXPECT_EQ(Parse(kMinimal).reload_token_file, "");
+  // Line 4; the empty string starts at column 27.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "http: {reload_token_file: \"\"}\n"),
+              ElementsAre("t.yaml:4:27: http.reload_token_file: must not be empty"));
+  // Unknown keys of http: still reported.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "http: {reload_token: t}\n")[0],
+              ::testing::StartsWith("t.yaml:4:8: "));
+}
+
 TEST(ConfigTest, InputBounds) {
   Config config = Parse(std::string(kMinimal) + "max_past_age: 30d\nmax_abs_value: 1e6\n");
   EXPECT_EQ(config.max_past_age, absl::Hours(24 * 30));

@@ -129,6 +129,17 @@ HttpResponse HttpGet(int port, const std::string& path) {
   return {result->status, result->body};
 }
 
+HttpResponse HttpPost(int port, const std::string& path,
+                      const std::map<std::string, std::string>& headers) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2);
+  client.set_read_timeout(10);
+  httplib::Headers h(headers.begin(), headers.end());
+  auto result = client.Post(path, h, "", "text/plain");
+  if (!result) return {};
+  return {result->status, result->body};
+}
+
 namespace {
 
 // Rewrites `name{b="2",a="1"}` as `name{a="1",b="2"}`, so tests can name a

@@ -58,6 +58,9 @@ struct HttpResponse {
   std::string body;
 };
 HttpResponse HttpGet(int port, const std::string& path);
+// An empty-bodied POST with `headers` (e.g. {"Authorization", "Bearer x"}).
+HttpResponse HttpPost(int port, const std::string& path,
+                      const std::map<std::string, std::string>& headers = {});
 
 // Samples of a Prometheus text exposition, keyed by the series with its
 // labels sorted by name: `name` or `name{a="1",b="2"}`.

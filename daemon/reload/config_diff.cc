@@ -1,0 +1,84 @@
+#include "daemon/reload/config_diff.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace kpid::reload {
+namespace {
+
+// `config` without what a reload may change: what must stay equal.
+model::Config EngineShape(const model::Config& config) {
+  model::Config shape = config;
+  shape.source_path.clear();
+  shape.rules.clear();
+  shape.reload_token_file.clear();
+  shape.alertmanagers.clear();
+  shape.alerting = {};
+  for (model::ProcessConfig& process : shape.processes) {
+    process.simulate = {};
+    for (model::StageConfig& stage : process.stages) stage.simulate = {};
+  }
+  return shape;
+}
+
+class ChangeList {
+ public:
+  template <typename T>
+  void Compare(const T& a, const T& b, std::string key) {
+    if (!(a == b)) keys_.push_back(std::move(key));
+  }
+  std::vector<std::string> Take() { return std::move(keys_); }
+
+ private:
+  std::vector<std::string> keys_;
+};
+
+}  // namespace
+
+std::vector<std::string> RestartRequiredChanges(const model::Config& running,
+                                                const model::Config& next) {
+  const model::Config a = EngineShape(running);
+  const model::Config b = EngineShape(next);
+  if (a == b) return {};
+
+  ChangeList changes;
+  changes.Compare(a.kafka.brokers, b.kafka.brokers, "kafka.brokers");
+  changes.Compare(a.kafka.topic, b.kafka.topic, "kafka.topic");
+  changes.Compare(a.kafka.group_id, b.kafka.group_id, "kafka.group_id");
+  changes.Compare(a.kafka.partitions, b.kafka.partitions, "kafka.partitions");
+  changes.Compare(a.kafka.bootstrap_file, b.kafka.bootstrap_file, "kafka.bootstrap_file");
+  changes.Compare(a.kafka.dead_letter_topic, b.kafka.dead_letter_topic, "kafka.dead_letter_topic");
+  changes.Compare(a.kafka.workers, b.kafka.workers, "kafka.workers");
+  changes.Compare(a.kafka.max_message_bytes, b.kafka.max_message_bytes, "kafka.max_message_bytes");
+  changes.Compare(a.kafka.properties, b.kafka.properties, "kafka.properties");
+  changes.Compare(a.http_listen, b.http_listen, "http.listen");
+  changes.Compare(a.grpc_listen, b.grpc_listen, "grpc.listen");
+  changes.Compare(a.clock, b.clock, "clock");
+  changes.Compare(a.windows, b.windows, "windows");
+  changes.Compare(a.retention, b.retention, "retention");
+  changes.Compare(a.case_ttl, b.case_ttl, "case_ttl");
+  changes.Compare(a.dedup_horizon, b.dedup_horizon, "dedup_horizon");
+  changes.Compare(a.max_future_skew, b.max_future_skew, "max_future_skew");
+  changes.Compare(a.max_past_age, b.max_past_age, "max_past_age");
+  changes.Compare(a.max_abs_value, b.max_abs_value, "max_abs_value");
+  changes.Compare(a.dimensions.names, b.dimensions.names, "dimensions.names");
+  changes.Compare(a.dimensions.max_series_per_process, b.dimensions.max_series_per_process,
+                  "dimensions.max_series_per_process");
+  if (a.processes.size() != b.processes.size()) {
+    changes.Compare(a.processes.size(), b.processes.size(), "processes (count)");
+  }
+  for (size_t i = 0; i < std::min(a.processes.size(), b.processes.size()); ++i) {
+    const model::ProcessConfig& p = a.processes[i];
+    const model::ProcessConfig& q = b.processes[i];
+    changes.Compare(p.id, q.id, absl::StrCat("processes[", i, "].id"));
+    changes.Compare(p.stages, q.stages, absl::StrCat("processes[", i, "].stages"));
+    changes.Compare(p.kpi_tree, q.kpi_tree, absl::StrCat("processes[", i, "].kpi_tree"));
+  }
+  std::vector<std::string> keys = changes.Take();
+  // A key Config gained without being named above still counts.
+  if (keys.empty()) keys.push_back("the configuration");
+  return keys;
+}
+
+}  // namespace kpid::reload

@@ -1,0 +1,109 @@
+#include "daemon/reload/config_diff.h"
+
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kpid::reload {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+constexpr char kConfig[] = R"(
+kafka: {brokers: embedded, topic: events, partitions: 2}
+http: {listen: "127.0.0.1:9464"}
+windows: [5m, 1h]
+retention: 1d
+dimensions: {names: [region]}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h, simulate: {fallout: 0.1}}
+      - {id: quote, sla: 1d}
+    simulate: {arrivals_per_hour: 60}
+rules: ["rules/*.yaml"]
+)";
+
+model::Config Parse(const std::string& yaml) {
+  absl::StatusOr<model::Config> config = model::ParseConfig(yaml, "kpid.yaml");
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : model::Config{};
+}
+
+// `kConfig` with one piece of text replaced.
+model::Config Edited(const std::string& from, const std::string& to) {
+  const std::string yaml = absl::StrReplaceAll(kConfig, {{from, to}});
+  EXPECT_NE(yaml, kConfig) << from;
+  return Parse(yaml);
+}
+
+TEST(ConfigDiffTest, TheSameConfigNeedsNoRestart) {
+  EXPECT_THAT(RestartRequiredChanges(Parse(kConfig), Parse(kConfig)), IsEmpty());
+}
+
+TEST(ConfigDiffTest, ReloadableKeysNeedNoRestart) {
+  const model::Config running = Parse(kConfig);
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("rules/*.yaml", "other/*.yaml")), IsEmpty());
+  EXPECT_THAT(
+      RestartRequiredChanges(running, Edited(R"(listen: "127.0.0.1:9464"})",
+                                             R"(listen: "127.0.0.1:9464", reload_token_file: t})")),
+      IsEmpty());
+  // The notifier is rebuilt.
+  EXPECT_THAT(
+      RestartRequiredChanges(
+          running, Edited("rules: [", "alertmanagers: [\"http://127.0.0.1:9093\"]\nrules: [")),
+      IsEmpty());
+  EXPECT_THAT(RestartRequiredChanges(
+                  running, Edited("rules: [", "alerting: {resend_interval: 2m}\nrules: [")),
+              IsEmpty());
+  // kpi-loadgen's knobs: the daemon ignores them.
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("fallout: 0.1", "fallout: 0.3")), IsEmpty());
+  EXPECT_THAT(
+      RestartRequiredChanges(running, Edited("arrivals_per_hour: 60", "arrivals_per_hour: 5")),
+      IsEmpty());
+  model::Config moved = running;
+  moved.source_path = "/etc/kpid/kpid.yaml";
+  EXPECT_THAT(RestartRequiredChanges(running, moved), IsEmpty());
+}
+
+TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
+  const model::Config running = Parse(kConfig);
+  EXPECT_THAT(
+      RestartRequiredChanges(running, Edited("{id: quote, sla: 1d}", "{id: quote, sla: 2d}")),
+      ElementsAre("processes[0].stages"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("topic: events", "topic: other")),
+              ElementsAre("kafka.topic"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("partitions: 2", "partitions: 3")),
+              ElementsAre("kafka.partitions"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("[5m, 1h]", "[5m, 1h, 1d]")),
+              ElementsAre("windows"));
+  EXPECT_THAT(
+      RestartRequiredChanges(running, Edited("names: [region]", "names: [region, channel]")),
+      ElementsAre("dimensions.names"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("127.0.0.1:9464", "127.0.0.1:9465")),
+              ElementsAre("http.listen"));
+  EXPECT_THAT(
+      RestartRequiredChanges(running, Edited("retention: 1d", "retention: 2d\nclock: event")),
+      ElementsAre("clock", "retention"));
+  EXPECT_THAT(RestartRequiredChanges(
+                  running, Edited("    simulate: {arrivals_per_hour: 60}\n",
+                                  "  - id: support\n    stages: [{id: open, sla: 1h}]\n")),
+              ElementsAre("processes (count)"));
+}
+
+TEST(ConfigDiffTest, MapsAndNestedListsCompareByValue) {
+  model::Config running = Parse(kConfig);
+  model::Config next = running;
+  next.kafka.properties["security.protocol"] = "ssl";
+  EXPECT_THAT(RestartRequiredChanges(running, next), ElementsAre("kafka.properties"));
+  next = running;
+  model::KpiTreeNode leads;
+  leads.id = "leads";
+  leads.kpi = "started";
+  next.processes[0].kpi_tree.push_back(leads);
+  EXPECT_THAT(RestartRequiredChanges(running, next), ElementsAre("processes[0].kpi_tree"));
+}
+
+}  // namespace
+}  // namespace kpid::reload
