@@ -254,11 +254,12 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     e.tracker = tracker.get();
     return tracker;
   };
-  // Every worker's current view of its open cases (for readers; any thread).
+  // Every worker's current view of its open cases, by worker (for readers;
+  // any thread).
   auto open_case_views = [&engines] {
     std::vector<std::shared_ptr<const cases::OpenCasesView>> views;
     for (const WorkerEngine& e : engines) {
-      if (e.tracker != nullptr) views.push_back(e.tracker->PublishedView());
+      views.push_back(e.tracker != nullptr ? e.tracker->PublishedView() : nullptr);
     }
     return views;
   };
@@ -325,9 +326,8 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     rule_engine.Stop();
     return Fail(http.status());
   }
-  // gRPC API. TODO(lead, at merge): KPI tree values (options.kpi_tree =
-  // kpitree evaluator) and breaching cases (service.breaching = an adapter
-  // over CaseTracker::PublishedView()); see docs/api.md.
+  // gRPC API.
+  const kpitree::KpiTreeEvaluator kpi_tree(config);
   api::SnapshotReader::Options snapshot_options;
   snapshot_options.config = &config;
   snapshot_options.shards = shards;
@@ -341,11 +341,17 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
     return absl::FromUnixMillis(watermark_ms);
   };
+  snapshot_options.kpi_tree = [&kpi_tree](const aggregate::MergedReader& reader, int process,
+                                          const aggregate::WindowSpan& span) {
+    return kpi_tree.Evaluate(reader, process, span);
+  };
   const api::SnapshotReader snapshots(std::move(snapshot_options));
+  const api::PublishedBreachingCases breaching(open_case_views, tables);
   api::ApiServer::Options api_options;
   api_options.listen = config.grpc_listen;
   api_options.service.snapshots = &snapshots;
   api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
+  api_options.service.breaching = &breaching;
   api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
   auto api = api::ApiServer::Start(std::move(api_options));
   if (!api.ok()) {

@@ -4,10 +4,14 @@
 // gRPC service never reaches into a worker.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "daemon/cases/dimension_table.h"
+#include "daemon/cases/open_cases_view.h"
 
 namespace kpid::api {
 
@@ -28,6 +32,23 @@ class BreachingCasesSource {
   // Every open case past its deadline, in any order; called from gRPC
   // threads, so it must only read published (immutable or lock-free) state.
   virtual std::vector<BreachingCaseRecord> Breaching() const = 0;
+};
+
+// The daemon's source: the views the workers' case trackers publish at each
+// Tick (cases::OpenCasesView::breaching, up to K per stage and worker), with
+// each case's dimension values from its worker's DimensionTable.
+class PublishedBreachingCases : public BreachingCasesSource {
+ public:
+  // views()[i] is worker i's current view (null before its first Tick);
+  // dimensions[i] is worker i's table. The tables must outlive this.
+  using ViewSource = std::function<std::vector<std::shared_ptr<const cases::OpenCasesView>>()>;
+  PublishedBreachingCases(ViewSource views, std::vector<const cases::DimensionTable*> dimensions);
+
+  std::vector<BreachingCaseRecord> Breaching() const override;
+
+ private:
+  ViewSource views_;
+  std::vector<const cases::DimensionTable*> dimensions_;
 };
 
 }  // namespace kpid::api

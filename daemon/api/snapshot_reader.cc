@@ -223,7 +223,7 @@ void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& requ
     if (!filtered && options_.kpi_tree) {
       for (const KpiTreeNodeValue& node : options_.kpi_tree(reader_, process, span)) {
         v1::KpiTreeValue* v = pw->add_kpi_tree();
-        v->set_node(node.node);
+        v->set_node(node.id);
         v->set_parent(node.parent);
         SetOptional(node.value, [v](double x) { v->set_value(x); });
         SetOptional(node.sensitivity, [v](double x) { v->set_sensitivity(x); });

@@ -27,19 +27,15 @@
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/kpitree/kpi_tree.h"
 #include "daemon/model/config.h"
 #include "kpid/v1/kpi_service.pb.h"
 
 namespace kpid::api {
 
-// One node of a process's KPI tree evaluated over a window (see
-// daemon/kpitree): what KpiTreeEvaluator returns, in config order.
-struct KpiTreeNodeValue {
-  std::string node;
-  std::string parent;  // empty for a root
-  absl::optional<double> value;
-  absl::optional<double> sensitivity;
-};
+// A process's KPI tree evaluated over a window, node by node in config order
+// (kpitree::KpiTreeEvaluator::Evaluate in the daemon; fakes in tests).
+using KpiTreeNodeValue = kpitree::NodeValue;
 using KpiTreeEvaluator = std::function<std::vector<KpiTreeNodeValue>(
     const aggregate::MergedReader& reader, int process, const aggregate::WindowSpan& span)>;
 

@@ -47,10 +47,6 @@ namespace {
 
 using kpid::v1::ProcessEvent;
 
-// Flip once the case trackers feed ListBreachingCases (daemon/main.cc):
-// until then kpid answers UNIMPLEMENTED and the report says why.
-constexpr bool kBreachingCasesWired = false;
-
 constexpr int64_t kS = 1772406720;  // 175834 x 10080
 constexpr int64_t M(int day, int hour, int minute) { return day * 1440 + hour * 60 + minute; }
 constexpr int64_t kNowMinute = M(14, 1, 24);
@@ -527,10 +523,6 @@ TEST_F(ApiTest, BreachingCases) {
   v1::ListBreachingCasesResponse response;
   const grpc::Status status =
       Stub()->ListBreachingCases(Context().get(), v1::ListBreachingCasesRequest(), &response);
-  if (!kBreachingCasesWired) {
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
-    return;
-  }
   ASSERT_TRUE(status.ok()) << status.error_message();
   // Open past SLA at N: C5 in demo (deadline 13d 00:45) and C6 in lead (14d 01:00).
   EXPECT_EQ(api::FromProto(response.as_of()), kNow);
@@ -675,13 +667,9 @@ TEST_F(ApiTest, KpictlReportWeeklyJson) {
   EXPECT_EQ(p.sla_breaches(1).stage(), "demo");
   EXPECT_EQ(p.sla_breaches(1).missed(), 0u);
   EXPECT_EQ(p.sla_breaches(1).breaches(), 1u);
-  if (kBreachingCasesWired) {
-    ASSERT_EQ(report.top_breaching_cases_size(), 2);
-    EXPECT_EQ(report.top_breaching_cases(0).case_id(), "C5");
-  } else {
-    EXPECT_TRUE(absl::StrContains(report.breaching_cases_unavailable(), "not available"))
-        << report.breaching_cases_unavailable();
-  }
+  ASSERT_EQ(report.top_breaching_cases_size(), 2);
+  EXPECT_EQ(report.top_breaching_cases(0).case_id(), "C5");
+  EXPECT_EQ(report.breaching_cases_unavailable(), "");
 }
 
 // The markdown report against tests/golden/kpictl_report_weekly.md, which
