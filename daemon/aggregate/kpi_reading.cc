@@ -17,6 +17,7 @@ KpiReading ProcessReading(absl::string_view kpi, const ProcessWindowCounts& c) {
   if (kpi == "started") r.events = c.started;
   if (kpi == "win_ratio" || kpi == "fallout") r.events = c.completed + c.fallout;
   if (kpi == "feedback_score") r.events = c.score_count;
+  if (kpi == "events") r.events = c.events();
   return r;
 }
 

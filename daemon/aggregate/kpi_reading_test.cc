@@ -92,6 +92,17 @@ TEST_F(KpiReadingTest, ProcessKpis) {
   EXPECT_FALSE(Read(kProcessLevel, "feedback_score").value.has_value());
 }
 
+TEST_F(KpiReadingTest, EventsOfEveryKindForStaleStreamRules) {
+  // 4 stage entries + 2 completions + 1 fallout + 1 cost = 8 events, resting on themselves.
+  KpiReading r = Read(kProcessLevel, "events");
+  EXPECT_DOUBLE_EQ(*r.value, 8);
+  EXPECT_EQ(r.events, 8u);
+  // Two hours later the 1h window holds none of them: 0, not absent.
+  r = ReadWindowKpi(reader_, kP, kProcessLevel, "events",
+                    reader_.Resolve(k1h, T(30) + absl::Hours(2)));
+  EXPECT_EQ(r.value, absl::optional<double>(0));
+}
+
 TEST_F(KpiReadingTest, QuantilesFromDistributions) {
   // Cycle times 100, 300, 900: the median is 300 (within the distribution's
   // 1% relative error); lead times 1 h and 3 h: p99 is 3 h.

@@ -170,6 +170,8 @@ const StageTotalsFamily kStageTotals[] = {
 absl::optional<double> Some(double v) { return v; }
 
 const ProcessWindowFamily kProcessWindow[] = {
+    {"kpid_window_process_events", "Events accepted in the window, of every kind.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.events())); }},
     {"kpid_window_process_started", "Cases started in the window.",
      [](const ProcessWindowCounts& c) { return Some(D(c.started)); }},
     {"kpid_window_process_completed", "Cases completed in the window.",

@@ -168,9 +168,9 @@ TEST_F(EngineMetricsTest, EachFamilyOnceWithItsSamplesTogether) {
     EXPECT_TRUE(absl::StartsWith(line, family)) << line << " under " << family;
   }
   // Process totals 7 + lead-time histogram + stage totals 7 + exited +
-  // cycle-time histogram + process windows 9 + stage windows 10 +
+  // cycle-time histogram + process windows 10 + stage windows 10 +
   // transitions + 2 quantile summaries + folded.
-  EXPECT_EQ(seen.size(), 40u);
+  EXPECT_EQ(seen.size(), 41u);
 }
 
 // Sample values by series; a missing series fails the test (and reads NaN).

@@ -22,6 +22,8 @@ const std::vector<KpiInfo>& AllKpis() {
       {"backlog_over_sla", KpiScope::kStage, "open cases past the stage SLA now"},
       {"sla_breaches", KpiScope::kStage, "open cases that passed their deadline"},
       {"started", KpiScope::kProcess, "cases started"},
+      {"events", KpiScope::kProcess,
+       "accepted events of every kind (0 over a window: the stream has gone quiet)"},
       {"completed", KpiScope::kProcess, "cases completed"},
       {"fallout", KpiScope::kProcess, "cases fallen out"},
       {"win_ratio", KpiScope::kProcess, "completed / (completed + fallout)"},

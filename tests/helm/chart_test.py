@@ -282,9 +282,9 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("volumeClaimTemplates", sts["spec"])
         state = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "state"]
         self.assertEqual(state, [{"name": "state", "emptyDir": {}}])
-        # 5 = the alert rules of rules/lead_to_cash.yaml (3 + 2 in its two groups).
+        # 6 = the alert rules of rules/lead_to_cash.yaml (3 + 2 + 1 in its three groups).
         out = self.check_config_with_kpid(docs, sts, config_map)
-        self.assertIn("(1 processes, 5 alert rules)", out)
+        self.assertIn("(1 processes, 6 alert rules)", out)
 
     def test_full_values(self):
         values = values_for([full_values_file()])
@@ -350,9 +350,9 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("partitions", config["kafka"])
         self.assertEqual(config["rules"], ["rules/*.yaml"])
         self.assertIn("rules.lead_to_cash_backlog.yaml", config_map["data"])
-        # 6 = 5 bundled rules + DemoBacklogOverSla.
+        # 7 = 6 bundled rules + DemoBacklogOverSla.
         out = self.check_config_with_kpid(docs, sts, config_map)
-        self.assertIn("(1 processes, 6 alert rules)", out)
+        self.assertIn("(1 processes, 7 alert rules)", out)
 
     def test_config_change_rolls_pods(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
