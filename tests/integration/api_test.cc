@@ -226,6 +226,18 @@ class ApiTest : public ::testing::Test {
         },
         absl::Seconds(10)))
         << ReadFileOrEmpty(*dir_ + "/kpid.log");
+    // Breaching cases come from the view each tracker publishes at its next
+    // Tick (~100 ms): wait for the view that includes C6's breach too.
+    ASSERT_TRUE(WaitFor(
+        [] {
+          v1::ListBreachingCasesResponse r;
+          return Stub()
+                     ->ListBreachingCases(Context().get(), v1::ListBreachingCasesRequest(), &r)
+                     .ok() &&
+                 r.total() == 2;
+        },
+        absl::Seconds(10)))
+        << ReadFileOrEmpty(*dir_ + "/kpid.log");
   }
 
   static void TearDownTestSuite() {
