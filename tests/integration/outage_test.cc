@@ -25,6 +25,7 @@ kafka:
   topic: events
   group_id: kpid-outage
 http: {listen: "127.0.0.1:$PORT"}
+grpc: {listen: "127.0.0.1:0"}
 processes:
   - id: onboarding
     stages:

@@ -41,6 +41,7 @@ kafka:
   partitions: 1
   bootstrap_file: $DIR/bootstrap
 http: {listen: "127.0.0.1:$PORT"$TOKEN}
+grpc: {listen: "127.0.0.1:0"}
 clock: event
 windows: [1h]
 retention: 1d
