@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/common/state_codec.h"
 
 namespace kpid::aggregate {
 namespace {
@@ -939,121 +940,25 @@ size_t AggregateShard::AllocatedBytes() const {
 
 namespace {
 
-class Encoder {
- public:
-  void Raw(absl::string_view s) { out_.append(s.data(), s.size()); }
-  void Varint(uint64_t v) {
-    while (v >= 0x80) {
-      out_.push_back(static_cast<char>((v & 0x7f) | 0x80));
-      v >>= 7;
-    }
-    out_.push_back(static_cast<char>(v));
-  }
-  void Signed(int64_t v) {
-    const uint64_t u = static_cast<uint64_t>(v);
-    Varint((u << 1) ^ (v < 0 ? ~uint64_t{0} : 0));  // zigzag
-  }
-  void Double(double d) {
-    uint64_t bits;
-    std::memcpy(&bits, &d, sizeof bits);
-    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
-  }
-  void String(absl::string_view s) {
-    Varint(s.size());
-    Raw(s);
-  }
-  void Histogram(const LatencyHistogram& h) {
-    Varint(h.buckets.size());
-    for (uint64_t b : h.buckets) Varint(b);
-    Double(h.sum);
-  }
-  std::string Take() { return std::move(out_); }
+using Encoder = StateEncoder;
+using Decoder = StateDecoder;
 
- private:
-  std::string out_;
-};
+void EncodeHistogram(const LatencyHistogram& h, Encoder* e) {
+  e->Varint(h.buckets.size());
+  for (uint64_t b : h.buckets) e->Varint(b);
+  e->Double(h.sum);
+}
 
-// Reads what Encoder wrote; any malformed input sets !ok() and yields zeros.
-class Decoder {
- public:
-  explicit Decoder(absl::string_view in) : in_(in) {}
-
-  bool ok() const { return ok_; }
-  size_t position() const { return pos_; }
-  size_t remaining() const { return in_.size() - pos_; }
-
-  bool Raw(absl::string_view expected) {
-    if (remaining() < expected.size() || in_.substr(pos_, expected.size()) != expected) {
-      return Fail();
-    }
-    pos_ += expected.size();
-    return true;
-  }
-  uint64_t Varint() {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos_ >= in_.size()) return Fail();
-      const uint8_t byte = static_cast<uint8_t>(in_[pos_++]);
-      v |= static_cast<uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return v;
-    }
-    return Fail();
-  }
-  // A count of items that each take at least one byte: bounded by the input
-  // left, so corrupt input cannot make us allocate much.
-  size_t Count() {
-    const uint64_t n = Varint();
-    if (n > remaining()) return Fail();
-    return static_cast<size_t>(n);
-  }
-  int64_t Signed() {
-    const uint64_t u = Varint();
-    return static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1));
-  }
-  uint32_t U32() {
-    const uint64_t v = Varint();
-    if (v > std::numeric_limits<uint32_t>::max()) return Fail();
-    return static_cast<uint32_t>(v);
-  }
-  double Double() {
-    if (remaining() < 8) return Fail();
-    uint64_t bits = 0;
-    for (int i = 0; i < 8; ++i) {
-      bits |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_++])) << (8 * i);
-    }
-    double d;
-    std::memcpy(&d, &bits, sizeof d);
-    return d;
-  }
-  std::string String() {
-    const size_t n = Count();
-    if (!ok_) return {};
-    std::string s(in_.substr(pos_, n));
-    pos_ += n;
-    return s;
-  }
-  LatencyHistogram Histogram() {
-    LatencyHistogram h;
-    if (Count() != h.buckets.size()) {
-      Fail();
-      return h;
-    }
-    for (uint64_t& b : h.buckets) b = Varint();
-    h.sum = Double();
+LatencyHistogram DecodeHistogram(Decoder* d) {
+  LatencyHistogram h;
+  if (d->Count() != h.buckets.size()) {
+    d->Invalidate();
     return h;
   }
-
- private:
-  int Fail() {
-    ok_ = false;
-    pos_ = in_.size();
-    return 0;
-  }
-
-  absl::string_view in_;
-  size_t pos_ = 0;
-  bool ok_ = true;
-};
+  for (uint64_t& b : h.buckets) b = d->Varint();
+  h.sum = d->Double();
+  return h;
+}
 
 void EncodeStageTotals(const StageTotals& t, Encoder* e) {
   for (uint64_t v : {t.entered, t.exited_advanced, t.exited_fallout, t.sla_met, t.sla_missed,
@@ -1062,7 +967,7 @@ void EncodeStageTotals(const StageTotals& t, Encoder* e) {
   }
   e->Signed(t.backlog);
   e->Signed(t.backlog_over_sla);
-  e->Histogram(t.cycle_time);
+  EncodeHistogram(t.cycle_time, e);
 }
 
 StageTotals DecodeStageTotals(Decoder* d) {
@@ -1073,7 +978,7 @@ StageTotals DecodeStageTotals(Decoder* d) {
   }
   t.backlog = d->Signed();
   t.backlog_over_sla = d->Signed();
-  t.cycle_time = d->Histogram();
+  t.cycle_time = DecodeHistogram(d);
   return t;
 }
 
@@ -1083,7 +988,7 @@ void EncodeProcessTotals(const ProcessTotals& t, Encoder* e) {
     e->Varint(v);
   }
   for (double v : {t.revenue, t.cost, t.score_sum}) e->Double(v);
-  e->Histogram(t.lead_time);
+  EncodeHistogram(t.lead_time, e);
 }
 
 ProcessTotals DecodeProcessTotals(Decoder* d, uint64_t version) {
@@ -1093,7 +998,7 @@ ProcessTotals DecodeProcessTotals(Decoder* d, uint64_t version) {
   }
   if (version >= 2) t.cost_count = d->Varint();
   for (double* v : {&t.revenue, &t.cost, &t.score_sum}) *v = d->Double();
-  t.lead_time = d->Histogram();
+  t.lead_time = DecodeHistogram(d);
   return t;
 }
 

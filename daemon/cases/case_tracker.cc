@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "daemon/cases/stable_hash.h"
-#include "daemon/cases/state_codec.h"
+#include "daemon/common/state_codec.h"
 
 namespace kpid::cases {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/cases/state_codec.h"
+#include "daemon/common/state_codec.h"
 
 namespace kpid::cases {
 namespace {

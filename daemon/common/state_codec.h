@@ -1,8 +1,10 @@
-// The byte encoding of the cases module's serialized state (CaseTracker,
-// DimensionTable): varints, zigzag signed varints, length-prefixed strings,
-// as AggregateShard's state. The decoder never trusts a length: every count
-// is bounded by the input left, so corrupt or hostile bytes end in !ok(),
-// never in a crash or a huge allocation.
+// The byte encoding of a worker's serialized state (CaseTracker,
+// DimensionTable, AggregateShard): varints, zigzag signed varints,
+// little-endian fixed 64-bit words and doubles, length-prefixed strings. Each
+// of those formats is versioned on its own; this is only their alphabet. The
+// decoder never trusts a length: every count is bounded by the input left,
+// so corrupt or hostile bytes end in !ok(), never in a crash or a huge
+// allocation.
 //
 //   StateEncoder e;
 //   e.Varint(n);
@@ -11,18 +13,17 @@
 //   StateDecoder d(bytes);
 //   size_t count = d.Count(/*min_bytes_each=*/1);
 //   if (!d.ok()) ...
-//
-// (AggregateShard has its own copy in its .cc; the two formats are separate
-// and versioned on their own.)
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace kpid::cases {
+namespace kpid {
 
 class StateEncoder {
  public:
@@ -40,6 +41,11 @@ class StateEncoder {
   }
   void Fixed64(uint64_t v) {
     for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
+  void Double(double d) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    Fixed64(bits);
   }
   void String(absl::string_view s) {
     Varint(s.size());
@@ -90,6 +96,17 @@ class StateDecoder {
     }
     return v;
   }
+  double Double() {
+    const uint64_t bits = Fixed64();
+    double d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
+  uint32_t U32() {
+    const uint64_t v = Varint();
+    if (v > std::numeric_limits<uint32_t>::max()) return Fail();
+    return static_cast<uint32_t>(v);
+  }
   // A count of items that each take at least `min_bytes_each` bytes: bounded
   // by the input left, so what a caller reserves for it is bounded too.
   size_t Count(size_t min_bytes_each = 1) {
@@ -125,4 +142,4 @@ class StateDecoder {
   bool ok_ = true;
 };
 
-}  // namespace kpid::cases
+}  // namespace kpid
