@@ -167,15 +167,20 @@ void TextWriter::Summary(const SeriesLabels& labels, uint64_t count, double sum,
   WriteSummary(labels.text(), count, sum, quantiles, 0);
 }
 
-void TextWriter::WriteHistogram(absl::string_view labels, uint64_t count, double sum,
-                                absl::Span<const ClientMetric::Bucket> buckets,
-                                int64_t timestamp_ms) {
+void TextWriter::WriteCountAndSum(absl::string_view labels, uint64_t count, double sum,
+                                  int64_t timestamp_ms) {
   Line("_count", labels, {});
   AppendInteger(count, &out_);
   EndLine(timestamp_ms);
   Line("_sum", labels, {});
   AppendSampleValue(sum, &out_);
   EndLine(timestamp_ms);
+}
+
+void TextWriter::WriteHistogram(absl::string_view labels, uint64_t count, double sum,
+                                absl::Span<const ClientMetric::Bucket> buckets,
+                                int64_t timestamp_ms) {
+  WriteCountAndSum(labels, count, sum, timestamp_ms);
   for (const ClientMetric::Bucket& bucket : buckets) {
     value_scratch_.clear();
     AppendSampleValue(bucket.upper_bound, &value_scratch_);
@@ -193,12 +198,7 @@ void TextWriter::WriteHistogram(absl::string_view labels, uint64_t count, double
 void TextWriter::WriteSummary(absl::string_view labels, uint64_t count, double sum,
                               absl::Span<const ClientMetric::Quantile> quantiles,
                               int64_t timestamp_ms) {
-  Line("_count", labels, {});
-  AppendInteger(count, &out_);
-  EndLine(timestamp_ms);
-  Line("_sum", labels, {});
-  AppendSampleValue(sum, &out_);
-  EndLine(timestamp_ms);
+  WriteCountAndSum(labels, count, sum, timestamp_ms);
   for (const ClientMetric::Quantile& q : quantiles) {
     value_scratch_.clear();
     AppendSampleValue(q.quantile, &value_scratch_);

@@ -76,6 +76,8 @@ class TextWriter final : public MetricWriter {
   void CloseFamily();
   // `labels`: rendered label pairs (SeriesLabels::text()).
   void Line(absl::string_view suffix, absl::string_view labels, ExtraLabel extra);
+  // The _count and _sum lines histograms and summaries share.
+  void WriteCountAndSum(absl::string_view labels, uint64_t count, double sum, int64_t timestamp_ms);
   void WriteHistogram(absl::string_view labels, uint64_t count, double sum,
                       absl::Span<const prometheus::ClientMetric::Bucket> buckets,
                       int64_t timestamp_ms);
