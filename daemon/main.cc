@@ -243,13 +243,14 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   ingest_options.brokers = brokers;
   ingest_options.workers = workers;
   ingest_options.dead_letter = dead_letter.get();
-  ingest_options.handler_factory = [&config, &engines](int worker) {
+  ingest_options.handler_factory = [&config, &engines, workers](int worker) {
     WorkerEngine& e = engines[static_cast<size_t>(worker)];
     auto tracker = std::make_unique<cases::CaseTracker>(cases::CaseTracker::Options{
         .config = &config,
         .clock = e.clock.get(),
         .sink = e.shard.get(),
         .dimensions = e.dimensions.get(),
+        .max_open_cases = config.MaxOpenCasesPerWorker(workers),
     });
     e.tracker = tracker.get();
     return tracker;

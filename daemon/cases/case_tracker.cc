@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "daemon/cases/stable_hash.h"
+#include "daemon/common/log.h"
 #include "daemon/common/state_codec.h"
 
 namespace kpid::cases {
@@ -101,9 +103,14 @@ CaseTracker::CaseTracker(const Options& options)
       dims_(options.dimensions),
       max_dedup_entries_(options.max_dedup_entries),
       max_breaching_per_stage_(options.max_breaching_per_stage),
+      max_open_cases_(options.max_open_cases != 0
+                          ? options.max_open_cases
+                          : static_cast<size_t>(options.config->max_open_cases)),
       ttl_us_(absl::ToInt64Microseconds(options.config->case_ttl)),
-      horizon_us_(absl::ToInt64Microseconds(options.config->dedup_horizon)) {
+      horizon_us_(absl::ToInt64Microseconds(options.config->dedup_horizon)),
+      evicted_(options.config->processes.size()) {
   auto view = std::make_shared<OpenCasesView>();
+  view->evicted.assign(config_.processes.size(), 0);
   for (const model::ProcessConfig& process : config_.processes) {
     std::vector<int64_t> slas;
     for (const model::StageConfig& stage : process.stages) {
@@ -210,6 +217,9 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
   if (found < 0) {
     if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
+    while (open_.size() >= max_open_cases_) {
+      if (!EvictOldest(at_us, now_us)) break;
+    }
     const uint32_t slot = NewSlot();
     Case& c = cases_[slot];
     id_store_.Assign(&c.id, event.proto.case_id());
@@ -232,6 +242,43 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   sink_->Transition(c.process, from, stage, TimeOf(at_us));
   EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1);
   return Verdict::Accepted();
+}
+
+bool CaseTracker::EvictOldest(int64_t at_us, int64_t now_us) {
+  auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
+  auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
+  // Every open case is live in the index of its stage: the oldest of their
+  // oldest is the longest wait. Ties go to the first process, then stage.
+  std::optional<StageAgeIndex::Stay> oldest;
+  for (std::vector<StageAgeIndex>& stages : stage_ages_) {
+    for (StageAgeIndex& ages : stages) {
+      if (ages.live() == 0) continue;
+      const std::optional<StageAgeIndex::Stay> stay = ages.OldestLive(is_live, entered_at);
+      if (stay && (!oldest || stay->entered_us < oldest->entered_us)) oldest = stay;
+    }
+  }
+  if (!oldest) return false;
+  const Case& c = cases_[oldest->slot];
+  evicted_[c.process].Add();
+  // Sparse: an attack evicts at the rate of new cases.
+  if (const uint64_t n = evicted(); (n & (n - 1)) == 0) {
+    const model::ProcessConfig& process = config_.processes[c.process];
+    log::Warn("max_open_cases reached: evicted the longest-waiting open case",
+              {{"process", process.id},
+               {"stage", process.stages[static_cast<size_t>(c.stage)].id},
+               {"case_id", CaseIdStore::View(c.id)},
+               {"waited", absl::FormatDuration(absl::Microseconds(now_us - c.entered_us))},
+               {"max_open_cases", absl::StrCat(max_open_cases_)},
+               {"evicted", absl::StrCat(n)}});
+  }
+  Expire(oldest->slot, at_us, now_us);
+  return true;
+}
+
+uint64_t CaseTracker::evicted() const {
+  uint64_t total = 0;
+  for (const SingleWriterCounter& n : evicted_) total += n.Get();
+  return total;
 }
 
 uint32_t CaseTracker::NewSlot() {
@@ -352,6 +399,7 @@ void CaseTracker::PublishView(int64_t now_us) {
   auto view = std::make_shared<OpenCasesView>();
   view->as_of = TimeOf(now_us);
   view->oldest_entered.resize(stage_ages_.size());
+  for (const SingleWriterCounter& n : evicted_) view->evicted.push_back(n.Get());
   auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
   auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
   for (size_t p = 0; p < stage_ages_.size(); ++p) {
@@ -418,15 +466,20 @@ void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
     sink_->BacklogChanged(c.process, c.stage, c.dims, 0, +1);
   }
   if (now_us > expires_us) {
-    sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(expires_us));
-    sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
-    AgesOf(c).Leave();
-    Release(entry.slot, CaseKey(c.process, CaseIdStore::View(c.id)), now_us);
+    Expire(entry.slot, expires_us, now_us);
     return;
   }
   // Not yet due (a deadline later this second, activity since it was armed,
   // a re-arm), or past the deadline and now waiting for expiry.
   Arm(entry.slot, c, now_us);
+}
+
+void CaseTracker::Expire(uint32_t slot, int64_t at_us, int64_t now_us) {
+  Case& c = cases_[slot];
+  sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(at_us));
+  sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+  AgesOf(c).Leave();
+  Release(slot, CaseKey(c.process, CaseIdStore::View(c.id)), now_us);
 }
 
 void CaseTracker::ForgetOld(int64_t now_us) {

@@ -46,6 +46,26 @@
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
 //
+// Bounded: at most max_open_cases open cases (the worker's share of the
+// config's daemon-wide max_open_cases). A new case beyond it first evicts
+// the open case that has waited longest in its current stage: the oldest of
+// the StageAgeIndex tops of every (process, stage), O(stages) per eviction
+// and no memory per case (the 64-byte record is unchanged). Not the
+// earliest started nor the least recently active: either needs an order
+// kept nowhere, another index entry per case (8 to 16 bytes on ~150) paid
+// by every case for an attack path; and the longest wait is what
+// kpid_stage_oldest_case_age_seconds shows, so what goes is visible. An
+// eviction is closed like an expiry: CaseExpired to the sink (the case
+// leaves its stage without an outcome: the backlog gauges drop by it, no
+// exit, not completed nor fallout, so kpid_process_cases_expired_total
+// includes evictions; the CaseSink interface stays as it is), at the
+// event time of the case that evicted it; the id is remembered as closed,
+// so its late events are rejected case_closed within dedup_horizon rather
+// than reopening it. Counted by the evicted case's process (evicted(),
+// published in the view for kpid_process_cases_evicted_total) and logged
+// at the 1st, 2nd, 4th, 8th... eviction of the tracker. Cost when not
+// evicting: one comparison per new case.
+//
 // Readers. Other threads never touch the state above: Tick builds an
 // OpenCasesView (oldest entry time per stage, up to
 // max_breaching_per_stage oldest cases past SLA per stage) and swaps it in
@@ -55,8 +75,8 @@
 //
 // "Now" is the injected clock: wall time, or with `clock: event` the
 // watermark (EventTimeClock). Single writer: everything here but
-// PublishedView, open_cases and dedup_evictions belongs to the worker
-// thread that calls Handle and Tick.
+// PublishedView, open_cases, dedup_evictions and evicted belongs to the
+// worker thread that calls Handle and Tick.
 #pragma once
 
 #include <atomic>
@@ -93,6 +113,10 @@ class CaseTracker : public ingest::EventHandler {
     size_t max_dedup_entries = 2'000'000;
     // Per (process, stage), at most this many cases past SLA in the view.
     size_t max_breaching_per_stage = 100;
+    // Open cases kept; beyond, the longest-waiting is evicted. The daemon
+    // passes Config::MaxOpenCasesPerWorker; 0: config->max_open_cases whole
+    // (a single worker).
+    size_t max_open_cases = 0;
   };
 
   // Leading version of Serialize()'s format.
@@ -121,6 +145,11 @@ class CaseTracker : public ingest::EventHandler {
   //     stage), over_sla
   //   closed cases: count, (at_us, key, process, dims)...    oldest first
   //   event ids: count, (at_us, key)...                       oldest first
+  // Eviction counts are not stored: they count this run's evictions (a
+  // restart resets kpid_process_cases_evicted_total, as any counter of a
+  // process; the expiries they also are persist with the shard). A state
+  // holding more open cases than max_open_cases (restored under a lower
+  // bound) keeps them all; the next new case evicts down to the bound.
   // Guarantees: fed the same events afterwards, a restored tracker reports
   // the same facts and verdicts as the original would have (duplicates and
   // closed cases are still recognized: keys are StableHash64, not
@@ -152,6 +181,9 @@ class CaseTracker : public ingest::EventHandler {
   // For readers on any thread.
   uint64_t open_cases() const { return open_gauge_.load(std::memory_order_relaxed); }
   uint64_t dedup_evictions() const { return dedup_evictions_.Get(); }
+  // Open cases evicted to stay within max_open_cases, of `process` / of all.
+  uint64_t evicted(int process) const { return evicted_[static_cast<size_t>(process)].Get(); }
+  uint64_t evicted() const;
   // The view built at the last Tick (an empty one before): any thread.
   std::shared_ptr<const OpenCasesView> PublishedView() const ABSL_LOCKS_EXCLUDED(view_mu_);
 
@@ -302,6 +334,12 @@ class CaseTracker : public ingest::EventHandler {
   void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework);
   void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome);
   void Release(uint32_t slot, uint64_t key, int64_t closed_us);
+  // Closes the open case as expired (at `at_us`): it leaves its stage
+  // without an outcome.
+  void Expire(uint32_t slot, int64_t at_us, int64_t now_us);
+  // Expires the open case that has waited longest in its stage, counted as
+  // an eviction; false when no case is open.
+  bool EvictOldest(int64_t at_us, int64_t now_us);
   // Schedules the case's next timer: its deadline while not breached or its
   // expiry, whichever is first, but at most kMaxTimerAheadUs after now.
   void Arm(uint32_t slot, const Case& c, int64_t now_us);
@@ -334,6 +372,7 @@ class CaseTracker : public ingest::EventHandler {
   DimensionTable* dims_;
   const size_t max_dedup_entries_;
   const size_t max_breaching_per_stage_;
+  const size_t max_open_cases_;
   const int64_t ttl_us_;
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
@@ -353,6 +392,7 @@ class CaseTracker : public ingest::EventHandler {
   RecentSet<Closed> closed_;
   RecentSet<Seen> seen_ids_;
   SingleWriterCounter dedup_evictions_;
+  std::vector<SingleWriterCounter> evicted_;  // [process]
 
   TimingWheel wheel_;
   // Timers whose second the wheel has already swept but that were not yet

@@ -115,7 +115,11 @@ struct Worker {
     tracker = std::make_unique<CaseTracker>(options());
   }
   CaseTracker::Options options() {
-    return {.config = &config, .clock = &clock, .sink = &sink, .dimensions = dims.get()};
+    return {.config = &config,
+            .clock = &clock,
+            .sink = &sink,
+            .dimensions = dims.get(),
+            .max_open_cases = max_open_cases};
   }
   // The state of `from`, restored into this worker's fresh objects.
   void RestoreFrom(const Worker& from) {
@@ -134,6 +138,7 @@ struct Worker {
   }
 
   const model::Config& config;
+  size_t max_open_cases = 0;  // for the next tracker built; 0: the config's
   ManualClock clock;
   std::unique_ptr<DimensionTable> dims;
   std::unique_ptr<AggregateShard> shard;
@@ -304,6 +309,42 @@ TEST_F(CaseTrackerStateTest, RestoredOpenCasesArePublishedWithTheirIds) {
   EXPECT_EQ(view->breaching[1].deadline, absl::FromUnixSeconds(kT0 + 2300));
   EXPECT_EQ(view->oldest_entered[0][0], absl::FromUnixSeconds(kT0 + 110));  // lead
   EXPECT_EQ(view->oldest_entered[0][1], absl::FromUnixSeconds(kT0 + 100));  // demo: c1
+}
+
+// Restored under a lower bound: every case is kept (Restore reports no
+// facts); the next new case evicts down to the bound. Eviction counts are
+// not part of the state.
+TEST_F(CaseTrackerStateTest, RestoredAboveTheBoundTheNextNewCaseEvictsDownToIt) {
+  Worker w(config_), bounded(config_), again(config_);
+  Run(w, {{ProcessEvent::STAGE_ENTERED, "c0", "lead", 0},
+          {ProcessEvent::STAGE_ENTERED, "c1", "lead", 10},
+          {ProcessEvent::STAGE_ENTERED, "c2", "lead", 20},
+          {ProcessEvent::STAGE_ENTERED, "c3", "lead", 30}});
+  bounded.max_open_cases = 2;
+  bounded.RestoreFrom(w);
+  EXPECT_EQ(bounded.tracker->open_cases(), 4u);
+  EXPECT_EQ(bounded.tracker->evicted(), 0u);
+  // n at 40: 4 open >= 2, evict c0 (0), 3 >= 2, c1 (10), 2 >= 2, c2 (20);
+  // then n opens: c3 and n, 2 open.
+  EXPECT_THAT(Run(bounded, {{ProcessEvent::STAGE_ENTERED, "n", "lead", 40}}),
+              ElementsAre("verdict 0 0 | expired p0 s0 d2 @40 | backlog p0 s0 d2 -1 0"
+                          " | expired p0 s0 d2 @40 | backlog p0 s0 d2 -1 0"
+                          " | expired p0 s0 d2 @40 | backlog p0 s0 d2 -1 0"
+                          " | started p0 d2 @40 | entered p0 s0 d2 @40"
+                          " | backlog p0 s0 d2 1 0"));
+  EXPECT_EQ(bounded.tracker->open_cases(), 2u);
+  EXPECT_EQ(bounded.tracker->evicted(), 3u);
+  EXPECT_EQ(bounded.tracker->evicted(0), 3u);
+  // The evicted ids are closed, and stay so across a restore; the count restarts.
+  again.max_open_cases = 2;
+  again.RestoreFrom(bounded);
+  EXPECT_EQ(again.tracker->evicted(), 0u);
+  EXPECT_EQ(again.tracker->open_cases(), 2u);
+  const std::vector<std::string> rejected =
+      Run(again, {{ProcessEvent::STAGE_ENTERED, "c1", "demo", 50}});
+  EXPECT_THAT(rejected,
+              ElementsAre(absl::StrCat("verdict ", static_cast<int>(Verdict::Kind::kRejected), " ",
+                                       static_cast<int>(model::RejectReason::kCaseClosed), " | ")));
 }
 
 TEST_F(CaseTrackerStateTest, UnknownVersionIsRejected) {

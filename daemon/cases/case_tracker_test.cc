@@ -141,7 +141,7 @@ class CaseTrackerTest : public ::testing::Test {
 
   void MoveClockTo(int64_t t) {
     clock_.Set(absl::FromUnixSeconds(kT0 + t));
-    tracker_.AdvanceTimers();
+    target_->AdvanceTimers();
   }
 
   // Ticks the tracker at the clock's now and returns when the oldest open
@@ -511,6 +511,120 @@ TEST_F(CaseTrackerTest, OldestStaysExactWhileManyCasesPassThrough) {
   Enter("old", "demo", 6000);
   EXPECT_EQ(OldestEntered(0, 0), -1);
   EXPECT_EQ(OldestEntered(0, 1), 6000);
+}
+
+// ---- max_open_cases. SLAs: lead 1h, demo 2h, quote 1d, triage 30m; case_ttl 10d.
+
+// Evicted: the case waiting longest in its current stage, whatever its
+// process or when it started; closed like an expiry and counted.
+TEST_F(CaseTrackerTest, NewCaseBeyondTheBoundEvictsTheLongestWaiting) {
+  CaseTracker small({.config = &config_,
+                     .clock = &clock_,
+                     .sink = &sink_,
+                     .dimensions = &dims_,
+                     .max_open_cases = 3});
+  target_ = &small;
+  Enter("a", "lead", 0);  // started first, but in demo only since 300
+  Send(ProcessEvent::STAGE_ENTERED, "c", "triage", 100, 0, "support");  // deadline 1900
+  Enter("b", "quote", 200);
+  Enter("a", "demo", 300);
+  sink_.Take();
+  // Waiting: c in triage since 100, b in quote since 200, a in demo since
+  // 300. At 2000 c has breached (1900) and is the longest wait: evicted,
+  // at the evicting event's time, leaving backlog and over-SLA.
+  EXPECT_TRUE(Accepted(Enter("d", "lead", 2000)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p1 s0 d2 @1900", "expired p1 s0 d2 @2000",
+                                        "started p0 d2 @2000", "entered p0 s0 d2 @2000"));
+  EXPECT_EQ(small.evicted(), 1u);
+  EXPECT_EQ(small.evicted(1), 1u);
+  EXPECT_EQ(small.evicted(0), 0u);
+  EXPECT_EQ(small.open_cases(), 3u);
+  EXPECT_EQ(Backlog(1, 0), 0);
+  EXPECT_EQ(OverSla(1, 0), 0);
+  EXPECT_EQ(Backlog(0, 0), 1);  // d
+  EXPECT_EQ(Backlog(0, 1), 1);  // a
+  EXPECT_EQ(Backlog(0, 2), 1);  // b
+  // c is remembered as closed: its late events do not reopen it (nor evict).
+  EXPECT_TRUE(Rejected(Send(ProcessEvent::STAGE_ENTERED, "c", "triage", 2100, 0, "support"),
+                       RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Send(ProcessEvent::CASE_COMPLETED, "c", "", 2110, 5, "support"),
+                       RejectReason::kCaseClosed));
+  EXPECT_EQ(small.evicted(), 1u);
+  // d is open: it advances (200 s in lead).
+  EXPECT_TRUE(Accepted(Enter("d", "demo", 2200)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("exited p0 s0 d2 @2200 advanced 200s met",
+                                        "transition p0 0->1 @2200", "entered p0 s1 d2 @2200"));
+  // Published for the exporter: [sales, support].
+  small.Tick(absl::Now());
+  EXPECT_THAT(small.PublishedView()->evicted, ElementsAre(0u, 1u));
+}
+
+// All in one stage, one of them read out of order (the index's heap).
+TEST_F(CaseTrackerTest, EvictionWithinOneStageTakesTheEarliestEntered) {
+  CaseTracker small({.config = &config_,
+                     .clock = &clock_,
+                     .sink = &sink_,
+                     .dimensions = &dims_,
+                     .max_open_cases = 3});
+  target_ = &small;
+  Enter("x1", "lead", 10);
+  Enter("x2", "lead", 5);  // earlier than x1, read after it
+  Enter("x3", "lead", 20);
+  sink_.Take();
+  Enter("x4", "lead", 30);  // evicts x2 (5)
+  EXPECT_THAT(sink_.Take(),
+              ElementsAre("expired p0 s0 d2 @30", "started p0 d2 @30", "entered p0 s0 d2 @30"));
+  EXPECT_EQ(OldestEntered(0, 0), 10);
+  Enter("x5", "lead", 40);  // evicts x1 (10)
+  EXPECT_EQ(OldestEntered(0, 0), 20);
+  EXPECT_EQ(small.evicted(), 2u);
+  EXPECT_EQ(Backlog(0, 0), 3);  // x3, x4, x5
+  EXPECT_TRUE(Rejected(Enter("x2", "demo", 50), RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Enter("x1", "demo", 50), RejectReason::kCaseClosed));
+  sink_.Take();
+  EXPECT_TRUE(Accepted(Enter("x3", "demo", 50)));  // still open: 50 - 20 = 30 s in lead
+  EXPECT_THAT(sink_.Take(), ::testing::Contains("exited p0 s0 d2 @50 advanced 30s met"));
+}
+
+// Expiries due by now are applied before the bound is checked, so a case
+// that expired is not also evicted; an evicted case's timer stays silent.
+TEST_F(CaseTrackerTest, ExpiryFreesRoomBeforeEvictionAndEvictedCasesNeverExpire) {
+  CaseTracker small({.config = &config_,
+                     .clock = &clock_,
+                     .sink = &sink_,
+                     .dimensions = &dims_,
+                     .max_open_cases = 2});
+  target_ = &small;
+  Enter("e1", "lead", 0);    // expires after 0 + 864000
+  Enter("e2", "demo", 100);  // deadline 7300; expires after 864100
+  sink_.Take();
+  // At 864001 e1 has expired: one open case, room for e3 without eviction.
+  EXPECT_TRUE(Accepted(Enter("e3", "quote", 864001)));
+  // The timers of one jump fire in no promised order; all before e3 starts.
+  const std::vector<std::string> facts = sink_.Take();
+  ASSERT_EQ(facts.size(), 5u);
+  EXPECT_THAT(std::vector<std::string>(facts.begin(), facts.begin() + 3),
+              ::testing::UnorderedElementsAre("breach p0 s0 d2 @3600", "breach p0 s1 d2 @7300",
+                                              "expired p0 s0 d2 @864000"));
+  EXPECT_THAT(std::vector<std::string>(facts.begin() + 3, facts.end()),
+              ElementsAre("started p0 d2 @864001", "entered p0 s2 d2 @864001"));
+  EXPECT_EQ(small.evicted(), 0u);
+  EXPECT_EQ(OverSla(0, 1), 1);
+  // Full (e2 in demo since 100, e3 in quote since 864001): e4 evicts e2.
+  EXPECT_TRUE(Accepted(Enter("e4", "lead", 864002)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("expired p0 s1 d2 @864002", "started p0 d2 @864002",
+                                        "entered p0 s0 d2 @864002"));
+  EXPECT_EQ(small.evicted(), 1u);
+  EXPECT_EQ(Backlog(0, 1), 0);
+  EXPECT_EQ(OverSla(0, 1), 0);
+  // Past e2's expiry (864100): nothing (its timer went stale with it); the
+  // next deadlines are e4's 864002 + 3600 and e3's 864001 + 86400.
+  MoveClockTo(864200);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  EXPECT_TRUE(Rejected(Enter("e2", "lead", 864300), RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Enter("e1", "lead", 864300), RejectReason::kCaseClosed));
+  EXPECT_EQ(small.open_cases(), 2u);
+  EXPECT_EQ(small.evicted(), 1u);
 }
 
 }  // namespace

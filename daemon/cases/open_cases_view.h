@@ -1,7 +1,8 @@
 // What a case tracker publishes about its open cases for readers on other
-// threads (the exporter's kpid_stage_oldest_case_age_seconds, gRPC's
-// ListBreachingCases): an immutable snapshot, rebuilt by the worker at each
-// Tick (about every 100 ms).
+// threads (the exporter's kpid_stage_oldest_case_age_seconds and
+// kpid_process_cases_evicted_total, gRPC's ListBreachingCases): an
+// immutable snapshot, rebuilt by the worker at each Tick (about every
+// 100 ms).
 //
 //   std::shared_ptr<const OpenCasesView> view = tracker.PublishedView();  // any thread
 //   if (auto oldest = view->oldest_entered[p][s]) age = view->as_of - *oldest;
@@ -43,6 +44,9 @@ struct OpenCasesView {
   // their deadline; all sorted by entered_at (oldest first), then process,
   // stage, case id.
   std::vector<BreachingCase> breaching;
+  // [process]: open cases evicted to stay within max_open_cases since the
+  // tracker started (a counter, for kpid_process_cases_evicted_total).
+  std::vector<uint64_t> evicted;
 };
 
 }  // namespace kpid::cases

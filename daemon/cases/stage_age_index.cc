@@ -50,6 +50,18 @@ void StageAgeIndex::Compact(IsLive is_live) {
   std::make_heap(heap_.begin(), heap_.end(), Later);
 }
 
+std::optional<StageAgeIndex::Stay> StageAgeIndex::OldestLive(IsLive is_live, EnteredAt entered_at) {
+  while (head_ != tail_ && !is_live(at(head_).slot, at(head_).token)) ++head_;
+  while (!heap_.empty() && !is_live(heap_.front().slot, heap_.front().token)) {
+    std::pop_heap(heap_.begin(), heap_.end(), Later);
+    heap_.pop_back();
+  }
+  std::optional<Stay> oldest;
+  if (head_ != tail_) oldest = Stay{entered_at(at(head_).slot), at(head_).slot, at(head_).token};
+  if (!heap_.empty() && (!oldest || Later(*oldest, heap_.front()))) oldest = heap_.front();
+  return oldest;
+}
+
 void StageAgeIndex::Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredAt entered_at,
                            std::vector<Stay>* out) {
   if (k == 0) return;

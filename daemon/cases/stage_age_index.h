@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -74,6 +75,12 @@ class StageAgeIndex {
   // meets. O((k + stale met) log n).
   void Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredAt entered_at,
               std::vector<Stay>* out);
+
+  // The oldest live stay (ties by slot), or nullopt when none is live;
+  // drops the stale entries in front of it. Allocates nothing: the
+  // tracker's eviction calls it for every stage on the event path.
+  // Amortized O(1) per call plus O(log n) per stale heap entry dropped.
+  std::optional<Stay> OldestLive(IsLive is_live, EnteredAt entered_at);
 
   size_t live() const { return live_; }
   size_t entries() const { return static_cast<size_t>(tail_ - head_) + heap_.size(); }

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,20 @@ class StageAgeIndexTest : public ::testing::Test {
       slots.push_back(stay.slot);
     }
     return slots;
+  }
+  // OldestLive's slot (-1: none), checked against Oldest(1).
+  int64_t OldestLiveSlot() {
+    const std::optional<StageAgeIndex::Stay> stay =
+        index_.OldestLive(live(), [&](uint32_t s) { return entered_[s]; });
+    const std::vector<uint32_t> oldest = Oldest(1);
+    if (!stay) {
+      EXPECT_THAT(oldest, IsEmpty());
+      return -1;
+    }
+    EXPECT_EQ(stay->entered_us, entered_[stay->slot]);
+    EXPECT_EQ(stay->token, token_[stay->slot]);
+    EXPECT_THAT(oldest, ElementsAre(stay->slot));
+    return stay->slot;
   }
   // A FunctionRef must not outlive what it refers to: refer to a member.
   const std::function<bool(uint32_t, uint32_t)>& live() const { return is_live_; }
@@ -125,6 +140,27 @@ TEST_F(StageAgeIndexTest, OldestDropsTheStaleEntriesItWalksOver) {
   EXPECT_EQ(before, 51u);
   EXPECT_THAT(Oldest(3), ElementsAre(0u, 41u, 42u));
   EXPECT_EQ(index_.entries(), 11u);  // the 40 stale ones before 42 are gone
+}
+
+TEST_F(StageAgeIndexTest, OldestLiveFromTheRingOrTheHeapDroppingStaleFronts) {
+  EXPECT_EQ(OldestLiveSlot(), -1);
+  Enter(1, 100);                   // ring
+  Enter(2, 200);                   // ring
+  Enter(3, 150);                   // out of order: heap
+  EXPECT_EQ(OldestLiveSlot(), 1);  // ring front 100 < heap top 150
+  Leave(1);
+  EXPECT_EQ(OldestLiveSlot(), 3);  // ring front now 200 (stale 1 dropped) > heap 150
+  Leave(3);
+  EXPECT_EQ(OldestLiveSlot(), 2);  // heap's stale top dropped
+  EXPECT_EQ(index_.entries(), 1u);
+  Enter(4, 200);  // same time as 2, higher slot: after it
+  Enter(0, 200);  // same time, lower slot: out of order, heap; oldest by slot
+  EXPECT_EQ(OldestLiveSlot(), 0);
+  Leave(0);
+  Leave(2);
+  EXPECT_EQ(OldestLiveSlot(), 4);
+  Leave(4);
+  EXPECT_EQ(OldestLiveSlot(), -1);
 }
 
 }  // namespace

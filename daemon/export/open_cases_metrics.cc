@@ -32,6 +32,17 @@ void OpenCasesMetrics::WriteMetrics(MetricWriter* out) const {
                   absl::ToDoubleSeconds(std::max(absl::ZeroDuration(), now - *oldest)));
     }
   }
+  out->Family("kpid_process_cases_evicted_total",
+              "Open cases evicted (closed as expired) to stay within max_open_cases.",
+              prometheus::MetricType::Counter);
+  for (size_t p = 0; p < config_->processes.size(); ++p) {
+    uint64_t evicted = 0;
+    for (const auto& view : views) {
+      if (view != nullptr && p < view->evicted.size()) evicted += view->evicted[p];
+    }
+    out->Sample(SeriesLabels({{"process", config_->processes[p].id}}),
+                static_cast<double>(evicted));
+  }
 }
 
 }  // namespace kpid::exporter

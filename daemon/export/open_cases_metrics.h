@@ -12,6 +12,12 @@
 // as "a case just arrived"). No dimension labels: the trackers keep the
 // oldest case per stage, not per dimension combination.
 //
+// kpid_process_cases_evicted_total{process}: open cases the trackers
+// evicted to stay within max_open_cases, summed over the workers; every
+// configured process has a sample (0 until the first eviction), so
+// increase() sees the first one. Counts this run only (not in the workers'
+// saved state): a restart resets it like any counter of a process.
+//
 // Thread-safe: WriteMetrics may run on any thread.
 #pragma once
 

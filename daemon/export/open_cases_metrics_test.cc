@@ -27,7 +27,7 @@ model::Config TwoProcesses() {
 std::map<std::string, double> Ages(const OpenCasesMetrics& metrics) {
   std::map<std::string, double> out;
   for (const prometheus::MetricFamily& f : metrics.Collect()) {
-    EXPECT_EQ(f.name, "kpid_stage_oldest_case_age_seconds");
+    if (f.name != "kpid_stage_oldest_case_age_seconds") continue;
     EXPECT_EQ(f.type, prometheus::MetricType::Gauge);
     for (const prometheus::ClientMetric& m : f.metric) {
       EXPECT_EQ(m.label.size(), 2u);
@@ -37,11 +37,27 @@ std::map<std::string, double> Ages(const OpenCasesMetrics& metrics) {
   return out;
 }
 
+// process -> kpid_process_cases_evicted_total.
+std::map<std::string, double> Evicted(const OpenCasesMetrics& metrics) {
+  std::map<std::string, double> out;
+  for (const prometheus::MetricFamily& f : metrics.Collect()) {
+    if (f.name != "kpid_process_cases_evicted_total") continue;
+    EXPECT_EQ(f.type, prometheus::MetricType::Counter);
+    for (const prometheus::ClientMetric& m : f.metric) {
+      EXPECT_EQ(m.label.size(), 1u);
+      out[m.label[0].value] = m.counter.value;
+    }
+  }
+  return out;
+}
+
 std::shared_ptr<const cases::OpenCasesView> View(
-    std::vector<std::vector<absl::optional<absl::Time>>> oldest) {
+    std::vector<std::vector<absl::optional<absl::Time>>> oldest,
+    std::vector<uint64_t> evicted = {}) {
   auto view = std::make_shared<cases::OpenCasesView>();
   view->as_of = T(0);
   view->oldest_entered = std::move(oldest);
+  view->evicted = std::move(evicted);
   return view;
 }
 
@@ -79,6 +95,23 @@ TEST(OpenCasesMetricsTest, NoOpenCaseNoSample) {
   // A case entered after the clock's now (event clocks of two workers) is 0 s old, never negative.
   views = {View({{T(1010), absl::nullopt}, {absl::nullopt}})};
   EXPECT_EQ(Ages(metrics), (std::map<std::string, double>{{"p/a", 0}}));
+}
+
+TEST(OpenCasesMetricsTest, EvictionsAreSummedOverWorkersPerProcess) {
+  const model::Config config = TwoProcesses();
+  cases::ManualClock clock(T(1000));
+  std::vector<std::shared_ptr<const cases::OpenCasesView>> views = {
+      View({{absl::nullopt, absl::nullopt}, {absl::nullopt}}, {0, 0}),
+      nullptr,
+  };
+  OpenCasesMetrics metrics(
+      &config, [&] { return views; }, &clock);
+  // Before any eviction every process has its 0 sample.
+  EXPECT_EQ(Evicted(metrics), (std::map<std::string, double>{{"p", 0}, {"q", 0}}));
+  // Worker 0 evicted 3 of p and 1 of q, worker 1 5 of p: p = 3 + 5 = 8, q = 1.
+  views = {View({{absl::nullopt, absl::nullopt}, {absl::nullopt}}, {3, 1}),
+           View({{absl::nullopt, absl::nullopt}, {absl::nullopt}}, {5, 0})};
+  EXPECT_EQ(Evicted(metrics), (std::map<std::string, double>{{"p", 8}, {"q", 1}}));
 }
 
 }  // namespace

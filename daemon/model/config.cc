@@ -92,6 +92,10 @@ class ConfigParser {
       config.max_future_skew = top.Duration("max_future_skew", config.max_future_skew);
       config.max_past_age = top.Duration("max_past_age", config.max_past_age);
       config.max_abs_value = top.Double("max_abs_value", config.max_abs_value, 1, 1e300);
+      // Below 1000 a bound evicts live cases in normal operation (a typo
+      // such as "10" for ten million); above 1e9 it bounds nothing (150 GB).
+      config.max_open_cases =
+          top.Int("max_open_cases", config.max_open_cases, 1000, int64_t{1000} * 1000 * 1000);
       ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
@@ -651,6 +655,10 @@ const ProcessConfig* Config::FindProcess(absl::string_view id) const {
     if (p.id == id) return &p;
   }
   return nullptr;
+}
+
+size_t Config::MaxOpenCasesPerWorker(int workers) const {
+  return static_cast<size_t>(std::max<int64_t>(1, max_open_cases / std::max(1, workers)));
 }
 
 absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename) {

@@ -177,6 +177,21 @@ TEST(ConfigTest, InputBounds) {
                           "t.yaml:4:15: max_past_age: must be greater than 0"));
 }
 
+TEST(ConfigTest, MaxOpenCasesIsADaemonWideBoundSplitAcrossWorkers) {
+  Config config = Parse(std::string(kMinimal) + "max_open_cases: 1000\n");
+  EXPECT_EQ(config.max_open_cases, 1000);
+  // 1000 / 3 = 333.33: rounded down, so 3 x 333 = 999 <= 1000.
+  EXPECT_EQ(config.MaxOpenCasesPerWorker(3), 333u);
+  EXPECT_EQ(config.MaxOpenCasesPerWorker(1), 1000u);
+  // Default 10,000,000 over 4 workers: 2,500,000 each.
+  EXPECT_EQ(Parse(kMinimal).MaxOpenCasesPerWorker(4), 2'500'000u);
+  // Line 4 after kMinimal; values start at column 17.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "max_open_cases: 999\n"),
+              ElementsAre("t.yaml:4:17: max_open_cases: 999 is out of range [1000, 1000000000]"));
+  EXPECT_THAT(Errors(std::string(kMinimal) + "max_open_cases: 1e6\n"),
+              ElementsAre("t.yaml:4:17: max_open_cases: expected an integer, got \"1e6\""));
+}
+
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   Config config = Parse(kMinimal);
   EXPECT_EQ(config.source_path, "");
@@ -208,6 +223,7 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.max_future_skew, absl::Hours(1));
   EXPECT_EQ(config.max_past_age, absl::Hours(24 * 3650));
   EXPECT_DOUBLE_EQ(config.max_abs_value, 1e12);
+  EXPECT_EQ(config.max_open_cases, 10'000'000);
 
   ASSERT_EQ(config.processes.size(), 1u);
   const ProcessConfig& p = config.processes[0];
