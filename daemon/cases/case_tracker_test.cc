@@ -102,8 +102,14 @@ class CaseTrackerTest : public ::testing::Test {
       : config_(*model::ParseConfig(kConfig, "t.yaml")),
         decoder_(config_),
         dims_(config_),
-        tracker_({.config = &config_, .clock = &clock_, .sink = &sink_, .dimensions = &dims_}) {
+        tracker_(Wired()) {
     clock_.Set(absl::FromUnixSeconds(kT0));
+  }
+
+  // What every tracker here is wired to: the fixture's config, clock, sink
+  // and dimension table.
+  CaseTracker::Options Wired() {
+    return {.config = &config_, .clock = &clock_, .sink = &sink_, .dimensions = &dims_};
   }
 
   // Handles one event at kT0 + `t` seconds. The manual clock follows event
@@ -391,11 +397,9 @@ TEST_F(CaseTrackerTest, ManyCasesBreachInDeadlineOrderOnAJump) {
 }
 
 TEST_F(CaseTrackerTest, DedupMemoryIsBounded) {
-  CaseTracker small({.config = &config_,
-                     .clock = &clock_,
-                     .sink = &sink_,
-                     .dimensions = &dims_,
-                     .max_dedup_entries = 3});
+  CaseTracker::Options options = Wired();
+  options.max_dedup_entries = 3;
+  CaseTracker small(options);
   ProcessEvent e;
   for (int i = 0; i < 5; ++i) {
     e.set_event_id(absl::StrCat("id", i));
@@ -474,11 +478,9 @@ TEST_F(CaseTrackerTest, BreachingCasesAreTheOldestPastTheirDeadline) {
 }
 
 TEST_F(CaseTrackerTest, BreachingCasesAreLimitedPerStage) {
-  CaseTracker small({.config = &config_,
-                     .clock = &clock_,
-                     .sink = &sink_,
-                     .dimensions = &dims_,
-                     .max_breaching_per_stage = 2});
+  CaseTracker::Options options = Wired();
+  options.max_breaching_per_stage = 2;
+  CaseTracker small(options);
   target_ = &small;
   for (int i = 0; i < 5; ++i) Enter(absl::StrCat("c", i), "lead", i);  // deadlines 3600..3604
   for (int i = 0; i < 3; ++i) {
@@ -518,11 +520,9 @@ TEST_F(CaseTrackerTest, OldestStaysExactWhileManyCasesPassThrough) {
 // Evicted: the case waiting longest in its current stage, whatever its
 // process or when it started; closed like an expiry and counted.
 TEST_F(CaseTrackerTest, NewCaseBeyondTheBoundEvictsTheLongestWaiting) {
-  CaseTracker small({.config = &config_,
-                     .clock = &clock_,
-                     .sink = &sink_,
-                     .dimensions = &dims_,
-                     .max_open_cases = 3});
+  CaseTracker::Options options = Wired();
+  options.max_open_cases = 3;
+  CaseTracker small(options);
   target_ = &small;
   Enter("a", "lead", 0);  // started first, but in demo only since 300
   Send(ProcessEvent::STAGE_ENTERED, "c", "triage", 100, 0, "support");  // deadline 1900
@@ -561,11 +561,9 @@ TEST_F(CaseTrackerTest, NewCaseBeyondTheBoundEvictsTheLongestWaiting) {
 
 // All in one stage, one of them read out of order (the index's heap).
 TEST_F(CaseTrackerTest, EvictionWithinOneStageTakesTheEarliestEntered) {
-  CaseTracker small({.config = &config_,
-                     .clock = &clock_,
-                     .sink = &sink_,
-                     .dimensions = &dims_,
-                     .max_open_cases = 3});
+  CaseTracker::Options options = Wired();
+  options.max_open_cases = 3;
+  CaseTracker small(options);
   target_ = &small;
   Enter("x1", "lead", 10);
   Enter("x2", "lead", 5);  // earlier than x1, read after it
@@ -589,11 +587,9 @@ TEST_F(CaseTrackerTest, EvictionWithinOneStageTakesTheEarliestEntered) {
 // Expiries due by now are applied before the bound is checked, so a case
 // that expired is not also evicted; an evicted case's timer stays silent.
 TEST_F(CaseTrackerTest, ExpiryFreesRoomBeforeEvictionAndEvictedCasesNeverExpire) {
-  CaseTracker small({.config = &config_,
-                     .clock = &clock_,
-                     .sink = &sink_,
-                     .dimensions = &dims_,
-                     .max_open_cases = 2});
+  CaseTracker::Options options = Wired();
+  options.max_open_cases = 2;
+  CaseTracker small(options);
   target_ = &small;
   Enter("e1", "lead", 0);    // expires after 0 + 864000
   Enter("e2", "demo", 100);  // deadline 7300; expires after 864100
