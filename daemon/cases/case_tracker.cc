@@ -123,7 +123,7 @@ CaseTracker::CaseTracker(const Options& options)
     stage_ages_.emplace_back(process.stages.size());
     view->oldest_entered.emplace_back(process.stages.size());
   }
-  view_ = std::move(view);
+  view_ = std::move(view);  // before any other thread can see the tracker
 }
 
 CaseTracker::~CaseTracker() {
@@ -427,15 +427,12 @@ void CaseTracker::PublishView(int64_t now_us) {
                      std::tie(b.entered_at, b.process, b.stage, b.case_id);
             });
   std::shared_ptr<const OpenCasesView> published = std::move(view);
-  // Swapped, so the old view (unless a reader still holds it) is freed by
-  // `published` going out of scope after the lock is released.
-  absl::MutexLock lock(&view_mu_);
-  view_.swap(published);
-}
-
-std::shared_ptr<const OpenCasesView> CaseTracker::PublishedView() const {
-  absl::MutexLock lock(&view_mu_);
-  return view_;
+  {
+    std::lock_guard<std::mutex> lock(view_mu_);
+    view_.swap(published);
+  }
+  // `published` now holds the old view: freed here, outside the lock, unless
+  // a reader still holds it.
 }
 
 void CaseTracker::AdvanceTimersTo(int64_t now_us) {

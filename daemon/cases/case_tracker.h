@@ -68,7 +68,7 @@
 //
 // Readers. Other threads never touch the state above: Tick builds an
 // OpenCasesView (oldest entry time per stage, up to
-// max_breaching_per_stage oldest cases past SLA per stage) and swaps it in
+// max_breaching_per_stage oldest cases past SLA per stage) and publishes it
 // under a mutex, once per Tick, never per event; PublishedView() copies the
 // pointer under that mutex. Building it costs O(stages x K log n) plus the
 // stale index entries it drops, not a scan of the cases.
@@ -82,13 +82,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/cases/case_id_store.h"
 #include "daemon/cases/case_sink.h"
@@ -185,7 +185,10 @@ class CaseTracker : public ingest::EventHandler {
   uint64_t evicted(int process) const { return evicted_[static_cast<size_t>(process)].Get(); }
   uint64_t evicted() const;
   // The view built at the last Tick (an empty one before): any thread.
-  std::shared_ptr<const OpenCasesView> PublishedView() const ABSL_LOCKS_EXCLUDED(view_mu_);
+  std::shared_ptr<const OpenCasesView> PublishedView() const {
+    std::lock_guard<std::mutex> lock(view_mu_);
+    return view_;
+  }
 
  private:
   // 64 bytes, one cache line.
@@ -412,8 +415,12 @@ class CaseTracker : public ingest::EventHandler {
 
   uint64_t restore_dropped_ = 0;
 
-  mutable absl::Mutex view_mu_;
-  std::shared_ptr<const OpenCasesView> view_ ABSL_GUARDED_BY(view_mu_);
+  // Swapped in whole by the worker at each Tick, read by any thread. A
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built for
+  // ThreadSanitizer, so an absl::Mutex's ordering is invisible to it (and
+  // libstdc++'s atomic shared_ptr trips TSan too).
+  mutable std::mutex view_mu_;
+  std::shared_ptr<const OpenCasesView> view_;  // guarded by view_mu_
 };
 
 }  // namespace kpid::cases
