@@ -9,6 +9,7 @@
 
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/test_config.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -27,16 +28,7 @@ constexpr int kDims = 8;
 
 absl::Time At(int i) { return absl::FromUnixSeconds(kT0) + absl::Milliseconds(100) * i; }
 
-model::Config TestConfig() {
-  model::Config c;
-  c.windows = {absl::Minutes(1), absl::Hours(1)};
-  c.retention = absl::Hours(2);
-  model::ProcessConfig p;
-  p.id = "p";
-  p.stages = {{"a", absl::Minutes(10), {}}, {"b", absl::Hours(1), {}}};
-  c.processes.push_back(p);
-  return c;
-}
+model::Config TestConfig() { return TwoStageTestConfig({absl::Minutes(1), absl::Hours(1)}); }
 
 void Write(AggregateShard* s) {
   for (int i = 0; i < kIterations; ++i) {

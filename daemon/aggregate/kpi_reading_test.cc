@@ -1,5 +1,6 @@
 #include "daemon/aggregate/kpi_reading.h"
 
+#include "daemon/aggregate/test_config.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -12,16 +13,7 @@ absl::Time T(int64_t offset_s) { return absl::FromUnixSeconds(kT0 + offset_s); }
 constexpr int kP = 0, kA = 0, kB = 1, kProcessLevel = -1;
 constexpr int k1h = 0;
 
-model::Config TestConfig() {
-  model::Config c;
-  c.windows = {absl::Hours(1)};
-  c.retention = absl::Hours(2);
-  model::ProcessConfig p;
-  p.id = "p";
-  p.stages = {{"a", absl::Minutes(10), {}}, {"b", absl::Hours(1), {}}};
-  c.processes.push_back(p);
-  return c;
-}
+model::Config TestConfig() { return TwoStageTestConfig({absl::Hours(1)}); }
 
 class KpiReadingTest : public ::testing::Test {
  protected:

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "daemon/aggregate/test_config.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -14,16 +15,7 @@ absl::Time T(int64_t offset_s) { return absl::FromUnixSeconds(kT0 + offset_s); }
 constexpr int kP = 0, kA = 0, kB = 1;
 constexpr int k1m = 0, k1h = 1;
 
-model::Config TestConfig() {
-  model::Config c;
-  c.windows = {absl::Minutes(1), absl::Hours(1)};
-  c.retention = absl::Hours(2);
-  model::ProcessConfig p;
-  p.id = "p";
-  p.stages = {{"a", absl::Minutes(10), {}}, {"b", absl::Hours(1), {}}};
-  c.processes.push_back(p);
-  return c;
-}
+model::Config TestConfig() { return TwoStageTestConfig({absl::Minutes(1), absl::Hours(1)}); }
 
 void Exit(AggregateShard& s, DimsId dims, int64_t at, int64_t cycle_s, bool advanced) {
   s.StageExited(kP, kA, dims, T(at), advanced ? ExitOutcome::kAdvanced : ExitOutcome::kFallout,
