@@ -96,6 +96,15 @@ class ConfigParser {
       // such as "10" for ten million); above 1e9 it bounds nothing (150 GB).
       config.max_open_cases =
           top.Int("max_open_cases", config.max_open_cases, 1000, int64_t{1000} * 1000 * 1000);
+      config.state_dir = top.String("state_dir");
+      if (YAML::Node n = top.Child("state_dir"); n.IsDefined() && config.state_dir.empty()) {
+        diag_.Error(n.Mark(), "state_dir: must not be empty (omit it for no durable state)");
+      }
+      config.checkpoint_interval = top.Duration("checkpoint_interval", config.checkpoint_interval);
+      if (YAML::Node n = top.Child("checkpoint_interval");
+          n.IsDefined() && config.checkpoint_interval < absl::Seconds(1)) {
+        diag_.Error(n.Mark(), "checkpoint_interval: must be at least 1s");
+      }
       ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);

@@ -157,6 +157,12 @@ struct Config {
   // open case); a per-worker bound because each worker owns its cases and
   // takes no lock, so the share cannot move between workers.
   int64_t max_open_cases = 10'000'000;
+  // Where checkpoints of the engine state (open cases, windows, dedup ids,
+  // alert states, with the Kafka offsets they cover) are kept; empty: no
+  // durable state (a restart starts empty from the group's committed
+  // offsets). Relative to the config's folder.
+  std::string state_dir;
+  absl::Duration checkpoint_interval = absl::Seconds(10);
   DimensionsConfig dimensions;
   std::vector<ProcessConfig> processes;
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder
