@@ -31,9 +31,9 @@ uint32_t GetU32(absl::string_view bytes) {
 }
 
 uint32_t Crc32(absl::string_view bytes) {
-  return static_cast<uint32_t>(
-      ::crc32(::crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()),
-              static_cast<uInt>(bytes.size())));
+  return static_cast<uint32_t>(::crc32(::crc32(0L, Z_NULL, 0),
+                                       reinterpret_cast<const Bytef*>(bytes.data()),
+                                       static_cast<uInt>(bytes.size())));
 }
 
 std::string Directory(const std::string& path) {

@@ -107,7 +107,8 @@ TEST_F(StateFileTest, OtherKindIsRejected) {
   StateFileRead read = ReadStateFile(path_, "partition");
   EXPECT_FALSE(read.file.has_value());
   ASSERT_THAT(read.rejected, SizeIs(1));
-  EXPECT_THAT(read.rejected[0].message(), HasSubstr("holds \"alerts\" state, expected \"partition\""));
+  EXPECT_THAT(read.rejected[0].message(),
+              HasSubstr("holds \"alerts\" state, expected \"partition\""));
 }
 
 TEST_F(StateFileTest, UnwritableFolderIsAnError) {

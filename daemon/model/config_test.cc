@@ -193,16 +193,18 @@ TEST(ConfigTest, MaxOpenCasesIsADaemonWideBoundSplitAcrossWorkers) {
 }
 
 TEST(ConfigTest, DurableState) {
-  Config config = Parse(std::string(kMinimal) + "state_dir: /var/lib/kpid\ncheckpoint_interval: 30s\n");
+  Config config =
+      Parse(std::string(kMinimal) + "state_dir: /var/lib/kpid\ncheckpoint_interval: 30s\n");
   EXPECT_EQ(config.state_dir, "/var/lib/kpid");
   EXPECT_EQ(config.checkpoint_interval, absl::Seconds(30));
   // Absent: no durable state, checkpoints every 10s once a folder is set.
   EXPECT_EQ(Parse(kMinimal).state_dir, "");
   EXPECT_EQ(Parse(kMinimal).checkpoint_interval, absl::Seconds(10));
   // Lines 4 and 5 after kMinimal; values start at columns 12 and 22.
-  EXPECT_THAT(Errors(std::string(kMinimal) + "state_dir: \"\"\ncheckpoint_interval: 500ms\n"),
-              ElementsAre("t.yaml:4:12: state_dir: must not be empty (omit it for no durable state)",
-                          "t.yaml:5:22: checkpoint_interval: must be at least 1s"));
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "state_dir: \"\"\ncheckpoint_interval: 500ms\n"),
+      ElementsAre("t.yaml:4:12: state_dir: must not be empty (omit it for no durable state)",
+                  "t.yaml:5:22: checkpoint_interval: must be at least 1s"));
 }
 
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
