@@ -353,6 +353,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api_options.service.snapshots = &snapshots;
   api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
   api_options.service.breaching = &breaching;
+  api_options.service.limits = config.grpc_api;
   api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
   auto api = api::ApiServer::Start(std::move(api_options));
   if (!api.ok()) {

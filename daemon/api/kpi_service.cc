@@ -7,8 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/api/proto_time.h"
 #include "daemon/common/duration.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace kpid::api {
 namespace {
@@ -35,21 +33,6 @@ grpc::Status Abandoned(grpc::ServerContext* context) {
   return grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled");
 }
 
-constexpr size_t kMaxCachedSnapshots = 64;
-
-// Equal requests give equal keys: map fields in a fixed order.
-std::string CacheKey(const v1::GetSnapshotRequest& request) {
-  std::string key;
-  {
-    // The streams trim `key` to what was written when they go.
-    google::protobuf::io::StringOutputStream stream(&key);
-    google::protobuf::io::CodedOutputStream out(&stream);
-    out.SetSerializationDeterministic(true);
-    request.SerializeToCodedStream(&out);
-  }
-  return key;
-}
-
 }  // namespace
 
 grpc::Status ToGrpc(const absl::Status& status) {
@@ -57,7 +40,12 @@ grpc::Status ToGrpc(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-KpiService::KpiService(Options options) : options_(std::move(options)) {}
+KpiService::KpiService(Options options)
+    : options_(std::move(options)),
+      cache_({.ttl = options_.limits.snapshot_cache_ttl,
+              .max_concurrent_builds = options_.limits.max_concurrent_snapshot_reads}),
+      pacer_({.calls_per_second = options_.limits.snapshot_calls_per_second,
+              .max_queued = options_.limits.max_queued_snapshot_calls}) {}
 
 void KpiService::Shutdown() {
   absl::MutexLock lock(&mu_);
@@ -69,43 +57,50 @@ int KpiService::active_watch_streams() const {
   return watch_streams_;
 }
 
-absl::StatusOr<v1::Snapshot> KpiService::ReadSnapshot(const v1::GetSnapshotRequest& request,
-                                                      const std::function<bool()>& cancelled) {
-  if (options_.snapshot_cache_ttl <= absl::ZeroDuration()) {
-    return options_.snapshots->Read(request, cancelled);
-  }
-  const std::string key = CacheKey(request);
+absl::StatusOr<SnapshotCache::Shared> KpiService::ReadSnapshot(
+    const v1::GetSnapshotRequest& request, const std::function<bool()>& cancelled) {
+  return cache_.Get(
+      SnapshotCache::KeyOf(request), [&] { return options_.snapshots->Read(request, cancelled); },
+      cancelled);
+}
+
+int KpiService::waiting_snapshot_calls() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_snapshot_calls_;
+}
+
+bool KpiService::WaitForTurn(grpc::ServerContext* context, absl::Time turn) {
+  if (absl::Now() >= turn) return true;
   {
-    absl::MutexLock lock(&cache_mu_);
-    auto it = cache_.find(key);
-    if (it != cache_.end() && absl::Now() - it->second.read_at < options_.snapshot_cache_ttl) {
-      return it->second.snapshot;
-    }
+    absl::MutexLock lock(&mu_);
+    ++waiting_snapshot_calls_;
   }
-  // Read outside the lock: callers of other requests need not wait (two
-  // callers of the same one may both read; the later result stays).
-  const absl::Time read_at = absl::Now();
-  absl::StatusOr<v1::Snapshot> snapshot = options_.snapshots->Read(request, cancelled);
-  if (!snapshot.ok()) return snapshot;
-  absl::MutexLock lock(&cache_mu_);
-  if (cache_.size() >= kMaxCachedSnapshots) {
-    std::erase_if(cache_, [&](const auto& entry) {
-      return read_at - entry.second.read_at >= options_.snapshot_cache_ttl;
-    });
-    if (cache_.size() >= kMaxCachedSnapshots) cache_.clear();
+  absl::Cleanup done = [this] {
+    absl::MutexLock lock(&mu_);
+    --waiting_snapshot_calls_;
+  };
+  for (absl::Time now = absl::Now(); now < turn; now = absl::Now()) {
+    if (context->IsCancelled()) return false;
+    // Notice a cancelled call (no callback for it here) within 50 ms.
+    absl::SleepFor(std::min(turn - now, absl::Milliseconds(50)));
   }
-  cache_[key] = CachedSnapshot{read_at, *snapshot};
-  return snapshot;
+  return true;
 }
 
 grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
                                      const v1::GetSnapshotRequest* request,
                                      v1::Snapshot* response) {
-  absl::StatusOr<v1::Snapshot> snapshot =
+  // A bad request is told so at once, not after waiting its turn.
+  if (absl::Status s = options_.snapshots->Validate(*request); !s.ok()) return ToGrpc(s);
+  absl::StatusOr<absl::Time> turn =
+      pacer_.Reserve(absl::Now(), absl::FromChrono(context->deadline()));
+  if (!turn.ok()) return ToGrpc(turn.status());
+  if (!WaitForTurn(context, *turn)) return Abandoned(context);
+  absl::StatusOr<SnapshotCache::Shared> snapshot =
       ReadSnapshot(*request, [context] { return context->IsCancelled(); });
   if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
-  *response = *std::move(snapshot);
+  *response = **snapshot;
   return grpc::Status::OK;
 }
 
@@ -130,10 +125,10 @@ grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "kpid is shutting down");
-    if (watch_streams_ >= options_.max_watch_streams) {
+    if (watch_streams_ >= options_.limits.max_watch_streams) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat("too many WatchSnapshots streams (at most ",
-                                       options_.max_watch_streams, "); retry later"));
+                                       options_.limits.max_watch_streams, "); retry later"));
     }
     ++watch_streams_;
   }
@@ -144,10 +139,10 @@ grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
 
   const auto cancelled = [context] { return context->IsCancelled(); };
   while (true) {
-    absl::StatusOr<v1::Snapshot> snapshot = ReadSnapshot(request->snapshot(), cancelled);
+    absl::StatusOr<SnapshotCache::Shared> snapshot = ReadSnapshot(request->snapshot(), cancelled);
     if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
     if (!snapshot.ok()) return ToGrpc(snapshot.status());
-    if (!writer->Write(*snapshot)) return Abandoned(context);  // the client is gone
+    if (!writer->Write(**snapshot)) return Abandoned(context);  // the client is gone
     // Sleep until the next snapshot; wake for shutdown at once and notice a
     // cancelled call (gRPC has no callback for it here) within 100 ms.
     const absl::Time next = absl::Now() + interval;

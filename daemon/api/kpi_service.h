@@ -12,11 +12,18 @@
 // the client cancels. At most `max_watch_streams` streams run at once (each
 // holds a server thread); more get RESOURCE_EXHAUSTED.
 //
+// What a client may cost (`limits`, the config's `grpc:` keys, issue 6):
+// snapshots go through a SnapshotCache (identical requests within
+// snapshot_cache_ttl share one read; at most max_concurrent_snapshot_reads
+// reads at once), and GetSnapshot calls through a CallPacer (at most
+// snapshot_calls_per_second start each second, first come first served;
+// beyond max_queued_snapshot_calls waiting, RESOURCE_EXHAUSTED). Watch
+// ticks are not paced: streams are bounded and tick at most every 100 ms.
+//
 // Thread-safe: gRPC calls the handlers on its own threads.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -25,7 +32,10 @@
 #include "absl/time/time.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/breaching_cases.h"
+#include "daemon/api/call_pacer.h"
+#include "daemon/api/snapshot_cache.h"
 #include "daemon/api/snapshot_reader.h"
+#include "daemon/model/config.h"
 #include "kpid/v1/kpi_service.grpc.pb.h"
 
 namespace kpid::api {
@@ -42,13 +52,7 @@ class KpiService final : public v1::KpiService::Service {
     std::function<std::vector<alert::AlertView>()> alerts;
     // Null: ListBreachingCases answers UNIMPLEMENTED.
     const BreachingCasesSource* breaching = nullptr;
-    int max_watch_streams = 16;
-    // Identical snapshot requests (GetSnapshot, and each WatchSnapshots
-    // tick) within this long share one read; zero: every call reads. A
-    // client polling in a loop then takes the ingest workers' cores for at
-    // most one read per kind of request and period, at the price of
-    // snapshots up to this old.
-    absl::Duration snapshot_cache_ttl = absl::Seconds(1);
+    model::GrpcApiConfig limits;
   };
 
   explicit KpiService(Options options);
@@ -69,24 +73,22 @@ class KpiService final : public v1::KpiService::Service {
                                   v1::ListBreachingCasesResponse* response) override;
 
   int active_watch_streams() const;
+  // GetSnapshot calls waiting for their turn (CallPacer).
+  int waiting_snapshot_calls() const;
 
  private:
-  struct CachedSnapshot {
-    absl::Time read_at;  // wall time
-    v1::Snapshot snapshot;
-  };
-
   // SnapshotReader::Read through the cache.
-  absl::StatusOr<v1::Snapshot> ReadSnapshot(const v1::GetSnapshotRequest& request,
-                                            const std::function<bool()>& cancelled);
+  absl::StatusOr<SnapshotCache::Shared> ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                                     const std::function<bool()>& cancelled);
+  // Sleeps until `turn`; false when the call is cancelled first.
+  bool WaitForTurn(grpc::ServerContext* context, absl::Time turn);
 
   Options options_;
-  absl::Mutex cache_mu_;
-  // By the request's deterministic serialization; expired entries are
-  // dropped when more than kMaxCachedSnapshots are held.
-  std::map<std::string, CachedSnapshot> cache_ ABSL_GUARDED_BY(cache_mu_);
+  SnapshotCache cache_;
+  CallPacer pacer_;
   mutable absl::Mutex mu_;
   int watch_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  int waiting_snapshot_calls_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
 

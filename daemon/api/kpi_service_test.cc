@@ -4,6 +4,7 @@
 #include "daemon/api/kpi_service.h"
 
 #include <memory>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "daemon/aggregate/aggregate_shard.h"
@@ -67,8 +68,8 @@ class KpiServiceTest : public ::testing::Test {
     options.service.snapshots = reader_.get();
     options.service.alerts = [this] { return alerts_; };
     options.service.breaching = breaching_;
-    options.service.max_watch_streams = max_watch_streams;
-    options.service.snapshot_cache_ttl = cache_ttl_;
+    options.service.limits = limits_;
+    options.service.limits.max_watch_streams = max_watch_streams;
     auto started = ApiServer::Start(std::move(options));
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = *std::move(started);
@@ -88,7 +89,8 @@ class KpiServiceTest : public ::testing::Test {
   cases::ManualClock clock_;
   std::unique_ptr<SnapshotReader> reader_;
   std::vector<alert::AlertView> alerts_;
-  absl::Duration cache_ttl_ = absl::ZeroDuration();
+  // The cache off unless a test turns it on: most tests move the clock.
+  model::GrpcApiConfig limits_{.snapshot_cache_ttl = absl::ZeroDuration()};
   FakeBreaching fake_breaching_;
   const BreachingCasesSource* breaching_ = &fake_breaching_;
   std::unique_ptr<ApiServer> server_;
@@ -332,7 +334,7 @@ TEST_F(KpiServiceTest, StopEndsOpenStreams) {
 }
 
 TEST_F(KpiServiceTest, IdenticalRequestsShareOneReadWithinTheCacheTtl) {
-  cache_ttl_ = absl::Hours(1);
+  limits_.snapshot_cache_ttl = absl::Minutes(1);
   StartServer();
   v1::GetSnapshotRequest sales;
   sales.set_process("sales");
@@ -349,12 +351,46 @@ TEST_F(KpiServiceTest, IdenticalRequestsShareOneReadWithinTheCacheTtl) {
 }
 
 TEST_F(KpiServiceTest, WithoutCacheEveryCallReads) {
-  StartServer();  // cache_ttl_ 0
+  StartServer();  // snapshot_cache_ttl 0
   v1::Snapshot snapshot;
   ASSERT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot).ok());
   clock_.Set(kNow + absl::Minutes(1));
   ASSERT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot).ok());
   EXPECT_EQ(FromProto(snapshot.as_of()), kNow + absl::Minutes(1));
+}
+
+TEST_F(KpiServiceTest, CallsBeyondTheRateWaitTheirTurnOrAreRefused) {
+  limits_.snapshot_calls_per_second = 1;  // a burst of 1, then a turn a second
+  limits_.max_queued_snapshot_calls = 1;
+  StartServer();
+  v1::Snapshot snapshot;
+  ASSERT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot).ok());
+  // The next call waits for the turn a second later ...
+  std::thread waiting([&] {
+    v1::Snapshot s;
+    EXPECT_TRUE(stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &s).ok());
+  });
+  for (absl::Time give_up = absl::Now() + absl::Seconds(10);
+       server_->service().waiting_snapshot_calls() == 0 && absl::Now() < give_up;) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(server_->service().waiting_snapshot_calls(), 1);
+  // ... and while it does, one more is refused at once.
+  grpc::Status queued = stub_->GetSnapshot(Context().get(), v1::GetSnapshotRequest(), &snapshot);
+  EXPECT_EQ(queued.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(queued.error_message(), HasSubstr("too many GetSnapshot calls waiting"));
+  waiting.join();
+  // The next turn is a second away: beyond a 200 ms deadline it is refused
+  // at once, not left to time out.
+  grpc::Status late = stub_->GetSnapshot(Context(absl::Milliseconds(200)).get(),
+                                         v1::GetSnapshotRequest(), &snapshot);
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(late.error_message(), HasSubstr("after the call's deadline"));
+  // A bad request is told so at once, whatever the queue.
+  v1::GetSnapshotRequest bad;
+  bad.set_process("nope");
+  EXPECT_EQ(stub_->GetSnapshot(Context().get(), bad, &snapshot).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(KpiServiceTest, PortInUseFailsToStart) {

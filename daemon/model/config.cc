@@ -84,6 +84,7 @@ class ConfigParser {
       {
         MapReader grpc(top.Child("grpc"), "grpc", &diag_);
         config.grpc_listen = ParseListen(grpc, "grpc", config.grpc_listen);
+        ParseGrpcApi(grpc, &config.grpc_api);
       }
       ParseClock(top.Child("clock"), &config.clock);
       config.retention = top.Duration("retention", config.retention);
@@ -140,6 +141,26 @@ class ConfigParser {
         diag_.Error(n.Mark(), absl::StrCat("alerting.", key, ": must be at least 1s"));
       }
     }
+  }
+
+  void ParseGrpcApi(MapReader& r, GrpcApiConfig* api) {
+    api->snapshot_cache_ttl = r.Duration("snapshot_cache_ttl", api->snapshot_cache_ttl);
+    // Older than a minute, a cached snapshot no longer shows "now" on a 5m
+    // window. (Durations are never negative: the parser has no sign.)
+    if (YAML::Node n = r.Child("snapshot_cache_ttl");
+        n.IsDefined() && api->snapshot_cache_ttl > absl::Minutes(1)) {
+      diag_.Error(n.Mark(), absl::StrCat("grpc.snapshot_cache_ttl: ",
+                                         DurationText(n, api->snapshot_cache_ttl),
+                                         " is out of range [0, 1m]"));
+    }
+    api->max_concurrent_snapshot_reads = static_cast<int>(
+        r.Int("max_concurrent_snapshot_reads", api->max_concurrent_snapshot_reads, 1, 256));
+    api->snapshot_calls_per_second = static_cast<int>(
+        r.Int("snapshot_calls_per_second", api->snapshot_calls_per_second, 0, 1000 * 1000));
+    api->max_queued_snapshot_calls = static_cast<int>(
+        r.Int("max_queued_snapshot_calls", api->max_queued_snapshot_calls, 0, 100 * 1000));
+    api->max_watch_streams =
+        static_cast<int>(r.Int("max_watch_streams", api->max_watch_streams, 1, 100 * 1000));
   }
 
   void ParseKafka(const YAML::Node& node, KafkaConfig* kafka) {

@@ -121,6 +121,31 @@ struct AlertingConfig {
   bool operator==(const AlertingConfig&) const = default;
 };
 
+// How the gRPC API bounds what its clients may cost (the `grpc:` section
+// besides `listen`): a client calling GetSnapshot back to back must not take
+// the cores the ingest workers need (issue 6).
+struct GrpcApiConfig {
+  // Identical snapshot requests within this long share one read (and
+  // concurrent identical ones wait for the same read); zero: every call
+  // reads. A snapshot is then up to this old; its `as_of` says when it was
+  // read.
+  absl::Duration snapshot_cache_ttl = absl::Seconds(1);
+  // Snapshot reads (cache misses) running at once; more wait their turn.
+  int max_concurrent_snapshot_reads = 1;
+  // GetSnapshot calls started per second, cached or not, first come first
+  // served; 0: no limit. A cached answer still costs about 1 ms of CPU
+  // (HTTP/2, copies, serialization): unpaced, one looping client takes a
+  // core.
+  int snapshot_calls_per_second = 20;
+  // GetSnapshot calls waiting for their turn; beyond, RESOURCE_EXHAUSTED.
+  int max_queued_snapshot_calls = 32;
+  // WatchSnapshots streams open at once (each holds a server thread);
+  // beyond, RESOURCE_EXHAUSTED.
+  int max_watch_streams = 16;
+
+  bool operator==(const GrpcApiConfig&) const = default;
+};
+
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
@@ -131,6 +156,7 @@ struct Config {
   // the config's folder.
   std::string reload_token_file;
   std::string grpc_listen = "0.0.0.0:50051";
+  GrpcApiConfig grpc_api;
   ClockMode clock = ClockMode::kWall;
   std::vector<absl::Duration> windows;  // ascending
   absl::Duration retention = absl::Hours(24 * 15);

@@ -167,6 +167,29 @@ TEST(ConfigTest, ReloadTokenFile) {
               ::testing::StartsWith("t.yaml:4:8: "));
 }
 
+TEST(ConfigTest, GrpcApiBounds) {
+  Config config = Parse(absl::StrCat("grpc:\n",                               // 1
+                                     "  listen: \"127.0.0.1:0\"\n",           // 2
+                                     "  snapshot_cache_ttl: 250ms\n",         // 3
+                                     "  max_concurrent_snapshot_reads: 3\n",  // 4
+                                     "  snapshot_calls_per_second: 0\n",      // 5
+                                     "  max_queued_snapshot_calls: 0\n",      // 6
+                                     "  max_watch_streams: 2\n", kMinimal));  // 7
+  EXPECT_EQ(config.grpc_listen, "127.0.0.1:0");
+  EXPECT_EQ(config.grpc_api.snapshot_cache_ttl, absl::Milliseconds(250));
+  EXPECT_EQ(config.grpc_api.max_concurrent_snapshot_reads, 3);
+  EXPECT_EQ(config.grpc_api.snapshot_calls_per_second, 0);
+  EXPECT_EQ(config.grpc_api.max_queued_snapshot_calls, 0);
+  EXPECT_EQ(config.grpc_api.max_watch_streams, 2);
+  // 0 switches the cache off; 1m is the longest allowed.
+  EXPECT_EQ(
+      Parse(absl::StrCat("grpc: {snapshot_cache_ttl: 0}\n", kMinimal)).grpc_api.snapshot_cache_ttl,
+      absl::ZeroDuration());
+  EXPECT_EQ(
+      Parse(absl::StrCat("grpc: {snapshot_cache_ttl: 1m}\n", kMinimal)).grpc_api.snapshot_cache_ttl,
+      absl::Minutes(1));
+}
+
 TEST(ConfigTest, InputBounds) {
   Config config = Parse(std::string(kMinimal) + "max_past_age: 30d\nmax_abs_value: 1e6\n");
   EXPECT_EQ(config.max_past_age, absl::Hours(24 * 30));
@@ -222,6 +245,11 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_THAT(config.kafka.properties, IsEmpty());
   EXPECT_EQ(config.http_listen, "0.0.0.0:9464");
   EXPECT_EQ(config.grpc_listen, "0.0.0.0:50051");
+  EXPECT_EQ(config.grpc_api.snapshot_cache_ttl, absl::Seconds(1));
+  EXPECT_EQ(config.grpc_api.max_concurrent_snapshot_reads, 1);
+  EXPECT_EQ(config.grpc_api.snapshot_calls_per_second, 20);
+  EXPECT_EQ(config.grpc_api.max_queued_snapshot_calls, 32);
+  EXPECT_EQ(config.grpc_api.max_watch_streams, 16);
   EXPECT_EQ(config.clock, ClockMode::kWall);
   EXPECT_THAT(config.windows,
               ElementsAre(absl::Minutes(5), absl::Hours(1), absl::Hours(24), absl::Hours(24 * 7)));
@@ -601,6 +629,28 @@ TEST(ConfigErrorsTest, ListenAddresses) {
                           "t.yaml:2:16: grpc.listen: \"0.0.0.0:70000\" is not host:port"));
   EXPECT_THAT(Errors(absl::StrCat("http: 9464\n", kMinimal)),  // column 7
               ElementsAre("t.yaml:1:7: http: expected a mapping"));
+}
+
+TEST(ConfigErrorsTest, GrpcApiBounds) {
+  EXPECT_THAT(
+      Errors(absl::StrCat("grpc:\n",                                // 1
+                          "  snapshot_cache_ttl: 61s\n",            // 2: column 23
+                          "  max_concurrent_snapshot_reads: 0\n",   // 3: column 34
+                          "  snapshot_calls_per_second: -1\n",      // 4: column 30
+                          "  max_queued_snapshot_calls: 100001\n",  // 5: column 30
+                          "  max_watch_streams: 0\n",               // 6: column 22
+                          "  max_watch_stream: 1\n",                // 7: column 3
+                          kMinimal)),
+      ElementsAre("t.yaml:2:23: grpc.snapshot_cache_ttl: 61s is out of range [0, 1m]",
+                  "t.yaml:3:34: grpc.max_concurrent_snapshot_reads: 0 is out of range [1, 256]",
+                  "t.yaml:4:30: grpc.snapshot_calls_per_second: -1 is out of range [0, 1000000]",
+                  "t.yaml:5:30: grpc.max_queued_snapshot_calls: 100001 is out of range [0, 100000]",
+                  "t.yaml:6:22: grpc.max_watch_streams: 0 is out of range [1, 100000]",
+                  "t.yaml:7:3: unknown key \"grpc.max_watch_stream\"; did you mean "
+                  "\"max_watch_streams\"?"));
+  EXPECT_THAT(Errors(absl::StrCat("grpc: {snapshot_cache_ttl: soon}\n", kMinimal)),  // column 28
+              ElementsAre("t.yaml:1:28: grpc.snapshot_cache_ttl: invalid duration \"soon\": "
+                          "expected a number (expected e.g. 90s, 5m, 1h30m, 7d)"));
 }
 
 TEST(ConfigErrorsTest, IsValidListenAddress) {

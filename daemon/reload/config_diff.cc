@@ -54,6 +54,16 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.kafka.properties, b.kafka.properties, "kafka.properties");
   changes.Compare(a.http_listen, b.http_listen, "http.listen");
   changes.Compare(a.grpc_listen, b.grpc_listen, "grpc.listen");
+  changes.Compare(a.grpc_api.snapshot_cache_ttl, b.grpc_api.snapshot_cache_ttl,
+                  "grpc.snapshot_cache_ttl");
+  changes.Compare(a.grpc_api.max_concurrent_snapshot_reads,
+                  b.grpc_api.max_concurrent_snapshot_reads, "grpc.max_concurrent_snapshot_reads");
+  changes.Compare(a.grpc_api.snapshot_calls_per_second, b.grpc_api.snapshot_calls_per_second,
+                  "grpc.snapshot_calls_per_second");
+  changes.Compare(a.grpc_api.max_queued_snapshot_calls, b.grpc_api.max_queued_snapshot_calls,
+                  "grpc.max_queued_snapshot_calls");
+  changes.Compare(a.grpc_api.max_watch_streams, b.grpc_api.max_watch_streams,
+                  "grpc.max_watch_streams");
   changes.Compare(a.clock, b.clock, "clock");
   changes.Compare(a.windows, b.windows, "windows");
   changes.Compare(a.retention, b.retention, "retention");

@@ -83,6 +83,10 @@ TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
       ElementsAre("dimensions.names"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("127.0.0.1:9464", "127.0.0.1:9465")),
               ElementsAre("http.listen"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("retention: 1d",
+                                                     "retention: 1d\ngrpc: {snapshot_cache_ttl: 0, "
+                                                     "max_watch_streams: 4}")),
+              ElementsAre("grpc.snapshot_cache_ttl", "grpc.max_watch_streams"));
   EXPECT_THAT(
       RestartRequiredChanges(running, Edited("retention: 1d", "retention: 2d\nclock: event")),
       ElementsAre("clock", "retention"));
