@@ -103,7 +103,7 @@ struct Side {
                                           .clock = &clock,
                                           .sink = &sink,
                                           .dimensions = &dims,
-                                          .max_dedup_entries = max_dedup}) {}
+                                          .max_dedup_ids = max_dedup}) {}
   Dims dims;
   cases::ManualClock clock;
   RecordingSink sink;

@@ -250,6 +250,8 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
         .clock = e.clock.get(),
         .sink = e.shard.get(),
         .dimensions = e.dimensions.get(),
+        .max_dedup_ids = config.MaxDedupIdsPerWorker(workers),
+        .max_closed_cases = config.MaxClosedCasesPerWorker(workers),
         .max_open_cases = config.MaxOpenCasesPerWorker(workers),
     });
     e.tracker = tracker.get();

@@ -32,7 +32,7 @@ CaseTracker::CaseTracker(const Options& options)
       clock_(options.clock),
       sink_(options.sink),
       dims_(options.dimensions),
-      max_dedup_entries_(options.max_dedup_entries),
+      max_dedup_ids_(options.max_dedup_ids),
       ttl_us_(absl::ToInt64Microseconds(options.config->case_ttl)),
       horizon_us_(absl::ToInt64Microseconds(options.config->dedup_horizon)) {
   for (const model::ProcessConfig& process : config_.processes) {
@@ -85,7 +85,7 @@ Verdict CaseTracker::Handle(const DecodedEvent& event) {
   if (verdict.kind == Verdict::Kind::kAccepted) {
     seen_ids_.insert(id_hash);
     seen_order_.emplace_back(now_us, id_hash);
-    while (seen_ids_.size() > max_dedup_entries_) {
+    while (seen_ids_.size() > max_dedup_ids_) {
       seen_ids_.erase(seen_order_.front().second);
       seen_order_.pop_front();
       dedup_evictions_.Add();

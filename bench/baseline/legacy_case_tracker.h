@@ -12,7 +12,7 @@
 // State per open case: current stage and when it was entered, stages visited,
 // start time, last activity, dimension id. Closed cases are remembered for
 // dedup_horizon (events for them are rejected as case_closed); event ids for
-// dedup_horizon too, up to max_dedup_entries (the oldest are forgotten first).
+// dedup_horizon too, up to max_dedup_ids (the oldest are forgotten first).
 // Deadlines live in a timing wheel with one-second slots, so a case that
 // passes its SLA is reported within a second of "now" passing the deadline,
 // on a quiet partition too (Tick).
@@ -52,7 +52,7 @@ class CaseTracker : public ingest::EventHandler {
     Clock* clock = nullptr;
     CaseSink* sink = nullptr;
     DimensionTable* dimensions = nullptr;
-    size_t max_dedup_entries = 2'000'000;
+    size_t max_dedup_ids = 2'000'000;
   };
 
   explicit CaseTracker(const Options& options);
@@ -105,7 +105,7 @@ class CaseTracker : public ingest::EventHandler {
   Clock* clock_;
   CaseSink* sink_;
   DimensionTable* dims_;
-  const size_t max_dedup_entries_;
+  const size_t max_dedup_ids_;
   const int64_t ttl_us_;
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]

@@ -17,9 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "daemon/common/log.h"
+#include "daemon/common/mutex.h"
 #include "daemon/export/metric_builder.h"
 
 namespace kpid::alert {
@@ -280,8 +280,8 @@ struct AlertmanagerNotifier::Receiver {
   const std::unique_ptr<httplib::Client> client;
   std::thread thread;
 
-  mutable absl::Mutex mu;
-  absl::CondVar cv;  // queue grew, stop requested, sender done
+  mutable kpid::Mutex mu;
+  kpid::CondVar cv;  // queue grew, stop requested, sender done
   Queue queue ABSL_GUARDED_BY(mu);
   std::map<LabelSet, Queue::iterator> index ABSL_GUARDED_BY(mu);
   uint64_t next_seq ABSL_GUARDED_BY(mu) = 0;
@@ -332,7 +332,7 @@ void AlertmanagerNotifier::Send(std::vector<AlertNotification> alerts) {
     const bool last = i + 1 == receivers_.size();
     bool overflow_started = false;
     {
-      absl::MutexLock lock(&r.mu);
+      kpid::MutexLock lock(&r.mu);
       if (r.done) {
         r.dropped += alerts.size();
         continue;
@@ -350,10 +350,10 @@ void AlertmanagerNotifier::Send(std::vector<AlertNotification> alerts) {
 }
 
 void AlertmanagerNotifier::Stop(absl::Duration drain) {
-  absl::MutexLock stop_lock(&stop_mu_);
+  kpid::MutexLock stop_lock(&stop_mu_);
   const absl::Time deadline = absl::Now() + drain;
   for (auto& r : receivers_) {
-    absl::MutexLock lock(&r->mu);
+    kpid::MutexLock lock(&r->mu);
     if (!r->stopping) {
       r->stopping = true;
       r->drain_deadline = deadline;
@@ -364,7 +364,7 @@ void AlertmanagerNotifier::Stop(absl::Duration drain) {
     if (!r->thread.joinable()) continue;  // Start failed before the senders ran
     bool abort = false;
     {
-      absl::MutexLock lock(&r->mu);
+      kpid::MutexLock lock(&r->mu);
       while (!r->done && absl::Now() < r->drain_deadline) {
         r->cv.WaitWithDeadline(&r->mu, r->drain_deadline);
       }
@@ -394,7 +394,7 @@ std::vector<prometheus::MetricFamily> AlertmanagerNotifier::Collect() const {
   auto queue_length = Family("kpid_notification_queue_length",
                              "Alerts waiting for delivery to Alertmanager.", MetricType::Gauge);
   for (const auto& r : receivers_) {
-    absl::MutexLock lock(&r->mu);
+    kpid::MutexLock lock(&r->mu);
     AddCounter(&notifications, {{"receiver", r->url}, {"result", "sent"}},
                static_cast<double>(r->sent));
     AddCounter(&notifications, {{"receiver", r->url}, {"result", "failed"}},

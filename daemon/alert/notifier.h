@@ -32,8 +32,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "daemon/common/mutex.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 
@@ -89,7 +89,7 @@ class AlertmanagerNotifier : public AlertSink, public prometheus::Collectable {
   explicit AlertmanagerNotifier(Options options);
   std::vector<std::unique_ptr<Receiver>> receivers_;
   Options options_;
-  absl::Mutex stop_mu_;  // serializes Stop (it joins the senders)
+  kpid::Mutex stop_mu_;  // serializes Stop (it joins the senders)
 };
 
 // The Alertmanager v2 JSON body for `alerts` (a JSON array of

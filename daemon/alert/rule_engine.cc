@@ -39,7 +39,7 @@ RuleEngine::RuleEngine(Options options)
       reader_(options_.shards),
       seen_changes_(options_.config->processes.size(), 0),
       resend_interval_(options_.resend_interval) {
-  absl::MutexLock lock(&eval_mu_);
+  kpid::MutexLock lock(&eval_mu_);
   InstallRules(options_.rules);
 }
 
@@ -73,7 +73,7 @@ void RuleEngine::InstallRules(const RuleSet* rules) {
 
 RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
   auto owned = std::make_unique<const RuleSet>(std::move(rules));
-  absl::MutexLock eval_lock(&eval_mu_);
+  kpid::MutexLock eval_lock(&eval_mu_);
   std::set<std::string> old_ids;
   std::map<std::string, absl::Time> due_by_group;
   for (size_t g = 0; g < active_.size(); ++g) {
@@ -100,7 +100,7 @@ RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
 
   std::vector<AlertNotification> out;
   {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     for (auto it = instances_.begin(); it != instances_.end();) {
       if (new_ids.count(it->second.rule)) {
         ++it;
@@ -122,11 +122,11 @@ RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
 }
 
 void RuleEngine::RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now) {
-  absl::MutexLock eval_lock(&eval_mu_);
+  kpid::MutexLock eval_lock(&eval_mu_);
   resend_interval_ = resend_interval;
   std::vector<AlertNotification> out;
   {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     for (auto& [key, instance] : instances_) {
       if (instance.state.phase() != AlertPhase::kFiring) continue;
       out.push_back(Notification(instance, wall_now));
@@ -141,10 +141,10 @@ void RuleEngine::Send(std::vector<AlertNotification> out) {
 }
 
 void RuleEngine::EvaluateAll(absl::Time wall_now) {
-  absl::MutexLock eval_lock(&eval_mu_);
+  kpid::MutexLock eval_lock(&eval_mu_);
   std::vector<AlertNotification> out;
   {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     for (const auto& group : active_) {
       for (const ActiveRule& active : group) EvaluateRule(active, wall_now, &out);
     }
@@ -153,7 +153,7 @@ void RuleEngine::EvaluateAll(absl::Time wall_now) {
 }
 
 void RuleEngine::EvaluateDue(absl::Time wall_now) {
-  absl::MutexLock eval_lock(&eval_mu_);
+  kpid::MutexLock eval_lock(&eval_mu_);
   std::vector<bool> changed(seen_changes_.size());
   for (size_t p = 0; p < seen_changes_.size(); ++p) {
     const uint64_t n = reader_.ChangeCount(static_cast<int>(p));
@@ -162,7 +162,7 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
   }
   std::vector<AlertNotification> out;
   {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     for (size_t g = 0; g < active_.size(); ++g) {
       const bool due = wall_now >= next_due_[g];
       if (due) next_due_[g] = wall_now + rules_->groups[g].interval;
@@ -318,7 +318,7 @@ AlertNotification RuleEngine::Notification(const Instance& instance, absl::Time 
 }
 
 std::vector<AlertView> RuleEngine::Alerts() const {
-  absl::MutexLock lock(&mu_);
+  kpid::MutexLock lock(&mu_);
   std::vector<AlertView> views;
   for (const auto& [key, instance] : instances_) {
     views.push_back({instance.labels, instance.annotations, instance.state.phase(),

@@ -47,7 +47,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/alert/alert_state.h"
@@ -55,6 +54,7 @@
 #include "daemon/alert/rule.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/common/mutex.h"
 #include "daemon/model/config.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
@@ -153,7 +153,7 @@ class RuleEngine : public prometheus::Collectable {
   aggregate::MergedReader reader_;
 
   // Serializes evaluations and rule replacements (taken before mu_).
-  absl::Mutex eval_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  kpid::Mutex eval_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   const RuleSet* rules_ ABSL_GUARDED_BY(eval_mu_);
   std::unique_ptr<const RuleSet> owned_rules_ ABSL_GUARDED_BY(eval_mu_);   // after a replacement
   std::vector<std::vector<ActiveRule>> active_ ABSL_GUARDED_BY(eval_mu_);  // per group, per rule
@@ -161,7 +161,7 @@ class RuleEngine : public prometheus::Collectable {
   std::vector<uint64_t> seen_changes_ ABSL_GUARDED_BY(eval_mu_);           // per process
   absl::Duration resend_interval_ ABSL_GUARDED_BY(eval_mu_);
 
-  mutable absl::Mutex mu_;
+  mutable kpid::Mutex mu_;
   std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);  // by label fingerprint
 
   std::atomic<bool> stop_{false};

@@ -7,8 +7,8 @@
 #include <set>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
 #include "daemon/alert/rule_engine.h"
+#include "daemon/common/mutex.h"
 #include "gtest/gtest.h"
 
 namespace kpid::alert {
@@ -41,16 +41,16 @@ constexpr char kRulesB[] = R"(groups:
 class CountingSink : public AlertSink {
  public:
   void Send(std::vector<AlertNotification> alerts) override {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     sent_ += alerts.size();
   }
   size_t sent() {
-    absl::MutexLock lock(&mu_);
+    kpid::MutexLock lock(&mu_);
     return sent_;
   }
 
  private:
-  absl::Mutex mu_;
+  kpid::Mutex mu_;
   size_t sent_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -101,7 +101,12 @@ CaseTracker::CaseTracker(const Options& options)
       clock_(options.clock),
       sink_(options.sink),
       dims_(options.dimensions),
-      max_dedup_entries_(options.max_dedup_entries),
+      max_dedup_ids_(options.max_dedup_ids != 0
+                         ? options.max_dedup_ids
+                         : static_cast<size_t>(options.config->max_dedup_ids)),
+      max_closed_cases_(options.max_closed_cases != 0
+                            ? options.max_closed_cases
+                            : static_cast<size_t>(options.config->max_closed_cases)),
       max_breaching_per_stage_(options.max_breaching_per_stage),
       max_open_cases_(options.max_open_cases != 0
                           ? options.max_open_cases
@@ -203,12 +208,22 @@ Verdict CaseTracker::Handle(const DecodedEvent& event) {
   return verdict;
 }
 
+// Forgetting before pushing keeps the ring within the bound: pushing first
+// would double a ring whose capacity is exactly the bound.
 void CaseTracker::Remember(uint64_t id_hash, int64_t now_us) {
-  seen_ids_.Push({now_us, id_hash});
-  while (seen_ids_.size() > max_dedup_entries_) {
+  while (seen_ids_.size() >= max_dedup_ids_) {
     seen_ids_.pop_front();
-    dedup_evictions_.Add();
+    event_ids_forgotten_.Add();
   }
+  seen_ids_.Push({now_us, id_hash});
+}
+
+void CaseTracker::RememberClosed(const Closed& record) {
+  while (closed_.size() >= max_closed_cases_) {
+    closed_.pop_front();
+    closed_cases_forgotten_.Add();
+  }
+  closed_.Push(record);
 }
 
 Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64_t at_us,
@@ -363,7 +378,7 @@ void CaseTracker::Release(uint32_t slot, uint64_t key, int64_t closed_us) {
   Case& c = cases_[slot];
   open_.Erase(OpenWord(key, slot));
   // Not remembered as closed before: it was open.
-  closed_.Push({closed_us, key, c.dims, c.process});
+  RememberClosed({closed_us, key, c.dims, c.process});
   id_store_.Release(&c.id);
   tokens_[slot] = 0;  // its pending timer and stage-age entries are stale
   free_slots_.push_back(slot);
@@ -400,6 +415,8 @@ void CaseTracker::PublishView(int64_t now_us) {
   view->as_of = TimeOf(now_us);
   view->oldest_entered.resize(stage_ages_.size());
   for (const SingleWriterCounter& n : evicted_) view->evicted.push_back(n.Get());
+  view->event_ids_forgotten = event_ids_forgotten_.Get();
+  view->closed_cases_forgotten = closed_cases_forgotten_.Get();
   auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
   auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
   for (size_t p = 0; p < stage_ages_.size(); ++p) {
@@ -500,7 +517,7 @@ std::string CaseTracker::Serialize() const {
   StateEncoder e;
   e.Raw(kMagic);
   e.Varint(kStateVersion);
-  e.Varint(dedup_evictions_.Get());
+  e.Varint(event_ids_forgotten_.Get());
   e.Varint(config_.processes.size());
   for (const model::ProcessConfig& process : config_.processes) {
     e.String(process.id);
@@ -556,7 +573,7 @@ absl::Status CaseTracker::RestoreState(absl::string_view bytes) {
     return absl::FailedPreconditionError(absl::StrCat(
         "case tracker state: format version ", version, "; this build reads ", kStateVersion));
   }
-  dedup_evictions_.Add(d.Varint());
+  event_ids_forgotten_.Add(d.Varint());
   auto time = [&d]() {
     const int64_t t = d.Signed();
     if (t > kMaxAbsMicros || t < -kMaxAbsMicros) d.Invalidate();
@@ -647,7 +664,7 @@ absl::Status CaseTracker::RestoreState(absl::string_view bytes) {
     }
     if (dims >= dims_->Size(process)) return corrupt("closed case dims beyond the dimension table");
     if (closed_.Find(key) != nullptr) return corrupt("closed case listed twice");
-    closed_.Push({at_us, key, static_cast<DimsId>(dims), static_cast<uint16_t>(process)});
+    RememberClosed({at_us, key, static_cast<DimsId>(dims), static_cast<uint16_t>(process)});
   }
   if (!d.ok()) return corrupt("truncated or malformed closed cases");
 

@@ -11,10 +11,15 @@
 // State per open case: its id, current stage and when it was entered,
 // stages visited, start time, last activity, dimension id. Closed cases are
 // remembered for dedup_horizon (events for them are rejected as
-// case_closed); event ids for dedup_horizon too, up to max_dedup_entries
-// (the oldest are forgotten first). Deadlines live in a timing wheel with
-// one-second slots, so a case that passes its SLA is reported within a
-// second of "now" passing the deadline, on a quiet partition too (Tick).
+// case_closed), up to max_closed_cases; event ids for dedup_horizon too, up
+// to max_dedup_ids. Beyond either bound the oldest is forgotten first,
+// early, and counted (closed_cases_forgotten, event_ids_forgotten): without
+// a count bound a flood of unique event ids, or of new case ids evicting
+// each other at max_open_cases, grows memory within the horizon without
+// limit. At the bound a set's ring and index stop growing, so forgetting
+// allocates nothing. Deadlines live in a timing wheel with one-second
+// slots, so a case that passes its SLA is reported within a second of "now"
+// passing the deadline, on a quiet partition too (Tick).
 //
 // Memory and speed: this is the hot path (every event) and holds up to
 // millions of open cases per worker, so what an event costs is mostly cache
@@ -75,8 +80,8 @@
 //
 // "Now" is the injected clock: wall time, or with `clock: event` the
 // watermark (EventTimeClock). Single writer: everything here but
-// PublishedView, open_cases, dedup_evictions and evicted belongs to the
-// worker thread that calls Handle and Tick.
+// PublishedView, open_cases, the *_forgotten counters and evicted belongs
+// to the worker thread that calls Handle and Tick.
 #pragma once
 
 #include <atomic>
@@ -110,7 +115,11 @@ class CaseTracker : public ingest::EventHandler {
     Clock* clock = nullptr;
     CaseSink* sink = nullptr;
     DimensionTable* dimensions = nullptr;
-    size_t max_dedup_entries = 2'000'000;
+    // Event ids and closed cases remembered; beyond, the oldest are
+    // forgotten. The daemon passes Config::MaxDedupIdsPerWorker /
+    // MaxClosedCasesPerWorker; 0: the config's whole bound (a single worker).
+    size_t max_dedup_ids = 0;
+    size_t max_closed_cases = 0;
     // Per (process, stage), at most this many cases past SLA in the view.
     size_t max_breaching_per_stage = 100;
     // Open cases kept; beyond, the longest-waiting is evicted. The daemon
@@ -137,7 +146,7 @@ class CaseTracker : public ingest::EventHandler {
   //
   // Format, version kStateVersion (varints; signed ones zigzag; keys as 8
   // little-endian bytes; strings length-prefixed):
-  //   "KPCT" version dedup_evictions
+  //   "KPCT" version event_ids_forgotten
   //   processes: count, then per process: id, stages: count, stage ids...
   //   open cases: count, then per case:
   //     process, stage (indexes into the lists above), case id, dims,
@@ -145,9 +154,9 @@ class CaseTracker : public ingest::EventHandler {
   //     stage), over_sla
   //   closed cases: count, (at_us, key, process, dims)...    oldest first
   //   event ids: count, (at_us, key)...                       oldest first
-  // Eviction counts are not stored: they count this run's evictions (a
-  // restart resets kpid_process_cases_evicted_total, as any counter of a
-  // process; the expiries they also are persist with the shard). A state
+  // Eviction counts and closed_cases_forgotten are not stored: they count
+  // this run's (a restart resets them, as any counter of a process; the
+  // expiries evictions also are persist with the shard). A state
   // holding more open cases than max_open_cases (restored under a lower
   // bound) keeps them all; the next new case evicts down to the bound.
   // Guarantees: fed the same events afterwards, a restored tracker reports
@@ -157,13 +166,13 @@ class CaseTracker : public ingest::EventHandler {
   // processes and stages are matched by id; open cases and closed cases of
   // processes or stages no longer configured are dropped and counted in
   // restore_dropped(); visits to stages gone are forgotten (rework is judged
-  // on the rest); remembered event ids beyond max_dedup_entries are
-  // forgotten oldest first. Bytes that do not decode (truncated, corrupt,
-  // another version: FailedPrecondition) give an error Status; nothing is
-  // trusted (every count is bounded by the bytes left, indexes by their
-  // lists, dims by the dimension table, times by +-2^55 us), so corruption
-  // that still decodes gives wrong values at worst, never undefined
-  // behaviour.
+  // on the rest); remembered event ids and closed cases beyond
+  // max_dedup_ids / max_closed_cases are forgotten oldest first (counted).
+  // Bytes that do not decode (truncated, corrupt, another version:
+  // FailedPrecondition) give an error Status; nothing is trusted (every
+  // count is bounded by the bytes left, indexes by their lists, dims by the
+  // dimension table, times by +-2^55 us), so corruption that still decodes
+  // gives wrong values at worst, never undefined behaviour.
   std::string Serialize() const;
   static absl::StatusOr<std::unique_ptr<CaseTracker>> Restore(const Options& options,
                                                               absl::string_view bytes);
@@ -180,7 +189,10 @@ class CaseTracker : public ingest::EventHandler {
 
   // For readers on any thread.
   uint64_t open_cases() const { return open_gauge_.load(std::memory_order_relaxed); }
-  uint64_t dedup_evictions() const { return dedup_evictions_.Get(); }
+  // Remembered event ids / closed cases forgotten before dedup_horizon to
+  // stay within max_dedup_ids / max_closed_cases.
+  uint64_t event_ids_forgotten() const { return event_ids_forgotten_.Get(); }
+  uint64_t closed_cases_forgotten() const { return closed_cases_forgotten_.Get(); }
   // Open cases evicted to stay within max_open_cases, of `process` / of all.
   uint64_t evicted(int process) const { return evicted_[static_cast<size_t>(process)].Get(); }
   uint64_t evicted() const;
@@ -358,6 +370,8 @@ class CaseTracker : public ingest::EventHandler {
   void AdvanceTimersTo(int64_t now_us);
   void FireTimer(const TimerEntry& entry, int64_t now_us);
   void Remember(uint64_t id_hash, int64_t now_us);
+  // `record.key` must not be remembered already.
+  void RememberClosed(const Closed& record);
   void ForgetOld(int64_t now_us);
   int64_t NowMicros() const { return absl::ToUnixMicros(clock_->Now()); }
   StageAgeIndex& AgesOf(const Case& c) {
@@ -373,7 +387,8 @@ class CaseTracker : public ingest::EventHandler {
   Clock* clock_;
   CaseSink* sink_;
   DimensionTable* dims_;
-  const size_t max_dedup_entries_;
+  const size_t max_dedup_ids_;
+  const size_t max_closed_cases_;
   const size_t max_breaching_per_stage_;
   const size_t max_open_cases_;
   const int64_t ttl_us_;
@@ -394,7 +409,8 @@ class CaseTracker : public ingest::EventHandler {
 
   RecentSet<Closed> closed_;
   RecentSet<Seen> seen_ids_;
-  SingleWriterCounter dedup_evictions_;
+  SingleWriterCounter event_ids_forgotten_;
+  SingleWriterCounter closed_cases_forgotten_;
   std::vector<SingleWriterCounter> evicted_;  // [process]
 
   TimingWheel wheel_;

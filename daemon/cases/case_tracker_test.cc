@@ -396,22 +396,93 @@ TEST_F(CaseTrackerTest, ManyCasesBreachInDeadlineOrderOnAJump) {
   EXPECT_EQ(OverSla(0, 0), 5);
 }
 
-TEST_F(CaseTrackerTest, DedupMemoryIsBounded) {
+// ---- max_dedup_ids / max_closed_cases: the oldest remembered id goes first,
+// within dedup_horizon (1h) too.
+
+TEST_F(CaseTrackerTest, EventIdsBeyondTheBoundForgetTheOldest) {
   CaseTracker::Options options = Wired();
-  options.max_dedup_entries = 3;
+  options.max_dedup_ids = 3;
   CaseTracker small(options);
-  ProcessEvent e;
-  for (int i = 0; i < 5; ++i) {
-    e.set_event_id(absl::StrCat("id", i));
+  target_ = &small;
+  // COST events "id0".."id4" at 0..4 s: each claims its id. The 4th forgets
+  // id0, the 5th id1: 5 - 3 = 2 forgotten; id2, id3, id4 remain.
+  auto cost = [&](const std::string& event_id, int64_t t) {
+    ProcessEvent e;
+    e.set_event_id(event_id);
     e.set_process("sales");
     e.set_case_id("x");
     e.set_kind(ProcessEvent::COST);
-    e.mutable_occurred_at()->set_seconds(kT0);
-    ingest::DecodedEvent decoded;
-    ASSERT_FALSE(decoder_.Decode(e.SerializeAsString(), false, &decoded).has_value());
-    EXPECT_EQ(small.Handle(decoded).kind, Verdict::Kind::kAccepted);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    return Decode(e);
+  };
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(Accepted(cost(absl::StrCat("id", i), i)));
+  EXPECT_EQ(small.event_ids_forgotten(), 2u);
+  // Still remembered (5 s < 1h): duplicates, nothing forgotten.
+  EXPECT_EQ(cost("id2", 5).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(cost("id4", 5).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(small.event_ids_forgotten(), 2u);
+  // Forgotten early: id0 counts again, and claiming it forgets id2 (3rd).
+  EXPECT_TRUE(Accepted(cost("id0", 6)));
+  EXPECT_EQ(small.event_ids_forgotten(), 3u);
+  EXPECT_TRUE(Accepted(cost("id2", 7)));  // forgets id3 (4th)
+  EXPECT_EQ(small.event_ids_forgotten(), 4u);
+  small.Tick(absl::Now());
+  EXPECT_EQ(small.PublishedView()->event_ids_forgotten, 4u);
+  EXPECT_EQ(small.PublishedView()->closed_cases_forgotten, 0u);
+}
+
+TEST_F(CaseTrackerTest, ClosedCasesBeyondTheBoundForgetTheOldest) {
+  CaseTracker::Options options = Wired();
+  options.max_closed_cases = 2;
+  CaseTracker small(options);
+  target_ = &small;
+  // k0, k1, k2 start and complete in turn (closed at 10, 11, 12): closing
+  // k2 forgets k0, 3 - 2 = 1 forgotten.
+  for (int i = 0; i < 3; ++i) {
+    const std::string id = absl::StrCat("k", i);
+    EXPECT_TRUE(Accepted(Enter(id, "lead", i)));
+    EXPECT_TRUE(Accepted(Send(ProcessEvent::CASE_COMPLETED, id, "", 10 + i, 100)));
   }
-  EXPECT_EQ(small.dedup_evictions(), 2u);
+  EXPECT_EQ(small.closed_cases_forgotten(), 1u);
+  // k1, k2 are remembered (closed < 1h ago): rejected case_closed.
+  EXPECT_TRUE(Rejected(Enter("k1", "demo", 20), RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Send(ProcessEvent::CASE_FALLOUT, "k2", "", 20), RejectReason::kCaseClosed));
+  // k0 was forgotten 2 s after it closed, within the hour: a fallout of it
+  // is an unknown case, a stage entry starts it anew.
+  EXPECT_TRUE(Rejected(Send(ProcessEvent::CASE_FALLOUT, "k0", "", 21), RejectReason::kUnknownCase));
+  sink_.Take();
+  EXPECT_TRUE(Accepted(Enter("k0", "lead", 22)));
+  EXPECT_THAT(sink_.Take(), ElementsAre("started p0 d2 @22", "entered p0 s0 d2 @22"));
+  EXPECT_EQ(small.closed_cases_forgotten(), 1u);
+  small.Tick(absl::Now());
+  EXPECT_EQ(small.PublishedView()->closed_cases_forgotten, 1u);
+}
+
+// Evictions at max_open_cases add closed cases: a flood of new ids stays
+// within both bounds.
+TEST_F(CaseTrackerTest, AFloodOfNewCasesStaysWithinTheOpenAndClosedBounds) {
+  CaseTracker::Options options = Wired();
+  options.max_open_cases = 2;
+  options.max_closed_cases = 3;
+  options.max_dedup_ids = 4;
+  CaseTracker small(options);
+  target_ = &small;
+  // f0..f9 enter lead at 0..9 s. From f2 on each evicts the oldest open one
+  // (f0 by f2, ..., f7 by f9): 8 evicted, 8 closed, of which 8 - 3 = 5
+  // forgotten (f0..f4; f5, f6, f7 remembered). 10 event ids claimed, 10 - 4
+  // = 6 forgotten.
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(Accepted(Enter(absl::StrCat("f", i), "lead", i)));
+  EXPECT_EQ(small.open_cases(), 2u);
+  EXPECT_EQ(small.evicted(), 8u);
+  EXPECT_EQ(small.closed_cases_forgotten(), 5u);
+  EXPECT_EQ(small.event_ids_forgotten(), 6u);
+  EXPECT_TRUE(Rejected(Enter("f7", "demo", 10), RejectReason::kCaseClosed));
+  EXPECT_TRUE(Rejected(Enter("f5", "demo", 10), RejectReason::kCaseClosed));
+  // f4 is forgotten: it starts anew, evicting f8 (in lead since 8), and f8
+  // closing forgets f5: 6 forgotten.
+  EXPECT_TRUE(Accepted(Enter("f4", "demo", 11)));
+  EXPECT_EQ(small.closed_cases_forgotten(), 6u);
+  EXPECT_TRUE(Rejected(Enter("f8", "demo", 12), RejectReason::kCaseClosed));
 }
 
 TEST_F(CaseTrackerTest, ViewIsEmptyBeforeTheFirstTick) {

@@ -1,8 +1,8 @@
 // What a case tracker publishes about its open cases for readers on other
-// threads (the exporter's kpid_stage_oldest_case_age_seconds and
-// kpid_process_cases_evicted_total, gRPC's ListBreachingCases): an
-// immutable snapshot, rebuilt by the worker at each Tick (about every
-// 100 ms).
+// threads (the exporter's kpid_stage_oldest_case_age_seconds,
+// kpid_process_cases_evicted_total and kpid_dedup_forgotten_total, gRPC's
+// ListBreachingCases): an immutable snapshot, rebuilt by the worker at each
+// Tick (about every 100 ms).
 //
 //   std::shared_ptr<const OpenCasesView> view = tracker.PublishedView();  // any thread
 //   if (auto oldest = view->oldest_entered[p][s]) age = view->as_of - *oldest;
@@ -47,6 +47,11 @@ struct OpenCasesView {
   // [process]: open cases evicted to stay within max_open_cases since the
   // tracker started (a counter, for kpid_process_cases_evicted_total).
   std::vector<uint64_t> evicted;
+  // Counters for kpid_dedup_forgotten_total: remembered event ids / closed
+  // cases forgotten before dedup_horizon to stay within max_dedup_ids /
+  // max_closed_cases.
+  uint64_t event_ids_forgotten = 0;
+  uint64_t closed_cases_forgotten = 0;
 };
 
 }  // namespace kpid::cases

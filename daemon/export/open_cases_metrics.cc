@@ -43,6 +43,20 @@ void OpenCasesMetrics::WriteMetrics(MetricWriter* out) const {
     out->Sample(SeriesLabels({{"process", config_->processes[p].id}}),
                 static_cast<double>(evicted));
   }
+  uint64_t event_ids_forgotten = 0;
+  uint64_t closed_cases_forgotten = 0;
+  for (const auto& view : views) {
+    if (view == nullptr) continue;
+    event_ids_forgotten += view->event_ids_forgotten;
+    closed_cases_forgotten += view->closed_cases_forgotten;
+  }
+  out->Family("kpid_dedup_forgotten_total",
+              "Remembered event ids (set=event_ids) or closed cases (set=closed_cases) forgotten "
+              "before dedup_horizon to stay within max_dedup_ids / max_closed_cases.",
+              prometheus::MetricType::Counter);
+  out->Sample(SeriesLabels().With("set", "event_ids"), static_cast<double>(event_ids_forgotten));
+  out->Sample(SeriesLabels().With("set", "closed_cases"),
+              static_cast<double>(closed_cases_forgotten));
 }
 
 }  // namespace kpid::exporter

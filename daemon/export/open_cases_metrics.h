@@ -18,6 +18,11 @@
 // increase() sees the first one. Counts this run only (not in the workers'
 // saved state): a restart resets it like any counter of a process.
 //
+// kpid_dedup_forgotten_total{set="event_ids|closed_cases"}: remembered
+// event ids / closed cases the trackers forgot before dedup_horizon to stay
+// within max_dedup_ids / max_closed_cases (a duplicate or a late event of a
+// closed case may then be accepted). Both series always present.
+//
 // Thread-safe: WriteMetrics may run on any thread.
 #pragma once
 

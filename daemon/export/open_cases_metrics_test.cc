@@ -114,5 +114,33 @@ TEST(OpenCasesMetricsTest, EvictionsAreSummedOverWorkersPerProcess) {
   EXPECT_EQ(Evicted(metrics), (std::map<std::string, double>{{"p", 8}, {"q", 1}}));
 }
 
+TEST(OpenCasesMetricsTest, ForgottenIdsAreSummedOverWorkersPerSet) {
+  const model::Config config = TwoProcesses();
+  cases::ManualClock clock(T(1000));
+  auto forgot = [](uint64_t event_ids, uint64_t closed_cases) {
+    auto view = std::make_shared<cases::OpenCasesView>();
+    view->event_ids_forgotten = event_ids;
+    view->closed_cases_forgotten = closed_cases;
+    return std::shared_ptr<const cases::OpenCasesView>(std::move(view));
+  };
+  // Worker 0 forgot 7 event ids and 2 closed cases, worker 1 4 and 0; a
+  // third has published nothing: event_ids = 7 + 4 = 11, closed_cases = 2.
+  std::vector<std::shared_ptr<const cases::OpenCasesView>> views = {forgot(7, 2), forgot(4, 0),
+                                                                    nullptr};
+  OpenCasesMetrics metrics(
+      &config, [&] { return views; }, &clock);
+  std::map<std::string, double> forgotten;
+  for (const prometheus::MetricFamily& f : metrics.Collect()) {
+    if (f.name != "kpid_dedup_forgotten_total") continue;
+    EXPECT_EQ(f.type, prometheus::MetricType::Counter);
+    for (const prometheus::ClientMetric& m : f.metric) {
+      ASSERT_EQ(m.label.size(), 1u);
+      EXPECT_EQ(m.label[0].name, "set");
+      forgotten[m.label[0].value] = m.counter.value;
+    }
+  }
+  EXPECT_EQ(forgotten, (std::map<std::string, double>{{"closed_cases", 2}, {"event_ids", 11}}));
+}
+
 }  // namespace
 }  // namespace kpid::exporter

@@ -106,6 +106,12 @@ class ConfigParser {
           n.IsDefined() && config.checkpoint_interval < absl::Seconds(1)) {
         diag_.Error(n.Mark(), "checkpoint_interval: must be at least 1s");
       }
+      // Same range, same reasons: below 1000 duplicates slip through in
+      // normal operation; above 1e9 (tens of GB) it bounds nothing.
+      config.max_dedup_ids =
+          top.Int("max_dedup_ids", config.max_dedup_ids, 1000, int64_t{1000} * 1000 * 1000);
+      config.max_closed_cases =
+          top.Int("max_closed_cases", config.max_closed_cases, 1000, int64_t{1000} * 1000 * 1000);
       ParseWindows(top.Child("windows"), top.Child("retention"), config.retention, &config.windows);
       ParseDimensions(top.Child("dimensions"), &config.dimensions);
       ParseProcesses(top.Required("processes"), config.dimensions, &config.processes);
@@ -687,8 +693,24 @@ const ProcessConfig* Config::FindProcess(absl::string_view id) const {
   return nullptr;
 }
 
+namespace {
+
+// One of `parts` even shares of `total`, rounded down so the shares never
+// add up to more (at least 1).
+size_t EvenShare(int64_t total, int parts) {
+  return static_cast<size_t>(std::max<int64_t>(1, total / std::max(1, parts)));
+}
+
+}  // namespace
+
 size_t Config::MaxOpenCasesPerWorker(int workers) const {
-  return static_cast<size_t>(std::max<int64_t>(1, max_open_cases / std::max(1, workers)));
+  return EvenShare(max_open_cases, workers);
+}
+
+size_t Config::MaxDedupIdsPerWorker(int workers) const { return EvenShare(max_dedup_ids, workers); }
+
+size_t Config::MaxClosedCasesPerWorker(int workers) const {
+  return EvenShare(max_closed_cases, workers);
 }
 
 absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename) {

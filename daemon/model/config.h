@@ -189,6 +189,14 @@ struct Config {
   // offsets). Relative to the config's folder.
   std::string state_dir;
   absl::Duration checkpoint_interval = absl::Seconds(10);
+  // What dedup_horizon remembers, bounded by count too: within the horizon
+  // a flood of unique event ids (or of new cases evicted or closed) would
+  // otherwise grow memory without bound. Daemon-wide, split across the
+  // workers like max_open_cases; beyond a worker's share its oldest are
+  // forgotten early (counted). 32 to 64 bytes per event id, 40 to 80 per
+  // closed case (docs/configuration.md).
+  int64_t max_dedup_ids = 10'000'000;
+  int64_t max_closed_cases = 10'000'000;
   DimensionsConfig dimensions;
   std::vector<ProcessConfig> processes;
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder
@@ -200,6 +208,9 @@ struct Config {
   // Each of `workers` workers' share of max_open_cases, rounded down so the
   // shares never add up to more (at least 1).
   size_t MaxOpenCasesPerWorker(int workers) const;
+  // Likewise for max_dedup_ids and max_closed_cases.
+  size_t MaxDedupIdsPerWorker(int workers) const;
+  size_t MaxClosedCasesPerWorker(int workers) const;
 
   bool operator==(const Config&) const = default;
 };

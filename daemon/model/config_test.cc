@@ -230,6 +230,25 @@ TEST(ConfigTest, DurableState) {
                   "t.yaml:5:22: checkpoint_interval: must be at least 1s"));
 }
 
+TEST(ConfigTest, DedupBoundsAreDaemonWideSplitAcrossWorkers) {
+  Config config = Parse(std::string(kMinimal) + "max_dedup_ids: 1000\nmax_closed_cases: 5000\n");
+  EXPECT_EQ(config.max_dedup_ids, 1000);
+  EXPECT_EQ(config.max_closed_cases, 5000);
+  // 1000 / 3 = 333.33 and 5000 / 3 = 1666.67: rounded down.
+  EXPECT_EQ(config.MaxDedupIdsPerWorker(3), 333u);
+  EXPECT_EQ(config.MaxClosedCasesPerWorker(3), 1666u);
+  // Defaults 10,000,000 over 4 workers: 2,500,000 each.
+  EXPECT_EQ(Parse(kMinimal).MaxDedupIdsPerWorker(4), 2'500'000u);
+  EXPECT_EQ(Parse(kMinimal).MaxClosedCasesPerWorker(4), 2'500'000u);
+  // Lines 4 and 5 after kMinimal; values start at columns 16 and 19.
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "max_dedup_ids: 999\nmax_closed_cases: 2000000000\n"),
+      ElementsAre("t.yaml:4:16: max_dedup_ids: 999 is out of range [1000, 1000000000]",
+                  "t.yaml:5:19: max_closed_cases: 2000000000 is out of range [1000, 1000000000]"));
+  EXPECT_THAT(Errors(std::string(kMinimal) + "max_closed_cases: many\n"),
+              ElementsAre("t.yaml:4:19: max_closed_cases: expected an integer, got \"many\""));
+}
+
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   Config config = Parse(kMinimal);
   EXPECT_EQ(config.source_path, "");
@@ -267,6 +286,8 @@ TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   EXPECT_EQ(config.max_past_age, absl::Hours(24 * 3650));
   EXPECT_DOUBLE_EQ(config.max_abs_value, 1e12);
   EXPECT_EQ(config.max_open_cases, 10'000'000);
+  EXPECT_EQ(config.max_dedup_ids, 10'000'000);
+  EXPECT_EQ(config.max_closed_cases, 10'000'000);
 
   ASSERT_EQ(config.processes.size(), 1u);
   const ProcessConfig& p = config.processes[0];

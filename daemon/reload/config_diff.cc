@@ -75,6 +75,8 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.max_open_cases, b.max_open_cases, "max_open_cases");
   changes.Compare(a.state_dir, b.state_dir, "state_dir");
   changes.Compare(a.checkpoint_interval, b.checkpoint_interval, "checkpoint_interval");
+  changes.Compare(a.max_dedup_ids, b.max_dedup_ids, "max_dedup_ids");
+  changes.Compare(a.max_closed_cases, b.max_closed_cases, "max_closed_cases");
   changes.Compare(a.dimensions.names, b.dimensions.names, "dimensions.names");
   changes.Compare(a.dimensions.max_series_per_process, b.dimensions.max_series_per_process,
                   "dimensions.max_series_per_process");
