@@ -174,6 +174,9 @@ struct Config {
   // Each of `workers` workers' share of max_open_cases, rounded down so the
   // shares never add up to more (at least 1).
   size_t MaxOpenCasesPerWorker(int workers) const;
+  // `file` in state_dir (resolved against the config's folder); empty
+  // without a state_dir.
+  std::string StatePath(absl::string_view file) const;
 
   bool operator==(const Config&) const = default;
 };
