@@ -87,8 +87,9 @@ void RuleEngine::InstallRules(const RuleSet* rules) {
   active_.clear();
   for (const RuleGroup& group : rules->groups) {
     std::vector<ActiveRule>& active = active_.emplace_back();
-    for (const AlertRule& rule : group.rules)
+    for (const AlertRule& rule : group.rules) {
       active.push_back({&rule, RuleIdentity(*options_.config, group, rule)});
+    }
   }
   next_due_.assign(rules->groups.size(), absl::InfinitePast());
 }
