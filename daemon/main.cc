@@ -284,8 +284,10 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .sink = delivery->get(),
       .resend_interval = config.alerting.resend_interval,
       .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
+      .state_path = config.StatePath("alerts.state"),
+      .checkpoint_interval = config.checkpoint_interval,
   });
-  rule_engine.Start();
+  rule_engine.Start();  // restores alerts.state before its first evaluation
 
   reload::Reloader reloader({
       .config_path = config.source_path,
@@ -372,7 +374,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   WaitForTermination(signals, [&reloader] { (void)reloader.Reload("SIGHUP"); });
   (*api)->Stop();
   (*ingest)->Stop();
-  rule_engine.Stop();
+  rule_engine.Stop();  // its last checkpoint of alerts.state
   // Resolves and pages still queued get a few seconds to reach Alertmanager.
   (*delivery)->Stop(absl::Seconds(5));
   (*http)->Stop();

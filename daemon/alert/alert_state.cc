@@ -1,5 +1,8 @@
 #include "daemon/alert/alert_state.h"
 
+#include <cstdint>
+#include <limits>
+
 namespace kpid::alert {
 
 absl::string_view AlertPhaseName(AlertPhase phase) {
@@ -18,6 +21,7 @@ absl::string_view AlertPhaseName(AlertPhase phase) {
 
 Transition AlertState::Activate(absl::Time now, absl::Duration for_duration) {
   active_at_ = now;
+  pending_since_ = now;
   if (for_duration <= absl::ZeroDuration()) {
     phase_ = AlertPhase::kFiring;
     fired_at_ = now;
@@ -41,7 +45,7 @@ Transition AlertState::Evaluate(Verdict verdict, double value, absl::Time now,
         phase_ = AlertPhase::kInactive;
         return Transition::kCancelled;
       }
-      if (verdict == Verdict::kTrue && now - active_at_ >= for_duration) {
+      if (verdict == Verdict::kTrue && now - pending_since_ >= for_duration) {
         phase_ = AlertPhase::kFiring;
         fired_at_ = now;
         return Transition::kFired;
@@ -56,6 +60,47 @@ Transition AlertState::Evaluate(Verdict verdict, double value, absl::Time now,
       return Transition::kNone;
   }
   return Transition::kNone;
+}
+
+void AlertState::Resume(absl::Duration downtime) {
+  if (downtime <= absl::ZeroDuration()) return;  // a clock set back loses nothing
+  pending_since_ += downtime;
+  last_true_ += downtime;
+}
+
+void AlertState::Save(StateEncoder* out) const {
+  out->Varint(static_cast<uint64_t>(phase_));
+  out->Double(value_);
+  SaveTime(out, active_at_);
+  SaveTime(out, pending_since_);
+  SaveTime(out, last_true_);
+  SaveTime(out, fired_at_);
+  SaveTime(out, resolved_at_);
+}
+
+bool AlertState::Load(StateDecoder* in, AlertState* out) {
+  AlertState s;
+  s.phase_ = static_cast<AlertPhase>(in->Below(static_cast<uint64_t>(AlertPhase::kResolved) + 1));
+  s.value_ = in->Double();
+  s.active_at_ = LoadTime(in);
+  s.pending_since_ = LoadTime(in);
+  s.last_true_ = LoadTime(in);
+  s.fired_at_ = LoadTime(in);
+  s.resolved_at_ = LoadTime(in);
+  if (!in->ok()) return false;
+  *out = s;
+  return true;
+}
+
+void SaveTime(StateEncoder* out, absl::Time t) {
+  out->Signed(t == absl::InfinitePast() ? std::numeric_limits<int64_t>::min()
+                                        : absl::ToUnixNanos(t));
+}
+
+absl::Time LoadTime(StateDecoder* in) {
+  const int64_t nanos = in->Signed();
+  return nanos == std::numeric_limits<int64_t>::min() ? absl::InfinitePast()
+                                                      : absl::FromUnixNanos(nanos);
 }
 
 }  // namespace kpid::alert

@@ -17,6 +17,12 @@
 // "No verdict" never starts nor ends an episode: a quiet hour neither pages
 // nor resolves anyone.
 //
+// Across a restart (Save, Load, Resume): the phase and the episode's start
+// (active_at, Alertmanager's startsAt) are kept as they were; the `for` and
+// keep_firing_for clocks stop while kpid is down, so a pending alert still
+// needs the rest of its `for` held after the restart, and a firing alert the
+// rest of its keep_firing_for cleared (see "Restarts" in docs/alerting.md).
+//
 // Not thread-safe: owned by the rule engine's evaluation thread.
 #pragma once
 
@@ -24,6 +30,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "daemon/common/state_codec.h"
 
 namespace kpid::alert {
 
@@ -51,6 +58,19 @@ class AlertState {
   absl::Time active_at() const { return active_at_; }
   absl::Time fired_at() const { return fired_at_; }
   absl::Time resolved_at() const { return resolved_at_; }
+  // Where `for` is counted from: active_at, later by any downtime since.
+  absl::Time pending_since() const { return pending_since_; }
+  // The last evaluation that found the condition true (keep_firing_for
+  // counts from it), later by any downtime since.
+  absl::Time last_true() const { return last_true_; }
+
+  // The state's bytes, in the alert state file's format (see rule_engine.h).
+  void Save(StateEncoder* out) const;
+  // Reads what Save wrote; false (and `out` unchanged) on malformed input.
+  static bool Load(StateDecoder* in, AlertState* out);
+  // Stops the `for` and keep_firing_for clocks for `downtime` (the time kpid
+  // was not evaluating): both resume where they were.
+  void Resume(absl::Duration downtime);
 
  private:
   Transition Activate(absl::Time now, absl::Duration for_duration);
@@ -58,9 +78,14 @@ class AlertState {
   AlertPhase phase_ = AlertPhase::kInactive;
   double value_ = 0;
   absl::Time active_at_ = absl::InfinitePast();
+  absl::Time pending_since_ = absl::InfinitePast();
   absl::Time last_true_ = absl::InfinitePast();
   absl::Time fired_at_ = absl::InfinitePast();
   absl::Time resolved_at_ = absl::InfinitePast();
 };
+
+// Times in state files: Unix nanoseconds, InfinitePast as INT64_MIN.
+void SaveTime(StateEncoder* out, absl::Time t);
+absl::Time LoadTime(StateDecoder* in);
 
 }  // namespace kpid::alert

@@ -90,6 +90,72 @@ TEST_F(AlertStateTest, AResolvedAlertStartsANewEpisode) {
   EXPECT_EQ(At(12, kT), Transition::kFired);
 }
 
+// Save then Load in another object: the state a restarted kpid resumes.
+AlertState RoundTrip(const AlertState& state) {
+  StateEncoder e;
+  state.Save(&e);
+  const std::string bytes = e.Take();
+  StateDecoder d(bytes);
+  AlertState loaded;
+  EXPECT_TRUE(AlertState::Load(&d, &loaded));
+  EXPECT_EQ(d.remaining(), 0u);
+  return loaded;
+}
+
+TEST_F(AlertStateTest, SaveAndLoadKeepEveryClock) {
+  keep_ = absl::Seconds(3);
+  At(1, kT, 0.25);
+  At(6, kT, 0.5);   // fired
+  At(7, kF, 0.75);  // keep firing until 6 + 3
+  AlertState loaded = RoundTrip(state_);
+  EXPECT_EQ(loaded.phase(), AlertPhase::kFiring);
+  EXPECT_EQ(loaded.value(), 0.75);
+  EXPECT_EQ(loaded.active_at(), absl::FromUnixSeconds(1));
+  EXPECT_EQ(loaded.pending_since(), absl::FromUnixSeconds(1));
+  EXPECT_EQ(loaded.last_true(), absl::FromUnixSeconds(6));
+  EXPECT_EQ(loaded.fired_at(), absl::FromUnixSeconds(6));
+  EXPECT_EQ(loaded.resolved_at(), absl::InfinitePast());
+  // It behaves as the original would: resolves 3 s after the last true.
+  EXPECT_EQ(loaded.Evaluate(kF, 0, absl::FromUnixSeconds(8), for_, keep_), Transition::kNone);
+  EXPECT_EQ(loaded.Evaluate(kF, 0, absl::FromUnixSeconds(9), for_, keep_), Transition::kResolved);
+}
+
+TEST_F(AlertStateTest, ResumeStopsTheForClockForTheDowntime) {
+  At(1, kT);
+  At(3, kT);  // pending, held 2 s of 5
+  AlertState resumed = RoundTrip(state_);
+  resumed.Resume(absl::Seconds(100));                        // down from 3 to 103
+  EXPECT_EQ(resumed.active_at(), absl::FromUnixSeconds(1));  // the episode's start stays
+  EXPECT_EQ(resumed.pending_since(), absl::FromUnixSeconds(101));
+  // 2 s before + 2 s after = 4 s < 5 s; 2 + 3 = 5 s fires.
+  EXPECT_EQ(resumed.Evaluate(kT, 1, absl::FromUnixSeconds(105), for_, keep_), Transition::kNone);
+  EXPECT_EQ(resumed.Evaluate(kT, 1, absl::FromUnixSeconds(106), for_, keep_), Transition::kFired);
+  EXPECT_EQ(resumed.active_at(), absl::FromUnixSeconds(1));
+  // A clock that went back loses nothing and gains nothing.
+  AlertState back = RoundTrip(state_);
+  back.Resume(-absl::Seconds(50));
+  EXPECT_EQ(back.pending_since(), absl::FromUnixSeconds(1));
+}
+
+TEST(AlertStateLoadTest, MalformedBytesFailAndLeaveTheStateAlone) {
+  AlertState state;
+  state.Evaluate(kT, 1, absl::FromUnixSeconds(1), absl::ZeroDuration(), absl::ZeroDuration());
+  StateEncoder e;
+  state.Save(&e);
+  const std::string bytes = e.Take();
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    StateDecoder d(absl::string_view(bytes).substr(0, n));
+    AlertState out;
+    EXPECT_FALSE(AlertState::Load(&d, &out)) << n;
+    EXPECT_EQ(out.phase(), AlertPhase::kInactive);
+  }
+  std::string bad_phase = bytes;
+  bad_phase[0] = 4;  // one past kResolved
+  StateDecoder d(bad_phase);
+  AlertState out;
+  EXPECT_FALSE(AlertState::Load(&d, &out));
+}
+
 TEST(AlertPhaseName, Names) {
   EXPECT_EQ(AlertPhaseName(AlertPhase::kInactive), "inactive");
   EXPECT_EQ(AlertPhaseName(AlertPhase::kPending), "pending");

@@ -1,13 +1,17 @@
 #include "daemon/alert/rule_engine.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/aggregate/kpi_reading.h"
 #include "daemon/common/duration.h"
 #include "daemon/common/log.h"
+#include "daemon/common/state_codec.h"
+#include "daemon/common/state_file.h"
 #include "daemon/export/metric_builder.h"
 
 namespace kpid::alert {
@@ -23,11 +27,18 @@ std::string Fingerprint(const std::map<std::string, std::string>& labels) {
 
 }  // namespace
 
-std::string RuleIdentity(const RuleGroup& group, const AlertRule& rule) {
+std::string RuleIdentity(const model::Config& config, const RuleGroup& group,
+                         const AlertRule& rule) {
+  // By name (process, stage, window), not by index into the config: state
+  // files carry identities over to a config with processes added or reordered.
   // Fields joined with separators no YAML scalar of a valid rule contains.
-  std::string id = absl::StrCat(group.name, "\x1f", rule.name, "\x1f", rule.process, "\x1f",
-                                rule.stage ? absl::StrCat(*rule.stage) : "*", "\x1f", rule.kpi,
-                                "\x1f", rule.window ? absl::StrCat(*rule.window) : "-", "\x1f");
+  const model::ProcessConfig& process = config.processes[static_cast<size_t>(rule.process)];
+  std::string id = absl::StrCat(
+      group.name, "\x1f", rule.name, "\x1f", process.id, "\x1f",
+      rule.stage ? process.stages[static_cast<size_t>(*rule.stage)].id : "*", "\x1f", rule.kpi,
+      "\x1f",
+      rule.window ? FormatPromDuration(config.windows[static_cast<size_t>(*rule.window)]) : "-",
+      "\x1f");
   for (const std::string& by : rule.by) absl::StrAppend(&id, by, "\x1e");
   absl::StrAppend(&id, "\x1f");
   for (const auto& [name, t] : rule.labels) absl::StrAppend(&id, name, "\x1d", t.text, "\x1e");
@@ -46,17 +57,27 @@ RuleEngine::RuleEngine(Options options)
 RuleEngine::~RuleEngine() { Stop(); }
 
 void RuleEngine::Start() {
+  if (!options_.state_path.empty()) RestoreStateFile(absl::Now());
   thread_ = std::thread([this] { Run(); });
 }
 
 void RuleEngine::Stop() {
   stop_.store(true, std::memory_order_release);
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  thread_.join();
+  // After the last evaluation: a clean restart loses nothing.
+  if (!options_.state_path.empty()) Checkpoint(absl::Now());
 }
 
 void RuleEngine::Run() {
+  absl::Time next_checkpoint = absl::Now() + options_.checkpoint_interval;
   while (!stop_.load(std::memory_order_acquire)) {
-    EvaluateDue(absl::Now());
+    const absl::Time now = absl::Now();
+    EvaluateDue(now);
+    if (!options_.state_path.empty() && now >= next_checkpoint) {
+      Checkpoint(now);
+      next_checkpoint = now + options_.checkpoint_interval;
+    }
     absl::SleepFor(kChangePoll);
   }
 }
@@ -66,7 +87,9 @@ void RuleEngine::InstallRules(const RuleSet* rules) {
   active_.clear();
   for (const RuleGroup& group : rules->groups) {
     std::vector<ActiveRule>& active = active_.emplace_back();
-    for (const AlertRule& rule : group.rules) active.push_back({&rule, RuleIdentity(group, rule)});
+    for (const AlertRule& rule : group.rules) {
+      active.push_back({&rule, RuleIdentity(*options_.config, group, rule)});
+    }
   }
   next_due_.assign(rules->groups.size(), absl::InfinitePast());
 }
@@ -106,19 +129,23 @@ RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
         ++it;
         continue;
       }
-      if (it->second.state.phase() == AlertPhase::kFiring) {
-        // Its rule will never resolve it: resolve it now rather than leave
-        // it firing in Alertmanager until its endsAt runs out.
-        AlertNotification n = Notification(it->second, wall_now);
-        n.ends_at = wall_now;
-        out.push_back(std::move(n));
-        ++result.resolved;
-      }
+      result.resolved += ResolveOrphan(it->second, wall_now, &out);
       it = instances_.erase(it);
     }
   }
   Send(std::move(out));
   return result;
+}
+
+bool RuleEngine::ResolveOrphan(const Instance& instance, absl::Time wall_now,
+                               std::vector<AlertNotification>* out) const {
+  if (instance.state.phase() != AlertPhase::kFiring) return false;
+  // Its rule will never resolve it: resolve it now rather than leave it
+  // firing in Alertmanager until its endsAt runs out.
+  AlertNotification n = Notification(instance, wall_now);
+  n.ends_at = wall_now;
+  out->push_back(std::move(n));
+  return true;
 }
 
 void RuleEngine::RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now) {
@@ -148,6 +175,7 @@ void RuleEngine::EvaluateAll(absl::Time wall_now) {
     for (const auto& group : active_) {
       for (const ActiveRule& active : group) EvaluateRule(active, wall_now, &out);
     }
+    ResendFiring(wall_now, &out);
   }
   Send(std::move(out));
 }
@@ -172,8 +200,23 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
         }
       }
     }
+    ResendFiring(wall_now, &out);
   }
   Send(std::move(out));
+}
+
+void RuleEngine::ResendFiring(absl::Time wall_now, std::vector<AlertNotification>* out) {
+  // Over every instance, not only those just evaluated: a firing alert of a
+  // group with a long interval, or one restored whose series has no data
+  // yet, must still be re-sent before its endsAt runs out in Alertmanager.
+  for (auto& [key, instance] : instances_) {
+    if (instance.state.phase() != AlertPhase::kFiring ||
+        wall_now - instance.last_sent < resend_interval_) {
+      continue;
+    }
+    out->push_back(Notification(instance, wall_now));
+    instance.last_sent = wall_now;
+  }
 }
 
 void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
@@ -296,11 +339,7 @@ void RuleEngine::Apply(const ActiveRule& active, std::map<std::string, std::stri
       instances_.erase(it);
       return;
     default:
-      if (instance.state.phase() == AlertPhase::kFiring &&
-          wall_now - instance.last_sent >= resend_interval_) {
-        out->push_back(Notification(instance, wall_now));
-        instance.last_sent = wall_now;
-      }
+      break;  // re-sends: ResendFiring
   }
 }
 
@@ -315,6 +354,153 @@ AlertNotification RuleEngine::Notification(const Instance& instance, absl::Time 
   n.ends_at = instance.state.phase() == AlertPhase::kResolved ? instance.state.resolved_at()
                                                               : wall_now + 4 * resend_interval_;
   return n;
+}
+
+std::string RuleEngine::SaveState(absl::Time wall_now) const {
+  StateEncoder e;
+  SaveTime(&e, wall_now);
+  kpid::MutexLock lock(&mu_);
+  e.Varint(instances_.size());
+  for (const auto& [key, instance] : instances_) {
+    e.String(instance.rule);
+    for (const auto* map : {&instance.labels, &instance.annotations}) {
+      e.Varint(map->size());
+      for (const auto& [name, value] : *map) {
+        e.String(name);
+        e.String(value);
+      }
+    }
+    instance.state.Save(&e);
+  }
+  return e.Take();
+}
+
+absl::StatusOr<AlertStateRestore> RuleEngine::RestoreState(uint32_t version,
+                                                           absl::string_view payload,
+                                                           absl::Time wall_now) {
+  if (version != kAlertStateVersion) {
+    return absl::DataLossError(absl::StrCat(
+        "alert state version ", version, " is not one this kpid reads (", kAlertStateVersion, ")"));
+  }
+  StateDecoder d(payload);
+  const absl::Time saved_at = LoadTime(&d);
+  // An instance takes at least: 3 one-byte counts or lengths, then the
+  // state's phase, value (8 bytes) and 5 times.
+  const size_t count = d.Count(3 + 1 + 8 + 5);
+  std::vector<Instance> loaded;
+  loaded.reserve(count);
+  for (size_t i = 0; i < count && d.ok(); ++i) {
+    Instance& instance = loaded.emplace_back();
+    instance.rule = d.String();
+    for (auto* map : {&instance.labels, &instance.annotations}) {
+      const size_t n = d.Count(2);
+      for (size_t j = 0; j < n && d.ok(); ++j) {
+        std::string name = d.String();
+        (*map)[std::move(name)] = d.String();
+      }
+    }
+    // Readers (Collect) need the alert name of every instance.
+    if (instance.labels.count("alertname") == 0) d.Invalidate();
+    if (!AlertState::Load(&d, &instance.state)) d.Invalidate();
+  }
+  if (saved_at == absl::InfinitePast()) d.Invalidate();
+  if (!d.ok() || d.remaining() != 0) {
+    return absl::DataLossError("malformed alert state (truncated or corrupt)");
+  }
+
+  AlertStateRestore result;
+  result.downtime = std::max(wall_now - saved_at, absl::ZeroDuration());
+  kpid::MutexLock eval_lock(&eval_mu_);
+  std::set<std::string> ids;
+  for (const auto& group : active_) {
+    for (const ActiveRule& active : group) ids.insert(active.identity);
+  }
+  std::vector<AlertNotification> out;
+  {
+    kpid::MutexLock lock(&mu_);
+    instances_.clear();
+    for (Instance& instance : loaded) {
+      if (ids.count(instance.rule) == 0) {
+        ++result.dropped;
+        result.resolved += ResolveOrphan(instance, wall_now, &out);
+        continue;
+      }
+      instance.state.Resume(result.downtime);
+      // Whether the last send before the restart was delivered is unknown:
+      // send again at once (Alertmanager merges it into the alert it has).
+      instance.last_sent = absl::InfinitePast();
+      std::string key = Fingerprint(instance.labels);
+      instances_[std::move(key)] = std::move(instance);
+      ++result.restored;
+    }
+  }
+  Send(std::move(out));
+  return result;
+}
+
+void RuleEngine::RestoreStateFile(absl::Time wall_now) {
+  const std::string& path = options_.state_path;
+  std::error_code error;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), error);
+  if (error) {
+    log::Error("cannot create the state folder", {{"path", path}, {"error", error.message()}});
+  }
+  bool restored = false;
+  bool rejected = false;
+  // The current file, else its .prev; and .prev again when the current
+  // file's envelope is sound but its payload is not.
+  for (std::string next = path; !next.empty() && !restored;) {
+    StateFileRead read = ReadStateFile(next, kAlertStateKind);
+    next.clear();
+    for (const absl::Status& bad : read.rejected) {
+      log::Error("alert state file rejected", {{"error", bad.message()}});
+      restores_corrupt_.fetch_add(1, std::memory_order_relaxed);
+      rejected = true;
+    }
+    if (!read.file) break;
+    absl::StatusOr<AlertStateRestore> r =
+        RestoreState(read.file->version, read.file->payload, wall_now);
+    if (!r.ok()) {
+      log::Error("alert state file rejected",
+                 {{"path", read.file->path}, {"error", r.status().message()}});
+      restores_corrupt_.fetch_add(1, std::memory_order_relaxed);
+      rejected = true;
+      if (read.file->path == path) next = absl::StrCat(path, ".prev");
+      continue;
+    }
+    restored = true;
+    restores_restored_.fetch_add(1, std::memory_order_relaxed);
+    restore_dropped_.fetch_add(r->dropped, std::memory_order_relaxed);
+    log::Info("alert state restored", {{"path", read.file->path},
+                                       {"alerts", absl::StrCat(r->restored)},
+                                       {"dropped", absl::StrCat(r->dropped)},
+                                       {"resolved", absl::StrCat(r->resolved)},
+                                       {"downtime", absl::FormatDuration(r->downtime)}});
+  }
+  if (restored) return;
+  if (rejected) {
+    log::Warn("starting with no alert state", {{"path", path}});
+  } else {
+    restores_missing_.fetch_add(1, std::memory_order_relaxed);
+    log::Info("no alert state to restore (first start)", {{"path", path}});
+  }
+}
+
+void RuleEngine::Checkpoint(absl::Time wall_now) {
+  const std::string payload = SaveState(wall_now);
+  MutexLock lock(&checkpoint_mu_);
+  const absl::Status s =
+      WriteStateFile(options_.state_path, kAlertStateKind, kAlertStateVersion, payload);
+  if (s.ok()) {
+    checkpoints_ok_.fetch_add(1, std::memory_order_relaxed);
+    if (checkpoint_failing_) log::Info("alert state checkpoints work again");
+    checkpoint_failing_ = false;
+    return;
+  }
+  checkpoints_failed_.fetch_add(1, std::memory_order_relaxed);
+  // Once per failing spell: the metric counts every failure.
+  if (!checkpoint_failing_) log::Error("alert state checkpoint failed", {{"error", s.message()}});
+  checkpoint_failing_ = true;
 }
 
 std::vector<AlertView> RuleEngine::Alerts() const {
@@ -340,7 +526,35 @@ std::vector<prometheus::MetricFamily> RuleEngine::Collect() const {
     }
     exporter::AddGauge(&family, std::move(labels), 1);
   }
-  return {std::move(family)};
+  std::vector<prometheus::MetricFamily> families;
+  families.push_back(std::move(family));
+  if (options_.state_path.empty()) return families;
+
+  auto count = [](const std::atomic<uint64_t>& n) {
+    return static_cast<double>(n.load(std::memory_order_relaxed));
+  };
+  prometheus::MetricFamily restores = exporter::Family(
+      "kpid_alert_state_restores_total",
+      "Alert state restores at start: restored (a state file), corrupt (a file rejected), "
+      "missing (no file).",
+      prometheus::MetricType::Counter);
+  exporter::AddCounter(&restores, {{"result", "restored"}}, count(restores_restored_));
+  exporter::AddCounter(&restores, {{"result", "corrupt"}}, count(restores_corrupt_));
+  exporter::AddCounter(&restores, {{"result", "missing"}}, count(restores_missing_));
+  families.push_back(std::move(restores));
+  prometheus::MetricFamily checkpoints =
+      exporter::Family("kpid_alert_state_checkpoints_total", "Alert state checkpoints written.",
+                       prometheus::MetricType::Counter);
+  exporter::AddCounter(&checkpoints, {{"result", "ok"}}, count(checkpoints_ok_));
+  exporter::AddCounter(&checkpoints, {{"result", "failed"}}, count(checkpoints_failed_));
+  families.push_back(std::move(checkpoints));
+  prometheus::MetricFamily dropped = exporter::Family(
+      "kpid_alert_state_dropped_total",
+      "Restored alert instances dropped because their rule is no longer configured.",
+      prometheus::MetricType::Counter);
+  exporter::AddCounter(&dropped, {}, count(restore_dropped_));
+  families.push_back(std::move(dropped));
+  return families;
 }
 
 }  // namespace kpid::alert

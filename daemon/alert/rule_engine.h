@@ -31,6 +31,26 @@
 // and labels whatever the expression, a retuned rule keeps its alerts and the
 // next evaluation judges them by the new tuning.
 //
+// Restarts (with `state_path`): Start restores the alert instances of the
+// state file before the first evaluation, the engine thread checkpoints them
+// every `checkpoint_interval` and Stop once more after the last evaluation.
+// An instance keeps its phase and its episode's start (startsAt), so a
+// firing alert is re-sent at the first evaluation after the restart with the
+// same labels and startsAt and Alertmanager, which already has it, does not
+// notify again; the `for` and keep_firing_for clocks stop while kpid is down
+// (AlertState::Resume). Instances are matched to the rules by RuleIdentity,
+// as on a reload; those of rules that are gone are dropped and counted, and
+// the firing ones among them sent resolved, as a reload does. A
+// file that cannot be used is logged and counted, and the engine starts
+// from the previous checkpoint (<path>.prev) or with no alerts.
+//
+// State file payload, version 1 (daemon/common/state_codec.h alphabet):
+//   saved_at (signed varint, Unix ns) | instance count (varint) | per
+//   instance: rule identity (string) | labels (count, then name, value
+//   strings) | annotations (likewise) | AlertState::Save: phase (varint),
+//   value (double), active_at, pending_since, last_true, fired_at,
+//   resolved_at (signed varints, Unix ns, INT64_MIN for none).
+//
 // Thread-safety: Evaluate* and ReplaceRules may be called from any thread;
 // they are serialized (evaluate + send, or swap + send, happen as one step,
 // so a notification computed under the old rules never reaches the sink
@@ -47,6 +67,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/alert/alert_state.h"
@@ -69,9 +91,23 @@ struct RuleReplacement {
   size_t resolved = 0;  // firing instances of removed rules, sent resolved
 };
 
-// A rule's identity across rule replacements (see RuleEngine): group, alert
-// name, process, stage, kpi, window, by and labels; not the tuning.
-std::string RuleIdentity(const RuleGroup& group, const AlertRule& rule);
+// What RestoreState did, for the logs.
+struct AlertStateRestore {
+  size_t restored = 0;      // instances whose rule is still there
+  size_t dropped = 0;       // instances of rules that are gone
+  size_t resolved = 0;      // firing ones of those, sent resolved
+  absl::Duration downtime;  // from the checkpoint to the restore
+};
+
+// A rule's identity across rule replacements and restarts (see RuleEngine):
+// group, alert name, process, stage, kpi, window, by and labels, by name;
+// not the tuning.
+std::string RuleIdentity(const model::Config& config, const RuleGroup& group,
+                         const AlertRule& rule);
+
+// The state file's kind and the payload version this kpid writes.
+inline constexpr absl::string_view kAlertStateKind = "alerts";
+inline constexpr uint32_t kAlertStateVersion = 1;
 
 // One alert instance as readers see it.
 struct AlertView {
@@ -93,12 +129,17 @@ class RuleEngine : public prometheus::Collectable {
     AlertSink* sink = nullptr;  // may be null: states only
     absl::Duration resend_interval = absl::Minutes(1);
     std::string generator_url;
+    // Durable alert state (see above); empty: none.
+    std::string state_path = "";  // = "": designated initializers may leave it out
+    absl::Duration checkpoint_interval = absl::Seconds(10);
   };
 
   explicit RuleEngine(Options options);
   ~RuleEngine() override;  // Stop()
 
+  // Restores the state file (with state_path), then starts the engine thread.
   void Start();
+  // Stops the engine thread, then checkpoints (with state_path). Idempotent.
   void Stop();
 
   // Evaluates every rule now (tests; the engine thread uses the finer calls).
@@ -117,9 +158,27 @@ class RuleEngine : public prometheus::Collectable {
   // next resend, and re-send every `resend_interval` from now on.
   void RedeliverFiring(absl::Duration resend_interval, absl::Time wall_now);
 
+  // The alert instances as a state file payload (kAlertStateVersion).
+  std::string SaveState(absl::Time wall_now) const;
+  // Replaces the alert instances by those of a payload SaveState wrote
+  // (`version` from the state file), keeping those whose rule is still there;
+  // DataLoss (and no change) when the payload is malformed or of a newer
+  // version. Firing instances are re-sent at the next evaluation; the firing
+  // instances of rules that are gone are sent resolved before this returns.
+  absl::StatusOr<AlertStateRestore> RestoreState(uint32_t version, absl::string_view payload,
+                                                 absl::Time wall_now);
+  // Restores `state_path` (or its .prev), logging and counting what happened.
+  void RestoreStateFile(absl::Time wall_now);
+  // Writes the state to `state_path`, logging and counting failures.
+  void Checkpoint(absl::Time wall_now);
+
   std::vector<AlertView> Alerts() const;
   // kpid_alerts{alertname, state, process, stage, <by dims>} 1 for every
-  // pending or firing instance, like Prometheus' ALERTS.
+  // pending or firing instance, like Prometheus' ALERTS. With state_path
+  // also kpid_alert_state_restores_total{result="restored|corrupt|missing"}
+  // (a state file restored; a file rejected as corrupt or unreadable; no
+  // file at all), kpid_alert_state_checkpoints_total{result="ok|failed"} and
+  // kpid_alert_state_dropped_total (restored instances whose rule is gone).
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
@@ -146,6 +205,13 @@ class RuleEngine : public prometheus::Collectable {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
   AlertNotification Notification(const Instance& instance, absl::Time wall_now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
+  // Sends `instance` (of a rule that is gone) resolved if it was firing.
+  bool ResolveOrphan(const Instance& instance, absl::Time wall_now,
+                     std::vector<AlertNotification>* out) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
+  // Firing instances not sent for a resend interval, evaluated or not.
+  void ResendFiring(absl::Time wall_now, std::vector<AlertNotification>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
   void Send(std::vector<AlertNotification> out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
   void Run();
 
@@ -166,6 +232,16 @@ class RuleEngine : public prometheus::Collectable {
 
   std::atomic<bool> stop_{false};
   std::thread thread_;
+
+  // Serializes checkpoints (the state file's writes are not thread-safe).
+  kpid::Mutex checkpoint_mu_;
+  bool checkpoint_failing_ ABSL_GUARDED_BY(checkpoint_mu_) = false;  // logs a failure once
+  std::atomic<uint64_t> restores_restored_{0};
+  std::atomic<uint64_t> restores_corrupt_{0};
+  std::atomic<uint64_t> restores_missing_{0};
+  std::atomic<uint64_t> checkpoints_ok_{0};
+  std::atomic<uint64_t> checkpoints_failed_{0};
+  std::atomic<uint64_t> restore_dropped_{0};
 };
 
 }  // namespace kpid::alert

@@ -211,6 +211,9 @@ struct Config {
   // Likewise for max_dedup_ids and max_closed_cases.
   size_t MaxDedupIdsPerWorker(int workers) const;
   size_t MaxClosedCasesPerWorker(int workers) const;
+  // `file` in state_dir (resolved against the config's folder); empty
+  // without a state_dir.
+  std::string StatePath(absl::string_view file) const;
 
   bool operator==(const Config&) const = default;
 };

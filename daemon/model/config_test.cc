@@ -249,6 +249,15 @@ TEST(ConfigTest, DedupBoundsAreDaemonWideSplitAcrossWorkers) {
               ElementsAre("t.yaml:4:19: max_closed_cases: expected an integer, got \"many\""));
 }
 
+TEST(ConfigTest, StatePathIsRelativeToTheConfigsFolder) {
+  Config config = Parse(std::string(kMinimal) + "state_dir: state\n");
+  config.source_path = "/etc/kpid/kpid.yaml";
+  EXPECT_EQ(config.StatePath("alerts.state"), "/etc/kpid/state/alerts.state");
+  config.state_dir = "/var/lib/kpid";
+  EXPECT_EQ(config.StatePath("alerts.state"), "/var/lib/kpid/alerts.state");
+  EXPECT_EQ(Parse(kMinimal).StatePath("alerts.state"), "");
+}
+
 TEST(ConfigTest, DefaultsWhenKeysAreAbsent) {
   Config config = Parse(kMinimal);
   EXPECT_EQ(config.source_path, "");
