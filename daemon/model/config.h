@@ -121,6 +121,21 @@ struct AlertingConfig {
   bool operator==(const AlertingConfig&) const = default;
 };
 
+// A listener's `tls:` section. The files are PEM, relative to the config's
+// folder; they are read and checked (a key that matches the certificate, CA
+// certificates that parse) by tls::LoadServerTls, not by the parser.
+struct TlsConfig {
+  std::string cert_file;  // the server's certificate, then any intermediates
+  std::string key_file;   // its private key (unencrypted)
+  // Set: clients must present a certificate signed by one of these CAs
+  // (mutual TLS). Empty: any client may connect.
+  std::string client_ca_file;
+
+  // No `tls:` section: the listener speaks plaintext.
+  bool enabled() const { return !cert_file.empty(); }
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
@@ -130,7 +145,9 @@ struct Config {
   // trimmed>". A file, so the secret stays out of the config. Relative to
   // the config's folder.
   std::string reload_token_file;
+  TlsConfig http_tls;  // `http.tls`
   std::string grpc_listen = "0.0.0.0:50051";
+  TlsConfig grpc_tls;  // `grpc.tls`
   ClockMode clock = ClockMode::kWall;
   std::vector<absl::Duration> windows;  // ascending
   absl::Duration retention = absl::Hours(24 * 15);
@@ -177,6 +194,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view fil
 
 // Reads and parses a file.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// `path` as the daemon opens it: relative paths are relative to the folder of
+// the config file (config.source_path), like the rule globs.
+std::string PathNextToConfig(const Config& config, const std::string& path);
 
 // "host:port" with a port in [0, 65535]; host may be empty, a name, an IPv4
 // address or a bracketed IPv6 address.

@@ -53,7 +53,9 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.kafka.max_message_bytes, b.kafka.max_message_bytes, "kafka.max_message_bytes");
   changes.Compare(a.kafka.properties, b.kafka.properties, "kafka.properties");
   changes.Compare(a.http_listen, b.http_listen, "http.listen");
+  changes.Compare(a.http_tls, b.http_tls, "http.tls");
   changes.Compare(a.grpc_listen, b.grpc_listen, "grpc.listen");
+  changes.Compare(a.grpc_tls, b.grpc_tls, "grpc.tls");
   changes.Compare(a.clock, b.clock, "clock");
   changes.Compare(a.windows, b.windows, "windows");
   changes.Compare(a.retention, b.retention, "retention");

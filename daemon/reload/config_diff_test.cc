@@ -84,6 +84,15 @@ TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
   EXPECT_THAT(RestartRequiredChanges(running, Edited("127.0.0.1:9464", "127.0.0.1:9465")),
               ElementsAre("http.listen"));
   EXPECT_THAT(
+      RestartRequiredChanges(
+          running, Edited(R"(listen: "127.0.0.1:9464"})",
+                          R"(listen: "127.0.0.1:9464", tls: {cert_file: c, key_file: k}})")),
+      ElementsAre("http.tls"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("retention: 1d",
+                                                     "retention: 1d\ngrpc: {tls: {cert_file: c, "
+                                                     "key_file: k, client_ca_file: ca}}")),
+              ElementsAre("grpc.tls"));
+  EXPECT_THAT(
       RestartRequiredChanges(running, Edited("retention: 1d", "retention: 2d\nclock: event")),
       ElementsAre("clock", "retention"));
   EXPECT_THAT(RestartRequiredChanges(
