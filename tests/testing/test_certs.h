@@ -1,0 +1,30 @@
+// A throwaway PKI for TLS tests, made with the `openssl` command line tool at
+// test time (no key material is checked in): a CA, a server certificate for
+// localhost / 127.0.0.1 and a client certificate, both signed by the CA, and
+// a second CA that signed nothing kpid trusts.
+//
+//   absl::StatusOr<TestCerts> certs = MakeTestCerts(MakeTempDir("tls"));
+//   ASSERT_TRUE(certs.ok()) << certs.status();
+//   config += "  tls: {cert_file: " + certs->server_cert + ", key_file: " + ...;
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace kpid::testing {
+
+struct TestCerts {
+  std::string ca_cert;      // signed server_cert and client_cert
+  std::string server_cert;  // CN=localhost, SAN DNS:localhost, IP:127.0.0.1
+  std::string server_key;
+  std::string client_cert;  // CN=kpid-test-client, for mutual TLS
+  std::string client_key;
+  std::string other_ca_cert;  // a CA unrelated to the others
+  std::string other_ca_key;
+};
+
+// Writes the files into `dir` (EC P-256 keys, PEM, valid for two days).
+absl::StatusOr<TestCerts> MakeTestCerts(const std::string& dir);
+
+}  // namespace kpid::testing
