@@ -23,6 +23,16 @@ void SetServing(grpc::Server* server, bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
+std::shared_ptr<grpc::ServerCredentials> Credentials(const std::optional<tls::ServerTls>& tls) {
+  if (!tls) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      tls->requires_client_cert() ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_root_certs = tls->client_ca_pem;
+  ssl.pem_key_cert_pairs.push_back({tls->private_key_pem, tls->cert_chain_pem});
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 ApiServer::ApiServer(Options options) : options_(std::move(options)), service_(options_.service) {}
@@ -37,7 +47,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(Options options) {
   // gRPC sets SO_REUSEPORT by default: a second kpid on the same port would
   // start and silently take half the calls. Fail like the HTTP listener does.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(server->options_.listen, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(server->options_.listen, Credentials(server->options_.tls),
                            &server->port_);
   builder.RegisterService(&server->service_);
   server->server_ = builder.BuildAndStart();
@@ -46,8 +56,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(Options options) {
   }
   SetServing(server->server_.get(), false);
   server->readiness_thread_ = std::thread([s = server.get()] { s->WatchReadiness(); });
-  log::Info("grpc server listening",
-            {{"listen", server->options_.listen}, {"port", absl::StrCat(server->port_)}});
+  log::Info("grpc server listening", {{"listen", server->options_.listen},
+                                      {"port", absl::StrCat(server->port_)},
+                                      {"tls", server->options_.tls ? "on" : "off"}});
   return server;
 }
 

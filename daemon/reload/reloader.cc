@@ -1,5 +1,7 @@
 #include "daemon/reload/reloader.h"
 
+#include <tuple>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/common/log.h"
@@ -8,17 +10,6 @@
 #include "daemon/reload/config_diff.h"
 
 namespace kpid::reload {
-namespace {
-
-// Relative to the config file's folder, like the rule globs.
-std::string ResolveNextToConfig(const model::Config& config, const std::string& path) {
-  if (path.empty() || path.front() == '/') return path;
-  const size_t slash = config.source_path.rfind('/');
-  return slash == std::string::npos ? path : config.source_path.substr(0, slash + 1) + path;
-}
-
-}  // namespace
-
 absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path) {
   absl::StatusOr<model::Config> config = model::LoadConfigFile(path);
   if (!config.ok()) return config.status();
@@ -29,11 +20,18 @@ absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path) {
   std::string token;
   if (!config->reload_token_file.empty()) {
     absl::StatusOr<std::string> read =
-        ReadTokenFile(ResolveNextToConfig(*config, config->reload_token_file));
+        ReadTokenFile(model::PathNextToConfig(*config, config->reload_token_file));
     if (!read.ok()) return read.status();
     token = *std::move(read);
   }
-  return LoadedConfig{*std::move(config), *std::move(rules), std::move(token)};
+  absl::StatusOr<std::optional<tls::ServerTls>> http_tls =
+      tls::LoadServerTls(*config, config->http_tls, "http.tls");
+  if (!http_tls.ok()) return http_tls.status();
+  absl::StatusOr<std::optional<tls::ServerTls>> grpc_tls =
+      tls::LoadServerTls(*config, config->grpc_tls, "grpc.tls");
+  if (!grpc_tls.ok()) return grpc_tls.status();
+  return LoadedConfig{*std::move(config), *std::move(rules), std::move(token), *std::move(http_tls),
+                      *std::move(grpc_tls)};
 }
 
 Reloader::Reloader(Options options)
@@ -42,6 +40,8 @@ Reloader::Reloader(Options options)
       replace_alerting_(std::move(options.replace_alerting)),
       now_(std::move(options.now)),
       running_(std::move(options.running.config)),
+      http_tls_(std::move(options.running.http_tls)),
+      grpc_tls_(std::move(options.running.grpc_tls)),
       token_(std::move(options.running.reload_token)),
       last_success_(now_()) {}
 
@@ -78,6 +78,16 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
   {
     absl::MutexLock lock(&token_mu_);
     token_ = std::move(loaded.reload_token);
+  }
+  // The listeners keep the identity they started with (see config_diff.h);
+  // say so rather than let a rotated certificate look applied.
+  for (const auto& [key, served, on_disk] :
+       {std::tuple{"http.tls", &http_tls_, &loaded.http_tls},
+        std::tuple{"grpc.tls", &grpc_tls_, &loaded.grpc_tls}}) {
+    if (*served != *on_disk) {
+      log::Warn("TLS files changed on disk: they are served from the next restart",
+                {{"key", key}, {"cert_file", *on_disk ? (*on_disk)->cert_file : ""}});
+    }
   }
   running_ = std::move(loaded.config);
   log::Info("configuration reloaded", {{"trigger", trigger},
