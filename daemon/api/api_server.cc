@@ -9,6 +9,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_builder.h"
 
 namespace kpid::api {
@@ -23,14 +25,24 @@ void SetServing(grpc::Server* server, bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
+// gRPC's file-watching provider re-reads the files every refresh_interval
+// and serves a rotated certificate to new connections, as the HTTP listener
+// does (tls::IdentityWatcher). The files were checked by LoadServerTls.
 std::shared_ptr<grpc::ServerCredentials> Credentials(const std::optional<tls::ServerTls>& tls) {
   if (!tls) return grpc::InsecureServerCredentials();
-  grpc::SslServerCredentialsOptions ssl(
-      tls->requires_client_cert() ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-                                  : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  ssl.pem_root_certs = tls->client_ca_pem;
-  ssl.pem_key_cert_pairs.push_back({tls->private_key_pem, tls->cert_chain_pem});
-  return grpc::SslServerCredentials(ssl);
+  const auto refresh_seconds = static_cast<unsigned int>(
+      absl::ToInt64Seconds(absl::Ceil(tls->refresh_interval, absl::Seconds(1))));
+  auto files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      tls->key_file, tls->cert_file, tls->client_ca_file, refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions options(files);
+  options.watch_identity_key_cert_pairs();
+  if (tls->requires_client_cert()) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
 }
 
 }  // namespace

@@ -13,7 +13,9 @@
 // server's own thread.
 //
 // With options.tls every service on the port is served over TLS only, and
-// with a client CA only to clients presenting a certificate it signed.
+// with a client CA only to clients presenting a certificate it signed; the
+// files are re-read every tls.refresh_interval, so new connections get a
+// rotated certificate without a restart.
 //
 // Start and Stop from one thread (main).
 #pragma once

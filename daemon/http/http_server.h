@@ -7,7 +7,8 @@
 //   int port = (*server)->port();                           // the bound port (listen :0)
 //
 // With options.tls the listener speaks HTTPS only (and with a client CA,
-// only to clients presenting a certificate it signed).
+// only to clients presenting a certificate it signed), and serves rotated
+// certificate files from new connections (tls::IdentityWatcher).
 //
 // Requests are served on cpp-httplib's thread pool; collectables must be
 // safe to call from any thread and must not block event processing.
@@ -66,9 +67,12 @@ class HttpServer {
   // Hands a sent body back for the next render to write into.
   void RecycleBody(std::string body) const;
 
-  HttpServer(Options options, std::unique_ptr<httplib::Server> server);
+  HttpServer(Options options, std::unique_ptr<tls::IdentityWatcher> identity,
+             std::unique_ptr<httplib::Server> server);
 
   Options options_;
+  // With options.tls; the server's TLS context points at it, so it goes last.
+  std::unique_ptr<tls::IdentityWatcher> identity_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

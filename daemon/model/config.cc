@@ -223,6 +223,11 @@ class ConfigParser {
       }
       *file = *std::move(value);
     }
+    tls->refresh_interval = r.Duration("refresh_interval", tls->refresh_interval);
+    if (YAML::Node n = r.Child("refresh_interval");
+        n.IsDefined() && tls->refresh_interval < absl::Seconds(1)) {
+      diag_.Error(n.Mark(), absl::StrCat(what, ".refresh_interval: must be at least 1s"));
+    }
   }
 
   void ParseClock(const YAML::Node& node, ClockMode* clock) {

@@ -123,13 +123,17 @@ struct AlertingConfig {
 
 // A listener's `tls:` section. The files are PEM, relative to the config's
 // folder; they are read and checked (a key that matches the certificate, CA
-// certificates that parse) by tls::LoadServerTls, not by the parser.
+// certificates that parse) by tls::LoadServerTls, not by the parser, and
+// watched while kpid runs.
 struct TlsConfig {
   std::string cert_file;  // the server's certificate, then any intermediates
   std::string key_file;   // its private key (unencrypted)
   // Set: clients must present a certificate signed by one of these CAs
   // (mutual TLS). Empty: any client may connect.
   std::string client_ca_file;
+  // How often the files are checked for a rotated certificate, which new
+  // connections then get without a restart.
+  absl::Duration refresh_interval = absl::Minutes(1);
 
   // No `tls:` section: the listener speaks plaintext.
   bool enabled() const { return !cert_file.empty(); }

@@ -172,12 +172,17 @@ TEST(ConfigTest, TlsSections) {
                         "http: {tls: {cert_file: h.crt, key_file: h.key}}\n"
                         "grpc:\n"
                         "  listen: \":50051\"\n"
-                        "  tls: {cert_file: /g.crt, key_file: g.key, client_ca_file: ca.crt}\n");
-  EXPECT_EQ(config.http_tls,
-            (TlsConfig{.cert_file = "h.crt", .key_file = "h.key", .client_ca_file = ""}));
+                        "  tls: {cert_file: /g.crt, key_file: g.key, client_ca_file: ca.crt,\n"
+                        "        refresh_interval: 10s}\n");
+  EXPECT_EQ(config.http_tls, (TlsConfig{.cert_file = "h.crt",
+                                        .key_file = "h.key",
+                                        .client_ca_file = "",
+                                        .refresh_interval = absl::Minutes(1)}));
   EXPECT_TRUE(config.http_tls.enabled());
-  EXPECT_EQ(config.grpc_tls,
-            (TlsConfig{.cert_file = "/g.crt", .key_file = "g.key", .client_ca_file = "ca.crt"}));
+  EXPECT_EQ(config.grpc_tls, (TlsConfig{.cert_file = "/g.crt",
+                                        .key_file = "g.key",
+                                        .client_ca_file = "ca.crt",
+                                        .refresh_interval = absl::Seconds(10)}));
   // No section, or an empty one: plaintext.
   EXPECT_FALSE(Parse(kMinimal).http_tls.enabled());
   EXPECT_FALSE(Parse(kMinimal).grpc_tls.enabled());
@@ -196,6 +201,10 @@ TEST(ConfigErrorsTest, TlsSections) {
               ElementsAre("t.yaml:4:25: grpc.tls.cert_file: must not be empty"));
   EXPECT_THAT(Errors(std::string(kMinimal) + "http: {tls: [a.pem]}\n"),
               ElementsAre("t.yaml:4:13: http.tls: expected a mapping"));
+  // "500ms" starts at column 59.
+  EXPECT_THAT(Errors(std::string(kMinimal) +
+                     "http: {tls: {cert_file: c, key_file: k, refresh_interval: 500ms}}\n"),
+              ElementsAre("t.yaml:4:59: http.tls.refresh_interval: must be at least 1s"));
   // A typo: column 41, with a hint.
   EXPECT_THAT(Errors(std::string(kMinimal) +
                      "grpc: {tls: {cert_file: c, key_file: k, client_ca_fil: c}}\n"),

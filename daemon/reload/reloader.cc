@@ -1,7 +1,5 @@
 #include "daemon/reload/reloader.h"
 
-#include <tuple>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/common/log.h"
@@ -40,8 +38,6 @@ Reloader::Reloader(Options options)
       replace_alerting_(std::move(options.replace_alerting)),
       now_(std::move(options.now)),
       running_(std::move(options.running.config)),
-      http_tls_(std::move(options.running.http_tls)),
-      grpc_tls_(std::move(options.running.grpc_tls)),
       token_(std::move(options.running.reload_token)),
       last_success_(now_()) {}
 
@@ -78,16 +74,6 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
   {
     absl::MutexLock lock(&token_mu_);
     token_ = std::move(loaded.reload_token);
-  }
-  // The listeners keep the identity they started with (see config_diff.h);
-  // say so rather than let a rotated certificate look applied.
-  for (const auto& [key, served, on_disk] :
-       {std::tuple{"http.tls", &http_tls_, &loaded.http_tls},
-        std::tuple{"grpc.tls", &grpc_tls_, &loaded.grpc_tls}}) {
-    if (*served != *on_disk) {
-      log::Warn("TLS files changed on disk: they are served from the next restart",
-                {{"key", key}, {"cert_file", *on_disk ? (*on_disk)->cert_file : ""}});
-    }
   }
   running_ = std::move(loaded.config);
   log::Info("configuration reloaded", {{"trigger", trigger},

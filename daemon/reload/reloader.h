@@ -14,9 +14,8 @@
 // the alert delivery is rebuilt if `alertmanagers` or `alerting` changed,
 // the new rules replace the old ones with the state of unchanged rules kept
 // (RuleEngine::ReplaceRules), and the token is read again (so it can be
-// rotated without a restart). TLS files are read and checked too, but the
-// listeners keep serving what they started with (a warning says so when the
-// files changed).
+// rotated without a restart). TLS files are read and checked too (the
+// listeners watch them themselves: see tls::IdentityWatcher).
 //
 // Metrics (Collect): kpid_config_last_reload_successful (1/0),
 // kpid_config_last_reload_success_timestamp_seconds (the start counts as
@@ -57,8 +56,7 @@ struct LoadedConfig {
 
 // Reads `path`, the rule files its `rules:` globs match (checked against it),
 // its http.reload_token_file and the TLS files of http.tls and grpc.tls:
-// what `kpid check-config`, the start and every reload run. A reload checks
-// the TLS files but does not serve them (see config_diff.h). Errors: one "file:line:col: message"
+// what `kpid check-config`, the start and every reload run. Errors: one "file:line:col: message"
 // per line.
 absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path);
 
@@ -100,9 +98,6 @@ class Reloader : public prometheus::Collectable {
 
   absl::Mutex reload_mu_;  // one reload at a time
   model::Config running_ ABSL_GUARDED_BY(reload_mu_);
-  // What the listeners serve: set at the start, never replaced.
-  const std::optional<tls::ServerTls> http_tls_;
-  const std::optional<tls::ServerTls> grpc_tls_;
 
   mutable absl::Mutex token_mu_;
   std::string token_ ABSL_GUARDED_BY(token_mu_);

@@ -4,12 +4,15 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/stat.h>
 
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/common/file_util.h"
+#include "daemon/common/log.h"
 
 namespace kpid::tls {
 namespace {
@@ -22,6 +25,12 @@ struct X509Free {
 };
 struct PkeyFree {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct X509StackFree {
+  void operator()(STACK_OF(X509) * stack) const { sk_X509_pop_free(stack, X509_free); }
+};
+struct X509StoreFree {
+  void operator()(X509_STORE* store) const { X509_STORE_free(store); }
 };
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
@@ -66,15 +75,37 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view k
   return text;
 }
 
-}  // namespace
-
-absl::StatusOr<std::optional<ServerTls>> LoadServerTls(const model::Config& config,
-                                                       const model::TlsConfig& tls,
-                                                       absl::string_view what) {
-  if (!tls.enabled()) return std::nullopt;
+// The paths of `tls`, resolved next to the config.
+ServerTls Paths(const model::Config& config, const model::TlsConfig& tls) {
   ServerTls out;
   out.cert_file = model::PathNextToConfig(config, tls.cert_file);
   out.key_file = model::PathNextToConfig(config, tls.key_file);
+  out.client_ca_file = model::PathNextToConfig(config, tls.client_ca_file);
+  out.refresh_interval = tls.refresh_interval;
+  return out;
+}
+
+// What changes when a file is rewritten or replaced: "" when one is missing.
+std::string FilesStamp(const ServerTls& tls) {
+  std::string stamp;
+  for (const std::string* path : {&tls.cert_file, &tls.key_file, &tls.client_ca_file}) {
+    if (path->empty()) continue;
+    struct stat st;
+    if (::stat(path->c_str(), &st) != 0) return "";
+    absl::StrAppend(&stamp, st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".",
+                    st.st_mtim.tv_nsec, ";");
+  }
+  return stamp;
+}
+
+}  // namespace
+
+absl::StatusOr<ServerTls> ReloadServerTls(const ServerTls& paths, absl::string_view what) {
+  ServerTls out;
+  out.cert_file = paths.cert_file;
+  out.key_file = paths.key_file;
+  out.client_ca_file = paths.client_ca_file;
+  out.refresh_interval = paths.refresh_interval;
   const std::string cert_key = absl::StrCat(what, ".cert_file");
   const std::string key_key = absl::StrCat(what, ".key_file");
 
@@ -101,8 +132,7 @@ absl::StatusOr<std::optional<ServerTls>> LoadServerTls(const model::Config& conf
   out.cert_chain_pem = *std::move(cert_pem);
   out.private_key_pem = *std::move(key_pem);
 
-  if (!tls.client_ca_file.empty()) {
-    out.client_ca_file = model::PathNextToConfig(config, tls.client_ca_file);
+  if (!out.client_ca_file.empty()) {
     const std::string ca_key = absl::StrCat(what, ".client_ca_file");
     absl::StatusOr<std::string> ca_pem = ReadPem(out.client_ca_file, ca_key);
     if (!ca_pem.ok()) return ca_pem.status();
@@ -115,39 +145,122 @@ absl::StatusOr<std::optional<ServerTls>> LoadServerTls(const model::Config& conf
   return out;
 }
 
-absl::Status ConfigureServerContext(const ServerTls& tls, SSL_CTX* ctx) {
-  std::vector<X509Ptr> chain = ParseCertificates(tls.cert_chain_pem);
-  const PkeyPtr key = ParsePrivateKey(tls.private_key_pem);
-  if (chain.empty() || key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(tls.cert_file, ": unchecked TLS identity"));
-  }
-  bool ok = SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
-            SSL_CTX_use_certificate(ctx, chain.front().get()) == 1 &&
-            SSL_CTX_use_PrivateKey(ctx, key.get()) == 1;
-  for (size_t i = 1; ok && i < chain.size(); ++i) {
-    // add0: the context takes the reference on success.
-    ok = SSL_CTX_add0_chain_cert(ctx, chain[i].get()) == 1;
-    if (ok) (void)chain[i].release();
-  }
-  if (ok && tls.requires_client_cert()) {
-    X509_STORE* store = X509_STORE_new();
-    ok = store != nullptr;
-    for (const X509Ptr& ca : ParseCertificates(tls.client_ca_pem)) {
-      // Both take their own reference.
-      ok = ok && X509_STORE_add_cert(store, ca.get()) == 1 &&
-           SSL_CTX_add_client_CA(ctx, ca.get()) == 1;
+absl::StatusOr<std::optional<ServerTls>> LoadServerTls(const model::Config& config,
+                                                       const model::TlsConfig& tls,
+                                                       absl::string_view what) {
+  if (!tls.enabled()) return std::nullopt;
+  return ReloadServerTls(Paths(config, tls), what);
+}
+
+// A checked ServerTls as the objects a handshake hands to OpenSSL.
+struct IdentityWatcher::Identity {
+  ServerTls source;
+  X509Ptr leaf;
+  std::unique_ptr<STACK_OF(X509), X509StackFree> chain;  // the intermediates
+  PkeyPtr key;
+  std::unique_ptr<X509_STORE, X509StoreFree> client_cas;  // null: none asked for
+
+  static absl::StatusOr<std::shared_ptr<const Identity>> Parse(ServerTls tls) {
+    auto identity = std::make_shared<Identity>();
+    std::vector<X509Ptr> certs = ParseCertificates(tls.cert_chain_pem);
+    identity->key = ParsePrivateKey(tls.private_key_pem);
+    identity->chain.reset(sk_X509_new_null());
+    bool ok = !certs.empty() && identity->key != nullptr && identity->chain != nullptr;
+    for (size_t i = 0; ok && i < certs.size(); ++i) {
+      if (i == 0) {
+        identity->leaf = std::move(certs[0]);
+      } else if (sk_X509_push(identity->chain.get(), certs[i].get()) > 0) {
+        (void)certs[i].release();  // the stack owns it now
+      } else {
+        ok = false;
+      }
     }
-    if (ok) {
-      SSL_CTX_set_cert_store(ctx, store);  // the context owns the store now
-    } else {
-      X509_STORE_free(store);
+    if (ok && tls.requires_client_cert()) {
+      identity->client_cas.reset(X509_STORE_new());
+      ok = identity->client_cas != nullptr;
+      for (const X509Ptr& ca : ParseCertificates(tls.client_ca_pem)) {
+        ok = ok && X509_STORE_add_cert(identity->client_cas.get(), ca.get()) == 1;
+      }
     }
+    if (!ok) {
+      return absl::InternalError(
+          absl::StrCat(tls.cert_file, ": cannot set up the TLS identity", OpenSslReason()));
+    }
+    identity->source = std::move(tls);
+    return identity;
+  }
+};
+
+IdentityWatcher::IdentityWatcher(ServerTls initial, std::string what,
+                                 std::function<absl::Time()> now)
+    : what_(std::move(what)), now_(std::move(now)) {
+  absl::MutexLock lock(&mu_);
+  files_stamp_ = FilesStamp(initial);
+  next_check_ = now_() + initial.refresh_interval;
+  absl::StatusOr<std::shared_ptr<const Identity>> identity = Identity::Parse(std::move(initial));
+  // LoadServerTls checked what Parse reads again: a failure is a bug.
+  if (!identity.ok()) {
+    log::Error("TLS identity unusable", {{"key", what_}, {"error", identity.status().message()}});
+    std::abort();
+  }
+  identity_ = *std::move(identity);
+}
+
+IdentityWatcher::~IdentityWatcher() = default;
+
+absl::Status IdentityWatcher::Install(SSL_CTX* ctx) {
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+    return absl::InternalError(absl::StrCat(what_, ": cannot set up TLS", OpenSslReason()));
+  }
+  SSL_CTX_set_cert_cb(ctx, &IdentityWatcher::OnHandshake, this);
+  if (Current()->client_cas != nullptr) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   }
-  if (!ok) {
-    return absl::InternalError(absl::StrCat(tls.cert_file, ": cannot set up TLS", OpenSslReason()));
-  }
   return absl::OkStatus();
+}
+
+int IdentityWatcher::OnHandshake(SSL* ssl, void* arg) {
+  auto* self = static_cast<IdentityWatcher*>(arg);
+  self->RefreshIfDue();
+  const std::shared_ptr<const Identity> identity = self->Current();
+  // Each call takes its own references: the connection keeps its identity
+  // however long it lives, whatever the watcher swaps in meanwhile.
+  const bool ok = SSL_use_certificate(ssl, identity->leaf.get()) == 1 &&
+                  SSL_use_PrivateKey(ssl, identity->key.get()) == 1 &&
+                  SSL_set1_chain(ssl, identity->chain.get()) == 1 &&
+                  (identity->client_cas == nullptr ||
+                   SSL_set1_verify_cert_store(ssl, identity->client_cas.get()) == 1);
+  if (!ok) ERR_clear_error();
+  return ok ? 1 : 0;  // 0 fails the handshake
+}
+
+void IdentityWatcher::RefreshIfDue() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = now_();
+  if (now < next_check_) return;
+  next_check_ = now + identity_->source.refresh_interval;
+  const std::string stamp = FilesStamp(identity_->source);
+  if (stamp == files_stamp_) return;
+  files_stamp_ = stamp;  // a refused set of files is not retried until it changes again
+  absl::StatusOr<ServerTls> loaded = ReloadServerTls(identity_->source, what_);
+  absl::StatusOr<std::shared_ptr<const Identity>> identity =
+      loaded.ok() ? Identity::Parse(*std::move(loaded)) : loaded.status();
+  if (!identity.ok()) {
+    log::Warn("TLS files changed but do not load: the previous certificate stays",
+              {{"key", what_}, {"error", identity.status().message()}});
+    return;
+  }
+  if ((*identity)->source == identity_->source) return;  // touched, not changed
+  identity_ = *std::move(identity);
+  log::Info("TLS certificate reloaded",
+            {{"key", what_}, {"cert_file", identity_->source.cert_file}});
+}
+
+ServerTls IdentityWatcher::current() const { return Current()->source; }
+
+std::shared_ptr<const IdentityWatcher::Identity> IdentityWatcher::Current() const {
+  absl::MutexLock lock(&mu_);
+  return identity_;
 }
 
 }  // namespace kpid::tls

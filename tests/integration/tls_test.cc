@@ -2,10 +2,14 @@
 // and the gRPC API over TLS, with certificates made by the openssl tool at
 // test time. Checks what an operator relies on: clients that trust the CA
 // get in, plaintext and untrusted clients do not, mutual TLS turns away a
-// client without a certificate from the CA, kpictl's --tls-* flags work, and
-// a key that does not match its certificate stops kpid at the start.
+// client without a certificate from the CA, kpictl's --tls-* flags work, a
+// rotated certificate is served without a restart, and a key that does not
+// match its certificate stops kpid at the start.
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -186,6 +190,40 @@ TEST_F(TlsTest, MutualTlsWantsAClientCertificateFromTheCa) {
             0)
       << out;
   EXPECT_THAT(out, HasSubstr("sales"));
+}
+
+// Certificate rotation without a restart, the way a Kubernetes Secret
+// volume does it: the files live in a directory reached through a symlink,
+// and an update points the symlink at a new directory in one rename. Here
+// the new certificate comes from another CA, so which one a client gets is
+// plain: a client trusting only the new CA gets in once kpid serves it.
+TEST_F(TlsTest, RotatedCertificateIsServedWithoutRestart) {
+  const auto install = [&](const std::string& name, const std::string& cert,
+                           const std::string& key) {
+    ASSERT_EQ(::mkdir((dir_ + "/" + name).c_str(), 0755), 0);
+    WriteFileOrDie(dir_ + "/" + name + "/tls.crt", ReadFileOrEmpty(cert));
+    WriteFileOrDie(dir_ + "/" + name + "/tls.key", ReadFileOrEmpty(key));
+    ASSERT_EQ(::symlink(name.c_str(), (dir_ + "/live.new").c_str()), 0);
+    ASSERT_EQ(std::rename((dir_ + "/live.new").c_str(), (dir_ + "/live").c_str()), 0);
+  };
+  install("first", certs_.server_cert, certs_.server_key);
+  constexpr char kLive[] =
+      "{cert_file: live/tls.crt, key_file: live/tls.key, refresh_interval: 1s}";
+  StartKpid(kLive, kLive);
+  const TlsClientFiles trusts_new_ca = Trusting(certs_.other_ca_cert);
+  EXPECT_EQ(HttpsGet(http_port_, "/metrics", trusts_new_ca).status, 0);
+  EXPECT_FALSE(GetSnapshot(grpc::SslCredentials(Pem(trusts_new_ca))).ok());
+
+  install("second", certs_.other_server_cert, certs_.other_server_key);
+  // Checked every second; new connections get the new certificate.
+  EXPECT_TRUE(WaitFor([&] { return HttpsGet(http_port_, "/metrics", trusts_new_ca).status == 200; },
+                      absl::Seconds(10)))
+      << ReadFileOrEmpty(dir_ + "/kpid.log");
+  EXPECT_TRUE(WaitFor([&] { return GetSnapshot(grpc::SslCredentials(Pem(trusts_new_ca))).ok(); },
+                      absl::Seconds(10)))
+      << ReadFileOrEmpty(dir_ + "/kpid.log");
+  EXPECT_EQ(HttpsGet(http_port_, "/metrics", CaOnly()).status, 0);
+  EXPECT_FALSE(GetSnapshot(grpc::SslCredentials(Pem(CaOnly()))).ok());
 }
 
 TEST_F(TlsTest, PlainHttpBesideGrpcTls) {

@@ -49,14 +49,19 @@ absl::Status SelfSignedCa(const std::string& key, const std::string& cert,
               "keyUsage=critical,keyCertSign,cRLSign"});
 }
 
-absl::Status SignWithCa(const std::string& dir, const std::string& csr, const std::string& cert,
+// Signs `csr` with the CA whose files are `ca`.crt and `ca`.key.
+absl::Status SignWithCa(const std::string& ca, const std::string& csr, const std::string& cert,
                         const std::string& extensions) {
   const std::string ext_file = absl::StrCat(cert, ".ext");
   WriteFileOrDie(ext_file, extensions);
-  return Run({OPENSSL_BINARY, "x509", "-req", "-in", csr, "-CA", absl::StrCat(dir, "/ca.crt"),
-              "-CAkey", absl::StrCat(dir, "/ca.key"), "-CAcreateserial", "-out", cert, "-days", "2",
-              "-extfile", ext_file});
+  return Run({OPENSSL_BINARY, "x509", "-req", "-in", csr, "-CA", absl::StrCat(ca, ".crt"), "-CAkey",
+              absl::StrCat(ca, ".key"), "-CAcreateserial", "-out", cert, "-days", "2", "-extfile",
+              ext_file});
 }
+
+constexpr char kServerExtensions[] =
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    "extendedKeyUsage=serverAuth\n";
 
 }  // namespace
 
@@ -69,18 +74,24 @@ absl::StatusOr<TestCerts> MakeTestCerts(const std::string& dir) {
       .client_key = absl::StrCat(dir, "/client.key"),
       .other_ca_cert = absl::StrCat(dir, "/other-ca.crt"),
       .other_ca_key = absl::StrCat(dir, "/other-ca.key"),
+      .other_server_cert = absl::StrCat(dir, "/other-server.crt"),
+      .other_server_key = absl::StrCat(dir, "/other-server.key"),
   };
+  const std::string ca = absl::StrCat(dir, "/ca");
+  const std::string other_ca = absl::StrCat(dir, "/other-ca");
   for (absl::Status s : {
-           SelfSignedCa(absl::StrCat(dir, "/ca.key"), certs.ca_cert, "/CN=kpid-test-ca"),
+           SelfSignedCa(absl::StrCat(ca, ".key"), certs.ca_cert, "/CN=kpid-test-ca"),
            SelfSignedCa(certs.other_ca_key, certs.other_ca_cert, "/CN=kpid-test-other-ca"),
            NewKeyAndRequest(certs.server_key, absl::StrCat(dir, "/server.csr"), "/CN=localhost"),
-           SignWithCa(dir, absl::StrCat(dir, "/server.csr"), certs.server_cert,
-                      "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                      "extendedKeyUsage=serverAuth\n"),
+           SignWithCa(ca, absl::StrCat(dir, "/server.csr"), certs.server_cert, kServerExtensions),
            NewKeyAndRequest(certs.client_key, absl::StrCat(dir, "/client.csr"),
                             "/CN=kpid-test-client"),
-           SignWithCa(dir, absl::StrCat(dir, "/client.csr"), certs.client_cert,
+           SignWithCa(ca, absl::StrCat(dir, "/client.csr"), certs.client_cert,
                       "extendedKeyUsage=clientAuth\n"),
+           NewKeyAndRequest(certs.other_server_key, absl::StrCat(dir, "/other-server.csr"),
+                            "/CN=localhost"),
+           SignWithCa(other_ca, absl::StrCat(dir, "/other-server.csr"), certs.other_server_cert,
+                      kServerExtensions),
        }) {
     if (!s.ok()) return s;
   }
