@@ -77,6 +77,11 @@ sigset_t BlockHandledSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // OpenSSL writes to its sockets with write(), not send(MSG_NOSIGNAL): an
+  // HTTPS client that hangs up mid-response (or during the handshake, as a
+  // client without the certificate mutual TLS wants does) would otherwise
+  // kill kpid with SIGPIPE. The write fails with EPIPE instead.
+  signal(SIGPIPE, SIG_IGN);
   return set;
 }
 
@@ -195,6 +200,12 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
 
 // `loaded` stays in force for the life of the daemon, apart from what a
 // reload replaces (the rules, which the rule engine then owns).
+// Where /metrics is served, as alerts' generatorURL and the start log say.
+std::string MetricsUrl(const model::Config& config) {
+  return absl::StrCat(config.http_tls.enabled() ? "https://" : "http://", config.http_listen,
+                      "/metrics");
+}
+
 int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   const model::Config& config = loaded.config;
   log::Info("alert rules loaded", {{"rules", absl::StrCat(loaded.rules.rule_count())}});
@@ -283,7 +294,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .window_clock = reader_clock.get(),
       .sink = delivery->get(),
       .resend_interval = config.alerting.resend_interval,
-      .generator_url = absl::StrCat("http://", config.http_listen, "/metrics"),
+      .generator_url = MetricsUrl(config),
       .state_path = config.StatePath("alerts.state"),
       .checkpoint_interval = config.checkpoint_interval,
   });
@@ -307,6 +318,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
 
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
+  http_options.tls = loaded.http_tls;
   http_options.not_ready_reason = [ingest = ingest->get()]() -> std::string {
     if (!ingest->connected()) return "kafka cluster unreachable";
     return ingest->ready() ? "" : "no partitions assigned yet";
@@ -354,6 +366,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   const api::PublishedBreachingCases breaching(open_case_views, tables);
   api::ApiServer::Options api_options;
   api_options.listen = config.grpc_listen;
+  api_options.tls = loaded.grpc_tls;
   api_options.service.snapshots = &snapshots;
   api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
   api_options.service.breaching = &breaching;
@@ -368,7 +381,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   }
   log::Info("kpid running", {{"version", KPID_VERSION},
                              {"config", config.source_path},
-                             {"metrics", absl::StrCat("http://", config.http_listen, "/metrics")},
+                             {"metrics", MetricsUrl(config)},
                              {"grpc", config.grpc_listen}});
 
   WaitForTermination(signals, [&reloader] { (void)reloader.Reload("SIGHUP"); });

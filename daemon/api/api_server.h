@@ -12,18 +12,25 @@
 // partition) or the server stops. `ready` is polled every 100 ms on the
 // server's own thread.
 //
+// With options.tls every service on the port is served over TLS only, and
+// with a client CA only to clients presenting a certificate it signed; the
+// files are re-read every tls.refresh_interval, so new connections get a
+// rotated certificate without a restart.
+//
 // Start and Stop from one thread (main).
 #pragma once
 
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "daemon/api/kpi_service.h"
+#include "daemon/tls/server_tls.h"
 #include "grpcpp/server.h"
 
 namespace kpid::api {
@@ -31,7 +38,8 @@ namespace kpid::api {
 class ApiServer {
  public:
   struct Options {
-    std::string listen;  // host:port; port 0 picks a free one
+    std::string listen;                 // host:port; port 0 picks a free one
+    std::optional<tls::ServerTls> tls;  // unset: plaintext
     KpiService::Options service;
     std::function<bool()> ready;  // empty: always ready
     // Open streams get this long to end when the server stops.

@@ -20,7 +20,23 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "0.0.0.0";
 
-  std::unique_ptr<HttpServer> server(new HttpServer(std::move(options)));
+  std::unique_ptr<tls::IdentityWatcher> identity;
+  std::unique_ptr<httplib::Server> listener;
+  if (options.tls) {
+    identity = std::make_unique<tls::IdentityWatcher>(*options.tls, "http.tls");
+    absl::Status setup;
+    listener = std::make_unique<httplib::SSLServer>([&](SSL_CTX& ctx) {
+      setup = identity->Install(&ctx);
+      return setup.ok();
+    });
+    if (!listener->is_valid()) {
+      return setup.ok() ? absl::InternalError("http: cannot create the TLS context") : setup;
+    }
+  } else {
+    listener = std::make_unique<httplib::Server>();
+  }
+  std::unique_ptr<HttpServer> server(
+      new HttpServer(std::move(options), std::move(identity), std::move(listener)));
   httplib::Server& s = *server->server_;
   HttpServer* self = server.get();
   s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
@@ -68,12 +84,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
                                                " (address in use or not local?)"));
   }
   server->thread_ = std::thread([self] { self->server_->listen_after_bind(); });
-  log::Info("http listening", {{"address", absl::StrCat(host, ":", server->port_)}});
+  log::Info("http listening", {{"address", absl::StrCat(host, ":", server->port_)},
+                               {"tls", server->options_.tls ? "on" : "off"}});
   return server;
 }
 
-HttpServer::HttpServer(Options options)
-    : options_(std::move(options)), server_(std::make_unique<httplib::Server>()) {}
+HttpServer::HttpServer(Options options, std::unique_ptr<tls::IdentityWatcher> identity,
+                       std::unique_ptr<httplib::Server> server)
+    : options_(std::move(options)), identity_(std::move(identity)), server_(std::move(server)) {}
 
 HttpServer::~HttpServer() { Stop(); }
 

@@ -6,12 +6,17 @@
 //   auto server = HttpServer::Start(std::move(options));   // binds or fails now
 //   int port = (*server)->port();                           // the bound port (listen :0)
 //
+// With options.tls the listener speaks HTTPS only (and with a client CA,
+// only to clients presenting a certificate it signed), and serves rotated
+// certificate files from new connections (tls::IdentityWatcher).
+//
 // Requests are served on cpp-httplib's thread pool; collectables must be
 // safe to call from any thread and must not block event processing.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/tls/server_tls.h"
 #include "prometheus/collectable.h"
 
 namespace httplib {
@@ -36,7 +42,8 @@ struct HttpReply {
 class HttpServer {
  public:
   struct Options {
-    std::string listen;  // host:port; port 0 picks a free one
+    std::string listen;                 // host:port; port 0 picks a free one
+    std::optional<tls::ServerTls> tls;  // unset: plain HTTP
     // /readyz: empty string when ready, else why not (returned with a 503).
     std::function<std::string()> not_ready_reason;
     std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
@@ -60,9 +67,12 @@ class HttpServer {
   // Hands a sent body back for the next render to write into.
   void RecycleBody(std::string body) const;
 
-  explicit HttpServer(Options options);
+  HttpServer(Options options, std::unique_ptr<tls::IdentityWatcher> identity,
+             std::unique_ptr<httplib::Server> server);
 
   Options options_;
+  // With options.tls; the server's TLS context points at it, so it goes last.
+  std::unique_ptr<tls::IdentityWatcher> identity_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -80,11 +81,13 @@ class ConfigParser {
             n.IsDefined() && config.reload_token_file.empty()) {
           diag_.Error(n.Mark(), "http.reload_token_file: must not be empty");
         }
+        ParseTls(http.Child("tls"), "http.tls", &config.http_tls);
       }
       {
         MapReader grpc(top.Child("grpc"), "grpc", &diag_);
         config.grpc_listen = ParseListen(grpc, "grpc", config.grpc_listen);
         ParseGrpcApi(grpc, &config.grpc_api);
+        ParseTls(grpc.Child("tls"), "grpc.tls", &config.grpc_tls);
       }
       ParseClock(top.Child("clock"), &config.clock);
       config.retention = top.Duration("retention", config.retention);
@@ -237,6 +240,30 @@ class ConfigParser {
                   absl::StrCat(what, ".listen: \"", listen, "\" is not host:port"));
     }
     return listen;
+  }
+
+  // `tls: {cert_file, key_file, client_ca_file}`; present means TLS on, so
+  // the certificate and key are both required.
+  void ParseTls(const YAML::Node& node, absl::string_view what, TlsConfig* tls) {
+    MapReader r(node, std::string(what), &diag_);
+    if (!r.present()) return;
+    for (auto [key, file, required] : {std::tuple{"cert_file", &tls->cert_file, true},
+                                       std::tuple{"key_file", &tls->key_file, true},
+                                       std::tuple{"client_ca_file", &tls->client_ca_file, false}}) {
+      YAML::Node n = required ? r.Required(key) : r.Child(key);
+      if (!n.IsDefined()) continue;
+      std::optional<std::string> value = ReadString(n, absl::StrCat(what, ".", key), &diag_);
+      if (!value) continue;
+      if (value->empty()) {
+        diag_.Error(n.Mark(), absl::StrCat(what, ".", key, ": must not be empty"));
+      }
+      *file = *std::move(value);
+    }
+    tls->refresh_interval = r.Duration("refresh_interval", tls->refresh_interval);
+    if (YAML::Node n = r.Child("refresh_interval");
+        n.IsDefined() && tls->refresh_interval < absl::Seconds(1)) {
+      diag_.Error(n.Mark(), absl::StrCat(what, ".refresh_interval: must be at least 1s"));
+    }
   }
 
   void ParseClock(const YAML::Node& node, ClockMode* clock) {
@@ -740,6 +767,12 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   absl::StatusOr<Config> config = ParseConfig(text.str(), path);
   if (config.ok()) config->source_path = path;
   return config;
+}
+
+std::string PathNextToConfig(const Config& config, const std::string& path) {
+  if (path.empty() || path.front() == '/') return path;
+  const size_t slash = config.source_path.rfind('/');
+  return slash == std::string::npos ? path : config.source_path.substr(0, slash + 1) + path;
 }
 
 bool IsValidListenAddress(absl::string_view address) {

@@ -146,6 +146,25 @@ struct GrpcApiConfig {
   bool operator==(const GrpcApiConfig&) const = default;
 };
 
+// A listener's `tls:` section. The files are PEM, relative to the config's
+// folder; they are read and checked (a key that matches the certificate, CA
+// certificates that parse) by tls::LoadServerTls, not by the parser, and
+// watched while kpid runs.
+struct TlsConfig {
+  std::string cert_file;  // the server's certificate, then any intermediates
+  std::string key_file;   // its private key (unencrypted)
+  // Set: clients must present a certificate signed by one of these CAs
+  // (mutual TLS). Empty: any client may connect.
+  std::string client_ca_file;
+  // How often the files are checked for a rotated certificate, which new
+  // connections then get without a restart.
+  absl::Duration refresh_interval = absl::Minutes(1);
+
+  // No `tls:` section: the listener speaks plaintext.
+  bool enabled() const { return !cert_file.empty(); }
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
@@ -155,8 +174,10 @@ struct Config {
   // trimmed>". A file, so the secret stays out of the config. Relative to
   // the config's folder.
   std::string reload_token_file;
+  TlsConfig http_tls;  // `http.tls`
   std::string grpc_listen = "0.0.0.0:50051";
   GrpcApiConfig grpc_api;
+  TlsConfig grpc_tls;  // `grpc.tls`
   ClockMode clock = ClockMode::kWall;
   std::vector<absl::Duration> windows;  // ascending
   absl::Duration retention = absl::Hours(24 * 15);
@@ -223,6 +244,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view fil
 
 // Reads and parses a file.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// `path` as the daemon opens it: relative paths are relative to the folder of
+// the config file (config.source_path), like the rule globs.
+std::string PathNextToConfig(const Config& config, const std::string& path);
 
 // "host:port" with a port in [0, 65535]; host may be empty, a name, an IPv4
 // address or a bracketed IPv6 address.

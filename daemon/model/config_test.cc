@@ -190,6 +190,60 @@ TEST(ConfigTest, GrpcApiBounds) {
       absl::Minutes(1));
 }
 
+TEST(ConfigTest, TlsSections) {
+  Config config = Parse(std::string(kMinimal) +
+                        "http: {tls: {cert_file: h.crt, key_file: h.key}}\n"
+                        "grpc:\n"
+                        "  listen: \":50051\"\n"
+                        "  tls: {cert_file: /g.crt, key_file: g.key, client_ca_file: ca.crt,\n"
+                        "        refresh_interval: 10s}\n");
+  EXPECT_EQ(config.http_tls, (TlsConfig{.cert_file = "h.crt",
+                                        .key_file = "h.key",
+                                        .client_ca_file = "",
+                                        .refresh_interval = absl::Minutes(1)}));
+  EXPECT_TRUE(config.http_tls.enabled());
+  EXPECT_EQ(config.grpc_tls, (TlsConfig{.cert_file = "/g.crt",
+                                        .key_file = "g.key",
+                                        .client_ca_file = "ca.crt",
+                                        .refresh_interval = absl::Seconds(10)}));
+  // No section, or an empty one: plaintext.
+  EXPECT_FALSE(Parse(kMinimal).http_tls.enabled());
+  EXPECT_FALSE(Parse(kMinimal).grpc_tls.enabled());
+  EXPECT_FALSE(Parse(std::string(kMinimal) + "grpc: {tls: null}\n").grpc_tls.enabled());
+}
+
+TEST(ConfigErrorsTest, TlsSections) {
+  // Line 4: the tls mapping opens at column 13.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "http: {tls: {cert_file: s.pem}}\n"),
+              ElementsAre("t.yaml:4:13: missing required key \"http.tls.key_file\""));
+  EXPECT_THAT(Errors(std::string(kMinimal) + "grpc: {tls: {}}\n"),
+              ElementsAre("t.yaml:4:13: missing required key \"grpc.tls.cert_file\"",
+                          "t.yaml:4:13: missing required key \"grpc.tls.key_file\""));
+  // The empty string starts at column 25.
+  EXPECT_THAT(Errors(std::string(kMinimal) + "grpc: {tls: {cert_file: \"\", key_file: k}}\n"),
+              ElementsAre("t.yaml:4:25: grpc.tls.cert_file: must not be empty"));
+  EXPECT_THAT(Errors(std::string(kMinimal) + "http: {tls: [a.pem]}\n"),
+              ElementsAre("t.yaml:4:13: http.tls: expected a mapping"));
+  // "500ms" starts at column 59.
+  EXPECT_THAT(Errors(std::string(kMinimal) +
+                     "http: {tls: {cert_file: c, key_file: k, refresh_interval: 500ms}}\n"),
+              ElementsAre("t.yaml:4:59: http.tls.refresh_interval: must be at least 1s"));
+  // A typo: column 41, with a hint.
+  EXPECT_THAT(Errors(std::string(kMinimal) +
+                     "grpc: {tls: {cert_file: c, key_file: k, client_ca_fil: c}}\n"),
+              ElementsAre("t.yaml:4:41: unknown key \"grpc.tls.client_ca_fil\"; did you mean "
+                          "\"client_ca_file\"?"));
+}
+
+TEST(ConfigTest, PathNextToConfig) {
+  Config config;
+  config.source_path = "/etc/kpid/kpid.yaml";
+  EXPECT_EQ(PathNextToConfig(config, "tls/server.crt"), "/etc/kpid/tls/server.crt");
+  EXPECT_EQ(PathNextToConfig(config, "/run/secrets/server.crt"), "/run/secrets/server.crt");
+  config.source_path = "kpid.yaml";
+  EXPECT_EQ(PathNextToConfig(config, "tls/server.crt"), "tls/server.crt");
+}
+
 TEST(ConfigTest, InputBounds) {
   Config config = Parse(std::string(kMinimal) + "max_past_age: 30d\nmax_abs_value: 1e6\n");
   EXPECT_EQ(config.max_past_age, absl::Hours(24 * 30));

@@ -53,6 +53,7 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.kafka.max_message_bytes, b.kafka.max_message_bytes, "kafka.max_message_bytes");
   changes.Compare(a.kafka.properties, b.kafka.properties, "kafka.properties");
   changes.Compare(a.http_listen, b.http_listen, "http.listen");
+  changes.Compare(a.http_tls, b.http_tls, "http.tls");
   changes.Compare(a.grpc_listen, b.grpc_listen, "grpc.listen");
   changes.Compare(a.grpc_api.snapshot_cache_ttl, b.grpc_api.snapshot_cache_ttl,
                   "grpc.snapshot_cache_ttl");
@@ -64,6 +65,7 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
                   "grpc.max_queued_snapshot_calls");
   changes.Compare(a.grpc_api.max_watch_streams, b.grpc_api.max_watch_streams,
                   "grpc.max_watch_streams");
+  changes.Compare(a.grpc_tls, b.grpc_tls, "grpc.tls");
   changes.Compare(a.clock, b.clock, "clock");
   changes.Compare(a.windows, b.windows, "windows");
   changes.Compare(a.retention, b.retention, "retention");

@@ -8,7 +8,8 @@
 // kpi-loadgen knobs (`simulate`), which the daemon ignores. Everything else
 // shapes the engine (Kafka, processes, stages, windows, dimensions, clock,
 // horizons, listeners); applying it live would need the workers' state
-// migrated, so it needs a restart.
+// migrated, so it needs a restart. So do the listeners' `tls` sections:
+// the listeners would have to be rebuilt.
 //
 // The verdict is structural: both configs, minus their reloadable keys, are
 // compared with Config's defaulted operator==. So a key added to Config later

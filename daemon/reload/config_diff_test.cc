@@ -88,6 +88,15 @@ TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
                                                      "max_watch_streams: 4}")),
               ElementsAre("grpc.snapshot_cache_ttl", "grpc.max_watch_streams"));
   EXPECT_THAT(
+      RestartRequiredChanges(
+          running, Edited(R"(listen: "127.0.0.1:9464"})",
+                          R"(listen: "127.0.0.1:9464", tls: {cert_file: c, key_file: k}})")),
+      ElementsAre("http.tls"));
+  EXPECT_THAT(RestartRequiredChanges(running, Edited("retention: 1d",
+                                                     "retention: 1d\ngrpc: {tls: {cert_file: c, "
+                                                     "key_file: k, client_ca_file: ca}}")),
+              ElementsAre("grpc.tls"));
+  EXPECT_THAT(
       RestartRequiredChanges(running, Edited("retention: 1d", "retention: 2d\nclock: event")),
       ElementsAre("clock", "retention"));
   EXPECT_THAT(RestartRequiredChanges(

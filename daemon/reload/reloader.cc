@@ -8,17 +8,6 @@
 #include "daemon/reload/config_diff.h"
 
 namespace kpid::reload {
-namespace {
-
-// Relative to the config file's folder, like the rule globs.
-std::string ResolveNextToConfig(const model::Config& config, const std::string& path) {
-  if (path.empty() || path.front() == '/') return path;
-  const size_t slash = config.source_path.rfind('/');
-  return slash == std::string::npos ? path : config.source_path.substr(0, slash + 1) + path;
-}
-
-}  // namespace
-
 absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path) {
   absl::StatusOr<model::Config> config = model::LoadConfigFile(path);
   if (!config.ok()) return config.status();
@@ -29,11 +18,18 @@ absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path) {
   std::string token;
   if (!config->reload_token_file.empty()) {
     absl::StatusOr<std::string> read =
-        ReadTokenFile(ResolveNextToConfig(*config, config->reload_token_file));
+        ReadTokenFile(model::PathNextToConfig(*config, config->reload_token_file));
     if (!read.ok()) return read.status();
     token = *std::move(read);
   }
-  return LoadedConfig{*std::move(config), *std::move(rules), std::move(token)};
+  absl::StatusOr<std::optional<tls::ServerTls>> http_tls =
+      tls::LoadServerTls(*config, config->http_tls, "http.tls");
+  if (!http_tls.ok()) return http_tls.status();
+  absl::StatusOr<std::optional<tls::ServerTls>> grpc_tls =
+      tls::LoadServerTls(*config, config->grpc_tls, "grpc.tls");
+  if (!grpc_tls.ok()) return grpc_tls.status();
+  return LoadedConfig{*std::move(config), *std::move(rules), std::move(token), *std::move(http_tls),
+                      *std::move(grpc_tls)};
 }
 
 Reloader::Reloader(Options options)

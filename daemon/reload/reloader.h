@@ -14,7 +14,8 @@
 // the alert delivery is rebuilt if `alertmanagers` or `alerting` changed,
 // the new rules replace the old ones with the state of unchanged rules kept
 // (RuleEngine::ReplaceRules), and the token is read again (so it can be
-// rotated without a restart).
+// rotated without a restart). TLS files are read and checked too (the
+// listeners watch them themselves: see tls::IdentityWatcher).
 //
 // Metrics (Collect): kpid_config_last_reload_successful (1/0),
 // kpid_config_last_reload_success_timestamp_seconds (the start counts as
@@ -25,6 +26,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,7 @@
 #include "daemon/alert/rule_engine.h"
 #include "daemon/http/http_server.h"
 #include "daemon/model/config.h"
+#include "daemon/tls/server_tls.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 
@@ -46,11 +49,15 @@ struct LoadedConfig {
   model::Config config;
   alert::RuleSet rules;
   std::string reload_token;  // empty: POST /-/reload needs no token
+  // The listeners' certificates and keys, checked; unset: plaintext.
+  std::optional<tls::ServerTls> http_tls;
+  std::optional<tls::ServerTls> grpc_tls;
 };
 
-// Reads `path`, the rule files its `rules:` globs match (checked against it)
-// and its http.reload_token_file: what `kpid check-config`, the start and
-// every reload run. Errors: one "file:line:col: message" per line.
+// Reads `path`, the rule files its `rules:` globs match (checked against it),
+// its http.reload_token_file and the TLS files of http.tls and grpc.tls:
+// what `kpid check-config`, the start and every reload run. Errors: one "file:line:col: message"
+// per line.
 absl::StatusOr<LoadedConfig> LoadConfigAndRules(const std::string& path);
 
 class Reloader : public prometheus::Collectable {

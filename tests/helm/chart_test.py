@@ -115,6 +115,18 @@ def selects(selector, labels):
     return True
 
 
+def tls_secret(tmp):
+    """The data of a kubernetes.io/tls Secret: a self-signed certificate (its own CA)."""
+    key, crt = os.path.join(tmp, "secret.key"), os.path.join(tmp, "secret.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "1", "-subj", "/CN=kpid", "-addext", "subjectAltName=DNS:kpid"],
+                   check=True, capture_output=True, timeout=60)
+    with open(key) as k, open(crt) as c:
+        cert = c.read()
+        return {"tls.key": k.read(), "tls.crt": cert, "ca.crt": cert}
+
+
 def listen_port(listen):
     return int(listen.rsplit(":", 1)[1])
 
@@ -251,21 +263,31 @@ class RenderTest(unittest.TestCase):
         return sts, container, config_map
 
     def check_config_with_kpid(self, docs, sts, config_map):
-        """Writes the config volume as the pod would see it; kpid check-config on it."""
+        """Writes the config volume as the pod would see it; kpid check-config on it.
+
+        A Secret source is the TLS Secret: its keys get a real certificate
+        and key, made with the openssl tool.
+        """
         volume = one([dict(v, kind="v", metadata={"name": v["name"]})
                       for v in sts["spec"]["template"]["spec"]["volumes"]], "v", "config")
         with tempfile.TemporaryDirectory() as tmp:
             for source in volume["projected"]["sources"]:
-                self.assertIn("configMap", source)
-                cm = one(docs, "ConfigMap", source["configMap"]["name"])
-                for item in source["configMap"]["items"]:
+                if "secret" in source:
+                    secret = tls_secret(tmp)
+                    data = {i["key"]: secret[i["key"]] for i in source["secret"]["items"]}
+                    items = source["secret"]["items"]
+                else:
+                    cm = one(docs, "ConfigMap", source["configMap"]["name"])
+                    data, items = cm["data"], source["configMap"]["items"]
+                for item in items:
                     path = os.path.join(tmp, item["path"])
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     with open(path, "w") as f:
-                        f.write(cm["data"][item["key"]])
+                        f.write(data[item["key"]])
             self.assertEqual(set(config_map["data"]),
                              {i["key"] for s in volume["projected"]["sources"]
-                              for i in s["configMap"]["items"]}, "ConfigMap keys not all mounted")
+                              for i in s.get("configMap", {}).get("items", [])},
+                             "ConfigMap keys not all mounted")
             if not ARGS.kpid:
                 self.skipTest("no --kpid: kpid check-config not run")
             proc = subprocess.run([ARGS.kpid, "check-config", os.path.join(tmp, "kpid.yaml")],
@@ -282,6 +304,12 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("volumeClaimTemplates", sts["spec"])
         state = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "state"]
         self.assertEqual(state, [{"name": "state", "emptyDir": {}}])
+        # No TLS Secret: plaintext listeners, probed over HTTP.
+        config = yaml.safe_load(config_map["data"]["kpid.yaml"])
+        self.assertNotIn("tls", config["http"])
+        self.assertNotIn("tls", config["grpc"])
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(container[probe]["httpGet"]["scheme"], "HTTP")
         # 6 = the alert rules of rules/lead_to_cash.yaml (3 + 2 + 1 in its three groups).
         out = self.check_config_with_kpid(docs, sts, config_map)
         self.assertIn("(1 processes, 6 alert rules)", out)
@@ -304,6 +332,25 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(sm["spec"]["namespaceSelector"]["matchNames"], ["kpi"])
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "http")
         self.assertIn("http", [p["name"] for p in scraped[0]["spec"]["ports"]])
+
+        # TLS from the Secret: both listeners, mutual on grpc only; HTTPS
+        # probes and scrapes; the Secret's keys beside kpid.yaml.
+        config = yaml.safe_load(config_map["data"]["kpid.yaml"])
+        self.assertEqual(config["http"]["tls"],
+                         {"cert_file": "tls/tls.crt", "key_file": "tls/tls.key"})
+        self.assertEqual(config["grpc"]["tls"], {"cert_file": "tls/tls.crt",
+                                                 "key_file": "tls/tls.key",
+                                                 "client_ca_file": "tls/ca.crt"})
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(container[probe]["httpGet"]["scheme"], "HTTPS")
+        self.assertEqual(sm["spec"]["endpoints"][0]["scheme"], "https")
+        self.assertEqual(sm["spec"]["endpoints"][0]["tlsConfig"],
+                         values["serviceMonitor"]["tlsConfig"])
+        sources = sts["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+        secret = [s["secret"] for s in sources if "secret" in s]
+        self.assertEqual([s["name"] for s in secret], ["kpid-tls"])
+        self.assertEqual(sorted(i["path"] for i in secret[0]["items"]),
+                         ["tls/ca.crt", "tls/tls.crt", "tls/tls.key"])
 
         # PrometheusRule: the groups of rules/prometheus/kpid.rules.yml, then the extra ones.
         rule = one(docs, "PrometheusRule")
@@ -353,6 +400,24 @@ class RenderTest(unittest.TestCase):
         # 7 = 6 bundled rules + DemoBacklogOverSla.
         out = self.check_config_with_kpid(docs, sts, config_map)
         self.assertIn("(1 processes, 7 alert rules)", out)
+
+    def test_mutual_tls_on_http_probes_by_tcp(self):
+        values = {"tls": {"secretName": "kpid-tls", "grpc": False, "clientAuth": {"http": True}}}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(values, f)
+            f.flush()
+            docs = render([f.name])
+        sts = one(docs, "StatefulSet")
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        # The kubelet has no client certificate to present.
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertEqual(container[probe]["tcpSocket"], {"port": "http"})
+            self.assertNotIn("httpGet", container[probe])
+        config = yaml.safe_load(one(docs, "ConfigMap", "kpid")["data"]["kpid.yaml"])
+        self.assertEqual(config["http"]["tls"]["client_ca_file"], "tls/ca.crt")
+        self.assertNotIn("tls", config["grpc"])
+        out = self.check_config_with_kpid(docs, sts, one(docs, "ConfigMap", "kpid"))
+        self.assertIn("ok", out)
 
     def test_config_change_rolls_pods(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:

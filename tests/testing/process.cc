@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -136,6 +137,23 @@ HttpResponse HttpPost(int port, const std::string& path,
   client.set_read_timeout(10);
   httplib::Headers h(headers.begin(), headers.end());
   auto result = client.Post(path, h, "", "text/plain");
+  if (!result) return {};
+  return {result->status, result->body};
+}
+
+HttpResponse HttpsGet(int port, const std::string& path, const TlsClientFiles& tls) {
+  // OpenSSL writes with write(): a server that drops the handshake (mutual
+  // TLS without a client certificate) would kill the test with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
+  std::unique_ptr<httplib::SSLClient> client =
+      tls.client_cert.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                              : std::make_unique<httplib::SSLClient>(
+                                    "127.0.0.1", port, tls.client_cert, tls.client_key);
+  client->set_ca_cert_path(tls.ca_cert.c_str());
+  client->enable_server_certificate_verification(true);
+  client->set_connection_timeout(2);
+  client->set_read_timeout(10);
+  auto result = client->Get(path);
   if (!result) return {};
   return {result->status, result->body};
 }

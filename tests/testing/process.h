@@ -58,6 +58,15 @@ struct HttpResponse {
   std::string body;
 };
 HttpResponse HttpGet(int port, const std::string& path);
+// The PEM files of a TLS client.
+struct TlsClientFiles {
+  std::string ca_cert;      // the server's certificate must chain to it (and name 127.0.0.1)
+  std::string client_cert;  // optional: for mutual TLS, with client_key
+  std::string client_key;
+};
+// GET over TLS to 127.0.0.1; status 0 also when the handshake fails. Sets
+// SIGPIPE to be ignored in the calling process.
+HttpResponse HttpsGet(int port, const std::string& path, const TlsClientFiles& tls);
 // An empty-bodied POST with `headers` (e.g. {"Authorization", "Bearer x"}).
 HttpResponse HttpPost(int port, const std::string& path,
                       const std::map<std::string, std::string>& headers = {});

@@ -5,9 +5,11 @@
 //   kpictl cases --breaching [--process P] [--stage S] [--limit N]
 //   kpictl report weekly [--process P] [--threshold 10%] [--top N] [--dim k=v]
 //   common: --addr host:port  --format table|markdown|csv|json  --timeout 10s
+//   TLS (kpid's grpc.tls): --tls-ca FILE  [--tls-cert FILE --tls-key FILE]  [--tls-server-name N]
 #include <iostream>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -26,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "daemon/api/proto_time.h"
 #include "daemon/common/duration.h"
+#include "daemon/common/file_util.h"
 #include "daemon/common/flag_args.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -51,6 +54,14 @@ ABSL_FLAG(int, limit, 0, "cases: at most this many (default 100).");
 ABSL_FLAG(std::string, threshold, "10%",
           "report weekly: flag KPIs that moved more than this (10% or 0.1).");
 ABSL_FLAG(int, top, 10, "report weekly: how many breaching cases to list.");
+ABSL_FLAG(bool, tls, false,
+          "Connect over TLS, trusting the system's CAs (implied by any other --tls-* flag).");
+ABSL_FLAG(std::string, tls_ca, "", "TLS: PEM file of the CA(s) kpid's certificate must chain to.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "TLS: PEM client certificate, for kpid with grpc.tls.client_ca_file (with --tls-key).");
+ABSL_FLAG(std::string, tls_key, "", "TLS: PEM private key of --tls-cert.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "TLS: the name kpid's certificate must carry (default: the host of --addr).");
 
 namespace kpid::kpictl {
 namespace {
@@ -64,7 +75,9 @@ Usage:
   kpictl report weekly [--process P] [--threshold 10%] [--top N] [--dim k=v]
 
 Common flags: --addr host:port (default localhost:50051), --format table|markdown|csv|json,
---timeout 10s. Exit status: 0 ok, 1 kpid unreachable or refused the request, 2 usage.)";
+--timeout 10s. TLS (kpid's grpc.tls): --tls-ca FILE, --tls-cert FILE --tls-key FILE (mutual
+TLS), --tls-server-name NAME, or --tls alone for a certificate from a CA the system trusts.
+Exit status: 0 ok, 1 kpid unreachable or refused the request, 2 usage.)";
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
@@ -110,12 +123,39 @@ int Usage(const std::string& message) {
   return 2;
 }
 
+// The channel the --tls* flags ask for: plaintext without any of them.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& addr) {
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  const std::string server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (!absl::GetFlag(FLAGS_tls) && ca.empty() && cert.empty() && key.empty() &&
+      server_name.empty()) {
+    return grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  }
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  grpc::SslCredentialsOptions ssl;
+  for (auto [flag, file, pem] : {std::tuple{"--tls-ca", &ca, &ssl.pem_root_certs},
+                                 std::tuple{"--tls-cert", &cert, &ssl.pem_cert_chain},
+                                 std::tuple{"--tls-key", &key, &ssl.pem_private_key}}) {
+    if (file->empty()) continue;
+    absl::StatusOr<std::string> text = ReadFile(*file);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": ", text.status().message()));
+    }
+    *pem = *std::move(text);
+  }
+  grpc::ChannelArguments args;
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  return grpc::CreateCustomChannel(addr, grpc::SslCredentials(ssl), args);
+}
+
 class Client {
  public:
-  Client(const std::string& addr, absl::Duration timeout)
-      : stub_(
-            v1::KpiService::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()))),
-        timeout_(timeout) {}
+  Client(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
+      : stub_(v1::KpiService::NewStub(std::move(channel))), timeout_(timeout) {}
 
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto context = std::make_unique<grpc::ClientContext>();
@@ -294,7 +334,9 @@ int Main(int argc, char** argv) {
     return Usage("--top and --limit must not be negative");
   }
 
-  Client client(absl::GetFlag(FLAGS_addr), *timeout);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(absl::GetFlag(FLAGS_addr));
+  if (!channel.ok()) return Usage(std::string(channel.status().message()));
+  Client client(*std::move(channel), *timeout);
   const std::string& verb = command[0];
   if (verb == "snapshot" && command.size() == 1) return Snapshot(client, *format);
   if (verb == "alerts" && command.size() == 1) return Alerts(client, *format);

@@ -82,11 +82,33 @@ kpid's configuration: config from values, with the keys the chart must own
 set by the chart, so the ports probed and served match what kpid listens on
 and the rule globs match where the rules are mounted.
 */}}
+{{- /* A listener's tls section, paths relative to kpid.yaml; the argument: clientAuth. */ -}}
+{{- define "kpid.tlsFiles" -}}
+cert_file: tls/tls.crt
+key_file: tls/tls.key
+{{- if . }}
+client_ca_file: tls/ca.crt
+{{- end }}
+{{- end }}
+
+{{- /* HTTPS when the http listener serves TLS. */ -}}
+{{- define "kpid.httpScheme" -}}
+{{- if and .Values.tls.secretName .Values.tls.http }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+
 {{- define "kpid.config" -}}
 {{- $config := deepCopy .Values.config }}
-{{- $managed := dict
-  "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)))
-  "grpc" (dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc))) }}
+{{- $http := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
+{{- $grpc := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- if .Values.tls.secretName }}
+{{- if .Values.tls.http }}
+{{- $_ := set $http "tls" (include "kpid.tlsFiles" .Values.tls.clientAuth.http | fromYaml) }}
+{{- end }}
+{{- if .Values.tls.grpc }}
+{{- $_ := set $grpc "tls" (include "kpid.tlsFiles" .Values.tls.clientAuth.grpc | fromYaml) }}
+{{- end }}
+{{- end }}
+{{- $managed := dict "http" $http "grpc" $grpc }}
 {{- if fromYaml (include "kpid.alertRuleFiles" .) }}
 {{- $_ := set $managed "rules" (list "rules/*.yaml") }}
 {{- end }}
