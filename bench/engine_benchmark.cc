@@ -21,7 +21,9 @@
 // BM_EngineNew/scrape_ms:100: a scraper thread renders /metrics
 // (exporter::RenderText, as HttpServer does) every 100 ms over the
 // first worker's live shard plus a shard holding 2 x 1000 dimension series
-// (10 000 stage series), as the HTTP thread would.
+// (10 000 stage series), as the HTTP thread would;
+// BM_EngineNewPreviousScrape/scrape_ms:100 the same with the renderer as it
+// was before session 3 (bench/scrape_benchmark_previous.{h,cc}).
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +48,7 @@
 #include "bench/baseline/legacy_case_tracker.h"
 #include "bench/engine_fixture.h"
 #include "bench/median_reporter.h"
+#include "bench/scrape_benchmark_previous.h"
 #include "benchmark/benchmark.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
@@ -126,16 +129,22 @@ struct Engine {
   Tracker tracker;
 };
 
-// Renders /metrics every `interval` on its own thread until destroyed.
+// Renders /metrics every `interval` on its own thread until destroyed; with
+// `previous`, as the renderer did before session 3 (scrape_benchmark_previous).
 class Scraper {
  public:
   Scraper(const aggregate::AggregateShard* live, const cases::DimensionTable* live_dims,
-          absl::Duration interval, absl::Time now)
+          absl::Duration interval, absl::Time now, bool previous)
       : clock_(now), filled_dims_(EngineConfig()), filled_(EngineConfig()) {
     FillSeries(EngineConfig(), 1000, now, &filled_dims_, &filled_);
-    metrics_ = std::make_shared<exporter::EngineMetrics>(
-        &EngineConfig(), std::vector<const aggregate::AggregateShard*>{live, &filled_},
-        std::vector<const cases::DimensionTable*>{live_dims, &filled_dims_}, &clock_);
+    const std::vector<const aggregate::AggregateShard*> shards = {live, &filled_};
+    const std::vector<const cases::DimensionTable*> dims = {live_dims, &filled_dims_};
+    if (previous) {
+      previous_ = std::make_unique<bench_previous::PreviousEngineMetrics>(&EngineConfig(), shards,
+                                                                          dims, &clock_);
+    } else {
+      metrics_ = std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shards, dims, &clock_);
+    }
     thread_ = std::thread([this, interval] { Run(interval); });
   }
   ~Scraper() { Stop(); }
@@ -154,12 +163,16 @@ class Scraper {
  private:
   void Run(absl::Duration interval) {
     const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {metrics_};
+    auto render = [&](std::string body) {
+      return previous_ != nullptr ? bench_previous::PreviousRenderText(*previous_, std::move(body))
+                                  : exporter::RenderText(collectables, std::move(body));
+    };
     std::string body;  // reused, as HttpServer reuses the last body
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(interval);
       const absl::Time start = absl::Now();
-      body = exporter::RenderText(collectables, std::move(body));
+      body = render(std::move(body));
       benchmark::DoNotOptimize(body.size());
       total_ms_ += absl::ToDoubleMilliseconds(absl::Now() - start);
       ++scrapes_;
@@ -172,6 +185,7 @@ class Scraper {
   cases::DimensionTable filled_dims_;
   aggregate::AggregateShard filled_;
   std::shared_ptr<exporter::EngineMetrics> metrics_;
+  std::unique_ptr<bench_previous::PreviousEngineMetrics> previous_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -191,7 +205,7 @@ void PerfControl(const char* command) {
   }
 }
 
-template <typename Tracker, typename Dims, typename Shard>
+template <typename Tracker, typename Dims, typename Shard, bool kPreviousRenderer = false>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
   auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
@@ -214,7 +228,8 @@ void BM_Engine(benchmark::State& state) {
     if constexpr (std::is_same_v<Dims, cases::DimensionTable> &&
                   std::is_same_v<Shard, aggregate::AggregateShard>) {
       scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
-                                          absl::Milliseconds(state.range(0)), stream.end);
+                                          absl::Milliseconds(state.range(0)), stream.end,
+                                          kPreviousRenderer);
     }
   }
   const uint64_t open_before = engine->tracker.open_cases();
@@ -243,6 +258,17 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->Args({0, 1, 0})
     ->Args({0, 0, 1})
     ->Args({0, 1, 1})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+// Scraped by the renderer before session 3: what its cheaper scrapes give
+// the worker, in the same run.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   true)
+    ->Name("BM_EngineNewPreviousScrape")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({100, 0, 0})
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->Threads(2)
@@ -470,6 +496,11 @@ class RatioReporter : public MedianReporter {
     for (int threads : {1, 2}) {
       Ratio(absl::StrFormat("new, scraped every 100 ms / not, %d thread(s)", threads),
             absl::StrFormat("BM_EngineNew/scrape_ms:100/short_cases:0/null_sink:0/%d", threads),
+            absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/%d", threads));
+      Ratio(absl::StrFormat("new, scraped every 100 ms as before session 3 / not, %d thread(s)",
+                            threads),
+            absl::StrFormat("BM_EngineNewPreviousScrape/scrape_ms:100/short_cases:0/null_sink:0/%d",
+                            threads),
             absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/%d", threads));
     }
   }

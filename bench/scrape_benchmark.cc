@@ -1,15 +1,19 @@
-// What one /metrics scrape of the engine costs, now and before the direct
-// text path, in the same run: two worker shards each holding the same 2
+// What one /metrics scrape of the engine costs, now, before session 3 and
+// before the direct text path, in the same run: two worker shards each holding the same 2
 // processes x N dimension combinations (2 x 5 x N stage series once merged:
 // `dims:1000` is 10 000 stage series), with facts in every window.
 //
 //   build/bench/scrape_benchmark --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //   ...
 //   same-run ratios (median CPU time per scrape):
-//     /metrics, legacy / new, dims:1000     1236 ms / 140 ms = 8.8
+//     /metrics, legacy / new, dims:1000                 1236 ms / 140 ms = 8.8
+//     /metrics, before session 3 / new, dims:1000      133.21 ms / 80.28 ms = 1.66
 //
 // BM_Scrape: /metrics as daemon/http renders it now (exporter::RenderText:
 // EngineMetrics writes the text directly, into the previous body's memory);
+// BM_PreviousScrape: the same before session 3's changes to the renderer
+// (bench/scrape_benchmark_previous.{h,cc}, frozen; it reads the shards through
+// today's MergedReader, so it shares the read path's changes).
 // BM_ScrapeFresh: the same into a new string each time. BM_LegacyScrape: as it rendered
 // it before (bench/scrape_benchmark_baseline.{h,cc}, a frozen copy of the
 // old EngineMetrics::Collect, then prometheus-cpp's TextSerializer).
@@ -19,6 +23,8 @@
 // is not formatting). Counters: samples (lines that are not comments) and
 // bytes of the text.
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -29,6 +35,7 @@
 #include "bench/engine_fixture.h"
 #include "bench/median_reporter.h"
 #include "bench/scrape_benchmark_baseline.h"
+#include "bench/scrape_benchmark_previous.h"
 #include "benchmark/benchmark.h"
 #include "daemon/cases/clock.h"
 #include "daemon/export/engine_metrics.h"
@@ -56,6 +63,8 @@ struct Fixture {
         std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
     legacy = std::make_unique<bench_legacy::LegacyEngineMetrics>(&EngineConfig(), shard_ptrs,
                                                                  dims_ptrs, &clock);
+    previous = std::make_unique<bench_previous::PreviousEngineMetrics>(&EngineConfig(), shard_ptrs,
+                                                                       dims_ptrs, &clock);
   }
 
   cases::ManualClock clock;
@@ -63,14 +72,29 @@ struct Fixture {
   std::vector<std::unique_ptr<aggregate::AggregateShard>> shards;
   std::shared_ptr<exporter::EngineMetrics> metrics;
   std::unique_ptr<bench_legacy::LegacyEngineMetrics> legacy;
+  std::unique_ptr<bench_previous::PreviousEngineMetrics> previous;
 };
 
-// Built once per size, kept for the whole run.
+// Built once per size, kept for the whole run. The renderer before session
+// 3 and now must write the same bytes: otherwise the comparison means nothing.
 Fixture& GetFixture(int series_per_process) {
   static std::map<int, std::unique_ptr<Fixture>>* fixtures =
       new std::map<int, std::unique_ptr<Fixture>>;
   std::unique_ptr<Fixture>& f = (*fixtures)[series_per_process];
-  if (f == nullptr) f = std::make_unique<Fixture>(series_per_process);
+  if (f == nullptr) {
+    f = std::make_unique<Fixture>(series_per_process);
+    if (exporter::RenderText({f->metrics}) !=
+        bench_previous::PreviousRenderText(*f->previous, {})) {
+      std::fprintf(stderr, "dims:%d: /metrics differs from the renderer before session 3\n",
+                   series_per_process);
+      std::abort();
+    }
+    // KPID_SCRAPE_DUMP=<dir>: the bodies, for `promtool check metrics`.
+    if (const char* dir = std::getenv("KPID_SCRAPE_DUMP")) {
+      std::ofstream(absl::StrFormat("%s/dims-%d.txt", dir, series_per_process))
+          << exporter::RenderText({f->metrics});
+    }
+  }
   return *f;
 }
 
@@ -100,6 +124,17 @@ void BM_Scrape(benchmark::State& state) {
   std::string text = exporter::RenderText(collectables);
   for (auto _ : state) {
     text = exporter::RenderText(collectables, std::move(text));
+    benchmark::DoNotOptimize(text.data());
+  }
+  Count(state, text);
+}
+
+// The renderer before session 3, frozen, the same way.
+void BM_PreviousScrape(benchmark::State& state) {
+  Fixture& f = GetFixture(static_cast<int>(state.range(0)));
+  std::string text = bench_previous::PreviousRenderText(*f.previous, {});
+  for (auto _ : state) {
+    text = bench_previous::PreviousRenderText(*f.previous, std::move(text));
     benchmark::DoNotOptimize(text.data());
   }
   Count(state, text);
@@ -143,18 +178,18 @@ void BM_LegacyCollect(benchmark::State& state) {
 class NullWriter final : public exporter::MetricWriter {
  public:
   void Family(absl::string_view, absl::string_view, prometheus::MetricType) override {}
-  void Sample(const exporter::SeriesLabels& labels, double value) override {
+  void Sample(exporter::LabelsRef labels, double value) override {
     benchmark::DoNotOptimize(&labels);
     benchmark::DoNotOptimize(value);
   }
-  void Sample(const exporter::SeriesLabels& labels, exporter::ExtraLabel, double value) override {
+  void Sample(exporter::LabelsRef labels, exporter::ExtraLabel, double value) override {
     Sample(labels, value);
   }
-  void Histogram(const exporter::SeriesLabels& labels, uint64_t, double sum,
+  void Histogram(exporter::LabelsRef labels, uint64_t, double sum,
                  absl::Span<const prometheus::ClientMetric::Bucket>) override {
     Sample(labels, sum);
   }
-  void Summary(const exporter::SeriesLabels& labels, uint64_t, double sum,
+  void Summary(exporter::LabelsRef labels, uint64_t, double sum,
                absl::Span<const prometheus::ClientMetric::Quantile>) override {
     Sample(labels, sum);
   }
@@ -172,6 +207,7 @@ void BM_Walk(benchmark::State& state) {
 #define SCRAPE_SIZES(b) \
   b->ArgName("dims")->Arg(9)->Arg(100)->Arg(1000)->Unit(benchmark::kMillisecond)
 SCRAPE_SIZES(BENCHMARK(BM_Scrape));
+SCRAPE_SIZES(BENCHMARK(BM_PreviousScrape));
 SCRAPE_SIZES(BENCHMARK(BM_ScrapeFresh));
 SCRAPE_SIZES(BENCHMARK(BM_LegacyScrape));
 SCRAPE_SIZES(BENCHMARK(BM_Collect));
@@ -185,6 +221,8 @@ class RatioReporter : public MedianReporter {
     for (const char* dims : {"dims:9", "dims:100", "dims:1000"}) {
       CpuRatio(absl::StrFormat("/metrics, legacy / new, %s", dims), "BM_LegacyScrape", "BM_Scrape",
                dims);
+      CpuRatio(absl::StrFormat("/metrics, before session 3 / new, %s", dims), "BM_PreviousScrape",
+               "BM_Scrape", dims);
       CpuRatio(absl::StrFormat("/metrics new, fresh string / reused, %s", dims), "BM_ScrapeFresh",
                "BM_Scrape", dims);
       CpuRatio(absl::StrFormat("Collect(), legacy / new, %s", dims), "BM_LegacyCollect",

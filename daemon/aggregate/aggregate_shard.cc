@@ -9,6 +9,7 @@
 #include <limits>
 #include <new>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/state_codec.h"
@@ -757,10 +758,16 @@ void AggregateShard::ReadRecordSlots(const ProcessState& p, const DimsRecord& r,
   const size_t s_begin = std::min(stage_begin, stages);
   const size_t s_end = std::min(stage_end, stages);
   ProcessWindowCounts process;
-  std::vector<StageWindowCounts> stage(stages);
-  for (int64_t bucket = std::max(span.first, span.last - l.slots + 1); bucket <= span.last;
-       ++bucket) {
-    const size_t slot = static_cast<size_t>(l.offset + FloorMod(bucket, l.slots));
+  // One slot's values, merged once its stamp checks out: a scrape reads
+  // every series' windows, so no allocation here.
+  absl::InlinedVector<StageWindowCounts, 8> stage(stages);
+  const int64_t first = std::max(span.first, span.last - l.slots + 1);
+  // The slot of `bucket`, l.offset + FloorMod(bucket, l.slots), stepped
+  // along instead of divided for each of the ~61 buckets.
+  int64_t ring = FloorMod(first, l.slots);
+  for (int64_t bucket = first; bucket <= span.last;
+       ++bucket, ring = ring + 1 == l.slots ? 0 : ring + 1) {
+    const size_t slot = static_cast<size_t>(l.offset + ring);
     const bool ok = ReadSlot(r.stamps[slot], bucket, [&] {
       if (with_process) {
         r.process_buckets[slot].LoadInto(&process);
@@ -812,6 +819,16 @@ SeriesWindow AggregateShard::ReadSeriesWindow(int process, DimsId dims,
   const DimsRecord* r = ReaderRecord(*p, dims);
   if (r != nullptr) ReadRecordSlots(*p, *r, span, 0, w.stages.size(), /*with_process=*/true, &w);
   return w;
+}
+
+void AggregateShard::AddSeriesWindow(int process, DimsId dims, const WindowSpan& span,
+                                     SeriesWindow* out) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return;
+  out->stages.resize(std::max(out->stages.size(), static_cast<size_t>(p->stages)));
+  const DimsRecord* r = ReaderRecord(*p, dims);
+  if (r != nullptr)
+    ReadRecordSlots(*p, *r, span, 0, out->stages.size(), /*with_process=*/true, out);
 }
 
 SeriesWindow AggregateShard::ReadAllDimsWindow(int process, const WindowSpan& span) const {
@@ -894,6 +911,13 @@ SeriesTotals AggregateShard::ReadSeriesTotals(int process, DimsId dims) const {
   t.stages.resize(static_cast<size_t>(p->stages));
   if (const DimsRecord* r = ReaderRecord(*p, dims)) ReadTotalsInto(*p, *r, &t);
   return t;
+}
+
+void AggregateShard::AddSeriesTotals(int process, DimsId dims, SeriesTotals* out) const {
+  const ProcessState* p = ReaderProcess(process);
+  if (p == nullptr) return;
+  out->stages.resize(std::max(out->stages.size(), static_cast<size_t>(p->stages)));
+  if (const DimsRecord* r = ReaderRecord(*p, dims)) ReadTotalsInto(*p, *r, out);
 }
 
 SeriesTotals AggregateShard::ReadAllDimsTotals(int process) const {

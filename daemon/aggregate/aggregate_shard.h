@@ -191,6 +191,9 @@ class AggregateShard final : public cases::CaseSink {
   // The process series and every stage series of one dims, in one pass (one
   // stamp check per bucket): what the exporter reads per series.
   SeriesWindow ReadSeriesWindow(int process, DimsId dims, const WindowSpan& span) const;
+  // ReadSeriesWindow added to `out` (whose stages grow to the process's),
+  // without allocating: merging one series over many shards.
+  void AddSeriesWindow(int process, DimsId dims, const WindowSpan& span, SeriesWindow* out) const;
   // Summed over every dims of the process (alert rules, the KPI tree).
   SeriesWindow ReadAllDimsWindow(int process, const WindowSpan& span) const;
 
@@ -209,6 +212,8 @@ class AggregateShard final : public cases::CaseSink {
   StageTotals ReadStageTotals(int process, int stage, DimsId dims) const;
   ProcessTotals ReadProcessTotals(int process, DimsId dims) const;
   SeriesTotals ReadSeriesTotals(int process, DimsId dims) const;
+  // ReadSeriesTotals added to `out`, as AddSeriesWindow.
+  void AddSeriesTotals(int process, DimsId dims, SeriesTotals* out) const;
   SeriesTotals ReadAllDimsTotals(int process) const;
   // kpid_transitions_total{process, from, to} (no dims).
   uint64_t ReadTransitions(int process, int from_stage, int to_stage) const;

@@ -52,12 +52,18 @@ std::vector<MergedReader::SeriesRef> MergedReader::SameDimsEverywhere(DimsId dim
 SeriesWindow MergedReader::ReadSeriesWindow(int process, absl::Span<const SeriesRef> series,
                                             const WindowSpan& span) const {
   SeriesWindow w;
-  w.stages.resize(static_cast<size_t>(shards_.front()->stage_count(process)));
+  ReadSeriesWindow(process, series, span, &w);
+  return w;
+}
+
+void MergedReader::ReadSeriesWindow(int process, absl::Span<const SeriesRef> series,
+                                    const WindowSpan& span, SeriesWindow* out) const {
+  out->process = {};
+  out->stages.assign(static_cast<size_t>(shards_.front()->stage_count(process)), {});
   for (const SeriesRef& ref : series) {
     if (ref.shard < 0 || ref.shard >= static_cast<int>(shards_.size())) continue;
-    w.Merge(shards_[static_cast<size_t>(ref.shard)]->ReadSeriesWindow(process, ref.dims, span));
+    shards_[static_cast<size_t>(ref.shard)]->AddSeriesWindow(process, ref.dims, span, out);
   }
-  return w;
 }
 
 SeriesWindow MergedReader::ReadAllDimsWindow(int process, const WindowSpan& span) const {
@@ -81,12 +87,18 @@ Distribution MergedReader::ReadLeadTimes(int process, const WindowSpan& span) co
 
 SeriesTotals MergedReader::ReadSeriesTotals(int process, absl::Span<const SeriesRef> series) const {
   SeriesTotals t;
-  t.stages.resize(static_cast<size_t>(shards_.front()->stage_count(process)));
+  ReadSeriesTotals(process, series, &t);
+  return t;
+}
+
+void MergedReader::ReadSeriesTotals(int process, absl::Span<const SeriesRef> series,
+                                    SeriesTotals* out) const {
+  out->process = {};
+  out->stages.assign(static_cast<size_t>(shards_.front()->stage_count(process)), {});
   for (const SeriesRef& ref : series) {
     if (ref.shard < 0 || ref.shard >= static_cast<int>(shards_.size())) continue;
-    t.Merge(shards_[static_cast<size_t>(ref.shard)]->ReadSeriesTotals(process, ref.dims));
+    shards_[static_cast<size_t>(ref.shard)]->AddSeriesTotals(process, ref.dims, out);
   }
-  return t;
 }
 
 SeriesTotals MergedReader::ReadAllDimsTotals(int process) const {

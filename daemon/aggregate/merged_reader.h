@@ -62,11 +62,15 @@ class MergedReader {
 
   SeriesWindow ReadSeriesWindow(int process, absl::Span<const SeriesRef> series,
                                 const WindowSpan& span) const;
+  // The same into `out`, reusing its memory (a scrape reads every series).
+  void ReadSeriesWindow(int process, absl::Span<const SeriesRef> series, const WindowSpan& span,
+                        SeriesWindow* out) const;
   SeriesWindow ReadAllDimsWindow(int process, const WindowSpan& span) const;
   Distribution ReadCycleTimes(int process, int stage, const WindowSpan& span) const;
   Distribution ReadLeadTimes(int process, const WindowSpan& span) const;
 
   SeriesTotals ReadSeriesTotals(int process, absl::Span<const SeriesRef> series) const;
+  void ReadSeriesTotals(int process, absl::Span<const SeriesRef> series, SeriesTotals* out) const;
   SeriesTotals ReadAllDimsTotals(int process) const;
   uint64_t ReadTransitions(int process, int from_stage, int to_stage) const;
 

@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "daemon/common/duration.h"
+#include "daemon/export/text_writer.h"
 
 namespace kpid::exporter {
 namespace {
@@ -24,11 +25,18 @@ using prometheus::MetricType;
 
 constexpr double kQuantiles[] = {0.5, 0.9, 0.99};
 
+// Where a series' rendered labels are in ProcessSnapshot::label_text.
+struct TextRange {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
 // One dimension combination of a process, summed over the workers.
 struct Series {
   const std::vector<std::string>* values = nullptr;  // owned by a DimensionTable
   std::vector<MergedReader::SeriesRef> refs;
-  SeriesLabels labels;  // process, dims...
+  Labels labels;  // process, dims...
+  TextRange text;
   ProcessTotals totals;
   int64_t open_cases = 0;
 };
@@ -66,13 +74,20 @@ struct Transition {
 // other, so the per-series values are read once into flat arrays in the
 // order every family walks them: a sequential scan, not a pointer chase,
 // per family.
+//
+// Label texts are rendered into one string, the process series' then the
+// stage series', in the order the families write them: a family then reads
+// them front to back. (Read from ~10k strings of their own, scattered over
+// the heap, they missed the caches on nearly every line: the ~90 MB being
+// written evicts them between families.)
 struct ProcessSnapshot {
   size_t stages = 0;                                 // per series
   size_t windows = 0;                                // per series and stage
   std::vector<Series> series;                        // by dimension values
   std::vector<ProcessWindowCounts> process_windows;  // [series][window]
   // The stage series: [series][stage], windows [series][stage][window].
-  std::vector<SeriesLabels> stage_labels;  // process, stage, dims...
+  std::vector<Labels> stage_labels;  // process, stage, dims...
+  std::vector<TextRange> stage_text;
   std::vector<StageTotals> stage_totals;
   std::vector<StageWindowCounts> stage_windows;
   std::vector<Transition> transitions;
@@ -80,6 +95,22 @@ struct ProcessSnapshot {
   std::vector<WindowSummary> lead_times;   // by window
   SeriesLabels labels;                     // process
   uint64_t folded = 0;
+  std::string label_text;
+
+  LabelsRef SeriesLabelsAt(size_t k) const { return Ref(series[k].labels, series[k].text); }
+  LabelsRef StageLabelsAt(size_t j) const { return Ref(stage_labels[j], stage_text[j]); }
+  // Appends the text of `labels` to label_text.
+  TextRange Render(const Labels& labels) {
+    const size_t begin = label_text.size();
+    AppendLabelPairs(labels, &label_text);
+    return {begin, label_text.size()};
+  }
+
+ private:
+  LabelsRef Ref(const Labels& labels, TextRange text) const {
+    return LabelsRef(labels,
+                     absl::string_view(label_text).substr(text.begin, text.end - text.begin));
+  }
 };
 
 // Equal dimension values, compared by content: each worker's table has its
@@ -93,7 +124,7 @@ struct ValuesEq {
   }
 };
 
-void WriteHistogram(MetricWriter* out, const SeriesLabels& labels, const LatencyHistogram& h) {
+void WriteHistogram(MetricWriter* out, LabelsRef labels, const LatencyHistogram& h) {
   std::array<ClientMetric::Bucket, LatencyHistogram::kBuckets> buckets;
   uint64_t cumulative = 0;
   for (size_t i = 0; i < buckets.size(); ++i) {
@@ -262,39 +293,43 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
               [](const Series& a, const Series& b) { return *a.values < *b.values; });
 
     ps.windows = spans.size();
-    ps.stages = process.stages.size();
-    std::vector<aggregate::SeriesTotals> totals;
-    std::vector<aggregate::SeriesWindow> windows;
-    for (Series& s : ps.series) {
-      totals.push_back(reader_.ReadSeriesTotals(p, s.refs));
-      ps.stages = std::min(ps.stages, totals.back().stages.size());
-      for (const aggregate::WindowSpan& span : spans) {
-        windows.push_back(reader_.ReadSeriesWindow(p, s.refs, span));
-        ps.stages = std::min(ps.stages, windows.back().stages.size());
-      }
-    }
-    for (size_t k = 0; k < ps.series.size(); ++k) {
+    // Every shard comes from the same config (MergedReader), so every read
+    // below has the front shard's stages.
+    ps.stages = std::min(process.stages.size(),
+                         static_cast<size_t>(reader_.shards().front()->stage_count(p)));
+    const size_t n = ps.series.size();
+    ps.process_windows.reserve(n * ps.windows);
+    ps.stage_labels.reserve(n * ps.stages);
+    ps.stage_text.reserve(n * ps.stages);
+    ps.stage_totals.reserve(n * ps.stages);
+    ps.stage_windows.resize(n * ps.stages * ps.windows);
+    // Read into, for every series: no allocation per read.
+    aggregate::SeriesTotals totals;
+    aggregate::SeriesWindow window;
+    for (size_t k = 0; k < n; ++k) {
       Series& s = ps.series[k];
-      Labels labels = ps.labels.labels();
+      s.labels = ps.labels.labels();
       for (size_t d = 0; d < dim_names.size() && d < s.values->size(); ++d) {
-        labels.push_back({dim_names[d], (*s.values)[d]});
+        s.labels.push_back({dim_names[d], (*s.values)[d]});
       }
-      s.totals = totals[k].process;
-      s.open_cases = totals[k].open_cases();
-      for (size_t w = 0; w < ps.windows; ++w) {
-        ps.process_windows.push_back(windows[k * ps.windows + w].process);
-      }
+      s.text = ps.Render(s.labels);
+      reader_.ReadSeriesTotals(p, s.refs, &totals);
+      s.totals = totals.process;
+      s.open_cases = totals.open_cases();
       for (size_t si = 0; si < ps.stages; ++si) {
-        Labels stage = labels;
+        Labels& stage = ps.stage_labels.emplace_back(s.labels);
         stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
-        ps.stage_labels.emplace_back(std::move(stage));
-        ps.stage_totals.push_back(totals[k].stages[si]);
-        for (size_t w = 0; w < ps.windows; ++w) {
-          ps.stage_windows.push_back(windows[k * ps.windows + w].stages[si]);
+        ps.stage_totals.push_back(totals.stages[si]);
+      }
+      for (size_t w = 0; w < ps.windows; ++w) {
+        reader_.ReadSeriesWindow(p, s.refs, spans[w], &window);
+        ps.process_windows.push_back(window.process);
+        for (size_t si = 0; si < ps.stages; ++si) {
+          ps.stage_windows[(k * ps.stages + si) * ps.windows + w] = window.stages[si];
         }
       }
-      s.labels = SeriesLabels(std::move(labels));
     }
+    for (const Labels& stage : ps.stage_labels) ps.stage_text.push_back(ps.Render(stage));
 
     for (size_t from = 0; from < process.stages.size(); ++from) {
       for (size_t to = 0; to < process.stages.size(); ++to) {
@@ -340,30 +375,30 @@ void EngineMetrics::WriteMetrics(MetricWriter* out) const {
   for (const SeriesFamily& f : kProcessTotals) {
     out->Family(f.name, f.help, f.type);
     each_series([&](const ProcessSnapshot& p, size_t k) {
-      out->Sample(p.series[k].labels, f.value(p.series[k]));
+      out->Sample(p.SeriesLabelsAt(k), f.value(p.series[k]));
     });
   }
   out->Family("kpid_process_lead_time_seconds",
               "Lead time of completed cases (start to completion).", MetricType::Histogram);
   each_series([&](const ProcessSnapshot& p, size_t k) {
-    WriteHistogram(out, p.series[k].labels, p.series[k].totals.lead_time);
+    WriteHistogram(out, p.SeriesLabelsAt(k), p.series[k].totals.lead_time);
   });
 
   for (const StageTotalsFamily& f : kStageTotals) {
     out->Family(f.name, f.help, f.type);
     each_stage([&](const ProcessSnapshot& p, size_t j) {
-      out->Sample(p.stage_labels[j], f.value(p.stage_totals[j]));
+      out->Sample(p.StageLabelsAt(j), f.value(p.stage_totals[j]));
     });
   }
   out->Family("kpid_stage_exited_total", "Exits from the stage, by outcome.", MetricType::Counter);
   each_stage([&](const ProcessSnapshot& p, size_t j) {
-    out->Sample(p.stage_labels[j], {"outcome", "advanced"}, D(p.stage_totals[j].exited_advanced));
-    out->Sample(p.stage_labels[j], {"outcome", "fallout"}, D(p.stage_totals[j].exited_fallout));
+    out->Sample(p.StageLabelsAt(j), {"outcome", "advanced"}, D(p.stage_totals[j].exited_advanced));
+    out->Sample(p.StageLabelsAt(j), {"outcome", "fallout"}, D(p.stage_totals[j].exited_fallout));
   });
   out->Family("kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
               MetricType::Histogram);
   each_stage([&](const ProcessSnapshot& p, size_t j) {
-    WriteHistogram(out, p.stage_labels[j], p.stage_totals[j].cycle_time);
+    WriteHistogram(out, p.StageLabelsAt(j), p.stage_totals[j].cycle_time);
   });
 
   for (const ProcessWindowFamily& f : kProcessWindow) {
@@ -371,7 +406,7 @@ void EngineMetrics::WriteMetrics(MetricWriter* out) const {
     each_series([&](const ProcessSnapshot& p, size_t k) {
       for (size_t w = 0; w < p.windows; ++w) {
         if (absl::optional<double> v = f.value(p.process_windows[k * p.windows + w])) {
-          out->Sample(p.series[k].labels, {"window", snap.windows[w]}, *v);
+          out->Sample(p.SeriesLabelsAt(k), {"window", snap.windows[w]}, *v);
         }
       }
     });
@@ -381,7 +416,7 @@ void EngineMetrics::WriteMetrics(MetricWriter* out) const {
     each_stage([&](const ProcessSnapshot& p, size_t j) {
       for (size_t w = 0; w < p.windows; ++w) {
         if (absl::optional<double> v = f.value(p.stage_windows[j * p.windows + w])) {
-          out->Sample(p.stage_labels[j], {"window", snap.windows[w]}, *v);
+          out->Sample(p.StageLabelsAt(j), {"window", snap.windows[w]}, *v);
         }
       }
     });

@@ -32,7 +32,7 @@ ClientMetric& FamilyWriter::NewMetric(Labels labels) {
   return metric;
 }
 
-void FamilyWriter::Sample(const SeriesLabels& labels, double value) {
+void FamilyWriter::Sample(LabelsRef labels, double value) {
   ClientMetric& metric = NewMetric(labels.labels());
   switch (families_.back().type) {
     case MetricType::Counter:
@@ -47,13 +47,13 @@ void FamilyWriter::Sample(const SeriesLabels& labels, double value) {
   }
 }
 
-void FamilyWriter::Sample(const SeriesLabels& labels, ExtraLabel extra, double value) {
+void FamilyWriter::Sample(LabelsRef labels, ExtraLabel extra, double value) {
   Sample(labels, value);
   families_.back().metric.back().label.push_back(
       {std::string(extra.name), std::string(extra.value)});
 }
 
-void FamilyWriter::Histogram(const SeriesLabels& labels, uint64_t count, double sum,
+void FamilyWriter::Histogram(LabelsRef labels, uint64_t count, double sum,
                              absl::Span<const ClientMetric::Bucket> buckets) {
   ClientMetric& metric = NewMetric(labels.labels());
   metric.histogram.sample_count = count;
@@ -61,7 +61,7 @@ void FamilyWriter::Histogram(const SeriesLabels& labels, uint64_t count, double 
   metric.histogram.bucket.assign(buckets.begin(), buckets.end());
 }
 
-void FamilyWriter::Summary(const SeriesLabels& labels, uint64_t count, double sum,
+void FamilyWriter::Summary(LabelsRef labels, uint64_t count, double sum,
                            absl::Span<const ClientMetric::Quantile> quantiles) {
   ClientMetric& metric = NewMetric(labels.labels());
   metric.summary.sample_count = count;

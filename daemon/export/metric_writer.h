@@ -54,6 +54,26 @@ class SeriesLabels {
   std::string text_;
 };
 
+// A series' labels as a writer takes them: those of a SeriesLabels, or the
+// same kept elsewhere (EngineMetrics renders the label text of every series
+// of a scrape into one string, in the order the families write them, so a
+// family reads it front to back instead of chasing ~10k separate strings:
+// bench/RESULTS.md §4). Refers to storage that outlives the call.
+class LabelsRef {
+ public:
+  LabelsRef(const SeriesLabels& labels)  // NOLINT(google-explicit-constructor): a view of it
+      : labels_(&labels.labels()), text_(labels.text()) {}
+  // `text`: `labels` rendered as SeriesLabels::text() renders them.
+  LabelsRef(const Labels& labels, absl::string_view text) : labels_(&labels), text_(text) {}
+
+  const Labels& labels() const { return *labels_; }
+  absl::string_view text() const { return text_; }
+
+ private:
+  const Labels* labels_;
+  absl::string_view text_;
+};
+
 // One label after a series' labels (window="5m", outcome="fallout"), for
 // samples whose label set differs from the series' by one label only.
 struct ExtraLabel {
@@ -71,13 +91,13 @@ class MetricWriter {
   virtual void Family(absl::string_view name, absl::string_view help,
                       prometheus::MetricType type) = 0;
   // A counter, gauge or untyped sample of the current family.
-  virtual void Sample(const SeriesLabels& labels, double value) = 0;
-  virtual void Sample(const SeriesLabels& labels, ExtraLabel extra, double value) = 0;
+  virtual void Sample(LabelsRef labels, double value) = 0;
+  virtual void Sample(LabelsRef labels, ExtraLabel extra, double value) = 0;
   // `buckets`: cumulative counts by ascending upper bound; a +Inf bucket
   // equal to `count` is added when the last bound is not +Inf.
-  virtual void Histogram(const SeriesLabels& labels, uint64_t count, double sum,
+  virtual void Histogram(LabelsRef labels, uint64_t count, double sum,
                          absl::Span<const prometheus::ClientMetric::Bucket> buckets) = 0;
-  virtual void Summary(const SeriesLabels& labels, uint64_t count, double sum,
+  virtual void Summary(LabelsRef labels, uint64_t count, double sum,
                        absl::Span<const prometheus::ClientMetric::Quantile> quantiles) = 0;
 };
 
@@ -85,11 +105,11 @@ class MetricWriter {
 class FamilyWriter final : public MetricWriter {
  public:
   void Family(absl::string_view name, absl::string_view help, prometheus::MetricType type) override;
-  void Sample(const SeriesLabels& labels, double value) override;
-  void Sample(const SeriesLabels& labels, ExtraLabel extra, double value) override;
-  void Histogram(const SeriesLabels& labels, uint64_t count, double sum,
+  void Sample(LabelsRef labels, double value) override;
+  void Sample(LabelsRef labels, ExtraLabel extra, double value) override;
+  void Histogram(LabelsRef labels, uint64_t count, double sum,
                  absl::Span<const prometheus::ClientMetric::Bucket> buckets) override;
-  void Summary(const SeriesLabels& labels, uint64_t count, double sum,
+  void Summary(LabelsRef labels, uint64_t count, double sum,
                absl::Span<const prometheus::ClientMetric::Quantile> quantiles) override;
 
   std::vector<prometheus::MetricFamily> Take() && { return std::move(families_); }

@@ -50,11 +50,11 @@ class TextWriter final : public MetricWriter {
   explicit TextWriter(std::string buffer = {});
 
   void Family(absl::string_view name, absl::string_view help, prometheus::MetricType type) override;
-  void Sample(const SeriesLabels& labels, double value) override;
-  void Sample(const SeriesLabels& labels, ExtraLabel extra, double value) override;
-  void Histogram(const SeriesLabels& labels, uint64_t count, double sum,
+  void Sample(LabelsRef labels, double value) override;
+  void Sample(LabelsRef labels, ExtraLabel extra, double value) override;
+  void Histogram(LabelsRef labels, uint64_t count, double sum,
                  absl::Span<const prometheus::ClientMetric::Bucket> buckets) override;
-  void Summary(const SeriesLabels& labels, uint64_t count, double sum,
+  void Summary(LabelsRef labels, uint64_t count, double sum,
                absl::Span<const prometheus::ClientMetric::Quantile> quantiles) override;
 
   // Families of a plain Collectable, as prometheus-cpp's TextSerializer
@@ -73,9 +73,30 @@ class TextWriter final : public MetricWriter {
     size_t end;
   };
 
+  // A rendered le or quantile: the same few bounds on every line.
+  struct RenderedNumber {
+    double value = 0;
+    std::string text;
+  };
+
+  // Lines are written through a pointer into a small staging buffer after
+  // one room check per line (appending piece by piece checks and updates a
+  // string's size every time), and the staging buffer is copied to `out_`
+  // with streaming stores (text_writer.cc StreamCopy). Reserve: room for
+  // `bytes` more; Commit: the staged text now ends at `end`.
+  char* Reserve(size_t bytes);
+  void Commit(const char* end);
+  void Flush();
+  size_t end() const { return flushed_ + staged_; }
   void CloseFamily();
-  // `labels`: rendered label pairs (SeriesLabels::text()).
-  void Line(absl::string_view suffix, absl::string_view labels, ExtraLabel extra);
+  // Writes a sample line up to its value (`labels`: rendered label pairs,
+  // SeriesLabels::text()) and returns where the value goes; the room
+  // reserved holds a value, a timestamp and the newline (EndLine).
+  char* Line(absl::string_view suffix, absl::string_view labels, ExtraLabel extra);
+  // A timestamp (when not 0) and the newline after the value ending at `p`.
+  void EndLine(int64_t timestamp_ms, char* p);
+  // `value` rendered, cached at `i` for the next line with the same bound.
+  static absl::string_view NumberText(std::vector<RenderedNumber>* cache, size_t i, double value);
   // The _count and _sum lines histograms and summaries share.
   void WriteCountAndSum(absl::string_view labels, uint64_t count, double sum, int64_t timestamp_ms);
   void WriteHistogram(absl::string_view labels, uint64_t count, double sum,
@@ -84,12 +105,17 @@ class TextWriter final : public MetricWriter {
   void WriteSummary(absl::string_view labels, uint64_t count, double sum,
                     absl::Span<const prometheus::ClientMetric::Quantile> quantiles,
                     int64_t timestamp_ms);
-  void EndLine(int64_t timestamp_ms);
 
-  std::string out_;
+  static constexpr size_t kStageBytes = 64 << 10;  // stays in L2
+
+  std::string out_;  // the text in [0, flushed_), then room
+  size_t flushed_ = 0;
+  std::vector<char> stage_;  // the text after flushed_, in [0, staged_)
+  size_t staged_ = 0;
   std::vector<FamilySpan> families_;
-  std::string label_scratch_;  // AddFamilies: a metric's rendered labels
-  std::string value_scratch_;  // a rendered le or quantile
+  std::string label_scratch_;                  // AddFamilies: a metric's rendered labels
+  std::vector<RenderedNumber> le_text_;        // by bucket
+  std::vector<RenderedNumber> quantile_text_;  // by quantile
 };
 
 // Appends `value` as a sample value of the text format (see above).

@@ -120,6 +120,24 @@ TEST(TextWriterTest, WritesEachKindOfSample) {
             "s_seconds{process=\"p\",quantile=\"0.99\"} 1\n");
 }
 
+// The writer stages lines in a 64 KB buffer before copying them into the
+// body: a line longer than that, and lines across many stagings, must come
+// out whole and in order.
+TEST(TextWriterTest, LinesLongerThanItsStagingAndManyStagings) {
+  const std::string long_value = std::string(100000, 'a') + "\"";
+  TextWriter out;
+  out.Family("x", "", MetricType::Gauge);
+  out.Sample(SeriesLabels(Labels{{"v", long_value}}), 1);
+  const SeriesLabels short_labels(Labels{{"i", "k"}});
+  for (int i = 0; i < 20000; ++i) out.Sample(short_labels, i);
+
+  // The long value's '"' escaped as \"; then 20000 lines of ~13 bytes,
+  // ~260 KB: four stagings.
+  std::string expected = "# TYPE x gauge\nx{v=\"" + std::string(100000, 'a') + "\\\"\"} 1\n";
+  for (int i = 0; i < 20000; ++i) expected += "x{i=\"k\"} " + std::to_string(i) + "\n";
+  EXPECT_EQ(std::move(out).Finish(), expected);
+}
+
 TEST(TextWriterTest, ReusesTheBufferButNotItsContents) {
   std::string buffer(1 << 16, 'x');
   const size_t capacity = buffer.capacity();

@@ -1,0 +1,691 @@
+#include "bench/scrape_benchmark_previous.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "daemon/common/duration.h"
+
+namespace kpid::bench_previous {
+
+using exporter::Labels;
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricType;
+
+// Integers up to here are exact doubles: printed as integers they read back
+// as the same double.
+constexpr double kMaxExactInteger = 9007199254740992.0;  // 2^53
+
+void Put(absl::string_view text, std::string* out) { out->append(text.data(), text.size()); }
+
+void AppendInteger(uint64_t value, std::string* out) {
+  char buf[24];
+  const std::to_chars_result r = std::to_chars(buf, buf + sizeof buf, value);
+  out->append(buf, static_cast<size_t>(r.ptr - buf));
+}
+
+// Label values escape \, " and newline; HELP text only \ and newline.
+void AppendEscaped(absl::string_view text, bool quotes, std::string* out) {
+  size_t plain = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const char* escaped = c == '\\'            ? "\\\\"
+                          : c == '\n'          ? "\\n"
+                          : c == '"' && quotes ? "\\\""
+                                               : nullptr;
+    if (escaped == nullptr) continue;
+    out->append(text.data() + plain, i - plain);
+    out->append(escaped, 2);
+    plain = i + 1;
+  }
+  out->append(text.data() + plain, text.size() - plain);
+}
+
+absl::string_view TypeName(MetricType type) {
+  switch (type) {
+    case MetricType::Counter:
+      return "counter";
+    case MetricType::Gauge:
+      return "gauge";
+    case MetricType::Summary:
+      return "summary";
+    case MetricType::Histogram:
+      return "histogram";
+    case MetricType::Untyped:
+      break;
+  }
+  return "untyped";
+}
+
+}  // namespace
+
+static void AppendSampleValue(double value, std::string* out) {
+  if (std::isnan(value)) {
+    Put("NaN", out);
+    return;
+  }
+  if (std::isinf(value)) {
+    Put(value > 0 ? "+Inf" : "-Inf", out);
+    return;
+  }
+  char buf[32];
+  std::to_chars_result r;
+  // Counts are most samples; integer formatting is the cheaper path for them.
+  if (std::fabs(value) <= kMaxExactInteger && value == std::trunc(value) && !std::signbit(value)) {
+    r = std::to_chars(buf, buf + sizeof buf, static_cast<uint64_t>(value));
+  } else {
+    r = std::to_chars(buf, buf + sizeof buf, value);  // shortest round-trip form
+  }
+  out->append(buf, static_cast<size_t>(r.ptr - buf));
+}
+
+static void AppendLabelPairs(const Labels& labels, std::string* out) {
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    Put(labels[i].name, out);
+    Put("=\"", out);
+    AppendEscaped(labels[i].value, /*quotes=*/true, out);
+    out->push_back('"');
+  }
+}
+
+PreviousTextWriter::PreviousTextWriter(std::string buffer) : out_(std::move(buffer)) {
+  out_.clear();
+}
+
+void PreviousTextWriter::CloseFamily() {
+  if (!families_.empty()) families_.back().end = out_.size();
+}
+
+void PreviousTextWriter::Family(absl::string_view name, absl::string_view help, MetricType type) {
+  CloseFamily();
+  FamilySpan& family = families_.emplace_back();
+  family.name = std::string(name);
+  family.type = type;
+  family.begin = out_.size();
+  if (!help.empty()) {
+    Put("# HELP ", &out_);
+    Put(name, &out_);
+    out_.push_back(' ');
+    AppendEscaped(help, /*quotes=*/false, &out_);
+    out_.push_back('\n');
+  }
+  Put("# TYPE ", &out_);
+  Put(name, &out_);
+  out_.push_back(' ');
+  Put(TypeName(type), &out_);
+  out_.push_back('\n');
+  family.body = out_.size();
+}
+
+void PreviousTextWriter::Line(absl::string_view suffix, absl::string_view labels,
+                              ExtraLabel extra) {
+  Put(families_.back().name, &out_);
+  Put(suffix, &out_);
+  const bool has_extra = !extra.name.empty();
+  if (!labels.empty() || has_extra) {
+    out_.push_back('{');
+    Put(labels, &out_);
+    if (has_extra) {
+      if (!labels.empty()) out_.push_back(',');
+      Put(extra.name, &out_);
+      Put("=\"", &out_);
+      AppendEscaped(extra.value, /*quotes=*/true, &out_);
+      out_.push_back('"');
+    }
+    out_.push_back('}');
+  }
+  out_.push_back(' ');
+}
+
+void PreviousTextWriter::EndLine(int64_t timestamp_ms) {
+  if (timestamp_ms != 0) {
+    out_.push_back(' ');
+    if (timestamp_ms < 0) out_.push_back('-');
+    AppendInteger(timestamp_ms < 0 ? 0 - static_cast<uint64_t>(timestamp_ms)
+                                   : static_cast<uint64_t>(timestamp_ms),
+                  &out_);
+  }
+  out_.push_back('\n');
+}
+
+void PreviousTextWriter::Sample(LabelsRef labels, double value) {
+  Sample(labels, ExtraLabel{}, value);
+}
+
+void PreviousTextWriter::Sample(LabelsRef labels, ExtraLabel extra, double value) {
+  Line("", labels.text(), extra);
+  AppendSampleValue(value, &out_);
+  out_.push_back('\n');
+}
+
+void PreviousTextWriter::Histogram(LabelsRef labels, uint64_t count, double sum,
+                                   absl::Span<const ClientMetric::Bucket> buckets) {
+  WriteHistogram(labels.text(), count, sum, buckets, 0);
+}
+
+void PreviousTextWriter::Summary(LabelsRef labels, uint64_t count, double sum,
+                                 absl::Span<const ClientMetric::Quantile> quantiles) {
+  WriteSummary(labels.text(), count, sum, quantiles, 0);
+}
+
+void PreviousTextWriter::WriteCountAndSum(absl::string_view labels, uint64_t count, double sum,
+                                          int64_t timestamp_ms) {
+  Line("_count", labels, {});
+  AppendInteger(count, &out_);
+  EndLine(timestamp_ms);
+  Line("_sum", labels, {});
+  AppendSampleValue(sum, &out_);
+  EndLine(timestamp_ms);
+}
+
+void PreviousTextWriter::WriteHistogram(absl::string_view labels, uint64_t count, double sum,
+                                        absl::Span<const ClientMetric::Bucket> buckets,
+                                        int64_t timestamp_ms) {
+  WriteCountAndSum(labels, count, sum, timestamp_ms);
+  for (const ClientMetric::Bucket& bucket : buckets) {
+    value_scratch_.clear();
+    AppendSampleValue(bucket.upper_bound, &value_scratch_);
+    Line("_bucket", labels, {"le", value_scratch_});
+    AppendInteger(bucket.cumulative_count, &out_);
+    EndLine(timestamp_ms);
+  }
+  if (buckets.empty() || buckets.back().upper_bound != std::numeric_limits<double>::infinity()) {
+    Line("_bucket", labels, {"le", "+Inf"});
+    AppendInteger(count, &out_);
+    EndLine(timestamp_ms);
+  }
+}
+
+void PreviousTextWriter::WriteSummary(absl::string_view labels, uint64_t count, double sum,
+                                      absl::Span<const ClientMetric::Quantile> quantiles,
+                                      int64_t timestamp_ms) {
+  WriteCountAndSum(labels, count, sum, timestamp_ms);
+  for (const ClientMetric::Quantile& q : quantiles) {
+    value_scratch_.clear();
+    AppendSampleValue(q.quantile, &value_scratch_);
+    Line("", labels, {"quantile", value_scratch_});
+    AppendSampleValue(q.value, &out_);
+    EndLine(timestamp_ms);
+  }
+}
+
+void PreviousTextWriter::AddFamilies(const std::vector<prometheus::MetricFamily>& families) {
+  for (const prometheus::MetricFamily& family : families) {
+    Family(family.name, family.help, family.type);
+    for (const ClientMetric& metric : family.metric) {
+      label_scratch_.clear();
+      AppendLabelPairs(metric.label, &label_scratch_);
+      switch (family.type) {
+        case MetricType::Histogram:
+          WriteHistogram(label_scratch_, metric.histogram.sample_count, metric.histogram.sample_sum,
+                         metric.histogram.bucket, metric.timestamp_ms);
+          continue;
+        case MetricType::Summary:
+          WriteSummary(label_scratch_, metric.summary.sample_count, metric.summary.sample_sum,
+                       metric.summary.quantile, metric.timestamp_ms);
+          continue;
+        case MetricType::Counter:
+          Line("", label_scratch_, {});
+          AppendSampleValue(metric.counter.value, &out_);
+          break;
+        case MetricType::Gauge:
+          Line("", label_scratch_, {});
+          AppendSampleValue(metric.gauge.value, &out_);
+          break;
+        case MetricType::Untyped:
+          Line("", label_scratch_, {});
+          AppendSampleValue(metric.untyped.value, &out_);
+          break;
+      }
+      EndLine(metric.timestamp_ms);
+    }
+  }
+}
+
+std::string PreviousTextWriter::Finish() && {
+  CloseFamily();
+  // Occurrences of each name, in order of first appearance.
+  absl::flat_hash_map<absl::string_view, size_t> group_of;
+  std::vector<std::vector<const FamilySpan*>> groups;
+  for (const FamilySpan& family : families_) {
+    auto [it, inserted] = group_of.emplace(family.name, groups.size());
+    if (inserted) groups.emplace_back();
+    groups[it->second].push_back(&family);
+  }
+  if (groups.size() == families_.size()) return std::move(out_);
+
+  std::string merged;
+  merged.reserve(out_.size());
+  const absl::string_view all = out_;
+  for (const std::vector<const FamilySpan*>& group : groups) {
+    const FamilySpan& first = *group.front();
+    Put(all.substr(first.begin, first.end - first.begin), &merged);
+    for (size_t i = 1; i < group.size(); ++i) {
+      if (group[i]->type != first.type) continue;
+      Put(all.substr(group[i]->body, group[i]->end - group[i]->body), &merged);
+    }
+  }
+  return merged;
+}
+
+namespace engine {
+
+using aggregate::LatencyHistogram;
+using aggregate::MergedReader;
+using aggregate::ProcessTotals;
+using aggregate::ProcessWindowCounts;
+using aggregate::StageTotals;
+using aggregate::StageWindowCounts;
+using prometheus::ClientMetric;
+using prometheus::MetricType;
+
+constexpr double kQuantiles[] = {0.5, 0.9, 0.99};
+
+// One dimension combination of a process, summed over the workers.
+struct Series {
+  const std::vector<std::string>* values = nullptr;  // owned by a DimensionTable
+  std::vector<MergedReader::SeriesRef> refs;
+  SeriesLabels labels;  // process, dims...
+  ProcessTotals totals;
+  int64_t open_cases = 0;
+};
+
+// A window distribution as a summary: quantiles (absent when the window has
+// no observations), count, and a sum from the bins (within the
+// distribution's 1% relative error).
+struct WindowSummary {
+  SeriesLabels labels;
+  uint64_t count = 0;
+  double sum = 0;
+  std::vector<ClientMetric::Quantile> quantiles;
+};
+
+WindowSummary Summarize(SeriesLabels labels, const aggregate::Distribution& d) {
+  WindowSummary s{std::move(labels), d.count(), 0, {}};
+  for (size_t bin = 0; bin < d.bins().size(); ++bin) {
+    if (d.bins()[bin] == 0) continue;
+    s.sum += static_cast<double>(d.bins()[bin]) *
+             aggregate::Distribution::BinValue(static_cast<int>(bin));
+  }
+  for (double q : kQuantiles) {
+    if (absl::optional<double> v = d.Quantile(q)) s.quantiles.push_back({q, *v});
+  }
+  return s;
+}
+
+struct Transition {
+  SeriesLabels labels;  // process, from, to
+  uint64_t count = 0;
+};
+
+// What a scrape writes of one process. A family writes one sample per
+// series (and stage, and window) and the families are written one after the
+// other, so the per-series values are read once into flat arrays in the
+// order every family walks them: a sequential scan, not a pointer chase,
+// per family.
+struct ProcessSnapshot {
+  size_t stages = 0;                                 // per series
+  size_t windows = 0;                                // per series and stage
+  std::vector<Series> series;                        // by dimension values
+  std::vector<ProcessWindowCounts> process_windows;  // [series][window]
+  // The stage series: [series][stage], windows [series][stage][window].
+  std::vector<SeriesLabels> stage_labels;  // process, stage, dims...
+  std::vector<StageTotals> stage_totals;
+  std::vector<StageWindowCounts> stage_windows;
+  std::vector<Transition> transitions;
+  std::vector<WindowSummary> cycle_times;  // by window, then stage
+  std::vector<WindowSummary> lead_times;   // by window
+  SeriesLabels labels;                     // process
+  uint64_t folded = 0;
+};
+
+// Equal dimension values, compared by content: each worker's table has its
+// own copy.
+struct ValuesHash {
+  size_t operator()(const std::vector<std::string>* v) const { return absl::HashOf(*v); }
+};
+struct ValuesEq {
+  bool operator()(const std::vector<std::string>* a, const std::vector<std::string>* b) const {
+    return *a == *b;
+  }
+};
+
+void WriteHistogram(MetricWriter* out, LabelsRef labels, const LatencyHistogram& h) {
+  std::array<ClientMetric::Bucket, LatencyHistogram::kBuckets> buckets;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    cumulative += h.buckets[i];
+    buckets[i].cumulative_count = cumulative;
+    buckets[i].upper_bound = i < LatencyHistogram::kBounds.size()
+                                 ? LatencyHistogram::kBounds[i]
+                                 : std::numeric_limits<double>::infinity();
+  }
+  out->Histogram(labels, cumulative, h.sum, buckets);
+}
+
+// Families with one sample per series (and window), by what they read.
+struct SeriesFamily {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const Series&);
+};
+struct StageTotalsFamily {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const StageTotals&);
+};
+struct ProcessWindowFamily {
+  const char* name;
+  const char* help;
+  absl::optional<double> (*value)(const ProcessWindowCounts&);
+};
+struct StageWindowFamily {
+  const char* name;
+  const char* help;
+  absl::optional<double> (*value)(const StageWindowCounts&);
+};
+
+double D(uint64_t n) { return static_cast<double>(n); }
+
+const SeriesFamily kProcessTotals[] = {
+    {"kpid_process_cases_started_total", "Cases started.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.started); }},
+    {"kpid_process_cases_completed_total", "Cases completed.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.completed); }},
+    {"kpid_process_cases_fallout_total", "Cases fallen out.", MetricType::Counter,
+     [](const Series& s) { return D(s.totals.fallout); }},
+    {"kpid_process_cases_expired_total",
+     "Open cases closed after case_ttl without activity, or evicted at max_open_cases.",
+     MetricType::Counter, [](const Series& s) { return D(s.totals.expired); }},
+    {"kpid_process_revenue_total", "Sum of CASE_COMPLETED amounts.", MetricType::Counter,
+     [](const Series& s) { return s.totals.revenue; }},
+    {"kpid_process_cost_total", "Sum of COST amounts.", MetricType::Counter,
+     [](const Series& s) { return s.totals.cost; }},
+    {"kpid_process_open_cases", "Open cases now.", MetricType::Gauge,
+     [](const Series& s) { return static_cast<double>(s.open_cases); }},
+};
+
+const StageTotalsFamily kStageTotals[] = {
+    {"kpid_stage_entered_total", "Entries into the stage.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.entered); }},
+    {"kpid_stage_sla_met_total", "Exits within the stage SLA.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.sla_met); }},
+    {"kpid_stage_sla_missed_total", "Exits over the stage SLA.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.sla_missed); }},
+    {"kpid_stage_rework_total", "Re-entries into a stage visited before.", MetricType::Counter,
+     [](const StageTotals& t) { return D(t.rework); }},
+    {"kpid_stage_sla_breaches_total", "Open cases that passed their stage deadline.",
+     MetricType::Counter, [](const StageTotals& t) { return D(t.sla_breaches); }},
+    {"kpid_stage_backlog", "Open cases in the stage now.", MetricType::Gauge,
+     [](const StageTotals& t) { return static_cast<double>(t.backlog); }},
+    {"kpid_stage_backlog_over_sla", "Open cases in the stage past their deadline now.",
+     MetricType::Gauge,
+     [](const StageTotals& t) { return static_cast<double>(t.backlog_over_sla); }},
+};
+
+absl::optional<double> Some(double v) { return v; }
+
+const ProcessWindowFamily kProcessWindow[] = {
+    {"kpid_window_process_events", "Events accepted in the window, of every kind.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.events())); }},
+    {"kpid_window_process_started", "Cases started in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.started)); }},
+    {"kpid_window_process_completed", "Cases completed in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.completed)); }},
+    {"kpid_window_process_fallout", "Cases fallen out in the window.",
+     [](const ProcessWindowCounts& c) { return Some(D(c.fallout)); }},
+    {"kpid_window_process_revenue", "Revenue completed in the window.",
+     [](const ProcessWindowCounts& c) { return Some(c.revenue); }},
+    {"kpid_window_process_cost", "Cost in the window.",
+     [](const ProcessWindowCounts& c) { return Some(c.cost); }},
+    {"kpid_window_process_win_ratio", "completed / (completed + fallout) in the window.",
+     [](const ProcessWindowCounts& c) { return c.win_ratio(); }},
+    {"kpid_window_process_avg_deal", "revenue / completed.",
+     [](const ProcessWindowCounts& c) { return c.avg_deal(); }},
+    {"kpid_window_process_cost_to_serve", "cost / completed.",
+     [](const ProcessWindowCounts& c) { return c.cost_to_serve(); }},
+    {"kpid_window_process_feedback_score", "Mean feedback score in the window.",
+     [](const ProcessWindowCounts& c) { return c.feedback_score(); }},
+};
+
+const StageWindowFamily kStageWindow[] = {
+    {"kpid_window_stage_entered", "Stage entered count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.entered)); }},
+    {"kpid_window_stage_exited", "Stage exited count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.exited())); }},
+    {"kpid_window_stage_advanced", "Stage advanced count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.advanced)); }},
+    {"kpid_window_stage_fallout", "Stage fallout count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.fallout)); }},
+    {"kpid_window_stage_sla_met", "Stage sla_met count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.sla_met)); }},
+    {"kpid_window_stage_rework", "Stage rework count in the window.",
+     [](const StageWindowCounts& c) { return Some(D(c.rework)); }},
+    {"kpid_window_stage_conversion_ratio", "advanced / exited.",
+     [](const StageWindowCounts& c) { return c.conversion(); }},
+    {"kpid_window_stage_fallout_ratio", "fallout / exited.",
+     [](const StageWindowCounts& c) { return c.fallout_ratio(); }},
+    {"kpid_window_stage_sla_attainment_ratio", "Exits within SLA / exits.",
+     [](const StageWindowCounts& c) { return c.sla_attainment(); }},
+    {"kpid_window_stage_rework_ratio", "rework / entered.",
+     [](const StageWindowCounts& c) { return c.rework_ratio(); }},
+};
+
+}  // namespace engine
+using namespace engine;  // NOLINT: a frozen copy
+
+struct PreviousEngineMetrics::Snapshot {
+  std::vector<std::string> windows;  // label values, by window index
+  std::vector<ProcessSnapshot> processes;
+};
+
+PreviousEngineMetrics::PreviousEngineMetrics(const model::Config* config,
+                                             std::vector<const aggregate::AggregateShard*> shards,
+                                             std::vector<const cases::DimensionTable*> dimensions,
+                                             const cases::Clock* clock)
+    : config_(config),
+      reader_(std::move(shards)),
+      dimensions_(std::move(dimensions)),
+      clock_(clock) {}
+
+PreviousEngineMetrics::Snapshot PreviousEngineMetrics::Read() const {
+  Snapshot snap;
+  const absl::Time now = clock_->Now();
+  const std::vector<std::string>& dim_names = config_->dimensions.names;
+  std::vector<aggregate::WindowSpan> spans;
+  for (size_t w = 0; w < config_->windows.size(); ++w) {
+    spans.push_back(reader_.Resolve(static_cast<int>(w), now));
+    snap.windows.push_back(FormatPromDuration(config_->windows[w]));
+  }
+
+  snap.processes.resize(config_->processes.size());
+  for (size_t pi = 0; pi < config_->processes.size(); ++pi) {
+    const int p = static_cast<int>(pi);
+    const model::ProcessConfig& process = config_->processes[pi];
+    ProcessSnapshot& ps = snap.processes[pi];
+    ps.labels = SeriesLabels({{"process", process.id}});
+
+    // Series of equal dimension values across workers, summed.
+    absl::flat_hash_map<const std::vector<std::string>*, size_t, ValuesHash, ValuesEq> index;
+    for (const MergedReader::SeriesRef& ref : reader_.ListSeries(p)) {
+      const std::vector<std::string>* values =
+          &dimensions_[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
+      auto [it, inserted] = index.emplace(values, ps.series.size());
+      if (inserted) ps.series.emplace_back().values = values;
+      ps.series[it->second].refs.push_back(ref);
+    }
+    std::sort(ps.series.begin(), ps.series.end(),
+              [](const Series& a, const Series& b) { return *a.values < *b.values; });
+
+    ps.windows = spans.size();
+    ps.stages = process.stages.size();
+    std::vector<aggregate::SeriesTotals> totals;
+    std::vector<aggregate::SeriesWindow> windows;
+    for (Series& s : ps.series) {
+      totals.push_back(reader_.ReadSeriesTotals(p, s.refs));
+      ps.stages = std::min(ps.stages, totals.back().stages.size());
+      for (const aggregate::WindowSpan& span : spans) {
+        windows.push_back(reader_.ReadSeriesWindow(p, s.refs, span));
+        ps.stages = std::min(ps.stages, windows.back().stages.size());
+      }
+    }
+    for (size_t k = 0; k < ps.series.size(); ++k) {
+      Series& s = ps.series[k];
+      Labels labels = ps.labels.labels();
+      for (size_t d = 0; d < dim_names.size() && d < s.values->size(); ++d) {
+        labels.push_back({dim_names[d], (*s.values)[d]});
+      }
+      s.totals = totals[k].process;
+      s.open_cases = totals[k].open_cases();
+      for (size_t w = 0; w < ps.windows; ++w) {
+        ps.process_windows.push_back(windows[k * ps.windows + w].process);
+      }
+      for (size_t si = 0; si < ps.stages; ++si) {
+        Labels stage = labels;
+        stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
+        ps.stage_labels.emplace_back(std::move(stage));
+        ps.stage_totals.push_back(totals[k].stages[si]);
+        for (size_t w = 0; w < ps.windows; ++w) {
+          ps.stage_windows.push_back(windows[k * ps.windows + w].stages[si]);
+        }
+      }
+      s.labels = SeriesLabels(std::move(labels));
+    }
+
+    for (size_t from = 0; from < process.stages.size(); ++from) {
+      for (size_t to = 0; to < process.stages.size(); ++to) {
+        const uint64_t n = reader_.ReadTransitions(p, static_cast<int>(from), static_cast<int>(to));
+        if (n == 0) continue;
+        ps.transitions.push_back({SeriesLabels({{"process", process.id},
+                                                {"from", process.stages[from].id},
+                                                {"to", process.stages[to].id}}),
+                                  n});
+      }
+    }
+    for (size_t w = 0; w < spans.size(); ++w) {
+      for (size_t si = 0; si < process.stages.size(); ++si) {
+        ps.cycle_times.push_back(
+            Summarize(SeriesLabels({{"process", process.id},
+                                    {"stage", process.stages[si].id},
+                                    {"window", snap.windows[w]}}),
+                      reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w])));
+      }
+      ps.lead_times.push_back(
+          Summarize(SeriesLabels({{"process", process.id}, {"window", snap.windows[w]}}),
+                    reader_.ReadLeadTimes(p, spans[w])));
+    }
+    for (const cases::DimensionTable* table : dimensions_) ps.folded += table->Folded(p);
+  }
+  return snap;
+}
+
+void PreviousEngineMetrics::WriteMetrics(MetricWriter* out) const {
+  const Snapshot snap = Read();
+  // fn(process, series index) / fn(process, stage series index).
+  auto each_series = [&](auto&& fn) {
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (size_t k = 0; k < p.series.size(); ++k) fn(p, k);
+    }
+  };
+  auto each_stage = [&](auto&& fn) {
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (size_t j = 0; j < p.stage_labels.size(); ++j) fn(p, j);
+    }
+  };
+
+  for (const SeriesFamily& f : kProcessTotals) {
+    out->Family(f.name, f.help, f.type);
+    each_series([&](const ProcessSnapshot& p, size_t k) {
+      out->Sample(p.series[k].labels, f.value(p.series[k]));
+    });
+  }
+  out->Family("kpid_process_lead_time_seconds",
+              "Lead time of completed cases (start to completion).", MetricType::Histogram);
+  each_series([&](const ProcessSnapshot& p, size_t k) {
+    WriteHistogram(out, p.series[k].labels, p.series[k].totals.lead_time);
+  });
+
+  for (const StageTotalsFamily& f : kStageTotals) {
+    out->Family(f.name, f.help, f.type);
+    each_stage([&](const ProcessSnapshot& p, size_t j) {
+      out->Sample(p.stage_labels[j], f.value(p.stage_totals[j]));
+    });
+  }
+  out->Family("kpid_stage_exited_total", "Exits from the stage, by outcome.", MetricType::Counter);
+  each_stage([&](const ProcessSnapshot& p, size_t j) {
+    out->Sample(p.stage_labels[j], {"outcome", "advanced"}, D(p.stage_totals[j].exited_advanced));
+    out->Sample(p.stage_labels[j], {"outcome", "fallout"}, D(p.stage_totals[j].exited_fallout));
+  });
+  out->Family("kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
+              MetricType::Histogram);
+  each_stage([&](const ProcessSnapshot& p, size_t j) {
+    WriteHistogram(out, p.stage_labels[j], p.stage_totals[j].cycle_time);
+  });
+
+  for (const ProcessWindowFamily& f : kProcessWindow) {
+    out->Family(f.name, f.help, MetricType::Gauge);
+    each_series([&](const ProcessSnapshot& p, size_t k) {
+      for (size_t w = 0; w < p.windows; ++w) {
+        if (absl::optional<double> v = f.value(p.process_windows[k * p.windows + w])) {
+          out->Sample(p.series[k].labels, {"window", snap.windows[w]}, *v);
+        }
+      }
+    });
+  }
+  for (const StageWindowFamily& f : kStageWindow) {
+    out->Family(f.name, f.help, MetricType::Gauge);
+    each_stage([&](const ProcessSnapshot& p, size_t j) {
+      for (size_t w = 0; w < p.windows; ++w) {
+        if (absl::optional<double> v = f.value(p.stage_windows[j * p.windows + w])) {
+          out->Sample(p.stage_labels[j], {"window", snap.windows[w]}, *v);
+        }
+      }
+    });
+  }
+
+  out->Family("kpid_transitions_total", "Moves of cases from one stage to another.",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : snap.processes) {
+    for (const Transition& t : p.transitions) out->Sample(t.labels, D(t.count));
+  }
+  auto write_summaries = [&](const char* name, const char* help,
+                             std::vector<WindowSummary> ProcessSnapshot::*summaries) {
+    out->Family(name, help, MetricType::Summary);
+    for (const ProcessSnapshot& p : snap.processes) {
+      for (const WindowSummary& s : p.*summaries) {
+        out->Summary(s.labels, s.count, s.sum, s.quantiles);
+      }
+    }
+  };
+  write_summaries("kpid_window_stage_cycle_time_seconds",
+                  "Time-in-stage quantiles of the exits in the window.",
+                  &ProcessSnapshot::cycle_times);
+  write_summaries("kpid_window_process_lead_time_seconds",
+                  "Lead-time quantiles of the cases completed in the window.",
+                  &ProcessSnapshot::lead_times);
+  out->Family("kpid_series_folded_total",
+              "Cases whose dimension values were folded into __other__ "
+              "(max_series_per_process reached).",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : snap.processes) out->Sample(p.labels, D(p.folded));
+}
+
+std::string PreviousRenderText(const PreviousEngineMetrics& metrics, std::string buffer) {
+  PreviousTextWriter out(std::move(buffer));
+  metrics.WriteMetrics(&out);
+  return std::move(out).Finish();
+}
+
+}  // namespace kpid::bench_previous
