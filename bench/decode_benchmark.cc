@@ -8,6 +8,9 @@
 //   decode overhead (same run; Decode items/s as a fraction of the parse alone):
 //     protobuf Decode   1.39M/s  Parse   1.68M/s  Decode/Parse 0.83  (decoder overhead +125 ns)
 //     json     Decode   41.6k/s  Parse   40.0k/s  Decode/Parse 1.04  (decoder overhead -979 ns)
+//   parse variants (same run; items/s as a fraction of BM_ParseProtobuf's):
+//     Clear() first (decoder before)   1.88M/s  Parse   1.98M/s  ratio 0.95  (+28 ns)
+//     on an arena                      1.99M/s  Parse   1.98M/s  ratio 1.00  (-2 ns)
 //
 // Input: 512 distinct events shaped like kpi-loadgen's lead-to-cash and
 // fulfillment streams (STAGE_ENTERED mostly, then completions with an amount,
@@ -31,6 +34,7 @@
 #include "benchmark/benchmark.h"
 #include "daemon/ingest/event_decoder.h"
 #include "daemon/model/config.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/util/json_util.h"
 #include "kpid/v1/event.pb.h"
 
@@ -204,6 +208,52 @@ void BM_ParseProtobuf(benchmark::State& state) {
 }
 BENCHMARK(BM_ParseProtobuf);
 
+// Frozen copy of the decoder's parse before session 3: Clear() and then
+// ParseFromArray, which clears again (the second Clear() walks the attribute
+// map's buckets once more). Against BM_ParseProtobuf: what dropping it saved.
+void BM_ParseProtobufClearFirst(benchmark::State& state) {
+  const Corpus& corpus = GetCorpus();
+  ProcessEvent event;
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& value = corpus.protobuf[i];
+    event.Clear();
+    bool ok = event.ParseFromArray(value.data(), static_cast<int>(value.size()));
+    benchmark::DoNotOptimize(ok);
+    i = (i + 1) % kEventCount;
+  }
+  Finish(state, corpus.protobuf_bytes);
+}
+BENCHMARK(BM_ParseProtobufClearFirst);
+
+// The same parse into a message on a protobuf Arena (64 KiB initial block,
+// reset once half full, so no malloc at all): against BM_ParseProtobuf it
+// shows what an arena would save the decoder (the free and re-malloc of the
+// timestamp and the attribute map nodes per message). Measured in session 3
+// (bench/RESULTS.md §5b): nothing, so the decoder does not use one.
+void BM_ParseProtobufArena(benchmark::State& state) {
+  const Corpus& corpus = GetCorpus();
+  std::vector<char> block(64 * 1024);
+  google::protobuf::ArenaOptions options;
+  options.initial_block = block.data();
+  options.initial_block_size = block.size();
+  google::protobuf::Arena arena(options);
+  auto* event = google::protobuf::Arena::CreateMessage<ProcessEvent>(&arena);
+  size_t i = 0;
+  for (auto _ : state) {
+    if (arena.SpaceUsed() > block.size() / 2) {
+      arena.Reset();
+      event = google::protobuf::Arena::CreateMessage<ProcessEvent>(&arena);
+    }
+    const std::string& value = corpus.protobuf[i];
+    bool ok = event->ParseFromArray(value.data(), static_cast<int>(value.size()));
+    benchmark::DoNotOptimize(ok);
+    i = (i + 1) % kEventCount;
+  }
+  Finish(state, corpus.protobuf_bytes);
+}
+BENCHMARK(BM_ParseProtobufArena);
+
 void BM_DecodeJson(benchmark::State& state) {
   const Corpus& corpus = GetCorpus();
   if (!AllDecode(corpus.json, state)) return;
@@ -247,6 +297,16 @@ class RatioReporter : public bench::MedianReporter {
     std::printf("\ndecode overhead (same run; Decode items/s as a fraction of the parse alone):\n");
     PrintRatio("protobuf", "BM_DecodeProtobuf", "BM_ParseProtobuf");
     PrintRatio("json", "BM_DecodeJson", "BM_ParseJson");
+    std::printf("parse variants (same run; items/s as a fraction of BM_ParseProtobuf's):\n");
+    PrintVariant("Clear() first (decoder before)", "BM_ParseProtobufClearFirst");
+    PrintVariant("on an arena", "BM_ParseProtobufArena");
+  }
+
+  void PrintVariant(const char* label, const std::string& variant) {
+    const double v = Rate(variant + "//1"), p = Rate("BM_ParseProtobuf//1");
+    if (v <= 0 || p <= 0) return;
+    std::printf("  %-30s %9s  Parse %9s  ratio %.2f  (%+.0f ns)\n", label, PerSecond(v).c_str(),
+                PerSecond(p).c_str(), v / p, 1e9 / v - 1e9 / p);
   }
 
   static std::string PerSecond(double rate) {

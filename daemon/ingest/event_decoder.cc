@@ -79,8 +79,12 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
                   absl::StrCat("value of ", value.size(), " bytes exceeds max_message_bytes ",
                                config_.kafka.max_message_bytes));
   }
-  out->proto.Clear();
+  if (replace_message_) out->proto = ProcessEvent();
+  replace_message_ = value.size() > kLargeValueBytes;
   if (json_content_type || LooksLikeJson(value)) {
+    // Binary values are not cleared here: ParseFromArray clears the message
+    // itself, and a second Clear() walked the attribute map again.
+    out->proto.Clear();
     if (NestedTooDeep(value)) {
       return Reject(RejectReason::kJsonTooDeep,
                     absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));

@@ -10,7 +10,8 @@
 // A value is JSON (proto3 canonical mapping, parsed by Protobuf's own JSON
 // parser) when the content-type header says so or its first non-blank byte is
 // `{`; otherwise binary protobuf. Single-threaded: one decoder per worker; it
-// reuses `event`'s memory from one message to the next.
+// reuses `event`'s memory from one message to the next, except after a value
+// over kLargeValueBytes, whose memory it drops at the next Decode.
 #pragma once
 
 #include <optional>
@@ -53,6 +54,12 @@ class EventDecoder {
     past_limit_ = now - config_.max_past_age;
   }
 
+  // A value above this size may leave the reused message holding far more
+  // than an ordinary event needs (a map of thousands of attributes keeps its
+  // grown bucket table, which every later Clear() walks; strings keep their
+  // capacity), so the next Decode starts from a new message.
+  static constexpr size_t kLargeValueBytes = 4096;
+
   // True for a content-type header value that names JSON
   // ("application/json", any case, parameters allowed).
   static bool IsJsonContentType(absl::string_view header_value);
@@ -69,6 +76,7 @@ class EventDecoder {
   absl::flat_hash_map<std::string, ProcessIndex> processes_;
   absl::Time future_limit_ = absl::InfiniteFuture();
   absl::Time past_limit_ = absl::InfinitePast();
+  bool replace_message_ = false;  // the last value was over kLargeValueBytes
 };
 
 }  // namespace kpid::ingest

@@ -1,8 +1,14 @@
 #include "daemon/ingest/event_decoder.h"
 
 #include <limits>
+#include <random>
 #include <set>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
 namespace kpid::ingest {
@@ -102,6 +108,86 @@ TEST_F(EventDecoderTest, ReusesTheOutputWithoutLeakingFieldsBetweenEvents) {
   ASSERT_EQ(DecodeProto(second), std::nullopt);
   EXPECT_TRUE(out_.proto.attributes().empty());
   EXPECT_EQ(out_.stage_index, -1);
+}
+
+// Events of every shape, some rejected, some JSON, and now and then one with
+// thousands of attributes, decoded one after another into one reused event
+// must come out exactly as a new decoder decodes each into a new event; and
+// the hostile events' memory must not stay with the reused event.
+TEST(EventDecoderReuseTest, ManyEventsInARowDecodeAsFreshParsesAndHugeOnesAreReleased) {
+  const model::Config config = *model::ParseConfig(R"(
+kafka: {max_message_bytes: 1048576}
+processes:
+  - id: lead_to_cash
+    stages: [{id: lead, sla: 1h}, {id: quote, sla: 2d}]
+)",
+                                                   "reuse.yaml");
+  // An ordinary event here is a ProcessEvent (~150 bytes), three strings of
+  // under 40 bytes, a Timestamp (~30) and a map of at most 3 short entries
+  // (~8 buckets of 8 bytes, nodes of ~100): under 1 KiB, so 4 KiB is ample.
+  // A 5000-attribute event's map alone has 5000 nodes of over 64 bytes; the
+  // huge string is 400000 bytes.
+  constexpr size_t kBound = 4096;
+  constexpr size_t kHuge = 5000 * 64;
+  EventDecoder reused(config);
+  DecodedEvent out;
+  std::mt19937_64 rng(7);
+  int hostile = 0, rejected = 0, json = 0;
+  for (int i = 0; i < 3000; ++i) {
+    ProcessEvent e;
+    if (rng() % 10 != 0) e.set_event_id(absl::StrCat("event-id-longer-than-sso-", i));
+    e.set_process(rng() % 20 == 0 ? "unknown_process" : "lead_to_cash");
+    e.set_case_id(absl::StrCat("case-", rng() % 1000));
+    e.set_kind(rng() % 2 == 0 ? ProcessEvent::STAGE_ENTERED : ProcessEvent::CASE_COMPLETED);
+    if (e.kind() == ProcessEvent::STAGE_ENTERED) e.set_stage(rng() % 2 == 0 ? "lead" : "quote");
+    if (e.kind() == ProcessEvent::CASE_COMPLETED) e.set_amount(static_cast<double>(rng() % 5000));
+    if (rng() % 8 != 0) e.mutable_occurred_at()->set_seconds(1772355600 + i);
+    // Hostile events alternate: thousands of attributes, or one huge string
+    // (a string keeps its capacity when the message is reused).
+    const bool huge = i % 500 == 250;
+    const bool huge_string = huge && (i / 500) % 2 == 1;
+    if (huge_string) e.set_case_id(std::string(400000, 'c'));
+    const int attributes = huge && !huge_string ? 5000 : static_cast<int>(rng() % 4);
+    for (int a = 0; a < attributes; ++a) {
+      (*e.mutable_attributes())[absl::StrCat("attribute-", a)] = absl::StrCat("value-", rng());
+    }
+    std::string value;
+    if (rng() % 10 == 0) {
+      ASSERT_TRUE(google::protobuf::util::MessageToJsonString(e, &value).ok());
+      ++json;
+    } else {
+      value = e.SerializeAsString();
+    }
+    if (!huge && rng() % 50 == 0) value.resize(value.size() / 2);  // truncated
+
+    std::optional<Rejection> r = reused.Decode(value, false, &out);
+    EventDecoder fresh_decoder(config);
+    DecodedEvent fresh;
+    std::optional<Rejection> fresh_r = fresh_decoder.Decode(value, false, &fresh);
+    ASSERT_EQ(r.has_value(), fresh_r.has_value()) << i;
+    if (r) {
+      EXPECT_EQ(r->reason, fresh_r->reason) << i;
+      EXPECT_EQ(r->detail, fresh_r->detail) << i;
+      ++rejected;
+    } else {
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(out.proto, fresh.proto))
+          << i << ": " << out.proto.ShortDebugString();
+      EXPECT_EQ(out.process_index, fresh.process_index) << i;
+      EXPECT_EQ(out.stage_index, fresh.stage_index) << i;
+      EXPECT_EQ(out.occurred_at, fresh.occurred_at) << i;
+    }
+    const size_t held = out.proto.SpaceUsedLong();
+    if (huge) {
+      ++hostile;
+      EXPECT_GT(held, kHuge) << i;  // else the release below proves nothing
+    } else {
+      EXPECT_LE(held, kBound) << i;
+    }
+  }
+  // The mix the loop was meant to cover did occur.
+  EXPECT_EQ(hostile, 6);
+  EXPECT_GT(rejected, 100);
+  EXPECT_GT(json, 100);
 }
 
 TEST_F(EventDecoderTest, RejectsEmptyAndOversized) {
