@@ -77,15 +77,14 @@ class RuleEngineTest : public ::testing::Test {
     rules_.groups = *ParseRules(kRules, "r.yaml", &config_);
     emea_ = dims_.Resolve(0, Region("emea"));
     amer_ = dims_.Resolve(0, Region("amer"));
-    engine_ =
-        std::make_unique<RuleEngine>(RuleEngine::Options{.config = &config_,
-                                                         .rules = &rules_,
-                                                         .shards = {&shard_},
-                                                         .dimensions = {&dims_},
-                                                         .window_clock = &clock_,
-                                                         .sink = &sink_,
-                                                         .resend_interval = absl::Minutes(1),
-                                                         .generator_url = "http://kpid:9464/"});
+    engine_ = std::make_unique<RuleEngine>(
+        RuleEngine::Options{.config = &config_,
+                            .rules = &rules_,
+                            .shard_source = aggregate::FixedShards({&shard_}, {&dims_}),
+                            .window_clock = &clock_,
+                            .sink = &sink_,
+                            .resend_interval = absl::Minutes(1),
+                            .generator_url = "http://kpid:9464/"});
   }
 
   // A lead exit, minutes after kT0 (inside the 1h window ending at kT0 + 50m).

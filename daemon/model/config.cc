@@ -666,8 +666,8 @@ const ProcessConfig* Config::FindProcess(absl::string_view id) const {
   return nullptr;
 }
 
-size_t Config::MaxOpenCasesPerWorker(int workers) const {
-  return static_cast<size_t>(std::max<int64_t>(1, max_open_cases / std::max(1, workers)));
+size_t Config::MaxOpenCasesPerPartition(int partitions) const {
+  return static_cast<size_t>(std::max<int64_t>(1, max_open_cases / std::max(1, partitions)));
 }
 
 absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename) {
