@@ -29,8 +29,7 @@ namespace kpid::engine {
 class CheckpointWriter {
  public:
   // Upper bounds (seconds) of the write-duration histogram's buckets.
-  static constexpr double kDurationBuckets[] = {0.001, 0.005, 0.01, 0.05, 0.1,
-                                                0.5,   1,     5,    10};
+  static constexpr double kDurationBuckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10};
 
   struct Stats {
     uint64_t written = 0;

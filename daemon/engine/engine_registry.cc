@@ -17,9 +17,7 @@ constexpr const char* kRestoreResultNames[] = {"restored", "previous", "corrupt"
 }  // namespace
 
 EngineRegistry::EngineRegistry(Options options)
-    : options_(std::move(options)),
-      empty_table_(*options_.config),
-      empty_shard_(*options_.config) {
+    : options_(std::move(options)), empty_table_(*options_.config), empty_shard_(*options_.config) {
   if (options_.state_dir.empty()) return;
   std::error_code ec;
   std::filesystem::create_directories(options_.state_dir, ec);
@@ -60,8 +58,8 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromFile(
     StateFileRead read = ReadStateFile(candidate, PartitionEngine::kStateKind);
     for (const absl::Status& bad : read.rejected) {
       rejected = true;
-      log::Error("state file rejected", {{"partition", absl::StrCat(options.partition)},
-                                         {"error", bad.ToString()}});
+      log::Error("state file rejected",
+                 {{"partition", absl::StrCat(options.partition)}, {"error", bad.ToString()}});
     }
     if (!read.file) continue;
     absl::StatusOr<std::unique_ptr<PartitionEngine>> engine =

@@ -46,9 +46,8 @@ class EngineRegistryTest : public ::testing::Test {
   // kpid_state_restores_total{result}.
   static double Restores(const EngineRegistry& registry, const std::string& result) {
     return testing::Sample(
-        testing::ParseMetrics(exporter::RenderText(
-            {std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(),
-                                                      const_cast<EngineRegistry*>(&registry))})),
+        testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
+            std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))})),
         absl::StrCat("kpid_state_restores_total{result=\"", result, "\"}"));
   }
   // Checkpoints `consumed` counted messages at `next_offset`, written.

@@ -77,14 +77,13 @@ std::string PartitionEngine::Serialize(int64_t next_offset) const {
   return e.Take();
 }
 
-absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(
-    const Options& options, absl::string_view bytes) {
+absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const Options& options,
+                                                                          absl::string_view bytes) {
   StateDecoder d(bytes);
   if (!d.Raw(kMagic)) return absl::DataLossError("partition state: not a partition state");
   if (const uint32_t version = d.U32(); d.ok() && version != kStateVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("partition state: version ", version, " (this kpid reads ", kStateVersion,
-                     ")"));
+    return absl::FailedPreconditionError(absl::StrCat("partition state: version ", version,
+                                                      " (this kpid reads ", kStateVersion, ")"));
   }
   const uint64_t partition = d.Varint();
   if (d.ok() && partition != static_cast<uint64_t>(options.partition)) {

@@ -126,8 +126,8 @@ struct Harness {
           break;
       }
       engine->Tick(absl::Now());
-      verdicts.push_back(absl::StrCat(static_cast<int>(v.kind), "/",
-                                      model::RejectReasonName(v.reason)));
+      verdicts.push_back(
+          absl::StrCat(static_cast<int>(v.kind), "/", model::RejectReasonName(v.reason)));
     }
     return verdicts;
   }
@@ -168,22 +168,26 @@ TEST_F(PartitionEngineTest, RestoredEngineContinuesExactlyAsTheOriginal) {
   EXPECT_EQ(restored.engine->Serialize(12), original.engine->Serialize(12));
 
   // The scenario did what it is meant to, so the equalities above mean something.
-  EXPECT_EQ(expected[0], "1/empty");         // duplicate event id, remembered across the restore
-  EXPECT_EQ(expected[1], "2/case_closed");   // c3 closed before the checkpoint
+  EXPECT_EQ(expected[0], "1/empty");        // duplicate event id, remembered across the restore
+  EXPECT_EQ(expected[1], "2/case_closed");  // c3 closed before the checkpoint
   // Series as testing::ParseMetrics keys them: labels sorted by name.
   const testing::MetricSamples m = testing::ParseMetrics(restored.Metrics(end));
   // Started: c1 c2 c3 c4 (A) + c5 (B) = 5; completed c3, c1 = 2; fallout c4 = 1.
-  EXPECT_EQ(testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"emea\"}") +
-                testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"amer\"}"),
-            5);
-  EXPECT_EQ(testing::Sample(m, "kpid_process_cases_completed_total{process=\"sales\",region=\"emea\"}"),
-            2);
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"emea\"}") +
+          testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"amer\"}"),
+      5);
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_completed_total{process=\"sales\",region=\"emea\"}"),
+      2);
   // Revenue 50 (c3) + 70 (c1) = 120.
-  EXPECT_EQ(testing::Sample(m, "kpid_process_revenue_total{process=\"sales\",region=\"emea\"}"), 120);
+  EXPECT_EQ(testing::Sample(m, "kpid_process_revenue_total{process=\"sales\",region=\"emea\"}"),
+            120);
   // c2's lead deadline (10 + 3600 = 3610) passed while restored, with no event of c2: one breach.
-  EXPECT_EQ(testing::Sample(
-                m, "kpid_stage_sla_breaches_total{process=\"sales\",region=\"amer\",stage=\"lead\"}"),
-            1);
+  EXPECT_EQ(
+      testing::Sample(
+          m, "kpid_stage_sla_breaches_total{process=\"sales\",region=\"amer\",stage=\"lead\"}"),
+      1);
   // Counts: 7 + 5 messages; accepted 7 + 3; one duplicate; one case_closed.
   const ingest::PartitionStats& s = restored.engine->stats();
   EXPECT_EQ(s.messages.Get(), 12u);

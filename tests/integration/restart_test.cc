@@ -68,9 +68,8 @@ processes:
 
 constexpr int64_t kT0 = 1793491200;  // 2026-11-01T00:00:00Z; times below are seconds after it
 
-KafkaRecord Event(const std::string& event_id, const std::string& case_id,
-                  ProcessEvent::Kind kind, const std::string& stage, int64_t t,
-                  double amount = 0) {
+KafkaRecord Event(const std::string& event_id, const std::string& case_id, ProcessEvent::Kind kind,
+                  const std::string& stage, int64_t t, double amount = 0) {
   ProcessEvent e;
   e.set_event_id(event_id);
   e.set_process("sales");
@@ -90,8 +89,8 @@ std::vector<KafkaRecord> BatchA() {
   using K = ProcessEvent;
   std::vector<KafkaRecord> records;
   for (int i = 0; i < 6; ++i) {  // c0..c5 start in lead
-    records.push_back(Event(absl::StrCat("a-lead-", i), absl::StrCat("c", i), K::STAGE_ENTERED,
-                            "lead", i * 60));
+    records.push_back(
+        Event(absl::StrCat("a-lead-", i), absl::StrCat("c", i), K::STAGE_ENTERED, "lead", i * 60));
   }
   for (int i = 0; i < 3; ++i) {  // c0..c2 advance to quote
     records.push_back(Event(absl::StrCat("a-quote-", i), absl::StrCat("c", i), K::STAGE_ENTERED,
@@ -138,10 +137,10 @@ class RestartTest : public ::testing::Test {
         WaitFor([&] { return !ReadFileOrEmpty(dir_ + "/bootstrap").empty(); }, absl::Seconds(10)))
         << ReadFileOrEmpty(dir_ + "/broker.log");
     brokers_ = std::string(absl::StripSuffix(ReadFileOrEmpty(dir_ + "/bootstrap"), "\n"));
-    WriteFileOrDie(dir_ + "/kpid.yaml",
-                   absl::StrReplaceAll(kConfig, {{"$DIR", dir_},
-                                                 {"$BROKERS", brokers_},
-                                                 {"$PORT", absl::StrCat(port_)}}));
+    WriteFileOrDie(
+        dir_ + "/kpid.yaml",
+        absl::StrReplaceAll(
+            kConfig, {{"$DIR", dir_}, {"$BROKERS", brokers_}, {"$PORT", absl::StrCat(port_)}}));
   }
 
   void StartKpid() {
