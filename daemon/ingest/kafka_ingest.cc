@@ -21,6 +21,19 @@ struct KafkaIngest::Owned {
   // The first message not yet in the handler's state: messages before it
   // are dropped (they are in the state already).
   int64_t next_offset = kUnknownOffset;
+  // next_offset at the handler's last checkpoint (or restore).
+  int64_t checkpointed = kUnknownOffset;
+
+  // A checkpoint only when messages were handled since the last: what ticks
+  // changed meanwhile (deadlines, expiries) a restored state redoes at its
+  // first tick, with the same facts. With no offset known nothing was read:
+  // there is nothing a restart from the group's committed offset would not
+  // rebuild.
+  void CheckpointIfMoved() {
+    if (next_offset == kUnknownOffset || next_offset == checkpointed) return;
+    handler->Checkpoint(next_offset);
+    checkpointed = next_offset;
+  }
 };
 
 // A change of a worker's partitions, made on the worker thread between
@@ -363,14 +376,12 @@ void KafkaIngest::Apply(Worker* worker, Control& control) {
   if (control.kind == Control::Kind::kAdopt) {
     if (p >= worker->partitions.size()) worker->partitions.resize(p + 1);
     if (worker->partitions[p].handler == nullptr) worker->owned.push_back(control.partition);
-    worker->partitions[p] = {std::move(control.handler), control.next_offset};
+    worker->partitions[p] = {std::move(control.handler), control.next_offset, control.next_offset};
     return;
   }
   Owned* owned = worker->Find(control.partition);
   if (owned == nullptr) return;
-  // With no offset known nothing was read: the state has nothing to save
-  // that a restart from the group's committed offset would not rebuild.
-  if (owned->next_offset != kUnknownOffset) owned->handler->Checkpoint(owned->next_offset);
+  owned->CheckpointIfMoved();
   *owned = Owned{};
   std::erase(worker->owned, control.partition);
 }
@@ -512,10 +523,7 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
       next_tick = now + kTickInterval;
     }
     if (now >= next_checkpoint) {
-      for (int32_t partition : worker->owned) {
-        Owned* owned = worker->Find(partition);
-        if (owned->next_offset != kUnknownOffset) owned->handler->Checkpoint(owned->next_offset);
-      }
+      for (int32_t partition : worker->owned) worker->Find(partition)->CheckpointIfMoved();
       next_checkpoint = now + checkpoint_interval;
     }
   }
