@@ -26,12 +26,11 @@
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/api_server.h"
 #include "daemon/api/snapshot_reader.h"
-#include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
-#include "daemon/cases/dimension_table.h"
 #include "daemon/common/file_util.h"
 #include "daemon/common/flag_args.h"
 #include "daemon/common/log.h"
+#include "daemon/engine/engine_registry.h"
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/ingest_metrics.h"
 #include "daemon/export/kpi_tree_metrics.h"
@@ -40,7 +39,6 @@
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/embedded_broker.h"
 #include "daemon/ingest/kafka_ingest.h"
-#include "daemon/ingest/worker_stats.h"
 #include "daemon/model/config.h"
 #include "daemon/reload/alert_delivery.h"
 #include "daemon/reload/reloader.h"
@@ -121,23 +119,12 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
   return broker;
 }
 
-// What each ingest worker owns besides ingest itself: its dimension table,
-// its aggregator shard and its clock. The worker's CaseTracker (owned by
-// ingest, `tracker` points at it once ingest has made it) writes them; the
-// exporter reads them, and the tracker's published view of open cases.
-struct WorkerEngine {
-  std::unique_ptr<cases::DimensionTable> dimensions;
-  std::unique_ptr<aggregate::AggregateShard> shard;
-  std::unique_ptr<cases::Clock> clock;
-  const cases::CaseTracker* tracker = nullptr;
-};
-
-std::unique_ptr<cases::Clock> MakeClock(const model::Config& config, cases::WatermarkBoard* board,
-                                        int worker) {
-  if (config.clock == model::ClockMode::kEvent) {
-    return std::make_unique<cases::EventTimeClock>(board, worker);
-  }
-  return std::make_unique<cases::WallClock>();
+// state_dir as configured, relative to the config's folder.
+std::string StateDir(const model::Config& config) {
+  if (config.state_dir.empty() || config.state_dir.front() == '/') return config.state_dir;
+  const size_t slash = config.source_path.rfind('/');
+  if (slash == std::string::npos) return config.state_dir;
+  return absl::StrCat(config.source_path.substr(0, slash + 1), config.state_dir);
 }
 
 int Fail(const absl::Status& status) {
@@ -228,19 +215,14 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     dead_letter = *std::move(created);
   }
 
-  const int workers = ingest::KafkaIngest::WorkerCount(config, 0);
-  cases::WatermarkBoard watermarks(workers);
-  std::vector<WorkerEngine> engines(static_cast<size_t>(workers));
-  std::vector<const aggregate::AggregateShard*> shards;
-  std::vector<const cases::DimensionTable*> tables;
-  for (int i = 0; i < workers; ++i) {
-    WorkerEngine& e = engines[static_cast<size_t>(i)];
-    e.dimensions = std::make_unique<cases::DimensionTable>(config);
-    e.shard = std::make_unique<aggregate::AggregateShard>(config);
-    e.clock = MakeClock(config, &watermarks, i);
-    shards.push_back(e.shard.get());
-    tables.push_back(e.dimensions.get());
-  }
+  // One engine per assigned partition, made, restored and checkpointed as
+  // Kafka assigns and revokes them; readers take the current set per read.
+  cases::WatermarkBoard watermarks;
+  engine::EngineRegistry engines({
+      .config = &config,
+      .board = &watermarks,
+      .state_dir = StateDir(config),
+  });
   // Windows end now: the wall clock, or the latest event time seen.
   std::unique_ptr<cases::Clock> reader_clock;
   if (config.clock == model::ClockMode::kEvent) {
@@ -252,31 +234,9 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   ingest::KafkaIngest::Options ingest_options;
   ingest_options.config = &config;
   ingest_options.brokers = brokers;
-  ingest_options.workers = workers;
+  ingest_options.workers = ingest::KafkaIngest::WorkerCount(config, 0);
   ingest_options.dead_letter = dead_letter.get();
-  ingest_options.handler_factory = [&config, &engines, workers](int worker) {
-    WorkerEngine& e = engines[static_cast<size_t>(worker)];
-    auto tracker = std::make_unique<cases::CaseTracker>(cases::CaseTracker::Options{
-        .config = &config,
-        .clock = e.clock.get(),
-        .sink = e.shard.get(),
-        .dimensions = e.dimensions.get(),
-        .max_dedup_ids = config.MaxDedupIdsPerWorker(workers),
-        .max_closed_cases = config.MaxClosedCasesPerWorker(workers),
-        .max_open_cases = config.MaxOpenCasesPerWorker(workers),
-    });
-    e.tracker = tracker.get();
-    return tracker;
-  };
-  // Every worker's current view of its open cases, by worker (for readers;
-  // any thread).
-  auto open_case_views = [&engines] {
-    std::vector<std::shared_ptr<const cases::OpenCasesView>> views;
-    for (const WorkerEngine& e : engines) {
-      views.push_back(e.tracker != nullptr ? e.tracker->PublishedView() : nullptr);
-    }
-    return views;
-  };
+  ingest_options.partitions = &engines;
   auto ingest = ingest::KafkaIngest::Start(std::move(ingest_options));
   if (!ingest.ok()) return Fail(ingest.status());
 
@@ -289,8 +249,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   alert::RuleEngine rule_engine({
       .config = &config,
       .rules = &loaded.rules,
-      .shards = shards,
-      .dimensions = tables,
+      .shard_source = engines.Source(),
       .window_clock = reader_clock.get(),
       .sink = delivery->get(),
       .resend_interval = config.alerting.resend_interval,
@@ -325,11 +284,14 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   };
   http_options.collectables = {
       std::make_shared<exporter::BuildInfo>(),
-      std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get()),
-      std::make_shared<exporter::EngineMetrics>(&config, shards, tables, reader_clock.get()),
-      std::make_shared<exporter::KpiTreeMetrics>(&config, shards, reader_clock.get()),
-      std::make_shared<exporter::OpenCasesMetrics>(&config, open_case_views, reader_clock.get()),
+      std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get(),
+                                                [&engines] { return engines.Stats(); }),
+      std::make_shared<exporter::EngineMetrics>(&config, engines.Source(), reader_clock.get()),
+      std::make_shared<exporter::KpiTreeMetrics>(&config, engines.Source(), reader_clock.get()),
+      std::make_shared<exporter::OpenCasesMetrics>(
+          &config, [&engines] { return engines.Shards().open_cases; }, reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &engines),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
@@ -347,13 +309,12 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   const kpitree::KpiTreeEvaluator kpi_tree(config);
   api::SnapshotReader::Options snapshot_options;
   snapshot_options.config = &config;
-  snapshot_options.shards = shards;
-  snapshot_options.dimensions = tables;
+  snapshot_options.shard_source = engines.Source();
   snapshot_options.clock = reader_clock.get();
-  snapshot_options.watermark = [ingest = ingest->get()]() -> absl::optional<absl::Time> {
+  snapshot_options.watermark = [&engines]() -> absl::optional<absl::Time> {
     int64_t watermark_ms = std::numeric_limits<int64_t>::min();
-    for (int w = 0; w < ingest->worker_count(); ++w) {
-      watermark_ms = std::max(watermark_ms, ingest->worker_stats(w).watermark_ms.Get());
+    for (const auto& stats : engines.Stats()) {
+      watermark_ms = std::max(watermark_ms, stats->watermark_ms.Get());
     }
     if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
     return absl::FromUnixMillis(watermark_ms);
@@ -363,7 +324,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     return kpi_tree.Evaluate(reader, process, span);
   };
   const api::SnapshotReader snapshots(std::move(snapshot_options));
-  const api::PublishedBreachingCases breaching(open_case_views, tables);
+  const api::PublishedBreachingCases breaching(engines.Source());
   api::ApiServer::Options api_options;
   api_options.listen = config.grpc_listen;
   api_options.tls = loaded.grpc_tls;
@@ -386,7 +347,10 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
 
   WaitForTermination(signals, [&reloader] { (void)reloader.Reload("SIGHUP"); });
   (*api)->Stop();
+  // Every partition is checkpointed as ingest stops; the files are complete
+  // before kpid exits.
   (*ingest)->Stop();
+  engines.Flush();
   rule_engine.Stop();  // its last checkpoint of alerts.state
   // Resolves and pages still queued get a few seconds to reach Alertmanager.
   (*delivery)->Stop(absl::Seconds(5));

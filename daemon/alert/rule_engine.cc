@@ -47,7 +47,7 @@ std::string RuleIdentity(const model::Config& config, const RuleGroup& group,
 
 RuleEngine::RuleEngine(Options options)
     : options_(std::move(options)),
-      reader_(options_.shards),
+      shards_(options_.shard_source),
       seen_changes_(options_.config->processes.size(), 0),
       resend_interval_(options_.resend_interval) {
   kpid::MutexLock lock(&eval_mu_);
@@ -169,11 +169,13 @@ void RuleEngine::Send(std::vector<AlertNotification> out) {
 
 void RuleEngine::EvaluateAll(absl::Time wall_now) {
   kpid::MutexLock eval_lock(&eval_mu_);
+  const aggregate::ShardSet set = shards_();
+  const aggregate::MergedReader reader(set.shards);
   std::vector<AlertNotification> out;
   {
     kpid::MutexLock lock(&mu_);
     for (const auto& group : active_) {
-      for (const ActiveRule& active : group) EvaluateRule(active, wall_now, &out);
+      for (const ActiveRule& active : group) EvaluateRule(active, set, reader, wall_now, &out);
     }
     ResendFiring(wall_now, &out);
   }
@@ -182,10 +184,16 @@ void RuleEngine::EvaluateAll(absl::Time wall_now) {
 
 void RuleEngine::EvaluateDue(absl::Time wall_now) {
   kpid::MutexLock eval_lock(&eval_mu_);
+  const aggregate::ShardSet set = shards_();
+  const aggregate::MergedReader reader(set.shards);
+  // Another set of engines (a partition assigned or revoked) changes the
+  // sums without a new fact: every process counts as changed.
+  const bool new_set = set.generation != seen_generation_;
+  seen_generation_ = set.generation;
   std::vector<bool> changed(seen_changes_.size());
   for (size_t p = 0; p < seen_changes_.size(); ++p) {
-    const uint64_t n = reader_.ChangeCount(static_cast<int>(p));
-    changed[p] = n != seen_changes_[p];
+    const uint64_t n = reader.ChangeCount(static_cast<int>(p));
+    changed[p] = new_set || n != seen_changes_[p];
     seen_changes_[p] = n;
   }
   std::vector<AlertNotification> out;
@@ -196,7 +204,7 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
       if (due) next_due_[g] = wall_now + rules_->groups[g].interval;
       for (const ActiveRule& active : active_[g]) {
         if (due || changed[static_cast<size_t>(active.rule->process)]) {
-          EvaluateRule(active, wall_now, &out);
+          EvaluateRule(active, set, reader, wall_now, &out);
         }
       }
     }
@@ -219,7 +227,8 @@ void RuleEngine::ResendFiring(absl::Time wall_now, std::vector<AlertNotification
   }
 }
 
-void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
+void RuleEngine::EvaluateRule(const ActiveRule& active, const aggregate::ShardSet& set,
+                              const aggregate::MergedReader& reader, absl::Time wall_now,
                               std::vector<AlertNotification>* out) {
   const AlertRule& rule = *active.rule;
   const model::ProcessConfig& process = options_.config->processes[rule.process];
@@ -234,9 +243,9 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
   }
   std::map<std::vector<std::string>, std::vector<aggregate::MergedReader::SeriesRef>> groups;
   if (!rule.by.empty()) {
-    for (const auto& ref : reader_.ListSeries(rule.process)) {
+    for (const auto& ref : reader.ListSeries(rule.process)) {
       const std::vector<std::string>& values =
-          options_.dimensions[static_cast<size_t>(ref.shard)]->Values(rule.process, ref.dims);
+          set.tables[static_cast<size_t>(ref.shard)]->Values(rule.process, ref.dims);
       std::vector<std::string> key;
       for (size_t i : by_index) key.push_back(i < values.size() ? values[i] : "");
       groups[key].push_back(ref);
@@ -247,7 +256,7 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
 
   const absl::Time window_end = options_.window_clock->Now();
   const aggregate::WindowSpan span =
-      rule.window ? reader_.Resolve(*rule.window, window_end) : aggregate::WindowSpan{};
+      rule.window ? reader.Resolve(*rule.window, window_end) : aggregate::WindowSpan{};
   const bool quantile = aggregate::QuantileOf(rule.kpi).has_value();
   const bool current = rule.kpi == "backlog" || rule.kpi == "backlog_over_sla";
 
@@ -267,11 +276,11 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
     aggregate::SeriesWindow window;
     aggregate::SeriesTotals totals;
     if (current) {
-      totals = all ? reader_.ReadAllDimsTotals(rule.process)
-                   : reader_.ReadSeriesTotals(rule.process, refs);
+      totals = all ? reader.ReadAllDimsTotals(rule.process)
+                   : reader.ReadSeriesTotals(rule.process, refs);
     } else if (!quantile) {
-      window = all ? reader_.ReadAllDimsWindow(rule.process, span)
-                   : reader_.ReadSeriesWindow(rule.process, refs, span);
+      window = all ? reader.ReadAllDimsWindow(rule.process, span)
+                   : reader.ReadSeriesWindow(rule.process, refs, span);
     }
     for (int stage : stages) {
       aggregate::KpiReading reading;
@@ -286,7 +295,7 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, absl::Time wall_now,
         }
         reading.events = UINT64_MAX;  // a current value needs no minimum
       } else {
-        reading = aggregate::ReadWindowKpi(reader_, rule.process, stage, rule.kpi, span, &window);
+        reading = aggregate::ReadWindowKpi(reader, rule.process, stage, rule.kpi, span, &window);
       }
 
       Verdict verdict = Verdict::kNone;

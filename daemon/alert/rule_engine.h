@@ -1,8 +1,8 @@
 // Evaluates the alert rules over the aggregator and drives each alert
 // instance's state machine; sends firing and resolved alerts to an AlertSink.
 //
-//   RuleEngine engine({.config = &config, .rules = &rules, .shards = shards,
-//                      .dimensions = tables, .window_clock = &clock, .sink = notifier});
+//   RuleEngine engine({.config = &config, .rules = &rules, .shard_source = source,
+//                      .window_clock = &clock, .sink = notifier});
 //   engine.Start();        // its own thread
 //   ...                    // /metrics renders engine.Collect(): kpid_alerts{alertname,state,...}
 //   engine.Stop();
@@ -71,6 +71,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/alert/alert_state.h"
 #include "daemon/alert/notifier.h"
 #include "daemon/alert/rule.h"
@@ -123,8 +124,9 @@ class RuleEngine : public prometheus::Collectable {
   struct Options {
     const model::Config* config = nullptr;
     const RuleSet* rules = nullptr;  // must outlive the engine or the next ReplaceRules
-    std::vector<const aggregate::AggregateShard*> shards;
-    std::vector<const cases::DimensionTable*> dimensions;  // per shard
+    // The current shards, taken once per evaluation pass (the daemon's
+    // engines come and go with partitions).
+    aggregate::ShardSource shard_source;
     const cases::Clock* window_clock = nullptr;
     AlertSink* sink = nullptr;  // may be null: states only
     absl::Duration resend_interval = absl::Minutes(1);
@@ -197,7 +199,8 @@ class RuleEngine : public prometheus::Collectable {
   };
 
   void InstallRules(const RuleSet* rules) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
-  void EvaluateRule(const ActiveRule& active, absl::Time wall_now,
+  void EvaluateRule(const ActiveRule& active, const aggregate::ShardSet& set,
+                    const aggregate::MergedReader& reader, absl::Time wall_now,
                     std::vector<AlertNotification>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_, mu_);
   void Apply(const ActiveRule& active, std::map<std::string, std::string> labels, Verdict verdict,
@@ -216,7 +219,7 @@ class RuleEngine : public prometheus::Collectable {
   void Run();
 
   Options options_;
-  aggregate::MergedReader reader_;
+  aggregate::ShardSource shards_;
 
   // Serializes evaluations and rule replacements (taken before mu_).
   kpid::Mutex eval_mu_ ABSL_ACQUIRED_BEFORE(mu_);
@@ -225,6 +228,7 @@ class RuleEngine : public prometheus::Collectable {
   std::vector<std::vector<ActiveRule>> active_ ABSL_GUARDED_BY(eval_mu_);  // per group, per rule
   std::vector<absl::Time> next_due_ ABSL_GUARDED_BY(eval_mu_);             // per group
   std::vector<uint64_t> seen_changes_ ABSL_GUARDED_BY(eval_mu_);           // per process
+  uint64_t seen_generation_ ABSL_GUARDED_BY(eval_mu_) = 0;                 // of the shard set
   absl::Duration resend_interval_ ABSL_GUARDED_BY(eval_mu_);
 
   mutable kpid::Mutex mu_;

@@ -64,8 +64,7 @@ TEST(RuleEngineStressTest, ReplacingRulesWhileEvaluatingAndReading) {
   RuleSet initial{*ParseRules(kRulesA, "a.yaml", &config)};
   RuleEngine engine({.config = &config,
                      .rules = &initial,
-                     .shards = {&shard},
-                     .dimensions = {&dims},
+                     .shard_source = aggregate::FixedShards({&shard}, {&dims}),
                      .window_clock = &clock,
                      .sink = &sink,
                      .resend_interval = absl::Minutes(1),

@@ -93,8 +93,8 @@ class RuleEngineTest : public ::testing::Test {
     return std::make_unique<RuleEngine>(
         RuleEngine::Options{.config = &config_,
                             .rules = rules,
-                            .shards = {shard != nullptr ? shard : &shard_},
-                            .dimensions = {dims != nullptr ? dims : &dims_},
+                            .shard_source = aggregate::FixedShards({shard != nullptr ? shard : &shard_},
+                                                                {dims != nullptr ? dims : &dims_}),
                             .window_clock = &clock_,
                             .sink = sink,
                             .resend_interval = absl::Minutes(1),

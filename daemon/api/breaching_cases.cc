@@ -4,18 +4,17 @@
 
 namespace kpid::api {
 
-PublishedBreachingCases::PublishedBreachingCases(
-    ViewSource views, std::vector<const cases::DimensionTable*> dimensions)
-    : views_(std::move(views)), dimensions_(std::move(dimensions)) {}
+PublishedBreachingCases::PublishedBreachingCases(aggregate::ShardSource engines)
+    : engines_(std::move(engines)) {}
 
 std::vector<BreachingCaseRecord> PublishedBreachingCases::Breaching() const {
   std::vector<BreachingCaseRecord> out;
-  const std::vector<std::shared_ptr<const cases::OpenCasesView>> views = views_();
-  for (size_t w = 0; w < views.size() && w < dimensions_.size(); ++w) {
-    if (views[w] == nullptr) continue;
-    for (const cases::BreachingCase& c : views[w]->breaching) {
+  const aggregate::ShardSet set = engines_();
+  for (size_t e = 0; e < set.open_cases.size() && e < set.tables.size(); ++e) {
+    if (set.open_cases[e] == nullptr) continue;
+    for (const cases::BreachingCase& c : set.open_cases[e]->breaching) {
       out.push_back({c.case_id, c.process, c.stage, c.entered_at, c.deadline,
-                     dimensions_[w]->Values(c.process, c.dims)});
+                     set.tables[e]->Values(c.process, c.dims)});
     }
   }
   return out;

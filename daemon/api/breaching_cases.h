@@ -4,12 +4,12 @@
 // gRPC service never reaches into a worker.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/cases/open_cases_view.h"
 
@@ -34,21 +34,18 @@ class BreachingCasesSource {
   virtual std::vector<BreachingCaseRecord> Breaching() const = 0;
 };
 
-// The daemon's source: the views the workers' case trackers publish at each
-// Tick (cases::OpenCasesView::breaching, up to K per stage and worker), with
-// each case's dimension values from its worker's DimensionTable.
+// The daemon's source: the views the engines' case trackers publish at each
+// Tick (cases::OpenCasesView::breaching, up to K per stage and engine), with
+// each case's dimension values from its engine's DimensionTable.
 class PublishedBreachingCases : public BreachingCasesSource {
  public:
-  // views()[i] is worker i's current view (null before its first Tick);
-  // dimensions[i] is worker i's table. The tables must outlive this.
-  using ViewSource = std::function<std::vector<std::shared_ptr<const cases::OpenCasesView>>()>;
-  PublishedBreachingCases(ViewSource views, std::vector<const cases::DimensionTable*> dimensions);
+  // Each set's open_cases[i] is read with its tables[i].
+  explicit PublishedBreachingCases(aggregate::ShardSource engines);
 
   std::vector<BreachingCaseRecord> Breaching() const override;
 
  private:
-  ViewSource views_;
-  std::vector<const cases::DimensionTable*> dimensions_;
+  aggregate::ShardSource engines_;
 };
 
 }  // namespace kpid::api

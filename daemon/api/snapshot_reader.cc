@@ -71,7 +71,10 @@ void SetOptional(absl::optional<double> value, Setter set) {
 }  // namespace
 
 SnapshotReader::SnapshotReader(Options options)
-    : options_(std::move(options)), reader_(options_.shards) {}
+    : options_(std::move(options)),
+      shards_(options_.shard_source
+                  ? options_.shard_source
+                  : aggregate::FixedShards(options_.shards, options_.dimensions)) {}
 
 absl::Status SnapshotReader::Validate(const v1::GetSnapshotRequest& request) const {
   const model::Config& c = config();
@@ -123,21 +126,25 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   }
   ToProto(FromProto(request.offset()), snapshot.mutable_offset());
   *snapshot.mutable_dimensions() = request.dimensions();
+  const aggregate::ShardSet set = shards_();
+  const MergedReader reader(set.shards);
   for (size_t p = 0; p < config().processes.size(); ++p) {
     if (!request.process().empty() && config().processes[p].id != request.process()) continue;
     if (cancelled && cancelled()) return absl::CancelledError("snapshot abandoned: call cancelled");
-    ReadProcess(static_cast<int>(p), request, as_of, windows, snapshot.add_processes());
+    ReadProcess(set, reader, static_cast<int>(p), request, as_of, windows,
+                snapshot.add_processes());
   }
   return snapshot;
 }
 
 std::vector<MergedReader::SeriesRef> SnapshotReader::MatchingSeries(
-    int process, const v1::GetSnapshotRequest& request) const {
+    const aggregate::ShardSet& set, const MergedReader& reader, int process,
+    const v1::GetSnapshotRequest& request) const {
   const std::vector<std::string>& names = config().dimensions.names;
   std::vector<MergedReader::SeriesRef> matching;
-  for (const MergedReader::SeriesRef& ref : reader_.ListSeries(process)) {
+  for (const MergedReader::SeriesRef& ref : reader.ListSeries(process)) {
     const std::vector<std::string>& values =
-        options_.dimensions[static_cast<size_t>(ref.shard)]->Values(process, ref.dims);
+        set.tables[static_cast<size_t>(ref.shard)]->Values(process, ref.dims);
     bool match = true;
     for (size_t d = 0; d < names.size() && match; ++d) {
       auto wanted = request.dimensions().find(names[d]);
@@ -149,17 +156,19 @@ std::vector<MergedReader::SeriesRef> SnapshotReader::MatchingSeries(
   return matching;
 }
 
-void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& request,
+void SnapshotReader::ReadProcess(const aggregate::ShardSet& set, const MergedReader& reader,
+                                 int process, const v1::GetSnapshotRequest& request,
                                  absl::Time as_of, const std::vector<int>& windows,
                                  v1::ProcessSnapshot* out) const {
   const model::ProcessConfig& pc = config().processes[static_cast<size_t>(process)];
   const bool filtered = !request.dimensions().empty();
   const std::vector<MergedReader::SeriesRef> refs =
-      filtered ? MatchingSeries(process, request) : std::vector<MergedReader::SeriesRef>{};
+      filtered ? MatchingSeries(set, reader, process, request)
+               : std::vector<MergedReader::SeriesRef>{};
   out->set_process(pc.id);
 
   const aggregate::SeriesTotals totals =
-      filtered ? reader_.ReadSeriesTotals(process, refs) : reader_.ReadAllDimsTotals(process);
+      filtered ? reader.ReadSeriesTotals(process, refs) : reader.ReadAllDimsTotals(process);
   out->set_open_cases(totals.open_cases());
   for (size_t s = 0; s < pc.stages.size(); ++s) {
     v1::StageBacklog* b = out->add_backlog();
@@ -173,7 +182,7 @@ void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& requ
 
   const absl::Time end = as_of - FromProto(request.offset());
   for (int w : windows) {
-    const aggregate::WindowSpan span = reader_.Resolve(w, end);
+    const aggregate::WindowSpan span = reader.Resolve(w, end);
     v1::ProcessWindow* pw = out->add_windows();
     v1::WindowCoverage* coverage = pw->mutable_coverage();
     ToProto(config().windows[static_cast<size_t>(w)], coverage->mutable_window());
@@ -183,8 +192,8 @@ void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& requ
       ToProto(span.to, coverage->mutable_to());
     }
 
-    const aggregate::SeriesWindow sw = filtered ? reader_.ReadSeriesWindow(process, refs, span)
-                                                : reader_.ReadAllDimsWindow(process, span);
+    const aggregate::SeriesWindow sw = filtered ? reader.ReadSeriesWindow(process, refs, span)
+                                                : reader.ReadAllDimsWindow(process, span);
     const aggregate::ProcessWindowCounts& pcnt = sw.process;
     pw->set_started(pcnt.started);
     pw->set_completed(pcnt.completed);
@@ -196,7 +205,7 @@ void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& requ
     SetOptional(pcnt.avg_deal(), [pw](double v) { pw->set_avg_deal(v); });
     SetOptional(pcnt.cost_to_serve(), [pw](double v) { pw->set_cost_to_serve(v); });
     SetOptional(pcnt.feedback_score(), [pw](double v) { pw->set_feedback_score(v); });
-    if (!filtered) SetQuantiles(reader_.ReadLeadTimes(process, span), pw->mutable_lead_time());
+    if (!filtered) SetQuantiles(reader.ReadLeadTimes(process, span), pw->mutable_lead_time());
 
     for (size_t s = 0; s < pc.stages.size(); ++s) {
       v1::StageWindow* st = pw->add_stages();
@@ -215,13 +224,13 @@ void SnapshotReader::ReadProcess(int process, const v1::GetSnapshotRequest& requ
       SetOptional(c.sla_attainment(), [st](double v) { st->set_sla_attainment(v); });
       SetOptional(c.rework_ratio(), [st](double v) { st->set_rework_ratio(v); });
       if (!filtered) {
-        SetQuantiles(reader_.ReadCycleTimes(process, static_cast<int>(s), span),
+        SetQuantiles(reader.ReadCycleTimes(process, static_cast<int>(s), span),
                      st->mutable_cycle_time());
       }
     }
 
     if (!filtered && options_.kpi_tree) {
-      for (const KpiTreeNodeValue& node : options_.kpi_tree(reader_, process, span)) {
+      for (const KpiTreeNodeValue& node : options_.kpi_tree(reader, process, span)) {
         v1::KpiTreeValue* v = pw->add_kpi_tree();
         v->set_node(node.id);
         v->set_parent(node.parent);

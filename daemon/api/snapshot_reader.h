@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/kpitree/kpi_tree.h"
@@ -43,8 +44,12 @@ class SnapshotReader {
  public:
   struct Options {
     const model::Config* config = nullptr;
-    std::vector<const aggregate::AggregateShard*> shards;  // at least one
-    std::vector<const cases::DimensionTable*> dimensions;  // per shard
+    // The current shards, taken once per Read (the daemon's engines come
+    // and go with partitions). When empty, `shards` (at least one) and
+    // `dimensions` (per shard) are read, and must outlive the reader.
+    aggregate::ShardSource shard_source;
+    std::vector<const aggregate::AggregateShard*> shards;
+    std::vector<const cases::DimensionTable*> dimensions;
     // "Now": windows end here (wall clock, or the latest event time).
     const cases::Clock* clock = nullptr;
     // Latest event time seen; may be empty (no watermark in snapshots).
@@ -70,14 +75,16 @@ class SnapshotReader {
   const model::Config& config() const { return *options_.config; }
 
  private:
-  void ReadProcess(int process, const v1::GetSnapshotRequest& request, absl::Time as_of,
+  void ReadProcess(const aggregate::ShardSet& set, const aggregate::MergedReader& reader,
+                   int process, const v1::GetSnapshotRequest& request, absl::Time as_of,
                    const std::vector<int>& windows, v1::ProcessSnapshot* out) const;
   // Series of `process` whose dimension values match the request's filter.
   std::vector<aggregate::MergedReader::SeriesRef> MatchingSeries(
-      int process, const v1::GetSnapshotRequest& request) const;
+      const aggregate::ShardSet& set, const aggregate::MergedReader& reader, int process,
+      const v1::GetSnapshotRequest& request) const;
 
   Options options_;
-  aggregate::MergedReader reader_;
+  aggregate::ShardSource shards_;
 };
 
 }  // namespace kpid::api

@@ -1,4 +1,4 @@
-// The per-worker case tracker: applies the rules of DESIGN §3 to each event
+// The per-partition case tracker: applies the rules of DESIGN §3 to each event
 // and reports the resulting facts to a CaseSink (the aggregator).
 //
 //   CaseTracker tracker({.config = &config, .clock = &clock, .sink = &shard,
@@ -22,7 +22,7 @@
 // passing the deadline, on a quiet partition too (Tick).
 //
 // Memory and speed: this is the hot path (every event) and holds up to
-// millions of open cases per worker, so what an event costs is mostly cache
+// millions of open cases per partition, so what an event costs is mostly cache
 // misses, and what a case costs is its record and table entries.
 // - A case is a fixed 64-byte record (one cache line) in a slot array,
 //   holding its id (inline up to 23 bytes, else in a pool: CaseIdStore),
@@ -51,8 +51,8 @@
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
 //
-// Bounded: at most max_open_cases open cases (the worker's share of the
-// config's daemon-wide max_open_cases). A new case beyond it first evicts
+// Bounded: at most max_open_cases open cases (the partition's share of the
+// config's topic-wide max_open_cases). A new case beyond it first evicts
 // the open case that has waited longest in its current stage: the oldest of
 // the StageAgeIndex tops of every (process, stage), O(stages) per eviction
 // and no memory per case (the 64-byte record is unchanged). Not the
@@ -116,15 +116,15 @@ class CaseTracker : public ingest::EventHandler {
     CaseSink* sink = nullptr;
     DimensionTable* dimensions = nullptr;
     // Event ids and closed cases remembered; beyond, the oldest are
-    // forgotten. The daemon passes Config::MaxDedupIdsPerWorker /
-    // MaxClosedCasesPerWorker; 0: the config's whole bound (a single worker).
+    // forgotten. The daemon passes Config::MaxDedupIdsPerPartition /
+    // MaxClosedCasesPerPartition; 0: the config's whole bound (a single partition).
     size_t max_dedup_ids = 0;
     size_t max_closed_cases = 0;
     // Per (process, stage), at most this many cases past SLA in the view.
     size_t max_breaching_per_stage = 100;
     // Open cases kept; beyond, the longest-waiting is evicted. The daemon
-    // passes Config::MaxOpenCasesPerWorker; 0: config->max_open_cases whole
-    // (a single worker).
+    // passes Config::MaxOpenCasesPerPartition; 0: config->max_open_cases
+    // whole (a single partition).
     size_t max_open_cases = 0;
   };
 
@@ -134,7 +134,7 @@ class CaseTracker : public ingest::EventHandler {
   explicit CaseTracker(const Options& options);
   ~CaseTracker() override;
 
-  // ---- State, for durability (a worker's state is this, its
+  // ---- State, for durability (a partition engine's state is this, its
   // DimensionTable's and its AggregateShard's, taken together).
   //
   // Serialize: on the worker thread, or while nothing calls Handle/Tick.

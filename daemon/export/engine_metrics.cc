@@ -252,24 +252,32 @@ const StageWindowFamily kStageWindow[] = {
 struct EngineMetrics::Snapshot {
   std::vector<std::string> windows;  // label values, by window index
   std::vector<ProcessSnapshot> processes;
+  // Series point at their tables' dimension values.
+  std::shared_ptr<const void> keep_alive;
 };
+
+EngineMetrics::EngineMetrics(const model::Config* config, aggregate::ShardSource shards,
+                             const cases::Clock* clock)
+    : config_(config), shards_(std::move(shards)), clock_(clock) {}
 
 EngineMetrics::EngineMetrics(const model::Config* config,
                              std::vector<const aggregate::AggregateShard*> shards,
                              std::vector<const cases::DimensionTable*> dimensions,
                              const cases::Clock* clock)
-    : config_(config),
-      reader_(std::move(shards)),
-      dimensions_(std::move(dimensions)),
-      clock_(clock) {}
+    : EngineMetrics(config, aggregate::FixedShards(std::move(shards), std::move(dimensions)),
+                    clock) {}
 
 EngineMetrics::Snapshot EngineMetrics::Read() const {
   Snapshot snap;
+  const aggregate::ShardSet set = shards_();
+  snap.keep_alive = set.keep_alive;
+  const MergedReader reader(set.shards);
+  const std::vector<const cases::DimensionTable*>& dimensions = set.tables;
   const absl::Time now = clock_->Now();
   const std::vector<std::string>& dim_names = config_->dimensions.names;
   std::vector<aggregate::WindowSpan> spans;
   for (size_t w = 0; w < config_->windows.size(); ++w) {
-    spans.push_back(reader_.Resolve(static_cast<int>(w), now));
+    spans.push_back(reader.Resolve(static_cast<int>(w), now));
     snap.windows.push_back(FormatPromDuration(config_->windows[w]));
   }
 
@@ -282,9 +290,9 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
 
     // Series of equal dimension values across workers, summed.
     absl::flat_hash_map<const std::vector<std::string>*, size_t, ValuesHash, ValuesEq> index;
-    for (const MergedReader::SeriesRef& ref : reader_.ListSeries(p)) {
+    for (const MergedReader::SeriesRef& ref : reader.ListSeries(p)) {
       const std::vector<std::string>* values =
-          &dimensions_[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
+          &dimensions[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
       auto [it, inserted] = index.emplace(values, ps.series.size());
       if (inserted) ps.series.emplace_back().values = values;
       ps.series[it->second].refs.push_back(ref);
@@ -296,7 +304,7 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
     // Every shard comes from the same config (MergedReader), so every read
     // below has the front shard's stages.
     ps.stages = std::min(process.stages.size(),
-                         static_cast<size_t>(reader_.shards().front()->stage_count(p)));
+                         static_cast<size_t>(reader.shards().front()->stage_count(p)));
     const size_t n = ps.series.size();
     ps.process_windows.reserve(n * ps.windows);
     ps.stage_labels.reserve(n * ps.stages);
@@ -313,7 +321,7 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
         s.labels.push_back({dim_names[d], (*s.values)[d]});
       }
       s.text = ps.Render(s.labels);
-      reader_.ReadSeriesTotals(p, s.refs, &totals);
+      reader.ReadSeriesTotals(p, s.refs, &totals);
       s.totals = totals.process;
       s.open_cases = totals.open_cases();
       for (size_t si = 0; si < ps.stages; ++si) {
@@ -322,7 +330,7 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
         ps.stage_totals.push_back(totals.stages[si]);
       }
       for (size_t w = 0; w < ps.windows; ++w) {
-        reader_.ReadSeriesWindow(p, s.refs, spans[w], &window);
+        reader.ReadSeriesWindow(p, s.refs, spans[w], &window);
         ps.process_windows.push_back(window.process);
         for (size_t si = 0; si < ps.stages; ++si) {
           ps.stage_windows[(k * ps.stages + si) * ps.windows + w] = window.stages[si];
@@ -333,7 +341,7 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
 
     for (size_t from = 0; from < process.stages.size(); ++from) {
       for (size_t to = 0; to < process.stages.size(); ++to) {
-        const uint64_t n = reader_.ReadTransitions(p, static_cast<int>(from), static_cast<int>(to));
+        const uint64_t n = reader.ReadTransitions(p, static_cast<int>(from), static_cast<int>(to));
         if (n == 0) continue;
         ps.transitions.push_back({SeriesLabels({{"process", process.id},
                                                 {"from", process.stages[from].id},
@@ -347,13 +355,13 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
             Summarize(SeriesLabels({{"process", process.id},
                                     {"stage", process.stages[si].id},
                                     {"window", snap.windows[w]}}),
-                      reader_.ReadCycleTimes(p, static_cast<int>(si), spans[w])));
+                      reader.ReadCycleTimes(p, static_cast<int>(si), spans[w])));
       }
       ps.lead_times.push_back(
           Summarize(SeriesLabels({{"process", process.id}, {"window", snap.windows[w]}}),
-                    reader_.ReadLeadTimes(p, spans[w])));
+                    reader.ReadLeadTimes(p, spans[w])));
     }
-    for (const cases::DimensionTable* table : dimensions_) ps.folded += table->Folded(p);
+    for (const cases::DimensionTable* table : dimensions) ps.folded += table->Folded(p);
   }
   return snap;
 }

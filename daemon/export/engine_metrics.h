@@ -23,13 +23,15 @@
 // MetricFamily objects, /metrics the text written directly (TextWriter).
 // Series labels are built once per series, not per sample.
 //
-// Thread-safe: WriteMetrics/Collect read the shards and tables through their
-// reader APIs and never block the workers.
+// Thread-safe: WriteMetrics/Collect take the current shards and tables from
+// their source once per scrape and read them through their reader APIs,
+// never blocking the workers.
 #pragma once
 
 #include <vector>
 
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/export/metric_writer.h"
@@ -39,8 +41,11 @@ namespace kpid::exporter {
 
 class EngineMetrics : public WriterCollectable {
  public:
-  // `shards[i]` and `dimensions[i]` belong to worker i. Everything must
-  // outlive this collectable. `clock` gives the end of every window.
+  // `config` and `clock` (the end of every window) must outlive this
+  // collectable.
+  EngineMetrics(const model::Config* config, aggregate::ShardSource shards,
+                const cases::Clock* clock);
+  // Fixed shards: `dimensions[i]` belongs to `shards[i]`; all must outlive this.
   EngineMetrics(const model::Config* config, std::vector<const aggregate::AggregateShard*> shards,
                 std::vector<const cases::DimensionTable*> dimensions, const cases::Clock* clock);
 
@@ -51,8 +56,7 @@ class EngineMetrics : public WriterCollectable {
   Snapshot Read() const;
 
   const model::Config* config_;
-  aggregate::MergedReader reader_;
-  std::vector<const cases::DimensionTable*> dimensions_;
+  aggregate::ShardSource shards_;
   const cases::Clock* clock_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/export/metric_builder.h"
@@ -17,15 +18,15 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 
 IngestMetrics::IngestMetrics(const ingest::KafkaIngest* ingest,
-                             const ingest::DeadLetterProducer* dead_letter)
-    : ingest_(ingest), dead_letter_(dead_letter) {}
+                             const ingest::DeadLetterProducer* dead_letter, StatsSource stats)
+    : ingest_(ingest), dead_letter_(dead_letter), stats_(std::move(stats)) {}
 
 std::vector<MetricFamily> IngestMetrics::Collect() const {
   uint64_t consumed = 0, duplicate = 0, late = 0;
   std::array<uint64_t, model::kRejectReasonCount> rejected{};
   int64_t watermark_ms = std::numeric_limits<int64_t>::min();
-  for (int w = 0; w < ingest_->worker_count(); ++w) {
-    const ingest::WorkerStats& stats = ingest_->worker_stats(w);
+  for (const std::shared_ptr<const ingest::PartitionStats>& partition : stats_()) {
+    const ingest::PartitionStats& stats = *partition;
     consumed += stats.consumed.Get();
     duplicate += stats.duplicate.Get();
     late += stats.late.Get();

@@ -5,10 +5,13 @@
 //   kpid_watermark_timestamp_seconds, kpid_dead_letter_messages_total{result},
 //   kpid_kafka_connected.
 //
-// Reads the workers' single-writer counters; never blocks them. Every reason
-// is rendered, zeros included, so rate() works from the first rejection.
+// Reads the partitions' single-writer counters (kept with their engines, so
+// they survive restarts); never blocks the workers. Every reason is
+// rendered, zeros included, so rate() works from the first rejection.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "daemon/ingest/dead_letter.h"
@@ -20,14 +23,20 @@ namespace kpid::exporter {
 
 class IngestMetrics : public prometheus::Collectable {
  public:
-  // Both must outlive this collectable; `dead_letter` may be null.
-  IngestMetrics(const ingest::KafkaIngest* ingest, const ingest::DeadLetterProducer* dead_letter);
+  // The counts of every partition this daemon owns; any thread.
+  using StatsSource = std::function<std::vector<std::shared_ptr<const ingest::PartitionStats>>()>;
+
+  // `ingest` and `dead_letter` must outlive this collectable; `dead_letter`
+  // may be null.
+  IngestMetrics(const ingest::KafkaIngest* ingest, const ingest::DeadLetterProducer* dead_letter,
+                StatsSource stats);
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const ingest::KafkaIngest* ingest_;
   const ingest::DeadLetterProducer* dead_letter_;
+  StatsSource stats_;
 };
 
 // kpid_build_info{version} 1.

@@ -8,10 +8,14 @@ namespace kpid::exporter {
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
+KpiTreeMetrics::KpiTreeMetrics(const model::Config* config, aggregate::ShardSource shards,
+                               const cases::Clock* clock)
+    : config_(config), shards_(std::move(shards)), clock_(clock), trees_(*config) {}
+
 KpiTreeMetrics::KpiTreeMetrics(const model::Config* config,
                                std::vector<const aggregate::AggregateShard*> shards,
                                const cases::Clock* clock)
-    : config_(config), reader_(std::move(shards)), clock_(clock), trees_(*config) {}
+    : KpiTreeMetrics(config, aggregate::FixedShards(std::move(shards), {}), clock) {}
 
 std::vector<MetricFamily> KpiTreeMetrics::Collect() const {
   MetricFamily values =
@@ -22,13 +26,15 @@ std::vector<MetricFamily> KpiTreeMetrics::Collect() const {
       Family("kpid_kpi_tree_sensitivity",
              "Change of the KPI tree's root for a 1% improvement of this leaf over the window.",
              MetricType::Gauge);
+  const aggregate::ShardSet set = shards_();
+  const aggregate::MergedReader reader(set.shards);
   const absl::Time now = clock_->Now();
   for (size_t w = 0; w < config_->windows.size(); ++w) {
-    const aggregate::WindowSpan span = reader_.Resolve(static_cast<int>(w), now);
+    const aggregate::WindowSpan span = reader.Resolve(static_cast<int>(w), now);
     const std::string window = FormatPromDuration(config_->windows[w]);
     for (size_t p = 0; p < config_->processes.size(); ++p) {
       const std::string& process = config_->processes[p].id;
-      for (const kpitree::NodeValue& node : trees_.Evaluate(reader_, static_cast<int>(p), span)) {
+      for (const kpitree::NodeValue& node : trees_.Evaluate(reader, static_cast<int>(p), span)) {
         if (node.value) {
           AddGauge(&values,
                    {{"process", process},

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/kpitree/kpi_tree.h"
 #include "daemon/model/config.h"
@@ -27,8 +28,11 @@ namespace kpid::exporter {
 
 class KpiTreeMetrics : public prometheus::Collectable {
  public:
-  // `config`, the shards and `clock` (the end of every window) must outlive
-  // this collectable.
+  // `config` and `clock` (the end of every window) must outlive this
+  // collectable; `shards` is asked once per scrape.
+  KpiTreeMetrics(const model::Config* config, aggregate::ShardSource shards,
+                 const cases::Clock* clock);
+  // Fixed shards, which must outlive this collectable.
   KpiTreeMetrics(const model::Config* config, std::vector<const aggregate::AggregateShard*> shards,
                  const cases::Clock* clock);
 
@@ -36,7 +40,7 @@ class KpiTreeMetrics : public prometheus::Collectable {
 
  private:
   const model::Config* config_;
-  aggregate::MergedReader reader_;
+  aggregate::ShardSource shards_;
   const cases::Clock* clock_;
   kpitree::KpiTreeEvaluator trees_;
 };

@@ -1,13 +1,16 @@
-// The seam between ingest and what consumes decoded events (the case
-// tracker). One handler per worker; all calls come from that worker's thread,
-// so a handler is the single writer of its state and needs no lock.
+// The seam between ingest and what consumes decoded events: one
+// PartitionHandler (the daemon's engine: case tracker, aggregator shard,
+// dimension table, clock) per assigned Kafka partition. All calls to a
+// handler come from the thread of the worker that owns its partition, so a
+// handler is the single writer of its state and needs no lock.
 #pragma once
 
-#include <functional>
+#include <cstdint>
 #include <memory>
 
 #include "absl/time/time.h"
 #include "daemon/ingest/event_decoder.h"
+#include "daemon/ingest/partition_stats.h"
 #include "daemon/model/reject_reason.h"
 
 namespace kpid::ingest {
@@ -34,7 +37,54 @@ class EventHandler {
   virtual void Tick(absl::Time wall_now) { (void)wall_now; }
 };
 
-// Makes the handler of worker `worker_index`; called once per worker at start.
-using EventHandlerFactory = std::function<std::unique_ptr<EventHandler>(int worker_index)>;
+// Offset of a partition's first message not yet in its handler's state,
+// when nothing says (no checkpoint, nothing read yet).
+inline constexpr int64_t kUnknownOffset = -1;
+
+// The handler of one partition, with ingest's counts of its messages.
+class PartitionHandler : public EventHandler {
+ public:
+  // Worker thread, between batches: the handler's state now covers exactly
+  // the partition's messages before `next_offset`. A durable handler saves
+  // it with that offset (a restart resumes there); every handler remembers
+  // the offset for a later Open of the same partition.
+  virtual void Checkpoint(int64_t next_offset) = 0;
+
+  // Written by the owning worker only; read by any thread.
+  PartitionStats& stats() { return stats_; }
+  const PartitionStats& stats() const { return stats_; }
+
+ private:
+  PartitionStats stats_;
+};
+
+// Where ingest gets and returns the handlers of the partitions it is
+// assigned (the daemon's engine registry). Called on ingest's poll thread,
+// inside rebalances; never on the event path.
+class PartitionHandlers {
+ public:
+  virtual ~PartitionHandlers() = default;
+
+  struct Opened {
+    std::shared_ptr<PartitionHandler> handler;
+    // Where to start reading: the offset the handler's state covers up to
+    // (kUnknownOffset: the group's committed offset, for a handler that
+    // starts empty).
+    int64_t next_offset = kUnknownOffset;
+  };
+  // The handler for a newly assigned `partition` of a topic of
+  // `partition_count` partitions: the one returned by the last Close of it
+  // if kept, else restored from its checkpoint, else empty.
+  virtual Opened Open(int32_t partition, int partition_count) = 0;
+  // The partition was revoked and its worker has let go of its handler
+  // (after a final Checkpoint). `keep`: the group protocol gives revoked
+  // partitions back at once (eager rebalance), so keep the handler for the
+  // next Open; a kept handler that Open does not ask for is dropped by
+  // DropKept().
+  virtual void Close(int32_t partition, bool keep) = 0;
+  // After an assignment: handlers kept by Close and not opened again belong
+  // to another consumer now.
+  virtual void DropKept() = 0;
+};
 
 }  // namespace kpid::ingest

@@ -3,7 +3,9 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -13,15 +15,70 @@
 
 namespace kpid::ingest {
 
+// A partition a worker owns.
+struct KafkaIngest::Owned {
+  std::shared_ptr<PartitionHandler> handler;  // null: not owned
+  // The first message not yet in the handler's state: messages before it
+  // are dropped (they are in the state already).
+  int64_t next_offset = kUnknownOffset;
+  // next_offset at the handler's last checkpoint (or restore).
+  int64_t checkpointed = kUnknownOffset;
+
+  // A checkpoint only when messages were handled since the last: what ticks
+  // changed meanwhile (deadlines, expiries) a restored state redoes at its
+  // first tick, with the same facts. With no offset known nothing was read:
+  // there is nothing a restart from the group's committed offset would not
+  // rebuild.
+  void CheckpointIfMoved() {
+    if (next_offset == kUnknownOffset || next_offset == checkpointed) return;
+    handler->Checkpoint(next_offset);
+    checkpointed = next_offset;
+  }
+};
+
+// A change of a worker's partitions, made on the worker thread between
+// batches (or by the poll thread once the worker has exited).
+struct KafkaIngest::Control {
+  enum class Kind { kAdopt, kRelease };
+  Kind kind = Kind::kAdopt;
+  int32_t partition = 0;
+  std::shared_ptr<PartitionHandler> handler;  // kAdopt
+  int64_t next_offset = kUnknownOffset;       // kAdopt
+
+  static Control Release(int32_t partition) {
+    Control c;
+    c.kind = Kind::kRelease;
+    c.partition = partition;
+    return c;
+  }
+};
+
 // Everything a worker thread owns.
 struct KafkaIngest::Worker {
   int index = 0;
   rd_kafka_queue_t* queue = nullptr;
   std::unique_ptr<EventDecoder> decoder;
-  std::unique_ptr<EventHandler> handler;
   DecodedEvent event;  // reused for every message
-  WorkerStats stats;
+  // Single writer: the worker thread (the poll thread once `exited`).
+  std::vector<Owned> partitions;  // by partition number
+  std::vector<int32_t> owned;     // the partitions with a handler
   std::thread thread;
+
+  // Control requests from the poll thread; a plain std::mutex so TSan sees it.
+  std::mutex control_mu;
+  std::condition_variable control_done_cv;
+  std::vector<Control> control ABSL_GUARDED_BY(control_mu);
+  uint64_t control_posted ABSL_GUARDED_BY(control_mu) = 0;
+  uint64_t control_done ABSL_GUARDED_BY(control_mu) = 0;
+  bool exited ABSL_GUARDED_BY(control_mu) = false;
+  // Set with a request, so the worker checks once per batch without the lock.
+  std::atomic<bool> control_pending{false};
+
+  Owned* Find(int32_t partition) {
+    if (partition < 0 || static_cast<size_t>(partition) >= partitions.size()) return nullptr;
+    Owned& o = partitions[static_cast<size_t>(partition)];
+    return o.handler != nullptr ? &o : nullptr;
+  }
 };
 
 namespace {
@@ -35,8 +92,11 @@ constexpr absl::Duration kConnectivityProbeInterval = absl::Seconds(1);
 constexpr int kConnectivityProbeTimeoutMs = 2000;
 
 // Bad input is counted in full but logged sparsely: on the 1st, 2nd, 4th,
-// 8th... rejection of each reason per worker.
+// 8th... rejection of each reason per partition.
 bool ShouldLogRejection(uint64_t count_after) { return (count_after & (count_after - 1)) == 0; }
+
+// How long a cluster metadata request may take inside a rebalance.
+constexpr int kMetadataTimeoutMs = 2000;
 
 bool HasJsonContentType(const rd_kafka_message_t& message) {
   rd_kafka_headers_t* headers = nullptr;
@@ -65,8 +125,8 @@ void RememberLast(std::vector<rd_kafka_message_t*>& last, rd_kafka_message_t* me
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KafkaIngest>> KafkaIngest::Start(Options options) {
-  if (options.config == nullptr || !options.handler_factory) {
-    return absl::InvalidArgumentError("KafkaIngest: config and handler_factory are required");
+  if (options.config == nullptr || options.partitions == nullptr) {
+    return absl::InvalidArgumentError("KafkaIngest: config and partitions are required");
   }
   std::unique_ptr<KafkaIngest> ingest(new KafkaIngest(std::move(options)));
   if (absl::Status s = ingest->Init(); !s.ok()) return s;
@@ -128,7 +188,6 @@ absl::Status KafkaIngest::Init() {
     worker->index = i;
     worker->queue = rd_kafka_queue_new(consumer_);
     worker->decoder = std::make_unique<EventDecoder>(config);
-    worker->handler = options_.handler_factory(i);
     workers_.push_back(std::move(worker));
   }
 
@@ -151,10 +210,6 @@ absl::Status KafkaIngest::Init() {
   return absl::OkStatus();
 }
 
-const WorkerStats& KafkaIngest::worker_stats(int worker) const {
-  return workers_[static_cast<size_t>(worker)]->stats;
-}
-
 KafkaIngest::~KafkaIngest() {
   Stop();
   for (auto& worker : workers_) {
@@ -167,11 +222,27 @@ void KafkaIngest::Stop() {
   if (stopped_.exchange(true)) return;
   stop_.store(true, std::memory_order_release);
   // Workers first, so the offsets they stored are final; then the poll
-  // thread closes the consumer, which commits them and leaves the group.
+  // thread closes the consumer, which commits them, revokes the partitions
+  // (checkpointed and closed by the poll thread, the workers having exited)
+  // and leaves the group.
   for (auto& worker : workers_) {
     if (worker->thread.joinable()) worker->thread.join();
   }
   if (poll_thread_.joinable()) poll_thread_.join();
+  // A close that could not reach the group revokes nothing: the partitions
+  // still owned are let go of here (checkpointed too).
+  std::vector<Control> releases;
+  for (auto& worker : workers_) {
+    for (int32_t partition : worker->owned) {
+      releases.push_back(Control::Release(partition));
+    }
+  }
+  if (!releases.empty()) {
+    std::vector<int32_t> released;
+    for (const Control& c : releases) released.push_back(c.partition);
+    RunOnWorkers(std::move(releases));
+    for (int32_t partition : released) options_.partitions->Close(partition, /*keep=*/false);
+  }
   {
     absl::MutexLock lock(&probe_mu_);
     probe_stop_ = true;
@@ -249,11 +320,97 @@ void KafkaIngest::RebalanceTrampoline(rd_kafka_s* rk, int err,
   static_cast<KafkaIngest*>(opaque)->OnRebalance(err, partitions);
 }
 
+int KafkaIngest::TopicPartitionCount(int fallback) {
+  const std::string& topic_name = options_.config->kafka.topic;
+  rd_kafka_topic_t* topic = rd_kafka_topic_new(consumer_, topic_name.c_str(), nullptr);
+  if (topic == nullptr) return fallback;
+  const rd_kafka_metadata_t* metadata = nullptr;
+  int count = fallback;
+  if (rd_kafka_metadata(consumer_, /*all_topics=*/0, topic, &metadata, kMetadataTimeoutMs) ==
+          RD_KAFKA_RESP_ERR_NO_ERROR &&
+      metadata != nullptr) {
+    for (int i = 0; i < metadata->topic_cnt; ++i) {
+      if (topic_name == metadata->topics[i].topic && metadata->topics[i].partition_cnt > 0) {
+        count = metadata->topics[i].partition_cnt;
+      }
+    }
+  }
+  if (metadata != nullptr) rd_kafka_metadata_destroy(metadata);
+  rd_kafka_topic_destroy(topic);
+  return count;
+}
+
+void KafkaIngest::RunOnWorkers(std::vector<Control> controls) {
+  std::vector<std::pair<Worker*, uint64_t>> waits;
+  for (Control& control : controls) {
+    Worker* worker = workers_[static_cast<size_t>(control.partition) % workers_.size()].get();
+    std::lock_guard<std::mutex> lock(worker->control_mu);
+    if (worker->exited) {
+      // The worker thread is gone: its partitions are ours to change.
+      Apply(worker, control);
+      continue;
+    }
+    worker->control.push_back(std::move(control));
+    waits.emplace_back(worker, ++worker->control_posted);
+    worker->control_pending.store(true, std::memory_order_release);
+  }
+  for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
+  for (const auto& [worker, ticket] : waits) {
+    std::unique_lock<std::mutex> lock(worker->control_mu);
+    worker->control_done_cv.wait(
+        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
+  }
+}
+
+void KafkaIngest::ServeControl(Worker* worker) {
+  std::lock_guard<std::mutex> lock(worker->control_mu);
+  worker->control_pending.store(false, std::memory_order_relaxed);
+  for (Control& control : worker->control) Apply(worker, control);
+  worker->control_done += worker->control.size();
+  worker->control.clear();
+  worker->control_done_cv.notify_all();
+}
+
+void KafkaIngest::Apply(Worker* worker, Control& control) {
+  const size_t p = static_cast<size_t>(control.partition);
+  if (control.kind == Control::Kind::kAdopt) {
+    if (p >= worker->partitions.size()) worker->partitions.resize(p + 1);
+    if (worker->partitions[p].handler == nullptr) worker->owned.push_back(control.partition);
+    worker->partitions[p] = {std::move(control.handler), control.next_offset, control.next_offset};
+    return;
+  }
+  Owned* owned = worker->Find(control.partition);
+  if (owned == nullptr) return;
+  owned->CheckpointIfMoved();
+  *owned = Owned{};
+  std::erase(worker->owned, control.partition);
+}
+
 void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions) {
   const bool cooperative =
       std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
   std::string names;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    int32_t highest = -1;
+    for (int i = 0; i < partitions->cnt; ++i) {
+      highest = std::max(highest, partitions->elems[i].partition);
+    }
+    const int partition_count =
+        TopicPartitionCount(std::max(options_.config->kafka.partitions, highest + 1));
+    // Handlers to their workers before any message can arrive; then each
+    // partition starts where its handler's state ends.
+    std::vector<Control> adopts;
+    for (int i = 0; i < partitions->cnt; ++i) {
+      rd_kafka_topic_partition_t& tp = partitions->elems[i];
+      PartitionHandlers::Opened opened = options_.partitions->Open(tp.partition, partition_count);
+      if (opened.next_offset != kUnknownOffset) tp.offset = opened.next_offset;
+      adopts.push_back({.kind = Control::Kind::kAdopt,
+                        .partition = tp.partition,
+                        .handler = std::move(opened.handler),
+                        .next_offset = opened.next_offset});
+    }
+    RunOnWorkers(std::move(adopts));
+    options_.partitions->DropKept();
     for (int i = 0; i < partitions->cnt; ++i) {
       const rd_kafka_topic_partition_t& tp = partitions->elems[i];
       rd_kafka_queue_t* queue = rd_kafka_queue_get_partition(consumer_, tp.topic, tp.partition);
@@ -264,7 +421,8 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
       Worker* worker = workers_[static_cast<size_t>(tp.partition) % workers_.size()].get();
       rd_kafka_queue_forward(queue, worker->queue);
       rd_kafka_queue_destroy(queue);
-      absl::StrAppend(&names, names.empty() ? "" : ",", tp.partition);
+      absl::StrAppend(&names, names.empty() ? "" : ",", tp.partition,
+                      tp.offset >= 0 ? absl::StrCat("@", tp.offset) : "");
     }
     if (cooperative) {
       rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, partitions);
@@ -283,11 +441,23 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
     log::Info("partitions assigned", {{"partitions", names}});
   } else {
+    // Each worker checkpoints and lets go of its revoked partitions first:
+    // none is closed while its worker may be inside a batch touching it.
+    std::vector<Control> releases;
+    for (int i = 0; i < partitions->cnt; ++i) {
+      releases.push_back(Control::Release(partitions->elems[i].partition));
+    }
+    RunOnWorkers(std::move(releases));
     if (cooperative) {
       rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer_, partitions);
       if (error != nullptr) rd_kafka_error_destroy(error);
     } else {
       rd_kafka_assign(consumer_, nullptr);
+    }
+    // An eager rebalance revokes everything and gives most of it back at
+    // once: keep the handlers until the next assignment says.
+    for (int i = 0; i < partitions->cnt; ++i) {
+      options_.partitions->Close(partitions->elems[i].partition, /*keep=*/!cooperative);
     }
     absl::MutexLock lock(&assignment_mu_);
     if (cooperative) {
@@ -310,8 +480,11 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
   // partition, so a short vector checked from its back beats a hash map
   // updated per message.
   std::vector<rd_kafka_message_t*> last_in_partition;
+  const absl::Duration checkpoint_interval = options_.config->checkpoint_interval;
   absl::Time next_tick = absl::Now();
+  absl::Time next_checkpoint = next_tick + checkpoint_interval;
   while (!stop_.load(std::memory_order_acquire)) {
+    if (worker->control_pending.load(std::memory_order_acquire)) ServeControl(worker);
     // Wait for one message, then take whatever else is already queued:
     // waiting for a full batch would add up to kPollTimeoutMs of latency.
     ssize_t n = rd_kafka_consume_batch_queue(worker->queue, kPollTimeoutMs, batch.data(), 1);
@@ -332,7 +505,11 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
         log::Warn("kafka fetch error", {{"error", rd_kafka_message_errstr(message)}});
         continue;
       }
-      ProcessMessage(worker, message);
+      Owned* owned = worker->Find(message->partition);
+      // Not ours any more, or already in the state it was restored with.
+      if (owned == nullptr || message->offset < owned->next_offset) continue;
+      ProcessMessage(worker, *owned, message);
+      owned->next_offset = message->offset + 1;
       RememberLast(last_in_partition, message);
     }
     for (rd_kafka_message_t* message : last_in_partition) {
@@ -342,46 +519,57 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
     for (ssize_t i = 0; i < n; ++i) rd_kafka_message_destroy(batch[i]);
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
-      worker->handler->Tick(now);
+      for (int32_t partition : worker->owned) worker->Find(partition)->handler->Tick(now);
       next_tick = now + kTickInterval;
     }
+    if (now >= next_checkpoint) {
+      for (int32_t partition : worker->owned) worker->Find(partition)->CheckpointIfMoved();
+      next_checkpoint = now + checkpoint_interval;
+    }
   }
+  // Requests posted while this loop ended are served here; later ones by
+  // their poster.
+  ServeControl(worker);
+  std::lock_guard<std::mutex> lock(worker->control_mu);
+  worker->exited = true;
 }
 
-void KafkaIngest::ProcessMessage(Worker* worker, rd_kafka_message_t* message) {
-  worker->stats.messages.Add();
+void KafkaIngest::ProcessMessage(Worker* worker, Owned& owned, rd_kafka_message_t* message) {
+  PartitionStats& stats = owned.handler->stats();
+  stats.messages.Add();
   const absl::string_view value(static_cast<const char*>(message->payload), message->len);
   if (std::optional<Rejection> rejection =
           worker->decoder->Decode(value, HasJsonContentType(*message), &worker->event)) {
-    Reject(worker, *message, *std::move(rejection));
+    Reject(owned, *message, *std::move(rejection));
     return;
   }
-  const Verdict verdict = worker->handler->Handle(worker->event);
+  const Verdict verdict = owned.handler->Handle(worker->event);
   switch (verdict.kind) {
     case Verdict::Kind::kAccepted: {
-      worker->stats.consumed.Add();
+      stats.consumed.Add();
       const int64_t at_ms = absl::ToUnixMillis(worker->event.occurred_at);
-      const int64_t watermark_ms = worker->stats.watermark_ms.Get();
+      const int64_t watermark_ms = stats.watermark_ms.Get();
       if (watermark_ms != std::numeric_limits<int64_t>::min() &&
           at_ms < watermark_ms - retention_ms_) {
-        worker->stats.late.Add();
+        stats.late.Add();
       }
-      worker->stats.watermark_ms.Observe(at_ms);
+      stats.watermark_ms.Observe(at_ms);
       return;
     }
     case Verdict::Kind::kDuplicate:
-      worker->stats.duplicate.Add();
+      stats.duplicate.Add();
       return;
     case Verdict::Kind::kRejected:
-      Reject(worker, *message,
+      Reject(owned, *message,
              Rejection{verdict.reason, absl::StrCat("rejected by case tracker: ",
                                                     model::RejectReasonName(verdict.reason))});
       return;
   }
 }
 
-void KafkaIngest::Reject(Worker* worker, const rd_kafka_message_t& message, Rejection rejection) {
-  SingleWriterCounter& counter = worker->stats.rejected[static_cast<size_t>(rejection.reason)];
+void KafkaIngest::Reject(Owned& owned, const rd_kafka_message_t& message, Rejection rejection) {
+  SingleWriterCounter& counter =
+      owned.handler->stats().rejected[static_cast<size_t>(rejection.reason)];
   counter.Add();
   if (ShouldLogRejection(counter.Get())) {
     log::Warn("event rejected", {{"reason", model::RejectReasonName(rejection.reason)},

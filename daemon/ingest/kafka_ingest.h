@@ -1,20 +1,37 @@
 // Consumes the process-event topic in a Kafka consumer group and spreads the
-// assigned partitions over worker threads.
+// assigned partitions over worker threads, each partition with its own
+// handler (the daemon's engine) from a PartitionHandlers.
 //
 //   KafkaIngest::Options options{.config = &config, .brokers = bootstrap,
-//                                .handler_factory = [](int) { return MakeTracker(); }};
+//                                .partitions = &registry};
 //   absl::StatusOr<std::unique_ptr<KafkaIngest>> ingest = KafkaIngest::Start(options);
 //   ...
-//   (*ingest)->Stop();   // drains: workers finish their batch, offsets are committed
+//   (*ingest)->Stop();   // drains: workers finish their batch, every partition
+//                        // is checkpointed and closed, offsets are committed
 //
 // Threads: one poll thread serves the group protocol (rebalances, errors);
 // a probe thread asks the cluster for metadata every second, so an outage
 // shows in connected() (and /readyz, kpid_kafka_connected) even on an idle
 // topic; each worker owns a librdkafka queue that the partitions it owns
-// (partition % workers) are forwarded to. A worker is the only thread that
-// touches its handler, decoder and WorkerStats, so the event path takes no
-// lock of ours. Every message read ends in exactly one of: consumed,
-// duplicate, rejected{reason} (then dead-lettered when configured).
+// (partition % workers) are forwarded to, and a small vector from partition
+// to handler. A worker is the only thread that touches its handlers, their
+// PartitionStats and its decoder, so the event path takes no lock of ours.
+// Every message of an owned partition ends in exactly one of: consumed,
+// duplicate, rejected{reason} (then dead-lettered when configured); a message
+// of a partition the worker no longer owns (revoked while queued) is dropped
+// uncounted: the partition's next owner reads it again from the offset of
+// the partition's last checkpoint.
+//
+// Rebalances. On assign, the poll thread opens each partition's handler
+// (kept from an eager revoke, restored from its checkpoint, or empty),
+// hands it to the owning worker and waits until the worker took it, then
+// assigns the partition at the offset the handler's state covers up to (so
+// state and offsets never disagree; the group's committed offset only when
+// the handler has none). On revoke, it asks each owning worker to let go:
+// the worker, between two batches, checkpoints the partition at the offset
+// after the last message it handled and drops it, then acknowledges; only
+// then is the handler closed. Workers also checkpoint every handler every
+// `checkpoint_interval` (Config) between batches.
 #pragma once
 
 #include <atomic>
@@ -29,7 +46,6 @@
 #include "absl/synchronization/mutex.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/event_handler.h"
-#include "daemon/ingest/worker_stats.h"
 #include "daemon/model/config.h"
 
 struct rd_kafka_s;
@@ -41,10 +57,10 @@ namespace kpid::ingest {
 class KafkaIngest {
  public:
   struct Options {
-    const model::Config* config = nullptr;  // must outlive the ingest
-    std::string brokers;                    // bootstrap.servers
-    int workers = 0;                        // 0: config's kafka.workers, else cores
-    EventHandlerFactory handler_factory;
+    const model::Config* config = nullptr;      // must outlive the ingest
+    std::string brokers;                        // bootstrap.servers
+    int workers = 0;                            // 0: config's kafka.workers, else cores
+    PartitionHandlers* partitions = nullptr;    // must outlive the ingest
     DeadLetterProducer* dead_letter = nullptr;  // optional; must outlive the ingest
   };
 
@@ -60,8 +76,9 @@ class KafkaIngest {
   static int WorkerCount(const model::Config& config, int requested);
   ~KafkaIngest();  // Stop()
 
-  // Idempotent. Workers finish the batch in hand, stored offsets are
-  // committed and the consumer leaves the group.
+  // Idempotent. Workers finish the batch in hand, every partition is
+  // checkpointed and closed, stored offsets are committed and the consumer
+  // leaves the group.
   void Stop();
 
   // True while partitions are assigned.
@@ -72,13 +89,14 @@ class KafkaIngest {
   // probe nothing says otherwise, and /readyz waits for an assignment anyway.
   bool connected() const { return connected_.load(std::memory_order_relaxed); }
   int worker_count() const { return static_cast<int>(workers_.size()); }
-  const WorkerStats& worker_stats(int worker) const;
 
   // Per assigned partition; for the scrape (takes a lock, never on the event path).
   std::vector<PartitionLag> Lags() const;
 
  private:
   struct Worker;
+  struct Owned;
+  struct Control;
 
   explicit KafkaIngest(Options options);
   absl::Status Init();
@@ -87,8 +105,15 @@ class KafkaIngest {
   void ProbeLoop();
   static void ErrorTrampoline(rd_kafka_s* rk, int err, const char* reason, void* opaque);
   void WorkerLoop(Worker* worker);
-  void ProcessMessage(Worker* worker, struct rd_kafka_message_s* message);
-  void Reject(Worker* worker, const struct rd_kafka_message_s& message, Rejection rejection);
+  void ProcessMessage(Worker* worker, Owned& owned, struct rd_kafka_message_s* message);
+  void Reject(Owned& owned, const struct rd_kafka_message_s& message, Rejection rejection);
+  // Runs `controls` (one per partition) on the owning workers between their
+  // batches, or here when a worker has exited; returns when all are done.
+  void RunOnWorkers(std::vector<Control> controls);
+  static void ServeControl(Worker* worker);
+  static void Apply(Worker* worker, Control& control);
+  // Partitions of the topic, from the cluster; `fallback` when it does not say.
+  int TopicPartitionCount(int fallback);
   void OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions);
   static void RebalanceTrampoline(rd_kafka_s* rk, int err,
                                   rd_kafka_topic_partition_list_s* partitions, void* opaque);

@@ -730,14 +730,16 @@ size_t EvenShare(int64_t total, int parts) {
 
 }  // namespace
 
-size_t Config::MaxOpenCasesPerWorker(int workers) const {
-  return EvenShare(max_open_cases, workers);
+size_t Config::MaxOpenCasesPerPartition(int partitions) const {
+  return EvenShare(max_open_cases, partitions);
 }
 
-size_t Config::MaxDedupIdsPerWorker(int workers) const { return EvenShare(max_dedup_ids, workers); }
+size_t Config::MaxDedupIdsPerPartition(int partitions) const {
+  return EvenShare(max_dedup_ids, partitions);
+}
 
-size_t Config::MaxClosedCasesPerWorker(int workers) const {
-  return EvenShare(max_closed_cases, workers);
+size_t Config::MaxClosedCasesPerPartition(int partitions) const {
+  return EvenShare(max_closed_cases, partitions);
 }
 
 std::string Config::StatePath(absl::string_view file) const {

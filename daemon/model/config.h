@@ -197,12 +197,14 @@ struct Config {
   // Amounts and scores whose magnitude exceeds this are rejected
   // (absurd_value): one 1e300 deal would make every revenue sum meaningless.
   double max_abs_value = 1e12;
-  // Open cases kept by the whole daemon, split evenly across the workers
-  // (MaxOpenCasesPerWorker): a new case beyond its worker's share first
-  // evicts that worker's longest-waiting open case (counted). A daemon-wide
-  // number because that is how operators size memory (about 150 bytes per
-  // open case); a per-worker bound because each worker owns its cases and
-  // takes no lock, so the share cannot move between workers.
+  // Open cases kept for the whole topic, split evenly across its Kafka
+  // partitions (MaxOpenCasesPerPartition): a new case beyond its
+  // partition's share first evicts that partition's longest-waiting open
+  // case (counted). A topic-wide number because that is how operators size
+  // memory (about 150 bytes per open case); a per-partition bound because
+  // each partition's engine owns its cases and takes no lock, so the share
+  // cannot move between partitions (and follows the partition to whichever
+  // replica owns it).
   int64_t max_open_cases = 10'000'000;
   // Where checkpoints of the engine state (open cases, windows, dedup ids,
   // alert states, with the Kafka offsets they cover) are kept; empty: no
@@ -226,12 +228,12 @@ struct Config {
 
   // The process `id`, or nullptr.
   const ProcessConfig* FindProcess(absl::string_view id) const;
-  // Each of `workers` workers' share of max_open_cases, rounded down so the
-  // shares never add up to more (at least 1).
-  size_t MaxOpenCasesPerWorker(int workers) const;
+  // Each of `partitions` partitions' share of max_open_cases, rounded down
+  // so the shares never add up to more (at least 1).
+  size_t MaxOpenCasesPerPartition(int partitions) const;
   // Likewise for max_dedup_ids and max_closed_cases.
-  size_t MaxDedupIdsPerWorker(int workers) const;
-  size_t MaxClosedCasesPerWorker(int workers) const;
+  size_t MaxDedupIdsPerPartition(int partitions) const;
+  size_t MaxClosedCasesPerPartition(int partitions) const;
   // `file` in state_dir (resolved against the config's folder); empty
   // without a state_dir.
   std::string StatePath(absl::string_view file) const;

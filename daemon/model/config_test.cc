@@ -254,14 +254,14 @@ TEST(ConfigTest, InputBounds) {
                           "t.yaml:4:15: max_past_age: must be greater than 0"));
 }
 
-TEST(ConfigTest, MaxOpenCasesIsADaemonWideBoundSplitAcrossWorkers) {
+TEST(ConfigTest, MaxOpenCasesIsATopicWideBoundSplitAcrossPartitions) {
   Config config = Parse(std::string(kMinimal) + "max_open_cases: 1000\n");
   EXPECT_EQ(config.max_open_cases, 1000);
   // 1000 / 3 = 333.33: rounded down, so 3 x 333 = 999 <= 1000.
-  EXPECT_EQ(config.MaxOpenCasesPerWorker(3), 333u);
-  EXPECT_EQ(config.MaxOpenCasesPerWorker(1), 1000u);
-  // Default 10,000,000 over 4 workers: 2,500,000 each.
-  EXPECT_EQ(Parse(kMinimal).MaxOpenCasesPerWorker(4), 2'500'000u);
+  EXPECT_EQ(config.MaxOpenCasesPerPartition(3), 333u);
+  EXPECT_EQ(config.MaxOpenCasesPerPartition(1), 1000u);
+  // Default 10,000,000 over 4 partitions: 2,500,000 each.
+  EXPECT_EQ(Parse(kMinimal).MaxOpenCasesPerPartition(4), 2'500'000u);
   // Line 4 after kMinimal; values start at column 17.
   EXPECT_THAT(Errors(std::string(kMinimal) + "max_open_cases: 999\n"),
               ElementsAre("t.yaml:4:17: max_open_cases: 999 is out of range [1000, 1000000000]"));
@@ -289,11 +289,11 @@ TEST(ConfigTest, DedupBoundsAreDaemonWideSplitAcrossWorkers) {
   EXPECT_EQ(config.max_dedup_ids, 1000);
   EXPECT_EQ(config.max_closed_cases, 5000);
   // 1000 / 3 = 333.33 and 5000 / 3 = 1666.67: rounded down.
-  EXPECT_EQ(config.MaxDedupIdsPerWorker(3), 333u);
-  EXPECT_EQ(config.MaxClosedCasesPerWorker(3), 1666u);
+  EXPECT_EQ(config.MaxDedupIdsPerPartition(3), 333u);
+  EXPECT_EQ(config.MaxClosedCasesPerPartition(3), 1666u);
   // Defaults 10,000,000 over 4 workers: 2,500,000 each.
-  EXPECT_EQ(Parse(kMinimal).MaxDedupIdsPerWorker(4), 2'500'000u);
-  EXPECT_EQ(Parse(kMinimal).MaxClosedCasesPerWorker(4), 2'500'000u);
+  EXPECT_EQ(Parse(kMinimal).MaxDedupIdsPerPartition(4), 2'500'000u);
+  EXPECT_EQ(Parse(kMinimal).MaxClosedCasesPerPartition(4), 2'500'000u);
   // Lines 4 and 5 after kMinimal; values start at columns 16 and 19.
   EXPECT_THAT(
       Errors(std::string(kMinimal) + "max_dedup_ids: 999\nmax_closed_cases: 2000000000\n"),

@@ -1,0 +1,152 @@
+// The registry's side of rebalances and restarts: engines restored from
+// their state files at the offset they were checkpointed at, .prev used when
+// the current file is damaged, eager-rebalance engines kept, readers' sets.
+#include "daemon/engine/engine_registry.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/common/file_util.h"
+#include "daemon/export/text_writer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/process.h"
+
+namespace kpid::engine {
+namespace {
+
+constexpr char kConfig[] = R"(
+clock: event
+kafka: {topic: events}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+)";
+
+class EngineRegistryTest : public ::testing::Test {
+ protected:
+  EngineRegistryTest()
+      : config_(*model::ParseConfig(kConfig, "t.yaml")),
+        dir_(absl::StrCat(::testing::TempDir(), "/engine_registry_test_", getpid(), "_",
+                          ::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    std::filesystem::remove_all(dir_);
+  }
+  ~EngineRegistryTest() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<EngineRegistry> Registry(bool durable = true) {
+    return std::make_unique<EngineRegistry>(EngineRegistry::Options{
+        .config = &config_, .board = &board_, .state_dir = durable ? dir_ : ""});
+  }
+  // kpid_state_restores_total{result}.
+  static double Restores(const EngineRegistry& registry, const std::string& result) {
+    return testing::Sample(
+        testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
+            std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))})),
+        absl::StrCat("kpid_state_restores_total{result=\"", result, "\"}"));
+  }
+  // Checkpoints `consumed` counted messages at `next_offset`, written.
+  static void Checkpoint(EngineRegistry& registry, ingest::PartitionHandler& engine,
+                         uint64_t consumed, int64_t next_offset) {
+    engine.stats().consumed.Add(consumed);
+    engine.Checkpoint(next_offset);
+    registry.Flush();
+  }
+
+  model::Config config_;
+  cases::WatermarkBoard board_;
+  std::string dir_;
+};
+
+TEST_F(EngineRegistryTest, ARestartResumesEachPartitionAtItsCheckpointedOffset) {
+  {
+    auto registry = Registry();
+    ingest::PartitionHandlers::Opened opened = registry->Open(3, 4);
+    EXPECT_EQ(opened.next_offset, ingest::kUnknownOffset);  // first start: the group's offset
+    EXPECT_EQ(Restores(*registry, "none"), 1);
+    Checkpoint(*registry, *opened.handler, 5, 17);
+    registry->Close(3, /*keep=*/false);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/events-3.state"));
+  auto registry = Registry();
+  ingest::PartitionHandlers::Opened opened = registry->Open(3, 4);
+  EXPECT_EQ(opened.next_offset, 17);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 5u);
+  EXPECT_EQ(Restores(*registry, "restored"), 1);
+}
+
+TEST_F(EngineRegistryTest, ADamagedCurrentFileFallsBackToThePreviousOne) {
+  {
+    auto registry = Registry();
+    ingest::PartitionHandlers::Opened opened = registry->Open(1, 4);
+    Checkpoint(*registry, *opened.handler, 2, 10);  // becomes .prev
+    Checkpoint(*registry, *opened.handler, 3, 20);  // 5 consumed at 20
+  }
+  const std::string path = dir_ + "/events-1.state";
+  std::string bytes = *ReadFile(path);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 1);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+
+  auto registry = Registry();
+  ingest::PartitionHandlers::Opened opened = registry->Open(1, 4);
+  EXPECT_EQ(opened.next_offset, 10);  // the previous checkpoint, with its own counts
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 2u);
+  EXPECT_EQ(Restores(*registry, "previous"), 1);
+  EXPECT_EQ(Restores(*registry, "restored"), 0);
+}
+
+TEST_F(EngineRegistryTest, NoUsableFileStartsEmptyAtTheGroupsOffsetCounted) {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(dir_ + "/events-0.state") << "garbage";
+  std::ofstream(dir_ + "/events-0.state.prev") << "more garbage";
+  auto registry = Registry();
+  ingest::PartitionHandlers::Opened opened = registry->Open(0, 4);
+  EXPECT_EQ(opened.next_offset, ingest::kUnknownOffset);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 0u);
+  EXPECT_EQ(Restores(*registry, "corrupt"), 1);
+}
+
+TEST_F(EngineRegistryTest, AnEagerRevokeKeepsTheEngineForTheNextAssignment) {
+  auto registry = Registry(/*durable=*/false);
+  ingest::PartitionHandlers::Opened first = registry->Open(2, 4);
+  first.handler->stats().consumed.Add(4);
+  first.handler->Checkpoint(9);  // what the worker does when it lets go
+  registry->Close(2, /*keep=*/true);
+  // Still read while kept: totals do not dip between revoke and assign.
+  EXPECT_EQ(registry->Stats().size(), 1u);
+  ingest::PartitionHandlers::Opened again = registry->Open(2, 4);
+  EXPECT_EQ(again.handler, first.handler);
+  EXPECT_EQ(again.next_offset, 9);
+  registry->DropKept();
+  EXPECT_EQ(registry->Stats().size(), 1u);
+
+  registry->Close(2, /*keep=*/true);
+  registry->DropKept();  // given to another consumer
+  EXPECT_TRUE(registry->Stats().empty());
+}
+
+TEST_F(EngineRegistryTest, ReadersKeepARevokedEngineAliveAndNeverSeeAnEmptySet) {
+  auto registry = Registry(/*durable=*/false);
+  const aggregate::ShardSet none = registry->Shards();
+  EXPECT_EQ(none.shards.size(), 1u);  // the empty placeholder
+  ingest::PartitionHandlers::Opened opened = registry->Open(0, 2);
+  registry->Open(1, 2);
+  const aggregate::ShardSet two = registry->Shards();
+  EXPECT_EQ(two.shards.size(), 2u);
+  EXPECT_EQ(two.tables.size(), 2u);
+  EXPECT_EQ(two.open_cases.size(), 2u);
+  EXPECT_NE(two.generation, none.generation);
+  std::weak_ptr<ingest::PartitionHandler> weak = opened.handler;
+  opened.handler.reset();
+  registry->Close(0, /*keep=*/false);
+  EXPECT_FALSE(weak.expired());  // `two` still reads it
+  EXPECT_EQ(registry->Shards().shards.size(), 1u);
+}
+
+}  // namespace
+}  // namespace kpid::engine

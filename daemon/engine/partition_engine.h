@@ -1,0 +1,112 @@
+// One Kafka partition's engine: its case tracker and what the tracker
+// writes (the dimension table and aggregator shard) and reads (its clock),
+// with ingest's counts of the partition's messages. Made when the partition
+// is assigned, dropped when it is revoked; the KPIs of the daemon are the
+// sum over its engines (aggregate::MergedReader).
+//
+//   PartitionEngine engine({.config = &config, .partition = 3, .board = &board});
+//   engine.Handle(event);                // worker thread (ingest::PartitionHandler)
+//   engine.Checkpoint(next_offset);      // worker thread, between batches
+//   std::string bytes = engine.Serialize(next_offset);
+//   auto restored = PartitionEngine::Restore(options, bytes);
+//
+// Single writer: the thread of the worker that owns the partition calls
+// Handle, Tick and Checkpoint; readers on any thread use shard(), table(),
+// tracker().PublishedView() and stats() through their lock-free reader APIs.
+//
+// State (kStateVersion; varints, signed ones zigzag, see state_codec.h):
+//   "KPPE" version partition next_offset clock_own_micros
+//   stats: messages consumed duplicate late, reasons: count, counts...,
+//          watermark_ms
+//   dimension table, aggregator shard, case tracker: each length-prefixed
+//   in its own versioned format (DimensionTable, AggregateShard,
+//   CaseTracker::Serialize).
+// The state covers exactly the partition's messages before next_offset, so
+// a restart that restores it and reads from next_offset counts every message
+// once. Rejection reasons a newer kpid adds are kept when it reads an older
+// state (zero); an older kpid ignores the ones it does not know.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "daemon/aggregate/aggregate_shard.h"
+#include "daemon/cases/case_tracker.h"
+#include "daemon/cases/clock.h"
+#include "daemon/cases/dimension_table.h"
+#include "daemon/engine/checkpoint_writer.h"
+#include "daemon/ingest/event_handler.h"
+#include "daemon/model/config.h"
+
+namespace kpid::engine {
+
+class PartitionEngine final : public ingest::PartitionHandler {
+ public:
+  static constexpr uint32_t kStateVersion = 1;
+  // The state file kind (see daemon/common/state_file.h).
+  static constexpr absl::string_view kStateKind = "partition";
+
+  struct Options {
+    const model::Config* config = nullptr;  // must outlive the engine
+    int32_t partition = 0;
+    // clock: event only: the board of every partition's watermark.
+    cases::WatermarkBoard* board = nullptr;
+    // This partition's shares of the config's max_open_cases,
+    // max_dedup_ids and max_closed_cases (0: the config's whole bound).
+    size_t max_open_cases = 0;
+    size_t max_dedup_ids = 0;
+    size_t max_closed_cases = 0;
+    // Where Checkpoint sends the state, as `state_path`; null: checkpoints
+    // only remember their offset (no durable state).
+    CheckpointWriter* writer = nullptr;
+    std::string state_path;
+  };
+
+  // An empty engine.
+  explicit PartitionEngine(const Options& options);
+  // An engine holding Serialize()'s state (made for the same partition),
+  // into `options.config` (processes, stages and dimensions matched by id,
+  // as each part's Restore). Bytes that do not decode: an error, nothing
+  // made.
+  static absl::StatusOr<std::unique_ptr<PartitionEngine>> Restore(const Options& options,
+                                                                  absl::string_view bytes);
+  ~PartitionEngine() override;
+  PartitionEngine(const PartitionEngine&) = delete;
+  PartitionEngine& operator=(const PartitionEngine&) = delete;
+
+  // Worker thread, or while no worker owns the partition.
+  std::string Serialize(int64_t next_offset) const;
+
+  ingest::Verdict Handle(const ingest::DecodedEvent& event) override {
+    return tracker_->Handle(event);
+  }
+  void Tick(absl::Time wall_now) override { tracker_->Tick(wall_now); }
+  // Remembers `next_offset`; with a writer, hands it the serialized state.
+  void Checkpoint(int64_t next_offset) override;
+
+  int32_t partition() const { return options_.partition; }
+  // The offset of the last Checkpoint, or of the restored state;
+  // ingest::kUnknownOffset before either. Worker thread, or after the
+  // worker let go of the partition.
+  int64_t next_offset() const { return next_offset_; }
+
+  const aggregate::AggregateShard& shard() const { return *shard_; }
+  const cases::DimensionTable& table() const { return *dims_; }
+  const cases::CaseTracker& tracker() const { return *tracker_; }
+
+ private:
+  struct Parts;
+  PartitionEngine(const Options& options, Parts parts);
+
+  Options options_;
+  std::unique_ptr<cases::Clock> clock_;
+  std::unique_ptr<cases::DimensionTable> dims_;
+  std::unique_ptr<aggregate::AggregateShard> shard_;
+  std::unique_ptr<cases::CaseTracker> tracker_;  // refers to the three above
+  int64_t next_offset_ = ingest::kUnknownOffset;
+};
+
+}  // namespace kpid::engine
