@@ -90,16 +90,16 @@ class RuleEngineTest : public ::testing::Test {
                                          const aggregate::AggregateShard* shard = nullptr,
                                          const cases::DimensionTable* dims = nullptr,
                                          std::string state_path = "") {
-    return std::make_unique<RuleEngine>(
-        RuleEngine::Options{.config = &config_,
-                            .rules = rules,
-                            .shard_source = aggregate::FixedShards({shard != nullptr ? shard : &shard_},
-                                                                {dims != nullptr ? dims : &dims_}),
-                            .window_clock = &clock_,
-                            .sink = sink,
-                            .resend_interval = absl::Minutes(1),
-                            .generator_url = "http://kpid:9464/",
-                            .state_path = std::move(state_path)});
+    return std::make_unique<RuleEngine>(RuleEngine::Options{
+        .config = &config_,
+        .rules = rules,
+        .shard_source = aggregate::FixedShards({shard != nullptr ? shard : &shard_},
+                                               {dims != nullptr ? dims : &dims_}),
+        .window_clock = &clock_,
+        .sink = sink,
+        .resend_interval = absl::Minutes(1),
+        .generator_url = "http://kpid:9464/",
+        .state_path = std::move(state_path)});
   }
 
   // A lead exit, minutes after kT0 (inside the 1h window ending at kT0 + 50m).
