@@ -31,6 +31,8 @@ class Clock {
   // event of a restored engine, the same value back.
   virtual int64_t OwnMicros() const { return 0; }
   virtual void ResumeAt(int64_t own_micros) { (void)own_micros; }
+  // See ingest::EventHandler::SetCaughtUp.
+  virtual void SetCaughtUp(bool caught_up) { (void)caught_up; }
 };
 
 // clock: wall.
@@ -172,8 +174,13 @@ class EventTimeClock : public Clock {
     const int64_t wall_ms = absl::ToUnixMillis(wall_now);
     if (observed_) board_->MarkActive(slot_, wall_ms);
     observed_ = false;
-    shared_ = board_->ActiveMinMicros(wall_ms);
+    // Behind on its own log (just assigned or restored), a partition keeps
+    // its own time: with every partition idle the board's time is the
+    // latest of all, restored watermarks included, and its cases would
+    // expire and breach before its own events were read.
+    shared_ = caught_up_ ? board_->ActiveMinMicros(wall_ms) : 0;
   }
+  void SetCaughtUp(bool caught_up) override { caught_up_ = caught_up; }
   int64_t OwnMicros() const override { return own_; }
   // Not an event read now: the partition does not count as active.
   void ResumeAt(int64_t own_micros) override {
@@ -187,6 +194,9 @@ class EventTimeClock : public Clock {
   int64_t own_ = 0;
   int64_t shared_ = 0;
   bool observed_ = false;
+  // True unless ingest says otherwise (a clock not driven by ingest, e.g.
+  // in tests, follows the board at once).
+  bool caught_up_ = true;
 };
 
 // For readers (windows end here): the latest event time any partition has seen.

@@ -84,17 +84,28 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromFile(
   }
   Count(rejected ? RestoreResult::kCorrupt : RestoreResult::kNone);
   if (rejected) {
-    log::Error("no usable state: the partition starts empty at the group's committed offset",
+    log::Error("no usable state: the partition starts empty and is read from its beginning",
                {{"partition", absl::StrCat(options.partition)}, {"file", path}});
   }
   return std::make_shared<PartitionEngine>(options);
+}
+
+int64_t EngineRegistry::StartOffset(const PartitionEngine& engine) const {
+  // With durable state, an engine that covers no offset has counted nothing
+  // that survived: the group's committed offset may be ahead of every
+  // checkpoint (offsets are committed per batch, checkpoints every
+  // checkpoint_interval), so starting there would lose what lies between.
+  if (writer_ != nullptr && engine.next_offset() == ingest::kUnknownOffset) {
+    return ingest::kFromBeginning;
+  }
+  return engine.next_offset();
 }
 
 ingest::PartitionHandlers::Opened EngineRegistry::Open(int32_t partition, int partition_count) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto kept = kept_.extract(partition)) {
-      const int64_t next_offset = kept.mapped()->next_offset();
+      const int64_t next_offset = StartOffset(*kept.mapped());
       live_[partition] = kept.mapped();
       ++generation_;
       return {std::move(kept.mapped()), next_offset};
@@ -104,7 +115,7 @@ ingest::PartitionHandlers::Opened EngineRegistry::Open(int32_t partition, int pa
   std::shared_ptr<PartitionEngine> engine = writer_ != nullptr
                                                 ? RestoreFromFile(engine_options)
                                                 : std::make_shared<PartitionEngine>(engine_options);
-  const int64_t next_offset = engine->next_offset();
+  const int64_t next_offset = StartOffset(*engine);
   std::lock_guard<std::mutex> lock(mu_);
   live_[partition] = engine;
   ++generation_;

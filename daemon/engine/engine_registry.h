@@ -89,6 +89,8 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   PartitionEngine::Options EngineOptions(int32_t partition, int partition_count);
   // A partition's engine from its state file; `next_offset` where it ends.
   std::shared_ptr<PartitionEngine> RestoreFromFile(const PartitionEngine::Options& options);
+  // Where a newly opened engine starts reading (see kFromBeginning).
+  int64_t StartOffset(const PartitionEngine& engine) const;
   void Count(RestoreResult result);
 
   Options options_;

@@ -67,7 +67,7 @@ TEST_F(EngineRegistryTest, ARestartResumesEachPartitionAtItsCheckpointedOffset) 
   {
     auto registry = Registry();
     ingest::PartitionHandlers::Opened opened = registry->Open(3, 4);
-    EXPECT_EQ(opened.next_offset, ingest::kUnknownOffset);  // first start: the group's offset
+    EXPECT_EQ(opened.next_offset, ingest::kFromBeginning);  // first start: the whole log
     EXPECT_EQ(Restores(*registry, "none"), 1);
     Checkpoint(*registry, *opened.handler, 5, 17);
     registry->Close(3, /*keep=*/false);
@@ -100,13 +100,13 @@ TEST_F(EngineRegistryTest, ADamagedCurrentFileFallsBackToThePreviousOne) {
   EXPECT_EQ(Restores(*registry, "restored"), 0);
 }
 
-TEST_F(EngineRegistryTest, NoUsableFileStartsEmptyAtTheGroupsOffsetCounted) {
+TEST_F(EngineRegistryTest, NoUsableFileStartsEmptyFromTheBeginningCounted) {
   std::filesystem::create_directories(dir_);
   std::ofstream(dir_ + "/events-0.state") << "garbage";
   std::ofstream(dir_ + "/events-0.state.prev") << "more garbage";
   auto registry = Registry();
   ingest::PartitionHandlers::Opened opened = registry->Open(0, 4);
-  EXPECT_EQ(opened.next_offset, ingest::kUnknownOffset);
+  EXPECT_EQ(opened.next_offset, ingest::kFromBeginning);
   EXPECT_EQ(opened.handler->stats().consumed.Get(), 0u);
   EXPECT_EQ(Restores(*registry, "corrupt"), 1);
 }

@@ -84,6 +84,7 @@ class PartitionEngine final : public ingest::PartitionHandler {
     return tracker_->Handle(event);
   }
   void Tick(absl::Time wall_now) override { tracker_->Tick(wall_now); }
+  void SetCaughtUp(bool caught_up) override { clock_->SetCaughtUp(caught_up); }
   // Remembers `next_offset`; with a writer, hands it the serialized state.
   void Checkpoint(int64_t next_offset) override;
 

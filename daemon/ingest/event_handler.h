@@ -35,11 +35,20 @@ class EventHandler {
   // Called about every 100 ms of wall time, with or without events, so timers
   // (SLA deadlines, expiry) fire on a quiet partition too.
   virtual void Tick(absl::Time wall_now) { (void)wall_now; }
+  // Ingest says whether the partition's reader has reached the end of its
+  // log since it was assigned (false at assignment, true once, then sticky):
+  // an event-time clock takes the other partitions' time only after that,
+  // never while its own backlog is still unread.
+  virtual void SetCaughtUp(bool caught_up) { (void)caught_up; }
 };
 
 // Offset of a partition's first message not yet in its handler's state,
 // when nothing says (no checkpoint, nothing read yet).
 inline constexpr int64_t kUnknownOffset = -1;
+// Read the partition from its first message kept (a durable handler with no
+// usable checkpoint: whatever the group committed was counted in a state
+// that never reached disk). librdkafka's RD_KAFKA_OFFSET_BEGINNING.
+inline constexpr int64_t kFromBeginning = -2;
 
 // The handler of one partition, with ingest's counts of its messages.
 class PartitionHandler : public EventHandler {
@@ -69,7 +78,8 @@ class PartitionHandlers {
     std::shared_ptr<PartitionHandler> handler;
     // Where to start reading: the offset the handler's state covers up to
     // (kUnknownOffset: the group's committed offset, for a handler that
-    // starts empty).
+    // starts empty without durable state; kFromBeginning: the partition's
+    // first message, for a durable one that starts empty).
     int64_t next_offset = kUnknownOffset;
   };
   // The handler for a newly assigned `partition` of a topic of

@@ -23,6 +23,8 @@ struct KafkaIngest::Owned {
   int64_t next_offset = kUnknownOffset;
   // next_offset at the handler's last checkpoint (or restore).
   int64_t checkpointed = kUnknownOffset;
+  // Reached the end of the partition's log since adopted (sticky).
+  bool caught_up = false;
 
   // A checkpoint only when messages were handled since the last: what ticks
   // changed meanwhile (deadlines, expiries) a restored state redoes at its
@@ -371,12 +373,26 @@ void KafkaIngest::ServeControl(Worker* worker) {
   worker->control_done_cv.notify_all();
 }
 
+bool KafkaIngest::ReachedEnd(const Owned& owned, int32_t partition) const {
+  int64_t low = 0;
+  int64_t high = 0;
+  // librdkafka's cached watermarks (from fetch responses): no request.
+  if (rd_kafka_get_watermark_offsets(consumer_, options_.config->kafka.topic.c_str(), partition,
+                                     &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+      high < 0) {
+    return false;
+  }
+  if (owned.next_offset < 0) return low >= high;  // nothing read: only an empty log
+  return owned.next_offset >= high;
+}
+
 void KafkaIngest::Apply(Worker* worker, Control& control) {
   const size_t p = static_cast<size_t>(control.partition);
   if (control.kind == Control::Kind::kAdopt) {
     if (p >= worker->partitions.size()) worker->partitions.resize(p + 1);
     if (worker->partitions[p].handler == nullptr) worker->owned.push_back(control.partition);
     worker->partitions[p] = {std::move(control.handler), control.next_offset, control.next_offset};
+    worker->partitions[p].handler->SetCaughtUp(false);
     return;
   }
   Owned* owned = worker->Find(control.partition);
@@ -403,6 +419,7 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     for (int i = 0; i < partitions->cnt; ++i) {
       rd_kafka_topic_partition_t& tp = partitions->elems[i];
       PartitionHandlers::Opened opened = options_.partitions->Open(tp.partition, partition_count);
+      static_assert(kFromBeginning == RD_KAFKA_OFFSET_BEGINNING);
       if (opened.next_offset != kUnknownOffset) tp.offset = opened.next_offset;
       adopts.push_back({.kind = Control::Kind::kAdopt,
                         .partition = tp.partition,
@@ -519,7 +536,14 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
     for (ssize_t i = 0; i < n; ++i) rd_kafka_message_destroy(batch[i]);
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
-      for (int32_t partition : worker->owned) worker->Find(partition)->handler->Tick(now);
+      for (int32_t partition : worker->owned) {
+        Owned* owned = worker->Find(partition);
+        if (!owned->caught_up && ReachedEnd(*owned, partition)) {
+          owned->caught_up = true;
+          owned->handler->SetCaughtUp(true);
+        }
+        owned->handler->Tick(now);
+      }
       next_tick = now + kTickInterval;
     }
     if (now >= next_checkpoint) {

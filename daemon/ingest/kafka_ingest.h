@@ -111,6 +111,8 @@ class KafkaIngest {
   // batches, or here when a worker has exited; returns when all are done.
   void RunOnWorkers(std::vector<Control> controls);
   static void ServeControl(Worker* worker);
+  // Whether `owned` has read up to its partition's high watermark.
+  bool ReachedEnd(const Owned& owned, int32_t partition) const;
   static void Apply(Worker* worker, Control& control);
   // Partitions of the topic, from the cluster; `fallback` when it does not say.
   int TopicPartitionCount(int fallback);

@@ -133,6 +133,9 @@ EXCLUDED = {
     # the events alone.
     "kpid_notification": "this process's alert deliveries",
     "kpid_alerts": "alert instances follow wall-clock rule evaluations",
+    # Alert-state checkpoints of this process (every checkpoint_interval),
+    # and what it restored or dropped at start.
+    "kpid_alert_state_": "this process's alert-state checkpoints and restores",
     # The consumer's view of the broker: connection and fetch position, not
     # engine state (the lag is how catching up is detected, see caught_up).
     "kpid_kafka_connected": "this process's broker connection",
