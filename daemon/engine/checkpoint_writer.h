@@ -62,12 +62,12 @@ class CheckpointWriter {
   mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
   std::condition_variable wake_;
   std::condition_variable done_;
-  std::deque<Job> pending_ ABSL_GUARDED_BY(mu_);
-  uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;  // jobs ever queued, replaced ones included
-  uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  Stats stats_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, uint64_t> bytes_by_path_ ABSL_GUARDED_BY(mu_);
+  std::deque<Job> pending_;
+  uint64_t submitted_ = 0;  // jobs ever queued, replaced ones included
+  uint64_t finished_ = 0;
+  bool stop_ = false;
+  Stats stats_;
+  std::map<std::string, uint64_t> bytes_by_path_;
   std::thread thread_;
 };
 

@@ -100,9 +100,9 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   const aggregate::AggregateShard empty_shard_;
 
   mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
-  std::map<int32_t, std::shared_ptr<PartitionEngine>> live_ ABSL_GUARDED_BY(mu_);
-  std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_ ABSL_GUARDED_BY(mu_);
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> live_;
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_;
+  uint64_t generation_ = 1;
 
   std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreResult::kCount)> restores_{};
 };
