@@ -119,14 +119,6 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
   return broker;
 }
 
-// state_dir as configured, relative to the config's folder.
-std::string StateDir(const model::Config& config) {
-  if (config.state_dir.empty() || config.state_dir.front() == '/') return config.state_dir;
-  const size_t slash = config.source_path.rfind('/');
-  if (slash == std::string::npos) return config.state_dir;
-  return absl::StrCat(config.source_path.substr(0, slash + 1), config.state_dir);
-}
-
 int Fail(const absl::Status& status) {
   std::cerr << status.message() << "\n";
   return 1;
@@ -221,7 +213,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   engine::EngineRegistry engines({
       .config = &config,
       .board = &watermarks,
-      .state_dir = StateDir(config),
+      .state_dir = model::PathNextToConfig(config, config.state_dir),
   });
   // Windows end now: the wall clock, or the latest event time seen.
   std::unique_ptr<cases::Clock> reader_clock;

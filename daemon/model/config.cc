@@ -744,13 +744,7 @@ size_t Config::MaxClosedCasesPerPartition(int partitions) const {
 
 std::string Config::StatePath(absl::string_view file) const {
   if (state_dir.empty()) return "";
-  std::string dir = state_dir;
-  if (!absl::StartsWith(dir, "/")) {
-    if (const size_t slash = source_path.rfind('/'); slash != std::string::npos) {
-      dir = absl::StrCat(source_path.substr(0, slash + 1), dir);
-    }
-  }
-  return absl::StrCat(dir, "/", file);
+  return absl::StrCat(PathNextToConfig(*this, state_dir), "/", file);
 }
 
 absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view filename) {
