@@ -17,18 +17,18 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/alertmanager.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/kpid_process.h"
 #include "tests/testing/process.h"
 
 namespace kpid::testing {
@@ -106,38 +106,23 @@ class AlertRestartTest : public ::testing::TestWithParam<int> {
   }
 
   void TearDown() override {
-    if (kpid_ == nullptr) return;
-    kpid_->Signal(SIGTERM);
-    EXPECT_EQ(kpid_->Wait(absl::Seconds(10)), 0) << Log();
-  }
-
-  // Starts kpid on dir_'s config and state_dir and waits until it is ready.
-  // A port taken between FreePort and kpid's bind (by kpid's own embedded
-  // broker, or a neighbour) makes kpid exit at once: another port is tried.
-  void StartKpid() {
-    std::remove((dir_ + "/bootstrap").c_str());
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      port_ = FreePort();
-      WriteFileOrDie(dir_ + "/kpid.yaml",
-                     absl::StrReplaceAll(kConfig, {{"$DIR", dir_},
-                                                   {"$PORT", absl::StrCat(port_)},
-                                                   {"$ALERTMANAGER", alertmanager_->url()}}));
-      kpid_ = std::make_unique<Subprocess>(
-          std::vector<std::string>{KPID_BINARY, "--config", dir_ + "/kpid.yaml"},
-          absl::StrCat(dir_, "/kpid-", ++starts_, ".log"));
-      const bool ready = WaitFor(
-          [&] { return !kpid_->running() || HttpGet(port_, "/readyz").status == 200; }, kWait);
-      if (ready && kpid_->running()) return;
-      if (!absl::StrContains(Log(), "http: cannot listen")) break;
+    if (kpid_ != nullptr && kpid_->running()) {
+      EXPECT_TRUE(kpid_->Stop()) << Log();
     }
-    kpid_.reset();
-    FAIL() << "kpid did not become ready\n" << Log();
   }
 
-  std::string Log() { return ReadFileOrEmpty(absl::StrCat(dir_, "/kpid-", starts_, ".log")); }
-  double Metric(const std::string& series) {
-    return Sample(ParseMetrics(HttpGet(port_, "/metrics").body), series);
+  // Starts (or restarts) kpid on dir_'s config and state_dir; ready on return.
+  void StartKpid() {
+    if (kpid_ == nullptr) {
+      kpid_ = std::make_unique<KpidProcess>(KPID_BINARY, dir_, kConfig,
+                                            std::vector<std::pair<std::string, std::string>>{
+                                                {"$ALERTMANAGER", alertmanager_->url()}});
+    }
+    ASSERT_TRUE(kpid_->Start(kWait)) << "kpid did not become ready\n" << Log();
   }
+
+  std::string Log() { return kpid_ == nullptr ? "" : kpid_->Log(); }
+  double Metric(const std::string& series) { return Sample(kpid_->Metrics(), series); }
   std::string Sent() {
     return absl::StrCat("kpid_notifications_total{receiver=\"", alertmanager_->url(),
                         "\",result=\"sent\"}");
@@ -161,9 +146,7 @@ class AlertRestartTest : public ::testing::TestWithParam<int> {
   Webhook webhook_;
   std::string dir_;
   std::unique_ptr<AlertmanagerProcess> alertmanager_;
-  std::unique_ptr<Subprocess> kpid_;
-  int port_ = 0;
-  int starts_ = 0;
+  std::unique_ptr<KpidProcess> kpid_;
 };
 
 TEST_P(AlertRestartTest, AFiringAlertStaysFiringWithOnePage) {
@@ -175,8 +158,7 @@ TEST_P(AlertRestartTest, AFiringAlertStaysFiringWithOnePage) {
   // moves event time past it: backlog_over_sla(lead) = 1 > 0, firing after
   // `for` (2 s).
   {
-    TestProducer producer(
-        std::string(absl::StripSuffix(ReadFileOrEmpty(dir_ + "/bootstrap"), "\n")));
+    TestProducer producer(kpid_->EmbeddedBrokers());
     producer.Send("events", {"C1", Event("e1", "C1", 0), {}, -1});
     producer.Send("events", {"C2", Event("e2", "C2", 61), {}, -1});
     ASSERT_EQ(producer.Flush(kWait), 0);
@@ -193,10 +175,10 @@ TEST_P(AlertRestartTest, AFiringAlertStaysFiringWithOnePage) {
         [&] { return Metric("kpid_alert_state_checkpoints_total{result=\"ok\"}") > checkpoints; },
         kWait));
   }
-  kpid_->Signal(signal);
-  EXPECT_EQ(kpid_->Wait(absl::Seconds(10)), signal == SIGKILL ? 128 + SIGKILL : 0) << Log();
+  kpid_->process().Signal(signal);
+  EXPECT_EQ(kpid_->process().Wait(absl::Seconds(10)), signal == SIGKILL ? 128 + SIGKILL : 0)
+      << Log();
   const absl::Time stopped = absl::Now();
-  kpid_.reset();
 
   ASSERT_NO_FATAL_FAILURE(StartKpid());
   // Restored before the first evaluation: firing at once, not pending.

@@ -3,17 +3,18 @@
 // watermark past the deadline), the breach alert reaches Alertmanager's
 // webhook with kpid's labels and rendered annotations, and once the case
 // leaves the stage the resolve arrives too. One page, not two.
-#include <signal.h>
-
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/alertmanager.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/kpid_process.h"
 #include "tests/testing/process.h"
 
 namespace kpid::testing {
@@ -67,40 +68,64 @@ std::string Event(const std::string& id, const std::string& case_id, const std::
   return e.SerializeAsString();
 }
 
-TEST(AlertingTest, SlaBreachPagesThroughAlertmanagerAndResolves) {
-  const std::string dir = MakeTempDir("alerting");
-  Webhook webhook;
-  AlertmanagerProcess alertmanager(dir, webhook.port());
-  std::string why;
-  ASSERT_TRUE(alertmanager.Start(&why)) << why;
+const std::map<std::string, std::string> kLabels = {
+    {"alertname", "LeadOverSla"}, {"process", "sales"}, {"stage", "lead"}, {"severity", "page"}};
 
-  const int port = FreePort();
-  WriteFileOrDie(dir + "/rules.yaml", kRules);
-  WriteFileOrDie(dir + "/kpid.yaml",
-                 absl::StrReplaceAll(kConfig, {{"$DIR", dir},
-                                               {"$PORT", absl::StrCat(port)},
-                                               {"$ALERTMANAGER", alertmanager.url()}}));
-  Subprocess kpid({KPID_BINARY, "--config", dir + "/kpid.yaml"}, dir + "/kpid.log");
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log");
-  const std::string brokers(absl::StripSuffix(ReadFileOrEmpty(dir + "/bootstrap"), "\n"));
-  auto producer = std::make_unique<TestProducer>(brokers);
+// kpid on its embedded broker with kRules, notifying a real Alertmanager.
+class AlertingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = MakeTempDir("alerting");
+    alertmanager_ = std::make_unique<AlertmanagerProcess>(dir, webhook_.port());
+    std::string why;
+    ASSERT_TRUE(alertmanager_->Start(&why)) << why;
+    WriteFileOrDie(dir + "/rules.yaml", kRules);
+    kpid_ = std::make_unique<KpidProcess>(
+        KPID_BINARY, dir, kConfig,
+        std::vector<std::pair<std::string, std::string>>{{"$ALERTMANAGER", alertmanager_->url()}});
+    ASSERT_TRUE(kpid_->Start(kWait)) << kpid_->Log();
+    producer_ = std::make_unique<TestProducer>(kpid_->EmbeddedBrokers());
+  }
 
+  void TearDown() override {
+    producer_.reset();
+    if (kpid_ != nullptr && kpid_->running()) {
+      EXPECT_TRUE(kpid_->Stop()) << kpid_->Log();
+    }
+  }
+
+  void Send(const std::string& id, const std::string& case_id, const std::string& stage,
+            int minute) {
+    producer_->Send("events", {case_id, Event(id, case_id, stage, minute), {}, -1});
+    ASSERT_EQ(producer_->Flush(kWait), 0);
+  }
+
+  std::string Logs() { return kpid_->Log() + alertmanager_->Log(); }
+  std::string Notifications(const std::string& result) {
+    return absl::StrCat("kpid_notifications_total{receiver=\"", alertmanager_->url(),
+                        "\",result=\"", result, "\"}");
+  }
+
+  Webhook webhook_;
+  std::unique_ptr<AlertmanagerProcess> alertmanager_;
+  std::unique_ptr<KpidProcess> kpid_;
+  std::unique_ptr<TestProducer> producer_;
+};
+
+TEST_F(AlertingTest, SlaBreachPagesThroughAlertmanagerAndResolves) {
   // C1 enters lead at minute 0 (deadline minute 60). C2 at minute 61 moves
   // event time past it: C1 is breached and still open.
-  producer->Send("events", {"C1", Event("e1", "C1", "lead", 0), {}, -1});
-  producer->Send("events", {"C2", Event("e2", "C2", "lead", 61), {}, -1});
-  ASSERT_EQ(producer->Flush(kWait), 0);
+  Send("e1", "C1", "lead", 0);
+  Send("e2", "C2", "lead", 61);
 
-  const std::map<std::string, std::string> labels = {
-      {"alertname", "LeadOverSla"}, {"process", "sales"}, {"stage", "lead"}, {"severity", "page"}};
   std::unique_ptr<google::protobuf::Struct> firing;
-  ASSERT_TRUE(WaitFor([&] { return (firing = webhook.Find("firing", labels)) != nullptr; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log") << alertmanager.Log();
+  ASSERT_TRUE(
+      WaitFor([&] { return (firing = webhook_.Find("firing", kLabels)) != nullptr; }, kWait))
+      << Logs();
   // backlog_over_sla(lead) = 1: C1 (C2's deadline, minute 121, has not passed).
   EXPECT_EQ(StringMap(firing->fields().at("annotations")).at("summary"),
             "1 case(s) past the lead SLA");
-  MetricSamples m = ParseMetrics(HttpGet(port, "/metrics").body);
+  MetricSamples m = kpid_->Metrics();
   EXPECT_EQ(Sample(m,
                    "kpid_alerts{alertname=\"LeadOverSla\",process=\"sales\",severity=\"page\","
                    "stage=\"lead\",state=\"firing\"}"),
@@ -108,61 +133,28 @@ TEST(AlertingTest, SlaBreachPagesThroughAlertmanagerAndResolves) {
   EXPECT_EQ(Sample(m, "kpid_stage_sla_breaches_total{process=\"sales\",stage=\"lead\"}"), 1);
 
   // C1 moves on to quote: nobody is over the lead SLA any more.
-  producer->Send("events", {"C1", Event("e3", "C1", "quote", 62), {}, -1});
-  ASSERT_EQ(producer->Flush(kWait), 0);
-  ASSERT_TRUE(WaitFor([&] { return webhook.Find("resolved", labels) != nullptr; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log") << alertmanager.Log();
-  EXPECT_EQ(webhook.Count("firing", labels), 1);  // paged once
-  m = ParseMetrics(HttpGet(port, "/metrics").body);
-  EXPECT_EQ(Sample(m, "kpid_notifications_total{receiver=\"" + alertmanager.url() +
-                          "\",result=\"sent\"}"),
-            2);
-
-  producer.reset();
-  kpid.Signal(SIGTERM);
-  EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
+  Send("e3", "C1", "quote", 62);
+  ASSERT_TRUE(WaitFor([&] { return webhook_.Find("resolved", kLabels) != nullptr; }, kWait))
+      << Logs();
+  EXPECT_EQ(webhook_.Count("firing", kLabels), 1);  // paged once
+  EXPECT_EQ(Sample(kpid_->Metrics(), Notifications("sent")), 2);
 }
 
-TEST(AlertingTest, ABreachDuringAnAlertmanagerOutageArrivesWhenItIsBack) {
-  const std::string dir = MakeTempDir("alerting-outage");
-  Webhook webhook;
-  AlertmanagerProcess alertmanager(dir, webhook.port());
-  std::string why;
-  ASSERT_TRUE(alertmanager.Start(&why)) << why;
-  const int port = FreePort();
-  WriteFileOrDie(dir + "/rules.yaml", kRules);
-  WriteFileOrDie(dir + "/kpid.yaml",
-                 absl::StrReplaceAll(kConfig, {{"$DIR", dir},
-                                               {"$PORT", absl::StrCat(port)},
-                                               {"$ALERTMANAGER", alertmanager.url()}}));
-  Subprocess kpid({KPID_BINARY, "--config", dir + "/kpid.yaml"}, dir + "/kpid.log");
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log");
-  const std::string brokers(absl::StripSuffix(ReadFileOrEmpty(dir + "/bootstrap"), "\n"));
-  auto producer = std::make_unique<TestProducer>(brokers);
-
+TEST_F(AlertingTest, ABreachDuringAnAlertmanagerOutageArrivesWhenItIsBack) {
   // Alertmanager goes away; then C1 breaches the lead SLA.
-  ASSERT_TRUE(alertmanager.Stop());
-  producer->Send("events", {"C1", Event("e1", "C1", "lead", 0), {}, -1});
-  producer->Send("events", {"C2", Event("e2", "C2", "lead", 61), {}, -1});
-  ASSERT_EQ(producer->Flush(kWait), 0);
-  const std::string failed =
-      "kpid_notifications_total{receiver=\"" + alertmanager.url() + "\",result=\"failed\"}";
-  ASSERT_TRUE(WaitFor(
-      [&] { return Sample(ParseMetrics(HttpGet(port, "/metrics").body), failed) >= 1; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log");
+  ASSERT_TRUE(alertmanager_->Stop());
+  Send("e1", "C1", "lead", 0);
+  Send("e2", "C2", "lead", 61);
+  ASSERT_TRUE(
+      WaitFor([&] { return Sample(kpid_->Metrics(), Notifications("failed")) >= 1; }, kWait))
+      << kpid_->Log();
 
   // Back on the same port: kpid's retries deliver the page.
-  ASSERT_TRUE(alertmanager.Start(&why)) << why;
-  const std::map<std::string, std::string> labels = {
-      {"alertname", "LeadOverSla"}, {"process", "sales"}, {"stage", "lead"}, {"severity", "page"}};
-  ASSERT_TRUE(WaitFor([&] { return webhook.Find("firing", labels) != nullptr; }, kWait))
-      << ReadFileOrEmpty(dir + "/kpid.log") << alertmanager.Log();
-  EXPECT_EQ(webhook.Count("firing", labels), 1);
-
-  producer.reset();
-  kpid.Signal(SIGTERM);
-  EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0);
+  std::string why;
+  ASSERT_TRUE(alertmanager_->Start(&why)) << why;
+  ASSERT_TRUE(WaitFor([&] { return webhook_.Find("firing", kLabels) != nullptr; }, kWait))
+      << Logs();
+  EXPECT_EQ(webhook_.Count("firing", kLabels), 1);
 }
 
 }  // namespace

@@ -10,7 +10,6 @@
 // patterns it drew, never what kpid reports. Events of one case share a key
 // (its case id), so they are on one partition, in the order sent, as the
 // case-level verdicts (same_stage, case_closed, duplicates) need.
-#include <signal.h>
 
 #include <array>
 #include <atomic>
@@ -27,13 +26,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "daemon/model/reject_reason.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/kpid_process.h"
 #include "tests/testing/process.h"
 
 namespace kpid::testing {
@@ -288,22 +287,17 @@ std::vector<Pattern> Patterns() {
 }
 
 TEST(HostileInputTest, StaysUpCountsExactlyDeadLettersEveryBadOneAndStaysBounded) {
-  const std::string dir = MakeTempDir("hostile");
-  const int port = FreePort();
-  const std::string config_path = dir + "/kpid.yaml";
-  WriteFileOrDie(config_path, absl::StrReplaceAll(kConfigTemplate,
-                                                  {{"$DIR", dir}, {"$PORT", absl::StrCat(port)}}));
-  Subprocess kpid({KPID_BINARY, "--config", config_path}, dir + "/kpid.log");
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, absl::Seconds(30)))
-      << ReadFileOrEmpty(dir + "/kpid.log");
-  const std::string brokers(absl::StripSuffix(ReadFileOrEmpty(dir + "/bootstrap"), "\n"));
+  KpidProcess kpid(KPID_BINARY, MakeTempDir("hostile"), kConfigTemplate);
+  ASSERT_TRUE(kpid.Start()) << kpid.Log();
+  const int port = kpid.http_port();
+  const std::string brokers = kpid.EmbeddedBrokers();
 
   // RSS, sampled every 50 ms for the whole run.
   std::atomic<bool> stop_sampling{false};
   std::atomic<int64_t> max_rss_kib{0};
   std::thread sampler([&] {
     while (!stop_sampling.load()) {
-      max_rss_kib.store(std::max(max_rss_kib.load(), RssKib(kpid.pid())));
+      max_rss_kib.store(std::max(max_rss_kib.load(), RssKib(kpid.process().pid())));
       absl::SleepFor(absl::Milliseconds(50));
     }
   });
@@ -369,7 +363,7 @@ TEST(HostileInputTest, StaysUpCountsExactlyDeadLettersEveryBadOneAndStaysBounded
                    static_cast<double>(bad_total);
       },
       absl::Seconds(45));
-  ASSERT_TRUE(drained) << ReadFileOrEmpty(dir + "/kpid.log");
+  ASSERT_TRUE(drained) << kpid.Log();
   // Settle, then nothing more than expected may have arrived.
   absl::SleepFor(absl::Milliseconds(300));
   m = ParseMetrics(HttpGet(port, "/metrics").body);
@@ -407,8 +401,7 @@ TEST(HostileInputTest, StaysUpCountsExactlyDeadLettersEveryBadOneAndStaysBounded
             << " duplicates)\n";
 
   EXPECT_TRUE(kpid.running());
-  kpid.Signal(SIGTERM);
-  EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0) << ReadFileOrEmpty(dir + "/kpid.log");
+  EXPECT_TRUE(kpid.Stop()) << kpid.Log();
 }
 
 }  // namespace

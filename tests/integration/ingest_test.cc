@@ -3,7 +3,6 @@
 // /readyz) and by reading the dead-letter topic back.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,11 +12,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/kpid_process.h"
 #include "tests/testing/process.h"
 
 namespace kpid::testing {
@@ -149,45 +148,33 @@ std::vector<BadKind> BadKinds() {
 class IngestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = MakeTempDir("ingest");
-    port_ = FreePort();
-    config_path_ = dir_ + "/kpid.yaml";
-    WriteFileOrDie(
-        config_path_,
-        absl::StrReplaceAll(kConfigTemplate, {{"$DIR", dir_}, {"$PORT", absl::StrCat(port_)}}));
-    kpid_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{KPID_BINARY, "--config", config_path_}, dir_ + "/kpid.log");
-    ASSERT_TRUE(
-        WaitFor([&] { return !ReadFileOrEmpty(dir_ + "/bootstrap").empty(); }, absl::Seconds(10)))
-        << ReadFileOrEmpty(dir_ + "/kpid.log");
-    brokers_ = std::string(absl::StripSuffix(ReadFileOrEmpty(dir_ + "/bootstrap"), "\n"));
+    kpid_ = std::make_unique<KpidProcess>(KPID_BINARY, MakeTempDir("ingest"), kConfigTemplate);
+    ASSERT_TRUE(kpid_->Start()) << kpid_->Log();
+    brokers_ = kpid_->EmbeddedBrokers();
+    port_ = kpid_->http_port();
   }
 
-  MetricSamples Scrape() { return ParseMetrics(HttpGet(port_, "/metrics").body); }
+  MetricSamples Scrape() { return kpid_->Metrics(); }
 
-  std::string dir_;
+  std::unique_ptr<KpidProcess> kpid_;
   int port_ = 0;
-  std::string config_path_;
   std::string brokers_;
-  std::unique_ptr<Subprocess> kpid_;
 };
 
 TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(port_, "/readyz").status == 200; }, absl::Seconds(30)))
-      << ReadFileOrEmpty(dir_ + "/kpid.log");
   EXPECT_EQ(HttpGet(port_, "/healthz").status, 200);
 
   // Good traffic: the load generator, once as protobuf and once as JSON.
   constexpr int kProtoEvents = 3000, kJsonEvents = 1500;
   std::string out;
-  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_, "--events",
-                        absl::StrCat(kProtoEvents), "--seed", "11"},
+  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", kpid_->config_path(), "--brokers", brokers_,
+                        "--events", absl::StrCat(kProtoEvents), "--seed", "11"},
                        &out),
             0)
       << out;
-  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", config_path_, "--brokers", brokers_, "--events",
-                        absl::StrCat(kJsonEvents), "--seed", "12", "--format", "json", "--start",
-                        "2026-01-02T00:00:00Z"},
+  ASSERT_EQ(RunCommand({LOADGEN_BINARY, "--config", kpid_->config_path(), "--brokers", brokers_,
+                        "--events", absl::StrCat(kJsonEvents), "--seed", "12", "--format", "json",
+                        "--start", "2026-01-02T00:00:00Z"},
                        &out),
             0)
       << out;
@@ -224,7 +211,7 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
                Sample(m, "kpid_dead_letter_messages_total{result=\"delivered\"}") >= bad_total;
       },
       absl::Seconds(60));
-  ASSERT_TRUE(drained) << ReadFileOrEmpty(dir_ + "/kpid.log");
+  ASSERT_TRUE(drained) << kpid_->Log();
   // Settle, then check nothing more than expected arrived.
   absl::SleepFor(absl::Milliseconds(500));
   m = Scrape();
@@ -268,8 +255,7 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
     EXPECT_EQ(r.value, it->second.second) << r.key;
   }
 
-  kpid_->Signal(SIGTERM);
-  EXPECT_EQ(kpid_->Wait(absl::Seconds(10)), 0) << ReadFileOrEmpty(dir_ + "/kpid.log");
+  EXPECT_TRUE(kpid_->Stop()) << kpid_->Log();
 }
 
 TEST(CheckConfig, ExitsZeroOnGoodAndOneWithLocatedErrors) {

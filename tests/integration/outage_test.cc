@@ -3,15 +3,14 @@
 // comes back. kpid must say so (/readyz, kpid_kafka_connected) and, once the
 // broker is back, consume what was produced meanwhile: nothing lost, nothing
 // counted twice.
-#include <signal.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "daemon/ingest/embedded_broker.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/kpid_process.h"
 #include "tests/testing/process.h"
 
 namespace kpid::testing {
@@ -50,15 +49,11 @@ double Metric(int port, const std::string& series) {
 TEST(OutageTest, BrokerDownThenUpLosesNothing) {
   auto broker = ingest::EmbeddedBroker::Start({{"events", 2}});
   ASSERT_TRUE(broker.ok()) << broker.status();
-  const std::string dir = MakeTempDir("outage");
-  const int port = FreePort();
-  WriteFileOrDie(dir + "/kpid.yaml",
-                 absl::StrReplaceAll(kConfig, {{"$BROKERS", (*broker)->bootstrap()},
-                                               {"$PORT", absl::StrCat(port)}}));
-  Subprocess kpid({KPID_BINARY, "--config", dir + "/kpid.yaml"}, dir + "/kpid.log");
-  auto log = [&] { return ReadFileOrEmpty(dir + "/kpid.log"); };
-  ASSERT_TRUE(WaitFor([&] { return HttpGet(port, "/readyz").status == 200; }, absl::Seconds(30)))
-      << log();
+  KpidProcess kpid(KPID_BINARY, MakeTempDir("outage"), kConfig,
+                   {{"$BROKERS", (*broker)->bootstrap()}});
+  ASSERT_TRUE(kpid.Start()) << kpid.Log();
+  const int port = kpid.http_port();
+  auto log = [&] { return kpid.Log(); };
   EXPECT_EQ(Metric(port, "kpid_kafka_connected"), 1);
 
   TestProducer producer((*broker)->bootstrap());
@@ -94,8 +89,7 @@ TEST(OutageTest, BrokerDownThenUpLosesNothing) {
   EXPECT_EQ(Sample(m, "kpid_process_cases_started_total{process=\"onboarding\"}"), 150);
   EXPECT_EQ(Sample(m, "kpid_stage_backlog{process=\"onboarding\",stage=\"signup\"}"), 150);
 
-  kpid.Signal(SIGTERM);
-  EXPECT_EQ(kpid.Wait(absl::Seconds(10)), 0) << log();
+  EXPECT_TRUE(kpid.Stop()) << log();
 }
 
 }  // namespace
