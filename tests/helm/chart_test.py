@@ -36,6 +36,15 @@ EXPECTED_KINDS_DEFAULT = {"StatefulSet", "Service", "ConfigMap", "PodDisruptionB
 EXPECTED_KINDS_FULL = EXPECTED_KINDS_DEFAULT | {"ServiceMonitor", "PrometheusRule",
                                                 "NetworkPolicy"}
 
+# Config keys of issue 8 items 1-2 (kafka.state_topic, replica_id, peers),
+# added to kpid in parallel with the chart. Until the kpid under test knows
+# them, check-config reports exactly them as unknown keys; the test then
+# checks the rest of the config without them, and their structure in Python
+# (RenderTest.check_issue8_keys). TODO(issue 8): drop once kpid knows them.
+NOT_YET_KNOWN_KEYS = {"kafka.state_topic", "replica_id", "peers"}
+
+RELEASE, NAMESPACE = "kpid", "kpi"
+
 
 def chart_dir():
     return os.path.join(ARGS.source, "deploy", "helm", "kpid")
@@ -46,7 +55,7 @@ def full_values_file():
 
 
 def render(values_files=(), expect_ok=True):
-    cmd = [ARGS.render, "--chart", chart_dir(), "--release", "kpid", "--namespace", "kpi"]
+    cmd = [ARGS.render, "--chart", chart_dir(), "--release", RELEASE, "--namespace", NAMESPACE]
     for f in values_files:
         cmd += ["--values", f]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -131,6 +140,59 @@ def listen_port(listen):
     return int(listen.rsplit(":", 1)[1])
 
 
+def http_routes():
+    """The GET paths kpid's HTTP server serves, from its source."""
+    with open(os.path.join(ARGS.source, "daemon", "http", "http_server.cc")) as f:
+        return set(re.findall(r'\.Get\("([^"]+)"', f.read()))
+
+
+def render_with(values):
+    """Renders the chart with the defaults and `values` (a dict) as a values file."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        return render([f.name])
+
+
+def rendered_config(docs):
+    return yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["kpid.yaml"])
+
+
+def without_keys(config, dotted_keys):
+    config = copy.deepcopy(config)
+    for key in dotted_keys:
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return config
+
+
+def run_check_config(kpid, config_path):
+    """kpid check-config; tolerates NOT_YET_KNOWN_KEYS only, see there.
+
+    Returns (stdout, the keys removed to pass).
+    """
+    proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode == 0:
+        return proc.stdout, set()
+    unknown = set(re.findall(r'unknown key "([^"]+)"', proc.stderr))
+    errors = [l for l in proc.stderr.splitlines() if l.strip()]
+    if not unknown or not unknown <= NOT_YET_KNOWN_KEYS or len(errors) != len(unknown):
+        raise AssertionError(f"check-config failed: {proc.stderr}")
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    with open(config_path, "w") as f:
+        yaml.safe_dump(without_keys(config, unknown), f)
+    proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"check-config failed without {sorted(unknown)}: {proc.stderr}")
+    return proc.stdout, unknown
+
+
 class ChartFilesTest(unittest.TestCase):
     """The chart carries copies of files Helm cannot read from outside it."""
 
@@ -180,10 +242,38 @@ class ValuesTest(unittest.TestCase):
             "bad duration": {"serviceMonitor": {"interval": "15 seconds"}},
             "bad log level": {"logLevel": "verbose"},
             "rule file not .yaml": {"alertRules": {"extra": {"x.txt": {"groups": []}}}},
+            "one replica_id for every pod": {"config": {"replica_id": "kpid"}},
+            "peers.dns without a port": {"config": {"peers": {"dns": "kpid-headless"}}},
+            "peer address without a port": {"config": {"peers": {"addresses": ["kpid-0"]}}},
+            "bad peers.timeout": {"config": {"peers": {"timeout": "2 s"}}},
+            "typo in peers": {"config": {"peers": {"refresh": "30s"}}},
+            "state_topic not a string": {"config": {"kafka": {"state_topic": ["a"]}}},
+            "typo dropping hardening": {"securityContext": {"readOnlyRootFileSystem": True}},
+            "Kafka port out of range": {"networkPolicy": {"kafkaPorts": [0]}},
+            "typo in networkPolicy": {"networkPolicy": {"kafkaPeers": []}},
         }
         for what, override in bad.items():
             values = coalesce(values_for([]), copy.deepcopy(override))
             self.assertFalse(self.validator.is_valid(values), what)
+
+    def test_schema_is_strict(self):
+        """Every object the schema describes refuses unknown keys, but for the
+        kpid config: kpid itself checks it strictly (check-config), and its
+        keys grow with kpid versions the chart does not pin."""
+        open_objects = {"config", "config.kafka", "config.dimensions"}
+        loose = []
+
+        def walk(node, path):
+            if node.get("properties") and node.get("additionalProperties") is not False:
+                if path not in open_objects and not isinstance(node.get("additionalProperties"), dict):
+                    loose.append(path or "<root>")
+            for key, child in node.get("properties", {}).items():
+                walk(child, f"{path}.{key}" if path else key)
+            if isinstance(node.get("items"), dict):
+                walk(node["items"], path + "[]")
+
+        walk(self.schema, "")
+        self.assertEqual(loose, [])
 
     def test_every_value_documented_and_typed(self):
         values = load_yaml(os.path.join(chart_dir(), "values.yaml"))
@@ -191,8 +281,9 @@ class ValuesTest(unittest.TestCase):
             readme = f.read()
         paths = list(leaf_paths(values))
         self.assertGreater(len(paths), 50)
+        self.assertEqual([p for p in paths if f"`{p}`" not in readme], [],
+                         "values.yaml leaves missing from README.md")
         for p in paths:
-            self.assertIn(f"`{p}`", readme, f"README.md does not list {p}")
             node = self.schema
             for key in p.split("."):
                 self.assertIn(key, node.get("properties", {}), f"values.schema.json lacks {p}")
@@ -219,6 +310,11 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(len(services), 2)
         headless = one(docs, "Service", sts["spec"]["serviceName"])
         self.assertEqual(headless["spec"]["clusterIP"], "None")
+        # The same pods as the StatefulSet, and restoring (not ready) peers
+        # too: a global snapshot reports them partial instead of missing them.
+        self.assertEqual(headless["spec"]["selector"], sts["spec"]["selector"]["matchLabels"])
+        self.assertIs(headless["spec"]["publishNotReadyAddresses"], True)
+        self.assertEqual({p["name"] for p in headless["spec"]["ports"]}, {"http", "grpc"})
         container = one([dict(c, kind="c", metadata={"name": c["name"]})
                          for c in pod["spec"]["containers"]], "c", "kpid")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -232,9 +328,12 @@ class RenderTest(unittest.TestCase):
         pdb = one(docs, "PodDisruptionBudget")
         self.assertTrue(selects(pdb["spec"]["selector"], pod_labels))
 
-        # Probes on kpid's real endpoints, on the port its config listens on.
+        # Probes on kpid's real endpoints (routes of its HTTP server), on the
+        # port its config listens on.
         self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
         self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertIn(container[probe]["httpGet"]["path"], http_routes())
         for probe in ("livenessProbe", "readinessProbe"):
             self.assertEqual(container[probe]["httpGet"]["port"], "http")
         config_map = one(docs, "ConfigMap", sts["metadata"]["name"])
@@ -260,7 +359,27 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(set(mounts) - volumes, set())
         self.assertIn(f"--config={mounts['config']}/kpid.yaml", container["args"])
         self.assertEqual(mounts["state"], values["persistence"]["mountPath"])
+        self.check_issue8_keys(config, values, headless, ports)
         return sts, container, config_map
+
+    def check_issue8_keys(self, config, values, headless, ports):
+        """state_dir on the state volume; peers = the headless Service's pods' gRPC.
+
+        Checked here in Python because the kpid under test may not know
+        these keys yet (NOT_YET_KNOWN_KEYS).
+        """
+        self.assertEqual(config["state_dir"], values["persistence"]["mountPath"])
+        # One ConfigMap serves every pod: replica_id stays kpid's default,
+        # each pod's host name (kpid-0, kpid-1: StatefulSet pod names).
+        self.assertNotIn("replica_id", config)
+        self.assertEqual(config["kafka"]["state_topic"],
+                         values["config"]["kafka"]["state_topic"])
+        dns = (f"{headless['metadata']['name']}.{NAMESPACE}.svc.{values['clusterDomain']}:"
+               f"{ports['grpc']}")
+        self.assertEqual(config["peers"], {"dns": dns,
+                                           "timeout": values["config"]["peers"]["timeout"],
+                                           "refresh_interval":
+                                           values["config"]["peers"]["refresh_interval"]})
 
     def check_config_with_kpid(self, docs, sts, config_map):
         """Writes the config volume as the pod would see it; kpid check-config on it.
@@ -290,10 +409,11 @@ class RenderTest(unittest.TestCase):
                              "ConfigMap keys not all mounted")
             if not ARGS.kpid:
                 self.skipTest("no --kpid: kpid check-config not run")
-            proc = subprocess.run([ARGS.kpid, "check-config", os.path.join(tmp, "kpid.yaml")],
-                                  capture_output=True, text=True, timeout=60)
-            self.assertEqual(proc.returncode, 0, proc.stderr)
-            return proc.stdout
+            out, removed = run_check_config(ARGS.kpid, os.path.join(tmp, "kpid.yaml"))
+            if removed:
+                print(f"\n  note: this kpid does not know {sorted(removed)} yet (issue 8); "
+                      "checked without them", file=sys.stderr)
+            return out
 
     def test_default_values(self):
         values = values_for([])
@@ -331,6 +451,7 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(sm["metadata"]["namespace"], "monitoring")
         self.assertEqual(sm["spec"]["namespaceSelector"]["matchNames"], ["kpi"])
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "http")
+        self.assertIn(sm["spec"]["endpoints"][0]["path"], http_routes())
         self.assertIn("http", [p["name"] for p in scraped[0]["spec"]["ports"]])
 
         # TLS from the Secret: both listeners, mutual on grpc only; HTTPS
@@ -380,17 +501,7 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("state", [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]])
         self.assertEqual(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Delete")
 
-        # NetworkPolicy: applies to the pods; ingress on kpid's ports only,
-        # from the listed peers and other kpid pods; egress keeps DNS.
-        netpol = one(docs, "NetworkPolicy")
-        self.assertTrue(selects(netpol["spec"]["podSelector"], pod_labels))
-        ingress = netpol["spec"]["ingress"]
-        self.assertEqual(len(ingress), 1)
-        self.assertEqual({p["port"] for p in ingress[0]["ports"]}, {"http", "grpc"})
-        self.assertTrue(any(selects(peer.get("podSelector", {"matchLabels": {"x": "y"}}), pod_labels)
-                            for peer in ingress[0]["from"]))
-        self.assertEqual(netpol["spec"]["policyTypes"], ["Ingress", "Egress"])
-        self.assertIn(53, [p["port"] for rule in netpol["spec"]["egress"] for p in rule.get("ports", [])])
+        self.check_network_policy(one(docs, "NetworkPolicy"), values, pod_labels)
 
         # The full config: real brokers, no embedded-only key left; extra rule mounted.
         config = yaml.safe_load(config_map["data"]["kpid.yaml"])
@@ -400,6 +511,77 @@ class RenderTest(unittest.TestCase):
         # 7 = 6 bundled rules + DemoBacklogOverSla.
         out = self.check_config_with_kpid(docs, sts, config_map)
         self.assertIn("(1 processes, 7 alert rules)", out)
+
+    def check_network_policy(self, netpol, values, pod_labels):
+        """Who may talk to kpid and to whom kpid may talk, rule by rule."""
+        np = values["networkPolicy"]
+        self.assertTrue(selects(netpol["spec"]["podSelector"], pod_labels))
+        self.assertEqual(netpol["spec"]["policyTypes"], ["Ingress", "Egress"])
+
+        def is_kpid(peer):
+            return set(peer) == {"podSelector"} and selects(peer["podSelector"], pod_labels)
+
+        def ports(rule):
+            return sorted(str(p["port"]) for p in rule["ports"])
+
+        ingress = netpol["spec"]["ingress"]
+        # Peers' GetSnapshot fan-out: gRPC from kpid pods (of this release only).
+        self.assertEqual(ports(ingress[0]), ["grpc"])
+        self.assertTrue(all(is_kpid(p) for p in ingress[0]["from"]))
+        self.assertFalse(selects(ingress[0]["from"][0]["podSelector"],
+                                 dict(pod_labels, **{"app.kubernetes.io/instance": "other"})))
+        # Clients on both ports, Prometheus on http only.
+        self.assertEqual([(ports(r), r["from"]) for r in ingress[1:]],
+                         [(["grpc", "http"], np["ingressFrom"]), (["http"], np["prometheusFrom"])])
+
+        egress = netpol["spec"]["egress"]
+        # DNS, peers' gRPC, Kafka on the brokers' port (9092 in
+        # config.kafka.brokers), Alertmanager on its URL's port (9093), extras.
+        self.assertEqual([ports(r) for r in egress],
+                         [["53", "53"], ["grpc"], ["9092"], ["9093"], ["4317"]])
+        self.assertEqual({p["protocol"] for p in egress[0]["ports"]}, {"UDP", "TCP"})
+        self.assertEqual(egress[0]["to"], np["dnsTo"])
+        self.assertTrue(all(is_kpid(p) for p in egress[1]["to"]))
+        self.assertEqual(egress[2]["to"], np["kafkaTo"])
+        self.assertNotIn("to", egress[3])
+        self.assertEqual(egress[4:], np["egress"])
+
+    def test_network_policy_defaults(self):
+        """No peers listed: clients from anywhere, egress still limited to what kpid needs."""
+        values = {"networkPolicy": {"enabled": True},
+                  "config": {"kafka": {"brokers": "k-0.k:9094, k-1.k:9095", "partitions": None},
+                             "alertmanagers": ["https://am.example", "http://am2:9093/"]}}
+        netpol = one(render_with(values), "NetworkPolicy")
+        ingress, egress = netpol["spec"]["ingress"], netpol["spec"]["egress"]
+        self.assertEqual(len(ingress), 2)
+        self.assertNotIn("from", ingress[1])
+        self.assertEqual({p["port"] for p in ingress[1]["ports"]}, {"http", "grpc"})
+        # https without a port: 443.
+        self.assertEqual([[p["port"] for p in r["ports"]] for r in egress],
+                         [[53, 53], ["grpc"], [9094, 9095], [443, 9093]])
+        self.assertNotIn("to", egress[0])
+        self.assertNotIn("to", egress[2])
+        # Embedded broker: no Kafka egress; kafkaPorts wins over the brokers.
+        egress = one(render_with({"networkPolicy": {"enabled": True}}),
+                     "NetworkPolicy")["spec"]["egress"]
+        self.assertEqual([[p["port"] for p in r["ports"]] for r in egress], [[53, 53], ["grpc"]])
+        values["networkPolicy"]["kafkaPorts"] = [19092]
+        egress = one(render_with(values), "NetworkPolicy")["spec"]["egress"]
+        self.assertEqual([p["port"] for p in egress[2]["ports"]], [19092])
+
+    def test_peers_and_state_dir_overrides(self):
+        static = {"addresses": ["kpid-a.example:50051", "kpid-b.example:50051"]}
+        self.assertEqual(rendered_config(render_with({"config": {"peers": static}}))["peers"],
+                         dict(static, timeout="2s", refresh_interval="30s"))
+        own = {"dns": "kpid.other-ns.svc.cluster.local:50051"}
+        self.assertEqual(rendered_config(render_with({"config": {"peers": own}}))["peers"]["dns"],
+                         own["dns"])
+        # null: no fan-out at all; state_dir "": no durable state.
+        config = rendered_config(render_with({"config": {"peers": None, "state_dir": ""}}))
+        self.assertNotIn("peers", config)
+        self.assertNotIn("state_dir", config)
+        config = rendered_config(render_with({"config": {"state_dir": "/var/lib/kpid/v2"}}))
+        self.assertEqual(config["state_dir"], "/var/lib/kpid/v2")
 
     def test_mutual_tls_on_http_probes_by_tcp(self):
         values = {"tls": {"secretName": "kpid-tls", "grpc": False, "clientAuth": {"http": True}}}

@@ -96,8 +96,60 @@ client_ca_file: tls/ca.crt
 {{- if and .Values.tls.secretName .Values.tls.http }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
 
+{{- /*
+Where peers find each other: the headless Service's name, whose A/AAAA
+records are every pod (ready or not), with the gRPC port. kpid skips the
+record that is itself by its replica_id (the host name, i.e. the pod name).
+*/ -}}
+{{- define "kpid.peersDns" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "kpid.headlessName" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.grpc) }}
+{{- end }}
+
+{{- /* The Kafka ports of config.kafka.brokers (host:port,...); none for "embedded". */ -}}
+{{- define "kpid.kafkaPorts" -}}
+{{- $ports := dict }}
+{{- $brokers := toString (dig "kafka" "brokers" "embedded" .Values.config) }}
+{{- if ne $brokers "embedded" }}
+{{- range splitList "," $brokers }}
+{{- $port := regexFind "[0-9]+$" (trim .) }}
+{{- $_ := set $ports (required (printf "config.kafka.brokers: %q has no :port" (trim .)) $port) true }}
+{{- end }}
+{{- end }}
+{{- keys $ports | sortAlpha | join "," }}
+{{- end }}
+
+{{- /* The ports of config.alertmanagers' URLs (80/443 when not given). */ -}}
+{{- define "kpid.alertmanagerPorts" -}}
+{{- $ports := dict }}
+{{- range (dig "alertmanagers" list .Values.config) }}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- $_ := set $ports ($port | default (ternary "443" "80" (eq $url.scheme "https"))) true }}
+{{- end }}
+{{- keys $ports | sortAlpha | join "," }}
+{{- end }}
+
 {{- define "kpid.config" -}}
 {{- $config := deepCopy .Values.config }}
+{{- /* Durable state on the state volume unless given; "" turns it off. */ -}}
+{{- if not (hasKey $config "state_dir") }}
+{{- $_ := set $config "state_dir" .Values.persistence.mountPath }}
+{{- else if eq (toString $config.state_dir) "" }}
+{{- $_ := unset $config "state_dir" }}
+{{- end }}
+{{- /* Peers for GetSnapshot's global scope: the headless Service unless a
+static list or another name is given; config.peers: null turns it off. */ -}}
+{{- with $config.peers }}
+{{- if not .addresses }}
+{{- $_ := unset . "addresses" }}
+{{- end }}
+{{- if .dns }}
+{{- else if hasKey . "addresses" }}
+{{- $_ := unset . "dns" }}
+{{- else }}
+{{- $_ := set . "dns" (include "kpid.peersDns" $) }}
+{{- end }}
+{{- end }}
 {{- $http := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
 {{- $grpc := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
 {{- if .Values.tls.secretName }}
