@@ -501,7 +501,12 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("state", [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]])
         self.assertEqual(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Delete")
 
-        self.check_network_policy(one(docs, "NetworkPolicy"), values, pod_labels)
+        netpol = one(docs, "NetworkPolicy")
+        self.check_network_policy(netpol, values, pod_labels)
+        # Named ports of the policy are the container's.
+        named = {p["port"] for rules in (netpol["spec"]["ingress"], netpol["spec"]["egress"])
+                 for r in rules for p in r["ports"] if isinstance(p["port"], str)}
+        self.assertEqual(named, {p["name"] for p in container["ports"]})
 
         # The full config: real brokers, no embedded-only key left; extra rule mounted.
         config = yaml.safe_load(config_map["data"]["kpid.yaml"])
@@ -568,6 +573,16 @@ class RenderTest(unittest.TestCase):
         values["networkPolicy"]["kafkaPorts"] = [19092]
         egress = one(render_with(values), "NetworkPolicy")["spec"]["egress"]
         self.assertEqual([p["port"] for p in egress[2]["ports"]], [19092])
+        # A broker without a port (a name ending in digits is no port): the
+        # policy cannot be written, so the render fails and says why.
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump({"networkPolicy": {"enabled": True},
+                            "config": {"kafka": {"brokers": "kafka1", "partitions": None}}}, f)
+            f.flush()
+            proc = render([f.name], expect_ok=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("kafka1", proc.stderr)
+        self.assertIn("networkPolicy.kafkaPorts", proc.stderr)
 
     def test_peers_and_state_dir_overrides(self):
         static = {"addresses": ["kpid-a.example:50051", "kpid-b.example:50051"]}

@@ -111,8 +111,8 @@ record that is itself by its replica_id (the host name, i.e. the pod name).
 {{- $brokers := toString (dig "kafka" "brokers" "embedded" .Values.config) }}
 {{- if ne $brokers "embedded" }}
 {{- range splitList "," $brokers }}
-{{- $port := regexFind "[0-9]+$" (trim .) }}
-{{- $_ := set $ports (required (printf "config.kafka.brokers: %q has no :port" (trim .)) $port) true }}
+{{- $port := regexFind ":[0-9]+$" (trim .) | trimPrefix ":" }}
+{{- $_ := set $ports (required (printf "config.kafka.brokers: %q has no :port (or set networkPolicy.kafkaPorts)" (trim .)) $port) true }}
 {{- end }}
 {{- end }}
 {{- keys $ports | sortAlpha | join "," }}
