@@ -54,6 +54,20 @@ def full_values_file():
     return os.path.join(chart_dir(), "ci", "full-values.yaml")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of duplicate keys; the API server refuses them
+    (e.g. a commonLabels key that a template also sets)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None,
+                                                    f"duplicate keys {duplicates}",
+                                                    node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def render(values_files=(), expect_ok=True):
     cmd = [ARGS.render, "--chart", chart_dir(), "--release", RELEASE, "--namespace", NAMESPACE]
     for f in values_files:
@@ -63,7 +77,7 @@ def render(values_files=(), expect_ok=True):
         return proc
     if proc.returncode != 0:
         raise AssertionError("render failed: " + proc.stderr)
-    return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+    return [d for d in yaml.load_all(proc.stdout, Loader=UniqueKeyLoader) if d is not None]
 
 
 def load_yaml(path):
@@ -633,6 +647,27 @@ class RenderTest(unittest.TestCase):
             proc = render([f.name], expect_ok=False)
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("config.kafka.brokers", proc.stderr)
+
+    def test_labels_merge_without_duplicates(self):
+        """Extra labels on top of the chart's are one map: a key set twice
+        (PyYAML would keep the last silently; the loader here refuses it)
+        takes the user's value, but never for the selector labels."""
+        with self.assertRaisesRegex(yaml.YAMLError, "duplicate keys"):
+            yaml.load("a: 1\na: 2\n", Loader=UniqueKeyLoader)
+        docs = render_with({"commonLabels": {"app.kubernetes.io/part-of": "revenue"},
+                            "podLabels": {"app.kubernetes.io/name": "other"},
+                            "service": {"labels": {"app.kubernetes.io/component": "api"}},
+                            "dashboards": {"enabled": True, "labels": {"grafana_dashboard": "0"}}})
+        for d in docs:
+            self.assertEqual(d["metadata"]["labels"]["app.kubernetes.io/part-of"], "revenue")
+        sts = one(docs, "StatefulSet")
+        self.assertTrue(selects(sts["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"]))
+        self.assertEqual(one(docs, "Service", RELEASE)["metadata"]["labels"]
+                         ["app.kubernetes.io/component"], "api")
+        # The sidecar's label is what dashboards.label/labelValue say.
+        dashboards = [d for d in docs if "grafana_dashboard" in d["metadata"]["labels"]]
+        self.assertTrue(dashboards)
+        self.assertEqual({d["metadata"]["labels"]["grafana_dashboard"] for d in dashboards}, {"1"})
 
     def test_existing_config_secret(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:

@@ -31,16 +31,21 @@ app.kubernetes.io/name: {{ include "kpid.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "kpid.labels" -}}
-helm.sh/chart: {{ include "kpid.chart" . }}
-{{ include "kpid.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
-app.kubernetes.io/component: kpi-daemon
-app.kubernetes.io/part-of: kpid
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{- /*
+An object's labels as one map, so no key appears twice (which the API
+server refuses): the chart's, then commonLabels, then the object's own
+extra labels (the argument: list <root> <extra map>) override; the selector
+labels always win, or an extra label could unselect the pods.
+*/ -}}
+{{- define "kpid.labelsWith" -}}
+{{- $root := index . 0 }}
+{{- $labels := dict "helm.sh/chart" (include "kpid.chart" $root) "app.kubernetes.io/version" (toString ($root.Values.image.tag | default $root.Chart.AppVersion)) "app.kubernetes.io/component" "kpi-daemon" "app.kubernetes.io/part-of" "kpid" "app.kubernetes.io/managed-by" $root.Release.Service }}
+{{- $labels = mergeOverwrite $labels (deepCopy ($root.Values.commonLabels | default dict)) (deepCopy (index . 1 | default dict)) (include "kpid.selectorLabels" $root | fromYaml) }}
+{{- toYaml $labels }}
 {{- end }}
+
+{{- define "kpid.labels" -}}
+{{- include "kpid.labelsWith" (list . dict) }}
 {{- end }}
 
 {{- define "kpid.serviceAccountName" -}}
