@@ -36,6 +36,15 @@ EXPECTED_KINDS_DEFAULT = {"StatefulSet", "Service", "ConfigMap", "PodDisruptionB
 EXPECTED_KINDS_FULL = EXPECTED_KINDS_DEFAULT | {"ServiceMonitor", "PrometheusRule",
                                                 "NetworkPolicy"}
 
+# Config keys of issue 8 items 1-2 (kafka.state_topic, replica_id, peers),
+# added to kpid in parallel with the chart. Until the kpid under test knows
+# them, check-config reports exactly them as unknown keys; the test then
+# checks the rest of the config without them, and their structure in Python
+# (RenderTest.check_issue8_keys). TODO(issue 8): drop once kpid knows them.
+NOT_YET_KNOWN_KEYS = {"kafka.state_topic", "replica_id", "peers"}
+
+RELEASE, NAMESPACE = "kpid", "kpi"
+
 
 def chart_dir():
     return os.path.join(ARGS.source, "deploy", "helm", "kpid")
@@ -45,8 +54,22 @@ def full_values_file():
     return os.path.join(chart_dir(), "ci", "full-values.yaml")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of duplicate keys; the API server refuses them
+    (e.g. a commonLabels key that a template also sets)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None,
+                                                    f"duplicate keys {duplicates}",
+                                                    node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def render(values_files=(), expect_ok=True):
-    cmd = [ARGS.render, "--chart", chart_dir(), "--release", "kpid", "--namespace", "kpi"]
+    cmd = [ARGS.render, "--chart", chart_dir(), "--release", RELEASE, "--namespace", NAMESPACE]
     for f in values_files:
         cmd += ["--values", f]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -54,7 +77,7 @@ def render(values_files=(), expect_ok=True):
         return proc
     if proc.returncode != 0:
         raise AssertionError("render failed: " + proc.stderr)
-    return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+    return [d for d in yaml.load_all(proc.stdout, Loader=UniqueKeyLoader) if d is not None]
 
 
 def load_yaml(path):
@@ -131,6 +154,59 @@ def listen_port(listen):
     return int(listen.rsplit(":", 1)[1])
 
 
+def http_routes():
+    """The GET paths kpid's HTTP server serves, from its source."""
+    with open(os.path.join(ARGS.source, "daemon", "http", "http_server.cc")) as f:
+        return set(re.findall(r'\.Get\("([^"]+)"', f.read()))
+
+
+def render_with(values):
+    """Renders the chart with the defaults and `values` (a dict) as a values file."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        return render([f.name])
+
+
+def rendered_config(docs):
+    return yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["kpid.yaml"])
+
+
+def without_keys(config, dotted_keys):
+    config = copy.deepcopy(config)
+    for key in dotted_keys:
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return config
+
+
+def run_check_config(kpid, config_path):
+    """kpid check-config; tolerates NOT_YET_KNOWN_KEYS only, see there.
+
+    Returns (stdout, the keys removed to pass).
+    """
+    proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode == 0:
+        return proc.stdout, set()
+    unknown = set(re.findall(r'unknown key "([^"]+)"', proc.stderr))
+    errors = [l for l in proc.stderr.splitlines() if l.strip()]
+    if not unknown or not unknown <= NOT_YET_KNOWN_KEYS or len(errors) != len(unknown):
+        raise AssertionError(f"check-config failed: {proc.stderr}")
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    with open(config_path, "w") as f:
+        yaml.safe_dump(without_keys(config, unknown), f)
+    proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"check-config failed without {sorted(unknown)}: {proc.stderr}")
+    return proc.stdout, unknown
+
+
 class ChartFilesTest(unittest.TestCase):
     """The chart carries copies of files Helm cannot read from outside it."""
 
@@ -180,10 +256,38 @@ class ValuesTest(unittest.TestCase):
             "bad duration": {"serviceMonitor": {"interval": "15 seconds"}},
             "bad log level": {"logLevel": "verbose"},
             "rule file not .yaml": {"alertRules": {"extra": {"x.txt": {"groups": []}}}},
+            "one replica_id for every pod": {"config": {"replica_id": "kpid"}},
+            "peers.dns without a port": {"config": {"peers": {"dns": "kpid-headless"}}},
+            "peer address without a port": {"config": {"peers": {"addresses": ["kpid-0"]}}},
+            "bad peers.timeout": {"config": {"peers": {"timeout": "2 s"}}},
+            "typo in peers": {"config": {"peers": {"refresh": "30s"}}},
+            "state_topic not a string": {"config": {"kafka": {"state_topic": ["a"]}}},
+            "typo dropping hardening": {"securityContext": {"readOnlyRootFileSystem": True}},
+            "Kafka port out of range": {"networkPolicy": {"kafkaPorts": [0]}},
+            "typo in networkPolicy": {"networkPolicy": {"kafkaPeers": []}},
         }
         for what, override in bad.items():
             values = coalesce(values_for([]), copy.deepcopy(override))
             self.assertFalse(self.validator.is_valid(values), what)
+
+    def test_schema_is_strict(self):
+        """Every object the schema describes refuses unknown keys, but for the
+        kpid config: kpid itself checks it strictly (check-config), and its
+        keys grow with kpid versions the chart does not pin."""
+        open_objects = {"config", "config.kafka", "config.dimensions"}
+        loose = []
+
+        def walk(node, path):
+            if node.get("properties") and node.get("additionalProperties") is not False:
+                if path not in open_objects and not isinstance(node.get("additionalProperties"), dict):
+                    loose.append(path or "<root>")
+            for key, child in node.get("properties", {}).items():
+                walk(child, f"{path}.{key}" if path else key)
+            if isinstance(node.get("items"), dict):
+                walk(node["items"], path + "[]")
+
+        walk(self.schema, "")
+        self.assertEqual(loose, [])
 
     def test_every_value_documented_and_typed(self):
         values = load_yaml(os.path.join(chart_dir(), "values.yaml"))
@@ -191,8 +295,9 @@ class ValuesTest(unittest.TestCase):
             readme = f.read()
         paths = list(leaf_paths(values))
         self.assertGreater(len(paths), 50)
+        self.assertEqual([p for p in paths if f"`{p}`" not in readme], [],
+                         "values.yaml leaves missing from README.md")
         for p in paths:
-            self.assertIn(f"`{p}`", readme, f"README.md does not list {p}")
             node = self.schema
             for key in p.split("."):
                 self.assertIn(key, node.get("properties", {}), f"values.schema.json lacks {p}")
@@ -219,6 +324,11 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(len(services), 2)
         headless = one(docs, "Service", sts["spec"]["serviceName"])
         self.assertEqual(headless["spec"]["clusterIP"], "None")
+        # The same pods as the StatefulSet, and restoring (not ready) peers
+        # too: a global snapshot reports them partial instead of missing them.
+        self.assertEqual(headless["spec"]["selector"], sts["spec"]["selector"]["matchLabels"])
+        self.assertIs(headless["spec"]["publishNotReadyAddresses"], True)
+        self.assertEqual({p["name"] for p in headless["spec"]["ports"]}, {"http", "grpc"})
         container = one([dict(c, kind="c", metadata={"name": c["name"]})
                          for c in pod["spec"]["containers"]], "c", "kpid")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -232,9 +342,12 @@ class RenderTest(unittest.TestCase):
         pdb = one(docs, "PodDisruptionBudget")
         self.assertTrue(selects(pdb["spec"]["selector"], pod_labels))
 
-        # Probes on kpid's real endpoints, on the port its config listens on.
+        # Probes on kpid's real endpoints (routes of its HTTP server), on the
+        # port its config listens on.
         self.assertEqual(container["livenessProbe"]["httpGet"]["path"], "/healthz")
         self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/readyz")
+        for probe in ("livenessProbe", "readinessProbe"):
+            self.assertIn(container[probe]["httpGet"]["path"], http_routes())
         for probe in ("livenessProbe", "readinessProbe"):
             self.assertEqual(container[probe]["httpGet"]["port"], "http")
         config_map = one(docs, "ConfigMap", sts["metadata"]["name"])
@@ -260,7 +373,27 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(set(mounts) - volumes, set())
         self.assertIn(f"--config={mounts['config']}/kpid.yaml", container["args"])
         self.assertEqual(mounts["state"], values["persistence"]["mountPath"])
+        self.check_issue8_keys(config, values, headless, ports)
         return sts, container, config_map
+
+    def check_issue8_keys(self, config, values, headless, ports):
+        """state_dir on the state volume; peers = the headless Service's pods' gRPC.
+
+        Checked here in Python because the kpid under test may not know
+        these keys yet (NOT_YET_KNOWN_KEYS).
+        """
+        self.assertEqual(config["state_dir"], values["persistence"]["mountPath"])
+        # One ConfigMap serves every pod: replica_id stays kpid's default,
+        # each pod's host name (kpid-0, kpid-1: StatefulSet pod names).
+        self.assertNotIn("replica_id", config)
+        self.assertEqual(config["kafka"]["state_topic"],
+                         values["config"]["kafka"]["state_topic"])
+        dns = (f"{headless['metadata']['name']}.{NAMESPACE}.svc.{values['clusterDomain']}:"
+               f"{ports['grpc']}")
+        self.assertEqual(config["peers"], {"dns": dns,
+                                           "timeout": values["config"]["peers"]["timeout"],
+                                           "refresh_interval":
+                                           values["config"]["peers"]["refresh_interval"]})
 
     def check_config_with_kpid(self, docs, sts, config_map):
         """Writes the config volume as the pod would see it; kpid check-config on it.
@@ -290,10 +423,11 @@ class RenderTest(unittest.TestCase):
                              "ConfigMap keys not all mounted")
             if not ARGS.kpid:
                 self.skipTest("no --kpid: kpid check-config not run")
-            proc = subprocess.run([ARGS.kpid, "check-config", os.path.join(tmp, "kpid.yaml")],
-                                  capture_output=True, text=True, timeout=60)
-            self.assertEqual(proc.returncode, 0, proc.stderr)
-            return proc.stdout
+            out, removed = run_check_config(ARGS.kpid, os.path.join(tmp, "kpid.yaml"))
+            if removed:
+                print(f"\n  note: this kpid does not know {sorted(removed)} yet (issue 8); "
+                      "checked without them", file=sys.stderr)
+            return out
 
     def test_default_values(self):
         values = values_for([])
@@ -331,6 +465,7 @@ class RenderTest(unittest.TestCase):
         self.assertEqual(sm["metadata"]["namespace"], "monitoring")
         self.assertEqual(sm["spec"]["namespaceSelector"]["matchNames"], ["kpi"])
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "http")
+        self.assertIn(sm["spec"]["endpoints"][0]["path"], http_routes())
         self.assertIn("http", [p["name"] for p in scraped[0]["spec"]["ports"]])
 
         # TLS from the Secret: both listeners, mutual on grpc only; HTTPS
@@ -380,17 +515,12 @@ class RenderTest(unittest.TestCase):
         self.assertNotIn("state", [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]])
         self.assertEqual(sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Delete")
 
-        # NetworkPolicy: applies to the pods; ingress on kpid's ports only,
-        # from the listed peers and other kpid pods; egress keeps DNS.
         netpol = one(docs, "NetworkPolicy")
-        self.assertTrue(selects(netpol["spec"]["podSelector"], pod_labels))
-        ingress = netpol["spec"]["ingress"]
-        self.assertEqual(len(ingress), 1)
-        self.assertEqual({p["port"] for p in ingress[0]["ports"]}, {"http", "grpc"})
-        self.assertTrue(any(selects(peer.get("podSelector", {"matchLabels": {"x": "y"}}), pod_labels)
-                            for peer in ingress[0]["from"]))
-        self.assertEqual(netpol["spec"]["policyTypes"], ["Ingress", "Egress"])
-        self.assertIn(53, [p["port"] for rule in netpol["spec"]["egress"] for p in rule.get("ports", [])])
+        self.check_network_policy(netpol, values, pod_labels)
+        # Named ports of the policy are the container's.
+        named = {p["port"] for rules in (netpol["spec"]["ingress"], netpol["spec"]["egress"])
+                 for r in rules for p in r["ports"] if isinstance(p["port"], str)}
+        self.assertEqual(named, {p["name"] for p in container["ports"]})
 
         # The full config: real brokers, no embedded-only key left; extra rule mounted.
         config = yaml.safe_load(config_map["data"]["kpid.yaml"])
@@ -400,6 +530,87 @@ class RenderTest(unittest.TestCase):
         # 7 = 6 bundled rules + DemoBacklogOverSla.
         out = self.check_config_with_kpid(docs, sts, config_map)
         self.assertIn("(1 processes, 7 alert rules)", out)
+
+    def check_network_policy(self, netpol, values, pod_labels):
+        """Who may talk to kpid and to whom kpid may talk, rule by rule."""
+        np = values["networkPolicy"]
+        self.assertTrue(selects(netpol["spec"]["podSelector"], pod_labels))
+        self.assertEqual(netpol["spec"]["policyTypes"], ["Ingress", "Egress"])
+
+        def is_kpid(peer):
+            return set(peer) == {"podSelector"} and selects(peer["podSelector"], pod_labels)
+
+        def ports(rule):
+            return sorted(str(p["port"]) for p in rule["ports"])
+
+        ingress = netpol["spec"]["ingress"]
+        # Peers' GetSnapshot fan-out: gRPC from kpid pods (of this release only).
+        self.assertEqual(ports(ingress[0]), ["grpc"])
+        self.assertTrue(all(is_kpid(p) for p in ingress[0]["from"]))
+        self.assertFalse(selects(ingress[0]["from"][0]["podSelector"],
+                                 dict(pod_labels, **{"app.kubernetes.io/instance": "other"})))
+        # Clients on both ports, Prometheus on http only.
+        self.assertEqual([(ports(r), r["from"]) for r in ingress[1:]],
+                         [(["grpc", "http"], np["ingressFrom"]), (["http"], np["prometheusFrom"])])
+
+        egress = netpol["spec"]["egress"]
+        # DNS, peers' gRPC, Kafka on the brokers' port (9092 in
+        # config.kafka.brokers), Alertmanager on its URL's port (9093), extras.
+        self.assertEqual([ports(r) for r in egress],
+                         [["53", "53"], ["grpc"], ["9092"], ["9093"], ["4317"]])
+        self.assertEqual({p["protocol"] for p in egress[0]["ports"]}, {"UDP", "TCP"})
+        self.assertEqual(egress[0]["to"], np["dnsTo"])
+        self.assertTrue(all(is_kpid(p) for p in egress[1]["to"]))
+        self.assertEqual(egress[2]["to"], np["kafkaTo"])
+        self.assertNotIn("to", egress[3])
+        self.assertEqual(egress[4:], np["egress"])
+
+    def test_network_policy_defaults(self):
+        """No peers listed: clients from anywhere, egress still limited to what kpid needs."""
+        values = {"networkPolicy": {"enabled": True},
+                  "config": {"kafka": {"brokers": "k-0.k:9094, k-1.k:9095", "partitions": None},
+                             "alertmanagers": ["https://am.example", "http://am2:9093/"]}}
+        netpol = one(render_with(values), "NetworkPolicy")
+        ingress, egress = netpol["spec"]["ingress"], netpol["spec"]["egress"]
+        self.assertEqual(len(ingress), 2)
+        self.assertNotIn("from", ingress[1])
+        self.assertEqual({p["port"] for p in ingress[1]["ports"]}, {"http", "grpc"})
+        # https without a port: 443.
+        self.assertEqual([[p["port"] for p in r["ports"]] for r in egress],
+                         [[53, 53], ["grpc"], [9094, 9095], [443, 9093]])
+        self.assertNotIn("to", egress[0])
+        self.assertNotIn("to", egress[2])
+        # Embedded broker: no Kafka egress; kafkaPorts wins over the brokers.
+        egress = one(render_with({"networkPolicy": {"enabled": True}}),
+                     "NetworkPolicy")["spec"]["egress"]
+        self.assertEqual([[p["port"] for p in r["ports"]] for r in egress], [[53, 53], ["grpc"]])
+        values["networkPolicy"]["kafkaPorts"] = [19092]
+        egress = one(render_with(values), "NetworkPolicy")["spec"]["egress"]
+        self.assertEqual([p["port"] for p in egress[2]["ports"]], [19092])
+        # A broker without a port (a name ending in digits is no port): the
+        # policy cannot be written, so the render fails and says why.
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump({"networkPolicy": {"enabled": True},
+                            "config": {"kafka": {"brokers": "kafka1", "partitions": None}}}, f)
+            f.flush()
+            proc = render([f.name], expect_ok=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("kafka1", proc.stderr)
+        self.assertIn("networkPolicy.kafkaPorts", proc.stderr)
+
+    def test_peers_and_state_dir_overrides(self):
+        static = {"addresses": ["kpid-a.example:50051", "kpid-b.example:50051"]}
+        self.assertEqual(rendered_config(render_with({"config": {"peers": static}}))["peers"],
+                         dict(static, timeout="2s", refresh_interval="30s"))
+        own = {"dns": "kpid.other-ns.svc.cluster.local:50051"}
+        self.assertEqual(rendered_config(render_with({"config": {"peers": own}}))["peers"]["dns"],
+                         own["dns"])
+        # null: no fan-out at all; state_dir "": no durable state.
+        config = rendered_config(render_with({"config": {"peers": None, "state_dir": ""}}))
+        self.assertNotIn("peers", config)
+        self.assertNotIn("state_dir", config)
+        config = rendered_config(render_with({"config": {"state_dir": "/var/lib/kpid/v2"}}))
+        self.assertEqual(config["state_dir"], "/var/lib/kpid/v2")
 
     def test_mutual_tls_on_http_probes_by_tcp(self):
         values = {"tls": {"secretName": "kpid-tls", "grpc": False, "clientAuth": {"http": True}}}
@@ -436,6 +647,27 @@ class RenderTest(unittest.TestCase):
             proc = render([f.name], expect_ok=False)
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("config.kafka.brokers", proc.stderr)
+
+    def test_labels_merge_without_duplicates(self):
+        """Extra labels on top of the chart's are one map: a key set twice
+        (PyYAML would keep the last silently; the loader here refuses it)
+        takes the user's value, but never for the selector labels."""
+        with self.assertRaisesRegex(yaml.YAMLError, "duplicate keys"):
+            yaml.load("a: 1\na: 2\n", Loader=UniqueKeyLoader)
+        docs = render_with({"commonLabels": {"app.kubernetes.io/part-of": "revenue"},
+                            "podLabels": {"app.kubernetes.io/name": "other"},
+                            "service": {"labels": {"app.kubernetes.io/component": "api"}},
+                            "dashboards": {"enabled": True, "labels": {"grafana_dashboard": "0"}}})
+        for d in docs:
+            self.assertEqual(d["metadata"]["labels"]["app.kubernetes.io/part-of"], "revenue")
+        sts = one(docs, "StatefulSet")
+        self.assertTrue(selects(sts["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"]))
+        self.assertEqual(one(docs, "Service", RELEASE)["metadata"]["labels"]
+                         ["app.kubernetes.io/component"], "api")
+        # The sidecar's label is what dashboards.label/labelValue say.
+        dashboards = [d for d in docs if "grafana_dashboard" in d["metadata"]["labels"]]
+        self.assertTrue(dashboards)
+        self.assertEqual({d["metadata"]["labels"]["grafana_dashboard"] for d in dashboards}, {"1"})
 
     def test_existing_config_secret(self):
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
@@ -474,22 +706,148 @@ class HelmTest(unittest.TestCase):
             self.assertEqual(helm_docs, sorted(render(files), key=key))
 
 
+def dockerfile_stages(text):
+    """A Dockerfile as stages of (INSTRUCTION, arguments), the global ARGs substituted.
+
+    Continuation lines are joined and comments dropped, as docker does.
+    """
+    lines, pending = [], ""
+    for raw in text.splitlines():
+        if raw.lstrip().startswith("#"):
+            continue
+        if raw.endswith("\\"):
+            pending += raw[:-1] + " "
+            continue
+        line = (pending + raw).strip()
+        pending = ""
+        if line:
+            lines.append(line)
+    global_args, stages = {}, []
+    for line in lines:
+        instr, _, args = line.partition(" ")
+        instr, args = instr.upper(), args.strip()
+        if instr == "ARG" and not stages:
+            name, _, default = args.partition("=")
+            global_args[name] = default
+            continue
+        if instr == "FROM":
+            args = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], args)
+            stages.append([])
+        stages[-1].append((instr, args))
+    return stages
+
+
+def deps_packages():
+    """The PACKAGES array of scripts/deps, as bash reads it (comments and all)."""
+    script = os.path.join(ARGS.source, "scripts", "deps")
+    proc = subprocess.run(["bash", "-c", 'eval "$(sed -n "/^PACKAGES=(/,/^)/p" "$1")"; '
+                           'printf "%s\\n" "${PACKAGES[@]}"', "bash", script],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return proc.stdout.split()
+
+
+def apt_installed(run):
+    """Packages named by the apt-get/apt install commands of a RUN line."""
+    packages = []
+    for command in re.split(r"&&|;|\|\|", run):
+        words = command.split()
+        if len(words) > 2 and words[0] in ("apt-get", "apt") and "install" in words:
+            packages += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
+    return packages
+
+
 class DockerfileTest(unittest.TestCase):
-    """The image cannot be built here (no registry access); its recipe can be read."""
+    """No Docker engine runs here (`docker` is only a client): the image cannot
+    be built, so its recipe is checked statically, hadolint-style, and
+    against the chart that runs it."""
 
     def setUp(self):
         with open(os.path.join(ARGS.source, "Dockerfile")) as f:
             self.text = f.read()
+        self.stages = dockerfile_stages(self.text)
+        self.values = load_yaml(os.path.join(chart_dir(), "values.yaml"))
+
+    def instructions(self, stage, instr):
+        return [args for i, args in self.stages[stage] if i == instr]
 
     def test_shape(self):
-        froms = re.findall(r"^FROM\s+(\S+)", self.text, re.M)
-        self.assertEqual(len(froms), 2, "builder + runtime")
-        for image in froms:
-            self.assertRegex(image, r"^debian:bookworm")
-        self.assertIn("scripts/deps", self.text)
-        self.assertIn("scripts/build", self.text)
-        self.assertRegex(self.text, r"(?m)^USER\s+10001")
-        self.assertRegex(self.text, r'(?m)^ENTRYPOINT\s+\["/usr/local/bin/kpid"\]')
+        self.assertEqual(len(self.stages), 2, "builder + runtime")
+        builder_from, runtime_from = (self.instructions(i, "FROM")[0] for i in (0, 1))
+        self.assertRegex(builder_from, r"^debian:\S+ AS builder$")
+        self.assertRegex(runtime_from, r"^debian:\S+-slim$")
+        self.assertIn("scripts/build", " ".join(self.instructions(0, "RUN")))
+        self.assertEqual(self.instructions(1, "ENTRYPOINT"), ['["/usr/local/bin/kpid"]'])
+        # The config path the chart mounts (it passes --config itself too).
+        self.assertEqual(self.instructions(1, "CMD"),
+                         ['["--config=/etc/kpid/kpid.yaml"]'])
+
+    def test_base_images_pinned(self):
+        """A point release (or digest), the same in both stages: the runtime
+        stage installs the builder's library packages by name (their ABI)."""
+        releases = []
+        for stage in self.stages:
+            image = self.instructions(self.stages.index(stage), "FROM")[0].split()[0]
+            self.assertNotRegex(image, r":latest\b|^[^:@]+$", "unpinned base image")
+            match = re.fullmatch(r"debian:(\d+\.\d+)(-slim)?(@sha256:[0-9a-f]{64})?", image)
+            self.assertIsNotNone(match, f"{image}: not a Debian point release")
+            releases.append(match.group(1))
+        self.assertEqual(len(set(releases)), 1, releases)
+
+    def test_builder_installs_exactly_scripts_deps(self):
+        """The builder runs scripts/deps itself (no copy of its list) and
+        installs nothing else."""
+        runs = self.instructions(0, "RUN")
+        self.assertTrue(any(re.match(r"scripts/deps(\s|$)", r) for r in runs), runs)
+        self.assertIn("scripts/deps scripts/deps", self.instructions(0, "COPY")[0])
+        installed = set(deps_packages())
+        for run in runs:
+            installed |= set(apt_installed(run))
+        self.assertEqual(installed, set(deps_packages()))
+        # The libraries the Conventions name, from Debian.
+        for must in ("libabsl-dev", "libprotobuf-dev", "libgrpc++-dev", "prometheus-cpp-dev",
+                     "librdkafka-dev", "libyaml-cpp-dev", "libcpp-httplib-dev"):
+            self.assertIn(must, installed)
+
+    def test_runtime_stage_has_runtime_libraries_only(self):
+        runs = self.instructions(1, "RUN")
+        installs = [r for r in runs if apt_installed(r)]
+        self.assertEqual(len(installs), 1, runs)
+        self.assertEqual(apt_installed(installs[0]),
+                         ["ca-certificates", "$(cat", "/tmp/runtime-packages)"])
+        self.assertIn("--no-install-recommends", installs[0])
+        self.assertIn("rm -rf /var/lib/apt/lists/*", installs[0])
+        copies = self.instructions(1, "COPY")
+        self.assertTrue(all(c.startswith("--from=builder /out/") for c in copies), copies)
+        # Every binary built into /out is in the image, and its libraries too.
+        build = " ".join(self.instructions(0, "RUN"))
+        built = re.search(r"install -m 0755 ((?:build/\S+ )+)/out/", build).group(1).split()
+        binaries = ["/out/" + os.path.basename(b) for b in built]
+        self.assertIn(f"runtime-packages {' '.join(binaries)} >", build)
+        self.assertIn(f"--from=builder {' '.join(binaries)} /usr/local/bin/", copies)
+        self.assertEqual([os.path.basename(b) for b in built], ["kpid", "kpictl", "kpi-loadgen"])
+
+    def test_hygiene(self):
+        self.assertNotRegex(self.text, r"(curl|wget)[^\n|]*\|\s*(ba|da)?sh", "curl | sh")
+        self.assertEqual([a for s in range(2) for a in self.instructions(s, "ADD")], [])
+        self.assertNotIn("sudo ", " ".join(a for s in range(2) for a in self.instructions(s, "RUN")))
+        with open(os.path.join(ARGS.source, ".dockerignore")) as f:
+            ignored = f.read().split()
+        for path in (".git", "build", "build-*"):
+            self.assertIn(path, ignored, "the build context would carry it")
+
+    def test_matches_chart(self):
+        """User, ports and state path are the ones the chart assumes."""
+        pod_sc = self.values["podSecurityContext"]
+        users = self.instructions(1, "USER")
+        self.assertEqual(users[-1], f"{pod_sc['runAsUser']}:{pod_sc['runAsGroup']}")
+        self.assertNotEqual(pod_sc["runAsUser"], 0)
+        created = " ".join(self.instructions(1, "RUN"))
+        self.assertIn(f"--uid {pod_sc['runAsUser']}", created)
+        self.assertIn(f"--gid {pod_sc['runAsGroup']}", created)
+        exposed = {int(p.split("/")[0]) for e in self.instructions(1, "EXPOSE") for p in e.split()}
+        self.assertEqual(exposed, set(self.values["ports"].values()))
+        volumes = [v for e in self.instructions(1, "VOLUME") for v in json.loads(e)]
+        self.assertEqual(volumes, [self.values["persistence"]["mountPath"]])
 
     def test_runtime_packages_exist(self):
         """deploy/docker/runtime-packages on a real kpid: every package it names exists."""
@@ -506,6 +864,7 @@ class DockerfileTest(unittest.TestCase):
         # header-only types, so the linker drops the shared library.)
         for must in ("librdkafka1", "libprotobuf32", "libabsl20220623"):
             self.assertIn(must, packages)
+        self.assertEqual([p for p in packages if p.endswith("-dev")], [])
         shown = subprocess.run(["apt-cache", "show", "--no-all-versions"] + packages,
                                capture_output=True, text=True, timeout=120)
         self.assertEqual(shown.returncode, 0, shown.stderr)

@@ -31,16 +31,21 @@ app.kubernetes.io/name: {{ include "kpid.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "kpid.labels" -}}
-helm.sh/chart: {{ include "kpid.chart" . }}
-{{ include "kpid.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
-app.kubernetes.io/component: kpi-daemon
-app.kubernetes.io/part-of: kpid
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{- /*
+An object's labels as one map, so no key appears twice (which the API
+server refuses): the chart's, then commonLabels, then the object's own
+extra labels (the argument: list <root> <extra map>) override; the selector
+labels always win, or an extra label could unselect the pods.
+*/ -}}
+{{- define "kpid.labelsWith" -}}
+{{- $root := index . 0 }}
+{{- $labels := dict "helm.sh/chart" (include "kpid.chart" $root) "app.kubernetes.io/version" (toString ($root.Values.image.tag | default $root.Chart.AppVersion)) "app.kubernetes.io/component" "kpi-daemon" "app.kubernetes.io/part-of" "kpid" "app.kubernetes.io/managed-by" $root.Release.Service }}
+{{- $labels = mergeOverwrite $labels (deepCopy ($root.Values.commonLabels | default dict)) (deepCopy (index . 1 | default dict)) (include "kpid.selectorLabels" $root | fromYaml) }}
+{{- toYaml $labels }}
 {{- end }}
+
+{{- define "kpid.labels" -}}
+{{- include "kpid.labelsWith" (list . dict) }}
 {{- end }}
 
 {{- define "kpid.serviceAccountName" -}}
@@ -96,8 +101,60 @@ client_ca_file: tls/ca.crt
 {{- if and .Values.tls.secretName .Values.tls.http }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
 
+{{- /*
+Where peers find each other: the headless Service's name, whose A/AAAA
+records are every pod (ready or not), with the gRPC port. kpid skips the
+record that is itself by its replica_id (the host name, i.e. the pod name).
+*/ -}}
+{{- define "kpid.peersDns" -}}
+{{- printf "%s.%s.svc.%s:%d" (include "kpid.headlessName" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.grpc) }}
+{{- end }}
+
+{{- /* The Kafka ports of config.kafka.brokers (host:port,...); none for "embedded". */ -}}
+{{- define "kpid.kafkaPorts" -}}
+{{- $ports := dict }}
+{{- $brokers := toString (dig "kafka" "brokers" "embedded" .Values.config) }}
+{{- if ne $brokers "embedded" }}
+{{- range splitList "," $brokers }}
+{{- $port := regexFind ":[0-9]+$" (trim .) | trimPrefix ":" }}
+{{- $_ := set $ports (required (printf "config.kafka.brokers: %q has no :port (or set networkPolicy.kafkaPorts)" (trim .)) $port) true }}
+{{- end }}
+{{- end }}
+{{- keys $ports | sortAlpha | join "," }}
+{{- end }}
+
+{{- /* The ports of config.alertmanagers' URLs (80/443 when not given). */ -}}
+{{- define "kpid.alertmanagerPorts" -}}
+{{- $ports := dict }}
+{{- range (dig "alertmanagers" list .Values.config) }}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- $_ := set $ports ($port | default (ternary "443" "80" (eq $url.scheme "https"))) true }}
+{{- end }}
+{{- keys $ports | sortAlpha | join "," }}
+{{- end }}
+
 {{- define "kpid.config" -}}
 {{- $config := deepCopy .Values.config }}
+{{- /* Durable state on the state volume unless given; "" turns it off. */ -}}
+{{- if not (hasKey $config "state_dir") }}
+{{- $_ := set $config "state_dir" .Values.persistence.mountPath }}
+{{- else if eq (toString $config.state_dir) "" }}
+{{- $_ := unset $config "state_dir" }}
+{{- end }}
+{{- /* Peers for GetSnapshot's global scope: the headless Service unless a
+static list or another name is given; config.peers: null turns it off. */ -}}
+{{- with $config.peers }}
+{{- if not .addresses }}
+{{- $_ := unset . "addresses" }}
+{{- end }}
+{{- if .dns }}
+{{- else if hasKey . "addresses" }}
+{{- $_ := unset . "dns" }}
+{{- else }}
+{{- $_ := set . "dns" (include "kpid.peersDns" $) }}
+{{- end }}
+{{- end }}
 {{- $http := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
 {{- $grpc := dict "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
 {{- if .Values.tls.secretName }}
