@@ -21,6 +21,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
@@ -354,7 +355,8 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
 
 int Main(int argc, char** argv) {
   const sigset_t signals = BlockHandledSignals();
-  absl::SetProgramUsageMessage(kUsage);
+  // --help prints "kpid: " before the message itself.
+  absl::SetProgramUsageMessage(absl::StripPrefix(kUsage, "kpid: "));
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] { return std::string("kpid " KPID_VERSION "\n"); };
   usage_config.contains_help_flags = [](absl::string_view file) {

@@ -27,6 +27,13 @@ constexpr std::pair<absl::string_view, CompareOp> kOps[] = {
 // KPIs that are current values, not counts over a window.
 bool IsCurrentValue(absl::string_view kpi) { return kpi == "backlog" || kpi == "backlog_over_sla"; }
 
+// Labels kpid puts on every alert instance (kpid_alerts{alertname,state},
+// DESIGN §4, and the rule's own process/stage/window).
+bool IsInstanceLabel(absl::string_view name) {
+  return name == "alertname" || name == "state" || name == "process" || name == "stage" ||
+         name == "window";
+}
+
 bool IsLabelName(absl::string_view name) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
@@ -268,6 +275,12 @@ class RuleParser {
           diag_.Error(by[i].Mark(), WithHint(absl::StrCat(named, ": by: \"", rule.by[i],
                                                           "\" is not a configured dimension"),
                                              rule.by[i], names));
+        } else if (IsInstanceLabel(rule.by[i])) {
+          // kpid_alerts would carry the label twice: promtool and Prometheus
+          // reject such a scrape whole, every kpid series with it.
+          diag_.Error(by[i].Mark(),
+                      absl::StrCat(named, ": by: dimension \"", rule.by[i],
+                                   "\" has the name of a label kpid sets on every alert"));
         }
       }
     }
@@ -309,7 +322,9 @@ class RuleParser {
       if (label_names && (!IsLabelName(*name) || absl::StartsWith(*name, "__"))) {
         diag_.Error(key.Mark(), absl::StrCat(what, ": \"", *name, "\" is not a valid label name"));
       }
-      if (label_names && (*name == "alertname" || *name == "process" || *name == "stage")) {
+      if (label_names &&
+          (IsInstanceLabel(*name) ||
+           std::find(known_labels.begin(), known_labels.end(), *name) != known_labels.end())) {
         diag_.Error(key.Mark(), absl::StrCat(what, ": \"", *name, "\" is set by kpid"));
       }
       std::string problem = ForEachPlaceholder(*text, [&](absl::string_view inner) {

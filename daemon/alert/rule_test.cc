@@ -1,5 +1,6 @@
 #include "daemon/alert/rule.h"
 
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -182,6 +183,26 @@ TEST_F(RuleTest, ByLabelsAndTemplates) {
   // With by: [region] the placeholder is known.
   EXPECT_TRUE(
       Parse(OneRule(base + "by: [region], annotations: {s: '{{ $labels.region }}'}}")).ok());
+}
+
+// kpid_alerts carries alertname and state (DESIGN §4): a rule label or a
+// dimension of those names would put a label on it twice, and Prometheus
+// drops such a scrape whole.
+TEST_F(RuleTest, NoLabelTwiceOnAnAlert) {
+  const std::string base =
+      "{alert: A, process: sales, kpi: started, window: 5m, op: '<', threshold: 1, ";
+  EXPECT_EQ(Error(OneRule(base + "labels: {state: x}}")),
+            "r.yaml:4:94: alert A: labels: \"state\" is set by kpid");
+  EXPECT_EQ(Error(OneRule(base + "by: [region], labels: {region: x}}")),
+            "r.yaml:4:108: alert A: labels: \"region\" is set by kpid");
+
+  std::string with_state_dimension = kConfig;
+  absl::StrReplaceAll({{"names: [region]", "names: [region, state]"}}, &with_state_dimension);
+  ASSERT_NE(with_state_dimension, kConfig);
+  config_ = *model::ParseConfig(with_state_dimension, "kpid.yaml");
+  EXPECT_EQ(Error(OneRule(base + "by: [state]}")),
+            "r.yaml:4:90: alert A: by: dimension \"state\" has the name of a label kpid sets on "
+            "every alert");
 }
 
 TEST_F(RuleTest, DuplicateNamesAcrossFilesAndGroups) {

@@ -214,9 +214,9 @@ struct Config {
   absl::Duration checkpoint_interval = absl::Seconds(10);
   // What dedup_horizon remembers, bounded by count too: within the horizon
   // a flood of unique event ids (or of new cases evicted or closed) would
-  // otherwise grow memory without bound. Daemon-wide, split across the
-  // workers like max_open_cases; beyond a worker's share its oldest are
-  // forgotten early (counted). 32 to 64 bytes per event id, 40 to 80 per
+  // otherwise grow memory without bound. Topic-wide, split evenly across
+  // the partitions like max_open_cases; beyond a partition's share its
+  // oldest are forgotten early (counted). 32 to 64 bytes per event id, 40 to 80 per
   // closed case (docs/configuration.md).
   int64_t max_dedup_ids = 10'000'000;
   int64_t max_closed_cases = 10'000'000;

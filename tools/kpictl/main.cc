@@ -313,7 +313,8 @@ int ReportWeekly(Client& client, Format format) {
 }
 
 int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  // --help prints "kpictl: " before the message itself.
+  absl::SetProgramUsageMessage(absl::StripPrefix(kUsage, "kpictl: "));
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
     return absl::StrContains(file, "kpictl/main.cc");
