@@ -49,8 +49,9 @@ import sys
 import tempfile
 import time
 
-from kpid_harness import (TOPIC, Harness, as_number, check_reference, compared, diff, free_port,
-                          assigned_partitions, lags, read_count, summarize)
+from kpid_harness import (TOPIC, Harness, as_number, assigned_partitions, check_reference,
+                          compared, diff, excluded_reason, free_port, lags, read_count,
+                          summarize)
 
 DEADLINE_S = 140  # the whole run; ctest's timeout is above it
 STALL_S = 3  # done when nothing moved for this long (see converged)
@@ -142,6 +143,11 @@ def combine(replicas):
 def comparable(reference):
     return {s: repr(float(v)) if is_float_sum(s) or float(v) != int(float(v)) else
             str(int(float(v))) for s, v in reference.items() if not not_summable(s)}
+
+
+def owners(scrapes):
+    """Who owns which partitions, for messages."""
+    return ", ".join(f"{k} {sorted(assigned_partitions(s))}" for k, s in scrapes.items())
 
 
 def check_counts(want, got, what):
@@ -265,8 +271,7 @@ class ScaleHarness(Harness):
         while True:
             got = self.scrape_all(replicas, f"{run}: catching up ("
                                   f"{sum(read_count(s) for s in scrapes.values())} of {n} "
-                                  f"messages read, partitions "
-                                  f"{ {k: sorted(assigned_partitions(s)) for k, s in scrapes.items()} })")
+                                  f"messages read; partitions {owners(scrapes)})")
             if got is None:
                 time.sleep(0.2)
                 continue
@@ -281,9 +286,7 @@ class ScaleHarness(Harness):
                 if at_end or time.monotonic() - still_since >= STALL_S:
                     how = "at the end" if at_end else f"nothing moved for {STALL_S} s"
                     print(f"{run}: converged ({how}) after {time.monotonic() - began:.1f} s; "
-                          f"{read} of {n} messages read; partitions " +
-                          ", ".join(f"{k} {sorted(assigned_partitions(s))}"
-                                    for k, s in scrapes.items()))
+                          f"{read} of {n} messages read; partitions {owners(scrapes)}")
                     return scrapes
             else:
                 still_since = None
@@ -300,9 +303,8 @@ class ScaleHarness(Harness):
         return json.loads(r.stdout)
 
     def reference_run(self, with_peers):
-        if with_peers:
-            self.grpc_ports["reference"] = free_port()
-        kpid = self.start_kpid("reference", "scale-test-a", peers=[] if with_peers else None)
+        # No peers: its snapshot (GLOBAL or not) is its own, every partition.
+        kpid = self.start_kpid("reference", "scale-test-a")
         scrapes = self.converged({"reference": kpid}, "reference")
         samples = scrapes["reference"]
         read, n = read_count(samples), self.args.events + self.args.partitions
@@ -336,9 +338,7 @@ class ScaleHarness(Harness):
 
         scrapes = self.wait_scraped(replicas, "scale run: r1, r2, r3 sharing the partitions",
                                     all_assigned)
-        print("scale run: partitions " + ", ".join(
-            f"{k} {sorted(assigned_partitions(s))}" for k, s in scrapes.items()) +
-            f" after {time.monotonic() - began:.1f} s")
+        print(f"scale run: partitions {owners(scrapes)} after {time.monotonic() - began:.1f} s")
         scrapes = self.wait_scraped(
             replicas, f"scale run: {kill_at} messages read",
             lambda s: sum(read_count(x) for x in s.values()) >= kill_at and s, poll=0.02)
@@ -346,8 +346,8 @@ class ScaleHarness(Harness):
         self.stop(replicas["r2"][0], "r2", signal.SIGKILL)
         del replicas["r2"]
         print(f"scale run: r2 SIGKILLed with {sum(read_count(s) for s in scrapes.values())} "
-              f"messages read (r2: {r2_read} read, {r2_left} left on its partitions "
-              f"{sorted(assigned_partitions(scrapes['r2']))}) after {time.monotonic() - began:.1f} s")
+              f"messages read (r2: {r2_read} read, {r2_left} left; partitions "
+              f"{owners(scrapes)}) after {time.monotonic() - began:.1f} s")
         if r2_read == 0:
             raise AssertionError("r2 had read nothing when killed: not mid-stream")
         if r2_left == 0:
@@ -357,10 +357,8 @@ class ScaleHarness(Harness):
             print("scale run: note: r2 had nothing left to read when killed")
         scrapes = self.wait_scraped(replicas, "scale run: r2's partitions moved to r1 and r3",
                                     all_assigned, poll=0.2)
-        print("scale run: partitions " + ", ".join(
-            f"{k} {sorted(assigned_partitions(s))}" for k, s in scrapes.items()) +
-            f" after {time.monotonic() - began:.1f} s, "
-            f"{sum(read_count(s) for s in scrapes.values())} messages read; r4 joins")
+        print(f"scale run: partitions {owners(scrapes)} after {time.monotonic() - began:.1f} s, "
+              f"{sum(read_count(s) for s in scrapes.values())} messages read; r4 joins")
         replicas["r4"] = self.start_kpid("r4", group, peers["r4"])
         scrapes = self.converged(replicas, "scale run")
         if not assigned_partitions(scrapes["r4"]):
@@ -434,8 +432,13 @@ def main():
         want = comparable(compared(reference))
         got = combine(compared(s) for s in scrapes.values())
         differences = diff(want, got, "reference", "sum of replicas", close=close)
-        print(f"{len(want)} series compared, {len(reference) - len(want)} excluded or not "
-              f"summable")
+        left_out = {}
+        for series in reference:
+            why = excluded_reason(series) or not_summable(series)
+            if why:
+                left_out[why] = left_out.get(why, 0) + 1
+        print(f"{len(want)} series compared; left out: " +
+              "; ".join(f"{n} ({why})" for why, n in sorted(left_out.items())))
         if differences:
             with open(os.path.join(tmp, "diff.txt"), "w") as f:
                 f.write("".join(line + "\n" for _, line in differences))
