@@ -17,11 +17,6 @@ throughput: per round and replica count k (interleaved: 1, 2, 3, 1, 2, 3...),
   leave it out): one replica with as many workers as the most replicas have
   together, i.e. as many threads competing for the shared cores.
 
-restore times are measured from exec on a fresh group id each start (the
-  mock broker holds a group's next join until the previous member's session
-  ends, ~45 s, even after a clean leave); the replay's exec-to-ready is that
-  join, common to every start.
-
 restore: --open-cases events that each open a case which stays open (one
   stage whose simulated stay is months), on --restore-partitions partitions.
   kpid with an empty state_dir reads them all (the replay: the time to
@@ -31,6 +26,10 @@ restore: --open-cases events that each open a case which stays open (one
   partition, and to kpid_process_open_cases holding every case again. With
   `kafka.state_topic` accepted by `kpid check-config`, also restored from the
   state topic into an empty state_dir (skipped with the reason otherwise).
+  Each start is on a fresh group id (the mock broker holds a group's next
+  join until the previous member's session ends, ~45 s, even after a clean
+  leave); the replay's exec-to-ready is that join, common to every start,
+  and is subtracted; kpid's log gives the restore time itself.
 
 The mock broker keeps only ~5 MiB per partition: --events and --open-cases
 are checked against what the consumers read (a short topic never reaches the
