@@ -122,9 +122,12 @@ EXCLUDED = {
     # Evictions at max_open_cases count this run's only (case_tracker.h: not
     # stored in checkpoints; the expiries they also are persist).
     "kpid_process_cases_evicted_total": "this run's evictions, by design not checkpointed",
-    # Checkpoint writes, durations, failures and restores of this process.
+    # Checkpoint writes, durations, failures and restores of this process
+    # (to state_dir and kafka.state_topic).
     "kpid_checkpoint": "this process's checkpoint writes and restores",
     "kpid_state_": "this process's checkpoint writes and restores",
+    # Fan-out of global snapshots to this process's peers (config `peers`).
+    "kpid_peer_": "this process's requests to its peers",
     # Scrape and HTTP server bookkeeping, if a library exports any.
     "kpid_scrape": "scrape timing",
     "exposer_": "scrape timing",
@@ -323,8 +326,12 @@ class Harness:
                            text=True, timeout=30)
         return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
 
-    def start_broker(self):
-        config = self.write_config("broker", "unused", "10s", "127.0.0.1:0")
+    def start_broker(self, kafka_extra=""):
+        """`kpid dev-broker` with the event topic (and, with kafka_extra's
+        kafka.state_topic, that one: the mock broker does not answer
+        CreateTopics)."""
+        config = self.write_config("broker", "unused", "10s", "127.0.0.1:0",
+                                   kafka_extra=kafka_extra)
         self.bootstrap = os.path.join(self.tmp, "bootstrap")
         self.start("broker", [self.args.kpid, "dev-broker", "--config", config,
                               "--partitions", str(self.args.partitions),

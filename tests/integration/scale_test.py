@@ -182,7 +182,9 @@ class ScaleHarness(Harness):
         self.grpc_ports = {}  # replica name -> port, when they have peers
 
     def produce_with_end_events(self):
-        config = self.start_broker()
+        self.start_broker(self.kafka_extra)
+        # kpi-loadgen needs only the processes: a config without the variant's keys.
+        config = self.write_config("loadgen", "unused", "10s", "127.0.0.1:0")
         self.produce(config)
         # The stream's last event time: the same seeded stream, as JSON.
         stream = os.path.join(self.tmp, "stream.json")
