@@ -124,12 +124,18 @@ class Bench:
         self.tmp = tmp
         self.procs = Processes()
 
-    def start_broker(self, name, partitions, processes_yaml):
-        config = os.path.join(self.tmp, f"{name}-broker.yaml")
-        with open(config, "w") as f:
-            f.write(kafka_yaml("embedded", "unused", [f"partitions: {partitions}"], []))
-            f.write('http: {listen: "127.0.0.1:0"}\ngrpc: {listen: "127.0.0.1:0"}\n')
-            f.write(processes_yaml)
+    def start_broker(self, name, partitions, processes_yaml, broker_extra=()):
+        """`kpid dev-broker`; broker_extra: more kafka keys for it alone (it
+        creates kafka.state_topic: the mock broker does not answer
+        CreateTopics). Returns (process, a config for kpi-loadgen, address)."""
+        configs = {}
+        for who, extra in (("broker", broker_extra), ("loadgen", ())):
+            configs[who] = os.path.join(self.tmp, f"{name}-{who}.yaml")
+            with open(configs[who], "w") as f:
+                f.write(kafka_yaml("embedded", "unused", [f"partitions: {partitions}", *extra], []))
+                f.write('http: {listen: "127.0.0.1:0"}\ngrpc: {listen: "127.0.0.1:0"}\n')
+                f.write(processes_yaml)
+        config = configs["broker"]
         bootstrap = os.path.join(self.tmp, f"{name}-bootstrap")
         proc = self.procs.start(f"{name}-broker", [self.args.kpid, "dev-broker", "--config", config,
                                                    "--partitions", str(partitions),
@@ -138,7 +144,7 @@ class Bench:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if os.path.exists(bootstrap) and open(bootstrap).read().strip():
-                return proc, config, open(bootstrap).read().strip()
+                return proc, configs["loadgen"], open(bootstrap).read().strip()
             if proc.poll() is not None:
                 raise BenchError(f"dev-broker exited {proc.returncode}")
             time.sleep(0.05)
@@ -299,7 +305,10 @@ class Bench:
 
     def restore(self):
         n, partitions = self.args.open_cases, self.args.restore_partitions
-        broker, config, address = self.start_broker("restore", partitions, OPEN_CASES_YAML)
+        refused = self.state_topic_refused()
+        broker, config, address = self.start_broker(
+            "restore", partitions, OPEN_CASES_YAML,
+            [] if refused else [f"state_topic: {STATE_TOPIC}"])
         log(f"producing {n} case openings to {partitions} partitions")
         self.produce(config, address, n)
         state_dir = os.path.join(self.tmp, "state")
@@ -337,7 +346,6 @@ class Bench:
         print("rounds: " + "; ".join(f"ready {r['ready']:.2f}, every partition restored "
                                      f"{r['restored']:.2f}, open {r['open']:.2f} s, log span "
                                      f"{r['span'] or float('nan'):.2f} s" for r in rows))
-        refused = self.state_topic_refused()
         if refused:
             print(f"state topic: not measured: kpid check-config refuses kafka.state_topic: "
                   f"{refused}")
@@ -351,7 +359,8 @@ class Bench:
                                    extra, want_open=replay["open_cases"])
             print(f"| restore from the state topic (empty state_dir) | {row['ready']:.2f} s | "
                   f"{row['open']:.2f} s | {row['open'] - join:.2f} s | "
-                  f"{(row['open'] - join) / million:.2f} s | — |")
+                  f"{(row['open'] - join) / million:.2f} s | "
+                  f"{row['span'] or float('nan'):.2f} s |")
         Processes.stop(broker)
 
 
@@ -359,6 +368,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["throughput", "restore", "all"])
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    ap.add_argument("--kpid", help="this kpid binary instead of --build-dir's")
+    ap.add_argument("--loadgen", help="this kpi-loadgen binary instead of --build-dir's")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--events", type=int, default=1000000)
     ap.add_argument("--partitions", type=int, default=48)
@@ -375,7 +386,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="kpid-scale-bench-")
     # Copies, so that a concurrent rebuild cannot swap the binaries mid-run.
     for name, path in (("kpid", "daemon/kpid"), ("loadgen", "tools/loadgen/kpi-loadgen")):
-        setattr(args, name, shutil.copy(os.path.join(args.build_dir, path), tmp))
+        source = getattr(args, name) or os.path.join(args.build_dir, path)
+        os.makedirs(os.path.join(tmp, name))
+        setattr(args, name, shutil.copy(source, os.path.join(tmp, name)))
     with open("/proc/loadavg") as f:
         log(f"load average at start: {' '.join(f.read().split()[:3])}")
     bench = Bench(args, tmp)
