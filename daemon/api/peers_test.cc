@@ -22,7 +22,8 @@ TEST(PeerDirectoryTest, StaticAndResolvedPeersWithoutThisReplica) {
   PeerDirectory peers({
       .config = {.addresses = {"10.0.0.9:50051", "10.0.0.1:50051"},
                  .dns = "kpid-peers:50051",
-                 .refresh_interval = absl::Seconds(1)},
+                 .refresh_interval = absl::Seconds(1),
+                 .tls = {}},
       .self_listen = "10.0.0.1:50051",
       .resolve = [&](const std::string& name) -> absl::StatusOr<std::vector<std::string>> {
         EXPECT_EQ(name, "kpid-peers:50051");

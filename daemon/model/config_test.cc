@@ -251,11 +251,12 @@ TEST(ConfigTest, ReplicaIdAndPeers) {
                               "  refresh_interval: 10s\n"
                               "  tls: {ca_file: ca.pem}\n");
   EXPECT_EQ(config.replica_id, "kpid-0");
-  EXPECT_EQ(config.peers, (PeersConfig{.addresses = {"10.0.0.2:50051", "[::1]:50051"},
-                                       .dns = "kpid-peers.kpi.svc:50051",
-                                       .timeout = absl::Milliseconds(500),
-                                       .refresh_interval = absl::Seconds(10),
-                                       .tls = {.ca_file = "ca.pem"}}));
+  EXPECT_EQ(config.peers,
+            (PeersConfig{.addresses = {"10.0.0.2:50051", "[::1]:50051"},
+                         .dns = "kpid-peers.kpi.svc:50051",
+                         .timeout = absl::Milliseconds(500),
+                         .refresh_interval = absl::Seconds(10),
+                         .tls = {.ca_file = "ca.pem", .cert_file = "", .key_file = ""}}));
   EXPECT_TRUE(config.peers.enabled());
 }
 
@@ -279,8 +280,9 @@ TEST(ConfigErrorsTest, ReplicaIdAndPeers) {
                      "peers: {dns: \"s:1\"}\n"),
               ElementsAre("t.yaml:5:8: peers: grpc.tls.client_ca_file makes the peers require a "
                           "client certificate; set peers.tls.cert_file and key_file"));
-  EXPECT_THAT(Errors(std::string(kMinimal) + "peers: {addres: []}\n"),
-              ElementsAre("t.yaml:4:9: unknown key \"peers.addres\"; did you mean \"addresses\"?"));
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "peers: {adresses: []}\n"),
+      ElementsAre("t.yaml:4:9: unknown key \"peers.adresses\"; did you mean \"addresses\"?"));
 }
 
 TEST(ConfigTest, PathNextToConfig) {
