@@ -26,6 +26,7 @@
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/api_server.h"
+#include "daemon/api/peers.h"
 #include "daemon/api/snapshot_reader.h"
 #include "daemon/cases/clock.h"
 #include "daemon/common/file_util.h"
@@ -43,6 +44,7 @@
 #include "daemon/model/config.h"
 #include "daemon/reload/alert_delivery.h"
 #include "daemon/reload/reloader.h"
+#include "grpcpp/security/credentials.h"
 
 ABSL_FLAG(std::string, config, "", "Configuration file (YAML, see docs/configuration.md).");
 ABSL_FLAG(std::string, log_level, "info", "Least severe log level: debug, info, warn, error.");
@@ -186,6 +188,24 @@ std::string MetricsUrl(const model::Config& config) {
                       "/metrics");
 }
 
+// How this replica connects to its peers: TLS when they serve it (grpc.tls),
+// verified against peers.tls.ca_file (else the system roots), with
+// peers.tls' client certificate when set. Read once at start.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> PeerCredentials(
+    const model::Config& config) {
+  if (!config.grpc_tls.enabled()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  for (auto [file, pem] : {std::pair{&config.peers.tls.ca_file, &ssl.pem_root_certs},
+                           std::pair{&config.peers.tls.cert_file, &ssl.pem_cert_chain},
+                           std::pair{&config.peers.tls.key_file, &ssl.pem_private_key}}) {
+    if (file->empty()) continue;
+    absl::StatusOr<std::string> read = ReadFile(model::PathNextToConfig(config, *file));
+    if (!read.ok()) return read.status();
+    *pem = *std::move(read);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   const model::Config& config = loaded.config;
   log::Info("alert rules loaded", {{"rules", absl::StrCat(loaded.rules.rule_count())}});
@@ -268,6 +288,26 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
           },
   });
 
+  const kpitree::KpiTreeEvaluator kpi_tree(config);
+  // The global view: peers asked by a SCOPE_GLOBAL snapshot.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer_credentials =
+      PeerCredentials(config);
+  if (!peer_credentials.ok()) {
+    (*ingest)->Stop();
+    rule_engine.Stop();
+    return Fail(peer_credentials.status());
+  }
+  api::PeerDirectory peers({.config = config.peers, .self_listen = config.grpc_listen});
+  api::GlobalSnapshots global({
+      .config = &config,
+      .peers = &peers,
+      .credentials = *peer_credentials,
+      .kpi_tree =
+          [&kpi_tree](int process, const kpitree::KpiTreeEvaluator::WindowValues& window) {
+            return kpi_tree.Evaluate(process, window);
+          },
+  });
+
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
   http_options.tls = loaded.http_tls;
@@ -288,6 +328,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &global),
   };
   http_options.reload = [&reloader](const std::string& authorization) {
     return reloader.HandleHttp(authorization);
@@ -299,7 +340,6 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     return Fail(http.status());
   }
   // gRPC API.
-  const kpitree::KpiTreeEvaluator kpi_tree(config);
   api::SnapshotReader::Options snapshot_options;
   snapshot_options.config = &config;
   snapshot_options.shard_source = engines.Source();
@@ -316,6 +356,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
                                           const aggregate::WindowSpan& span) {
     return kpi_tree.Evaluate(reader, process, span);
   };
+  snapshot_options.replica = config.replica_id;
   const api::SnapshotReader snapshots(std::move(snapshot_options));
   const api::PublishedBreachingCases breaching(engines.Source());
   api::ApiServer::Options api_options;
@@ -325,6 +366,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
   api_options.service.breaching = &breaching;
   api_options.service.limits = config.grpc_api;
+  if (config.peers.enabled()) api_options.service.global = &global;
   api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
   auto api = api::ApiServer::Start(std::move(api_options));
   if (!api.ok()) {

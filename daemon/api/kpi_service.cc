@@ -44,6 +44,8 @@ KpiService::KpiService(Options options)
     : options_(std::move(options)),
       cache_({.ttl = options_.limits.snapshot_cache_ttl,
               .max_concurrent_builds = options_.limits.max_concurrent_snapshot_reads}),
+      global_cache_({.ttl = options_.limits.snapshot_cache_ttl,
+                     .max_concurrent_builds = options_.limits.max_concurrent_snapshot_reads}),
       pacer_({.calls_per_second = options_.limits.snapshot_calls_per_second,
               .max_queued = options_.limits.max_queued_snapshot_calls}) {}
 
@@ -58,7 +60,33 @@ int KpiService::active_watch_streams() const {
 }
 
 absl::StatusOr<SnapshotCache::Shared> KpiService::ReadSnapshot(
-    const v1::GetSnapshotRequest& request, const std::function<bool()>& cancelled) {
+    const v1::GetSnapshotRequest& request, absl::Time deadline,
+    const std::function<bool()>& cancelled) {
+  const auto local = [&](const v1::GetSnapshotRequest& r) -> absl::StatusOr<v1::Snapshot> {
+    // The clock round reads no shard: nothing to share, and a cached as_of
+    // would be up to a ttl old.
+    if (r.clock_only()) return options_.snapshots->Read(r, cancelled);
+    absl::StatusOr<SnapshotCache::Shared> s = cache_.Get(
+        SnapshotCache::KeyOf(r), [&] { return options_.snapshots->Read(r, cancelled); }, cancelled);
+    if (!s.ok()) return s.status();
+    return **s;
+  };
+  if (request.scope() == v1::SCOPE_GLOBAL) {
+    return global_cache_.Get(
+        SnapshotCache::KeyOf(request),
+        [&]() -> absl::StatusOr<v1::Snapshot> {
+          v1::GetSnapshotRequest own = request;
+          own.set_scope(v1::SCOPE_LOCAL);
+          if (options_.global == nullptr) return local(own);
+          return options_.global->Read(own, deadline, local);
+        },
+        cancelled);
+  }
+  if (request.clock_only()) {
+    absl::StatusOr<v1::Snapshot> s = local(request);
+    if (!s.ok()) return s.status();
+    return std::make_shared<const v1::Snapshot>(*std::move(s));
+  }
   return cache_.Get(
       SnapshotCache::KeyOf(request), [&] { return options_.snapshots->Read(request, cancelled); },
       cancelled);
@@ -97,7 +125,8 @@ grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
   if (!turn.ok()) return ToGrpc(turn.status());
   if (!WaitForTurn(context, *turn)) return Abandoned(context);
   absl::StatusOr<SnapshotCache::Shared> snapshot =
-      ReadSnapshot(*request, [context] { return context->IsCancelled(); });
+      ReadSnapshot(*request, absl::FromChrono(context->deadline()),
+                   [context] { return context->IsCancelled(); });
   if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   *response = **snapshot;
@@ -139,7 +168,8 @@ grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
 
   const auto cancelled = [context] { return context->IsCancelled(); };
   while (true) {
-    absl::StatusOr<SnapshotCache::Shared> snapshot = ReadSnapshot(request->snapshot(), cancelled);
+    absl::StatusOr<SnapshotCache::Shared> snapshot =
+        ReadSnapshot(request->snapshot(), absl::FromChrono(context->deadline()), cancelled);
     if (absl::IsCancelled(snapshot.status())) return Abandoned(context);
     if (!snapshot.ok()) return ToGrpc(snapshot.status());
     if (!writer->Write(**snapshot)) return Abandoned(context);  // the client is gone

@@ -20,6 +20,14 @@
 // beyond max_queued_snapshot_calls waiting, RESOURCE_EXHAUSTED). Watch
 // ticks are not paced: streams are bounded and tick at most every 100 ms.
 //
+// Scope: SCOPE_LOCAL (the default) reads this replica's partitions; a
+// request with clock_only is answered without reading any shard and without
+// the cache (a global snapshot's first round). SCOPE_GLOBAL goes through the
+// same pacer, then a cache of its own (a client polling the global view
+// within snapshot_cache_ttl costs one fan-out), then GlobalSnapshots, whose
+// peers each pace and cache the LOCAL calls they get: one global call costs
+// each peer at most two paced calls, never a cascade.
+//
 // Thread-safe: gRPC calls the handlers on its own threads.
 #pragma once
 
@@ -33,6 +41,7 @@
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/breaching_cases.h"
 #include "daemon/api/call_pacer.h"
+#include "daemon/api/peers.h"
 #include "daemon/api/snapshot_cache.h"
 #include "daemon/api/snapshot_reader.h"
 #include "daemon/model/config.h"
@@ -53,6 +62,9 @@ class KpiService final : public v1::KpiService::Service {
     // Null: ListBreachingCases answers UNIMPLEMENTED.
     const BreachingCasesSource* breaching = nullptr;
     model::GrpcApiConfig limits;
+    // Null: a SCOPE_GLOBAL request is answered from this replica alone (no
+    // peers configured), its only replica listed.
+    GlobalSnapshots* global = nullptr;
   };
 
   explicit KpiService(Options options);
@@ -77,14 +89,19 @@ class KpiService final : public v1::KpiService::Service {
   int waiting_snapshot_calls() const;
 
  private:
-  // SnapshotReader::Read through the cache.
+  // SnapshotReader::Read through the cache; SCOPE_GLOBAL through
+  // GlobalSnapshots and its own cache, whose peer calls may last up to
+  // peers.timeout and so must not hold one of the local reads' slots (a
+  // peer's LOCAL read of this replica could then wait for it).
   absl::StatusOr<SnapshotCache::Shared> ReadSnapshot(const v1::GetSnapshotRequest& request,
+                                                     absl::Time deadline,
                                                      const std::function<bool()>& cancelled);
   // Sleeps until `turn`; false when the call is cancelled first.
   bool WaitForTurn(grpc::ServerContext* context, absl::Time turn);
 
   Options options_;
   SnapshotCache cache_;
+  SnapshotCache global_cache_;
   CallPacer pacer_;
   mutable absl::Mutex mu_;
   int watch_streams_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/api/proto_time.h"
+#include "daemon/api/snapshot_window.h"
 #include "daemon/common/duration.h"
 
 namespace kpid::api {
@@ -52,20 +53,6 @@ absl::StatusOr<std::vector<int>> RequestedWindows(const model::Config& config,
     indexes.push_back(found);
   }
   return indexes;
-}
-
-// Quantiles stay unset when the window holds no observation.
-void SetQuantiles(const aggregate::Distribution& d, v1::DurationQuantiles* out) {
-  out->set_count(d.count());
-  if (d.empty()) return;
-  ToProto(absl::Seconds(*d.Quantile(0.5)), out->mutable_p50());
-  ToProto(absl::Seconds(*d.Quantile(0.9)), out->mutable_p90());
-  ToProto(absl::Seconds(*d.Quantile(0.99)), out->mutable_p99());
-}
-
-template <typename Setter>
-void SetOptional(absl::optional<double> value, Setter set) {
-  if (value.has_value()) set(*value);
 }
 
 }  // namespace
@@ -115,7 +102,9 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
                                                   const std::function<bool()>& cancelled) const {
   if (absl::Status s = Validate(request); !s.ok()) return s;
   const std::vector<int> windows = *RequestedWindows(config(), request);
-  const absl::Time as_of = Now();
+  // A pinned as_of (a global snapshot's coordinator) makes every replica
+  // read the same buckets.
+  const absl::Time as_of = request.has_as_of() ? FromProto(request.as_of()) : Now();
 
   v1::Snapshot snapshot;
   ToProto(as_of, snapshot.mutable_as_of());
@@ -127,6 +116,10 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   ToProto(FromProto(request.offset()), snapshot.mutable_offset());
   *snapshot.mutable_dimensions() = request.dimensions();
   const aggregate::ShardSet set = shards_();
+  v1::ReplicaStatus* self = snapshot.add_replicas();
+  self->set_replica(options_.replica);
+  for (int32_t partition : set.partitions) self->add_partitions(partition);
+  if (request.clock_only()) return snapshot;
   const MergedReader reader(set.shards);
   for (size_t p = 0; p < config().processes.size(); ++p) {
     if (!request.process().empty() && config().processes[p].id != request.process()) continue;
@@ -192,50 +185,25 @@ void SnapshotReader::ReadProcess(const aggregate::ShardSet& set, const MergedRea
       ToProto(span.to, coverage->mutable_to());
     }
 
-    const aggregate::SeriesWindow sw = filtered ? reader.ReadSeriesWindow(process, refs, span)
-                                                : reader.ReadAllDimsWindow(process, span);
-    const aggregate::ProcessWindowCounts& pcnt = sw.process;
-    pw->set_started(pcnt.started);
-    pw->set_completed(pcnt.completed);
-    pw->set_fallout(pcnt.fallout);
-    pw->set_revenue(pcnt.revenue);
-    pw->set_cost(pcnt.cost);
-    pw->set_feedback_count(pcnt.score_count);
-    SetOptional(pcnt.win_ratio(), [pw](double v) { pw->set_win_ratio(v); });
-    SetOptional(pcnt.avg_deal(), [pw](double v) { pw->set_avg_deal(v); });
-    SetOptional(pcnt.cost_to_serve(), [pw](double v) { pw->set_cost_to_serve(v); });
-    SetOptional(pcnt.feedback_score(), [pw](double v) { pw->set_feedback_score(v); });
-    if (!filtered) SetQuantiles(reader.ReadLeadTimes(process, span), pw->mutable_lead_time());
-
-    for (size_t s = 0; s < pc.stages.size(); ++s) {
-      v1::StageWindow* st = pw->add_stages();
-      st->set_stage(pc.stages[s].id);
-      if (s >= sw.stages.size()) continue;
-      const aggregate::StageWindowCounts& c = sw.stages[s];
-      st->set_entered(c.entered);
-      st->set_exited(c.exited());
-      st->set_advanced(c.advanced);
-      st->set_fallout(c.fallout);
-      st->set_sla_met(c.sla_met);
-      st->set_rework(c.rework);
-      st->set_sla_breaches(c.sla_breaches);
-      SetOptional(c.conversion(), [st](double v) { st->set_conversion(v); });
-      SetOptional(c.fallout_ratio(), [st](double v) { st->set_fallout_ratio(v); });
-      SetOptional(c.sla_attainment(), [st](double v) { st->set_sla_attainment(v); });
-      SetOptional(c.rework_ratio(), [st](double v) { st->set_rework_ratio(v); });
-      if (!filtered) {
-        SetQuantiles(reader.ReadCycleTimes(process, static_cast<int>(s), span),
-                     st->mutable_cycle_time());
+    WindowValues values;
+    values.counts = filtered ? reader.ReadSeriesWindow(process, refs, span)
+                             : reader.ReadAllDimsWindow(process, span);
+    if (!filtered) {
+      values.lead_time = reader.ReadLeadTimes(process, span);
+      for (size_t s = 0; s < pc.stages.size(); ++s) {
+        values.cycle_times.push_back(reader.ReadCycleTimes(process, static_cast<int>(s), span));
       }
     }
+    WriteWindowValues(pc, values,
+                      {.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()}, pw);
 
     if (!filtered && options_.kpi_tree) {
       for (const KpiTreeNodeValue& node : options_.kpi_tree(reader, process, span)) {
         v1::KpiTreeValue* v = pw->add_kpi_tree();
         v->set_node(node.id);
         v->set_parent(node.parent);
-        SetOptional(node.value, [v](double x) { v->set_value(x); });
-        SetOptional(node.sensitivity, [v](double x) { v->set_sensitivity(x); });
+        if (node.value) v->set_value(*node.value);
+        if (node.sensitivity) v->set_sensitivity(*node.sensitivity);
       }
     }
   }

@@ -56,6 +56,8 @@ class SnapshotReader {
     std::function<absl::optional<absl::Time>()> watermark;
     // May be empty: snapshots then carry no KPI tree values.
     KpiTreeEvaluator kpi_tree;
+    // This replica's id (config replica_id), named in Snapshot.replicas.
+    std::string replica;
   };
 
   // Everything in `options` must outlive the reader.

@@ -4,6 +4,7 @@
 
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/api/proto_time.h"
+#include "daemon/api/snapshot_window.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/map.h"
 #include "gtest/gtest.h"
@@ -387,6 +388,59 @@ TEST_F(ValidationTest, UnknownDimension) {
   const absl::Status s = Check(r);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "unknown dimension \"channel\" (dimensions: region)");
+}
+
+// What a global snapshot's coordinator asks peers for (issue 8).
+TEST_F(SnapshotReaderTest, MergeInputsPinnedAsOfAndClockOnly) {
+  SnapshotReader::Options options = Options();
+  options.replica = "r1";
+  SnapshotReader reader(std::move(options));
+
+  v1::GetSnapshotRequest request = Request(absl::Hours(1));
+  absl::StatusOr<v1::Snapshot> plain = reader.Read(request);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->processes(0).windows(0).has_merge_inputs());  // only when asked
+  ASSERT_EQ(plain->replicas_size(), 1);
+  EXPECT_EQ(plain->replicas(0).replica(), "r1");
+
+  request.set_include_merge_inputs(true);
+  absl::StatusOr<v1::Snapshot> s = reader.Read(request);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const v1::MergeInputs& m = s->processes(0).windows(0).merge_inputs();
+  // Last hour: one score (8) and one COST (B amer, -40m); lead times 25m
+  // (A, -5m) and 1h (B, -50m); lead exits at -10m, -20m (A) and -50m (B),
+  // demo exit at -5m (A).
+  EXPECT_EQ(m.feedback_score_sum(), 8);
+  EXPECT_EQ(m.cost_count(), 1u);
+  uint64_t lead_times = 0;
+  for (uint64_t c : m.lead_time().count()) lead_times += c;
+  EXPECT_EQ(lead_times, 2u);
+  ASSERT_EQ(m.cycle_time_size(), 2);
+  uint64_t lead_exits = 0;
+  for (uint64_t c : m.cycle_time(kLead).count()) lead_exits += c;
+  EXPECT_EQ(lead_exits, 3u);
+  EXPECT_EQ(m.cycle_time(kDemo).count_size(), 1);  // one bin: 5m
+  // The bins are the sketch: lead times 25m and 1h, so p90 = the 2nd = 1h.
+  EXPECT_NEAR(*FromProto(m.lead_time()).Quantile(0.9), 3600, 36);
+
+  // A pinned as_of two hours ahead: the 1h window ends there and holds
+  // nothing of the scenario (its last fact is at -5m).
+  ToProto(kNow + absl::Hours(2), request.mutable_as_of());
+  s = reader.Read(request);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(FromProto(s->as_of()), kNow + absl::Hours(2));
+  EXPECT_EQ(s->processes(0).windows(0).started(), 0u);
+  EXPECT_EQ(s->processes(0).windows(0).completed(), 0u);
+
+  // clock_only: as_of, watermark and who, no processes.
+  v1::GetSnapshotRequest clock;
+  clock.set_clock_only(true);
+  s = reader.Read(clock);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(FromProto(s->as_of()), kNow);
+  EXPECT_EQ(FromProto(s->watermark()), kNow - absl::Minutes(5));
+  EXPECT_EQ(s->processes_size(), 0);
+  EXPECT_EQ(s->replicas(0).replica(), "r1");
 }
 
 }  // namespace

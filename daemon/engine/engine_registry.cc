@@ -1,5 +1,6 @@
 #include "daemon/engine/engine_registry.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iterator>
 #include <utility>
@@ -150,8 +151,12 @@ aggregate::ShardSet EngineRegistry::Shards() const {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto* engines_of : {&live_, &kept_}) {
-      for (const auto& [partition, engine] : *engines_of) engines->push_back(engine);
+      for (const auto& [partition, engine] : *engines_of) {
+        engines->push_back(engine);
+        set.partitions.push_back(partition);
+      }
     }
+    std::sort(set.partitions.begin(), set.partitions.end());
     set.generation = generation_;
   }
   for (const std::shared_ptr<const PartitionEngine>& engine : *engines) {

@@ -105,14 +105,33 @@ std::vector<NodeValue> KpiTreeEvaluator::Evaluate(const aggregate::MergedReader&
                                                   int process,
                                                   const aggregate::WindowSpan& span) const {
   if (!HasTree(process)) return {};
-  const Tree& tree = trees_[static_cast<size_t>(process)];
   const aggregate::SeriesWindow counts = reader.ReadAllDimsWindow(process, span);
+  return EvaluateTree(trees_[static_cast<size_t>(process)], [&](const Node& node) {
+    return aggregate::ReadWindowKpi(reader, process, node.stage, node.kpi, span, &counts).value;
+  });
+}
+
+std::vector<NodeValue> KpiTreeEvaluator::Evaluate(int process, const WindowValues& window) const {
+  if (!HasTree(process)) return {};
+  static const aggregate::Distribution kNone;
+  return EvaluateTree(
+      trees_[static_cast<size_t>(process)], [&](const Node& node) -> absl::optional<double> {
+        const absl::optional<double> q = aggregate::QuantileOf(node.kpi);
+        if (!q) return aggregate::KpiFromCounts(*window.counts, node.stage, node.kpi).value;
+        const aggregate::Distribution* d = window.lead_time;
+        if (node.stage >= 0) {
+          const size_t s = static_cast<size_t>(node.stage);
+          d = s < window.cycle_times->size() ? &(*window.cycle_times)[s] : &kNone;
+        }
+        return d->Quantile(*q);
+      });
+}
+
+std::vector<NodeValue> KpiTreeEvaluator::EvaluateTree(
+    const Tree& tree, const std::function<absl::optional<double>(const Node&)>& leaf) const {
   std::vector<absl::optional<double>> values(tree.nodes.size());
   for (size_t i = 0; i < tree.nodes.size(); ++i) {
-    const Node& node = tree.nodes[i];
-    if (node.op != Op::kKpi) continue;
-    values[i] =
-        aggregate::ReadWindowKpi(reader, process, node.stage, node.kpi, span, &counts).value;
+    if (tree.nodes[i].op == Op::kKpi) values[i] = leaf(tree.nodes[i]);
   }
   Combine(tree, &values);
 

@@ -30,12 +30,14 @@
 // thread (it only reads the aggregator, see MergedReader).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/types/optional.h"
 #include "daemon/aggregate/aggregate_types.h"
+#include "daemon/aggregate/distribution.h"
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/model/config.h"
 
@@ -67,6 +69,16 @@ class KpiTreeEvaluator {
   std::vector<NodeValue> Evaluate(const aggregate::MergedReader& reader, int process,
                                   const aggregate::WindowSpan& span) const;
 
+  // The same from a window's values already read and summed (a global
+  // snapshot merges replicas' counts and sketches, then evaluates once):
+  // `cycle_times` by stage index; a missing stage reads as no observations.
+  struct WindowValues {
+    const aggregate::SeriesWindow* counts = nullptr;
+    const aggregate::Distribution* lead_time = nullptr;
+    const std::vector<aggregate::Distribution>* cycle_times = nullptr;
+  };
+  std::vector<NodeValue> Evaluate(int process, const WindowValues& window) const;
+
  private:
   enum class Op { kKpi, kProduct, kSum, kRatio };
   struct Node {
@@ -85,6 +97,9 @@ class KpiTreeEvaluator {
     int root = -1;
   };
 
+  // Every node's value and sensitivity, a `kpi:` leaf's value from `leaf`.
+  std::vector<NodeValue> EvaluateTree(
+      const Tree& tree, const std::function<absl::optional<double>(const Node&)>& leaf) const;
   // Values of every node from the leaves' values (inner nodes' entries of
   // `values` are overwritten).
   static void Combine(const Tree& tree, std::vector<absl::optional<double>>* values);

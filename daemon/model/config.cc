@@ -1,5 +1,7 @@
 #include "daemon/model/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +58,12 @@ std::string DurationText(const YAML::Node& node, absl::Duration d) {
 constexpr absl::string_view kReservedLabels[] = {"process", "stage",  "window",   "outcome",
                                                  "from",    "to",     "quantile", "node",
                                                  "parent",  "reason", "le"};
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "kpid";
+  return name;
+}
 
 class ConfigParser {
  public:
@@ -121,6 +129,11 @@ class ConfigParser {
       config.rules = top.StringList("rules");
       config.alertmanagers = ParseAlertmanagers(top.Child("alertmanagers"));
       ParseAlerting(top.Child("alerting"), &config.alerting);
+      config.replica_id = top.String("replica_id", HostName());
+      if (YAML::Node n = top.Child("replica_id"); n.IsDefined() && config.replica_id.empty()) {
+        diag_.Error(n.Mark(), "replica_id: must not be empty (omit it for the host name)");
+      }
+      ParsePeers(top.Child("peers"), config.grpc_tls, &config.peers);
       CheckPositive(top.Child("case_ttl"), "case_ttl", config.case_ttl);
       CheckPositive(top.Child("dedup_horizon"), "dedup_horizon", config.dedup_horizon);
       CheckPositive(top.Child("retention"), "retention", config.retention);
@@ -263,6 +276,61 @@ class ConfigParser {
     if (YAML::Node n = r.Child("refresh_interval");
         n.IsDefined() && tls->refresh_interval < absl::Seconds(1)) {
       diag_.Error(n.Mark(), absl::StrCat(what, ".refresh_interval: must be at least 1s"));
+    }
+  }
+
+  void ParsePeers(const YAML::Node& node, const TlsConfig& grpc_tls, PeersConfig* peers) {
+    MapReader r(node, "peers", &diag_);
+    if (!r.present()) return;
+    peers->addresses = r.StringList("addresses");
+    if (YAML::Node list = r.Child("addresses"); list.IsSequence()) {
+      for (size_t i = 0; i < list.size() && i < peers->addresses.size(); ++i) {
+        if (!IsValidListenAddress(peers->addresses[i])) {
+          diag_.Error(list[i].Mark(), absl::StrCat("peers.addresses[", i, "]: \"",
+                                                   peers->addresses[i], "\" is not host:port"));
+        }
+      }
+    }
+    peers->dns = r.String("dns");
+    if (YAML::Node n = r.Child("dns"); n.IsDefined() && !IsValidListenAddress(peers->dns)) {
+      diag_.Error(n.Mark(), absl::StrCat("peers.dns: \"", peers->dns,
+                                         "\" is not name:port (a headless Service and the gRPC "
+                                         "port)"));
+    }
+    peers->timeout = r.Duration("timeout", peers->timeout);
+    if (YAML::Node n = r.Child("timeout");
+        n.IsDefined() && peers->timeout < absl::Milliseconds(10)) {
+      diag_.Error(n.Mark(), "peers.timeout: must be at least 10ms");
+    }
+    peers->refresh_interval = r.Duration("refresh_interval", peers->refresh_interval);
+    if (YAML::Node n = r.Child("refresh_interval");
+        n.IsDefined() && peers->refresh_interval < absl::Seconds(1)) {
+      diag_.Error(n.Mark(), "peers.refresh_interval: must be at least 1s");
+    }
+    MapReader tls(r.Child("tls"), "peers.tls", &diag_);
+    if (tls.present()) {
+      for (auto [key, file] : {std::pair{"ca_file", &peers->tls.ca_file},
+                               std::pair{"cert_file", &peers->tls.cert_file},
+                               std::pair{"key_file", &peers->tls.key_file}}) {
+        *file = tls.String(key);
+        if (YAML::Node n = tls.Child(key); n.IsDefined() && file->empty()) {
+          diag_.Error(n.Mark(), absl::StrCat("peers.tls.", key, ": must not be empty"));
+        }
+      }
+      if (peers->tls.cert_file.empty() != peers->tls.key_file.empty()) {
+        diag_.Error(tls.mark(), "peers.tls: cert_file and key_file go together");
+      }
+      if (!grpc_tls.enabled()) {
+        diag_.Error(tls.mark(),
+                    "peers.tls: the peers speak TLS only when grpc.tls is set (it is not)");
+      }
+    }
+    // Peers are replicas of this one: they require what it requires.
+    if (grpc_tls.enabled() && !grpc_tls.client_ca_file.empty() && peers->enabled() &&
+        peers->tls.cert_file.empty()) {
+      diag_.Error(r.mark(),
+                  "peers: grpc.tls.client_ca_file makes the peers require a client certificate; "
+                  "set peers.tls.cert_file and key_file");
     }
   }
 

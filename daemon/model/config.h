@@ -165,6 +165,35 @@ struct TlsConfig {
   bool operator==(const TlsConfig&) const = default;
 };
 
+// `peers.tls`: how this replica connects to its peers when they serve TLS
+// (grpc.tls is set). PEM files, relative to the config's folder.
+struct PeerTlsConfig {
+  std::string ca_file;  // verifies the peers' certificates; empty: system roots
+  // This replica's client certificate and key, for peers that require one
+  // (grpc.tls.client_ca_file): both or neither.
+  std::string cert_file;
+  std::string key_file;
+
+  bool operator==(const PeerTlsConfig&) const = default;
+};
+
+// `peers:` the other replicas of the consumer group that a SCOPE_GLOBAL
+// snapshot asks (issue 8): a static list, the A/AAAA records of a headless
+// Service, or both. An address that turns out to be this replica (its
+// answer names this replica_id) is skipped.
+struct PeersConfig {
+  std::vector<std::string> addresses;  // host:port
+  std::string dns;                     // name:port; every A/AAAA record is a peer
+  // Per peer call (and never past the client's own deadline).
+  absl::Duration timeout = absl::Seconds(2);
+  // How often `dns` is resolved again, off the request path.
+  absl::Duration refresh_interval = absl::Seconds(30);
+  PeerTlsConfig tls;
+
+  bool enabled() const { return !addresses.empty() || !dns.empty(); }
+  bool operator==(const PeersConfig&) const = default;
+};
+
 struct Config {
   std::string source_path;  // the file it was read from
   KafkaConfig kafka;
@@ -225,6 +254,10 @@ struct Config {
   std::vector<std::string> rules;          // glob patterns, relative to the config's folder
   std::vector<std::string> alertmanagers;  // base URLs
   AlertingConfig alerting;
+  // This replica's name in global snapshots (Snapshot.replicas); default:
+  // the host name (a pod's name in Kubernetes).
+  std::string replica_id;
+  PeersConfig peers;
 
   // The process `id`, or nullptr.
   const ProcessConfig* FindProcess(absl::string_view id) const;

@@ -235,6 +235,56 @@ TEST(ConfigErrorsTest, TlsSections) {
                           "\"client_ca_file\"?"));
 }
 
+TEST(ConfigTest, ReplicaIdAndPeers) {
+  const Config defaults = Parse(kMinimal);
+  EXPECT_FALSE(defaults.replica_id.empty());  // the host name
+  EXPECT_FALSE(defaults.peers.enabled());
+  EXPECT_EQ(defaults.peers.timeout, absl::Seconds(2));
+  EXPECT_EQ(defaults.peers.refresh_interval, absl::Seconds(30));
+  const Config config = Parse(std::string(kMinimal) +
+                              "replica_id: kpid-0\n"
+                              "grpc: {tls: {cert_file: c, key_file: k}}\n"
+                              "peers:\n"
+                              "  addresses: [\"10.0.0.2:50051\", \"[::1]:50051\"]\n"
+                              "  dns: \"kpid-peers.kpi.svc:50051\"\n"
+                              "  timeout: 500ms\n"
+                              "  refresh_interval: 10s\n"
+                              "  tls: {ca_file: ca.pem}\n");
+  EXPECT_EQ(config.replica_id, "kpid-0");
+  EXPECT_EQ(config.peers,
+            (PeersConfig{.addresses = {"10.0.0.2:50051", "[::1]:50051"},
+                         .dns = "kpid-peers.kpi.svc:50051",
+                         .timeout = absl::Milliseconds(500),
+                         .refresh_interval = absl::Seconds(10),
+                         .tls = {.ca_file = "ca.pem", .cert_file = "", .key_file = ""}}));
+  EXPECT_TRUE(config.peers.enabled());
+}
+
+TEST(ConfigErrorsTest, ReplicaIdAndPeers) {
+  // Line 4 onwards; the values' columns as marked.
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "replica_id: \"\"\n"),
+      ElementsAre("t.yaml:4:13: replica_id: must not be empty (omit it for the host name)"));
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "peers: {addresses: [a, \"b:1\"], dns: svc, timeout: 1ms}\n"),
+      ElementsAre("t.yaml:4:21: peers.addresses[0]: \"a\" is not host:port",
+                  "t.yaml:4:37: peers.dns: \"svc\" is not name:port (a headless Service and the "
+                  "gRPC port)",
+                  "t.yaml:4:51: peers.timeout: must be at least 10ms"));
+  EXPECT_THAT(Errors(std::string(kMinimal) + "peers: {dns: \"s:1\", tls: {cert_file: c}}\n"),
+              ElementsAre("t.yaml:4:26: peers.tls: cert_file and key_file go together",
+                          "t.yaml:4:26: peers.tls: the peers speak TLS only when grpc.tls is set "
+                          "(it is not)"));
+  EXPECT_THAT(Errors(std::string(kMinimal) +
+                     "grpc: {tls: {cert_file: c, key_file: k, client_ca_file: ca}}\n"
+                     "peers: {dns: \"s:1\"}\n"),
+              ElementsAre("t.yaml:5:8: peers: grpc.tls.client_ca_file makes the peers require a "
+                          "client certificate; set peers.tls.cert_file and key_file"));
+  EXPECT_THAT(
+      Errors(std::string(kMinimal) + "peers: {adresses: []}\n"),
+      ElementsAre("t.yaml:4:9: unknown key \"peers.adresses\"; did you mean \"addresses\"?"));
+}
+
 TEST(ConfigTest, PathNextToConfig) {
   Config config;
   config.source_path = "/etc/kpid/kpid.yaml";

@@ -79,6 +79,8 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.checkpoint_interval, b.checkpoint_interval, "checkpoint_interval");
   changes.Compare(a.max_dedup_ids, b.max_dedup_ids, "max_dedup_ids");
   changes.Compare(a.max_closed_cases, b.max_closed_cases, "max_closed_cases");
+  changes.Compare(a.replica_id, b.replica_id, "replica_id");
+  changes.Compare(a.peers, b.peers, "peers");
   changes.Compare(a.dimensions.names, b.dimensions.names, "dimensions.names");
   changes.Compare(a.dimensions.max_series_per_process, b.dimensions.max_series_per_process,
                   "dimensions.max_series_per_process");

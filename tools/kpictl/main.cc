@@ -1,6 +1,6 @@
 // kpictl: kpid's command-line client (DESIGN §5, docs/kpictl.md).
 //
-//   kpictl snapshot [--process P] [--window 1h,7d] [--offset 7d] [--dim region=emea]
+//   kpictl snapshot [--process P] [--window 1h,7d] [--offset 7d] [--dim region=emea] [--local]
 //   kpictl alerts [--process P] [--all]
 //   kpictl cases --breaching [--process P] [--stage S] [--limit N]
 //   kpictl report weekly [--process P] [--threshold 10%] [--top N] [--dim k=v]
@@ -47,6 +47,9 @@ ABSL_FLAG(std::vector<std::string>, window, {},
 ABSL_FLAG(std::string, offset, "0s", "snapshot: windows end this long before now.");
 ABSL_FLAG(std::vector<std::string>, dim, {},
           "Dimension filter, comma-separated name=value pairs (e.g. region=emea).");
+ABSL_FLAG(bool, local, false,
+          "snapshot, report weekly: ask only the replica at --addr (its partitions) instead of "
+          "every replica of the consumer group.");
 ABSL_FLAG(bool, all, false, "alerts: include inactive alert instances.");
 ABSL_FLAG(bool, breaching, false, "cases: list the open cases past their stage SLA.");
 ABSL_FLAG(std::string, stage, "", "cases: only this stage (with --process).");
@@ -69,11 +72,14 @@ namespace {
 constexpr const char kUsage[] = R"(kpictl: kpid's command-line client.
 
 Usage:
-  kpictl snapshot [--process P] [--window 1h,7d] [--offset 7d] [--dim region=emea]
+  kpictl snapshot [--process P] [--window 1h,7d] [--offset 7d] [--dim region=emea] [--local]
   kpictl alerts [--process P] [--all]
   kpictl cases --breaching [--process P] [--stage S] [--limit N]
-  kpictl report weekly [--process P] [--threshold 10%] [--top N] [--dim k=v]
+  kpictl report weekly [--process P] [--threshold 10%] [--top N] [--dim k=v] [--local]
 
+snapshot and report weekly cover every replica of kpid's consumer group (kpid asks its
+peers); --local asks only the replica at --addr. A partial answer says which replicas
+did not answer.
 Common flags: --addr host:port (default localhost:50051), --format table|markdown|csv|json,
 --timeout 10s. TLS (kpid's grpc.tls): --tls-ca FILE, --tls-cert FILE --tls-key FILE (mutual
 TLS), --tls-server-name NAME, or --tls alone for a certificate from a CA the system trusts.
@@ -222,8 +228,12 @@ void PrintTable(const Table& table, const google::protobuf::Message& message, Fo
   }
 }
 
+// Every replica's partitions (kpid fans out to its peers), unless --local.
+v1::Scope ScopeFlag() { return absl::GetFlag(FLAGS_local) ? v1::SCOPE_LOCAL : v1::SCOPE_GLOBAL; }
+
 int Snapshot(Client& client, Format format) {
   v1::GetSnapshotRequest request;
+  request.set_scope(ScopeFlag());
   request.set_process(absl::GetFlag(FLAGS_process));
   for (const std::string& w : absl::GetFlag(FLAGS_window)) {
     absl::StatusOr<absl::Duration> d = DurationFlag("window", w);
@@ -274,6 +284,7 @@ int ReportWeekly(Client& client, Format format) {
   absl::StatusOr<double> threshold = ThresholdFlag();
   if (!threshold.ok()) return Usage(std::string(threshold.status().message()));
   v1::GetSnapshotRequest request;
+  request.set_scope(ScopeFlag());
   request.set_process(absl::GetFlag(FLAGS_process));
   api::ToProto(absl::Hours(24 * 7), request.add_windows());
   if (absl::Status s = FillDims(request.mutable_dimensions()); !s.ok()) {

@@ -162,6 +162,16 @@ std::string FormatRelative(const KpiDelta& d) {
   return "";
 }
 
+namespace {
+
+// The warning a partial answer carries, naming what is missing.
+std::string PartialLine(const std::vector<std::string>& missing) {
+  return absl::StrCat("PARTIAL: counts of some partitions are missing (",
+                      missing.empty() ? "see replicas" : absl::StrJoin(missing, "; "), ").");
+}
+
+}  // namespace
+
 Document SnapshotDocument(const v1::Snapshot& s) {
   Document doc;
   doc.title = "KPI snapshot";
@@ -171,6 +181,7 @@ Document SnapshotDocument(const v1::Snapshot& s) {
   if (api::FromProto(s.offset()) != absl::ZeroDuration()) {
     doc.lines.push_back(absl::StrCat("Windows end ", FormatDuration(s.offset()), " earlier."));
   }
+  if (s.partial()) doc.lines.push_back(PartialLine(MissingReplicas(s)));
   if (!s.dimensions().empty()) {
     doc.lines.push_back(absl::StrCat("Dimensions: ", Dimensions(s.dimensions()),
                                      " (quantiles exist for all dimensions only)."));
@@ -321,6 +332,9 @@ Document ReportDocument(const WeeklyReport& r) {
   doc.lines.push_back(absl::StrCat("- 7d before: ", Coverage(r.previous())));
   if (!r.dimensions().empty()) {
     doc.lines.push_back(absl::StrCat("- Dimensions: ", Dimensions(r.dimensions())));
+  }
+  if (r.partial()) {
+    doc.lines.push_back(PartialLine({r.missing_replicas().begin(), r.missing_replicas().end()}));
   }
 
   Section highlights;

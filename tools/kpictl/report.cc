@@ -1,9 +1,11 @@
 #include "tools/kpictl/report.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace kpid::kpictl {
 namespace {
@@ -104,6 +106,19 @@ KpiDelta Compare(absl::optional<double> current, absl::optional<double> previous
   return d;
 }
 
+std::vector<std::string> MissingReplicas(const v1::Snapshot& snapshot) {
+  std::vector<std::string> missing;
+  for (const v1::ReplicaStatus& r : snapshot.replicas()) {
+    if (!r.error().empty()) missing.push_back(absl::StrCat(r.replica(), ": ", r.error()));
+    if (!r.restoring_partitions().empty()) {
+      missing.push_back(absl::StrCat(r.replica(), ": partitions ",
+                                     absl::StrJoin(r.restoring_partitions(), ","),
+                                     " still restoring"));
+    }
+  }
+  return missing;
+}
+
 absl::StatusOr<WeeklyReport> BuildWeeklyReport(const WeeklyInputs& in) {
   const v1::Snapshot& cur = *in.current;
   const v1::Snapshot& prev = *in.previous;
@@ -113,6 +128,15 @@ absl::StatusOr<WeeklyReport> BuildWeeklyReport(const WeeklyInputs& in) {
   WeeklyReport report;
   *report.mutable_as_of() = cur.as_of();
   report.set_threshold(in.threshold);
+  for (const v1::Snapshot* snapshot : {in.current, in.previous}) {
+    if (snapshot->partial()) report.set_partial(true);
+    for (const std::string& missing : MissingReplicas(*snapshot)) {
+      if (std::find(report.missing_replicas().begin(), report.missing_replicas().end(), missing) ==
+          report.missing_replicas().end()) {
+        report.add_missing_replicas(missing);
+      }
+    }
+  }
   *report.mutable_dimensions() = cur.dimensions();
   for (int p = 0; p < cur.processes_size(); ++p) {
     const v1::ProcessSnapshot& cp = cur.processes(p);

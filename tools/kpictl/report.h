@@ -56,6 +56,10 @@ struct WeeklyInputs {
 
 // INVALID_ARGUMENT when the snapshots do not pair up (other processes,
 // not exactly one window each).
+// What a partial snapshot lacks: "replica: error" per replica that did not
+// answer, "replica: partitions 1,2 still restoring" per restoring one.
+std::vector<std::string> MissingReplicas(const v1::Snapshot& snapshot);
+
 absl::StatusOr<WeeklyReport> BuildWeeklyReport(const WeeklyInputs& inputs);
 
 }  // namespace kpid::kpictl
