@@ -93,7 +93,10 @@
 // advanced/fallout, rework after entered, completed after revenue,
 // score_count after score_sum), so sla_met <= exited and rework <= entered
 // hold in every read and those ratios stay in [0, 1]. Totals are independent
-// monotonic counters (relaxed), as SingleWriterCounter.
+// monotonic counters (relaxed), as SingleWriterCounter. Each record also
+// has a version the writer bumps (release) after every fact that changed it,
+// so a reader that kept an earlier read can tell it is still what a read
+// would give (SeriesVersion; SeriesReadCache).
 //
 // Thread safety: the CaseSink methods (and Restore's filling in) belong to
 // ONE thread, the worker's; every const method may be called from any thread
