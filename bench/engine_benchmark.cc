@@ -23,7 +23,9 @@
 // first worker's live shard plus a shard holding 2 x 1000 dimension series
 // (10 000 stage series), as the HTTP thread would;
 // BM_EngineNewPreviousScrape/scrape_ms:100 the same with the renderer as it
-// was before session 3 (bench/scrape_benchmark_previous.{h,cc}).
+// was before session 3 (bench/scrape_benchmark_previous.{h,cc});
+// BM_EngineNewUncachedScrape/scrape_ms:100 with today's renderer reading
+// every series afresh each scrape (no SeriesReadCache, as before session 4).
 #include <unistd.h>
 
 #include <algorithm>
@@ -129,21 +131,26 @@ struct Engine {
   Tracker tracker;
 };
 
-// Renders /metrics every `interval` on its own thread until destroyed; with
-// `previous`, as the renderer did before session 3 (scrape_benchmark_previous).
+// How the scraper renders /metrics: as now; as before session 3
+// (scrape_benchmark_previous); as now but reading every series afresh each
+// scrape (before session 4's SeriesReadCache).
+enum class Renderer { kNow, kPrevious, kUncached };
+
+// Renders /metrics every `interval` on its own thread until destroyed.
 class Scraper {
  public:
   Scraper(const aggregate::AggregateShard* live, const cases::DimensionTable* live_dims,
-          absl::Duration interval, absl::Time now, bool previous)
+          absl::Duration interval, absl::Time now, Renderer renderer)
       : clock_(now), filled_dims_(EngineConfig()), filled_(EngineConfig()) {
     FillSeries(EngineConfig(), 1000, now, &filled_dims_, &filled_);
     const std::vector<const aggregate::AggregateShard*> shards = {live, &filled_};
     const std::vector<const cases::DimensionTable*> dims = {live_dims, &filled_dims_};
-    if (previous) {
+    if (renderer == Renderer::kPrevious) {
       previous_ = std::make_unique<bench_previous::PreviousEngineMetrics>(&EngineConfig(), shards,
                                                                           dims, &clock_);
     } else {
       metrics_ = std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shards, dims, &clock_);
+      metrics_->set_cache_window_reads(renderer == Renderer::kNow);
     }
     thread_ = std::thread([this, interval] { Run(interval); });
   }
@@ -205,7 +212,7 @@ void PerfControl(const char* command) {
   }
 }
 
-template <typename Tracker, typename Dims, typename Shard, bool kPreviousRenderer = false>
+template <typename Tracker, typename Dims, typename Shard, Renderer kRenderer = Renderer::kNow>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
   auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
@@ -227,9 +234,8 @@ void BM_Engine(benchmark::State& state) {
   if (state.range(0) > 0 && state.thread_index() == 0) {
     if constexpr (std::is_same_v<Dims, cases::DimensionTable> &&
                   std::is_same_v<Shard, aggregate::AggregateShard>) {
-      scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
-                                          absl::Milliseconds(state.range(0)), stream.end,
-                                          kPreviousRenderer);
+      scraper = std::make_unique<Scraper>(
+          &engine->shard, &engine->dims, absl::Milliseconds(state.range(0)), stream.end, kRenderer);
     }
   }
   const uint64_t open_before = engine->tracker.open_cases();
@@ -265,13 +271,23 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
 // Scraped by the renderer before session 3: what its cheaper scrapes give
 // the worker, in the same run.
 BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
-                   true)
+                   Renderer::kPrevious)
     ->Name("BM_EngineNewPreviousScrape")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({100, 0, 0})
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->Threads(2)
+    ->UseRealTime();
+// Scraped without the series read cache (every series read each scrape, as
+// before session 4), in the same run.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   Renderer::kUncached)
+    ->Name("BM_EngineNewUncachedScrape")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({100, 0, 0})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Engine, bench_legacy::CaseTracker, bench_legacy::DimensionTable,
                    bench_legacy::AggregateShard)
@@ -503,6 +519,9 @@ class RatioReporter : public MedianReporter {
                             threads),
             absl::StrFormat("BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/%d", threads));
     }
+    Ratio("new, scraped every 100 ms without the series read cache / not, 1 thread",
+          "BM_EngineNewUncachedScrape/scrape_ms:100/short_cases:0/null_sink:0/1",
+          "BM_EngineNew/scrape_ms:0/short_cases:0/null_sink:0/1");
   }
 
   // Per-event CPU time of a over b: 1.0 when a second thread costs each

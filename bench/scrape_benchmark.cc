@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/engine_fixture.h"
 #include "bench/median_reporter.h"
@@ -48,10 +49,13 @@ namespace {
 constexpr int kWorkers = 2;
 
 struct Fixture {
-  explicit Fixture(int series_per_process) : clock(absl::FromUnixSeconds(1767225600 + 30 * 86400)) {
+  // `shard_count` engines (workers, or Kafka partitions since session 3), each
+  // holding every series: a reader merges one shard per engine for each.
+  explicit Fixture(int series_per_process, int shard_count = kWorkers)
+      : clock(absl::FromUnixSeconds(1767225600 + 30 * 86400)) {
     std::vector<const aggregate::AggregateShard*> shard_ptrs;
     std::vector<const cases::DimensionTable*> dims_ptrs;
-    for (int w = 0; w < kWorkers; ++w) {
+    for (int w = 0; w < shard_count; ++w) {
       dims.push_back(std::make_unique<cases::DimensionTable>(EngineConfig()));
       shards.push_back(std::make_unique<aggregate::AggregateShard>(EngineConfig()));
       FillSeries(EngineConfig(), series_per_process, clock.Now(), dims.back().get(),
@@ -61,6 +65,9 @@ struct Fixture {
     }
     metrics =
         std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
+    uncached =
+        std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
+    uncached->set_cache_window_reads(false);
     legacy = std::make_unique<bench_legacy::LegacyEngineMetrics>(&EngineConfig(), shard_ptrs,
                                                                  dims_ptrs, &clock);
     previous = std::make_unique<bench_previous::PreviousEngineMetrics>(&EngineConfig(), shard_ptrs,
@@ -71,6 +78,9 @@ struct Fixture {
   std::vector<std::unique_ptr<cases::DimensionTable>> dims;
   std::vector<std::unique_ptr<aggregate::AggregateShard>> shards;
   std::shared_ptr<exporter::EngineMetrics> metrics;
+  // The same without the window read cache (session 4): every scrape reads
+  // every series of every shard.
+  std::shared_ptr<exporter::EngineMetrics> uncached;
   std::unique_ptr<bench_legacy::LegacyEngineMetrics> legacy;
   std::unique_ptr<bench_previous::PreviousEngineMetrics> previous;
 };
@@ -83,11 +93,15 @@ Fixture& GetFixture(int series_per_process) {
   std::unique_ptr<Fixture>& f = (*fixtures)[series_per_process];
   if (f == nullptr) {
     f = std::make_unique<Fixture>(series_per_process);
-    if (exporter::RenderText({f->metrics}) !=
-        bench_previous::PreviousRenderText(*f->previous, {})) {
-      std::fprintf(stderr, "dims:%d: /metrics differs from the renderer before session 3\n",
-                   series_per_process);
-      std::abort();
+    const std::string previous = bench_previous::PreviousRenderText(*f->previous, {});
+    // The second render reads from the window cache the first filled.
+    for (int pass = 0; pass < 2; ++pass) {
+      if (exporter::RenderText({f->metrics}) != previous) {
+        std::fprintf(stderr,
+                     "dims:%d: /metrics (pass %d) differs from the renderer before session 3\n",
+                     series_per_process, pass);
+        std::abort();
+      }
     }
     // KPID_SCRAPE_DUMP=<dir>: the bodies, for `promtool check metrics`.
     if (const char* dir = std::getenv("KPID_SCRAPE_DUMP")) {
@@ -96,6 +110,41 @@ Fixture& GetFixture(int series_per_process) {
     }
   }
   return *f;
+}
+
+// One partition fixture at a time (16 partitions of 2000 records hold ~1.8
+// GB): a new size frees the previous one.
+Fixture& GetPartitionFixture(int series_per_process, int partitions) {
+  static std::pair<int, int> key;
+  static std::unique_ptr<Fixture>* fixture = new std::unique_ptr<Fixture>;
+  if (*fixture == nullptr || key != std::make_pair(series_per_process, partitions)) {
+    fixture->reset();
+    *fixture = std::make_unique<Fixture>(series_per_process, partitions);
+    key = {series_per_process, partitions};
+    const std::string uncached = exporter::RenderText({(*fixture)->uncached});
+    for (int pass = 0; pass < 2; ++pass) {
+      if (exporter::RenderText({(*fixture)->metrics}) != uncached) {
+        std::fprintf(stderr, "partitions:%d: /metrics (pass %d) differs from the uncached read\n",
+                     partitions, pass);
+        std::abort();
+      }
+    }
+  }
+  return **fixture;
+}
+
+// A fact (a case started now) into every `touched_pct`th % of the series of
+// every shard, different ones each call: the series a scrape must re-read.
+void Touch(Fixture& f, int touched_pct, int round) {
+  if (touched_pct == 0) return;
+  const int every = 100 / touched_pct;
+  for (const auto& shard : f.shards) {
+    for (int p = 0; p < shard->process_count(); ++p) {
+      for (cases::DimsId d : shard->ListDims(p)) {
+        if ((static_cast<int>(d) + round) % every == 0) shard->CaseStarted(p, d, f.clock.Now());
+      }
+    }
+  }
 }
 
 void Count(benchmark::State& state, const std::string& text) {
@@ -202,6 +251,51 @@ void BM_Walk(benchmark::State& state) {
   Count(state, exporter::RenderText({f.metrics}));
 }
 
+// /metrics with one engine per Kafka partition: every series in every
+// partition's shard (cases spread over the partitions by key), so a series'
+// window read merges `partitions` shards.
+// `cache:0` without the window read cache (every series of every shard
+// read, as before session 4); `touched:N` a fact into N% of every shard's
+// series before each scrape (untimed).
+void BM_ScrapePartitions(benchmark::State& state) {
+  Fixture& f =
+      GetPartitionFixture(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  const auto& metrics = state.range(2) != 0 ? f.metrics : f.uncached;
+  const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {metrics};
+  std::string text = exporter::RenderText(collectables);
+  int round = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    Touch(f, static_cast<int>(state.range(3)), ++round);
+    state.ResumeTiming();
+    text = exporter::RenderText(collectables, std::move(text));
+    benchmark::DoNotOptimize(text.data());
+  }
+  Count(state, text);
+}
+
+void BM_WalkPartitions(benchmark::State& state) {
+  Fixture& f =
+      GetPartitionFixture(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  const auto& metrics = state.range(2) != 0 ? f.metrics : f.uncached;
+  NullWriter writer;
+  int round = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    Touch(f, static_cast<int>(state.range(3)), ++round);
+    state.ResumeTiming();
+    metrics->WriteMetrics(&writer);
+  }
+  Count(state, exporter::RenderText({metrics}));
+}
+
+#define PARTITION_SIZES(b)                                    \
+  b->ArgNames({"dims", "partitions", "cache", "touched"})     \
+      ->ArgsProduct({{1000}, {1, 4, 8, 16}, {0, 1}, {0, 10}}) \
+      ->Unit(benchmark::kMillisecond)
+PARTITION_SIZES(BENCHMARK(BM_ScrapePartitions));
+PARTITION_SIZES(BENCHMARK(BM_WalkPartitions));
+
 // dims:9 is e2e_ingest.py's config (3 regions x 3 channels): what its
 // scrapes cost.
 #define SCRAPE_SIZES(b) \
@@ -230,11 +324,33 @@ class RatioReporter : public MedianReporter {
       CpuRatio(absl::StrFormat("/metrics new, its walk (no formatting) / all, %s", dims), "BM_Walk",
                "BM_Scrape", dims);
     }
+    for (const char* fn : {"BM_ScrapePartitions", "BM_WalkPartitions"}) {
+      for (const char* touched : {"0", "10"}) {
+        for (const char* partitions : {"1", "4", "8", "16"}) {
+          const std::string args =
+              absl::StrCat("dims:1000/partitions:", partitions, "/cache:0/touched:", touched);
+          const std::string cached =
+              absl::StrCat("dims:1000/partitions:", partitions, "/cache:1/touched:", touched);
+          CpuRatio(absl::StrFormat("%s uncached / cached, %sp, %s%% touched", fn + 3, partitions,
+                                   touched),
+                   fn, fn, args, cached);
+          if (std::string(partitions) != "1") {
+            CpuRatio(
+                absl::StrFormat("%s uncached, %sp / 1p, %s%% touched", fn + 3, partitions, touched),
+                fn, fn, args, absl::StrCat("dims:1000/partitions:1/cache:0/touched:", touched));
+            CpuRatio(
+                absl::StrFormat("%s cached, %sp / 1p, %s%% touched", fn + 3, partitions, touched),
+                fn, fn, cached, absl::StrCat("dims:1000/partitions:1/cache:1/touched:", touched));
+          }
+        }
+      }
+    }
   }
 
-  void CpuRatio(const std::string& label, const char* a, const char* b, const char* args) {
+  void CpuRatio(const std::string& label, const char* a, const char* b, const std::string& args,
+                const std::string& b_args = "") {
     const double x = Cpu(absl::StrFormat("%s/%s/1", a, args));
-    const double y = Cpu(absl::StrFormat("%s/%s/1", b, args));
+    const double y = Cpu(absl::StrFormat("%s/%s/1", b, b_args.empty() ? args : b_args));
     if (x <= 0 || y <= 0) return;
     // In the benchmarks' unit, ms.
     std::printf("  %-55s %9.2f ms / %8.2f ms = %.2f\n", label.c_str(), x, y, x / y);

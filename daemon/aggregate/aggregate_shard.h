@@ -93,7 +93,10 @@
 // advanced/fallout, rework after entered, completed after revenue,
 // score_count after score_sum), so sla_met <= exited and rework <= entered
 // hold in every read and those ratios stay in [0, 1]. Totals are independent
-// monotonic counters (relaxed), as SingleWriterCounter.
+// monotonic counters (relaxed), as SingleWriterCounter. Each record also
+// has a version the writer bumps (release) after every fact that changed it,
+// so a reader that kept an earlier read can tell it is still what a read
+// would give (SeriesVersion; SeriesReadCache).
 //
 // Thread safety: the CaseSink methods (and Restore's filling in) belong to
 // ONE thread, the worker's; every const method may be called from any thread
@@ -194,6 +197,17 @@ class AggregateShard final : public cases::CaseSink {
   // ReadSeriesWindow added to `out` (whose stages grow to the process's),
   // without allocating: merging one series over many shards.
   void AddSeriesWindow(int process, DimsId dims, const WindowSpan& span, SeriesWindow* out) const;
+  // Changes after every fact that changed anything of (process, dims): its
+  // buckets or its totals; 0 while the series has no record, never 0 after.
+  // Load it BEFORE reading: equal versions before two reads (of one span,
+  // for windows) then mean the second read would see nothing the first did
+  // not, up to a fact being written during the first, which bumps the
+  // version when done. What SeriesReadCache keys on.
+  uint64_t SeriesVersion(int process, DimsId dims) const;
+  // SeriesVersion of every DimsId of `process` below its last record's + 1,
+  // into (*out)[dims]: one pass, so the loads (a cache miss per record)
+  // overlap instead of coming one per series read.
+  void SeriesVersions(int process, std::vector<uint64_t>* out) const;
   // Summed over every dims of the process (alert rules, the KPI tree).
   SeriesWindow ReadAllDimsWindow(int process, const WindowSpan& span) const;
 
@@ -260,6 +274,8 @@ class AggregateShard final : public cases::CaseSink {
   bool AdvanceHead(int64_t at_s);
   void PrepareHead(ProcessState& p, DimsRecord& r);
   void PrepareHeadDist(ProcessState& p);
+  // After a fact's last store to `r`: bumps its SeriesVersion.
+  static void Changed(DimsRecord& r);
   void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);

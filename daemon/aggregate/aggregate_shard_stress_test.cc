@@ -9,6 +9,7 @@
 
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/series_read_cache.h"
 #include "daemon/aggregate/test_config.h"
 #include "gtest/gtest.h"
 
@@ -171,6 +172,122 @@ TEST(AggregateShardStressTest, ConcurrentWritersAndReaders) {
   EXPECT_EQ(m.stages[kA].entered, kLastMinute);
   EXPECT_EQ(reader.ReadCycleTimes(kP, kA, reader.Resolve(k1m, end)).count(), kLastMinute);
   EXPECT_EQ(reader.ListSeries(kP).size(), size_t{kWriters * kDims});
+}
+
+// One pass as a scrape makes it: every (shard, dims) through the cache, the
+// 1h window ending at `end` and the 1m window at `now`, summed over all dims.
+struct CachedPass {
+  SeriesWindow hour;
+  SeriesWindow minute;
+  SeriesTotals totals;
+};
+
+CachedPass ReadThrough(SeriesReadCache& cache, AggregateShard (&shards)[kWriters],
+                       const std::vector<WindowSpan>& spans) {
+  cache.Begin(/*generation=*/1, spans);
+  std::vector<SeriesWindow> windows(2);
+  CachedPass pass;
+  pass.totals.stages.resize(2);
+  pass.hour.stages.resize(2);
+  pass.minute.stages.resize(2);
+  for (int s = 0; s < kWriters; ++s) {
+    cache.LoadVersions(s, shards[s], kP);
+    for (DimsId dims = 0; dims < kDims; ++dims) {
+      for (SeriesWindow& w : windows) w = SeriesWindow{{}, std::vector<StageWindowCounts>(2)};
+      cache.AddSeries(s, shards[s], kP, dims, absl::MakeSpan(windows), &pass.totals);
+      pass.hour.Merge(windows[0]);
+      pass.minute.Merge(windows[1]);
+    }
+  }
+  return pass;
+}
+
+// The same writers while a reader scrapes through a SeriesReadCache, which
+// keeps reads from one pass to the next: no pass may see a torn or
+// impossible value, and once the writers are done a pass through the same
+// cache must see every fact (no read kept from before a fact it missed).
+TEST(AggregateShardStressTest, CachedReadsWhileWriting) {
+  const model::Config config = TestConfig();
+  AggregateShard shards[kWriters] = {AggregateShard(config), AggregateShard(config)};
+  const absl::Time end = absl::FromUnixSeconds(kT0 + 2000);
+  SeriesReadCache cache;
+  std::atomic<bool> writing{true};
+  std::atomic<uint64_t> passes{0};
+  int failures = 0;
+  unsigned failed_checks = 0;  // bit i: check(i, ...) failed at least once
+  uint64_t hits_while_writing = 0;
+
+  std::thread scraper([&] {
+    uint64_t last_entered_1h = 0, last_exited_total = 0;
+    MergedReader reader({&shards[0], &shards[1]});
+    while (writing.load(std::memory_order_acquire)) {
+      // The 1m window follows the writers' head, as in the test above.
+      const absl::optional<int64_t> latest = reader.latest();
+      const absl::Time now = latest ? absl::FromUnixSeconds(*latest) : end;
+      const WindowSpan minute = reader.Resolve(k1m, now);
+      const CachedPass pass = ReadThrough(cache, shards, {reader.Resolve(k1h, end), minute});
+      const StageWindowCounts& a = pass.hour.stages[kA];
+      unsigned failed = 0;
+      auto check = [&failed](int bit, bool ok) { failed |= ok ? 0u : 1u << bit; };
+      check(0, a.entered <= kEntered && a.advanced <= kAdvanced && a.fallout <= kFallout &&
+                   a.rework <= kRework && a.sla_met <= kSlaMet);
+      check(1, a.sla_met <= a.exited() && a.rework <= a.entered);
+      check(2, a.entered >= last_entered_1h);  // nothing leaves the 1h window
+      check(3, pass.hour.process.cost >= 1.5 * pass.hour.process.cost_count);
+      const StageWindowCounts& m = pass.minute.stages[kA];
+      const uint64_t max_in_span =
+          kWriters * 10 * static_cast<uint64_t>(absl::ToInt64Seconds(minute.to - minute.from));
+      check(4, minute.level == 0 ? max_in_span <= kMaxPerMinute : minute.level == 1);
+      check(5, m.entered <= max_in_span);
+      check(6, m.sla_met <= m.exited() && m.rework <= m.entered);
+      const uint64_t exited =
+          pass.totals.stages[kA].exited_advanced + pass.totals.stages[kA].exited_fallout;
+      check(7, pass.totals.stages[kA].entered <= kEntered);
+      check(8, exited >= last_exited_total);  // counters never go back
+      last_entered_1h = a.entered;
+      last_exited_total = exited;
+      if (failed != 0) ++failures;
+      failed_checks |= failed;
+      hits_while_writing += cache.hits();
+      passes.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  auto write = [&](AggregateShard* shard) {
+    while (passes.load(std::memory_order_relaxed) < 1) std::this_thread::yield();
+    Write(shard);
+  };
+  std::thread w0(write, &shards[0]);
+  std::thread w1(write, &shards[1]);
+  w0.join();
+  w1.join();
+  writing.store(false, std::memory_order_release);
+  scraper.join();
+
+  EXPECT_EQ(failures, 0) << "failed checks (bits): " << failed_checks;
+  EXPECT_GE(passes.load(), 2u);
+  // Reads are kept between passes (series the writers did not reach since).
+  EXPECT_GT(hits_while_writing, 0u);
+
+  MergedReader reader({&shards[0], &shards[1]});
+  const std::vector<WindowSpan> spans = {reader.Resolve(k1h, end), reader.Resolve(k1m, end)};
+  const CachedPass final_pass = ReadThrough(cache, shards, spans);
+  EXPECT_EQ(final_pass.hour.stages[kA].entered, kEntered);
+  EXPECT_EQ(final_pass.hour.stages[kA].advanced, kAdvanced);
+  EXPECT_EQ(final_pass.hour.stages[kA].fallout, kFallout);
+  EXPECT_EQ(final_pass.hour.stages[kA].rework, kRework);
+  EXPECT_EQ(final_pass.hour.stages[kA].sla_met, kSlaMet);
+  EXPECT_EQ(final_pass.hour.process.completed, kCompleted);
+  EXPECT_EQ(final_pass.hour.process.cost_count, kCosts);
+  EXPECT_EQ(final_pass.minute.stages[kA].entered, kLastMinute);
+  EXPECT_EQ(final_pass.totals.stages[kA].entered, kEntered);
+  EXPECT_EQ(final_pass.totals.stages[kA].exited_advanced, kAdvanced);
+  EXPECT_EQ(final_pass.totals.process.completed, kCompleted);
+  // And exactly what reading everything afresh gives.
+  SeriesReadCache fresh(/*keep_reads=*/false);
+  const CachedPass uncached = ReadThrough(fresh, shards, spans);
+  EXPECT_EQ(final_pass.hour, uncached.hour);
+  EXPECT_EQ(final_pass.minute, uncached.minute);
+  EXPECT_EQ(final_pass.totals, uncached.totals);
 }
 
 }  // namespace

@@ -268,6 +268,19 @@ EngineMetrics::EngineMetrics(const model::Config* config,
                     clock) {}
 
 EngineMetrics::Snapshot EngineMetrics::Read() const {
+  // Scrapes at the same moment (several HTTP threads) must not wait for each
+  // other: the one that finds the cache taken reads every series afresh,
+  // which gives the same numbers.
+  if (cache_window_reads_.load(std::memory_order_relaxed) && cache_mu_.TryLock()) {
+    Snapshot snap = Read(&cache_);
+    cache_mu_.Unlock();
+    return snap;
+  }
+  aggregate::SeriesReadCache uncached(/*keep_reads=*/false);
+  return Read(&uncached);
+}
+
+EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) const {
   Snapshot snap;
   const aggregate::ShardSet set = shards_();
   snap.keep_alive = set.keep_alive;
@@ -280,6 +293,7 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
     spans.push_back(reader.Resolve(static_cast<int>(w), now));
     snap.windows.push_back(FormatPromDuration(config_->windows[w]));
   }
+  cache->Begin(set.generation, spans);
 
   snap.processes.resize(config_->processes.size());
   for (size_t pi = 0; pi < config_->processes.size(); ++pi) {
@@ -311,9 +325,12 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
     ps.stage_text.reserve(n * ps.stages);
     ps.stage_totals.reserve(n * ps.stages);
     ps.stage_windows.resize(n * ps.stages * ps.windows);
+    for (size_t i = 0; i < set.shards.size(); ++i) {
+      cache->LoadVersions(static_cast<int>(i), *set.shards[i], p);
+    }
     // Read into, for every series: no allocation per read.
     aggregate::SeriesTotals totals;
-    aggregate::SeriesWindow window;
+    std::vector<aggregate::SeriesWindow> windows(ps.windows);
     for (size_t k = 0; k < n; ++k) {
       Series& s = ps.series[k];
       s.labels = ps.labels.labels();
@@ -321,7 +338,16 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
         s.labels.push_back({dim_names[d], (*s.values)[d]});
       }
       s.text = ps.Render(s.labels);
-      reader.ReadSeriesTotals(p, s.refs, &totals);
+      totals.process = {};
+      totals.stages.assign(ps.stages, {});
+      for (aggregate::SeriesWindow& window : windows) {
+        window.process = {};
+        window.stages.assign(ps.stages, {});
+      }
+      for (const MergedReader::SeriesRef& ref : s.refs) {
+        cache->AddSeries(ref.shard, *set.shards[static_cast<size_t>(ref.shard)], p, ref.dims,
+                         absl::MakeSpan(windows), &totals);
+      }
       s.totals = totals.process;
       s.open_cases = totals.open_cases();
       for (size_t si = 0; si < ps.stages; ++si) {
@@ -330,10 +356,9 @@ EngineMetrics::Snapshot EngineMetrics::Read() const {
         ps.stage_totals.push_back(totals.stages[si]);
       }
       for (size_t w = 0; w < ps.windows; ++w) {
-        reader.ReadSeriesWindow(p, s.refs, spans[w], &window);
-        ps.process_windows.push_back(window.process);
+        ps.process_windows.push_back(windows[w].process);
         for (size_t si = 0; si < ps.stages; ++si) {
-          ps.stage_windows[(k * ps.stages + si) * ps.windows + w] = window.stages[si];
+          ps.stage_windows[(k * ps.stages + si) * ps.windows + w] = windows[w].stages[si];
         }
       }
     }

@@ -23,17 +23,25 @@
 // MetricFamily objects, /metrics the text written directly (TextWriter).
 // Series labels are built once per series, not per sample.
 //
+// Series reads go through a SeriesReadCache (daemon/aggregate), so a scrape
+// re-reads only the (partition, series) pairs that got a fact since the last
+// one (and windows that moved on by a bucket); the others cost a copy.
+//
 // Thread-safe: WriteMetrics/Collect take the current shards and tables from
 // their source once per scrape and read them through their reader APIs,
-// never blocking the workers.
+// never blocking the workers. Concurrent scrapes share the cache one at a
+// time; one that finds it taken reads without it (same numbers), never waits.
 #pragma once
 
+#include <atomic>
 #include <vector>
 
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/aggregate/series_read_cache.h"
 #include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/common/mutex.h"
 #include "daemon/export/metric_writer.h"
 #include "daemon/model/config.h"
 
@@ -51,13 +59,21 @@ class EngineMetrics : public WriterCollectable {
 
   void WriteMetrics(MetricWriter* out) const override;
 
+  // False: every scrape reads every series from the shards (the baseline
+  // the cache is tested and measured against; same output). Any thread.
+  void set_cache_window_reads(bool on) { cache_window_reads_.store(on); }
+
  private:
   struct Snapshot;
   Snapshot Read() const;
+  Snapshot Read(aggregate::SeriesReadCache* cache) const;
 
   const model::Config* config_;
   aggregate::ShardSource shards_;
   const cases::Clock* clock_;
+  std::atomic<bool> cache_window_reads_{true};
+  mutable Mutex cache_mu_;
+  mutable aggregate::SeriesReadCache cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace kpid::exporter

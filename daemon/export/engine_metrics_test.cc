@@ -247,5 +247,38 @@ TEST_F(EngineMetricsTest, HandComputedValues) {
       2);
 }
 
+// Scrapes read through the series read cache: what changed since the last
+// scrape (a fact, a window that moved on) shows, and every scrape equals one
+// that reads every series afresh.
+TEST_F(EngineMetricsTest, CachedScrapesEqualFreshReads) {
+  std::vector<const aggregate::AggregateShard*> shards = {shards_[0].get(), shards_[1].get()};
+  std::vector<const cases::DimensionTable*> tables = {tables_[0].get(), tables_[1].get()};
+  auto uncached = std::make_shared<EngineMetrics>(&config_, shards, tables, &clock_);
+  uncached->set_cache_window_reads(false);
+  const std::string emea = R"(channel="web",process="lead_to_cash",region="emea")";
+
+  const std::string first = Direct();
+  EXPECT_EQ(first, RenderText({uncached}));
+  EXPECT_EQ(Direct(), first);  // all from the cache
+
+  // Worker 1 starts another emea/web case now: 1 + 1 + 1 started.
+  const cases::DimsId emea1 = tables_[1]->Resolve(kLeadToCash, Dims("emea", "web"));
+  shards_[1]->CaseStarted(kLeadToCash, emea1, kNow);
+  const std::string second = Direct();
+  EXPECT_EQ(second, RenderText({uncached}));
+  const Samples m(ParseMetrics(second));
+  EXPECT_EQ(m.at("kpid_process_cases_started_total{" + emea + "}"), 3);
+  EXPECT_EQ(m.at("kpid_window_process_started{" + emea + ",window=\"5m\"}"), 2);
+
+  // 10 minutes on, nothing written: the 5m window has moved past both
+  // starts (10 min and 10 min 10 s ago), the 1h window has not.
+  clock_.Advance(absl::Minutes(10));
+  const std::string third = Direct();
+  EXPECT_EQ(third, RenderText({uncached}));
+  const Samples later(ParseMetrics(third));
+  EXPECT_EQ(later.at("kpid_window_process_started{" + emea + ",window=\"5m\"}"), 0);
+  EXPECT_EQ(later.at("kpid_window_process_started{" + emea + ",window=\"1h\"}"), 2);
+}
+
 }  // namespace
 }  // namespace kpid::exporter
