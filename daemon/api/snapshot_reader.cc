@@ -127,6 +127,12 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   ToProto(FromProto(request.offset()), snapshot.mutable_offset());
   *snapshot.mutable_dimensions() = request.dimensions();
   const aggregate::ShardSet set = shards_();
+  // This replica's part: partitions still restoring are not in the counts.
+  v1::ReplicaStatus* replica = snapshot.add_replicas();
+  replica->set_replica(options_.replica_id);
+  replica->mutable_partitions()->Add(set.partitions.begin(), set.partitions.end());
+  replica->mutable_restoring_partitions()->Add(set.restoring.begin(), set.restoring.end());
+  snapshot.set_partial(!set.restoring.empty());
   const MergedReader reader(set.shards);
   for (size_t p = 0; p < config().processes.size(); ++p) {
     if (!request.process().empty() && config().processes[p].id != request.process()) continue;

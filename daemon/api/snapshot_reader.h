@@ -56,6 +56,9 @@ class SnapshotReader {
     std::function<absl::optional<absl::Time>()> watermark;
     // May be empty: snapshots then carry no KPI tree values.
     KpiTreeEvaluator kpi_tree;
+    // Names this replica in Snapshot.replicas (with the partitions read and
+    // those still restoring, from the shard set).
+    std::string replica_id;
   };
 
   // Everything in `options` must outlive the reader.
