@@ -238,7 +238,7 @@ TEST_F(StateTopicRegistryTest, AnOlderLocalFileLosesToTheTopic) {
   EXPECT_EQ(Restores(*a, "restored", "file"), 0);
 }
 
-TEST_F(StateTopicRegistryTest, OpenAllListsRestoringPartitionsOnlyWhileTheyRestore) {
+TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring) {
   auto registry = Replica("");
   std::vector<ingest::PartitionHandlers::Opened> opened = registry->OpenAll({0, 1, 2, 3}, 4);
   ASSERT_EQ(opened.size(), 4u);
