@@ -4,6 +4,7 @@
 //   kpid check-config FILE...       validate configs; errors as file:line:col: message
 //   kpid dev-broker --config FILE   run only the embedded Kafka broker of FILE
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -106,6 +107,11 @@ absl::StatusOr<std::unique_ptr<ingest::EmbeddedBroker>> StartEmbeddedBroker(
   std::vector<ingest::TopicSpec> topics = {{config.kafka.topic, partitions}};
   if (!config.kafka.dead_letter_topic.empty()) {
     topics.push_back({config.kafka.dead_letter_topic, 1});
+  }
+  // The mock cluster neither compacts nor answers CreateTopics reliably:
+  // made here, one partition per event-topic partition.
+  if (!config.kafka.state_topic.empty()) {
+    topics.push_back({config.kafka.state_topic, partitions});
   }
   auto broker = ingest::EmbeddedBroker::Start(topics);
   if (!broker.ok()) return broker.status();
@@ -228,6 +234,21 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     dead_letter = *std::move(created);
   }
 
+  // Partition states follow partitions between replicas through the state
+  // topic (made here when missing).
+  std::unique_ptr<engine::StateTopic> state_topic;
+  if (!config.kafka.state_topic.empty()) {
+    auto started = engine::StateTopic::Start({
+        .brokers = brokers,
+        .topic = config.kafka.state_topic,
+        .input_topic = config.kafka.topic,
+        .partitions_fallback = config.kafka.partitions,
+        .properties = config.kafka.properties,
+    });
+    if (!started.ok()) return Fail(started.status());
+    state_topic = *std::move(started);
+  }
+
   // One engine per assigned partition, made, restored and checkpointed as
   // Kafka assigns and revokes them; readers take the current set per read.
   cases::WatermarkBoard watermarks;
@@ -235,6 +256,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .config = &config,
       .board = &watermarks,
       .state_dir = model::PathNextToConfig(config, config.state_dir),
+      .state_topic = state_topic.get(),
   });
   // Windows end now: the wall clock, or the latest event time seen.
   std::unique_ptr<cases::Clock> reader_clock;
@@ -311,8 +333,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
   http_options.tls = loaded.http_tls;
-  http_options.not_ready_reason = [ingest = ingest->get()]() -> std::string {
+  http_options.not_ready_reason = [ingest = ingest->get(), &engines]() -> std::string {
     if (!ingest->connected()) return "kafka cluster unreachable";
+    if (const int restoring = engines.restoring(); restoring > 0) {
+      return absl::StrCat("restoring the state of ", restoring, " partitions");
+    }
     return ingest->ready() ? "" : "no partitions assigned yet";
   };
   http_options.collectables = {
@@ -367,7 +392,9 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api_options.service.breaching = &breaching;
   api_options.service.limits = config.grpc_api;
   if (config.peers.enabled()) api_options.service.global = &global;
-  api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
+  api_options.ready = [ingest = ingest->get(), &engines] {
+    return ingest->ready() && engines.restoring() == 0;
+  };
   auto api = api::ApiServer::Start(std::move(api_options));
   if (!api.ok()) {
     (*ingest)->Stop();

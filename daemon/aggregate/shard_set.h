@@ -41,6 +41,11 @@ struct ShardSet {
   // something summed over the shards (e.g. change counts) starts over.
   uint64_t generation = 0;
   std::shared_ptr<const void> keep_alive;
+  // The Kafka partitions whose engines these are, ascending, and assigned
+  // partitions still restoring their state (not in the shards: answers
+  // are partial). Empty for sources without partitions.
+  std::vector<int32_t> partitions;
+  std::vector<int32_t> restoring;
 };
 
 // Any thread; called once per read.

@@ -116,9 +116,12 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   ToProto(FromProto(request.offset()), snapshot.mutable_offset());
   *snapshot.mutable_dimensions() = request.dimensions();
   const aggregate::ShardSet set = shards_();
+  // This replica's part: partitions still restoring are not in the counts.
   v1::ReplicaStatus* self = snapshot.add_replicas();
   self->set_replica(options_.replica);
   for (int32_t partition : set.partitions) self->add_partitions(partition);
+  self->mutable_restoring_partitions()->Add(set.restoring.begin(), set.restoring.end());
+  snapshot.set_partial(!set.restoring.empty());
   if (request.clock_only()) return snapshot;
   const MergedReader reader(set.shards);
   for (size_t p = 0; p < config().processes.size(); ++p) {

@@ -56,7 +56,8 @@ class SnapshotReader {
     std::function<absl::optional<absl::Time>()> watermark;
     // May be empty: snapshots then carry no KPI tree values.
     KpiTreeEvaluator kpi_tree;
-    // This replica's id (config replica_id), named in Snapshot.replicas.
+    // This replica's id (config replica_id), named in Snapshot.replicas
+    // with the partitions read and those still restoring.
     std::string replica;
   };
 

@@ -341,6 +341,43 @@ TEST_F(SnapshotReaderTest, CancelledReadGivesUp) {
   EXPECT_TRUE(absl::IsCancelled(s.status())) << s.status();
 }
 
+TEST_F(SnapshotReaderTest, PartitionsStillRestoringMakeTheAnswerPartial) {
+  SnapshotReader::Options options = Options();
+  options.replica_id = "kpid-0";
+  // Partitions 0 and 2 are live (shards a and b); 1 and 3 restore their state.
+  options.shard_source = [this] {
+    aggregate::ShardSet set;
+    set.shards = {&shard_a_, &shard_b_};
+    set.tables = {&table_a_, &table_b_};
+    set.partitions = {0, 2};
+    set.restoring = {1, 3};
+    return set;
+  };
+  SnapshotReader reader(std::move(options));
+  absl::StatusOr<v1::Snapshot> s = reader.Read(Request(absl::Hours(1)));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->partial());
+  ASSERT_EQ(s->replicas_size(), 1);
+  EXPECT_EQ(s->replicas(0).replica(), "kpid-0");
+  EXPECT_THAT(s->replicas(0).partitions(), ::testing::ElementsAre(0, 2));
+  EXPECT_THAT(s->replicas(0).restoring_partitions(), ::testing::ElementsAre(1, 3));
+
+  // Once restored: complete.
+  SnapshotReader::Options done = Options();
+  done.shard_source = [this] {
+    aggregate::ShardSet set;
+    set.shards = {&shard_a_, &shard_b_};
+    set.tables = {&table_a_, &table_b_};
+    set.partitions = {0, 1, 2, 3};
+    return set;
+  };
+  absl::StatusOr<v1::Snapshot> complete =
+      SnapshotReader(std::move(done)).Read(Request(absl::Hours(1)));
+  ASSERT_TRUE(complete.ok()) << complete.status();
+  EXPECT_FALSE(complete->partial());
+  EXPECT_TRUE(complete->replicas(0).restoring_partitions().empty());
+}
+
 class ValidationTest : public SnapshotReaderTest {
  protected:
   absl::Status Check(const v1::GetSnapshotRequest& r) {

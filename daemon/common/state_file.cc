@@ -30,12 +30,6 @@ uint32_t GetU32(absl::string_view bytes) {
   return v;
 }
 
-uint32_t Crc32(absl::string_view bytes) {
-  return static_cast<uint32_t>(::crc32(::crc32(0L, Z_NULL, 0),
-                                       reinterpret_cast<const Bytef*>(bytes.data()),
-                                       static_cast<uInt>(bytes.size())));
-}
-
 std::string Directory(const std::string& path) {
   const size_t slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
@@ -59,6 +53,12 @@ absl::Status SyncDirectory(const std::string& dir) {
 }
 
 }  // namespace
+
+uint32_t Crc32(absl::string_view bytes) {
+  return static_cast<uint32_t>(::crc32(::crc32(0L, Z_NULL, 0),
+                                       reinterpret_cast<const Bytef*>(bytes.data()),
+                                       static_cast<uInt>(bytes.size())));
+}
 
 std::string EncodeStateEnvelope(absl::string_view kind, uint32_t version,
                                 absl::string_view payload) {

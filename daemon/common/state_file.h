@@ -52,6 +52,10 @@ absl::Status WriteStateFile(const std::string& path, absl::string_view kind, uin
 // `path`, else `<path>.prev`. Missing files are not errors (nothing rejected).
 StateFileRead ReadStateFile(const std::string& path, absl::string_view kind);
 
+// CRC-32 (zlib's) of `bytes`: the envelope's checksum, also used by the
+// state topic's manifests (daemon/engine/state_changelog.h).
+uint32_t Crc32(absl::string_view bytes);
+
 // The envelope alone, for tests and fuzzing: Encode/Decode without the files.
 std::string EncodeStateEnvelope(absl::string_view kind, uint32_t version,
                                 absl::string_view payload);

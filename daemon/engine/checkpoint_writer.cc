@@ -8,11 +8,13 @@
 #include "daemon/common/log.h"
 #include "daemon/common/state_file.h"
 #include "daemon/engine/partition_engine.h"
+#include "daemon/engine/state_topic.h"
 
 namespace kpid::engine {
 
-CheckpointWriter::CheckpointWriter() {
-  stats_.duration_buckets.assign(std::size(kDurationBuckets), 0);
+CheckpointWriter::CheckpointWriter(StateTopic* topic) : topic_(topic) {
+  file_stats_.duration_buckets.assign(std::size(kDurationBuckets), 0);
+  topic_stats_.duration_buckets.assign(std::size(kDurationBuckets), 0);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -25,19 +27,19 @@ CheckpointWriter::~CheckpointWriter() {
   thread_.join();
 }
 
-void CheckpointWriter::Submit(const std::string& path, std::string payload) {
+void CheckpointWriter::Submit(Job job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++submitted_;
-    for (Job& job : pending_) {
-      if (job.path == path) {
-        job.payload = std::move(payload);
+    for (Job& pending : pending_) {
+      if (pending.partition == job.partition) {
+        pending = std::move(job);
         ++finished_;  // the replaced one
         done_.notify_all();
         return;
       }
     }
-    pending_.push_back({path, std::move(payload)});
+    pending_.push_back(std::move(job));
   }
   wake_.notify_all();
 }
@@ -48,9 +50,30 @@ void CheckpointWriter::Flush() {
   done_.wait(lock, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
 }
 
-CheckpointWriter::Stats CheckpointWriter::stats() const {
+CheckpointWriter::Stats CheckpointWriter::file_stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  return file_stats_;
+}
+
+CheckpointWriter::Stats CheckpointWriter::topic_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return topic_stats_;
+}
+
+void CheckpointWriter::Count(Stats* stats, std::map<int32_t, uint64_t>* bytes_by_partition,
+                             const Job& job, bool ok, double seconds) {
+  if (!ok) {
+    ++stats->failed;
+    return;
+  }
+  ++stats->written;
+  uint64_t& bytes = (*bytes_by_partition)[job.partition];
+  stats->bytes += job.payload.size() - bytes;
+  bytes = job.payload.size();
+  for (size_t b = 0; b < std::size(kDurationBuckets); ++b) {
+    if (seconds <= kDurationBuckets[b]) ++stats->duration_buckets[b];
+  }
+  stats->duration_sum_seconds += seconds;
 }
 
 void CheckpointWriter::Run() {
@@ -61,25 +84,37 @@ void CheckpointWriter::Run() {
     Job job = std::move(pending_.front());
     pending_.pop_front();
     lock.unlock();
-    const absl::Time start = absl::Now();
-    const absl::Status written = WriteStateFile(job.path, PartitionEngine::kStateKind,
-                                                PartitionEngine::kStateVersion, job.payload);
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    if (!written.ok()) {
-      log::Error("checkpoint not written", {{"file", job.path}, {"error", written.ToString()}});
-    }
-    lock.lock();
-    if (written.ok()) {
-      ++stats_.written;
-      uint64_t& bytes = bytes_by_path_[job.path];
-      stats_.bytes += job.payload.size() - bytes;
-      bytes = job.payload.size();
-      for (size_t b = 0; b < std::size(kDurationBuckets); ++b) {
-        if (seconds <= kDurationBuckets[b]) ++stats_.duration_buckets[b];
+    absl::Time start = absl::Now();
+    absl::Status file_written = absl::OkStatus();
+    if (!job.path.empty()) {
+      file_written = WriteStateFile(job.path, PartitionEngine::kStateKind,
+                                    PartitionEngine::kStateVersion, job.payload);
+      if (!file_written.ok()) {
+        log::Error("checkpoint not written",
+                   {{"file", job.path}, {"error", file_written.ToString()}});
       }
-      stats_.duration_sum_seconds += seconds;
-    } else {
-      ++stats_.failed;
+    }
+    const double file_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    absl::Status topic_written = absl::OkStatus();
+    start = absl::Now();
+    if (topic_ != nullptr) {
+      topic_written =
+          topic_->Write(job.partition, job.next_offset,
+                        EncodeStateEnvelope(PartitionEngine::kStateKind,
+                                            PartitionEngine::kStateVersion, job.payload));
+      if (!topic_written.ok()) {
+        log::Error(
+            "checkpoint not delivered to the state topic",
+            {{"partition", absl::StrCat(job.partition)}, {"error", topic_written.ToString()}});
+      }
+    }
+    const double topic_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    lock.lock();
+    if (!job.path.empty()) {
+      Count(&file_stats_, &file_bytes_, job, file_written.ok(), file_seconds);
+    }
+    if (topic_ != nullptr) {
+      Count(&topic_stats_, &topic_bytes_, job, topic_written.ok(), topic_seconds);
     }
     ++finished_;
     done_.notify_all();

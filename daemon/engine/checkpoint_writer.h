@@ -1,15 +1,19 @@
-// Writes partition checkpoints to their state files on its own thread, so a
-// slow fsync never stalls a worker: the worker serializes its engine (state
-// and offset together, between two batches) and hands the bytes over.
+// Writes partition checkpoints to their state files and the state topic on
+// its own thread, so a slow fsync or broker never stalls a worker: the
+// worker serializes its engine (state and offset together, between two
+// batches) and hands the bytes over.
 //
-//   CheckpointWriter writer;
-//   writer.Submit("/var/lib/kpid/events-3.state", engine.Serialize(next_offset));
-//   writer.Flush();   // everything submitted so far is on disk (or failed)
+//   CheckpointWriter writer(state_topic);   // null: files only
+//   writer.Submit({.partition = 3, .next_offset = 42,
+//                  .path = "/var/lib/kpid/events-3.state", .payload = engine.Serialize(42)});
+//   writer.Flush();   // everything submitted so far is on disk and delivered (or failed)
 //
-// A state not yet written when a newer one of the same file arrives is
-// replaced by it (the newer covers more), so a slow disk bounds memory at one
-// pending state per file. Files are written with WriteStateFile (atomic,
-// checksummed, the previous one kept as .prev). Thread-safe.
+// A state not yet written when a newer one of the same partition arrives is
+// replaced by it (the newer covers more), so a slow disk or broker bounds
+// memory at one pending state per partition. Files are written with
+// WriteStateFile (atomic, checksummed, the previous one kept as .prev); the
+// state topic gets the same envelope (StateTopic::Write: chunks, manifest,
+// acknowledged). Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -26,39 +30,50 @@
 
 namespace kpid::engine {
 
+class StateTopic;
+
 class CheckpointWriter {
  public:
   // Upper bounds (seconds) of the write-duration histogram's buckets.
   static constexpr double kDurationBuckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10};
 
+  // What one sink (the files, or the state topic) did.
   struct Stats {
     uint64_t written = 0;
     uint64_t failed = 0;
     // Write durations: cumulative counts per kDurationBuckets bound, sum.
     std::vector<uint64_t> duration_buckets;
     double duration_sum_seconds = 0;
-    // Size of the latest state written, summed over the files.
+    // Size of the latest state written, summed over the partitions.
     uint64_t bytes = 0;
   };
 
-  CheckpointWriter();
+  struct Job {
+    int32_t partition = 0;
+    int64_t next_offset = 0;
+    std::string path;     // empty: no state file
+    std::string payload;  // PartitionEngine::Serialize's bytes
+  };
+
+  // `topic` (optional) must outlive the writer.
+  explicit CheckpointWriter(StateTopic* topic = nullptr);
   ~CheckpointWriter();  // writes what is pending, then stops
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
-  // `payload`: PartitionEngine::Serialize's bytes for `path`.
-  void Submit(const std::string& path, std::string payload);
+  void Submit(Job job);
   // Returns once everything submitted before the call is written or failed.
   void Flush();
-  Stats stats() const;
+  Stats file_stats() const;
+  Stats topic_stats() const;
 
  private:
-  struct Job {
-    std::string path;
-    std::string payload;
-  };
   void Run();
+  // Records one write's outcome in `stats`.
+  void Count(Stats* stats, std::map<int32_t, uint64_t>* bytes_by_partition, const Job& job, bool ok,
+             double seconds);
 
+  StateTopic* const topic_;
   mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
   std::condition_variable wake_;
   std::condition_variable done_;
@@ -66,8 +81,10 @@ class CheckpointWriter {
   uint64_t submitted_ = 0;  // jobs ever queued, replaced ones included
   uint64_t finished_ = 0;
   bool stop_ = false;
-  Stats stats_;
-  std::map<std::string, uint64_t> bytes_by_path_;
+  Stats file_stats_;
+  Stats topic_stats_;
+  std::map<int32_t, uint64_t> file_bytes_;
+  std::map<int32_t, uint64_t> topic_bytes_;
   std::thread thread_;
 };
 

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <iterator>
+#include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "daemon/common/log.h"
 #include "daemon/common/state_file.h"
 #include "daemon/export/metric_builder.h"
@@ -14,18 +17,29 @@ namespace kpid::engine {
 namespace {
 
 constexpr const char* kRestoreResultNames[] = {"restored", "previous", "corrupt", "none"};
+constexpr const char* kRestoreSourceNames[] = {"file", "topic", "none"};
+// A look at the state topic's end finds the newest manifest: a checkpoint
+// ends with its manifest and the previous generation's tombstones (one per
+// chunk of 512 KiB), so this covers states up to ~30 MiB; beyond, or when
+// the tail lacks the newest generation's chunks, the whole partition is read.
+constexpr int64_t kTailRecords = 64;
+// Partitions restored at once by OpenAll.
+constexpr size_t kRestoreThreads = 4;
 
 }  // namespace
 
 EngineRegistry::EngineRegistry(Options options)
     : options_(std::move(options)), empty_table_(*options_.config), empty_shard_(*options_.config) {
-  if (options_.state_dir.empty()) return;
-  std::error_code ec;
-  std::filesystem::create_directories(options_.state_dir, ec);
-  if (ec) {
-    log::Error("cannot make state_dir", {{"dir", options_.state_dir}, {"error", ec.message()}});
+  if (!options_.state_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.state_dir, ec);
+    if (ec) {
+      log::Error("cannot make state_dir", {{"dir", options_.state_dir}, {"error", ec.message()}});
+    }
   }
-  writer_ = std::make_unique<CheckpointWriter>();
+  if (!options_.state_dir.empty() || options_.state_topic != nullptr) {
+    writer_ = std::make_unique<CheckpointWriter>(options_.state_topic);
+  }
 }
 
 EngineRegistry::~EngineRegistry() = default;
@@ -44,38 +58,39 @@ PartitionEngine::Options EngineRegistry::EngineOptions(int32_t partition, int pa
       .max_dedup_ids = options_.config->MaxDedupIdsPerPartition(partition_count),
       .max_closed_cases = options_.config->MaxClosedCasesPerPartition(partition_count),
       .writer = writer_.get(),
-      .state_path = writer_ != nullptr ? StatePath(partition) : "",
+      .state_path = options_.state_dir.empty() ? "" : StatePath(partition),
   };
 }
 
-void EngineRegistry::Count(RestoreResult result) {
-  restores_[static_cast<size_t>(result)].fetch_add(1, std::memory_order_relaxed);
+void EngineRegistry::Count(RestoreSource source, RestoreResult result) {
+  restores_[static_cast<size_t>(source)][static_cast<size_t>(result)].fetch_add(
+      1, std::memory_order_relaxed);
 }
 
 std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromFile(
-    const PartitionEngine::Options& options) {
+    const PartitionEngine::Options& options, bool* rejected, bool* from_previous) {
   const std::string& path = options.state_path;
-  bool rejected = false;
   // The current file, then (when that is unusable in any way) .prev.
   for (const std::string& candidate : {path, path + ".prev"}) {
     StateFileRead read = ReadStateFile(candidate, PartitionEngine::kStateKind);
     for (const absl::Status& bad : read.rejected) {
-      rejected = true;
+      *rejected = true;
       log::Error("state file rejected",
                  {{"partition", absl::StrCat(options.partition)}, {"error", bad.ToString()}});
     }
     if (!read.file) continue;
+    restore_bytes_[static_cast<size_t>(RestoreSource::kFile)].fetch_add(read.file->payload.size(),
+                                                                        std::memory_order_relaxed);
     absl::StatusOr<std::unique_ptr<PartitionEngine>> engine =
         PartitionEngine::Restore(options, read.file->payload);
     if (!engine.ok()) {
-      rejected = true;
+      *rejected = true;
       log::Error("state file rejected", {{"partition", absl::StrCat(options.partition)},
                                          {"file", read.file->path},
                                          {"error", engine.status().ToString()}});
       continue;
     }
-    const bool current = read.file->path == path;
-    Count(current ? RestoreResult::kRestored : RestoreResult::kPrevious);
+    *from_previous = read.file->path != path;
     log::Info("partition state restored",
               {{"partition", absl::StrCat(options.partition)},
                {"file", read.file->path},
@@ -83,12 +98,108 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromFile(
                {"open_cases", absl::StrCat((*engine)->tracker().open_cases())}});
     return std::shared_ptr<PartitionEngine>(*std::move(engine));
   }
-  Count(rejected ? RestoreResult::kCorrupt : RestoreResult::kNone);
-  if (rejected) {
-    log::Error("no usable state: the partition starts empty and is read from its beginning",
-               {{"partition", absl::StrCat(options.partition)}, {"file", path}});
+  return nullptr;
+}
+
+std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromTopic(
+    const PartitionEngine::Options& options, int64_t file_offset, bool* rejected) {
+  StateTopic& topic = *options_.state_topic;
+  const std::string partition = absl::StrCat(options.partition);
+  auto read = [&](int64_t tail) -> absl::StatusOr<StateTopic::Scan> {
+    absl::StatusOr<StateTopic::Scan> scan = topic.Read(options.partition, tail);
+    if (!scan.ok()) {
+      *rejected = true;
+      log::Error("state topic not read",
+                 {{"partition", partition}, {"error", scan.status().ToString()}});
+      return scan;
+    }
+    restore_bytes_[static_cast<size_t>(RestoreSource::kTopic)].fetch_add(scan->bytes,
+                                                                         std::memory_order_relaxed);
+    if (scan->newest_manifest) topic.Found(*scan->newest_manifest);
+    for (const absl::Status& bad : scan->rejected) {
+      *rejected = true;
+      log::Error("state topic record rejected",
+                 {{"partition", partition}, {"error", bad.ToString()}});
+    }
+    return scan;
+  };
+  absl::StatusOr<StateTopic::Scan> scan = read(kTailRecords);
+  if (!scan.ok()) return nullptr;
+  if (scan->newest_manifest && scan->newest_manifest->next_offset <= file_offset) {
+    return nullptr;  // the file is at least as new: the fast path
   }
-  return std::make_shared<PartitionEngine>(options);
+  const bool newest_in_tail = scan->state && scan->newest_manifest &&
+                              scan->state->manifest.generation == scan->newest_manifest->generation;
+  if (!newest_in_tail && !scan->whole_log) {
+    scan = read(/*tail=*/0);
+    if (!scan.ok()) return nullptr;
+  }
+  if (!scan->state || scan->state->manifest.next_offset <= file_offset) return nullptr;
+  StateFile file;
+  absl::Status decoded =
+      DecodeStateEnvelope(scan->state->state, PartitionEngine::kStateKind,
+                          absl::StrCat("state topic partition ", partition), &file);
+  absl::StatusOr<std::unique_ptr<PartitionEngine>> engine =
+      decoded.ok() ? PartitionEngine::Restore(options, file.payload)
+                   : absl::StatusOr<std::unique_ptr<PartitionEngine>>(decoded);
+  if (!engine.ok()) {
+    *rejected = true;
+    log::Error("state topic generation rejected",
+               {{"partition", partition},
+                {"generation", absl::StrCat(scan->state->manifest.generation)},
+                {"error", engine.status().ToString()}});
+    return nullptr;
+  }
+  log::Info("partition state restored",
+            {{"partition", partition},
+             {"state_topic", options_.config->kafka.state_topic},
+             {"generation", absl::StrCat(scan->state->manifest.generation)},
+             {"next_offset", absl::StrCat((*engine)->next_offset())},
+             {"open_cases", absl::StrCat((*engine)->tracker().open_cases())}});
+  return std::shared_ptr<PartitionEngine>(*std::move(engine));
+}
+
+std::shared_ptr<PartitionEngine> EngineRegistry::Restore(const PartitionEngine::Options& options) {
+  const absl::Time start = absl::Now();
+  bool rejected = false;
+  bool from_previous = false;
+  std::shared_ptr<PartitionEngine> engine;
+  if (!options.state_path.empty()) engine = RestoreFromFile(options, &rejected, &from_previous);
+  RestoreSource source = engine != nullptr ? RestoreSource::kFile : RestoreSource::kNone;
+  if (options_.state_topic != nullptr) {
+    std::shared_ptr<PartitionEngine> newer = RestoreFromTopic(
+        options, engine != nullptr ? engine->next_offset() : ingest::kUnknownOffset, &rejected);
+    if (newer != nullptr) {
+      if (engine != nullptr) {
+        log::Info("state topic is newer than the state file",
+                  {{"partition", absl::StrCat(options.partition)},
+                   {"file_next_offset", absl::StrCat(engine->next_offset())},
+                   {"topic_next_offset", absl::StrCat(newer->next_offset())}});
+      }
+      engine = std::move(newer);
+      source = RestoreSource::kTopic;
+    }
+  }
+  if (source == RestoreSource::kFile) {
+    Count(source, from_previous ? RestoreResult::kPrevious : RestoreResult::kRestored);
+  } else if (source == RestoreSource::kTopic) {
+    Count(source, RestoreResult::kRestored);
+  } else {
+    Count(RestoreSource::kNone, rejected ? RestoreResult::kCorrupt : RestoreResult::kNone);
+    if (rejected) {
+      log::Error("no usable state: the partition starts empty and is read from its beginning",
+                 {{"partition", absl::StrCat(options.partition)}});
+    }
+    engine = std::make_shared<PartitionEngine>(options);
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t b = 0; b < std::size(kRestoreBuckets); ++b) {
+    if (seconds <= kRestoreBuckets[b]) ++restore_buckets_[b];
+  }
+  restore_seconds_sum_ += seconds;
+  ++restore_count_;
+  return engine;
 }
 
 int64_t EngineRegistry::StartOffset(const PartitionEngine& engine) const {
@@ -96,34 +207,67 @@ int64_t EngineRegistry::StartOffset(const PartitionEngine& engine) const {
   // that survived: the group's committed offset may be ahead of every
   // checkpoint (offsets are committed per batch, checkpoints every
   // checkpoint_interval), so starting there would lose what lies between.
-  if (writer_ != nullptr && engine.next_offset() == ingest::kUnknownOffset) {
+  if (durable() && engine.next_offset() == ingest::kUnknownOffset) {
     return ingest::kFromBeginning;
   }
   return engine.next_offset();
 }
 
 ingest::PartitionHandlers::Opened EngineRegistry::Open(int32_t partition, int partition_count) {
+  return OpenAll({partition}, partition_count).front();
+}
+
+std::vector<ingest::PartitionHandlers::Opened> EngineRegistry::OpenAll(
+    const std::vector<int32_t>& partitions, int partition_count) {
+  std::vector<Opened> opened(partitions.size());
+  std::vector<size_t> to_restore;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (auto kept = kept_.extract(partition)) {
-      const int64_t next_offset = StartOffset(*kept.mapped());
-      live_[partition] = kept.mapped();
-      ++generation_;
-      return {std::move(kept.mapped()), next_offset};
+    for (size_t i = 0; i < partitions.size(); ++i) {
+      if (auto kept = kept_.extract(partitions[i])) {
+        opened[i] = {kept.mapped(), StartOffset(*kept.mapped())};
+        live_[partitions[i]] = std::move(kept.mapped());
+      } else {
+        to_restore.push_back(i);
+        restoring_.insert(partitions[i]);
+      }
     }
+    ++generation_;
   }
-  const PartitionEngine::Options engine_options = EngineOptions(partition, partition_count);
-  std::shared_ptr<PartitionEngine> engine = writer_ != nullptr
-                                                ? RestoreFromFile(engine_options)
-                                                : std::make_shared<PartitionEngine>(engine_options);
-  const int64_t next_offset = StartOffset(*engine);
+  // Readers meanwhile see the restoring partitions as such (partial answers).
+  std::atomic<size_t> next{0};
+  auto restore_some = [&] {
+    for (size_t k = next.fetch_add(1); k < to_restore.size(); k = next.fetch_add(1)) {
+      const size_t i = to_restore[k];
+      const PartitionEngine::Options engine_options = EngineOptions(partitions[i], partition_count);
+      std::shared_ptr<PartitionEngine> engine =
+          durable() ? Restore(engine_options) : std::make_shared<PartitionEngine>(engine_options);
+      opened[i] = {engine, StartOffset(*engine)};
+      std::lock_guard<std::mutex> lock(mu_);
+      live_[partitions[i]] = std::move(engine);
+      restoring_.erase(partitions[i]);
+      ++generation_;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < std::min(kRestoreThreads, to_restore.size()); ++t) {
+    threads.emplace_back(restore_some);
+  }
+  restore_some();
+  for (std::thread& thread : threads) thread.join();
+  return opened;
+}
+
+int EngineRegistry::restoring() const {
   std::lock_guard<std::mutex> lock(mu_);
-  live_[partition] = engine;
-  ++generation_;
-  return {std::move(engine), next_offset};
+  return static_cast<int>(restoring_.size());
 }
 
 void EngineRegistry::Close(int32_t partition, bool keep) {
+  // The partition's next owner may be another replica, which restores it
+  // from the state topic as soon as this revoke completes: its last
+  // checkpoint must be there (or failed) first.
+  Flush();
   std::lock_guard<std::mutex> lock(mu_);
   auto live = live_.extract(partition);
   if (!live) return;
@@ -156,9 +300,10 @@ aggregate::ShardSet EngineRegistry::Shards() const {
         set.partitions.push_back(partition);
       }
     }
-    std::sort(set.partitions.begin(), set.partitions.end());
+    set.restoring.assign(restoring_.begin(), restoring_.end());
     set.generation = generation_;
   }
+  std::sort(set.partitions.begin(), set.partitions.end());
   for (const std::shared_ptr<const PartitionEngine>& engine : *engines) {
     set.shards.push_back(&engine->shard());
     set.tables.push_back(&engine->table());
@@ -189,13 +334,29 @@ void EngineRegistry::Flush() {
   if (writer_ != nullptr) writer_->Flush();
 }
 
+namespace {
+
+void AddHistogram(prometheus::MetricFamily* f, const std::vector<uint64_t>& cumulative,
+                  const double* bounds, size_t bound_count, uint64_t count, double sum) {
+  prometheus::ClientMetric histogram;
+  histogram.histogram.sample_count = count;
+  histogram.histogram.sample_sum = sum;
+  for (size_t b = 0; b < bound_count; ++b) {
+    histogram.histogram.bucket.push_back({b < cumulative.size() ? cumulative[b] : 0, bounds[b]});
+  }
+  histogram.histogram.bucket.push_back({count, std::numeric_limits<double>::infinity()});
+  f->metric.push_back(std::move(histogram));
+}
+
+}  // namespace
+
 std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
   using exporter::AddCounter;
   using exporter::AddGauge;
   using exporter::Family;
   using prometheus::MetricType;
   const CheckpointWriter::Stats stats =
-      writer_ != nullptr ? writer_->stats() : CheckpointWriter::Stats{};
+      writer_ != nullptr ? writer_->file_stats() : CheckpointWriter::Stats{};
   std::vector<prometheus::MetricFamily> families;
 
   prometheus::MetricFamily f =
@@ -208,16 +369,9 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
   f = Family("kpid_state_checkpoint_duration_seconds",
              "Time to write one partition checkpoint (write, fsync, rename).",
              MetricType::Histogram);
-  prometheus::ClientMetric histogram;
-  histogram.histogram.sample_count = stats.written;
-  histogram.histogram.sample_sum = stats.duration_sum_seconds;
-  for (size_t b = 0; b < std::size(CheckpointWriter::kDurationBuckets); ++b) {
-    histogram.histogram.bucket.push_back(
-        {b < stats.duration_buckets.size() ? stats.duration_buckets[b] : 0,
-         CheckpointWriter::kDurationBuckets[b]});
-  }
-  histogram.histogram.bucket.push_back({stats.written, std::numeric_limits<double>::infinity()});
-  f.metric.push_back(std::move(histogram));
+  AddHistogram(&f, stats.duration_buckets, CheckpointWriter::kDurationBuckets,
+               std::size(CheckpointWriter::kDurationBuckets), stats.written,
+               stats.duration_sum_seconds);
   families.push_back(std::move(f));
 
   f = Family("kpid_state_checkpoint_bytes",
@@ -226,15 +380,81 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
   AddGauge(&f, {}, static_cast<double>(stats.bytes));
   families.push_back(std::move(f));
 
-  f = Family("kpid_state_restores_total",
-             "Partitions assigned with state_dir set, by how their state was found: restored "
-             "(the current file), previous (its .prev: the current one was unusable), corrupt "
-             "(no usable file: started empty), none (no file: started empty).",
-             MetricType::Counter);
-  for (size_t r = 0; r < restores_.size(); ++r) {
-    AddCounter(&f, {{"result", kRestoreResultNames[r]}},
-               static_cast<double>(restores_[r].load(std::memory_order_relaxed)));
+  if (options_.state_topic != nullptr) {
+    const CheckpointWriter::Stats topic = writer_->topic_stats();
+    f = Family("kpid_state_topic_checkpoints_total",
+               "Partition checkpoints delivered to kafka.state_topic (every chunk and the "
+               "manifest acknowledged), by result.",
+               MetricType::Counter);
+    AddCounter(&f, {{"result", "ok"}}, static_cast<double>(topic.written));
+    AddCounter(&f, {{"result", "failed"}}, static_cast<double>(topic.failed));
+    families.push_back(std::move(f));
+
+    f = Family("kpid_state_topic_checkpoint_duration_seconds",
+               "Time to deliver one partition checkpoint to kafka.state_topic.",
+               MetricType::Histogram);
+    AddHistogram(&f, topic.duration_buckets, CheckpointWriter::kDurationBuckets,
+                 std::size(CheckpointWriter::kDurationBuckets), topic.written,
+                 topic.duration_sum_seconds);
+    families.push_back(std::move(f));
   }
+
+  f = Family("kpid_state_restores_total",
+             "Partitions assigned with durable state (state_dir or kafka.state_topic), by where "
+             "their state came from (file, topic, none) and how: restored (the current file or "
+             "the topic's newest complete generation), previous (the file's .prev: the current "
+             "one was unusable), corrupt (nothing usable: started empty), none (nothing stored: "
+             "started empty).",
+             MetricType::Counter);
+  using Source = RestoreSource;
+  using Result = RestoreResult;
+  for (const auto& [source, result] :
+       {std::pair{Source::kFile, Result::kRestored}, std::pair{Source::kFile, Result::kPrevious},
+        std::pair{Source::kTopic, Result::kRestored}, std::pair{Source::kNone, Result::kCorrupt},
+        std::pair{Source::kNone, Result::kNone}}) {
+    AddCounter(&f,
+               {{"result", kRestoreResultNames[static_cast<size_t>(result)]},
+                {"source", kRestoreSourceNames[static_cast<size_t>(source)]}},
+               static_cast<double>(
+                   restores_[static_cast<size_t>(source)][static_cast<size_t>(result)].load(
+                       std::memory_order_relaxed)));
+  }
+  families.push_back(std::move(f));
+
+  f = Family("kpid_state_restore_bytes_total",
+             "Bytes of partition state read to restore partitions, by source (file: state "
+             "files' payloads; topic: the state topic's keys and values).",
+             MetricType::Counter);
+  for (Source source : {Source::kFile, Source::kTopic}) {
+    AddCounter(&f, {{"source", kRestoreSourceNames[static_cast<size_t>(source)]}},
+               static_cast<double>(
+                   restore_bytes_[static_cast<size_t>(source)].load(std::memory_order_relaxed)));
+  }
+  families.push_back(std::move(f));
+
+  std::vector<uint64_t> restore_buckets;
+  double restore_sum = 0;
+  uint64_t restore_count = 0;
+  size_t restoring = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    restore_buckets.assign(restore_buckets_.begin(), restore_buckets_.end());
+    restore_sum = restore_seconds_sum_;
+    restore_count = restore_count_;
+    restoring = restoring_.size();
+  }
+  f = Family("kpid_state_restore_duration_seconds",
+             "Time to restore one assigned partition's state (file, state topic, decoding).",
+             MetricType::Histogram);
+  AddHistogram(&f, restore_buckets, kRestoreBuckets, std::size(kRestoreBuckets), restore_count,
+               restore_sum);
+  families.push_back(std::move(f));
+
+  f = Family("kpid_state_restore_partitions",
+             "Assigned partitions whose state is being restored: not yet consumed, not in "
+             "answers (which are marked partial), /readyz 503.",
+             MetricType::Gauge);
+  AddGauge(&f, {{"state", "restoring"}}, static_cast<double>(restoring));
   families.push_back(std::move(f));
   return families;
 }

@@ -11,12 +11,18 @@
 //   registry.Flush();     // the final checkpoints are on disk
 //
 // Open restores a partition from `<state_dir>/<topic>-<partition>.state`
-// (or its .prev when that is truncated or corrupt, counted), and says at
-// which offset the restored state ends, so ingest resumes exactly there.
-// Without a state_dir, or without a file, the engine starts empty at the
-// group's committed offset. An engine closed by an eager rebalance is kept
-// (and still read) until the next assignment: it resumes at its own offset
-// if that gives it back, else it is dropped.
+// (or its .prev when that is truncated or corrupt, counted) and, with a
+// state topic, from the topic's newest complete generation when that is
+// newer than the file (a larger next offset: the partition was last owned
+// by another replica, or this one's disk is gone); it says at which offset
+// the restored state ends, so ingest resumes exactly there. Without durable
+// state the engine starts empty at the group's committed offset; with
+// durable state but none found, at the partition's beginning.
+// OpenAll restores an assignment's partitions in parallel; while they
+// restore, readers get the other engines and the restoring partitions'
+// numbers (ShardSet::restoring: answers are partial, /readyz waits). An engine closed by an eager
+// rebalance is kept (and still read) until the next assignment: it resumes at its own offset if
+// that gives it back, else it is dropped.
 //
 // Thread safety: Open, Close and DropKept come from ingest's poll thread;
 // Shards, Stats and Collect from any thread. One mutex guards the set; it
@@ -28,9 +34,11 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +47,7 @@
 #include "daemon/cases/clock.h"
 #include "daemon/engine/checkpoint_writer.h"
 #include "daemon/engine/partition_engine.h"
+#include "daemon/engine/state_topic.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
 #include "prometheus/collectable.h"
@@ -54,15 +63,22 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
     cases::WatermarkBoard* board = nullptr;
     // Where partition states are kept (made if missing); empty: nowhere.
     std::string state_dir;
+    // The state topic (kafka.state_topic); null: none. Must outlive the registry.
+    StateTopic* state_topic = nullptr;
   };
 
-  // How Open found a partition's state, for kpid_state_restores_total.
+  // How Open found a partition's state, for kpid_state_restores_total:
+  // where from, and how.
+  enum class RestoreSource { kFile, kTopic, kNone, kCount };
   enum class RestoreResult { kRestored, kPrevious, kCorrupt, kNone, kCount };
+  // Upper bounds (seconds) of kpid_state_restore_duration_seconds' buckets.
+  static constexpr double kRestoreBuckets[] = {0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300};
 
   explicit EngineRegistry(Options options);
   ~EngineRegistry() override;
 
   Opened Open(int32_t partition, int partition_count) override;
+  std::vector<Opened> OpenAll(const std::vector<int32_t>& partitions, int partition_count) override;
   void Close(int32_t partition, bool keep) override;
   void DropKept() override;
 
@@ -75,11 +91,18 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   // Ingest's counts of every engine's partition.
   std::vector<std::shared_ptr<const ingest::PartitionStats>> Stats() const;
 
-  // Returns once every checkpoint handed over so far is written.
+  // Partitions assigned whose state is still being restored.
+  int restoring() const;
+
+  // Returns once every checkpoint handed over so far is written (and
+  // delivered to the state topic, or failed).
   void Flush();
 
   // kpid_state_checkpoints_total{result}, kpid_state_checkpoint_duration_seconds,
-  // kpid_state_checkpoint_bytes, kpid_state_restores_total{result}.
+  // kpid_state_checkpoint_bytes, kpid_state_topic_checkpoints_total{result},
+  // kpid_state_topic_checkpoint_duration_seconds, kpid_state_restores_total{result,source},
+  // kpid_state_restore_partitions{state}, kpid_state_restore_bytes_total{source},
+  // kpid_state_restore_duration_seconds.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
   // `<state_dir>/<topic>-<partition>.state`.
@@ -87,11 +110,20 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
  private:
   PartitionEngine::Options EngineOptions(int32_t partition, int partition_count);
-  // A partition's engine from its state file; `next_offset` where it ends.
-  std::shared_ptr<PartitionEngine> RestoreFromFile(const PartitionEngine::Options& options);
+  // A partition's engine from its state file and the state topic, or empty.
+  std::shared_ptr<PartitionEngine> Restore(const PartitionEngine::Options& options);
+  // From the state file (or .prev: `from_previous`); null when none is
+  // usable (`rejected` then says whether one existed).
+  std::shared_ptr<PartitionEngine> RestoreFromFile(const PartitionEngine::Options& options,
+                                                   bool* rejected, bool* from_previous);
+  // From the state topic's newest complete generation when its next offset
+  // is beyond `file_offset`; else null.
+  std::shared_ptr<PartitionEngine> RestoreFromTopic(const PartitionEngine::Options& options,
+                                                    int64_t file_offset, bool* rejected);
   // Where a newly opened engine starts reading (see kFromBeginning).
   int64_t StartOffset(const PartitionEngine& engine) const;
-  void Count(RestoreResult result);
+  void Count(RestoreSource source, RestoreResult result);
+  bool durable() const { return writer_ != nullptr; }
 
   Options options_;
   std::unique_ptr<CheckpointWriter> writer_;  // with a state_dir
@@ -102,9 +134,17 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
   std::map<int32_t, std::shared_ptr<PartitionEngine>> live_;
   std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_;
+  std::set<int32_t> restoring_;
   uint64_t generation_ = 1;
+  // Restore durations: cumulative counts per kRestoreBuckets bound, sum, count.
+  std::array<uint64_t, std::size(kRestoreBuckets)> restore_buckets_{};
+  double restore_seconds_sum_ = 0;
+  uint64_t restore_count_ = 0;
 
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreResult::kCount)> restores_{};
+  std::array<std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreResult::kCount)>,
+             static_cast<size_t>(RestoreSource::kCount)>
+      restores_{};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreSource::kCount)> restore_bytes_{};
 };
 
 }  // namespace kpid::engine

@@ -12,7 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/common/file_util.h"
+#include "daemon/engine/state_topic.h"
 #include "daemon/export/text_writer.h"
+#include "daemon/ingest/embedded_broker.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/process.h"
@@ -43,12 +45,15 @@ class EngineRegistryTest : public ::testing::Test {
     return std::make_unique<EngineRegistry>(EngineRegistry::Options{
         .config = &config_, .board = &board_, .state_dir = durable ? dir_ : ""});
   }
-  // kpid_state_restores_total{result}.
-  static double Restores(const EngineRegistry& registry, const std::string& result) {
+  // kpid_state_restores_total{result,source}; the source a result comes
+  // from without a state topic unless given.
+  static double Restores(const EngineRegistry& registry, const std::string& result,
+                         std::string source = "") {
+    if (source.empty()) source = result == "restored" || result == "previous" ? "file" : "none";
     return testing::Sample(
         testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
             std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))})),
-        absl::StrCat("kpid_state_restores_total{result=\"", result, "\"}"));
+        absl::StrCat("kpid_state_restores_total{result=\"", result, "\",source=\"", source, "\"}"));
   }
   // Checkpoints `consumed` counted messages at `next_offset`, written.
   static void Checkpoint(EngineRegistry& registry, ingest::PartitionHandler& engine,
@@ -146,6 +151,101 @@ TEST_F(EngineRegistryTest, ReadersKeepARevokedEngineAliveAndNeverSeeAnEmptySet) 
   registry->Close(0, /*keep=*/false);
   EXPECT_FALSE(weak.expired());  // `two` still reads it
   EXPECT_EQ(registry->Shards().shards.size(), 1u);
+}
+
+// With kafka.state_topic: an in-process mock cluster holds the topic;
+// chunks of 64 bytes, so every state spans several chunks and each
+// checkpoint tombstones the previous generation's.
+class StateTopicRegistryTest : public EngineRegistryTest {
+ protected:
+  void SetUp() override {
+    auto broker = ingest::EmbeddedBroker::Start({{"events", 4}, {"kpid-state", 4}});
+    ASSERT_TRUE(broker.ok()) << broker.status();
+    broker_ = *std::move(broker);
+    auto topic = StateTopic::Start({.brokers = broker_->bootstrap(),
+                                    .topic = "kpid-state",
+                                    .input_topic = "events",
+                                    .properties = {},
+                                    .chunk_bytes = 64});
+    ASSERT_TRUE(topic.ok()) << topic.status();
+    topic_ = *std::move(topic);
+  }
+  // A replica: its own state_dir (empty: none) and the shared topic.
+  std::unique_ptr<EngineRegistry> Replica(const std::string& dir, bool with_topic = true) {
+    return std::make_unique<EngineRegistry>(
+        EngineRegistry::Options{.config = &config_,
+                                .board = &board_,
+                                .state_dir = dir,
+                                .state_topic = with_topic ? topic_.get() : nullptr});
+  }
+
+  std::unique_ptr<ingest::EmbeddedBroker> broker_;
+  std::unique_ptr<StateTopic> topic_;
+};
+
+TEST_F(StateTopicRegistryTest, StateFollowsThePartitionToAReplicaWithoutFiles) {
+  {
+    auto a = Replica(dir_ + "/a");
+    ingest::PartitionHandlers::Opened opened = a->Open(3, 4);
+    EXPECT_EQ(opened.next_offset, ingest::kFromBeginning);
+    Checkpoint(*a, *opened.handler, 4, 12);
+    Checkpoint(*a, *opened.handler, 1, 17);  // the newest: 5 consumed at 17
+    a->Close(3, /*keep=*/false);
+  }
+  auto b = Replica("");  // no state_dir at all
+  ingest::PartitionHandlers::Opened opened = b->Open(3, 4);
+  EXPECT_EQ(opened.next_offset, 17);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 5u);
+  EXPECT_EQ(Restores(*b, "restored", "topic"), 1);
+  // Another partition has nothing in the topic: read from its beginning.
+  EXPECT_EQ(b->Open(2, 4).next_offset, ingest::kFromBeginning);
+  EXPECT_EQ(Restores(*b, "none"), 1);
+}
+
+TEST_F(StateTopicRegistryTest, ANewerLocalFileWins) {
+  {
+    auto first = Replica(dir_);
+    Checkpoint(*first, *first->Open(1, 4).handler, 2, 10);  // file and topic at 10
+  }
+  {
+    auto offline = Replica(dir_, /*with_topic=*/false);
+    Checkpoint(*offline, *offline->Open(1, 4).handler, 3, 20);  // the file alone at 20
+  }
+  auto again = Replica(dir_);
+  ingest::PartitionHandlers::Opened opened = again->Open(1, 4);
+  EXPECT_EQ(opened.next_offset, 20);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 5u);
+  EXPECT_EQ(Restores(*again, "restored", "file"), 1);
+  EXPECT_EQ(Restores(*again, "restored", "topic"), 0);
+}
+
+TEST_F(StateTopicRegistryTest, AnOlderLocalFileLosesToTheTopic) {
+  {
+    auto a = Replica(dir_ + "/a");
+    Checkpoint(*a, *a->Open(0, 4).handler, 2, 10);  // a's file and the topic at 10
+  }
+  {
+    auto b = Replica(dir_ + "/b");  // the partition moved to b, which read on
+    ingest::PartitionHandlers::Opened opened = b->Open(0, 4);
+    EXPECT_EQ(opened.next_offset, 10);
+    Checkpoint(*b, *opened.handler, 7, 30);  // 9 consumed at 30
+  }
+  auto a = Replica(dir_ + "/a");  // back to a, whose file is stale
+  ingest::PartitionHandlers::Opened opened = a->Open(0, 4);
+  EXPECT_EQ(opened.next_offset, 30);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 9u);
+  EXPECT_EQ(Restores(*a, "restored", "topic"), 1);
+  EXPECT_EQ(Restores(*a, "restored", "file"), 0);
+}
+
+TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring) {
+  auto registry = Replica("");
+  std::vector<ingest::PartitionHandlers::Opened> opened = registry->OpenAll({0, 1, 2, 3}, 4);
+  ASSERT_EQ(opened.size(), 4u);
+  const aggregate::ShardSet set = registry->Shards();
+  EXPECT_EQ(set.partitions, (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(set.restoring.empty());
+  EXPECT_EQ(registry->restoring(), 0);
 }
 
 }  // namespace

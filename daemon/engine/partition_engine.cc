@@ -142,7 +142,10 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
 void PartitionEngine::Checkpoint(int64_t next_offset) {
   next_offset_ = next_offset;
   if (options_.writer == nullptr) return;
-  options_.writer->Submit(options_.state_path, Serialize(next_offset));
+  options_.writer->Submit({.partition = options_.partition,
+                           .next_offset = next_offset,
+                           .path = options_.state_path,
+                           .payload = Serialize(next_offset)});
 }
 
 }  // namespace kpid::engine

@@ -59,8 +59,9 @@ class PartitionEngine final : public ingest::PartitionHandler {
     size_t max_open_cases = 0;
     size_t max_dedup_ids = 0;
     size_t max_closed_cases = 0;
-    // Where Checkpoint sends the state, as `state_path`; null: checkpoints
-    // only remember their offset (no durable state).
+    // Where Checkpoint sends the state (to `state_path` when not empty, and
+    // to the writer's state topic); null: checkpoints only remember their
+    // offset (no durable state).
     CheckpointWriter* writer = nullptr;
     std::string state_path;
   };

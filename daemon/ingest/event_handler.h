@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "daemon/ingest/event_decoder.h"
@@ -86,6 +87,13 @@ class PartitionHandlers {
   // `partition_count` partitions: the one returned by the last Close of it
   // if kept, else restored from its checkpoint, else empty.
   virtual Opened Open(int32_t partition, int partition_count) = 0;
+  // Open for every partition of one assignment, in their order; a registry
+  // may restore them in parallel.
+  virtual std::vector<Opened> OpenAll(const std::vector<int32_t>& partitions, int partition_count) {
+    std::vector<Opened> opened;
+    for (int32_t partition : partitions) opened.push_back(Open(partition, partition_count));
+    return opened;
+  }
   // The partition was revoked and its worker has let go of its handler
   // (after a final Checkpoint). `keep`: the group protocol gives revoked
   // partitions back at once (eager rebalance), so keep the handler for the

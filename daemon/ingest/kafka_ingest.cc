@@ -417,16 +417,23 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
         TopicPartitionCount(std::max(options_.config->kafka.partitions, highest + 1));
     // Handlers to their workers before any message can arrive; then each
     // partition starts where its handler's state ends.
+    std::vector<int32_t> numbers;
+    for (int i = 0; i < partitions->cnt; ++i) numbers.push_back(partitions->elems[i].partition);
+    // Restores run in parallel here; librdkafka's own thread keeps the group
+    // session alive (heartbeats) meanwhile, readers answer without the
+    // partitions restoring, and /readyz waits for them.
+    std::vector<PartitionHandlers::Opened> opened =
+        options_.partitions->OpenAll(numbers, partition_count);
     std::vector<Control> adopts;
     for (int i = 0; i < partitions->cnt; ++i) {
       rd_kafka_topic_partition_t& tp = partitions->elems[i];
-      PartitionHandlers::Opened opened = options_.partitions->Open(tp.partition, partition_count);
       static_assert(kFromBeginning == RD_KAFKA_OFFSET_BEGINNING);
-      if (opened.next_offset != kUnknownOffset) tp.offset = opened.next_offset;
+      const int64_t next_offset = opened[static_cast<size_t>(i)].next_offset;
+      if (next_offset != kUnknownOffset) tp.offset = next_offset;
       adopts.push_back({.kind = Control::Kind::kAdopt,
                         .partition = tp.partition,
-                        .handler = std::move(opened.handler),
-                        .next_offset = opened.next_offset});
+                        .handler = std::move(opened[static_cast<size_t>(i)].handler),
+                        .next_offset = next_offset});
     }
     RunOnWorkers(std::move(adopts));
     options_.partitions->DropKept();
@@ -455,7 +462,8 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     absl::MutexLock lock(&assignment_mu_);
     if (!cooperative) assignment_.clear();
     for (int i = 0; i < partitions->cnt; ++i) {
-      assignment_.emplace_back(partitions->elems[i].topic, partitions->elems[i].partition);
+      assignment_.push_back({partitions->elems[i].topic, partitions->elems[i].partition,
+                             partitions->elems[i].offset});
     }
     assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
     log::Info("partitions assigned", {{"partitions", names}});
@@ -481,8 +489,10 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     absl::MutexLock lock(&assignment_mu_);
     if (cooperative) {
       for (int i = 0; i < partitions->cnt; ++i) {
-        std::erase(assignment_, std::make_pair(std::string(partitions->elems[i].topic),
-                                               partitions->elems[i].partition));
+        std::erase_if(assignment_, [&](const Assigned& a) {
+          return a.topic == partitions->elems[i].topic &&
+                 a.partition == partitions->elems[i].partition;
+        });
       }
     } else {
       assignment_.clear();
@@ -613,8 +623,8 @@ std::vector<KafkaIngest::PartitionLag> KafkaIngest::Lags() const {
   if (assignment_.empty()) return lags;
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(assignment_.size()));
-  for (const auto& [topic, partition] : assignment_) {
-    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+  for (const Assigned& a : assignment_) {
+    rd_kafka_topic_partition_list_add(list, a.topic.c_str(), a.partition);
   }
   rd_kafka_position(consumer_, list);
   for (int i = 0; i < list->cnt; ++i) {
@@ -625,7 +635,14 @@ std::vector<KafkaIngest::PartitionLag> KafkaIngest::Lags() const {
         high < 0) {
       continue;  // no fetch response yet: lag unknown, not zero
     }
-    const int64_t position = tp.offset >= 0 ? tp.offset : low;
+    // Before the first fetch the position is unknown: the partition was
+    // assigned at its restored offset (or from its beginning, when nothing
+    // was restored); a start at the group's committed offset is unknown
+    // until fetched, and left out rather than counted as wholly unread.
+    int64_t position = tp.offset;
+    if (position < 0) position = assignment_[static_cast<size_t>(i)].start_offset;
+    if (position == kFromBeginning) position = low;
+    if (position < 0) continue;
     lags.push_back({tp.topic, tp.partition, std::max<int64_t>(0, high - position)});
   }
   rd_kafka_topic_partition_list_destroy(list);

@@ -138,8 +138,15 @@ class KafkaIngest {
   // Relaxed: a health signal (gauge, /readyz); nothing is ordered by it.
   std::atomic<bool> connected_{true};
 
+  struct Assigned {
+    std::string topic;
+    int32_t partition = 0;
+    // Where it was assigned to start: an offset, kFromBeginning, or
+    // kUnknownOffset (the group's committed offset).
+    int64_t start_offset = kUnknownOffset;
+  };
   mutable absl::Mutex assignment_mu_;
-  std::vector<std::pair<std::string, int32_t>> assignment_ ABSL_GUARDED_BY(assignment_mu_);
+  std::vector<Assigned> assignment_ ABSL_GUARDED_BY(assignment_mu_);
 };
 
 }  // namespace kpid::ingest

@@ -193,6 +193,7 @@ class ConfigParser {
     kafka->partitions = static_cast<int>(r.Int("partitions", kafka->partitions, 1, 1024));
     kafka->bootstrap_file = r.String("bootstrap_file");
     kafka->dead_letter_topic = r.String("dead_letter_topic");
+    kafka->state_topic = r.String("state_topic");
     kafka->workers = static_cast<int>(r.Int("workers", kafka->workers, 0, 256));
     kafka->max_message_bytes =
         r.Int("max_message_bytes", kafka->max_message_bytes, 64, int64_t{64} << 20);
@@ -212,6 +213,16 @@ class ConfigParser {
       if (!kafka->dead_letter_topic.empty() && kafka->dead_letter_topic == kafka->topic) {
         diag_.Error(r.Child("dead_letter_topic").Mark(),
                     "kafka.dead_letter_topic: must differ from kafka.topic");
+      }
+      if (!kafka->state_topic.empty() && !IsValidTopic(kafka->state_topic)) {
+        diag_.Error(r.Child("state_topic").Mark(),
+                    absl::StrCat("kafka.state_topic: \"", kafka->state_topic,
+                                 "\" is not a valid topic name"));
+      }
+      if (!kafka->state_topic.empty() &&
+          (kafka->state_topic == kafka->topic || kafka->state_topic == kafka->dead_letter_topic)) {
+        diag_.Error(r.Child("state_topic").Mark(),
+                    "kafka.state_topic: must differ from kafka.topic and kafka.dead_letter_topic");
       }
       if (kafka->group_id.empty()) {
         diag_.Error(r.Child("group_id").Mark(), "kafka.group_id: must not be empty");

@@ -93,7 +93,9 @@ struct KafkaConfig {
   int partitions = 4;             // embedded broker only
   std::string bootstrap_file;     // embedded broker only
   std::string dead_letter_topic;  // empty: no dead-letter topic
-  int workers = 0;                // 0: one per core, at most one per partition
+  // Compacted changelog of partition states (issue 8); empty: none.
+  std::string state_topic;
+  int workers = 0;  // 0: one per core, at most one per partition
   int64_t max_message_bytes = 1 << 20;
   // Passed to librdkafka as they are (TLS, SASL, tuning).
   std::map<std::string, std::string> properties;

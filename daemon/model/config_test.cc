@@ -1004,6 +1004,27 @@ TEST(ConfigErrorsTest, KafkaNamesAndProperties) {
               ElementsAre("t.yaml:1:16: kafka.topic: \"\" is not a valid topic name"));
 }
 
+TEST(ConfigErrorsTest, StateTopic) {
+  EXPECT_THAT(Errors(absl::StrCat("kafka:\n",                 // 1
+                                  "  topic: events\n",        // 2
+                                  "  state_topic: events\n",  // 3: column 16
+                                  kMinimal)),
+              ElementsAre("t.yaml:3:16: kafka.state_topic: must differ from kafka.topic and "
+                          "kafka.dead_letter_topic"));
+  EXPECT_THAT(Errors(absl::StrCat("kafka:\n",                   // 1
+                                  "  dead_letter_topic: dl\n",  // 2
+                                  "  state_topic: dl\n",        // 3: column 16
+                                  kMinimal)),
+              ElementsAre("t.yaml:3:16: kafka.state_topic: must differ from kafka.topic and "
+                          "kafka.dead_letter_topic"));
+  EXPECT_THAT(Errors(absl::StrCat("kafka: {state_topic: \"a b\"}\n", kMinimal)),  // column 22
+              ElementsAre("t.yaml:1:22: kafka.state_topic: \"a b\" is not a valid topic name"));
+  absl::StatusOr<Config> config =
+      ParseConfig(absl::StrCat("kafka: {state_topic: kpid-state}\n", kMinimal), "t.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kafka.state_topic, "kpid-state");
+}
+
 TEST(ConfigErrorsTest, WrongNodeTypes) {
   EXPECT_THAT(
       Errors("kafka: [embedded]\n"             // 1: column 8

@@ -49,6 +49,7 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.kafka.partitions, b.kafka.partitions, "kafka.partitions");
   changes.Compare(a.kafka.bootstrap_file, b.kafka.bootstrap_file, "kafka.bootstrap_file");
   changes.Compare(a.kafka.dead_letter_topic, b.kafka.dead_letter_topic, "kafka.dead_letter_topic");
+  changes.Compare(a.kafka.state_topic, b.kafka.state_topic, "kafka.state_topic");
   changes.Compare(a.kafka.workers, b.kafka.workers, "kafka.workers");
   changes.Compare(a.kafka.max_message_bytes, b.kafka.max_message_bytes, "kafka.max_message_bytes");
   changes.Compare(a.kafka.properties, b.kafka.properties, "kafka.properties");

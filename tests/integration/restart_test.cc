@@ -226,7 +226,7 @@ TEST_F(RestartTest, CountsAreExactAcrossASigtermRestartAndADamagedCheckpoint) {
   Produce(BatchA());
   const MetricSamples a = Drained(12);
   EXPECT_EQ(Sample(a, "kpid_events_consumed_total"), 10);
-  EXPECT_EQ(Sample(a, "kpid_state_restores_total{result=\"none\"}"), kPartitions);
+  EXPECT_EQ(Sample(a, "kpid_state_restores_total{result=\"none\",source=\"none\"}"), kPartitions);
   StopKpid();
   const int files_a = StateFiles();
   ASSERT_GT(files_a, 0);  // the partitions that had messages were checkpointed at shutdown
@@ -234,7 +234,8 @@ TEST_F(RestartTest, CountsAreExactAcrossASigtermRestartAndADamagedCheckpoint) {
   StartKpid();
   Produce(BatchB());
   ExpectTotalsOfBothBatches(Drained(21));
-  EXPECT_EQ(Sample(Scrape(), "kpid_state_restores_total{result=\"restored\"}"), files_a);
+  EXPECT_EQ(Sample(Scrape(), "kpid_state_restores_total{result=\"restored\",source=\"file\"}"),
+            files_a);
   StopKpid();
 
   // Damage the current checkpoint of a partition that read batch B: its
@@ -254,7 +255,7 @@ TEST_F(RestartTest, CountsAreExactAcrossASigtermRestartAndADamagedCheckpoint) {
   StartKpid();
   const MetricSamples c = Drained(21);
   ExpectTotalsOfBothBatches(c);
-  EXPECT_EQ(Sample(c, "kpid_state_restores_total{result=\"previous\"}"), 1);
+  EXPECT_EQ(Sample(c, "kpid_state_restores_total{result=\"previous\",source=\"file\"}"), 1);
   StopKpid();
   broker_->Signal(SIGTERM);
   broker_->Wait(absl::Seconds(10));
