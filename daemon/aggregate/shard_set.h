@@ -34,9 +34,6 @@ struct ShardSet {
   // open_cases[i]: what shards[i]'s case tracker published at its last Tick
   // (null before the first); empty when the source has no trackers.
   std::vector<std::shared_ptr<const cases::OpenCasesView>> open_cases;
-  // The Kafka partitions whose engines the shards are, ascending (empty for
-  // fixed shards): what a snapshot says it covers.
-  std::vector<int32_t> partitions;
   // Differs between two sets of different engines: a reader that remembers
   // something summed over the shards (e.g. change counts) starts over.
   uint64_t generation = 0;

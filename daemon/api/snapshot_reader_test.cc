@@ -343,7 +343,7 @@ TEST_F(SnapshotReaderTest, CancelledReadGivesUp) {
 
 TEST_F(SnapshotReaderTest, PartitionsStillRestoringMakeTheAnswerPartial) {
   SnapshotReader::Options options = Options();
-  options.replica_id = "kpid-0";
+  options.replica = "kpid-0";
   // Partitions 0 and 2 are live (shards a and b); 1 and 3 restore their state.
   options.shard_source = [this] {
     aggregate::ShardSet set;
