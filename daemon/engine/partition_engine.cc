@@ -115,9 +115,8 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   parts.clock = MakeClock(options);
   // Timers are rebuilt at the clock's now: the time the state was saved at.
   parts.clock->ResumeAt(own_micros);
-  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims =
-      cases::DimensionTable::Restore(*options.config, dims_bytes,
-                                     dropped != nullptr ? &dropped->series : nullptr);
+  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims = cases::DimensionTable::Restore(
+      *options.config, dims_bytes, dropped != nullptr ? &dropped->series : nullptr);
   if (!dims.ok()) return dims.status();
   parts.dims = *std::move(dims);
   absl::StatusOr<std::unique_ptr<aggregate::AggregateShard>> shard =
@@ -141,8 +140,9 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   return engine;
 }
 
-absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Reshape(
-    const Options& options, int64_t next_offset, Dropped* dropped) const {
+absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Reshape(const Options& options,
+                                                                          int64_t next_offset,
+                                                                          Dropped* dropped) const {
   Dropped counted;
   absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped =
       Restore(options, Serialize(next_offset), &counted);

@@ -322,12 +322,11 @@ TEST(PartitionEngineReshapeTest, KeptStagesKeepTheirStateNewOnesStartEmptyRemove
   EXPECT_EQ(stage("kpid_stage_backlog", "demo"), 0);
   EXPECT_EQ(stage("kpid_stage_backlog", "lead"), 1);  // c4
   // Started: c1 c2 c3 before, c4 and c1 again after = 5; completed c2 with 50.
-  EXPECT_EQ(testing::Sample(
-                m, "kpid_process_cases_started_total{process=\"sales\",region=\"emea\"}"),
-            5);
-  EXPECT_EQ(testing::Sample(
-                m, "kpid_process_cases_completed_total{process=\"sales\",region=\"emea\"}"),
-            1);
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"emea\"}"), 5);
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_completed_total{process=\"sales\",region=\"emea\"}"),
+      1);
   EXPECT_EQ(testing::Sample(m, "kpid_process_revenue_total{process=\"sales\",region=\"emea\"}"),
             50);
   // Nothing of trial or support remains.
