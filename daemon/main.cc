@@ -178,7 +178,10 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
 }
 
 // `loaded` stays in force for the life of the daemon, apart from what a
-// reload replaces (the rules, which the rule engine then owns).
+// reload replaces: the rules (the rule engine then owns them), the alert
+// delivery, and the processes and dimensions (the engine registry then
+// holds the config the engines are shaped by; readers take it with the
+// shards, aggregate::ShardSet::config).
 // Where /metrics is served, as alerts' generatorURL and the start log say.
 std::string MetricsUrl(const model::Config& config) {
   return absl::StrCat(config.http_tls.enabled() ? "https://" : "http://", config.http_listen,
@@ -254,9 +257,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   reload::Reloader reloader({
       .config_path = config.source_path,
       .running = loaded,
+      // The rules were loaded against a config of the engines' shape (a
+      // reshape, if any, ran first): they are evaluated over those engines.
       .replace_rules =
-          [&rule_engine](alert::RuleSet rules) {
-            return rule_engine.ReplaceRules(std::move(rules), absl::Now());
+          [&rule_engine, &engines](alert::RuleSet rules) {
+            return rule_engine.ReplaceRules(std::move(rules), engines.config(), absl::Now());
           },
       .replace_alerting =
           [&rule_engine, delivery = delivery->get()](const model::Config& next) {
@@ -264,6 +269,15 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
             absl::Status s = delivery->Rebuild(next, absl::Seconds(5));
             if (s.ok()) rule_engine.RedeliverFiring(next.alerting.resend_interval, absl::Now());
             return s;
+          },
+      // Processes or dimensions changed: every partition's engine is moved
+      // into one for `next` while the workers pause, at the offset each
+      // worker reached, and readers switch with the engines.
+      .reshape_engines =
+          [&engines, ingest = ingest->get()](std::shared_ptr<const model::Config> next) {
+            return ingest->SwapHandlers(next, [&engines, next](const auto& next_offsets) {
+              return engines.Reshape(next, next_offsets);
+            });
           },
   });
 
@@ -280,8 +294,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
                                                 [&engines] { return engines.Stats(); }),
       std::make_shared<exporter::EngineMetrics>(&config, engines.Source(), reader_clock.get()),
       std::make_shared<exporter::KpiTreeMetrics>(&config, engines.Source(), reader_clock.get()),
-      std::make_shared<exporter::OpenCasesMetrics>(
-          &config, [&engines] { return engines.Shards().open_cases; }, reader_clock.get()),
+      std::make_shared<exporter::OpenCasesMetrics>(&config, engines.Source(), reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &engines),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
@@ -298,7 +311,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     return Fail(http.status());
   }
   // gRPC API.
-  const kpitree::KpiTreeEvaluator kpi_tree(config);
+  const kpitree::KpiTreeEvaluatorCache kpi_trees;
   api::SnapshotReader::Options snapshot_options;
   snapshot_options.config = &config;
   snapshot_options.shard_source = engines.Source();
@@ -311,9 +324,10 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
     return absl::FromUnixMillis(watermark_ms);
   };
-  snapshot_options.kpi_tree = [&kpi_tree](const aggregate::MergedReader& reader, int process,
-                                          const aggregate::WindowSpan& span) {
-    return kpi_tree.Evaluate(reader, process, span);
+  snapshot_options.kpi_tree = [&kpi_trees](const model::Config& shape,
+                                           const aggregate::MergedReader& reader, int process,
+                                           const aggregate::WindowSpan& span) {
+    return kpi_trees.For(shape)->Evaluate(reader, process, span);
   };
   const api::SnapshotReader snapshots(std::move(snapshot_options));
   const api::PublishedBreachingCases breaching(engines.Source());

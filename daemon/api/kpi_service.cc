@@ -160,7 +160,7 @@ grpc::Status KpiService::ListAlerts(grpc::ServerContext* /*context*/,
                                     const v1::ListAlertsRequest* request,
                                     v1::ListAlertsResponse* response) {
   if (!request->process().empty() &&
-      options_.snapshots->config().FindProcess(request->process()) == nullptr) {
+      options_.snapshots->config()->FindProcess(request->process()) == nullptr) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("unknown process \"", request->process(), "\""));
   }
@@ -193,7 +193,20 @@ grpc::Status KpiService::ListAlerts(grpc::ServerContext* /*context*/,
 grpc::Status KpiService::ListBreachingCases(grpc::ServerContext* /*context*/,
                                             const v1::ListBreachingCasesRequest* request,
                                             v1::ListBreachingCasesResponse* response) {
-  const model::Config& config = options_.snapshots->config();
+  if (request->limit() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must not be negative");
+  }
+  if (options_.breaching == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "breaching cases are not available: the case trackers do not publish "
+                        "them in this build");
+  }
+  // The cases first: the request is resolved with the config their process
+  // and stage indexes refer to (a reload may have reshaped the engines).
+  std::shared_ptr<const model::Config> cases_config;
+  std::vector<BreachingCaseRecord> cases = options_.breaching->Breaching(&cases_config);
+  if (cases_config == nullptr) cases_config = options_.snapshots->config();
+  const model::Config& config = *cases_config;
   int process = -1;
   int stage = -1;
   if (!request->process().empty()) {
@@ -214,16 +227,7 @@ grpc::Status KpiService::ListBreachingCases(grpc::ServerContext* /*context*/,
   } else if (!request->stage().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stage needs process");
   }
-  if (request->limit() < 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must not be negative");
-  }
-  if (options_.breaching == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "breaching cases are not available: the case trackers do not publish "
-                        "them in this build");
-  }
 
-  std::vector<BreachingCaseRecord> cases = options_.breaching->Breaching();
   std::erase_if(cases, [&](const BreachingCaseRecord& c) {
     return c.process < 0 || c.process >= static_cast<int>(config.processes.size()) || c.stage < 0 ||
            c.stage >=
