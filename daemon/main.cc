@@ -25,6 +25,7 @@
 #include "daemon/alert/rule.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/api_server.h"
+#include "daemon/api/call_metrics.h"
 #include "daemon/api/snapshot_reader.h"
 #include "daemon/cases/clock.h"
 #include "daemon/common/file_util.h"
@@ -281,6 +282,8 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
           },
   });
 
+  // Counted by the gRPC service, served by the HTTP server (started first).
+  api::SnapshotCallMetrics snapshot_calls;
   http::HttpServer::Options http_options;
   http_options.listen = config.http_listen;
   http_options.tls = loaded.http_tls;
@@ -300,6 +303,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &snapshot_calls),
   };
   http_options.reload = [&reloader](const std::string& authorization) {
     return reloader.HandleHttp(authorization);
@@ -338,6 +342,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api_options.service.alerts = [&rule_engine] { return rule_engine.Alerts(); };
   api_options.service.breaching = &breaching;
   api_options.service.limits = config.grpc_api;
+  api_options.service.metrics = &snapshot_calls;
   api_options.ready = [ingest = ingest->get()] { return ingest->ready(); };
   auto api = api::ApiServer::Start(std::move(api_options));
   if (!api.ok()) {

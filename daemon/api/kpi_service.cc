@@ -60,7 +60,11 @@ int KpiService::active_watch_streams() const {
 absl::StatusOr<SnapshotCache::Shared> KpiService::ReadSnapshot(
     const v1::GetSnapshotRequest& request, const std::function<bool()>& cancelled) {
   return cache_.Get(
-      SnapshotCache::KeyOf(request), [&] { return options_.snapshots->Read(request, cancelled); },
+      SnapshotCache::KeyOf(request),
+      [&] {
+        if (options_.metrics != nullptr) options_.metrics->CountBuild();
+        return options_.snapshots->Read(request, cancelled);
+      },
       cancelled);
 }
 
@@ -71,6 +75,7 @@ int KpiService::waiting_snapshot_calls() const {
 
 bool KpiService::WaitForTurn(grpc::ServerContext* context, absl::Time turn) {
   if (absl::Now() >= turn) return true;
+  if (options_.metrics != nullptr) options_.metrics->CountPaced();
   {
     absl::MutexLock lock(&mu_);
     ++waiting_snapshot_calls_;
@@ -87,9 +92,28 @@ bool KpiService::WaitForTurn(grpc::ServerContext* context, absl::Time turn) {
   return true;
 }
 
+grpc::Status KpiService::Counted(SnapshotCallMetrics::Method method, grpc::Status status) {
+  if (options_.metrics != nullptr) options_.metrics->Count(method, status);
+  return status;
+}
+
 grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
                                      const v1::GetSnapshotRequest* request,
                                      v1::Snapshot* response) {
+  return Counted(SnapshotCallMetrics::Method::kGetSnapshot,
+                 ServeSnapshot(context, request, response));
+}
+
+grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
+                                        const v1::WatchSnapshotsRequest* request,
+                                        grpc::ServerWriter<v1::Snapshot>* writer) {
+  return Counted(SnapshotCallMetrics::Method::kWatchSnapshots,
+                 ServeWatch(context, request, writer));
+}
+
+grpc::Status KpiService::ServeSnapshot(grpc::ServerContext* context,
+                                       const v1::GetSnapshotRequest* request,
+                                       v1::Snapshot* response) {
   // A bad request is told so at once, not after waiting its turn.
   if (absl::Status s = options_.snapshots->Validate(*request); !s.ok()) return ToGrpc(s);
   absl::StatusOr<absl::Time> turn =
@@ -104,9 +128,9 @@ grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
-                                        const v1::WatchSnapshotsRequest* request,
-                                        grpc::ServerWriter<v1::Snapshot>* writer) {
+grpc::Status KpiService::ServeWatch(grpc::ServerContext* context,
+                                    const v1::WatchSnapshotsRequest* request,
+                                    grpc::ServerWriter<v1::Snapshot>* writer) {
   if (absl::Status s = options_.snapshots->Validate(request->snapshot()); !s.ok()) {
     return ToGrpc(s);
   }
