@@ -20,10 +20,10 @@
 //
 // Thread safety: Open, Close and DropKept come from ingest's poll thread;
 // Reshape from a reload, while ingest holds the workers and rebalances
-// (KafkaIngest::SwapHandlers); Shards, Stats and Collect from any thread. One mutex guards the set; it
-// is taken on assign/revoke and once per read, never on the event path.
-// A set handed to a reader keeps its engines alive (ShardSet::keep_alive):
-// a revoked engine is freed when the last reader using it is done.
+// (KafkaIngest::SwapHandlers); Shards, Stats and Collect from any thread. One mutex guards the set;
+// it is taken on assign/revoke and once per read, never on the event path. A set handed to a reader
+// keeps its engines alive (ShardSet::keep_alive): a revoked engine is freed when the last reader
+// using it is done.
 #pragma once
 
 #include <array>
