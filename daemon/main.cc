@@ -28,6 +28,7 @@
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/api_server.h"
 #include "daemon/api/peers.h"
+#include "daemon/api/call_metrics.h"
 #include "daemon/api/snapshot_reader.h"
 #include "daemon/cases/clock.h"
 #include "daemon/common/file_util.h"
@@ -187,7 +188,10 @@ int RunDevBroker(const model::Config& config, const sigset_t& signals) {
 }
 
 // `loaded` stays in force for the life of the daemon, apart from what a
-// reload replaces (the rules, which the rule engine then owns).
+// reload replaces: the rules (the rule engine then owns them), the alert
+// delivery, and the processes and dimensions (the engine registry then
+// holds the config the engines are shaped by; readers take it with the
+// shards, aggregate::ShardSet::config).
 // Where /metrics is served, as alerts' generatorURL and the start log say.
 std::string MetricsUrl(const model::Config& config) {
   return absl::StrCat(config.http_tls.enabled() ? "https://" : "http://", config.http_listen,
@@ -297,9 +301,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   reload::Reloader reloader({
       .config_path = config.source_path,
       .running = loaded,
+      // The rules were loaded against a config of the engines' shape (a
+      // reshape, if any, ran first): they are evaluated over those engines.
       .replace_rules =
-          [&rule_engine](alert::RuleSet rules) {
-            return rule_engine.ReplaceRules(std::move(rules), absl::Now());
+          [&rule_engine, &engines](alert::RuleSet rules) {
+            return rule_engine.ReplaceRules(std::move(rules), engines.config(), absl::Now());
           },
       .replace_alerting =
           [&rule_engine, delivery = delivery->get()](const model::Config& next) {
@@ -308,9 +314,21 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
             if (s.ok()) rule_engine.RedeliverFiring(next.alerting.resend_interval, absl::Now());
             return s;
           },
+      // Processes or dimensions changed: every partition's engine is moved
+      // into one for `next` while the workers pause, at the offset each
+      // worker reached, and readers switch with the engines.
+      .reshape_engines =
+          [&engines, ingest = ingest->get()](std::shared_ptr<const model::Config> next) {
+            return ingest->SwapHandlers(next, [&engines, next](const auto& next_offsets) {
+              return engines.Reshape(next, next_offsets);
+            });
+          },
   });
 
-  const kpitree::KpiTreeEvaluator kpi_tree(config);
+  // Counted by the gRPC service, served by the HTTP server (started first).
+  api::SnapshotCallMetrics snapshot_calls;
+  // KPI trees of the config the engines are shaped by (a reload may change it).
+  const kpitree::KpiTreeEvaluatorCache kpi_trees;
   // The global view: peers asked by a SCOPE_GLOBAL snapshot.
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer_credentials =
       PeerCredentials(config);
@@ -321,12 +339,13 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   }
   api::PeerDirectory peers({.config = config.peers, .self_listen = config.grpc_listen});
   api::GlobalSnapshots global({
-      .config = &config,
+      .config = [&engines] { return engines.config(); },
       .peers = &peers,
       .credentials = *peer_credentials,
       .kpi_tree =
-          [&kpi_tree](int process, const kpitree::KpiTreeEvaluator::WindowValues& window) {
-            return kpi_tree.Evaluate(process, window);
+          [&kpi_trees](const model::Config& shape, int process,
+                       const kpitree::KpiTreeEvaluator::WindowValues& window) {
+            return kpi_trees.For(shape)->Evaluate(process, window);
           },
   });
 
@@ -346,14 +365,14 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
                                                 [&engines] { return engines.Stats(); }),
       std::make_shared<exporter::EngineMetrics>(&config, engines.Source(), reader_clock.get()),
       std::make_shared<exporter::KpiTreeMetrics>(&config, engines.Source(), reader_clock.get()),
-      std::make_shared<exporter::OpenCasesMetrics>(
-          &config, [&engines] { return engines.Shards().open_cases; }, reader_clock.get()),
+      std::make_shared<exporter::OpenCasesMetrics>(&config, engines.Source(), reader_clock.get()),
       // Owned by this frame, which outlives the server: an aliasing pointer.
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &engines),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
       std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &global),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &snapshot_calls),
   };
   http_options.reload = [&reloader](const std::string& authorization) {
     return reloader.HandleHttp(authorization);
@@ -377,9 +396,10 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
     return absl::FromUnixMillis(watermark_ms);
   };
-  snapshot_options.kpi_tree = [&kpi_tree](const aggregate::MergedReader& reader, int process,
-                                          const aggregate::WindowSpan& span) {
-    return kpi_tree.Evaluate(reader, process, span);
+  snapshot_options.kpi_tree = [&kpi_trees](const model::Config& shape,
+                                           const aggregate::MergedReader& reader, int process,
+                                           const aggregate::WindowSpan& span) {
+    return kpi_trees.For(shape)->Evaluate(reader, process, span);
   };
   snapshot_options.replica = config.replica_id;
   const api::SnapshotReader snapshots(std::move(snapshot_options));
@@ -392,6 +412,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api_options.service.breaching = &breaching;
   api_options.service.limits = config.grpc_api;
   if (config.peers.enabled()) api_options.service.global = &global;
+  api_options.service.metrics = &snapshot_calls;
   api_options.ready = [ingest = ingest->get(), &engines] {
     return ingest->ready() && engines.restoring() == 0;
   };

@@ -20,6 +20,7 @@
 
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/cases/open_cases_view.h"
+#include "daemon/model/config.h"
 
 namespace kpid::cases {
 class DimensionTable;
@@ -37,6 +38,12 @@ struct ShardSet {
   // Differs between two sets of different engines: a reader that remembers
   // something summed over the shards (e.g. change counts) starts over.
   uint64_t generation = 0;
+  // The config the shards are shaped by (processes, stages, dimensions:
+  // the indexes they are kept under). A reload can reshape the engines
+  // (EngineRegistry::Reshape): a reader reads them with this config, never
+  // with one it holds itself. Null: the reader's own config (fixed shards).
+  std::shared_ptr<const model::Config> config;
+  // Declared last: freed first, before the config the engines refer to.
   std::shared_ptr<const void> keep_alive;
   // The Kafka partitions whose engines these are, ascending, and assigned
   // partitions still restoring their state (not in the shards: answers
@@ -44,6 +51,11 @@ struct ShardSet {
   std::vector<int32_t> partitions;
   std::vector<int32_t> restoring;
 };
+
+// The config to read `set` with: its own, else the reader's `fallback`.
+inline const model::Config& ConfigOf(const ShardSet& set, const model::Config& fallback) {
+  return set.config != nullptr ? *set.config : fallback;
+}
 
 // Any thread; called once per read.
 using ShardSource = std::function<ShardSet()>;

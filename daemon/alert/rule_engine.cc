@@ -51,6 +51,7 @@ RuleEngine::RuleEngine(Options options)
       seen_changes_(options_.config->processes.size(), 0),
       resend_interval_(options_.resend_interval) {
   kpid::MutexLock lock(&eval_mu_);
+  rules_config_ = std::shared_ptr<const model::Config>(std::shared_ptr<void>(), options_.config);
   InstallRules(options_.rules);
 }
 
@@ -88,13 +89,18 @@ void RuleEngine::InstallRules(const RuleSet* rules) {
   for (const RuleGroup& group : rules->groups) {
     std::vector<ActiveRule>& active = active_.emplace_back();
     for (const AlertRule& rule : group.rules) {
-      active.push_back({&rule, RuleIdentity(*options_.config, group, rule)});
+      active.push_back({&rule, RuleIdentity(*rules_config_, group, rule)});
     }
   }
   next_due_.assign(rules->groups.size(), absl::InfinitePast());
 }
 
 RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
+  return ReplaceRules(std::move(rules), nullptr, wall_now);
+}
+
+RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, std::shared_ptr<const model::Config> config,
+                                         absl::Time wall_now) {
   auto owned = std::make_unique<const RuleSet>(std::move(rules));
   kpid::MutexLock eval_lock(&eval_mu_);
   std::set<std::string> old_ids;
@@ -103,6 +109,9 @@ RuleReplacement RuleEngine::ReplaceRules(RuleSet rules, absl::Time wall_now) {
     for (const ActiveRule& active : active_[g]) old_ids.insert(active.identity);
     due_by_group[rules_->groups[g].name] = next_due_[g];
   }
+  // Identities are names (process, stage, window ids), so the old ones
+  // compare with the new ones across a config change.
+  if (config != nullptr) rules_config_ = std::move(config);
   InstallRules(owned.get());
   owned_rules_ = std::move(owned);  // the old set is no longer referenced
   // A group that stays keeps its schedule; a new one is due now.
@@ -167,15 +176,24 @@ void RuleEngine::Send(std::vector<AlertNotification> out) {
   if (!out.empty() && options_.sink != nullptr) options_.sink->Send(std::move(out));
 }
 
+bool RuleEngine::SameShape(const aggregate::ShardSet& set) {
+  if (&aggregate::ConfigOf(set, *options_.config) != rules_config_.get()) return false;
+  seen_changes_.resize(rules_config_->processes.size(), 0);
+  return true;
+}
+
 void RuleEngine::EvaluateAll(absl::Time wall_now) {
   kpid::MutexLock eval_lock(&eval_mu_);
   const aggregate::ShardSet set = shards_();
   const aggregate::MergedReader reader(set.shards);
+  const bool same_shape = SameShape(set);
   std::vector<AlertNotification> out;
   {
     kpid::MutexLock lock(&mu_);
     for (const auto& group : active_) {
-      for (const ActiveRule& active : group) EvaluateRule(active, set, reader, wall_now, &out);
+      for (const ActiveRule& active : group) {
+        if (same_shape) EvaluateRule(active, set, reader, wall_now, &out);
+      }
     }
     ResendFiring(wall_now, &out);
   }
@@ -188,6 +206,7 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
   const aggregate::MergedReader reader(set.shards);
   // Another set of engines (a partition assigned or revoked) changes the
   // sums without a new fact: every process counts as changed.
+  const bool same_shape = SameShape(set);
   const bool new_set = set.generation != seen_generation_;
   seen_generation_ = set.generation;
   std::vector<bool> changed(seen_changes_.size());
@@ -200,6 +219,8 @@ void RuleEngine::EvaluateDue(absl::Time wall_now) {
   {
     kpid::MutexLock lock(&mu_);
     for (size_t g = 0; g < active_.size(); ++g) {
+      // A group due while the rules wait for their config stays due.
+      if (!same_shape) continue;
       const bool due = wall_now >= next_due_[g];
       if (due) next_due_[g] = wall_now + rules_->groups[g].interval;
       for (const ActiveRule& active : active_[g]) {
@@ -231,8 +252,8 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, const aggregate::ShardSe
                               const aggregate::MergedReader& reader, absl::Time wall_now,
                               std::vector<AlertNotification>* out) {
   const AlertRule& rule = *active.rule;
-  const model::ProcessConfig& process = options_.config->processes[rule.process];
-  const auto& dim_names = options_.config->dimensions.names;
+  const model::ProcessConfig& process = rules_config_->processes[rule.process];
+  const auto& dim_names = rules_config_->dimensions.names;
 
   // Series grouped by the values of the rule's `by` dimensions (one group of
   // everything without `by`).
@@ -307,7 +328,7 @@ void RuleEngine::EvaluateRule(const ActiveRule& active, const aggregate::ShardSe
                                                    {"process", process.id}};
       if (stage >= 0) labels["stage"] = process.stages[static_cast<size_t>(stage)].id;
       if (rule.window) {
-        labels["window"] = FormatPromDuration(options_.config->windows[*rule.window]);
+        labels["window"] = FormatPromDuration(rules_config_->windows[*rule.window]);
       }
       for (size_t i = 0; i < rule.by.size(); ++i) labels[rule.by[i]] = by_values[i];
       Apply(active, std::move(labels), verdict, reading.value.value_or(0), wall_now, out);

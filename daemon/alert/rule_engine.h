@@ -154,6 +154,15 @@ class RuleEngine : public prometheus::Collectable {
   // (same processes, stages, windows and dimensions). The removed rules'
   // resolves go to the sink before this returns.
   RuleReplacement ReplaceRules(RuleSet rules, absl::Time wall_now);
+  // The same with rules loaded against `config`, which a reload may have
+  // changed (processes, stages, dimensions): the config the engines are
+  // shaped by from now on (EngineRegistry::config()), the same object the
+  // shard sets carry. Rules are only evaluated over a shard set of their
+  // own config (ShardSet::config, or Options::config for a set without),
+  // so between a reshape and the rules' replacement no pass reads one
+  // shape with rules of the other; those passes are skipped.
+  RuleReplacement ReplaceRules(RuleSet rules, std::shared_ptr<const model::Config> config,
+                               absl::Time wall_now);
 
   // The delivery changed (new Alertmanagers, a new notifier): re-send every
   // firing alert now, so a new Alertmanager knows it without waiting for the
@@ -199,6 +208,9 @@ class RuleEngine : public prometheus::Collectable {
   };
 
   void InstallRules(const RuleSet* rules) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
+  // Whether `set` is shaped by the rules' config (see ReplaceRules); if so,
+  // seen_changes_ follows its process count.
+  bool SameShape(const aggregate::ShardSet& set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(eval_mu_);
   void EvaluateRule(const ActiveRule& active, const aggregate::ShardSet& set,
                     const aggregate::MergedReader& reader, absl::Time wall_now,
                     std::vector<AlertNotification>* out)
@@ -224,6 +236,8 @@ class RuleEngine : public prometheus::Collectable {
   // Serializes evaluations and rule replacements (taken before mu_).
   kpid::Mutex eval_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   const RuleSet* rules_ ABSL_GUARDED_BY(eval_mu_);
+  // What rules_ was loaded against (not owned until a replacement brings one).
+  std::shared_ptr<const model::Config> rules_config_ ABSL_GUARDED_BY(eval_mu_);
   std::unique_ptr<const RuleSet> owned_rules_ ABSL_GUARDED_BY(eval_mu_);   // after a replacement
   std::vector<std::vector<ActiveRule>> active_ ABSL_GUARDED_BY(eval_mu_);  // per group, per rule
   std::vector<absl::Time> next_due_ ABSL_GUARDED_BY(eval_mu_);             // per group

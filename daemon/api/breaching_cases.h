@@ -32,6 +32,14 @@ class BreachingCasesSource {
   // Every open case past its deadline, in any order; called from gRPC
   // threads, so it must only read published (immutable or lock-free) state.
   virtual std::vector<BreachingCaseRecord> Breaching() const = 0;
+  // The same, and in `config` the config their indexes refer to when the
+  // source knows it (the engines' shape, which a reload may change), else
+  // null: the caller's own.
+  virtual std::vector<BreachingCaseRecord> Breaching(
+      std::shared_ptr<const model::Config>* config) const {
+    config->reset();
+    return Breaching();
+  }
 };
 
 // The daemon's source: the views the engines' case trackers publish at each
@@ -43,6 +51,8 @@ class PublishedBreachingCases : public BreachingCasesSource {
   explicit PublishedBreachingCases(aggregate::ShardSource engines);
 
   std::vector<BreachingCaseRecord> Breaching() const override;
+  std::vector<BreachingCaseRecord> Breaching(
+      std::shared_ptr<const model::Config>* config) const override;
 
  private:
   aggregate::ShardSource engines_;

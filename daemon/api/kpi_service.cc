@@ -88,7 +88,11 @@ absl::StatusOr<SnapshotCache::Shared> KpiService::ReadSnapshot(
     return std::make_shared<const v1::Snapshot>(*std::move(s));
   }
   return cache_.Get(
-      SnapshotCache::KeyOf(request), [&] { return options_.snapshots->Read(request, cancelled); },
+      SnapshotCache::KeyOf(request),
+      [&] {
+        if (options_.metrics != nullptr) options_.metrics->CountBuild();
+        return options_.snapshots->Read(request, cancelled);
+      },
       cancelled);
 }
 
@@ -99,6 +103,7 @@ int KpiService::waiting_snapshot_calls() const {
 
 bool KpiService::WaitForTurn(grpc::ServerContext* context, absl::Time turn) {
   if (absl::Now() >= turn) return true;
+  if (options_.metrics != nullptr) options_.metrics->CountPaced();
   {
     absl::MutexLock lock(&mu_);
     ++waiting_snapshot_calls_;
@@ -115,9 +120,28 @@ bool KpiService::WaitForTurn(grpc::ServerContext* context, absl::Time turn) {
   return true;
 }
 
+grpc::Status KpiService::Counted(SnapshotCallMetrics::Method method, grpc::Status status) {
+  if (options_.metrics != nullptr) options_.metrics->Count(method, status);
+  return status;
+}
+
 grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
                                      const v1::GetSnapshotRequest* request,
                                      v1::Snapshot* response) {
+  return Counted(SnapshotCallMetrics::Method::kGetSnapshot,
+                 ServeSnapshot(context, request, response));
+}
+
+grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
+                                        const v1::WatchSnapshotsRequest* request,
+                                        grpc::ServerWriter<v1::Snapshot>* writer) {
+  return Counted(SnapshotCallMetrics::Method::kWatchSnapshots,
+                 ServeWatch(context, request, writer));
+}
+
+grpc::Status KpiService::ServeSnapshot(grpc::ServerContext* context,
+                                       const v1::GetSnapshotRequest* request,
+                                       v1::Snapshot* response) {
   // A bad request is told so at once, not after waiting its turn.
   if (absl::Status s = options_.snapshots->Validate(*request); !s.ok()) return ToGrpc(s);
   absl::StatusOr<absl::Time> turn =
@@ -133,9 +157,9 @@ grpc::Status KpiService::GetSnapshot(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status KpiService::WatchSnapshots(grpc::ServerContext* context,
-                                        const v1::WatchSnapshotsRequest* request,
-                                        grpc::ServerWriter<v1::Snapshot>* writer) {
+grpc::Status KpiService::ServeWatch(grpc::ServerContext* context,
+                                    const v1::WatchSnapshotsRequest* request,
+                                    grpc::ServerWriter<v1::Snapshot>* writer) {
   if (absl::Status s = options_.snapshots->Validate(request->snapshot()); !s.ok()) {
     return ToGrpc(s);
   }
@@ -190,7 +214,7 @@ grpc::Status KpiService::ListAlerts(grpc::ServerContext* /*context*/,
                                     const v1::ListAlertsRequest* request,
                                     v1::ListAlertsResponse* response) {
   if (!request->process().empty() &&
-      options_.snapshots->config().FindProcess(request->process()) == nullptr) {
+      options_.snapshots->config()->FindProcess(request->process()) == nullptr) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("unknown process \"", request->process(), "\""));
   }
@@ -223,7 +247,20 @@ grpc::Status KpiService::ListAlerts(grpc::ServerContext* /*context*/,
 grpc::Status KpiService::ListBreachingCases(grpc::ServerContext* /*context*/,
                                             const v1::ListBreachingCasesRequest* request,
                                             v1::ListBreachingCasesResponse* response) {
-  const model::Config& config = options_.snapshots->config();
+  if (request->limit() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must not be negative");
+  }
+  if (options_.breaching == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "breaching cases are not available: the case trackers do not publish "
+                        "them in this build");
+  }
+  // The cases first: the request is resolved with the config their process
+  // and stage indexes refer to (a reload may have reshaped the engines).
+  std::shared_ptr<const model::Config> cases_config;
+  std::vector<BreachingCaseRecord> cases = options_.breaching->Breaching(&cases_config);
+  if (cases_config == nullptr) cases_config = options_.snapshots->config();
+  const model::Config& config = *cases_config;
   int process = -1;
   int stage = -1;
   if (!request->process().empty()) {
@@ -244,16 +281,7 @@ grpc::Status KpiService::ListBreachingCases(grpc::ServerContext* /*context*/,
   } else if (!request->stage().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stage needs process");
   }
-  if (request->limit() < 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "limit must not be negative");
-  }
-  if (options_.breaching == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "breaching cases are not available: the case trackers do not publish "
-                        "them in this build");
-  }
 
-  std::vector<BreachingCaseRecord> cases = options_.breaching->Breaching();
   std::erase_if(cases, [&](const BreachingCaseRecord& c) {
     return c.process < 0 || c.process >= static_cast<int>(config.processes.size()) || c.stage < 0 ||
            c.stage >=

@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "daemon/alert/rule_engine.h"
 #include "daemon/api/breaching_cases.h"
+#include "daemon/api/call_metrics.h"
 #include "daemon/api/call_pacer.h"
 #include "daemon/api/peers.h"
 #include "daemon/api/snapshot_cache.h"
@@ -65,6 +66,8 @@ class KpiService final : public v1::KpiService::Service {
     // Null: a SCOPE_GLOBAL request is answered from this replica alone (no
     // peers configured), its only replica listed.
     GlobalSnapshots* global = nullptr;
+    // Where the snapshot calls are counted; may be null.
+    SnapshotCallMetrics* metrics = nullptr;
   };
 
   explicit KpiService(Options options);
@@ -98,6 +101,12 @@ class KpiService final : public v1::KpiService::Service {
                                                      const std::function<bool()>& cancelled);
   // Sleeps until `turn`; false when the call is cancelled first.
   bool WaitForTurn(grpc::ServerContext* context, absl::Time turn);
+  // The calls' bodies; the overrides count how they ended.
+  grpc::Status ServeSnapshot(grpc::ServerContext* context, const v1::GetSnapshotRequest* request,
+                             v1::Snapshot* response);
+  grpc::Status ServeWatch(grpc::ServerContext* context, const v1::WatchSnapshotsRequest* request,
+                          grpc::ServerWriter<v1::Snapshot>* writer);
+  grpc::Status Counted(SnapshotCallMetrics::Method method, grpc::Status status);
 
   Options options_;
   SnapshotCache cache_;

@@ -70,6 +70,7 @@ class KpiServiceTest : public ::testing::Test {
     options.service.breaching = breaching_;
     options.service.limits = limits_;
     options.service.limits.max_watch_streams = max_watch_streams;
+    options.service.metrics = &metrics_;
     auto started = ApiServer::Start(std::move(options));
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = *std::move(started);
@@ -93,9 +94,13 @@ class KpiServiceTest : public ::testing::Test {
   model::GrpcApiConfig limits_{.snapshot_cache_ttl = absl::ZeroDuration()};
   FakeBreaching fake_breaching_;
   const BreachingCasesSource* breaching_ = &fake_breaching_;
+  SnapshotCallMetrics metrics_;
   std::unique_ptr<ApiServer> server_;
   std::unique_ptr<v1::KpiService::Stub> stub_;
 };
+
+using Method = SnapshotCallMetrics::Method;
+using Result = SnapshotCallMetrics::Result;
 
 TEST_F(KpiServiceTest, InvalidSnapshotRequestIsInvalidArgumentWithTheReason) {
   StartServer();
@@ -284,6 +289,8 @@ TEST_F(KpiServiceTest, WatchStreamsAreBounded) {
   grpc::Status s = second->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(s.error_message(), "too many WatchSnapshots streams (at most 1); retry later");
+  // Counted before the client saw the status.
+  EXPECT_EQ(metrics_.calls(Method::kWatchSnapshots, Result::kRefused), 1u);
 
   // The slot comes back once the first stream ends.
   first_context->TryCancel();
@@ -348,6 +355,9 @@ TEST_F(KpiServiceTest, IdenticalRequestsShareOneReadWithinTheCacheTtl) {
   support.set_process("support");
   ASSERT_TRUE(stub_->GetSnapshot(Context().get(), support, &second).ok());
   EXPECT_EQ(FromProto(second.as_of()), kNow + absl::Minutes(1));
+  // Three calls served, two reads: sales once (then cached), support once.
+  EXPECT_EQ(metrics_.calls(Method::kGetSnapshot, Result::kServed), 3u);
+  EXPECT_EQ(metrics_.builds(), 2u);
 }
 
 TEST_F(KpiServiceTest, WithoutCacheEveryCallReads) {
@@ -391,6 +401,27 @@ TEST_F(KpiServiceTest, CallsBeyondTheRateWaitTheirTurnOrAreRefused) {
   bad.set_process("nope");
   EXPECT_EQ(stub_->GetSnapshot(Context().get(), bad, &snapshot).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Served: the first and the one that waited; refused: the queued one and
+  // the late one; invalid: the bad one. One call waited for its turn.
+  EXPECT_EQ(metrics_.calls(Method::kGetSnapshot, Result::kServed), 2u);
+  EXPECT_EQ(metrics_.calls(Method::kGetSnapshot, Result::kRefused), 2u);
+  EXPECT_EQ(metrics_.calls(Method::kGetSnapshot, Result::kInvalid), 1u);
+  EXPECT_EQ(metrics_.calls(Method::kGetSnapshot, Result::kDeadlineExceeded), 0u);
+  EXPECT_EQ(metrics_.paced(), 1u);
+  // As scraped.
+  bool found = false;
+  for (const prometheus::MetricFamily& f : metrics_.Collect()) {
+    if (f.name != "kpid_grpc_snapshot_calls_total") continue;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      if (m.label.size() == 2 && m.label[0].value == "GetSnapshot" &&
+          m.label[1].value == "refused") {
+        EXPECT_EQ(m.counter.value, 2);
+        found = true;
+      }
+    }
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST_F(KpiServiceTest, PortInUseFailsToStart) {

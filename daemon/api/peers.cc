@@ -142,7 +142,7 @@ std::vector<GlobalSnapshots::Outcome> GlobalSnapshots::FanOut(
   grpc::CompletionQueue queue;
   std::vector<std::unique_ptr<Call>> calls;
   const absl::Time started = absl::Now();
-  const absl::Time call_deadline = std::min(deadline, started + options_.config->peers.timeout);
+  const absl::Time call_deadline = std::min(deadline, started + options_.config()->peers.timeout);
   for (const std::string& address : addresses) {
     auto call = std::make_unique<Call>();
     call->address = address;
@@ -215,7 +215,7 @@ absl::StatusOr<v1::Snapshot> GlobalSnapshots::Read(const v1::GetSnapshotRequest&
     if (!own.ok()) return own.status();
     self = ReplicaOf(*own);
     absl::Time as_of = FromProto(own->as_of());
-    if (options_.config->clock == model::ClockMode::kEvent && !addresses.empty()) {
+    if (options_.config()->clock == model::ClockMode::kEvent && !addresses.empty()) {
       std::vector<Outcome> outcomes = FanOut(addresses, clock, deadline, [] {});
       for (const Outcome& o : outcomes) {
         if (o.snapshot.ok() && ReplicaOf(*o.snapshot) != self) {
@@ -243,7 +243,7 @@ absl::StatusOr<v1::Snapshot> GlobalSnapshots::Read(const v1::GetSnapshotRequest&
     }
   }
   for (ReplicaAnswer& f : failed) answers.push_back(std::move(f));
-  return MergeSnapshots(*options_.config, request, answers, options_.kpi_tree);
+  return MergeSnapshots(*options_.config(), request, answers, options_.kpi_tree);
 }
 
 std::vector<prometheus::MetricFamily> GlobalSnapshots::Collect() const {

@@ -94,7 +94,9 @@ class GlobalSnapshots final : public prometheus::Collectable {
   using LocalRead = std::function<absl::StatusOr<v1::Snapshot>(const v1::GetSnapshotRequest&)>;
 
   struct Options {
-    const model::Config* config = nullptr;
+    // The config the engines are shaped by now (a reload may change
+    // processes and stages; peers, timeouts and the clock need a restart).
+    std::function<std::shared_ptr<const model::Config>()> config;
     PeerDirectory* peers = nullptr;
     // Null: insecure channels.
     std::shared_ptr<grpc::ChannelCredentials> credentials;

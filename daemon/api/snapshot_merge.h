@@ -36,10 +36,11 @@ struct ReplicaAnswer {
   absl::StatusOr<v1::Snapshot> snapshot;
 };
 
-// A process's KPI tree over merged window values (KpiTreeEvaluator::Evaluate);
-// may be empty: no KPI tree values.
+// A process's KPI tree over merged window values (KpiTreeEvaluator::Evaluate)
+// for the config the snapshot was read with; may be empty: no KPI tree values.
 using MergedKpiTree = std::function<std::vector<kpitree::NodeValue>(
-    int process, const kpitree::KpiTreeEvaluator::WindowValues& window)>;
+    const model::Config& config, int process,
+    const kpitree::KpiTreeEvaluator::WindowValues& window)>;
 
 // `answers[0]` is this replica's own (successful) answer.
 v1::Snapshot MergeSnapshots(const model::Config& config, const v1::GetSnapshotRequest& request,

@@ -64,7 +64,8 @@ class MergeTest : public ::testing::Test {
 
   v1::Snapshot Merge(const std::vector<ReplicaAnswer>& answers) const {
     return MergeSnapshots(config_, request_, answers,
-                          [this](int process, const kpitree::KpiTreeEvaluator::WindowValues& w) {
+                          [this](const model::Config&, int process,
+                                 const kpitree::KpiTreeEvaluator::WindowValues& w) {
                             return trees_.Evaluate(process, w);
                           });
   }

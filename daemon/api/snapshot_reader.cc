@@ -63,8 +63,18 @@ SnapshotReader::SnapshotReader(Options options)
                   ? options_.shard_source
                   : aggregate::FixedShards(options_.shards, options_.dimensions)) {}
 
+std::shared_ptr<const model::Config> SnapshotReader::config() const {
+  const aggregate::ShardSet set = shards_();
+  if (set.config != nullptr) return set.config;
+  return std::shared_ptr<const model::Config>(std::shared_ptr<void>(), options_.config);
+}
+
 absl::Status SnapshotReader::Validate(const v1::GetSnapshotRequest& request) const {
-  const model::Config& c = config();
+  return Validate(*config(), request);
+}
+
+absl::Status SnapshotReader::Validate(const model::Config& c,
+                                      const v1::GetSnapshotRequest& request) {
   if (!request.process().empty() && c.FindProcess(request.process()) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unknown process \"", request.process(),
                                                    "\" (processes: ", ProcessIds(c), ")"));
@@ -100,8 +110,12 @@ absl::Status SnapshotReader::Validate(const v1::GetSnapshotRequest& request) con
 
 absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& request,
                                                   const std::function<bool()>& cancelled) const {
-  if (absl::Status s = Validate(request); !s.ok()) return s;
-  const std::vector<int> windows = *RequestedWindows(config(), request);
+  // The shards first: the request is checked against, and read with, the
+  // config they are shaped by.
+  const aggregate::ShardSet set = shards_();
+  const model::Config& config = aggregate::ConfigOf(set, *options_.config);
+  if (absl::Status s = Validate(config, request); !s.ok()) return s;
+  const std::vector<int> windows = *RequestedWindows(config, request);
   // A pinned as_of (a global snapshot's coordinator) makes every replica
   // read the same buckets.
   const absl::Time as_of = request.has_as_of() ? FromProto(request.as_of()) : Now();
@@ -115,7 +129,6 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   }
   ToProto(FromProto(request.offset()), snapshot.mutable_offset());
   *snapshot.mutable_dimensions() = request.dimensions();
-  const aggregate::ShardSet set = shards_();
   // This replica's part: partitions still restoring are not in the counts.
   v1::ReplicaStatus* self = snapshot.add_replicas();
   self->set_replica(options_.replica);
@@ -124,19 +137,19 @@ absl::StatusOr<v1::Snapshot> SnapshotReader::Read(const v1::GetSnapshotRequest& 
   snapshot.set_partial(!set.restoring.empty());
   if (request.clock_only()) return snapshot;
   const MergedReader reader(set.shards);
-  for (size_t p = 0; p < config().processes.size(); ++p) {
-    if (!request.process().empty() && config().processes[p].id != request.process()) continue;
+  for (size_t p = 0; p < config.processes.size(); ++p) {
+    if (!request.process().empty() && config.processes[p].id != request.process()) continue;
     if (cancelled && cancelled()) return absl::CancelledError("snapshot abandoned: call cancelled");
-    ReadProcess(set, reader, static_cast<int>(p), request, as_of, windows,
+    ReadProcess(config, set, reader, static_cast<int>(p), request, as_of, windows,
                 snapshot.add_processes());
   }
   return snapshot;
 }
 
 std::vector<MergedReader::SeriesRef> SnapshotReader::MatchingSeries(
-    const aggregate::ShardSet& set, const MergedReader& reader, int process,
-    const v1::GetSnapshotRequest& request) const {
-  const std::vector<std::string>& names = config().dimensions.names;
+    const model::Config& config, const aggregate::ShardSet& set, const MergedReader& reader,
+    int process, const v1::GetSnapshotRequest& request) const {
+  const std::vector<std::string>& names = config.dimensions.names;
   std::vector<MergedReader::SeriesRef> matching;
   for (const MergedReader::SeriesRef& ref : reader.ListSeries(process)) {
     const std::vector<std::string>& values =
@@ -152,14 +165,14 @@ std::vector<MergedReader::SeriesRef> SnapshotReader::MatchingSeries(
   return matching;
 }
 
-void SnapshotReader::ReadProcess(const aggregate::ShardSet& set, const MergedReader& reader,
-                                 int process, const v1::GetSnapshotRequest& request,
-                                 absl::Time as_of, const std::vector<int>& windows,
-                                 v1::ProcessSnapshot* out) const {
-  const model::ProcessConfig& pc = config().processes[static_cast<size_t>(process)];
+void SnapshotReader::ReadProcess(const model::Config& config, const aggregate::ShardSet& set,
+                                 const MergedReader& reader, int process,
+                                 const v1::GetSnapshotRequest& request, absl::Time as_of,
+                                 const std::vector<int>& windows, v1::ProcessSnapshot* out) const {
+  const model::ProcessConfig& pc = config.processes[static_cast<size_t>(process)];
   const bool filtered = !request.dimensions().empty();
   const std::vector<MergedReader::SeriesRef> refs =
-      filtered ? MatchingSeries(set, reader, process, request)
+      filtered ? MatchingSeries(config, set, reader, process, request)
                : std::vector<MergedReader::SeriesRef>{};
   out->set_process(pc.id);
 
@@ -181,7 +194,7 @@ void SnapshotReader::ReadProcess(const aggregate::ShardSet& set, const MergedRea
     const aggregate::WindowSpan span = reader.Resolve(w, end);
     v1::ProcessWindow* pw = out->add_windows();
     v1::WindowCoverage* coverage = pw->mutable_coverage();
-    ToProto(config().windows[static_cast<size_t>(w)], coverage->mutable_window());
+    ToProto(config.windows[static_cast<size_t>(w)], coverage->mutable_window());
     ToProto(end, coverage->mutable_end());
     if (!span.empty()) {
       ToProto(span.from, coverage->mutable_from());
@@ -201,7 +214,7 @@ void SnapshotReader::ReadProcess(const aggregate::ShardSet& set, const MergedRea
                       {.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()}, pw);
 
     if (!filtered && options_.kpi_tree) {
-      for (const KpiTreeNodeValue& node : options_.kpi_tree(reader, process, span)) {
+      for (const KpiTreeNodeValue& node : options_.kpi_tree(config, reader, process, span)) {
         v1::KpiTreeValue* v = pw->add_kpi_tree();
         v->set_node(node.id);
         v->set_parent(node.parent);

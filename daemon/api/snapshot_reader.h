@@ -18,6 +18,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -35,10 +36,12 @@
 namespace kpid::api {
 
 // A process's KPI tree evaluated over a window, node by node in config order
-// (kpitree::KpiTreeEvaluator::Evaluate in the daemon; fakes in tests).
+// (kpitree::KpiTreeEvaluator::Evaluate in the daemon; fakes in tests), with
+// `config`: the one the shards `reader` reads are shaped by.
 using KpiTreeNodeValue = kpitree::NodeValue;
 using KpiTreeEvaluator = std::function<std::vector<KpiTreeNodeValue>(
-    const aggregate::MergedReader& reader, int process, const aggregate::WindowSpan& span)>;
+    const model::Config& config, const aggregate::MergedReader& reader, int process,
+    const aggregate::WindowSpan& span)>;
 
 class SnapshotReader {
  public:
@@ -68,6 +71,8 @@ class SnapshotReader {
   // naming what is wrong (unknown process, window not configured, offset
   // beyond retention, unknown dimension, malformed duration).
   absl::Status Validate(const v1::GetSnapshotRequest& request) const;
+  // Against `config`: what Read does, with the config of the shards it reads.
+  static absl::Status Validate(const model::Config& config, const v1::GetSnapshotRequest& request);
 
   // Validate, then read. `cancelled`, when given, is polled between
   // processes; once true, Read returns CANCELLED.
@@ -75,15 +80,19 @@ class SnapshotReader {
                                     const std::function<bool()>& cancelled = nullptr) const;
 
   absl::Time Now() const { return options_.clock->Now(); }
-  const model::Config& config() const { return *options_.config; }
+  // The config the engines are shaped by now (a reload may reshape them:
+  // see aggregate::ShardSet::config); Options::config for fixed shards.
+  std::shared_ptr<const model::Config> config() const;
 
  private:
-  void ReadProcess(const aggregate::ShardSet& set, const aggregate::MergedReader& reader,
-                   int process, const v1::GetSnapshotRequest& request, absl::Time as_of,
+  void ReadProcess(const model::Config& config, const aggregate::ShardSet& set,
+                   const aggregate::MergedReader& reader, int process,
+                   const v1::GetSnapshotRequest& request, absl::Time as_of,
                    const std::vector<int>& windows, v1::ProcessSnapshot* out) const;
   // Series of `process` whose dimension values match the request's filter.
   std::vector<aggregate::MergedReader::SeriesRef> MatchingSeries(
-      const aggregate::ShardSet& set, const aggregate::MergedReader& reader, int process,
+      const model::Config& config, const aggregate::ShardSet& set,
+      const aggregate::MergedReader& reader, int process,
       const v1::GetSnapshotRequest& request) const;
 
   Options options_;

@@ -309,7 +309,7 @@ TEST_F(SnapshotReaderTest, EmptyRequestReadsEveryProcessAndWindow) {
 TEST_F(SnapshotReaderTest, KpiTreeValuesComeFromTheEvaluatorWithoutFilterOnly) {
   SnapshotReader::Options options = Options();
   int calls = 0;
-  options.kpi_tree = [&calls](const aggregate::MergedReader&, int process,
+  options.kpi_tree = [&calls](const model::Config&, const aggregate::MergedReader&, int process,
                               const aggregate::WindowSpan& span) {
     ++calls;
     EXPECT_EQ(process, kSales);

@@ -25,11 +25,15 @@ constexpr const char* kRestoreSourceNames[] = {"file", "topic", "none"};
 constexpr int64_t kTailRecords = 64;
 // Partitions restored at once by OpenAll.
 constexpr size_t kRestoreThreads = 4;
+constexpr const char* kDroppedNames[] = {"process", "stage", "open_cases", "series"};
 
 }  // namespace
 
 EngineRegistry::EngineRegistry(Options options)
-    : options_(std::move(options)), empty_table_(*options_.config), empty_shard_(*options_.config) {
+    : options_(std::move(options)),
+      // Not owned: the options' config outlives the registry.
+      config_(std::shared_ptr<const void>(), options_.config),
+      empty_(std::make_shared<Empty>(*options_.config)) {
   if (!options_.state_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options_.state_dir, ec);
@@ -49,14 +53,24 @@ std::string EngineRegistry::StatePath(int32_t partition) const {
                       ".state");
 }
 
+std::shared_ptr<const model::Config> EngineRegistry::config() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return config_;
+}
+
 PartitionEngine::Options EngineRegistry::EngineOptions(int32_t partition, int partition_count) {
+  return EngineOptions(config().get(), partition, partition_count);
+}
+
+PartitionEngine::Options EngineRegistry::EngineOptions(const model::Config* config,
+                                                       int32_t partition, int partition_count) {
   return {
-      .config = options_.config,
+      .config = config,
       .partition = partition,
       .board = options_.board,
-      .max_open_cases = options_.config->MaxOpenCasesPerPartition(partition_count),
-      .max_dedup_ids = options_.config->MaxDedupIdsPerPartition(partition_count),
-      .max_closed_cases = options_.config->MaxClosedCasesPerPartition(partition_count),
+      .max_open_cases = config->MaxOpenCasesPerPartition(partition_count),
+      .max_dedup_ids = config->MaxDedupIdsPerPartition(partition_count),
+      .max_closed_cases = config->MaxClosedCasesPerPartition(partition_count),
       .writer = writer_.get(),
       .state_path = options_.state_dir.empty() ? "" : StatePath(partition),
   };
@@ -223,6 +237,7 @@ std::vector<ingest::PartitionHandlers::Opened> EngineRegistry::OpenAll(
   std::vector<size_t> to_restore;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    partition_count_ = partition_count;
     for (size_t i = 0; i < partitions.size(); ++i) {
       if (auto kept = kept_.extract(partitions[i])) {
         opened[i] = {kept.mapped(), StartOffset(*kept.mapped())};
@@ -291,6 +306,7 @@ void EngineRegistry::DropKept() {
 
 aggregate::ShardSet EngineRegistry::Shards() const {
   auto engines = std::make_shared<std::vector<std::shared_ptr<const PartitionEngine>>>();
+  std::shared_ptr<const Empty> empty;
   aggregate::ShardSet set;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -302,6 +318,8 @@ aggregate::ShardSet EngineRegistry::Shards() const {
     }
     set.restoring.assign(restoring_.begin(), restoring_.end());
     set.generation = generation_;
+    set.config = config_;
+    empty = empty_;
   }
   std::sort(set.partitions.begin(), set.partitions.end());
   for (const std::shared_ptr<const PartitionEngine>& engine : *engines) {
@@ -310,11 +328,12 @@ aggregate::ShardSet EngineRegistry::Shards() const {
     set.open_cases.push_back(engine->tracker().PublishedView());
   }
   if (set.shards.empty()) {
-    set.shards.push_back(&empty_shard_);
-    set.tables.push_back(&empty_table_);
+    set.shards.push_back(&empty->shard);
+    set.tables.push_back(&empty->table);
     set.open_cases.push_back(nullptr);
   }
-  set.keep_alive = std::move(engines);
+  set.keep_alive = std::make_shared<std::pair<decltype(engines), std::shared_ptr<const Empty>>>(
+      std::move(engines), std::move(empty));
   return set;
 }
 
@@ -328,6 +347,87 @@ std::vector<std::shared_ptr<const ingest::PartitionStats>> EngineRegistry::Stats
     }
   }
   return stats;
+}
+
+absl::StatusOr<std::map<int32_t, std::shared_ptr<ingest::PartitionHandler>>>
+EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
+                        const std::map<int32_t, int64_t>& next_offsets) {
+  std::shared_ptr<const model::Config> current;
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> live;
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> kept;
+  int partition_count = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current = config_;
+    live = live_;
+    kept = kept_;
+    partition_count = partition_count_;
+  }
+  PartitionEngine::Dropped dropped;
+  auto reshape = [&](std::map<int32_t, std::shared_ptr<PartitionEngine>>& engines,
+                     bool use_own_offset) -> absl::Status {
+    for (auto& [partition, engine] : engines) {
+      int64_t next_offset = engine->next_offset();
+      if (!use_own_offset) {
+        auto it = next_offsets.find(partition);
+        if (it != next_offsets.end()) next_offset = it->second;
+      }
+      // The worker may not have read anything yet (kFromBeginning): its
+      // engine covers no offset.
+      next_offset = std::max(next_offset, ingest::kUnknownOffset);
+      absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped = engine->Reshape(
+          EngineOptions(next.get(), partition, partition_count), next_offset, &dropped);
+      if (!reshaped.ok()) {
+        return absl::Status(reshaped.status().code(), absl::StrCat("partition ", partition, ": ",
+                                                                   reshaped.status().message()));
+      }
+      engine = std::shared_ptr<PartitionEngine>(*std::move(reshaped));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = reshape(live, false); !s.ok()) return s;
+  if (absl::Status s = reshape(kept, true); !s.ok()) return s;
+
+  // Processes and stages the reload removed, once per reload (their state
+  // is per partition; this counts the configuration's change).
+  uint64_t processes_removed = 0;
+  uint64_t stages_removed = 0;
+  for (const model::ProcessConfig& process : current->processes) {
+    const model::ProcessConfig* kept_process = next->FindProcess(process.id);
+    if (kept_process == nullptr) {
+      ++processes_removed;
+      continue;
+    }
+    for (const model::StageConfig& stage : process.stages) {
+      if (kept_process->StageIndex(stage.id) < 0) ++stages_removed;
+    }
+  }
+
+  std::map<int32_t, std::shared_ptr<ingest::PartitionHandler>> handlers(live.begin(), live.end());
+  auto empty = std::make_shared<const Empty>(*next);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    retired_configs_.push_back(std::move(config_));
+    config_ = std::move(next);
+    empty_ = std::move(empty);
+    live_ = std::move(live);
+    kept_ = std::move(kept);
+    ++generation_;
+  }
+  auto add = [this](Dropped what, uint64_t n) {
+    reload_dropped_[static_cast<size_t>(what)].fetch_add(n, std::memory_order_relaxed);
+  };
+  add(Dropped::kProcess, processes_removed);
+  add(Dropped::kStage, stages_removed);
+  add(Dropped::kOpenCases, dropped.open_cases);
+  add(Dropped::kSeries, dropped.series);
+  log::Info("engines reshaped for the reloaded configuration",
+            {{"partitions", absl::StrCat(handlers.size())},
+             {"processes_removed", absl::StrCat(processes_removed)},
+             {"stages_removed", absl::StrCat(stages_removed)},
+             {"open_cases_dropped", absl::StrCat(dropped.open_cases)},
+             {"series_dropped", absl::StrCat(dropped.series)}});
+  return handlers;
 }
 
 void EngineRegistry::Flush() {
@@ -455,6 +555,18 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
              "answers (which are marked partial), /readyz 503.",
              MetricType::Gauge);
   AddGauge(&f, {{"state", "restoring"}}, static_cast<double>(restoring));
+  families.push_back(std::move(f));
+
+  f = Family("kpid_reload_dropped_total",
+             "What configuration reloads removed, with its state: process and stage (each "
+             "removed one, once per reload), open_cases (open cases of removed processes or in "
+             "removed stages, dropped without a fact), series (dimension combinations of "
+             "removed processes).",
+             MetricType::Counter);
+  for (size_t w = 0; w < reload_dropped_.size(); ++w) {
+    AddCounter(&f, {{"what", kDroppedNames[w]}},
+               static_cast<double>(reload_dropped_[w].load(std::memory_order_relaxed)));
+  }
   families.push_back(std::move(f));
   return families;
 }

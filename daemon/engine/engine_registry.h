@@ -25,10 +25,11 @@
 // that gives it back, else it is dropped.
 //
 // Thread safety: Open, Close and DropKept come from ingest's poll thread;
-// Shards, Stats and Collect from any thread. One mutex guards the set; it
-// is taken on assign/revoke and once per read, never on the event path.
-// A set handed to a reader keeps its engines alive (ShardSet::keep_alive):
-// a revoked engine is freed when the last reader using it is done.
+// Reshape from a reload, while ingest holds the workers and rebalances
+// (KafkaIngest::SwapHandlers); Shards, Stats and Collect from any thread. One mutex guards the set;
+// it is taken on assign/revoke and once per read, never on the event path. A set handed to a reader
+// keeps its engines alive (ShardSet::keep_alive): a revoked engine is freed when the last reader
+// using it is done.
 #pragma once
 
 #include <array>
@@ -43,6 +44,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/engine/checkpoint_writer.h"
@@ -94,6 +96,20 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   // Partitions assigned whose state is still being restored.
   int restoring() const;
 
+  // A reload that changed processes, stages or dimensions: every engine,
+  // live or kept, moved into an engine for `next` (PartitionEngine::Reshape)
+  // as of `next_offsets[partition]` (a kept engine: its own offset), then
+  // readers switched to the new engines and `next` in one step (Shards()
+  // never pairs an engine with a config of another shape). Call while no
+  // worker writes: ingest::KafkaIngest::SwapHandlers' swap, which then has
+  // the workers adopt the returned live engines. An engine whose state does
+  // not reshape: an error, nothing changed. What was dropped is counted in
+  // kpid_reload_dropped_total. Not concurrently with Open/Close/DropKept.
+  absl::StatusOr<std::map<int32_t, std::shared_ptr<ingest::PartitionHandler>>> Reshape(
+      std::shared_ptr<const model::Config> next, const std::map<int32_t, int64_t>& next_offsets);
+  // The config the engines are now shaped by.
+  std::shared_ptr<const model::Config> config() const;
+
   // Returns once every checkpoint handed over so far is written (and
   // delivered to the state topic, or failed).
   void Flush();
@@ -102,14 +118,17 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   // kpid_state_checkpoint_bytes, kpid_state_topic_checkpoints_total{result},
   // kpid_state_topic_checkpoint_duration_seconds, kpid_state_restores_total{result,source},
   // kpid_state_restore_partitions{state}, kpid_state_restore_bytes_total{source},
-  // kpid_state_restore_duration_seconds.
+  // kpid_state_restore_duration_seconds, kpid_reload_dropped_total{what}.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
   // `<state_dir>/<topic>-<partition>.state`.
   std::string StatePath(int32_t partition) const;
 
  private:
+  // Engines made now are for config() and its share of the bounds.
   PartitionEngine::Options EngineOptions(int32_t partition, int partition_count);
+  PartitionEngine::Options EngineOptions(const model::Config* config, int32_t partition,
+                                         int partition_count);
   // A partition's engine from its state file and the state topic, or empty.
   std::shared_ptr<PartitionEngine> Restore(const PartitionEngine::Options& options);
   // From the state file (or .prev: `from_previous`); null when none is
@@ -127,11 +146,22 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
   Options options_;
   std::unique_ptr<CheckpointWriter> writer_;  // with a state_dir
-  // What readers get while no engine is live.
-  const cases::DimensionTable empty_table_;
-  const aggregate::AggregateShard empty_shard_;
+  // What readers get while no engine is live, for one config.
+  struct Empty {
+    explicit Empty(const model::Config& config) : table(config), shard(config) {}
+    const cases::DimensionTable table;
+    const aggregate::AggregateShard shard;
+  };
 
   mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
+  // Fields below guarded by mu_ (not annotated: see ec81fcf).
+  // Current: the options' config (not owned) until a Reshape. Every config
+  // the engines were ever shaped by stays alive: an engine a reader still
+  // holds refers to its own.
+  std::shared_ptr<const model::Config> config_;
+  std::vector<std::shared_ptr<const model::Config>> retired_configs_;
+  std::shared_ptr<const Empty> empty_;
+  int partition_count_ = 0;  // of the latest Open
   std::map<int32_t, std::shared_ptr<PartitionEngine>> live_;
   std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_;
   std::set<int32_t> restoring_;
@@ -145,6 +175,9 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
              static_cast<size_t>(RestoreSource::kCount)>
       restores_{};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreSource::kCount)> restore_bytes_{};
+  // kpid_reload_dropped_total{what}.
+  enum class Dropped { kProcess, kStage, kOpenCases, kSeries, kCount };
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(Dropped::kCount)> reload_dropped_{};
 };
 
 }  // namespace kpid::engine

@@ -80,7 +80,8 @@ std::string PartitionEngine::Serialize(int64_t next_offset) const {
 }
 
 absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const Options& options,
-                                                                          absl::string_view bytes) {
+                                                                          absl::string_view bytes,
+                                                                          Dropped* dropped) {
   StateDecoder d(bytes);
   if (!d.Raw(kMagic)) return absl::DataLossError("partition state: not a partition state");
   if (const uint32_t version = d.U32(); d.ok() && version != kStateVersion) {
@@ -114,8 +115,8 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   parts.clock = MakeClock(options);
   // Timers are rebuilt at the clock's now: the time the state was saved at.
   parts.clock->ResumeAt(own_micros);
-  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims =
-      cases::DimensionTable::Restore(*options.config, dims_bytes);
+  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims = cases::DimensionTable::Restore(
+      *options.config, dims_bytes, dropped != nullptr ? &dropped->series : nullptr);
   if (!dims.ok()) return dims.status();
   parts.dims = *std::move(dims);
   absl::StatusOr<std::unique_ptr<aggregate::AggregateShard>> shard =
@@ -137,6 +138,25 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   for (size_t r = 0; r < rejected.size(); ++r) s.rejected[r].Add(rejected[r]);
   s.watermark_ms.Observe(watermark_ms);
   return engine;
+}
+
+absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Reshape(const Options& options,
+                                                                          int64_t next_offset,
+                                                                          Dropped* dropped) const {
+  Dropped counted;
+  absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped =
+      Restore(options, Serialize(next_offset), &counted);
+  if (!reshaped.ok()) return reshaped.status();
+  // Restore keeps every open case it can place (even above max_open_cases),
+  // so the ones missing are exactly those of removed processes and stages.
+  const size_t before = tracker_->open_cases();
+  const size_t after = (*reshaped)->tracker().open_cases();
+  counted.open_cases = before > after ? before - after : 0;
+  if (dropped != nullptr) {
+    dropped->open_cases += counted.open_cases;
+    dropped->series += counted.series;
+  }
+  return reshaped;
 }
 
 void PartitionEngine::Checkpoint(int64_t next_offset) {

@@ -66,14 +66,36 @@ class PartitionEngine final : public ingest::PartitionHandler {
     std::string state_path;
   };
 
+  // What a Restore into a changed config left out (see Reshape).
+  struct Dropped {
+    // Open cases of processes no longer configured, or sitting in a stage
+    // no longer configured.
+    uint64_t open_cases = 0;
+    // Dimension combinations (series) of processes no longer configured.
+    uint64_t series = 0;
+  };
+
   // An empty engine.
   explicit PartitionEngine(const Options& options);
   // An engine holding Serialize()'s state (made for the same partition),
   // into `options.config` (processes, stages and dimensions matched by id,
   // as each part's Restore). Bytes that do not decode: an error, nothing
-  // made.
+  // made. `dropped` (optional): the series left out.
   static absl::StatusOr<std::unique_ptr<PartitionEngine>> Restore(const Options& options,
-                                                                  absl::string_view bytes);
+                                                                  absl::string_view bytes,
+                                                                  Dropped* dropped = nullptr);
+  // This engine's state moved into an engine for `options.config` (a
+  // reloaded config; same partition), as if checkpointed at `next_offset`
+  // and restored: processes, stages and dimensions matched by id, so a kept
+  // stage keeps its counts, windows and open cases exactly, a new one starts
+  // empty, and what belongs to removed ones is dropped and counted in
+  // `dropped`. An open case in a removed stage is dropped (not closed: no
+  // fact is reported for it); an event for it later starts a new case. The
+  // ingest counts (stats) carry over. Worker thread, or while the
+  // partition's worker is paused; this engine is left unchanged.
+  absl::StatusOr<std::unique_ptr<PartitionEngine>> Reshape(const Options& options,
+                                                           int64_t next_offset,
+                                                           Dropped* dropped) const;
   ~PartitionEngine() override;
   PartitionEngine(const PartitionEngine&) = delete;
   PartitionEngine& operator=(const PartitionEngine&) = delete;

@@ -46,6 +46,7 @@ struct Step {
   std::string event_id = "";
   std::string region = "emea";
   double amount = 0;
+  std::string process = "sales";
 };
 
 // Before the checkpoint.
@@ -100,7 +101,7 @@ struct Harness {
       ProcessEvent e;
       e.set_event_id(step.event_id.empty() ? absl::StrCat("ev-", step.case_id, "-", step.t)
                                            : step.event_id);
-      e.set_process("sales");
+      e.set_process(step.process);
       e.set_case_id(step.case_id);
       e.set_kind(step.kind);
       e.set_stage(step.stage);
@@ -230,6 +231,110 @@ TEST_F(PartitionEngineTest, AnotherPartitionsStateIsRefused) {
   auto restored = PartitionEngine::Restore(other, saved.engine->Serialize(7));
   ASSERT_FALSE(restored.ok());
   EXPECT_THAT(restored.status().message(), HasSubstr("of partition 2, expected 5"));
+}
+
+// A reload: stage trial and process support removed, stage qualify added at
+// trial's index (matched by id, never by index), lead and demo kept.
+constexpr char kConfigBeforeReload[] = R"(
+clock: event
+windows: [1h, 24h]
+case_ttl: 2h
+dedup_horizon: 1h
+dimensions: {names: [region], max_series_per_process: 100}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: trial, sla: 1h}
+      - {id: demo, sla: 2h}
+  - id: support
+    stages:
+      - {id: open, sla: 1h}
+)";
+constexpr char kConfigAfterReload[] = R"(
+clock: event
+windows: [1h, 24h]
+case_ttl: 2h
+dedup_horizon: 1h
+dimensions: {names: [region], max_series_per_process: 100}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: qualify, sla: 1h}
+      - {id: demo, sla: 2h}
+)";
+
+TEST(PartitionEngineReshapeTest, KeptStagesKeepTheirStateNewOnesStartEmptyRemovedOnesAreCounted) {
+  using K = ProcessEvent;
+  const model::Config before = *model::ParseConfig(kConfigBeforeReload, "before.yaml");
+  const model::Config after = *model::ParseConfig(kConfigAfterReload, "after.yaml");
+  ingest::EventDecoder decode_before(before);
+  ingest::EventDecoder decode_after(after);
+  Harness old_shape(before);
+  old_shape.Run({{K::STAGE_ENTERED, "c1", "lead", 0},
+                 {K::STAGE_ENTERED, "c2", "lead", 10},
+                 {K::STAGE_ENTERED, "c3", "lead", 20},
+                 {K::STAGE_ENTERED, "c1", "trial", 100},
+                 {K::STAGE_ENTERED, "c2", "demo", 200},
+                 {K::STAGE_ENTERED, "s1", "open", 300, "", "emea", 0, "support"},
+                 {K::STAGE_ENTERED, "s2", "open", 310, "", "emea", 0, "support"}},
+                decode_before);
+  ASSERT_EQ(old_shape.engine->tracker().open_cases(), 5u);  // c1 c2 c3 s1 s2
+
+  Harness new_shape(after);
+  PartitionEngine::Dropped dropped;
+  auto reshaped = old_shape.engine->Reshape(new_shape.Options(), /*next_offset=*/7, &dropped);
+  ASSERT_TRUE(reshaped.ok()) << reshaped.status();
+  new_shape.engine = *std::move(reshaped);
+  // c1 sat in trial, s1 and s2 in support: dropped. c2 (demo) and c3 (lead) stay.
+  EXPECT_EQ(dropped.open_cases, 3u);
+  EXPECT_EQ(new_shape.engine->tracker().open_cases(), 2u);
+  // support's interned combinations: all empty (id 0), __other__ (id 1), {emea}.
+  EXPECT_EQ(dropped.series, 3u);
+  EXPECT_EQ(new_shape.engine->next_offset(), 7);
+  // The old engine is left as it was (readers may still hold it).
+  EXPECT_EQ(old_shape.engine->tracker().open_cases(), 5u);
+
+  new_shape.Run({{K::STAGE_ENTERED, "c4", "lead", 400},
+                 {K::STAGE_ENTERED, "c3", "qualify", 500},
+                 // c1 was dropped with trial: this starts a new case.
+                 {K::STAGE_ENTERED, "c1", "qualify", 600},
+                 {K::CASE_COMPLETED, "c2", "", 700, "", "emea", 50}},
+                decode_after);
+  const std::string text = new_shape.Metrics(absl::FromUnixSeconds(kT0 + 800));
+  const testing::MetricSamples m = testing::ParseMetrics(text);
+  auto stage = [&m](const std::string& family, const std::string& stage) {
+    return testing::Sample(
+        m, absl::StrCat(family, "{process=\"sales\",region=\"emea\",stage=\"", stage, "\"}"));
+  };
+  // lead: c1 c2 c3 before the reload, c4 after = 4; exits c1 (100) c2 (200), c3 (500) = 3.
+  EXPECT_EQ(stage("kpid_stage_entered_total", "lead"), 4);
+  EXPECT_EQ(testing::Sample(m,
+                            "kpid_stage_exited_total{outcome=\"advanced\",process=\"sales\","
+                            "region=\"emea\",stage=\"lead\"}"),
+            3);
+  // qualify started empty: c3 and the new c1, both after = 2, both still in it.
+  EXPECT_EQ(stage("kpid_stage_entered_total", "qualify"), 2);
+  EXPECT_EQ(stage("kpid_stage_backlog", "qualify"), 2);
+  // demo kept: c2 entered before (1); completed after, so its backlog is 0.
+  EXPECT_EQ(stage("kpid_stage_entered_total", "demo"), 1);
+  EXPECT_EQ(stage("kpid_stage_backlog", "demo"), 0);
+  EXPECT_EQ(stage("kpid_stage_backlog", "lead"), 1);  // c4
+  // Started: c1 c2 c3 before, c4 and c1 again after = 5; completed c2 with 50.
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_started_total{process=\"sales\",region=\"emea\"}"), 5);
+  EXPECT_EQ(
+      testing::Sample(m, "kpid_process_cases_completed_total{process=\"sales\",region=\"emea\"}"),
+      1);
+  EXPECT_EQ(testing::Sample(m, "kpid_process_revenue_total{process=\"sales\",region=\"emea\"}"),
+            50);
+  // Nothing of trial or support remains.
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("trial")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("support")));
+  // Ingest's counts carry over: 7 messages before, 4 after, all accepted.
+  EXPECT_EQ(new_shape.engine->stats().messages.Get(), 11u);
+  EXPECT_EQ(new_shape.engine->stats().consumed.Get(), 11u);
 }
 
 }  // namespace

@@ -287,18 +287,19 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
   const MergedReader reader(set.shards);
   const std::vector<const cases::DimensionTable*>& dimensions = set.tables;
   const absl::Time now = clock_->Now();
-  const std::vector<std::string>& dim_names = config_->dimensions.names;
+  const model::Config& config = aggregate::ConfigOf(set, *config_);
+  const std::vector<std::string>& dim_names = config.dimensions.names;
   std::vector<aggregate::WindowSpan> spans;
-  for (size_t w = 0; w < config_->windows.size(); ++w) {
+  for (size_t w = 0; w < config.windows.size(); ++w) {
     spans.push_back(reader.Resolve(static_cast<int>(w), now));
-    snap.windows.push_back(FormatPromDuration(config_->windows[w]));
+    snap.windows.push_back(FormatPromDuration(config.windows[w]));
   }
   cache->Begin(set.generation, spans);
 
-  snap.processes.resize(config_->processes.size());
-  for (size_t pi = 0; pi < config_->processes.size(); ++pi) {
+  snap.processes.resize(config.processes.size());
+  for (size_t pi = 0; pi < config.processes.size(); ++pi) {
     const int p = static_cast<int>(pi);
-    const model::ProcessConfig& process = config_->processes[pi];
+    const model::ProcessConfig& process = config.processes[pi];
     ProcessSnapshot& ps = snap.processes[pi];
     ps.labels = SeriesLabels({{"process", process.id}});
 

@@ -10,7 +10,7 @@ using prometheus::MetricType;
 
 KpiTreeMetrics::KpiTreeMetrics(const model::Config* config, aggregate::ShardSource shards,
                                const cases::Clock* clock)
-    : config_(config), shards_(std::move(shards)), clock_(clock), trees_(*config) {}
+    : config_(config), shards_(std::move(shards)), clock_(clock) {}
 
 KpiTreeMetrics::KpiTreeMetrics(const model::Config* config,
                                std::vector<const aggregate::AggregateShard*> shards,
@@ -29,12 +29,14 @@ std::vector<MetricFamily> KpiTreeMetrics::Collect() const {
   const aggregate::ShardSet set = shards_();
   const aggregate::MergedReader reader(set.shards);
   const absl::Time now = clock_->Now();
-  for (size_t w = 0; w < config_->windows.size(); ++w) {
+  const model::Config& config = aggregate::ConfigOf(set, *config_);
+  const std::shared_ptr<const kpitree::KpiTreeEvaluator> trees = trees_.For(config);
+  for (size_t w = 0; w < config.windows.size(); ++w) {
     const aggregate::WindowSpan span = reader.Resolve(static_cast<int>(w), now);
-    const std::string window = FormatPromDuration(config_->windows[w]);
-    for (size_t p = 0; p < config_->processes.size(); ++p) {
-      const std::string& process = config_->processes[p].id;
-      for (const kpitree::NodeValue& node : trees_.Evaluate(reader, static_cast<int>(p), span)) {
+    const std::string window = FormatPromDuration(config.windows[w]);
+    for (size_t p = 0; p < config.processes.size(); ++p) {
+      const std::string& process = config.processes[p].id;
+      for (const kpitree::NodeValue& node : trees->Evaluate(reader, static_cast<int>(p), span)) {
         if (node.value) {
           AddGauge(&values,
                    {{"process", process},

@@ -42,7 +42,7 @@ class KpiTreeMetrics : public prometheus::Collectable {
   const model::Config* config_;
   aggregate::ShardSource shards_;
   const cases::Clock* clock_;
-  kpitree::KpiTreeEvaluator trees_;
+  kpitree::KpiTreeEvaluatorCache trees_;
 };
 
 }  // namespace kpid::exporter

@@ -7,16 +7,29 @@ namespace kpid::exporter {
 
 OpenCasesMetrics::OpenCasesMetrics(const model::Config* config, ViewSource views,
                                    const cases::Clock* clock)
-    : config_(config), views_(std::move(views)), clock_(clock) {}
+    : OpenCasesMetrics(
+          config,
+          [views = std::move(views)] {
+            aggregate::ShardSet set;
+            set.open_cases = views();
+            return set;
+          },
+          clock) {}
+
+OpenCasesMetrics::OpenCasesMetrics(const model::Config* config, aggregate::ShardSource shards,
+                                   const cases::Clock* clock)
+    : config_(config), shards_(std::move(shards)), clock_(clock) {}
 
 void OpenCasesMetrics::WriteMetrics(MetricWriter* out) const {
-  const std::vector<std::shared_ptr<const cases::OpenCasesView>> views = views_();
+  const aggregate::ShardSet set = shards_();
+  const std::vector<std::shared_ptr<const cases::OpenCasesView>>& views = set.open_cases;
+  const model::Config& config = aggregate::ConfigOf(set, *config_);
   const absl::Time now = clock_->Now();
   out->Family("kpid_stage_oldest_case_age_seconds",
               "How long the longest-waiting open case of the stage has been in it.",
               prometheus::MetricType::Gauge);
-  for (size_t p = 0; p < config_->processes.size(); ++p) {
-    const model::ProcessConfig& process = config_->processes[p];
+  for (size_t p = 0; p < config.processes.size(); ++p) {
+    const model::ProcessConfig& process = config.processes[p];
     for (size_t s = 0; s < process.stages.size(); ++s) {
       absl::optional<absl::Time> oldest;
       for (const auto& view : views) {
@@ -35,13 +48,12 @@ void OpenCasesMetrics::WriteMetrics(MetricWriter* out) const {
   out->Family("kpid_process_cases_evicted_total",
               "Open cases evicted (closed as expired) to stay within max_open_cases.",
               prometheus::MetricType::Counter);
-  for (size_t p = 0; p < config_->processes.size(); ++p) {
+  for (size_t p = 0; p < config.processes.size(); ++p) {
     uint64_t evicted = 0;
     for (const auto& view : views) {
       if (view != nullptr && p < view->evicted.size()) evicted += view->evicted[p];
     }
-    out->Sample(SeriesLabels({{"process", config_->processes[p].id}}),
-                static_cast<double>(evicted));
+    out->Sample(SeriesLabels({{"process", config.processes[p].id}}), static_cast<double>(evicted));
   }
   uint64_t event_ids_forgotten = 0;
   uint64_t closed_cases_forgotten = 0;

@@ -3,7 +3,7 @@
 // (DESIGN §4). Read from the views the case trackers publish at each Tick
 // (cases::OpenCasesView), so a scrape never touches a tracker's state.
 //
-//   OpenCasesMetrics metrics(&config, [&] { return views_of_every_worker; }, &clock);
+//   OpenCasesMetrics metrics(&config, registry.Source(), &clock);
 //
 // The age is taken at the scrape's now (the clock that ends the windows:
 // wall time, or the latest event time with `clock: event`), not at the
@@ -30,6 +30,7 @@
 #include <memory>
 #include <vector>
 
+#include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/open_cases_view.h"
 #include "daemon/export/metric_writer.h"
@@ -44,12 +45,16 @@ class OpenCasesMetrics : public WriterCollectable {
 
   // `config` and `clock` must outlive this collectable.
   OpenCasesMetrics(const model::Config* config, ViewSource views, const cases::Clock* clock);
+  // The views of the engines' ShardSet, read with its config (a reload may
+  // reshape the processes; `config` when the set has none).
+  OpenCasesMetrics(const model::Config* config, aggregate::ShardSource shards,
+                   const cases::Clock* clock);
 
   void WriteMetrics(MetricWriter* out) const override;
 
  private:
   const model::Config* config_;
-  ViewSource views_;
+  aggregate::ShardSource shards_;
   const cases::Clock* clock_;
 };
 

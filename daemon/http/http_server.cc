@@ -91,7 +91,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
 
 HttpServer::HttpServer(Options options, std::unique_ptr<tls::IdentityWatcher> identity,
                        std::unique_ptr<httplib::Server> server)
-    : options_(std::move(options)), identity_(std::move(identity)), server_(std::move(server)) {}
+    : options_(std::move(options)), identity_(std::move(identity)), server_(std::move(server)) {
+  // kpid_tls_reloads_total: owned here, which outlives every scrape.
+  if (identity_ != nullptr) {
+    options_.collectables.push_back(
+        std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), identity_.get()));
+  }
+}
 
 HttpServer::~HttpServer() { Stop(); }
 

@@ -41,17 +41,35 @@ struct KafkaIngest::Owned {
 // A change of a worker's partitions, made on the worker thread between
 // batches (or by the poll thread once the worker has exited).
 struct KafkaIngest::Control {
-  enum class Kind { kAdopt, kRelease };
+  enum class Kind { kAdopt, kRelease, kPause };
   Kind kind = Kind::kAdopt;
   int32_t partition = 0;
   std::shared_ptr<PartitionHandler> handler;  // kAdopt
   int64_t next_offset = kUnknownOffset;       // kAdopt
+  PauseGate* gate = nullptr;                  // kPause
 
   static Control Release(int32_t partition) {
     Control c;
     c.kind = Kind::kRelease;
     c.partition = partition;
     return c;
+  }
+};
+
+// Holds workers between two batches while SwapHandlers changes what they
+// own. Plain std types so ThreadSanitizer sees the ordering: what a worker
+// wrote before pausing, and what the swapper wrote before resuming them.
+struct KafkaIngest::PauseGate {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t paused = 0;
+  bool resume = false;
+
+  void PauseUntilResumed() {
+    std::unique_lock<std::mutex> lock(mu);
+    ++paused;
+    cv.notify_all();
+    cv.wait(lock, [this] { return resume; });
   }
 };
 
@@ -389,6 +407,10 @@ bool KafkaIngest::ReachedEnd(const Owned& owned, int32_t partition) const {
 }
 
 void KafkaIngest::Apply(Worker* worker, Control& control) {
+  if (control.kind == Control::Kind::kPause) {
+    control.gate->PauseUntilResumed();
+    return;
+  }
   const size_t p = static_cast<size_t>(control.partition);
   if (control.kind == Control::Kind::kAdopt) {
     if (p >= worker->partitions.size()) worker->partitions.resize(p + 1);
@@ -404,7 +426,68 @@ void KafkaIngest::Apply(Worker* worker, Control& control) {
   std::erase(worker->owned, control.partition);
 }
 
+absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> config,
+                                       const HandlerSwap& swap) {
+  std::lock_guard<std::mutex> rebalance(rebalance_mu_);
+  if (stop_.load(std::memory_order_acquire)) {
+    return absl::UnavailableError("kafka ingest is stopping");
+  }
+  PauseGate gate;
+  std::vector<std::pair<Worker*, uint64_t>> waits;
+  for (auto& worker : workers_) {
+    std::lock_guard<std::mutex> lock(worker->control_mu);
+    // An exited worker's partitions are ours to change already.
+    if (worker->exited) continue;
+    Control pause;
+    pause.kind = Control::Kind::kPause;
+    pause.gate = &gate;
+    worker->control.push_back(std::move(pause));
+    waits.emplace_back(worker.get(), ++worker->control_posted);
+    worker->control_pending.store(true, std::memory_order_release);
+  }
+  for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
+  {
+    std::unique_lock<std::mutex> lock(gate.mu);
+    gate.cv.wait(lock, [&] { return gate.paused == waits.size(); });
+  }
+
+  // Every worker is between two batches: their partitions are ours.
+  std::map<int32_t, int64_t> next_offsets;
+  for (auto& worker : workers_) {
+    for (int32_t partition : worker->owned) {
+      next_offsets[partition] = worker->Find(partition)->next_offset;
+    }
+  }
+  absl::StatusOr<std::map<int32_t, std::shared_ptr<PartitionHandler>>> handlers =
+      swap(next_offsets);
+  if (handlers.ok()) {
+    for (auto& [partition, handler] : *handlers) {
+      Worker* worker = workers_[static_cast<size_t>(partition) % workers_.size()].get();
+      Owned* owned = worker->Find(partition);
+      if (owned == nullptr || handler == nullptr) continue;
+      handler->SetCaughtUp(owned->caught_up);
+      owned->handler = std::move(handler);
+    }
+    for (auto& worker : workers_) worker->decoder = std::make_unique<EventDecoder>(*config);
+    // The old decoders are gone before the config they refer to may be.
+    decoder_config_ = std::move(config);
+  }
+
+  {
+    std::lock_guard<std::mutex> lock(gate.mu);
+    gate.resume = true;
+  }
+  gate.cv.notify_all();
+  for (const auto& [worker, ticket] : waits) {
+    std::unique_lock<std::mutex> lock(worker->control_mu);
+    worker->control_done_cv.wait(
+        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
+  }
+  return handlers.status();
+}
+
 void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions) {
+  std::lock_guard<std::mutex> rebalance(rebalance_mu_);
   const bool cooperative =
       std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
   std::string names;

@@ -36,7 +36,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,10 +96,25 @@ class KafkaIngest {
   // Per assigned partition; for the scrape (takes a lock, never on the event path).
   std::vector<PartitionLag> Lags() const;
 
+  // Given the next offset of every partition a worker owns (the first
+  // message not yet handled), the handlers to put in their place; a
+  // partition left out keeps its handler. An error changes nothing.
+  using HandlerSwap =
+      std::function<absl::StatusOr<std::map<int32_t, std::shared_ptr<PartitionHandler>>>(
+          const std::map<int32_t, int64_t>& next_offsets)>;
+  // A configuration reload that reshapes the engines: every worker pauses
+  // between two batches, `swap` runs while none handles a message, then the
+  // workers resume with the new handlers (at the same offsets) and decoders
+  // for `config` (processes and stages resolved against it). Serialized
+  // with rebalances, so no partition is assigned or revoked meanwhile. Any
+  // thread but a worker's or the poll thread; refused once Stop() began.
+  absl::Status SwapHandlers(std::shared_ptr<const model::Config> config, const HandlerSwap& swap);
+
  private:
   struct Worker;
   struct Owned;
   struct Control;
+  struct PauseGate;
 
   explicit KafkaIngest(Options options);
   absl::Status Init();
@@ -137,6 +155,14 @@ class KafkaIngest {
   std::atomic<int> assigned_count_{0};
   // Relaxed: a health signal (gauge, /readyz); nothing is ordered by it.
   std::atomic<bool> connected_{true};
+
+  // Held by OnRebalance and SwapHandlers: a swap never interleaves with an
+  // assignment (an engine opened for the old config adopted after it).
+  std::mutex rebalance_mu_;
+  // What the workers' decoders resolve events against, after a SwapHandlers
+  // (null: options_.config). Written only while every worker is paused.
+  std::shared_ptr<const model::Config> decoder_config_;
+
 
   struct Assigned {
     std::string topic;

@@ -158,4 +158,14 @@ std::vector<NodeValue> KpiTreeEvaluator::EvaluateTree(
   return out;
 }
 
+std::shared_ptr<const KpiTreeEvaluator> KpiTreeEvaluatorCache::For(
+    const model::Config& config) const {
+  MutexLock lock(&mu_);
+  if (config_ != &config || evaluator_ == nullptr) {
+    evaluator_ = std::make_shared<const KpiTreeEvaluator>(config);
+    config_ = &config;
+  }
+  return evaluator_;
+}
+
 }  // namespace kpid::kpitree

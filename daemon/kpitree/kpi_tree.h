@@ -31,6 +31,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,7 @@
 #include "daemon/aggregate/aggregate_types.h"
 #include "daemon/aggregate/distribution.h"
 #include "daemon/aggregate/merged_reader.h"
+#include "daemon/common/mutex.h"
 #include "daemon/model/config.h"
 
 namespace kpid::kpitree {
@@ -107,6 +109,20 @@ class KpiTreeEvaluator {
   static double Improved(const Node& leaf, double value);
 
   std::vector<Tree> trees_;  // by process index
+};
+
+// The evaluator of the config a read uses (aggregate::ShardSet::config: a
+// reload may reshape the processes), rebuilt when that config changes.
+// Thread-safe; configs are compared by address, so each must stay alive
+// (and unchanged) while it can be asked for (EngineRegistry keeps them).
+class KpiTreeEvaluatorCache {
+ public:
+  std::shared_ptr<const KpiTreeEvaluator> For(const model::Config& config) const;
+
+ private:
+  mutable Mutex mu_;
+  mutable const model::Config* config_ ABSL_GUARDED_BY(mu_) = nullptr;
+  mutable std::shared_ptr<const KpiTreeEvaluator> evaluator_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kpid::kpitree

@@ -7,18 +7,26 @@
 namespace kpid::reload {
 namespace {
 
+// `processes` without the kpi-loadgen knobs, which the daemon ignores.
+std::vector<model::ProcessConfig> WithoutSimulation(std::vector<model::ProcessConfig> processes) {
+  for (model::ProcessConfig& process : processes) {
+    process.simulate = {};
+    for (model::StageConfig& stage : process.stages) stage.simulate = {};
+  }
+  return processes;
+}
+
 // `config` without what a reload may change: what must stay equal.
-model::Config EngineShape(const model::Config& config) {
+model::Config RestartShape(const model::Config& config) {
   model::Config shape = config;
   shape.source_path.clear();
   shape.rules.clear();
   shape.reload_token_file.clear();
   shape.alertmanagers.clear();
   shape.alerting = {};
-  for (model::ProcessConfig& process : shape.processes) {
-    process.simulate = {};
-    for (model::StageConfig& stage : process.stages) stage.simulate = {};
-  }
+  // Applied live by reshaping the engines (EngineReshapeChanges).
+  shape.processes.clear();
+  shape.dimensions = {};
   return shape;
 }
 
@@ -36,10 +44,21 @@ class ChangeList {
 
 }  // namespace
 
+std::vector<std::string> EngineReshapeChanges(const model::Config& running,
+                                              const model::Config& next) {
+  ChangeList changes;
+  changes.Compare(running.dimensions.names, next.dimensions.names, "dimensions.names");
+  changes.Compare(running.dimensions.max_series_per_process, next.dimensions.max_series_per_process,
+                  "dimensions.max_series_per_process");
+  changes.Compare(WithoutSimulation(running.processes), WithoutSimulation(next.processes),
+                  "processes");
+  return changes.Take();
+}
+
 std::vector<std::string> RestartRequiredChanges(const model::Config& running,
                                                 const model::Config& next) {
-  const model::Config a = EngineShape(running);
-  const model::Config b = EngineShape(next);
+  const model::Config a = RestartShape(running);
+  const model::Config b = RestartShape(next);
   if (a == b) return {};
 
   ChangeList changes;
@@ -82,19 +101,6 @@ std::vector<std::string> RestartRequiredChanges(const model::Config& running,
   changes.Compare(a.max_closed_cases, b.max_closed_cases, "max_closed_cases");
   changes.Compare(a.replica_id, b.replica_id, "replica_id");
   changes.Compare(a.peers, b.peers, "peers");
-  changes.Compare(a.dimensions.names, b.dimensions.names, "dimensions.names");
-  changes.Compare(a.dimensions.max_series_per_process, b.dimensions.max_series_per_process,
-                  "dimensions.max_series_per_process");
-  if (a.processes.size() != b.processes.size()) {
-    changes.Compare(a.processes.size(), b.processes.size(), "processes (count)");
-  }
-  for (size_t i = 0; i < std::min(a.processes.size(), b.processes.size()); ++i) {
-    const model::ProcessConfig& p = a.processes[i];
-    const model::ProcessConfig& q = b.processes[i];
-    changes.Compare(p.id, q.id, absl::StrCat("processes[", i, "].id"));
-    changes.Compare(p.stages, q.stages, absl::StrCat("processes[", i, "].stages"));
-    changes.Compare(p.kpi_tree, q.kpi_tree, absl::StrCat("processes[", i, "].kpi_tree"));
-  }
   std::vector<std::string> keys = changes.Take();
   // A key Config gained without being named above still counts.
   if (keys.empty()) keys.push_back("the configuration");

@@ -67,20 +67,14 @@ TEST(ConfigDiffTest, ReloadableKeysNeedNoRestart) {
   EXPECT_THAT(RestartRequiredChanges(running, moved), IsEmpty());
 }
 
-TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
+TEST(ConfigDiffTest, RestartOnlyKeysAreNamed) {
   const model::Config running = Parse(kConfig);
-  EXPECT_THAT(
-      RestartRequiredChanges(running, Edited("{id: quote, sla: 1d}", "{id: quote, sla: 2d}")),
-      ElementsAre("processes[0].stages"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("topic: events", "topic: other")),
               ElementsAre("kafka.topic"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("partitions: 2", "partitions: 3")),
               ElementsAre("kafka.partitions"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("[5m, 1h]", "[5m, 1h, 1d]")),
               ElementsAre("windows"));
-  EXPECT_THAT(
-      RestartRequiredChanges(running, Edited("names: [region]", "names: [region, channel]")),
-      ElementsAre("dimensions.names"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("127.0.0.1:9464", "127.0.0.1:9465")),
               ElementsAre("http.listen"));
   EXPECT_THAT(RestartRequiredChanges(running, Edited("retention: 1d",
@@ -99,10 +93,44 @@ TEST(ConfigDiffTest, EngineShapingKeysAreNamed) {
   EXPECT_THAT(
       RestartRequiredChanges(running, Edited("retention: 1d", "retention: 2d\nclock: event")),
       ElementsAre("clock", "retention"));
-  EXPECT_THAT(RestartRequiredChanges(
-                  running, Edited("    simulate: {arrivals_per_hour: 60}\n",
-                                  "  - id: support\n    stages: [{id: open, sla: 1h}]\n")),
-              ElementsAre("processes (count)"));
+  // A live-reshapable change alongside does not hide the restart-only one.
+  model::Config both = Edited("[5m, 1h]", "[5m]");
+  both.dimensions.names.clear();
+  EXPECT_THAT(RestartRequiredChanges(running, both), ElementsAre("windows"));
+}
+
+// Every kind of processes / dimensions change: no restart, and named by
+// EngineReshapeChanges (the engines are reshaped).
+TEST(ConfigDiffTest, ProcessAndDimensionChangesReshapeTheEnginesLive) {
+  const model::Config running = Parse(kConfig);
+  EXPECT_THAT(EngineReshapeChanges(running, Parse(kConfig)), IsEmpty());
+  const std::vector<std::pair<std::string, std::string>> edits = {
+      // SLA.
+      {"{id: quote, sla: 1d}", "{id: quote, sla: 2d}"},
+      // A stage added, one removed, the stages reordered.
+      {"      - {id: quote, sla: 1d}\n",
+       "      - {id: quote, sla: 1d}\n      - {id: won, sla: 1h}\n"},
+      {"      - {id: quote, sla: 1d}\n", ""},
+      {"      - {id: lead, sla: 1h, simulate: {fallout: 0.1}}\n      - {id: quote, sla: 1d}\n",
+       "      - {id: quote, sla: 1d}\n      - {id: lead, sla: 1h}\n"},
+      // A process added.
+      {"    simulate: {arrivals_per_hour: 60}\n",
+       "  - id: support\n    stages: [{id: open, sla: 1h}]\n"},
+  };
+  for (const auto& [from, to] : edits) {
+    const model::Config next = Edited(from, to);
+    EXPECT_THAT(RestartRequiredChanges(running, next), IsEmpty()) << to;
+    EXPECT_THAT(EngineReshapeChanges(running, next), ElementsAre("processes")) << to;
+  }
+  const model::Config more_dims = Edited("names: [region]", "names: [region, channel]");
+  EXPECT_THAT(RestartRequiredChanges(running, more_dims), IsEmpty());
+  EXPECT_THAT(EngineReshapeChanges(running, more_dims), ElementsAre("dimensions.names"));
+  const model::Config fewer_series =
+      Edited("names: [region]", "names: [region], max_series_per_process: 10");
+  EXPECT_THAT(EngineReshapeChanges(running, fewer_series),
+              ElementsAre("dimensions.max_series_per_process"));
+  // kpi-loadgen's knobs reshape nothing.
+  EXPECT_THAT(EngineReshapeChanges(running, Edited("fallout: 0.1", "fallout: 0.3")), IsEmpty());
 }
 
 TEST(ConfigDiffTest, MapsAndNestedListsCompareByValue) {
@@ -115,7 +143,8 @@ TEST(ConfigDiffTest, MapsAndNestedListsCompareByValue) {
   leads.id = "leads";
   leads.kpi = "started";
   next.processes[0].kpi_tree.push_back(leads);
-  EXPECT_THAT(RestartRequiredChanges(running, next), ElementsAre("processes[0].kpi_tree"));
+  EXPECT_THAT(RestartRequiredChanges(running, next), IsEmpty());
+  EXPECT_THAT(EngineReshapeChanges(running, next), ElementsAre("processes"));
 }
 
 }  // namespace

@@ -36,6 +36,7 @@ Reloader::Reloader(Options options)
     : config_path_(std::move(options.config_path)),
       replace_rules_(std::move(options.replace_rules)),
       replace_alerting_(std::move(options.replace_alerting)),
+      reshape_engines_(std::move(options.reshape_engines)),
       now_(std::move(options.now)),
       running_(std::move(options.running.config)),
       token_(std::move(options.running.reload_token)),
@@ -55,11 +56,12 @@ absl::Status Reloader::Reload(absl::string_view trigger) {
 }
 
 absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
-  const std::vector<std::string> changed = RestartRequiredChanges(running_, loaded.config);
+  std::vector<std::string> changed = RestartRequiredChanges(running_, loaded.config);
+  const std::vector<std::string> reshaped = EngineReshapeChanges(running_, loaded.config);
+  if (!reshape_engines_) changed.insert(changed.end(), reshaped.begin(), reshaped.end());
   if (!changed.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        config_path_, ": ", absl::StrJoin(changed, ", "),
-        " changed: restart kpid to apply (live migration of engine state is not supported yet)"));
+        config_path_, ": ", absl::StrJoin(changed, ", "), " changed: restart kpid to apply"));
   }
   // First, as the one step that can still fail: nothing is applied before.
   const bool delivery_changed = running_.alertmanagers != loaded.config.alertmanagers ||
@@ -67,6 +69,13 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
   if (delivery_changed && replace_alerting_) {
     if (absl::Status s = replace_alerting_(loaded.config); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("alert delivery: ", s.message()));
+    }
+  }
+  if (!reshaped.empty() && reshape_engines_) {
+    if (absl::Status s = reshape_engines_(std::make_shared<const model::Config>(loaded.config));
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("reshaping the engines for ",
+                                                 absl::StrJoin(reshaped, ", "), ": ", s.message()));
     }
   }
   const size_t rule_count = loaded.rules.rule_count();
@@ -79,6 +88,7 @@ absl::Status Reloader::Apply(LoadedConfig loaded, absl::string_view trigger) {
   log::Info("configuration reloaded", {{"trigger", trigger},
                                        {"rules", absl::StrCat(rule_count)},
                                        {"alert_delivery", delivery_changed ? "rebuilt" : "kept"},
+                                       {"engines", reshaped.empty() ? "kept" : "reshaped"},
                                        {"rules_added", absl::StrCat(r.added)},
                                        {"rules_removed", absl::StrCat(r.removed)},
                                        {"rules_kept", absl::StrCat(r.kept)},

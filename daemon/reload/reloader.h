@@ -12,10 +12,12 @@
 // logged and returned) or when it changes a key that needs a restart (see
 // config_diff.h), or when the new alert delivery cannot start. Otherwise
 // the alert delivery is rebuilt if `alertmanagers` or `alerting` changed,
-// the new rules replace the old ones with the state of unchanged rules kept
-// (RuleEngine::ReplaceRules), and the token is read again (so it can be
-// rotated without a restart). TLS files are read and checked too (the
-// listeners watch them themselves: see tls::IdentityWatcher).
+// the engines are reshaped if `processes` or `dimensions` changed (state
+// kept by id; what is removed is dropped and counted in
+// kpid_reload_dropped_total), the new rules replace the old ones with the state of unchanged rules
+// kept (RuleEngine::ReplaceRules), and the token is read again (so it can be rotated without a
+// restart). TLS files are read and checked too (the listeners watch them themselves: see
+// tls::IdentityWatcher).
 //
 // Metrics (Collect): kpid_config_last_reload_successful (1/0),
 // kpid_config_last_reload_success_timestamp_seconds (the start counts as
@@ -26,6 +28,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,6 +73,14 @@ class Reloader : public prometheus::Collectable {
     // Called, before the rules are replaced, when `alertmanagers` or
     // `alerting` changed; an error refuses the reload with nothing applied.
     std::function<absl::Status(const model::Config&)> replace_alerting;
+    // Called, after replace_alerting and before the rules are replaced,
+    // when `processes` or `dimensions` changed (EngineReshapeChanges): puts
+    // engines of the new shape in place of the running ones, their state
+    // carried over (ingest::KafkaIngest::SwapHandlers with
+    // engine::EngineRegistry::Reshape). Null: such a change is refused as
+    // needing a restart. An error refuses the reload (alert delivery
+    // already rebuilt, if it changed).
+    std::function<absl::Status(std::shared_ptr<const model::Config>)> reshape_engines = nullptr;
     std::function<absl::Time()> now = [] { return absl::Now(); };
   };
 
@@ -94,6 +105,7 @@ class Reloader : public prometheus::Collectable {
   const std::string config_path_;
   const std::function<alert::RuleReplacement(alert::RuleSet)> replace_rules_;
   const std::function<absl::Status(const model::Config&)> replace_alerting_;
+  const std::function<absl::Status(std::shared_ptr<const model::Config>)> reshape_engines_;
   const std::function<absl::Time()> now_;
 
   absl::Mutex reload_mu_;  // one reload at a time

@@ -45,24 +45,35 @@ class ReloaderTest : public ::testing::Test {
     Write("kpid.yaml", absl::StrReplaceAll(kConfig, {{"$TOKEN", token_key}}));
   }
 
-  void Start() {
+  // `can_reshape`: the daemon's hook that reshapes the engines is given.
+  void Start(bool can_reshape = true) {
     absl::StatusOr<LoadedConfig> loaded = LoadConfigAndRules(dir_ + "/kpid.yaml");
     ASSERT_TRUE(loaded.ok()) << loaded.status();
-    reloader_ = std::make_unique<Reloader>(Reloader::Options{
+    Reloader::Options options{
         .config_path = dir_ + "/kpid.yaml",
         .running = *std::move(loaded),
         .replace_rules =
             [this](alert::RuleSet rules) {
+              steps_.push_back("rules");
               applied_ = std::move(rules);
               return alert::RuleReplacement{};
             },
         .replace_alerting =
             [this](const model::Config& next) {
+              steps_.push_back("alerting");
               alerting_calls_.push_back(next.alertmanagers);
               return alerting_status_;
             },
         .now = [this] { return now_; },
-    });
+    };
+    if (can_reshape) {
+      options.reshape_engines = [this](std::shared_ptr<const model::Config> next) {
+        steps_.push_back("reshape");
+        reshaped_to_.push_back(std::move(next));
+        return reshape_status_;
+      };
+    }
+    reloader_ = std::make_unique<Reloader>(std::move(options));
   }
 
   // The value of a sample of Collect(); nullopt when absent.
@@ -82,6 +93,9 @@ class ReloaderTest : public ::testing::Test {
   std::optional<alert::RuleSet> applied_;
   std::vector<std::vector<std::string>> alerting_calls_;
   absl::Status alerting_status_;
+  std::vector<std::shared_ptr<const model::Config>> reshaped_to_;
+  absl::Status reshape_status_;
+  std::vector<std::string> steps_;  // the hooks called, in order
   std::unique_ptr<Reloader> reloader_;
 };
 
@@ -129,21 +143,61 @@ TEST_F(ReloaderTest, AnInvalidRuleFileIsRefusedWithItsLocation) {
   EXPECT_EQ(Metric("kpid_config_last_reload_success_timestamp_seconds"), 1800000030);
 }
 
-TEST_F(ReloaderTest, AnEngineShapingChangeIsRefusedNamingTheKeys) {
+TEST_F(ReloaderTest, ARestartOnlyChangeIsRefusedNamingTheKeys) {
   WriteConfig();
   Write("a.rules.yaml", kRules);
   Start();
-  Write("kpid.yaml", absl::StrReplaceAll(kConfig, {{"$TOKEN", ""}, {"sla: 1d", "sla: 2d"}}));
+  Write("kpid.yaml", absl::StrReplaceAll(kConfig, {{"$TOKEN", ""},
+                                                   {"windows: [1h]", "windows: [1h, 1d]"},
+                                                   {"topic: events", "topic: other"}}));
   absl::Status status = reloader_->Reload("test");
   EXPECT_EQ(status.message(),
-            dir_ +
-                "/kpid.yaml: processes[0].stages changed: restart kpid to apply (live "
-                "migration of engine state is not supported yet)");
+            dir_ + "/kpid.yaml: kafka.topic, windows changed: restart kpid to apply");
   EXPECT_FALSE(applied_.has_value());
+  EXPECT_TRUE(steps_.empty());
   EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 0);
   // Reverted: the running config is still the original, so this applies.
   WriteConfig();
   EXPECT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_TRUE(reshaped_to_.empty());
+}
+
+TEST_F(ReloaderTest, AProcessChangeReshapesTheEnginesBeforeTheRulesAreReplaced) {
+  WriteConfig();
+  Write("a.rules.yaml", kRules);
+  Start();
+  // SLA changed, a stage added: applied live.
+  Write("kpid.yaml", absl::StrReplaceAll(kConfig, {{"$TOKEN", ""},
+                                                   {"{id: quote, sla: 1d}",
+                                                    "{id: quote, sla: 2d}, {id: won, sla: 1h}"}}));
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_EQ(steps_, (std::vector<std::string>{"reshape", "rules"}));
+  ASSERT_EQ(reshaped_to_.size(), 1u);
+  ASSERT_EQ(reshaped_to_[0]->processes[0].stages.size(), 3u);
+  EXPECT_EQ(reshaped_to_[0]->processes[0].stages[1].sla, absl::Hours(48));
+  EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 1);
+  // The same config again: the engines keep their shape.
+  ASSERT_TRUE(reloader_->Reload("test").ok());
+  EXPECT_EQ(reshaped_to_.size(), 1u);
+
+  // A reshape that fails refuses the reload; the rules stay.
+  applied_.reset();
+  reshape_status_ = absl::UnavailableError("kafka ingest is stopping");
+  WriteConfig();
+  absl::Status status = reloader_->Reload("test");
+  EXPECT_EQ(status.message(), "reshaping the engines for processes: kafka ingest is stopping");
+  EXPECT_FALSE(applied_.has_value());
+  EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 0);
+}
+
+TEST_F(ReloaderTest, WithoutAReshapeHookAProcessChangeNeedsARestart) {
+  WriteConfig();
+  Write("a.rules.yaml", kRules);
+  Start(/*can_reshape=*/false);
+  Write("kpid.yaml", absl::StrReplaceAll(kConfig, {{"$TOKEN", ""}, {"sla: 1d", "sla: 2d"}}));
+  absl::Status status = reloader_->Reload("test");
+  EXPECT_EQ(status.message(), dir_ + "/kpid.yaml: processes changed: restart kpid to apply");
+  EXPECT_FALSE(applied_.has_value());
 }
 
 TEST_F(ReloaderTest, AlertDeliveryIsRebuiltOnlyWhenItChanged) {

@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "daemon/common/file_util.h"
 #include "daemon/common/log.h"
+#include "daemon/export/metric_builder.h"
 
 namespace kpid::tls {
 namespace {
@@ -246,17 +248,35 @@ void IdentityWatcher::RefreshIfDue() {
   absl::StatusOr<std::shared_ptr<const Identity>> identity =
       loaded.ok() ? Identity::Parse(*std::move(loaded)) : loaded.status();
   if (!identity.ok()) {
+    reloads_failed_.fetch_add(1, std::memory_order_relaxed);
     log::Warn("TLS files changed but do not load: the previous certificate stays",
               {{"key", what_}, {"error", identity.status().message()}});
     return;
   }
   if ((*identity)->source == identity_->source) return;  // touched, not changed
   identity_ = *std::move(identity);
+  reloads_succeeded_.fetch_add(1, std::memory_order_relaxed);
   log::Info("TLS certificate reloaded",
             {{"key", what_}, {"cert_file", identity_->source.cert_file}});
 }
 
 ServerTls IdentityWatcher::current() const { return Current()->source; }
+
+std::vector<prometheus::MetricFamily> IdentityWatcher::Collect() const {
+  prometheus::MetricFamily f = exporter::Family(
+      "kpid_tls_reloads_total",
+      "Rotated TLS certificate files of a listener: put in force (success) or refused, the "
+      "previous certificate kept (failure).",
+      prometheus::MetricType::Counter);
+  const std::string listener(absl::StripSuffix(what_, ".tls"));
+  exporter::AddCounter(&f, {{"listener", listener}, {"result", "success"}},
+                       static_cast<double>(reloads_succeeded()));
+  exporter::AddCounter(&f, {{"listener", listener}, {"result", "failure"}},
+                       static_cast<double>(reloads_failed()));
+  std::vector<prometheus::MetricFamily> families;
+  families.push_back(std::move(f));
+  return families;
+}
 
 std::shared_ptr<const IdentityWatcher::Identity> IdentityWatcher::Current() const {
   absl::MutexLock lock(&mu_);

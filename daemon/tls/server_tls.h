@@ -10,10 +10,13 @@
 //   watcher.Install(ssl_ctx);  // every handshake presents the current identity
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -22,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "daemon/model/config.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 
 // OpenSSL's types, forward-declared so that users need not include it.
 typedef struct ssl_ctx_st SSL_CTX;
@@ -66,13 +71,18 @@ absl::StatusOr<ServerTls> ReloadServerTls(const ServerTls& tls, absl::string_vie
 // rotation never takes the listener down. Connections already open keep
 // the identity they started with.
 //
+// kpid_tls_reloads_total{listener,result="success|failure"} (Collect):
+// rotated files put in force, and changed files refused (the previous
+// identity kept: alert on failure before the old certificate expires).
+// listener is `what` without ".tls" ("http").
+//
 // Thread-safe: handshakes run on any thread; each takes a short lock.
-class IdentityWatcher {
+class IdentityWatcher : public prometheus::Collectable {
  public:
   IdentityWatcher(
       ServerTls initial, std::string what,
       std::function<absl::Time()> now = [] { return absl::Now(); });
-  ~IdentityWatcher();
+  ~IdentityWatcher() override;
   IdentityWatcher(const IdentityWatcher&) = delete;
   IdentityWatcher& operator=(const IdentityWatcher&) = delete;
 
@@ -88,6 +98,10 @@ class IdentityWatcher {
   // What handshakes present now.
   ServerTls current() const;
 
+  uint64_t reloads_succeeded() const { return reloads_succeeded_.load(std::memory_order_relaxed); }
+  uint64_t reloads_failed() const { return reloads_failed_.load(std::memory_order_relaxed); }
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
  private:
   struct Identity;  // parsed OpenSSL objects (server_tls.cc)
 
@@ -101,6 +115,8 @@ class IdentityWatcher {
   std::shared_ptr<const Identity> identity_ ABSL_GUARDED_BY(mu_);
   std::string files_stamp_ ABSL_GUARDED_BY(mu_);  // of the files last read or refused
   absl::Time next_check_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> reloads_succeeded_{0};
+  std::atomic<uint64_t> reloads_failed_{0};
 };
 
 }  // namespace kpid::tls

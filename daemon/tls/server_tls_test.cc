@@ -191,6 +191,8 @@ TEST_F(IdentityWatcherTest, ServesRotatedFilesOnceTheIntervalPassed) {
   watcher_->RefreshIfDue();
   EXPECT_EQ(watcher_->current().cert_chain_pem, new_cert);
   EXPECT_EQ(watcher_->current().private_key_pem, ReadFileOrEmpty(certs_.other_server_key));
+  EXPECT_EQ(watcher_->reloads_succeeded(), 1u);
+  EXPECT_EQ(watcher_->reloads_failed(), 0u);
 }
 
 TEST_F(IdentityWatcherTest, FilesThatDoNotLoadLeaveThePreviousIdentity) {
@@ -200,11 +202,26 @@ TEST_F(IdentityWatcherTest, FilesThatDoNotLoadLeaveThePreviousIdentity) {
   now_ += absl::Minutes(1);
   watcher_->RefreshIfDue();
   EXPECT_EQ(watcher_->current().cert_chain_pem, old_cert);
+  EXPECT_EQ(watcher_->reloads_failed(), 1u);
+  // Not retried while the files stay as they are.
+  now_ += absl::Minutes(1);
+  watcher_->RefreshIfDue();
+  EXPECT_EQ(watcher_->reloads_failed(), 1u);
   // The rest of it, a check later: now the pair loads.
   Replace("served.key", ReadFileOrEmpty(certs_.other_server_key));
   now_ += absl::Minutes(1);
   watcher_->RefreshIfDue();
   EXPECT_EQ(watcher_->current().cert_chain_pem, ReadFileOrEmpty(certs_.other_server_cert));
+  // As scraped: one failure, then one success, of the http listener.
+  const std::vector<prometheus::MetricFamily> families = watcher_->Collect();
+  ASSERT_EQ(families.size(), 1u);
+  EXPECT_EQ(families[0].name, "kpid_tls_reloads_total");
+  ASSERT_EQ(families[0].metric.size(), 2u);
+  for (const prometheus::ClientMetric& m : families[0].metric) {
+    ASSERT_EQ(m.label.size(), 2u);
+    EXPECT_EQ(m.label[0].value, "http");
+    EXPECT_EQ(m.counter.value, 1) << m.label[1].value;
+  }
 }
 
 TEST_F(IdentityWatcherTest, MissingFilesLeaveThePreviousIdentity) {

@@ -1,7 +1,8 @@
 // Hot reload end to end: a real kpid on its embedded broker, reloaded by
 // SIGHUP and by POST /-/reload over real HTTP. Rules are added and removed
 // live; a broken rule file and an engine-shaping change are refused with the
-// running rules still evaluated; an Alertmanager added by a reload (a real
+// running rules still evaluated; a stage added and a process removed live
+// keep every kept count exactly; an Alertmanager added by a reload (a real
 // one) gets the firing alert at once and the resolve of a removed rule;
 // /-/reload can require a bearer token.
 //
@@ -175,16 +176,17 @@ TEST_F(ReloadTest, ABadReloadIsRefusedAndTheRunningRulesStayInForce) {
   ASSERT_TRUE(WaitForMetric("kpid_config_reloads_total{result=\"failure\"}", 2)) << Log();
   EXPECT_THAT(Log(), HasSubstr("a.yaml:9:20: "));
 
-  // An engine-shaping change, with valid rules: refused, naming the key.
+  // A restart-only change, with valid rules and a live-reshapable change
+  // alongside: refused as a whole, naming the key.
   WriteRules("a.yaml", Rule("QuoteBacklog", "quote", ">"));
-  WriteFileOrDie(
-      dir_ + "/kpid.yaml",
-      absl::StrReplaceAll(good_config, {{"{id: quote, sla: 1d}", "{id: quote, sla: 2d}"}}));
+  WriteFileOrDie(dir_ + "/kpid.yaml",
+                 absl::StrReplaceAll(good_config, {{"{id: quote, sla: 1d}", "{id: quote, sla: 2d}"},
+                                                   {"windows: [1h]", "windows: [1h, 1d]"}}));
   reply = HttpPost(port_, "/-/reload");
   EXPECT_EQ(reply.status, 400);
-  EXPECT_THAT(reply.body, HasSubstr("processes[0].stages changed: restart kpid to apply (live "
-                                    "migration of engine state is not supported yet)"));
+  EXPECT_THAT(reply.body, HasSubstr("kpid.yaml: windows changed: restart kpid to apply"));
   EXPECT_EQ(Metric("kpid_config_last_reload_successful"), 0);
+  EXPECT_EQ(Metric("kpid_reload_dropped_total{what=\"process\"}"), 0);
 
   // The rules kpid started with still evaluate: a case entering quote fires
   // QuoteBacklog (backlog 1 > 0).
@@ -209,6 +211,130 @@ TEST_F(ReloadTest, ABadReloadIsRefusedAndTheRunningRulesStayInForce) {
   EXPECT_EQ(Sample(m, "kpid_config_last_reload_successful"), 1);
   EXPECT_EQ(Sample(m, "kpid_config_reloads_total{result=\"success\"}"), 1);
   EXPECT_EQ(Sample(m, Firing("QuoteBacklog", "quote")), 1);  // unchanged rule: still firing
+}
+
+// Two processes; the reloads below add a stage, remove support, then
+// remove a stage holding open cases.
+constexpr char kTwoProcesses[] = R"(
+kafka:
+  brokers: embedded
+  topic: events
+  partitions: 1
+  bootstrap_file: $DIR/bootstrap
+http: {listen: "127.0.0.1:$PORT"$TOKEN}
+grpc: {listen: "127.0.0.1:0"}
+clock: event
+windows: [1h]
+retention: 1d
+processes:
+  - id: sales
+    stages: [{id: lead, sla: 1h}, {id: quote, sla: 1d}]
+  - id: support
+    stages: [{id: open, sla: 1h}]
+rules: ["rules/*.yaml"]
+)";
+
+std::string Stage(const std::string& family, const std::string& process, const std::string& stage) {
+  return absl::StrCat(family, "{process=\"", process, "\",stage=\"", stage, "\"}");
+}
+std::string Dropped(const std::string& what) {
+  return absl::StrCat("kpid_reload_dropped_total{what=\"", what, "\"}");
+}
+
+TEST_F(ReloadTest, StagesAndProcessesChangedLiveKeepEveryKeptCountExactly) {
+  ASSERT_NO_FATAL_FAILURE(Start({{"q.yaml", Rule("QuoteBacklog", "quote", ">")}}));
+  WriteConfig(kTwoProcesses);
+  ASSERT_EQ(HttpPost(port_, "/-/reload").status, 200);  // support added: a reshape too
+  const std::string brokers(absl::StripSuffix(ReadFileOrEmpty(dir_ + "/bootstrap"), "\n"));
+  TestProducer producer(brokers);
+  int sent = 0;
+  auto send = [&](const std::string& process, const std::string& case_id, const std::string& stage,
+                  int64_t t) {
+    ProcessEvent e;
+    e.set_event_id(absl::StrCat("e", ++sent));
+    e.set_process(process);
+    e.set_case_id(case_id);
+    e.set_kind(ProcessEvent::STAGE_ENTERED);
+    e.set_stage(stage);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    producer.Send("events", {case_id, e.SerializeAsString(), {}, -1});
+    ASSERT_EQ(producer.Flush(kWait), 0);
+  };
+  send("sales", "C1", "lead", 0);
+  send("sales", "C2", "lead", 10);
+  send("sales", "C1", "quote", 100);
+  send("support", "S1", "open", 200);
+  // A stage the running config does not have: rejected (unknown_stage).
+  send("sales", "C9", "won", 250);
+  ASSERT_TRUE(WaitForMetric(Stage("kpid_stage_entered_total", "support", "open"), 1)) << Log();
+  ASSERT_TRUE(WaitForMetric("kpid_events_rejected_total{reason=\"unknown_stage\"}", 1)) << Log();
+  MetricSamples m = Metrics();
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "lead")), 2);   // C1 C2
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "quote")), 1);  // C1
+  EXPECT_EQ(Sample(m, Firing("QuoteBacklog", "quote")), 1);                      // C1 in quote
+
+  // SIGHUP: stage won added, process support removed (S1 open in it).
+  WriteConfig(absl::StrReplaceAll(
+      kTwoProcesses, {{"{id: quote, sla: 1d}]", "{id: quote, sla: 1d}, {id: won, sla: 1h}]"},
+                      {"  - id: support\n    stages: [{id: open, sla: 1h}]\n", ""}}));
+  kpid_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitForMetric("kpid_config_reloads_total{result=\"success\"}", 2)) << Log();
+  m = Metrics();
+  // Kept exactly.
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "lead")), 2);
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "quote")), 1);
+  EXPECT_EQ(Sample(m, "kpid_process_open_cases{process=\"sales\"}"), 2);  // C1 C2
+  // New: starts at 0.
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "won")), 0);
+  // Removed: gone, and counted: the process, S1, support's one series
+  // (no dimensions configured: the all-empty combination).
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "support", "open")), -1);
+  EXPECT_EQ(Sample(m, "kpid_process_open_cases{process=\"support\"}"), -1);
+  EXPECT_EQ(Sample(m, Dropped("process")), 1);
+  EXPECT_EQ(Sample(m, Dropped("stage")), 0);
+  EXPECT_EQ(Sample(m, Dropped("open_cases")), 1);
+  EXPECT_EQ(Sample(m, Dropped("series")), 1);
+  // Ingest's counts carry over: 5 messages, 4 accepted, 1 rejected.
+  EXPECT_EQ(Sample(m, "kpid_events_consumed_total"), 4);
+  EXPECT_EQ(Sample(m, Firing("QuoteBacklog", "quote")), 1);  // the rule is kept firing
+
+  // Events after the reload: the new stage counts them.
+  send("sales", "C1", "won", 300);
+  send("sales", "C3", "lead", 400);
+  ASSERT_TRUE(WaitForMetric(Stage("kpid_stage_entered_total", "sales", "won"), 1)) << Log();
+  ASSERT_TRUE(WaitForMetric(Stage("kpid_stage_entered_total", "sales", "lead"), 3)) << Log();
+  EXPECT_EQ(Metric("kpid_process_open_cases{process=\"sales\"}"), 3);  // C1 (won) C2 C3 (lead)
+
+  // POST /-/reload: stage lead removed while C2 and C3 are open in it.
+  WriteConfig(absl::StrReplaceAll(kTwoProcesses,
+                                  {{"[{id: lead, sla: 1h}, {id: quote, sla: 1d}]",
+                                    "[{id: quote, sla: 1d}, {id: won, sla: 1h}]"},
+                                   {"  - id: support\n    stages: [{id: open, sla: 1h}]\n", ""}}));
+  HttpResponse reply = HttpPost(port_, "/-/reload");
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  m = Metrics();
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "lead")), -1);
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "quote")), 1);
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "won")), 1);
+  EXPECT_EQ(Sample(m, "kpid_process_open_cases{process=\"sales\"}"), 1);  // C1
+  EXPECT_EQ(Sample(m, Dropped("process")), 1);
+  EXPECT_EQ(Sample(m, Dropped("stage")), 1);       // lead
+  EXPECT_EQ(Sample(m, Dropped("open_cases")), 3);  // S1, then C2 and C3
+  EXPECT_EQ(Sample(m, "kpid_config_last_reload_successful"), 1);
+
+  // Refused: a restart-only key. Nothing changes, the gauge is 0.
+  const std::string running = ReadFileOrEmpty(dir_ + "/kpid.yaml");
+  WriteFileOrDie(dir_ + "/kpid.yaml",
+                 absl::StrReplaceAll(running, {{"windows: [1h]", "windows: [2h]"},
+                                               {"{id: won, sla: 1h}", "{id: lost, sla: 1h}"}}));
+  reply = HttpPost(port_, "/-/reload");
+  EXPECT_EQ(reply.status, 400);
+  EXPECT_THAT(reply.body, HasSubstr("windows changed: restart kpid to apply"));
+  m = Metrics();
+  EXPECT_EQ(Sample(m, "kpid_config_last_reload_successful"), 0);
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "won")), 1);
+  EXPECT_EQ(Sample(m, Stage("kpid_stage_entered_total", "sales", "lost")), -1);
+  EXPECT_EQ(Sample(m, Dropped("stage")), 1);
 }
 
 TEST_F(ReloadTest, AnAlertmanagerAddedByReloadGetsTheFiringAlertAndItsResolve) {
