@@ -128,9 +128,10 @@ v1::Snapshot MergeSnapshots(const model::Config& config, const v1::GetSnapshotRe
       WriteWindowValues(
           *pc, sum, {.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()}, pw);
       if (filtered || !kpi_tree) continue;
-      for (const kpitree::NodeValue& node : kpi_tree(config, process, {.counts = &sum.counts,
-                                                              .lead_time = &sum.lead_time,
-                                                              .cycle_times = &sum.cycle_times})) {
+      for (const kpitree::NodeValue& node : kpi_tree(config, process,
+                                                     {.counts = &sum.counts,
+                                                     .lead_time = &sum.lead_time,
+                                                     .cycle_times = &sum.cycle_times})) {
         v1::KpiTreeValue* v = pw->add_kpi_tree();
         v->set_node(node.id);
         v->set_parent(node.parent);

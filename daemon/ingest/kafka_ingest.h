@@ -163,7 +163,6 @@ class KafkaIngest {
   // (null: options_.config). Written only while every worker is paused.
   std::shared_ptr<const model::Config> decoder_config_;
 
-
   struct Assigned {
     std::string topic;
     int32_t partition = 0;
