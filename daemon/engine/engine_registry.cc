@@ -17,7 +17,10 @@ constexpr const char* kRestoreResultNames[] = {"restored", "previous", "corrupt"
 }  // namespace
 
 EngineRegistry::EngineRegistry(Options options)
-    : options_(std::move(options)), empty_table_(*options_.config), empty_shard_(*options_.config) {
+    : options_(std::move(options)),
+      series_admission_(*options_.config),
+      empty_table_(*options_.config),
+      empty_shard_(*options_.config) {
   if (options_.state_dir.empty()) return;
   std::error_code ec;
   std::filesystem::create_directories(options_.state_dir, ec);
@@ -39,6 +42,7 @@ PartitionEngine::Options EngineRegistry::EngineOptions(int32_t partition, int pa
       .config = options_.config,
       .partition = partition,
       .board = options_.board,
+      .series_admission = &series_admission_,
       .max_open_cases = options_.config->MaxOpenCasesPerPartition(partition_count),
       .max_dedup_ids = options_.config->MaxDedupIdsPerPartition(partition_count),
       .max_closed_cases = options_.config->MaxClosedCasesPerPartition(partition_count),

@@ -37,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
+#include "daemon/cases/series_admission.h"
 #include "daemon/engine/checkpoint_writer.h"
 #include "daemon/engine/partition_engine.h"
 #include "daemon/ingest/event_handler.h"
@@ -95,6 +96,8 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
   Options options_;
   std::unique_ptr<CheckpointWriter> writer_;  // with a state_dir
+  // max_series_per_process across every partition's DimensionTable.
+  cases::SeriesAdmission series_admission_;
   // What readers get while no engine is live.
   const cases::DimensionTable empty_table_;
   const aggregate::AggregateShard empty_shard_;

@@ -55,7 +55,7 @@ struct PartitionEngine::Parts {
 PartitionEngine::PartitionEngine(const Options& options)
     : options_(options),
       clock_(MakeClock(options)),
-      dims_(std::make_unique<cases::DimensionTable>(*options.config)),
+      dims_(std::make_unique<cases::DimensionTable>(*options.config, options.series_admission)),
       shard_(std::make_unique<aggregate::AggregateShard>(*options.config)),
       tracker_(std::make_unique<cases::CaseTracker>(
           TrackerOptions(options, clock_.get(), shard_.get(), dims_.get()))) {
@@ -128,8 +128,8 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   parts.clock = MakeClock(options);
   // Timers are rebuilt at the clock's now: the time the state was saved at.
   parts.clock->ResumeAt(own_micros);
-  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims =
-      cases::DimensionTable::Restore(*options.config, dims_bytes);
+  absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims = cases::DimensionTable::Restore(
+      *options.config, dims_bytes, /*dropped=*/nullptr, options.series_admission);
   if (!dims.ok()) return dims.status();
   parts.dims = *std::move(dims);
   absl::StatusOr<std::unique_ptr<aggregate::AggregateShard>> shard =
