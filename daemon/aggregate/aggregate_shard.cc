@@ -401,6 +401,20 @@ AggregateShard::DimsRecord* AggregateShard::FindWriterRecord(ProcessState& p, Di
   return record;
 }
 
+void AggregateShard::LimitHeadTo(const cases::Clock* wall_clock) {
+  wall_clock_ = wall_clock;
+  // Refreshed from the clock by the first fact.
+  head_limit_ = wall_clock == nullptr ? std::numeric_limits<int64_t>::max()
+                                      : std::numeric_limits<int64_t>::min();
+}
+
+int64_t AggregateShard::LimitedSeconds(int64_t at_s) {
+  int64_t finest = std::numeric_limits<int64_t>::max();
+  for (const Level& l : layout_.levels()) finest = std::min(finest, l.width);
+  head_limit_ = absl::ToUnixSeconds(wall_clock_->Now()) + finest;
+  return std::min(at_s, head_limit_);
+}
+
 bool AggregateShard::AdvanceHead(int64_t at_s) {
   if (at_s > kMaxAbsSeconds || at_s < -kMaxAbsSeconds) {
     Bump(dropped_, uint64_t{1});
@@ -450,7 +464,8 @@ void AggregateShard::PrepareHeadDist(ProcessState& p) {
 template <typename Fn>
 void AggregateShard::ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist,
                                  Fn&& fn) {
-  const int64_t at_s = absl::ToUnixSeconds(at);
+  int64_t at_s = absl::ToUnixSeconds(at);
+  if (at_s > head_limit_) at_s = LimitedSeconds(at_s);
   if (at_s >= hot_from_ && at_s < hot_to_) {
     if (at_s > head_) {
       head_ = at_s;

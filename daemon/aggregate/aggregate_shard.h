@@ -37,7 +37,13 @@
 // bucket of its `end`, so a future fact shows once `end` reaches it. Hence
 // the caller must not pass times far ahead of now: one fact a day ahead
 // would empty every level shorter than a day, and facts at the true time
-// would then be too old for them. Bucket
+// would then be too old for them. With clock: wall the events a producer
+// stamps ahead of the wall clock (accepted up to max_future_skew) would do
+// just that, so LimitHeadTo(wall clock) keeps the head at most one finest
+// bucket past the clock's now: a fact stamped later is placed at now plus
+// that bucket (its totals are unchanged), and every window keeps all but
+// at most its oldest bucket. clock: event needs no limit: readers' now is
+// the latest head of all shards, so windows end at the head anyway. Bucket
 // slots are reused lazily: each slot carries the index of the bucket it
 // holds (its start time / width), and the writer clears a slot when it first
 // writes a newer bucket into it; readers skip slots holding other buckets, so
@@ -118,6 +124,7 @@
 #include "daemon/aggregate/distribution.h"
 #include "daemon/aggregate/window_layout.h"
 #include "daemon/cases/case_sink.h"
+#include "daemon/cases/clock.h"
 #include "daemon/model/config.h"
 
 namespace kpid::aggregate {
@@ -154,6 +161,13 @@ class AggregateShard final : public cases::CaseSink {
   void SlaBreached(int process, int stage, DimsId dims, absl::Time deadline) override;
   void BacklogChanged(int process, int stage, DimsId dims, int open_delta,
                       int over_sla_delta) override;
+
+  // Facts stamped after `wall_clock`'s now plus the finest bucket width are
+  // placed at that time instead (see "Levels" above). The clock is read
+  // only when a fact passes the limit last computed, so about once per
+  // finest bucket. Call before the worker writes; `wall_clock` must outlive
+  // the shard. Null (the default): no limit, for clock: event.
+  void LimitHeadTo(const cases::Clock* wall_clock);
 
   // ---- Readers: any thread, never block the writer.
   const WindowLayout& layout() const { return layout_; }
@@ -270,6 +284,8 @@ class AggregateShard final : public cases::CaseSink {
   // ForEachSlot for a fact before the head buckets (out of order, or late).
   template <typename Fn>
   void ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist, Fn& fn);
+  // `at_s`, or the head limit if `at_s` is past it after re-reading the clock.
+  int64_t LimitedSeconds(int64_t at_s);
   // Moves the head to `at_s` (not before it); false if out of range.
   bool AdvanceHead(int64_t at_s);
   void PrepareHead(ProcessState& p, DimsRecord& r);
@@ -309,6 +325,10 @@ class AggregateShard final : public cases::CaseSink {
     int slot = 0;
   };
   std::vector<Cursor> cursors_;
+  // LimitHeadTo's clock, and the latest time (Unix seconds) a fact may have
+  // without re-reading it; max() when there is no limit.
+  const cases::Clock* wall_clock_ = nullptr;
+  int64_t head_limit_ = std::numeric_limits<int64_t>::max();
   int64_t head_ = std::numeric_limits<int64_t>::min();  // latest_, as the writer knows it
   // Facts in [hot_from_, hot_to_) fall in every level's head bucket: no
   // division, no "is it kept" test, and their slots are those of cursors_.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "daemon/aggregate/test_config.h"
+#include "daemon/cases/clock.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -131,6 +132,77 @@ TEST_F(MergedReaderTest, LateAndDroppedAdd) {
   b_.CaseStarted(7, 0, T(0));       // no process 7
   EXPECT_EQ(reader_.late(), 1u);
   EXPECT_EQ(reader_.dropped(), 1u);
+}
+
+// A wall clock set by hand that counts how often the writer reads it.
+class CountingClock : public cases::ManualClock {
+ public:
+  using ManualClock::ManualClock;
+  absl::Time Now() const override {
+    ++reads;
+    return ManualClock::Now();
+  }
+  mutable int reads = 0;
+};
+
+// The production windows: the 5m window reads 5 s buckets (61 kept), the 1h
+// window 60 s buckets (61 kept), 24h 1440 s, and 7d the history level.
+model::Config ProductionWindowsConfig() {
+  model::Config c =
+      TwoStageTestConfig({absl::Minutes(5), absl::Hours(1), absl::Hours(24), absl::Hours(24 * 7)});
+  c.retention = absl::Hours(24 * 15);
+  return c;
+}
+
+// clock: wall. One partition accepts an event a producer stamped 10 min ahead
+// of the wall clock (within max_future_skew). Without a head limit its shard's
+// head moves to now + 10 min: the 5 s level then keeps nothing of the last
+// 5 min, so the 5m window fell back to the 10080 s history buckets, and the
+// 1h level lost its 10 oldest minutes (DESIGN §3 allows one bucket).
+TEST(MergedReaderFutureTest, EventAheadOfWallClockKeepsEveryWindow) {
+  const model::Config config = ProductionWindowsConfig();
+  constexpr int k5m = 0, k1hLevel = 1;
+  CountingClock wall(T(0));  // now = T0 (a multiple of 5, 60 and 1440 s)
+  AggregateShard a(config);
+  AggregateShard b(config);
+  a.LimitHeadTo(&wall);
+  b.LimitHeadTo(&wall);
+  for (const int64_t at : {-10, -60, -120, -200, -280, -1800, -1800, -7200}) {
+    a.StageEntered(kP, kA, 0, T(at), false);
+  }
+  for (const int64_t at : {-30, -250, -3000, +600}) b.StageEntered(kP, kA, 0, T(at), false);
+  MergedReader reader({&a, &b});
+
+  // The +600 s entry is placed at now + the finest bucket (5 s): T0 + 5.
+  EXPECT_EQ(reader.latest(), kT0 + 5);
+  // 5m at T0: 5 s buckets T0/5 - 60 .. T0/5. The head's bucket T0/5 + 1
+  // reuses the slot of T0/5 - 60, so [T0 - 295, T0 + 5) is read (one bucket
+  // short, as DESIGN §3 allows). a: -10 -60 -120 -200 -280 = 5; b: -30 -250
+  // = 2; the entry at T0 + 5 is after the window's last bucket. 5 + 2 = 7.
+  EXPECT_EQ(reader.ReadAllDimsWindow(kP, reader.Resolve(k5m, T(0))).stages[kA].entered, 7u);
+  // 1h at T0: 60 s buckets T0/60 - 60 .. T0/60, [T0 - 3600, T0 + 60); the
+  // head T0 + 5 is in T0/60, so nothing is lost. a: 5 + two at -1800 = 7
+  // (-7200 is older); b: -30 -250 -3000 = 3, plus the placed entry at T0 + 5
+  // in the current bucket: 7 + 3 + 1 = 11.
+  const WindowSpan hour = reader.Resolve(k1hLevel, T(0));
+  EXPECT_EQ(hour.level, k1hLevel);
+  EXPECT_EQ(hour.from, T(-3600));
+  EXPECT_EQ(reader.ReadAllDimsWindow(kP, hour).stages[kA].entered, 11u);
+  // Totals count every entry where it is: 8 + 4.
+  EXPECT_EQ(reader.ReadAllDimsTotals(kP).stages[kA].entered, 12u);
+
+  // 10 s later the placed entry is in the 5m window: [T0 - 290, T0 + 15)
+  // holds the 7 and the entry at T0 + 5: 8.
+  wall.Set(T(10));
+  EXPECT_EQ(reader.ReadAllDimsWindow(kP, reader.Resolve(k5m, T(10))).stages[kA].entered, 8u);
+
+  // b read the clock for its first fact (limit T0 + 5) and for the +600 s
+  // one; -250 and -3000 were within the limit. Now at T0 + 10: the fact at
+  // T0 + 10 re-reads it (limit T0 + 15), the one at T0 + 12 does not.
+  b.StageEntered(kP, kA, 0, T(10), false);
+  b.StageEntered(kP, kA, 0, T(12), false);
+  // a read it once (its first fact); b 2 + 1.
+  EXPECT_EQ(wall.reads, 1 + 3);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/cases/stable_hash.h"
 #include "daemon/common/state_codec.h"
 
 namespace kpid::cases {
@@ -15,7 +16,8 @@ constexpr absl::string_view kMagic = "KPDT";
 
 }  // namespace
 
-DimensionTable::DimensionTable(const model::Config& config) : names_(config.dimensions.names) {
+DimensionTable::DimensionTable(const model::Config& config, SeriesAdmission* admission)
+    : names_(config.dimensions.names), admission_(admission) {
   for (size_t p = 0; p < config.processes.size(); ++p) {
     process_ids_.push_back(config.processes[p].id);
     auto process = std::make_unique<Process>();
@@ -56,7 +58,8 @@ DimsId DimensionTable::Resolve(int process,
     if (it != attributes.end()) key_.append(it->second);
   }
   if (auto it = p.ids.find(key_); it != p.ids.end()) return it->second;
-  if (p.size.load(std::memory_order_relaxed) >= p.capacity) {
+  if (p.size.load(std::memory_order_relaxed) >= p.capacity ||
+      (admission_ != nullptr && !admission_->Admit(process, StableHash64(key_)))) {
     p.folded.Add();
     return other_id();
   }
@@ -115,9 +118,9 @@ std::string DimensionTable::Serialize() const {
   return e.Take();
 }
 
-absl::StatusOr<std::unique_ptr<DimensionTable>> DimensionTable::Restore(const model::Config& config,
-                                                                        absl::string_view bytes,
-                                                                        uint64_t* dropped) {
+absl::StatusOr<std::unique_ptr<DimensionTable>> DimensionTable::Restore(
+    const model::Config& config, absl::string_view bytes, uint64_t* dropped,
+    SeriesAdmission* admission) {
   auto corrupt = [](const StateDecoder& d) {
     return absl::DataLossError(absl::StrCat(
         "dimension table state: truncated or malformed (near byte ", d.position(), ")"));
@@ -130,7 +133,7 @@ absl::StatusOr<std::unique_ptr<DimensionTable>> DimensionTable::Restore(const mo
     return absl::FailedPreconditionError(absl::StrCat(
         "dimension table state: format version ", version, "; this build reads ", kStateVersion));
   }
-  auto table = std::make_unique<DimensionTable>(config);
+  auto table = std::make_unique<DimensionTable>(config, admission);
   const size_t name_count = d.Count();
   std::vector<std::string> old_names(name_count);
   for (std::string& name : old_names) name = d.String();
@@ -150,8 +153,12 @@ absl::StatusOr<std::unique_ptr<DimensionTable>> DimensionTable::Restore(const mo
     const size_t combinations = d.Count();
     if (!d.ok()) break;
     Process* p = nullptr;
+    int process = -1;
     for (size_t i = 0; i < table->process_ids_.size(); ++i) {
-      if (table->process_ids_[i] == id) p = table->processes_[i].get();
+      if (table->process_ids_[i] == id) {
+        p = table->processes_[i].get();
+        process = static_cast<int>(i);
+      }
     }
     if (p == nullptr) {
       lost += combinations;
@@ -180,6 +187,7 @@ absl::StatusOr<std::unique_ptr<DimensionTable>> DimensionTable::Restore(const mo
         }
       }
       std::string key = table->KeyOf(values);
+      if (admission != nullptr) admission->Register(process, StableHash64(key));
       table->Add(*p, std::move(key), std::move(values));
     }
   }

@@ -10,6 +10,11 @@
 // combinations, new ones fold into the combination whose every value is
 // "__other__", counted in Folded(process).
 //
+// With a SeriesAdmission (shared by every partition's table of a replica),
+// a combination new to this table also needs the admission's consent, so the
+// limit holds per process across partitions (series_admission.h); refused
+// ones fold as above. The table's own capacity stays the limit either way.
+//
 // Single writer (the worker thread); readers on any thread see ids below
 // Size(process) with their values fully written (release/acquire on the size).
 // Nothing is ever moved or removed, so references stay valid.
@@ -42,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "daemon/cases/case_sink.h"
+#include "daemon/cases/series_admission.h"
 #include "daemon/common/single_writer_counter.h"
 #include "daemon/model/config.h"
 #include "google/protobuf/map.h"
@@ -54,16 +60,18 @@ class DimensionTable {
  public:
   static constexpr uint32_t kStateVersion = 1;
 
-  explicit DimensionTable(const model::Config& config);
+  // `admission` (optional) must outlive the table.
+  explicit DimensionTable(const model::Config& config, SeriesAdmission* admission = nullptr);
 
   // Worker thread (or when no one writes).
   std::string Serialize() const;
   // A new table for `config` with the serialized combinations. `dropped`
   // (optional) counts the combinations of processes no longer configured.
-  // Call before any other thread can see the table.
-  static absl::StatusOr<std::unique_ptr<DimensionTable>> Restore(const model::Config& config,
-                                                                 absl::string_view bytes,
-                                                                 uint64_t* dropped = nullptr);
+  // The restored combinations are registered with `admission` (optional),
+  // whatever its count. Call before any other thread can see the table.
+  static absl::StatusOr<std::unique_ptr<DimensionTable>> Restore(
+      const model::Config& config, absl::string_view bytes, uint64_t* dropped = nullptr,
+      SeriesAdmission* admission = nullptr);
 
   // Id 0 is every value empty; with dimensions configured, id 1 is __other__.
   DimsId Resolve(int process, const google::protobuf::Map<std::string, std::string>& attributes);
@@ -89,6 +97,7 @@ class DimensionTable {
   std::vector<std::string> names_;
   std::vector<std::string> process_ids_;
   std::vector<std::unique_ptr<Process>> processes_;
+  SeriesAdmission* admission_;
   std::string key_;  // reused lookup key (writer only)
 };
 

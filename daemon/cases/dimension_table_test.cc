@@ -93,5 +93,55 @@ TEST(DimensionTable, RestoredIntoALowerLimitKeepsEveryId) {
   EXPECT_EQ((*restored)->Resolve(0, Attrs({{"region", "r9"}})), 1u);  // folds
 }
 
+// Two partitions' tables of one replica share the per-process limit (2).
+TEST(DimensionTable, TheLimitHoldsAcrossPartitionsSharingAnAdmission) {
+  model::Config config = TwoDims(2);
+  SeriesAdmission admission(config);
+  DimensionTable p0(config, &admission), p1(config, &admission);
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r1"}})), 2u);  // admitted: 1 of 2
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r2"}})), 2u);  // admitted: 2 of 2
+  // r1 is admitted already: p1 may intern it too (its own id there).
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r1"}})), 3u);
+  // r3 is new to the replica beyond the limit: it folds in either partition,
+  // though each table has room for 2 + 2.
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r3"}})), p0.other_id());
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r3"}})), p1.other_id());
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r3"}})), p1.other_id());
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r2"}})), 3u);  // admitted by p1
+  // The empty combination needs no admission.
+  EXPECT_EQ(p0.Resolve(0, Attrs({})), 0u);
+  // Folds, per partition: p0 r3 once = 1; p1 r3 twice = 2. Process b: none.
+  EXPECT_EQ(p0.Folded(0), 1u);
+  EXPECT_EQ(p1.Folded(0), 2u);
+  EXPECT_EQ(p0.Folded(1) + p1.Folded(1), 0u);
+  EXPECT_EQ(admission.Admitted(0), 2u);
+  // Series: p0 {r1, r2}, p1 {r2, r1}: 2 distinct combinations, the limit.
+  EXPECT_EQ(p0.Size(0), 4u);  // empty, __other__, r1, r2
+  EXPECT_EQ(p1.Size(0), 4u);
+}
+
+// A restored partition registers its combinations whatever the count: its
+// DimsIds are referred to by the restored aggregator and cases.
+TEST(DimensionTable, RestoredCombinationsAreRegisteredBeyondTheLimit) {
+  model::Config config = TwoDims(2);
+  DimensionTable saved(config);  // a partition saved before the shared limit
+  saved.Resolve(0, Attrs({{"region", "r1"}}));
+  saved.Resolve(0, Attrs({{"region", "r2"}}));
+  SeriesAdmission admission(config);
+  DimensionTable p0(config, &admission);
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r3"}})), 2u);  // admitted: 1 of 2
+  auto p1 = DimensionTable::Restore(config, saved.Serialize(), nullptr, &admission);
+  ASSERT_TRUE(p1.ok()) << p1.status();
+  // r3 + restored r1, r2 = 3 registered, over the limit of 2.
+  EXPECT_EQ(admission.Admitted(0), 3u);
+  EXPECT_EQ((*p1)->Resolve(0, Attrs({{"region", "r2"}})), 3u);  // its restored id
+  // Admitted anywhere: p0 may intern r1 (a 2nd local combination); r4 folds.
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r1"}})), 3u);
+  EXPECT_EQ(p0.Resolve(0, Attrs({{"region", "r4"}})), p0.other_id());
+  EXPECT_EQ((*p1)->Resolve(0, Attrs({{"region", "r4"}})), (*p1)->other_id());
+  EXPECT_EQ(p0.Folded(0), 1u);
+  EXPECT_EQ((*p1)->Folded(0), 1u);
+}
+
 }  // namespace
 }  // namespace kpid::cases

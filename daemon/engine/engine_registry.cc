@@ -33,6 +33,7 @@ EngineRegistry::EngineRegistry(Options options)
     : options_(std::move(options)),
       // Not owned: the options' config outlives the registry.
       config_(std::shared_ptr<const void>(), options_.config),
+      series_admission_(std::make_shared<cases::SeriesAdmission>(*options_.config)),
       empty_(std::make_shared<Empty>(*options_.config)) {
   if (!options_.state_dir.empty()) {
     std::error_code ec;
@@ -59,15 +60,24 @@ std::shared_ptr<const model::Config> EngineRegistry::config() const {
 }
 
 PartitionEngine::Options EngineRegistry::EngineOptions(int32_t partition, int partition_count) {
-  return EngineOptions(config().get(), partition, partition_count);
+  std::shared_ptr<const model::Config> config;
+  cases::SeriesAdmission* series_admission = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    config = config_;
+    series_admission = series_admission_.get();
+  }
+  return EngineOptions(config.get(), series_admission, partition, partition_count);
 }
 
 PartitionEngine::Options EngineRegistry::EngineOptions(const model::Config* config,
+                                                       cases::SeriesAdmission* series_admission,
                                                        int32_t partition, int partition_count) {
   return {
       .config = config,
       .partition = partition,
       .board = options_.board,
+      .series_admission = series_admission,
       .max_open_cases = config->MaxOpenCasesPerPartition(partition_count),
       .max_dedup_ids = config->MaxDedupIdsPerPartition(partition_count),
       .max_closed_cases = config->MaxClosedCasesPerPartition(partition_count),
@@ -353,6 +363,9 @@ absl::StatusOr<std::map<int32_t, std::shared_ptr<ingest::PartitionHandler>>>
 EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
                         const std::map<int32_t, int64_t>& next_offsets) {
   std::shared_ptr<const model::Config> current;
+  // The series bound is per process: processes may have moved, so the
+  // reshaped tables register what they keep anew.
+  auto series_admission = std::make_shared<cases::SeriesAdmission>(*next);
   std::map<int32_t, std::shared_ptr<PartitionEngine>> live;
   std::map<int32_t, std::shared_ptr<PartitionEngine>> kept;
   int partition_count = 0;
@@ -376,7 +389,8 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
       // engine covers no offset.
       next_offset = std::max(next_offset, ingest::kUnknownOffset);
       absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped = engine->Reshape(
-          EngineOptions(next.get(), partition, partition_count), next_offset, &dropped);
+          EngineOptions(next.get(), series_admission.get(), partition, partition_count),
+          next_offset, &dropped);
       if (!reshaped.ok()) {
         return absl::Status(reshaped.status().code(), absl::StrCat("partition ", partition, ": ",
                                                                    reshaped.status().message()));
@@ -409,6 +423,8 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
     std::lock_guard<std::mutex> lock(mu_);
     retired_configs_.push_back(std::move(config_));
     config_ = std::move(next);
+    retired_admissions_.push_back(std::move(series_admission_));
+    series_admission_ = std::move(series_admission);
     empty_ = std::move(empty);
     live_ = std::move(live);
     kept_ = std::move(kept);

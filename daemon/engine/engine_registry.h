@@ -47,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
+#include "daemon/cases/series_admission.h"
 #include "daemon/engine/checkpoint_writer.h"
 #include "daemon/engine/partition_engine.h"
 #include "daemon/engine/state_topic.h"
@@ -127,8 +128,9 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
  private:
   // Engines made now are for config() and its share of the bounds.
   PartitionEngine::Options EngineOptions(int32_t partition, int partition_count);
-  PartitionEngine::Options EngineOptions(const model::Config* config, int32_t partition,
-                                         int partition_count);
+  PartitionEngine::Options EngineOptions(const model::Config* config,
+                                         cases::SeriesAdmission* series_admission,
+                                         int32_t partition, int partition_count);
   // A partition's engine from its state file and the state topic, or empty.
   std::shared_ptr<PartitionEngine> Restore(const PartitionEngine::Options& options);
   // From the state file (or .prev: `from_previous`); null when none is
@@ -160,6 +162,10 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   // holds refers to its own.
   std::shared_ptr<const model::Config> config_;
   std::vector<std::shared_ptr<const model::Config>> retired_configs_;
+  // max_series_per_process across every partition's DimensionTable, for
+  // config_ (retired ones kept alive with the engines that point at them).
+  std::shared_ptr<cases::SeriesAdmission> series_admission_;
+  std::vector<std::shared_ptr<cases::SeriesAdmission>> retired_admissions_;
   std::shared_ptr<const Empty> empty_;
   int partition_count_ = 0;  // of the latest Open
   std::map<int32_t, std::shared_ptr<PartitionEngine>> live_;

@@ -15,6 +15,7 @@
 #include "daemon/engine/state_topic.h"
 #include "daemon/export/text_writer.h"
 #include "daemon/ingest/embedded_broker.h"
+#include "daemon/ingest/event_decoder.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/process.h"
@@ -246,6 +247,57 @@ TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring)
   EXPECT_EQ(set.partitions, (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_TRUE(set.restoring.empty());
   EXPECT_EQ(registry->restoring(), 0);
+}
+
+// DESIGN §4: max_series_per_process bounds the replica, not each partition.
+TEST(EngineRegistrySeriesTest, TheSeriesLimitHoldsAcrossPartitions) {
+  const model::Config config = *model::ParseConfig(R"(
+clock: event
+kafka: {topic: events}
+dimensions: {names: [region], max_series_per_process: 2}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+)",
+                                                   "t.yaml");
+  cases::WatermarkBoard board;
+  EngineRegistry registry({.config = &config, .board = &board, .state_dir = ""});
+  std::shared_ptr<ingest::PartitionHandler> p0 = registry.Open(0, 2).handler;
+  std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 2).handler;
+  ingest::EventDecoder decoder(config);
+  int n = 0;
+  auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
+    kpid::v1::ProcessEvent e;
+    e.set_event_id(absl::StrCat("e", ++n));
+    e.set_process("sales");
+    e.set_case_id(absl::StrCat("c", n));
+    e.set_kind(kpid::v1::ProcessEvent::STAGE_ENTERED);
+    e.set_stage("lead");
+    e.mutable_occurred_at()->set_seconds(1772323200 + n);
+    (*e.mutable_attributes())["region"] = region;
+    ingest::DecodedEvent decoded;
+    ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
+    EXPECT_EQ(partition.Handle(decoded).kind, ingest::Verdict::Kind::kAccepted);
+  };
+  enter(*p0, "emea");  // admitted, 1 of 2
+  enter(*p1, "amer");  // admitted, 2 of 2
+  enter(*p1, "apac");  // folds in partition 1 (each partition alone had room)
+  enter(*p0, "apac");  // and in partition 0
+  enter(*p0, "amer");  // admitted by partition 1: a series in partition 0 too
+  const aggregate::ShardSet set = registry.Shards();
+  ASSERT_EQ(set.tables.size(), 2u);
+  // Each table: the empty combination, __other__, and its own admitted ones:
+  // partition 0 emea + amer = 4, partition 1 amer = 3; apac folded once in each.
+  uint64_t folded = 0;
+  size_t sizes = 0;
+  for (const cases::DimensionTable* table : set.tables) {
+    EXPECT_EQ(table->Folded(0), 1u);
+    folded += table->Folded(0);
+    sizes += table->Size(0);
+  }
+  EXPECT_EQ(folded, 2u);
+  EXPECT_EQ(sizes, 4u + 3u);
 }
 
 }  // namespace

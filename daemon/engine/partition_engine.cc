@@ -11,11 +11,23 @@ namespace {
 
 constexpr absl::string_view kMagic = "KPPE";
 
+bool FollowsEventTime(const PartitionEngine::Options& options) {
+  return options.config->clock == model::ClockMode::kEvent && options.board != nullptr;
+}
+
 std::unique_ptr<cases::Clock> MakeClock(const PartitionEngine::Options& options) {
-  if (options.config->clock == model::ClockMode::kEvent && options.board != nullptr) {
+  if (FollowsEventTime(options)) {
     return std::make_unique<cases::EventTimeClock>(options.board, options.partition);
   }
   return std::make_unique<cases::WallClock>();
+}
+
+// With the wall clock, an event a producer stamped ahead of it must not move
+// the shard's head past now, or every window would lose its recent buckets
+// (DESIGN §3; aggregate_shard.h "Levels"). On event time the head is now.
+void LimitShardHead(const PartitionEngine::Options& options, const cases::Clock* clock,
+                    aggregate::AggregateShard* shard) {
+  if (!FollowsEventTime(options)) shard->LimitHeadTo(clock);
 }
 
 cases::CaseTracker::Options TrackerOptions(const PartitionEngine::Options& options,
@@ -43,10 +55,12 @@ struct PartitionEngine::Parts {
 PartitionEngine::PartitionEngine(const Options& options)
     : options_(options),
       clock_(MakeClock(options)),
-      dims_(std::make_unique<cases::DimensionTable>(*options.config)),
+      dims_(std::make_unique<cases::DimensionTable>(*options.config, options.series_admission)),
       shard_(std::make_unique<aggregate::AggregateShard>(*options.config)),
       tracker_(std::make_unique<cases::CaseTracker>(
-          TrackerOptions(options, clock_.get(), shard_.get(), dims_.get()))) {}
+          TrackerOptions(options, clock_.get(), shard_.get(), dims_.get()))) {
+  LimitShardHead(options, clock_.get(), shard_.get());
+}
 
 PartitionEngine::PartitionEngine(const Options& options, Parts parts)
     : options_(options),
@@ -116,13 +130,15 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   // Timers are rebuilt at the clock's now: the time the state was saved at.
   parts.clock->ResumeAt(own_micros);
   absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims = cases::DimensionTable::Restore(
-      *options.config, dims_bytes, dropped != nullptr ? &dropped->series : nullptr);
+      *options.config, dims_bytes, dropped != nullptr ? &dropped->series : nullptr,
+      options.series_admission);
   if (!dims.ok()) return dims.status();
   parts.dims = *std::move(dims);
   absl::StatusOr<std::unique_ptr<aggregate::AggregateShard>> shard =
       aggregate::AggregateShard::Restore(*options.config, shard_bytes);
   if (!shard.ok()) return shard.status();
   parts.shard = *std::move(shard);
+  LimitShardHead(options, parts.clock.get(), parts.shard.get());
   absl::StatusOr<std::unique_ptr<cases::CaseTracker>> tracker = cases::CaseTracker::Restore(
       TrackerOptions(options, parts.clock.get(), parts.shard.get(), parts.dims.get()),
       tracker_bytes);

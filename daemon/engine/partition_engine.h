@@ -37,6 +37,7 @@
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
+#include "daemon/cases/series_admission.h"
 #include "daemon/engine/checkpoint_writer.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
@@ -54,6 +55,9 @@ class PartitionEngine final : public ingest::PartitionHandler {
     int32_t partition = 0;
     // clock: event only: the board of every partition's watermark.
     cases::WatermarkBoard* board = nullptr;
+    // The replica's bound on each process's dimension combinations, shared
+    // by every partition's DimensionTable (null: this table's own bound).
+    cases::SeriesAdmission* series_admission = nullptr;
     // This partition's shares of the config's max_open_cases,
     // max_dedup_ids and max_closed_cases (0: the config's whole bound).
     size_t max_open_cases = 0;

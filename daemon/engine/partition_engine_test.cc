@@ -337,5 +337,47 @@ TEST(PartitionEngineReshapeTest, KeptStagesKeepTheirStateNewOnesStartEmptyRemove
   EXPECT_EQ(new_shape.engine->stats().consumed.Get(), 11u);
 }
 
+// clock: wall: an event a producer stamped 10 min ahead of the wall clock is
+// accepted (max_future_skew 1h) but must not move the shard's head past now
+// plus one 5 s bucket, or the 5m window would read the 10080 s history
+// buckets (DESIGN §3). The clock is real here, so the placed event may or may
+// not have reached the read's last bucket: 2 or 3 entries.
+TEST(PartitionEngineWallClockTest, EventAheadOfTheWallClockKeepsTheFiveMinuteWindow) {
+  const model::Config config = *model::ParseConfig(R"(
+windows: [5m, 1h, 24h, 7d]
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+)",
+                                                   "t.yaml");
+  ingest::EventDecoder decoder(config);
+  PartitionEngine::Options options;
+  options.config = &config;
+  PartitionEngine engine(options);
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  int n = 0;
+  for (const int64_t at : {now_s - 120, now_s - 60, now_s + 600}) {
+    ProcessEvent e;
+    e.set_event_id(absl::StrCat("e", ++n));
+    e.set_process("sales");
+    e.set_case_id(absl::StrCat("c", n));
+    e.set_kind(ProcessEvent::STAGE_ENTERED);
+    e.set_stage("lead");
+    e.mutable_occurred_at()->set_seconds(at);
+    ingest::DecodedEvent decoded;
+    ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
+    ASSERT_EQ(engine.Handle(decoded).kind, Verdict::Kind::kAccepted);
+  }
+  const absl::Time end = absl::Now();
+  ASSERT_TRUE(engine.shard().latest().has_value());
+  EXPECT_LE(*engine.shard().latest(), absl::ToUnixSeconds(end) + 5);
+  const aggregate::WindowSpan span = engine.shard().Resolve(/*window=*/0, end);
+  EXPECT_EQ(span.level, 0);  // the 5 s level, not history
+  const uint64_t entered = engine.shard().ReadAllDimsWindow(0, span).stages[0].entered;
+  EXPECT_GE(entered, 2u);
+  EXPECT_LE(entered, 3u);
+}
+
 }  // namespace
 }  // namespace kpid::engine
