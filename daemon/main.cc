@@ -216,6 +216,15 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> PeerCredentials(
   return grpc::SslCredentials(ssl);
 }
 
+// What the peers' certificates must name (config.h, PeerTlsConfig).
+std::string PeerServerName(const model::Config& config) {
+  if (!config.grpc_tls.enabled()) return "";
+  if (!config.peers.tls.server_name.empty()) return config.peers.tls.server_name;
+  if (config.peers.dns.empty()) return "";
+  std::string host = config.peers.dns.substr(0, config.peers.dns.rfind(':'));
+  return host;
+}
+
 int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   const model::Config& config = loaded.config;
   log::Info("alert rules loaded", {{"rules", absl::StrCat(loaded.rules.rule_count())}});
@@ -342,6 +351,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .config = [&engines] { return engines.config(); },
       .peers = &peers,
       .credentials = *peer_credentials,
+      .tls_server_name = PeerServerName(config),
       .kpi_tree =
           [&kpi_trees](const model::Config& shape, int process,
                        const kpitree::KpiTreeEvaluator::WindowValues& window) {

@@ -14,6 +14,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "kpid/v1/kpi_service.grpc.pb.h"
 
 namespace kpid::api {
@@ -110,9 +111,15 @@ std::shared_ptr<grpc::Channel> GlobalSnapshots::ChannelTo(const std::string& add
   MutexLock lock(&mu_);
   std::shared_ptr<grpc::Channel>& channel = channels_[address];
   if (channel == nullptr) {
-    channel = grpc::CreateChannel(address, options_.credentials != nullptr
-                                               ? options_.credentials
-                                               : grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments arguments;
+    if (options_.credentials != nullptr && !options_.tls_server_name.empty()) {
+      arguments.SetSslTargetNameOverride(options_.tls_server_name);
+    }
+    channel = grpc::CreateCustomChannel(address,
+                                        options_.credentials != nullptr
+                                            ? options_.credentials
+                                            : grpc::InsecureChannelCredentials(),
+                                        arguments);
   }
   return channel;
 }

@@ -100,6 +100,9 @@ class GlobalSnapshots final : public prometheus::Collectable {
     PeerDirectory* peers = nullptr;
     // Null: insecure channels.
     std::shared_ptr<grpc::ChannelCredentials> credentials;
+    // With credentials: the name every peer's certificate is checked
+    // against; empty: the host of the address dialled.
+    std::string tls_server_name;
     MergedKpiTree kpi_tree;
   };
 

@@ -328,6 +328,7 @@ class ConfigParser {
           diag_.Error(n.Mark(), absl::StrCat("peers.tls.", key, ": must not be empty"));
         }
       }
+      peers->tls.server_name = tls.String("server_name");
       if (peers->tls.cert_file.empty() != peers->tls.key_file.empty()) {
         diag_.Error(tls.mark(), "peers.tls: cert_file and key_file go together");
       }

@@ -175,6 +175,11 @@ struct PeerTlsConfig {
   // (grpc.tls.client_ca_file): both or neither.
   std::string cert_file;
   std::string key_file;
+  // The name the peers' certificates must carry. Empty: the host of
+  // `peers.dns` when set (its records are addresses, which certificates
+  // rarely name; every replica's certificate names the headless Service),
+  // else each address's own host.
+  std::string server_name;
 
   bool operator==(const PeerTlsConfig&) const = default;
 };

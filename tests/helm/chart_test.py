@@ -36,13 +36,6 @@ EXPECTED_KINDS_DEFAULT = {"StatefulSet", "Service", "ConfigMap", "PodDisruptionB
 EXPECTED_KINDS_FULL = EXPECTED_KINDS_DEFAULT | {"ServiceMonitor", "PrometheusRule",
                                                 "NetworkPolicy"}
 
-# Config keys of issue 8 items 1-2 (kafka.state_topic, replica_id, peers),
-# added to kpid in parallel with the chart. Until the kpid under test knows
-# them, check-config reports exactly them as unknown keys; the test then
-# checks the rest of the config without them, and their structure in Python
-# (RenderTest.check_issue8_keys). TODO(issue 8): drop once kpid knows them.
-NOT_YET_KNOWN_KEYS = {"kafka.state_topic", "replica_id", "peers"}
-
 RELEASE, NAMESPACE = "kpid", "kpi"
 
 
@@ -172,39 +165,13 @@ def rendered_config(docs):
     return yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["kpid.yaml"])
 
 
-def without_keys(config, dotted_keys):
-    config = copy.deepcopy(config)
-    for key in dotted_keys:
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return config
-
-
 def run_check_config(kpid, config_path):
-    """kpid check-config; tolerates NOT_YET_KNOWN_KEYS only, see there.
-
-    Returns (stdout, the keys removed to pass).
-    """
-    proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
-                          timeout=60)
-    if proc.returncode == 0:
-        return proc.stdout, set()
-    unknown = set(re.findall(r'unknown key "([^"]+)"', proc.stderr))
-    errors = [l for l in proc.stderr.splitlines() if l.strip()]
-    if not unknown or not unknown <= NOT_YET_KNOWN_KEYS or len(errors) != len(unknown):
-        raise AssertionError(f"check-config failed: {proc.stderr}")
-    with open(config_path) as f:
-        config = yaml.safe_load(f)
-    with open(config_path, "w") as f:
-        yaml.safe_dump(without_keys(config, unknown), f)
+    """kpid check-config on a rendered config; its stdout."""
     proc = subprocess.run([kpid, "check-config", config_path], capture_output=True, text=True,
                           timeout=60)
     if proc.returncode != 0:
-        raise AssertionError(f"check-config failed without {sorted(unknown)}: {proc.stderr}")
-    return proc.stdout, unknown
+        raise AssertionError(f"check-config failed: {proc.stderr}")
+    return proc.stdout
 
 
 class ChartFilesTest(unittest.TestCase):
@@ -377,11 +344,9 @@ class RenderTest(unittest.TestCase):
         return sts, container, config_map
 
     def check_issue8_keys(self, config, values, headless, ports):
-        """state_dir on the state volume; peers = the headless Service's pods' gRPC.
-
-        Checked here in Python because the kpid under test may not know
-        these keys yet (NOT_YET_KNOWN_KEYS).
-        """
+        """state_dir on the state volume; peers = the headless Service's pods' gRPC,
+        over TLS with the Secret's CA (and the pod's certificate with mutual TLS)
+        when gRPC serves TLS."""
         self.assertEqual(config["state_dir"], values["persistence"]["mountPath"])
         # One ConfigMap serves every pod: replica_id stays kpid's default,
         # each pod's host name (kpid-0, kpid-1: StatefulSet pod names).
@@ -390,10 +355,13 @@ class RenderTest(unittest.TestCase):
                          values["config"]["kafka"]["state_topic"])
         dns = (f"{headless['metadata']['name']}.{NAMESPACE}.svc.{values['clusterDomain']}:"
                f"{ports['grpc']}")
-        self.assertEqual(config["peers"], {"dns": dns,
-                                           "timeout": values["config"]["peers"]["timeout"],
-                                           "refresh_interval":
-                                           values["config"]["peers"]["refresh_interval"]})
+        expected = {"dns": dns, "timeout": values["config"]["peers"]["timeout"],
+                    "refresh_interval": values["config"]["peers"]["refresh_interval"]}
+        if values["tls"]["secretName"] and values["tls"]["grpc"]:
+            expected["tls"] = {"ca_file": "tls/ca.crt"}
+            if values["tls"]["clientAuth"]["grpc"]:
+                expected["tls"].update(cert_file="tls/tls.crt", key_file="tls/tls.key")
+        self.assertEqual(config["peers"], expected)
 
     def check_config_with_kpid(self, docs, sts, config_map):
         """Writes the config volume as the pod would see it; kpid check-config on it.
@@ -423,11 +391,7 @@ class RenderTest(unittest.TestCase):
                              "ConfigMap keys not all mounted")
             if not ARGS.kpid:
                 self.skipTest("no --kpid: kpid check-config not run")
-            out, removed = run_check_config(ARGS.kpid, os.path.join(tmp, "kpid.yaml"))
-            if removed:
-                print(f"\n  note: this kpid does not know {sorted(removed)} yet (issue 8); "
-                      "checked without them", file=sys.stderr)
-            return out
+            return run_check_config(ARGS.kpid, os.path.join(tmp, "kpid.yaml"))
 
     def test_default_values(self):
         values = values_for([])

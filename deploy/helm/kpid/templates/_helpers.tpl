@@ -163,6 +163,16 @@ static list or another name is given; config.peers: null turns it off. */ -}}
 {{- end }}
 {{- if .Values.tls.grpc }}
 {{- $_ := set $grpc "tls" (include "kpid.tlsFiles" .Values.tls.clientAuth.grpc | fromYaml) }}
+{{- /* Peers are replicas: they verify each other against the Secret's CA
+and, with mutual TLS, present the pod's own certificate. */ -}}
+{{- if and $config.peers (not (hasKey $config.peers "tls")) }}
+{{- $peerTls := dict "ca_file" "tls/ca.crt" }}
+{{- if .Values.tls.clientAuth.grpc }}
+{{- $_ := set $peerTls "cert_file" "tls/tls.crt" }}
+{{- $_ := set $peerTls "key_file" "tls/tls.key" }}
+{{- end }}
+{{- $_ := set $config.peers "tls" $peerTls }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $managed := dict "http" $http "grpc" $grpc }}
