@@ -115,11 +115,10 @@ std::shared_ptr<grpc::Channel> GlobalSnapshots::ChannelTo(const std::string& add
     if (options_.credentials != nullptr && !options_.tls_server_name.empty()) {
       arguments.SetSslTargetNameOverride(options_.tls_server_name);
     }
-    channel = grpc::CreateCustomChannel(address,
-                                        options_.credentials != nullptr
-                                            ? options_.credentials
-                                            : grpc::InsecureChannelCredentials(),
-                                        arguments);
+    channel = grpc::CreateCustomChannel(
+        address,
+        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+        arguments);
   }
   return channel;
 }

@@ -251,15 +251,14 @@ TEST(ConfigTest, ReplicaIdAndPeers) {
                               "  refresh_interval: 10s\n"
                               "  tls: {ca_file: ca.pem, server_name: kpid.kpi.svc}\n");
   EXPECT_EQ(config.replica_id, "kpid-0");
-  EXPECT_EQ(config.peers,
-            (PeersConfig{.addresses = {"10.0.0.2:50051", "[::1]:50051"},
-                         .dns = "kpid-peers.kpi.svc:50051",
-                         .timeout = absl::Milliseconds(500),
-                         .refresh_interval = absl::Seconds(10),
-                         .tls = {.ca_file = "ca.pem",
-                                 .cert_file = "",
-                                 .key_file = "",
-                                 .server_name = "kpid.kpi.svc"}}));
+  EXPECT_EQ(config.peers, (PeersConfig{.addresses = {"10.0.0.2:50051", "[::1]:50051"},
+                                       .dns = "kpid-peers.kpi.svc:50051",
+                                       .timeout = absl::Milliseconds(500),
+                                       .refresh_interval = absl::Seconds(10),
+                                       .tls = {.ca_file = "ca.pem",
+                                               .cert_file = "",
+                                               .key_file = "",
+                                               .server_name = "kpid.kpi.svc"}}));
   EXPECT_TRUE(config.peers.enabled());
 }
 

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
+#include "tests/testing/events.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/process.h"
 
@@ -75,18 +76,13 @@ constexpr int64_t kT0 = 1793491200;  // 2026-11-01T00:00:00Z; times below are se
 
 KafkaRecord Event(const std::string& event_id, const std::string& case_id, ProcessEvent::Kind kind,
                   const std::string& stage, int64_t t, double amount = 0) {
-  ProcessEvent e;
-  e.set_event_id(event_id);
-  e.set_process("sales");
-  e.set_case_id(case_id);
-  e.set_kind(kind);
-  e.set_stage(stage);
-  e.set_amount(amount);
-  e.mutable_occurred_at()->set_seconds(kT0 + t);
-  KafkaRecord r;
-  r.key = case_id;  // a case stays on one partition
-  r.value = e.SerializeAsString();
-  return r;
+  return EventRecord({.process = "sales",
+                      .event_id = event_id,
+                      .case_id = case_id,
+                      .kind = kind,
+                      .stage = stage,
+                      .occurred_at = absl::FromUnixSeconds(kT0 + t),
+                      .amount = amount});
 }
 
 // 11 messages: 10 accepted, 1 duplicate.
