@@ -464,6 +464,29 @@ void AddHistogram(prometheus::MetricFamily* f, const std::vector<uint64_t>& cumu
   f->metric.push_back(std::move(histogram));
 }
 
+// A checkpoint destination's (state_dir's or the state topic's) counter by
+// result and write-duration histogram.
+struct CheckpointFamilyNames {
+  const char* total;
+  const char* total_help;
+  const char* duration;
+  const char* duration_help;
+};
+void AddCheckpointFamilies(const CheckpointFamilyNames& names, const CheckpointWriter::Stats& stats,
+                           std::vector<prometheus::MetricFamily>* families) {
+  prometheus::MetricFamily f =
+      exporter::Family(names.total, names.total_help, prometheus::MetricType::Counter);
+  exporter::AddCounter(&f, {{"result", "ok"}}, static_cast<double>(stats.written));
+  exporter::AddCounter(&f, {{"result", "failed"}}, static_cast<double>(stats.failed));
+  families->push_back(std::move(f));
+
+  f = exporter::Family(names.duration, names.duration_help, prometheus::MetricType::Histogram);
+  AddHistogram(&f, stats.duration_buckets, CheckpointWriter::kDurationBuckets,
+               std::size(CheckpointWriter::kDurationBuckets), stats.written,
+               stats.duration_sum_seconds);
+  families->push_back(std::move(f));
+}
+
 }  // namespace
 
 std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
@@ -475,44 +498,27 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
       writer_ != nullptr ? writer_->file_stats() : CheckpointWriter::Stats{};
   std::vector<prometheus::MetricFamily> families;
 
-  prometheus::MetricFamily f =
-      Family("kpid_state_checkpoints_total",
-             "Partition checkpoints written to state_dir, by result.", MetricType::Counter);
-  AddCounter(&f, {{"result", "ok"}}, static_cast<double>(stats.written));
-  AddCounter(&f, {{"result", "failed"}}, static_cast<double>(stats.failed));
-  families.push_back(std::move(f));
+  AddCheckpointFamilies(
+      {.total = "kpid_state_checkpoints_total",
+       .total_help = "Partition checkpoints written to state_dir, by result.",
+       .duration = "kpid_state_checkpoint_duration_seconds",
+       .duration_help = "Time to write one partition checkpoint (write, fsync, rename)."},
+      stats, &families);
 
-  f = Family("kpid_state_checkpoint_duration_seconds",
-             "Time to write one partition checkpoint (write, fsync, rename).",
-             MetricType::Histogram);
-  AddHistogram(&f, stats.duration_buckets, CheckpointWriter::kDurationBuckets,
-               std::size(CheckpointWriter::kDurationBuckets), stats.written,
-               stats.duration_sum_seconds);
-  families.push_back(std::move(f));
-
-  f = Family("kpid_state_checkpoint_bytes",
-             "Size of the latest checkpoint of every partition written, summed.",
-             MetricType::Gauge);
+  prometheus::MetricFamily f = Family(
+      "kpid_state_checkpoint_bytes",
+      "Size of the latest checkpoint of every partition written, summed.", MetricType::Gauge);
   AddGauge(&f, {}, static_cast<double>(stats.bytes));
   families.push_back(std::move(f));
 
   if (options_.state_topic != nullptr) {
-    const CheckpointWriter::Stats topic = writer_->topic_stats();
-    f = Family("kpid_state_topic_checkpoints_total",
-               "Partition checkpoints delivered to kafka.state_topic (every chunk and the "
-               "manifest acknowledged), by result.",
-               MetricType::Counter);
-    AddCounter(&f, {{"result", "ok"}}, static_cast<double>(topic.written));
-    AddCounter(&f, {{"result", "failed"}}, static_cast<double>(topic.failed));
-    families.push_back(std::move(f));
-
-    f = Family("kpid_state_topic_checkpoint_duration_seconds",
-               "Time to deliver one partition checkpoint to kafka.state_topic.",
-               MetricType::Histogram);
-    AddHistogram(&f, topic.duration_buckets, CheckpointWriter::kDurationBuckets,
-                 std::size(CheckpointWriter::kDurationBuckets), topic.written,
-                 topic.duration_sum_seconds);
-    families.push_back(std::move(f));
+    AddCheckpointFamilies(
+        {.total = "kpid_state_topic_checkpoints_total",
+         .total_help = "Partition checkpoints delivered to kafka.state_topic (every chunk and "
+                       "the manifest acknowledged), by result.",
+         .duration = "kpid_state_topic_checkpoint_duration_seconds",
+         .duration_help = "Time to deliver one partition checkpoint to kafka.state_topic."},
+        writer_->topic_stats(), &families);
   }
 
   f = Family("kpid_state_restores_total",
