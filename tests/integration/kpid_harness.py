@@ -317,15 +317,6 @@ class Harness:
                                   kafka_extra=kafka_extra, extra=extra))
         return path
 
-    def check_config(self, run, kafka_extra="", extra=""):
-        """None when `kpid check-config` accepts the scenario config with
-        these keys added; else what it said."""
-        config = self.write_config(run, "unused", "10s", "127.0.0.1:0", kafka_extra=kafka_extra,
-                                   extra=extra)
-        r = subprocess.run([self.args.kpid, "check-config", config], capture_output=True,
-                           text=True, timeout=30)
-        return None if r.returncode == 0 else (r.stdout + r.stderr).strip()
-
     def start_broker(self, kafka_extra=""):
         """`kpid dev-broker` with the event topic (and, with kafka_extra's
         kafka.state_topic, that one: the mock broker does not answer

@@ -20,9 +20,9 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
-#include "tests/testing/events.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/process.h"
+#include "tests/testing/sales_restart_scenario.h"
 
 namespace kpid::testing {
 namespace {
@@ -67,33 +67,9 @@ processes:
       - {id: quote, sla: 2d}
 )";
 
-constexpr int64_t kT0 = 1793491200;  // 2026-11-01T00:00:00Z; times below are seconds after it
-
-KafkaRecord Event(const std::string& event_id, const std::string& case_id, ProcessEvent::Kind kind,
-                  const std::string& stage, int64_t t, double amount = 0) {
-  return EventRecord({.process = "sales",
-                      .event_id = event_id,
-                      .case_id = case_id,
-                      .kind = kind,
-                      .stage = stage,
-                      .occurred_at = absl::FromUnixSeconds(kT0 + t),
-                      .amount = amount});
-}
-
-// 12 messages: 10 accepted, 1 duplicate, 1 malformed.
+// 12 messages: SalesBatchA's 11 (10 accepted, 1 duplicate), then 1 malformed.
 std::vector<KafkaRecord> BatchA() {
-  using K = ProcessEvent;
-  std::vector<KafkaRecord> records;
-  for (int i = 0; i < 6; ++i) {  // c0..c5 start in lead
-    records.push_back(
-        Event(absl::StrCat("a-lead-", i), absl::StrCat("c", i), K::STAGE_ENTERED, "lead", i * 60));
-  }
-  for (int i = 0; i < 3; ++i) {  // c0..c2 advance to quote
-    records.push_back(Event(absl::StrCat("a-quote-", i), absl::StrCat("c", i), K::STAGE_ENTERED,
-                            "quote", 600 + i));
-  }
-  records.push_back(Event("a-fall-3", "c3", K::CASE_FALLOUT, "", 700));
-  records.push_back(Event("a-lead-0", "c0", K::STAGE_ENTERED, "lead", 0));  // duplicate id
+  std::vector<KafkaRecord> records = SalesBatchA();
   KafkaRecord bad;
   bad.key = "bad";
   bad.value = "\xff\xfe not a protobuf";
@@ -106,17 +82,17 @@ std::vector<KafkaRecord> BatchB() {
   using K = ProcessEvent;
   return {
       // Opened before the restart: these count only if the cases were restored.
-      Event("b-done-0", "c0", K::CASE_COMPLETED, "", 1000, 100),
-      Event("b-done-1", "c1", K::CASE_COMPLETED, "", 1001, 200),
-      Event("b-fall-2", "c2", K::CASE_FALLOUT, "", 1100),
-      Event("b-quote-4", "c4", K::STAGE_ENTERED, "quote", 1200),
-      Event("b-quote-5", "c5", K::STAGE_ENTERED, "quote", 1201),
+      SalesEvent("b-done-0", "c0", K::CASE_COMPLETED, "", 1000, 100),
+      SalesEvent("b-done-1", "c1", K::CASE_COMPLETED, "", 1001, 200),
+      SalesEvent("b-fall-2", "c2", K::CASE_FALLOUT, "", 1100),
+      SalesEvent("b-quote-4", "c4", K::STAGE_ENTERED, "quote", 1200),
+      SalesEvent("b-quote-5", "c5", K::STAGE_ENTERED, "quote", 1201),
       // Read before the restart: a duplicate only if the event ids were restored.
-      Event("a-quote-1", "c1", K::STAGE_ENTERED, "quote", 601),
+      SalesEvent("a-quote-1", "c1", K::STAGE_ENTERED, "quote", 601),
       // c3 fell out at 700, within dedup_horizon (1h): case_closed.
-      Event("b-lead-3", "c3", K::STAGE_ENTERED, "lead", 1300),
-      Event("b-lead-6", "c6", K::STAGE_ENTERED, "lead", 1400),
-      Event("b-quote-6", "c6", K::STAGE_ENTERED, "quote", 1500),
+      SalesEvent("b-lead-3", "c3", K::STAGE_ENTERED, "lead", 1300),
+      SalesEvent("b-lead-6", "c6", K::STAGE_ENTERED, "lead", 1400),
+      SalesEvent("b-quote-6", "c6", K::STAGE_ENTERED, "quote", 1500),
   };
 }
 
@@ -206,7 +182,7 @@ class RestartTest : public ::testing::Test {
     EXPECT_EQ(Sample(m, "kpid_stage_backlog{process=\"sales\",stage=\"quote\"}"), 3);
     EXPECT_EQ(Sample(m, "kpid_stage_backlog{process=\"sales\",stage=\"lead\"}"), 0);
     // The latest event: c6 into quote at 1500.
-    EXPECT_EQ(Sample(m, "kpid_watermark_timestamp_seconds"), kT0 + 1500);
+    EXPECT_EQ(Sample(m, "kpid_watermark_timestamp_seconds"), kSalesT0 + 1500);
   }
 
   std::string dir_;

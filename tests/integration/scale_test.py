@@ -23,15 +23,13 @@ partition is counted by exactly one live replica, and the sum over r1, r3 and
 r4 of every counter and window count of /metrics must equal the reference,
 exactly (combine() says how each series combines, and why some cannot).
 
-Variants, each run only when `kpid check-config` accepts its keys (printed
-otherwise; they start running when the features land):
+Variants:
   --state_topic: `kafka.state_topic: kpid-state`: state follows partitions
-             through a compacted topic (the whole test is skipped, exit 77,
-             when the key is refused);
-  global snapshot (always tried): replicas get `replica_id` and
+             through a compacted topic;
+  global snapshot (always): replicas get `replica_id` and
              `peers: {addresses}` (the other live replicas' gRPC addresses),
              and `kpictl snapshot --format json` (GLOBAL scope: kpictl's
-             default then) against each of r1, r3 and r4 must equal the
+             default) against each of r1, r3 and r4 must equal the
              reference's snapshot in every count, not be partial, and list
              the three replicas with disjoint partitions covering all.
 
@@ -55,7 +53,6 @@ from kpid_harness import (TOPIC, Harness, as_number, assigned_partitions, check_
 
 DEADLINE_S = 140  # the whole run; ctest's timeout is above it
 STALL_S = 3  # done when nothing moved for this long (see converged)
-SKIP = 77  # ctest's SKIP_RETURN_CODE
 STATE_TOPIC = "kpid-state"
 
 # Per-partition event clocks (docs/engine.md, Clocks): once caught up and
@@ -304,7 +301,7 @@ class ScaleHarness(Harness):
                                  f"{r.stderr.strip()}")
         return json.loads(r.stdout)
 
-    def reference_run(self, with_peers):
+    def reference_run(self):
         # No peers: its snapshot (GLOBAL or not) is its own, every partition.
         kpid = self.start_kpid("reference", "scale-test-a")
         scrapes = self.converged({"reference": kpid}, "reference")
@@ -312,23 +309,22 @@ class ScaleHarness(Harness):
         read, n = read_count(samples), self.args.events + self.args.partitions
         if read != n:
             raise AssertionError(f"reference: read {read} messages, produced {n}")
-        snapshot = self.snapshot("reference", kpid[2]) if with_peers else None
+        snapshot = self.snapshot("reference", kpid[2])
         self.stop(kpid[0], "reference kpid", signal.SIGTERM)
         return samples, snapshot
 
-    def scale_run(self, with_peers):
+    def scale_run(self):
         """Returns {replica: (Popen, http port, grpc port)} of the live
         replicas and their last scrapes."""
         group, names, live = "scale-test-b", ["r1", "r2", "r3", "r4"], ["r1", "r3", "r4"]
-        if with_peers:
-            # Each live replica's peers are the other live ones: a static list
-            # naming a replica that is gone would make every global answer
-            # partial (by design), as a pod that is gone leaves the headless
-            # service's DNS. r2 knows r1 and r3.
-            for name in names:
-                self.grpc_ports[name] = free_port()
+        # Each live replica's peers are the other live ones: a static list
+        # naming a replica that is gone would make every global answer
+        # partial (by design), as a pod that is gone leaves the headless
+        # service's DNS. r2 knows r1 and r3.
+        for name in names:
+            self.grpc_ports[name] = free_port()
         peers = {name: [p for p in (live if name in live else ["r1", "r3"]) if p != name]
-                 for name in names} if with_peers else {name: None for name in names}
+                 for name in names}
         replicas = {name: self.start_kpid(name, group, peers[name]) for name in names[:3]}
         kill_at = int(self.args.kill_at * self.args.events)
         began = time.monotonic()
@@ -399,7 +395,7 @@ def main():
     ap.add_argument("--kpictl", required=True)
     ap.add_argument("--kcat", default=shutil.which("kcat") or "kcat")
     ap.add_argument("--state_topic", action="store_true",
-                    help=f"kafka.state_topic: {STATE_TOPIC} (skipped while kpid refuses it)")
+                    help=f"kafka.state_topic: {STATE_TOPIC}")
     ap.add_argument("--events", type=int, default=150000)
     ap.add_argument("--event_seed", type=int, default=11, help="kpi-loadgen's --seed")
     ap.add_argument("--partitions", type=int, default=8)
@@ -414,23 +410,10 @@ def main():
     h = ScaleHarness(args, tmp, began + DEADLINE_S)
     errors = []
     try:
-        if args.state_topic:
-            refused = h.check_config("check-state-topic", kafka_extra=h.kafka_extra)
-            if refused:
-                print(f"SKIPPED: kpid check-config refuses kafka.state_topic (not implemented "
-                      f"yet?): {refused}")
-                shutil.rmtree(tmp, ignore_errors=True)
-                return SKIP
-        refused = h.check_config("check-peers", extra='\nreplica_id: check\n'
-                                 'peers: {addresses: ["127.0.0.1:1"]}')
-        with_peers = refused is None
-        if refused:
-            print(f"global snapshot NOT CHECKED: kpid check-config refuses replica_id/peers "
-                  f"(not implemented yet?): {refused}")
         h.produce_with_end_events()
-        reference, reference_snapshot = h.reference_run(with_peers)
+        reference, reference_snapshot = h.reference_run()
         errors += check_reference(reference)
-        replicas, scrapes = h.scale_run(with_peers)
+        replicas, scrapes = h.scale_run()
         want = comparable(compared(reference))
         got = combine(compared(s) for s in scrapes.values())
         differences = diff(want, got, "reference", "sum of replicas", close=close)
@@ -447,8 +430,7 @@ def main():
             errors.append(f"{len(differences)} of {len(set(want) | set(got))} series differ; all "
                           f"of them in {tmp}/diff.txt:\n" +
                           "\n".join(summarize(differences, want, got)))
-        if with_peers:
-            errors += check_global(h, replicas, reference_snapshot)
+        errors += check_global(h, replicas, reference_snapshot)
     except (AssertionError, subprocess.SubprocessError) as e:
         errors.append(str(e))
     finally:

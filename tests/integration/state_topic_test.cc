@@ -24,9 +24,9 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "kpid/v1/event.pb.h"
-#include "tests/testing/events.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/process.h"
+#include "tests/testing/sales_restart_scenario.h"
 
 namespace kpid::testing {
 namespace {
@@ -72,48 +72,18 @@ processes:
       - {id: quote, sla: 2d}
 )";
 
-constexpr int64_t kT0 = 1793491200;  // 2026-11-01T00:00:00Z; times below are seconds after it
-
-KafkaRecord Event(const std::string& event_id, const std::string& case_id, ProcessEvent::Kind kind,
-                  const std::string& stage, int64_t t, double amount = 0) {
-  return EventRecord({.process = "sales",
-                      .event_id = event_id,
-                      .case_id = case_id,
-                      .kind = kind,
-                      .stage = stage,
-                      .occurred_at = absl::FromUnixSeconds(kT0 + t),
-                      .amount = amount});
-}
-
-// 11 messages: 10 accepted, 1 duplicate.
-std::vector<KafkaRecord> BatchA() {
-  using K = ProcessEvent;
-  std::vector<KafkaRecord> records;
-  for (int i = 0; i < 6; ++i) {  // c0..c5 start in lead
-    records.push_back(
-        Event(absl::StrCat("a-lead-", i), absl::StrCat("c", i), K::STAGE_ENTERED, "lead", i * 60));
-  }
-  for (int i = 0; i < 3; ++i) {  // c0..c2 advance to quote
-    records.push_back(Event(absl::StrCat("a-quote-", i), absl::StrCat("c", i), K::STAGE_ENTERED,
-                            "quote", 600 + i));
-  }
-  records.push_back(Event("a-fall-3", "c3", K::CASE_FALLOUT, "", 700));
-  records.push_back(Event("a-lead-0", "c0", K::STAGE_ENTERED, "lead", 0));  // duplicate id
-  return records;
-}
-
 // 6 messages: 5 accepted, 1 duplicate of batch A.
 std::vector<KafkaRecord> BatchB() {
   using K = ProcessEvent;
   return {
       // Opened by A: these count only if B restored the cases.
-      Event("b-done-0", "c0", K::CASE_COMPLETED, "", 1000, 100),
-      Event("b-done-1", "c1", K::CASE_COMPLETED, "", 1001, 200),
-      Event("b-quote-4", "c4", K::STAGE_ENTERED, "quote", 1200),
+      SalesEvent("b-done-0", "c0", K::CASE_COMPLETED, "", 1000, 100),
+      SalesEvent("b-done-1", "c1", K::CASE_COMPLETED, "", 1001, 200),
+      SalesEvent("b-quote-4", "c4", K::STAGE_ENTERED, "quote", 1200),
       // Read by A: a duplicate only if B restored the event ids.
-      Event("a-quote-1", "c1", K::STAGE_ENTERED, "quote", 601),
-      Event("b-lead-6", "c6", K::STAGE_ENTERED, "lead", 1400),
-      Event("b-quote-6", "c6", K::STAGE_ENTERED, "quote", 1500),
+      SalesEvent("a-quote-1", "c1", K::STAGE_ENTERED, "quote", 601),
+      SalesEvent("b-lead-6", "c6", K::STAGE_ENTERED, "lead", 1400),
+      SalesEvent("b-quote-6", "c6", K::STAGE_ENTERED, "quote", 1500),
   };
 }
 
@@ -204,7 +174,7 @@ class StateTopicTest : public ::testing::Test {
     return replica.Scrape();
   }
 
-  // Both batches, by hand: see BatchA and BatchB.
+  // Both batches, by hand: see SalesBatchA and BatchB.
   static void ExpectTotalsOfBothBatches(const MetricSamples& m) {
     // Messages: 11 (A) + 6 (B) = 17 = 15 accepted + 2 duplicates.
     EXPECT_EQ(Messages(m), 17);
@@ -230,7 +200,7 @@ class StateTopicTest : public ::testing::Test {
     EXPECT_EQ(Sample(m, "kpid_stage_backlog{process=\"sales\",stage=\"quote\"}"), 3);
     EXPECT_EQ(Sample(m, "kpid_stage_backlog{process=\"sales\",stage=\"lead\"}"), 1);
     // The latest event: c6 into quote at 1500.
-    EXPECT_EQ(Sample(m, "kpid_watermark_timestamp_seconds"), kT0 + 1500);
+    EXPECT_EQ(Sample(m, "kpid_watermark_timestamp_seconds"), kSalesT0 + 1500);
     // Everything read, nothing restoring; no partition counted as unread.
     EXPECT_EQ(SumOf(m, "kpid_consumer_lag_messages"), 0);
     EXPECT_EQ(Sample(m, "kpid_state_restore_partitions{state=\"restoring\"}"), 0);
@@ -258,7 +228,7 @@ TEST_F(StateTopicTest, ASecondReplicaTakesThePartitionsWithTheirStateAfterASigte
   Replica b(dir_, "b", brokers_, "1h");
   a.Start();
   ASSERT_TRUE(WaitFor([&] { return a.Ready(); }, absl::Seconds(60))) << a.Log();
-  Produce(BatchA());
+  Produce(SalesBatchA());
   EXPECT_EQ(Sample(Drained(a, 11), "kpid_events_consumed_total"), 10);
 
   // B joins: the group rebalances, A checkpoints what it is revoked to the
@@ -284,7 +254,7 @@ TEST_F(StateTopicTest, AfterASigkillTheLastIntervalCheckpointIsRestoredAndReadOn
   Replica b(dir_, "b", brokers_, "1h");
   a.Start();
   ASSERT_TRUE(WaitFor([&] { return a.Ready(); }, absl::Seconds(60))) << a.Log();
-  Produce(BatchA());
+  Produce(SalesBatchA());
   Drained(a, 11);
   // Interval checkpoints of every partition A read are in the topic.
   ASSERT_TRUE(WaitFor(
