@@ -8,7 +8,10 @@
 perf: `perf record -e cpu-clock -a` while kpid consumes (per-process sampling
 got almost no samples in this VM; filter with `perf report --pid`), and each
 thread's CPU time and context switches from /proc while busy and in the 2 s
-after (idle wake-ups). /metrics is scraped every 200 ms to find the end.
+after (idle wake-ups). /metrics is scraped every 200 ms to find the end. Then
+the samples of kpid's busy threads (those with at least a tenth of the
+busiest one's CPU: the workers and librdkafka's fetch thread) are summed by
+part: engine, decode, Kafka (librdkafka), the ingest loop, malloc, kernel.
 
 callgrind: each binary runs under `valgrind --tool=callgrind`; counters are
 zeroed at the first consumed event and dumped when all are consumed, so the
@@ -16,6 +19,8 @@ instructions per event (all threads) exclude start-up. Instruction counts do
 not depend on what else runs on the machine, unlike CPU time; timers fire
 more often per event under valgrind's slowdown, and the 200 ms scrapes are
 counted too (look at the functions, e.g. with callgrind_annotate --inclusive=yes).
+Printed per binary: instructions per event of each part (inclusive counts of
+the functions in CALLGRIND_PARTS).
 """
 import argparse
 import glob
@@ -32,6 +37,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_ingest as E  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Parts of kpid's work, by the functions whose inclusive instruction count
+# they are (the largest entry matching the pattern: inlined copies of a
+# function are listed under other files with smaller counts).
+CALLGRIND_PARTS = [
+    ("worker loop (all of a worker's work)", r"KafkaIngest::WorkerLoop\("),
+    ("  decode (EventDecoder::Decode)", r"EventDecoder::Decode\("),
+    ("    protobuf parse", r"EventDecoder::ParseBinary\(|MessageLite::ParseFromArray\("),
+    ("    validate", r"EventDecoder::Validate\("),
+    ("  engine (handler per event)", r"PartitionEngine::Handle\w*\("),
+    ("  engine ticks (timers, views)", r"PartitionEngine::Tick\("),
+    ("  rd_kafka_message_headers", r"\brd_kafka_message_headers\b"),
+    ("  rd_kafka_consume_batch_queue", r"\brd_kafka_consume_batch_queue\b"),
+    ("  rd_kafka_message_destroy", r"\brd_kafka_message_destroy\b"),
+    ("/metrics scrapes (the harness's)", r"HttpServer::RenderMetrics\b"),
+    ("rule engine thread", r"RuleEngine::Run\("),
+]
 
 
 def consumed(url):
@@ -81,6 +103,60 @@ def wait_first(url, timeout=600):
         time.sleep(0.05)
 
 
+def perf_part(dso, symbol):
+    """The part of kpid a perf sample of (dso, symbol) belongs to."""
+    if "librdkafka" in dso:
+        return "kafka (librdkafka)"
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if re.search(r"\b(_int_)?(malloc|free|calloc|realloc)\b|tcache|unlink_chunk|operator (new|delete)",
+                 symbol):
+        return "malloc/free"
+    if re.search(r"kpid::(cases|aggregate|engine)::", symbol):
+        return "engine"
+    if ("libprotobuf" in dso or "google::protobuf" in symbol or "ProcessEvent" in symbol
+            or "EventDecoder" in symbol or "_Hash_bytes" in symbol):
+        return "decode (protobuf, validate)"
+    if "KafkaIngest" in symbol:
+        return "ingest loop"
+    return f"other ({dso})"
+
+
+def print_perf_parts(data, tids, title):
+    report = subprocess.run(
+        ["perf", "report", "-i", data, "--tid", ",".join(map(str, tids)), "--no-children",
+         "--sort", "dso,sym", "-F", "overhead,dso,sym", "--percentage", "relative", "--stdio"],
+        capture_output=True, text=True).stdout
+    parts = {}
+    for line in report.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
+        if m:
+            part = perf_part(m.group(2), m.group(3))
+            parts[part] = parts.get(part, 0.0) + float(m.group(1))
+    print(f"  {title}:")
+    for part, share in sorted(parts.items(), key=lambda kv: -kv[1]):
+        if share >= 0.5:
+            print(f"    {share:5.1f}%  {part}")
+
+
+def print_callgrind_parts(path, counted, total):
+    listing = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                             capture_output=True, text=True).stdout
+    counts = []
+    for line in listing.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if m:
+            counts.append((int(m.group(1).replace(",", "")), m.group(2)))
+    rest = total
+    for label, pattern in CALLGRIND_PARTS:
+        found = [n for n, name in counts if re.search(pattern, name)]
+        if found:
+            print(f"    {label:40s} {max(found) / counted:8,.0f}")
+            if not label.startswith(" "):
+                rest -= max(found)
+    print(f"    {'rest (librdkafka threads, gRPC, ...)':40s} {rest / counted:8,.0f}")
+
+
 def run_perf(args, procs, address, binary):
     for r in range(args.runs):
         proc, url = start_kpid(procs, address, args.out, f"run{r}", [], binary)
@@ -105,6 +181,14 @@ def run_perf(args, procs, address, binary):
             if b1[1] - b0[1] >= 0.01 or b2[2] - b1[2] >= 10:
                 print(f"  tid {t} {b1[0]:16s} busy {b1[1] - b0[1]:5.2f} s, {b1[2] - b0[2]:5d} "
                       f"wake-ups | next 2 s idle: {b2[1] - b1[1]:4.2f} s, {b2[2] - b1[2]:4d} wake-ups")
+        used = {t: busy[t][1] - before.get(t, ("", 0, 0))[1] for t in busy}
+        top = max(used.values())
+        workers = [t for t in used if used[t] >= top / 10 and not busy[t][0].startswith("rdk:")]
+        fetchers = [t for t in used if used[t] >= top / 10 and busy[t][0].startswith("rdk:")]
+        data = os.path.join(args.out, f"perf{r}.data")
+        print_perf_parts(data, workers, f"samples of the workers (tids {workers}) by part")
+        if fetchers:
+            print_perf_parts(data, fetchers, f"samples of librdkafka's busy threads {fetchers}")
 
 
 def run_callgrind(args, procs, address, binaries):
@@ -129,6 +213,7 @@ def run_callgrind(args, procs, address, binaries):
                 total = int(re.search(r"^summary: (\d+)", text, re.M).group(1))
                 print(f"{label}: {total / counted:,.0f} instructions per event, all threads "
                       f"({counted:.0f} events; {path})")
+                print_callgrind_parts(path, counted, total)
 
 
 def main():

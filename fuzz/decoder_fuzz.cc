@@ -1,9 +1,12 @@
 // Fuzzes EventDecoder::Decode: any bytes, either content type. The decoder
-// must return a verdict for everything and never crash or leak.
+// must return a verdict for everything and never crash or leak; a binary
+// value must leave in the reused event exactly what protobuf's own
+// ParseFromArray makes of it (the decoder keeps parts of the previous event).
 #include <cstddef>
 #include <cstdint>
 
 #include "daemon/ingest/event_decoder.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace {
 
@@ -29,6 +32,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool json_header = data[0] & 1;
   const absl::string_view value(reinterpret_cast<const char*>(data) + 1, size - 1);
   std::optional<kpid::ingest::Rejection> rejection = decoder->Decode(value, json_header, event);
+  using kpid::model::RejectReason;
+  const size_t first = value.find_first_not_of(" \t\r\n");
+  const bool binary = !json_header && (first == absl::string_view::npos || value[first] != '{');
+  if (binary && !(rejection && (rejection->reason == RejectReason::kEmpty ||
+                                rejection->reason == RejectReason::kOversized))) {
+    kpid::v1::ProcessEvent parsed;
+    const bool parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
+    if (parses != !(rejection && rejection->reason == RejectReason::kMalformedProtobuf)) {
+      __builtin_trap();
+    }
+    if (parses && !google::protobuf::util::MessageDifferencer::Equals(parsed, event->proto)) {
+      __builtin_trap();
+    }
+  }
   if (!rejection) {
     // An accepted event is fully resolved.
     if (event->process_index < 0) __builtin_trap();

@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -57,13 +58,56 @@ bool NestedTooDeep(absl::string_view json) {
 
 }  // namespace
 
-EventDecoder::EventDecoder(const model::Config& config) : config_(config) {
-  for (size_t p = 0; p < config.processes.size(); ++p) {
-    ProcessIndex& index = processes_[config.processes[p].id];
-    index.index = static_cast<int>(p);
-    const auto& stages = config.processes[p].stages;
-    for (size_t s = 0; s < stages.size(); ++s) index.stages[stages[s].id] = static_cast<int>(s);
+void EventDecoder::NameIndex::Add(const std::string& name, int index) {
+  scanned_.emplace_back(name, index);
+  hashed_.emplace(name, index);
+}
+
+int EventDecoder::NameIndex::Find(absl::string_view name) const {
+  if (scanned_.size() > kScannedAtMost) {
+    auto it = hashed_.find(name);
+    return it == hashed_.end() ? -1 : it->second;
   }
+  for (const auto& [known, index] : scanned_) {
+    if (known == name) return index;
+  }
+  return -1;
+}
+
+EventDecoder::EventDecoder(const model::Config& config) : config_(config) {
+  stages_.resize(config.processes.size());
+  for (size_t p = 0; p < config.processes.size(); ++p) {
+    processes_.Add(config.processes[p].id, static_cast<int>(p));
+    const auto& stages = config.processes[p].stages;
+    for (size_t s = 0; s < stages.size(); ++s) stages_[p].Add(stages[s].id, static_cast<int>(s));
+  }
+}
+
+// ParseFromArray clears the message first, and Clear() deletes the
+// occurred_at Timestamp that the parse then allocates again: a new and a
+// delete per event. Here the Timestamp is kept (cleared) and the value merged
+// into the otherwise cleared message, which parses every field as
+// ParseFromArray does. One case differs: a kept Timestamp still reads {0, 0}
+// when the value has no occurred_at, where ParseFromArray leaves none (the
+// event is then missing_field); so {0, 0} (no occurred_at, or the epoch,
+// which max_past_age rejects by default) is parsed again the plain way.
+bool EventDecoder::ParseBinary(absl::string_view value, ProcessEvent* event) {
+  google::protobuf::Timestamp* kept =
+      event->has_occurred_at() ? event->release_occurred_at() : nullptr;
+  event->Clear();
+  if (kept != nullptr) {
+    kept->Clear();
+    event->set_allocated_occurred_at(kept);
+  }
+  // ProcessEvent has no required fields, so "partial" skips nothing.
+  if (!event->ParseFrom<ProcessEvent::kMergePartial>(
+          google::protobuf::StringPiece(value.data(), value.size()))) {
+    return false;
+  }
+  if (kept != nullptr && kept->seconds() == 0 && kept->nanos() == 0) {
+    return event->ParseFromArray(value.data(), static_cast<int>(value.size()));
+  }
+  return true;
 }
 
 bool EventDecoder::IsJsonContentType(absl::string_view header_value) {
@@ -99,7 +143,7 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
       return Reject(RejectReason::kMalformedJson,
                     absl::StrCat("invalid ProcessEvent JSON: ", status.message().as_string()));
     }
-  } else if (!out->proto.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+  } else if (!ParseBinary(value, &out->proto)) {
     return Reject(RejectReason::kMalformedProtobuf, "value is not a binary ProcessEvent");
   }
   return Validate(out);
@@ -133,22 +177,22 @@ std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
                   absl::StrCat("amount ", e.amount(), " or score ", e.score(),
                                " exceeds max_abs_value ", config_.max_abs_value));
   }
-  auto process = processes_.find(e.process());
-  if (process == processes_.end()) {
+  const int process = processes_.Find(e.process());
+  if (process < 0) {
     return Reject(RejectReason::kUnknownProcess,
                   absl::StrCat("process \"", e.process(), "\" is not configured"));
   }
-  out->process_index = process->second.index;
+  out->process_index = process;
   out->stage_index = -1;
   if (e.kind() == ProcessEvent::STAGE_ENTERED) {
     if (e.stage().empty()) return Reject(RejectReason::kMissingField, "stage is empty");
-    auto stage = process->second.stages.find(e.stage());
-    if (stage == process->second.stages.end()) {
+    const int stage = stages_[static_cast<size_t>(process)].Find(e.stage());
+    if (stage < 0) {
       return Reject(RejectReason::kUnknownStage,
                     absl::StrCat("stage \"", e.stage(), "\" is not a stage of process \"",
                                  e.process(), "\""));
     }
-    out->stage_index = stage->second;
+    out->stage_index = stage;
   }
   out->occurred_at =
       absl::FromUnixSeconds(e.occurred_at().seconds()) + absl::Nanoseconds(e.occurred_at().nanos());

@@ -16,6 +16,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
@@ -65,15 +67,28 @@ class EventDecoder {
   static bool IsJsonContentType(absl::string_view header_value);
 
  private:
-  std::optional<Rejection> Validate(DecodedEvent* out) const;
+  // Names (process ids, or one process's stage ids) to their index in the
+  // config. A config has a handful of each, and every event looks up one of
+  // each: comparing lengths and bytes down a short list costs a fraction of
+  // hashing the name; a long list is hashed.
+  class NameIndex {
+   public:
+    void Add(const std::string& name, int index);
+    int Find(absl::string_view name) const;  // -1: not there
 
-  struct ProcessIndex {
-    int index;
-    absl::flat_hash_map<std::string, int> stages;
+   private:
+    static constexpr size_t kScannedAtMost = 8;
+    std::vector<std::pair<std::string, int>> scanned_;
+    absl::flat_hash_map<std::string, int> hashed_;  // once past kScannedAtMost
   };
 
+  // ParseFromArray into the reused message, keeping its Timestamp.
+  static bool ParseBinary(absl::string_view value, kpid::v1::ProcessEvent* event);
+  std::optional<Rejection> Validate(DecodedEvent* out) const;
+
   const model::Config& config_;
-  absl::flat_hash_map<std::string, ProcessIndex> processes_;
+  NameIndex processes_;
+  std::vector<NameIndex> stages_;  // by process index
   absl::Time future_limit_ = absl::InfiniteFuture();
   absl::Time past_limit_ = absl::InfinitePast();
   bool replace_message_ = false;  // the last value was over kLargeValueBytes

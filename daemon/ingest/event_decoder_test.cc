@@ -110,6 +110,33 @@ TEST_F(EventDecoderTest, ReusesTheOutputWithoutLeakingFieldsBetweenEvents) {
   EXPECT_EQ(out_.stage_index, -1);
 }
 
+// The decoder keeps the previous event's Timestamp for the next one; an
+// event without occurred_at must still be missing it, and one at the epoch
+// (present, both fields zero) must still have it.
+TEST_F(EventDecoderTest, AReusedTimestampNeitherInventsNorLosesOccurredAt) {
+  ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
+  ProcessEvent missing = ValidEvent();
+  missing.clear_occurred_at();
+  std::optional<Rejection> r = DecodeProto(missing);
+  ASSERT_NE(r, std::nullopt);
+  EXPECT_EQ(r->reason, RejectReason::kMissingField);
+  EXPECT_EQ(r->detail, "occurred_at is missing");
+
+  ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
+  ProcessEvent epoch = ValidEvent();
+  epoch.mutable_occurred_at()->Clear();
+  // No wall clock set: no past limit, so the epoch is accepted.
+  ASSERT_EQ(DecodeProto(epoch), std::nullopt);
+  EXPECT_TRUE(out_.proto.has_occurred_at());
+  EXPECT_EQ(out_.occurred_at, absl::UnixEpoch());
+
+  ProcessEvent whole_second = ValidEvent();
+  whole_second.mutable_occurred_at()->set_nanos(0);
+  ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
+  ASSERT_EQ(DecodeProto(whole_second), std::nullopt);
+  EXPECT_EQ(out_.occurred_at, absl::FromUnixSeconds(1772355600));
+}
+
 // Events of every shape, some rejected, some JSON, and now and then one with
 // thousands of attributes, decoded one after another into one reused event
 // must come out exactly as a new decoder decodes each into a new event; and
@@ -141,7 +168,22 @@ processes:
     e.set_kind(rng() % 2 == 0 ? ProcessEvent::STAGE_ENTERED : ProcessEvent::CASE_COMPLETED);
     if (e.kind() == ProcessEvent::STAGE_ENTERED) e.set_stage(rng() % 2 == 0 ? "lead" : "quote");
     if (e.kind() == ProcessEvent::CASE_COMPLETED) e.set_amount(static_cast<double>(rng() % 5000));
-    if (rng() % 8 != 0) e.mutable_occurred_at()->set_seconds(1772355600 + i);
+    // occurred_at missing, whole seconds, with nanos, or present but {0, 0}
+    // (the epoch): the decoder keeps the reused Timestamp, and must still
+    // tell "missing" from "the epoch" as ParseFromArray does.
+    switch (rng() % 8) {
+      case 0:
+        break;
+      case 1:
+        e.mutable_occurred_at();
+        break;
+      case 2:
+        e.mutable_occurred_at()->set_nanos(static_cast<int32_t>(rng() % 1000000000));
+        break;
+      default:
+        e.mutable_occurred_at()->set_seconds(1772355600 + i);
+        if (rng() % 2 == 0) e.mutable_occurred_at()->set_nanos(static_cast<int32_t>(rng() % 1000));
+    }
     // Hostile events alternate: thousands of attributes, or one huge string
     // (a string keeps its capacity when the message is reused).
     const bool huge = i % 500 == 250;
@@ -157,10 +199,29 @@ processes:
       ++json;
     } else {
       value = e.SerializeAsString();
+      if (rng() % 10 == 0) value += "\x98\x06\x01";  // field 99 = 1: unknown, kept as such
+      if (rng() % 10 == 0) {
+        // occurred_at a second time: the parser merges it into the first.
+        google::protobuf::Timestamp again;
+        again.set_nanos(static_cast<int32_t>(rng() % 2));
+        absl::StrAppend(&value, "\x32", std::string(1, static_cast<char>(again.ByteSizeLong())),
+                        again.SerializeAsString());
+      }
     }
     if (!huge && rng() % 50 == 0) value.resize(value.size() / 2);  // truncated
 
     std::optional<Rejection> r = reused.Decode(value, false, &out);
+    if (value[0] != '{') {
+      // Binary: the reused message holds exactly what protobuf's own parse
+      // of the value gives, whatever the verdict after it.
+      ProcessEvent parsed;
+      const bool parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
+      ASSERT_EQ(parses, !r || r->reason != RejectReason::kMalformedProtobuf) << i;
+      if (parses) {
+        EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(out.proto, parsed))
+            << i << ": " << out.proto.ShortDebugString() << " vs " << parsed.ShortDebugString();
+      }
+    }
     EventDecoder fresh_decoder(config);
     DecodedEvent fresh;
     std::optional<Rejection> fresh_r = fresh_decoder.Decode(value, false, &fresh);
