@@ -138,7 +138,7 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromTopic(
     }
     restore_bytes_[static_cast<size_t>(RestoreSource::kTopic)].fetch_add(scan->bytes,
                                                                          std::memory_order_relaxed);
-    if (scan->newest_manifest) topic.Found(*scan->newest_manifest);
+    topic.Found(options.partition, *scan);
     for (const absl::Status& bad : scan->rejected) {
       *rejected = true;
       log::Error("state topic record rejected",
@@ -592,6 +592,12 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
          .duration = "kpid_state_topic_checkpoint_duration_seconds",
          .duration_help = "Time to deliver one partition checkpoint to kafka.state_topic."},
         writer_->topic_stats(), &families);
+    f = Family("kpid_state_topic_producers_recreated_total",
+               "State-topic producers replaced after a fatal error (an idempotent producer "
+               "whose sequence broke refuses every message).",
+               MetricType::Counter);
+    AddCounter(&f, {}, static_cast<double>(options_.state_topic->producers_recreated()));
+    families.push_back(std::move(f));
   }
 
   f = Family("kpid_state_restores_total",

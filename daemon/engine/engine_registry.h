@@ -131,7 +131,8 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
   // kpid_state_checkpoints_total{result}, kpid_state_checkpoint_duration_seconds,
   // kpid_state_checkpoint_bytes, kpid_state_topic_checkpoints_total{result},
-  // kpid_state_topic_checkpoint_duration_seconds, kpid_state_restores_total{result,source},
+  // kpid_state_topic_checkpoint_duration_seconds, kpid_state_topic_producers_recreated_total,
+  // kpid_state_restores_total{result,source},
   // kpid_state_restore_partitions{state}, kpid_state_restore_bytes_total{source},
   // kpid_state_restore_duration_seconds, kpid_reload_dropped_total{what}.
   std::vector<prometheus::MetricFamily> Collect() const override;

@@ -105,6 +105,11 @@ class EngineRegistryTest : public ::testing::Test {
             std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))})),
         absl::StrCat("kpid_state_restores_total{result=\"", result, "\",source=\"", source, "\"}"));
   }
+  // The registry's /metrics samples by series.
+  static testing::MetricSamples Metrics(const EngineRegistry& registry) {
+    return testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
+        std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))}));
+  }
   // Checkpoints `consumed` counted messages at `next_offset`, written.
   static void Checkpoint(EngineRegistry& registry, ingest::PartitionHandler& engine,
                          uint64_t consumed, int64_t next_offset) {
@@ -335,6 +340,65 @@ TEST_F(StateTopicRegistryTest, AnOlderLocalFileLosesToTheTopic) {
   EXPECT_EQ(opened.handler->stats().consumed.Get(), 9u);
   EXPECT_EQ(Restores(*a, "restored", "topic"), 1);
   EXPECT_EQ(Restores(*a, "restored", "file"), 0);
+}
+
+TEST_F(StateTopicRegistryTest, AProducerThatFailedFatallyIsReplacedAndNoCheckpointIsLost) {
+  auto a = Replica("");
+  ingest::PartitionHandlers::Opened opened = a->Open(0, 4);
+  Checkpoint(*a, *opened.handler, 2, 10);
+  topic_->RaiseFatalErrorForTest();        // librdkafka now refuses every message of this producer
+  Checkpoint(*a, *opened.handler, 3, 20);  // 5 consumed at 20
+  const testing::MetricSamples metrics = Metrics(*a);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_checkpoints_total{result=\"ok\"}"), 2);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_checkpoints_total{result=\"failed\"}"), 0);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_producers_recreated_total"), 1);
+  auto b = Replica("");
+  opened = b->Open(0, 4);
+  EXPECT_EQ(opened.next_offset, 20);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 5u);
+}
+
+TEST_F(StateTopicRegistryTest, AnOlderGenerationRestoredHasTheTornAndIncompleteOnesTombstoned) {
+  {
+    auto a = Replica("");
+    Checkpoint(*a, *a->Open(1, 4).handler, 2, 10);
+  }
+  const uint64_t g = topic_->Read(1, 0)->newest_manifest->generation;
+  // What crashes left after generation g: g + 1's manifest with its chunk 0
+  // lost, and g + 2's chunks without their manifest. 200 bytes: 4 chunks.
+  const std::string state(200, 'x');
+  std::vector<ChangelogRecord> incomplete = EncodeGeneration(1, g + 1, 30, state, 64);
+  incomplete.erase(incomplete.begin());
+  std::vector<ChangelogRecord> torn = EncodeGeneration(1, g + 2, 40, state, 64);
+  torn.pop_back();
+  {
+    kpid::testing::TestProducer producer(broker_->bootstrap());
+    for (const auto* records : {&incomplete, &torn}) {
+      for (const ChangelogRecord& r : *records) {
+        producer.Send("kpid-state",
+                      {.key = r.key, .value = *r.value, .headers = {}, .partition = 1});
+      }
+    }
+    ASSERT_EQ(producer.Flush(absl::Seconds(10)), 0);
+  }
+  // g + 1 lacks a chunk and g + 2 its manifest: g it is.
+  auto b = Replica("");
+  ingest::PartitionHandlers::Opened opened = b->Open(1, 4);
+  EXPECT_EQ(opened.next_offset, 10);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 2u);
+  Checkpoint(*b, *opened.handler, 1, 15);
+  // Once b's generation is acknowledged, the only chunks left untombstoned
+  // are its own: compaction keeps one generation.
+  absl::StatusOr<StateTopic::Scan> scan = topic_->Read(1, 0);
+  ASSERT_TRUE(scan.ok()) << scan.status();
+  ASSERT_TRUE(scan->state.has_value());
+  const ChangelogManifest& newest = scan->state->manifest;
+  EXPECT_EQ(newest.next_offset, 15);
+  EXPECT_GT(newest.generation, g + 2);
+  std::vector<std::string> expected;
+  for (uint32_t i = 0; i < newest.chunk_count; ++i)
+    expected.push_back(ChunkKey(1, newest.generation, i));
+  EXPECT_EQ(scan->chunk_keys, expected);
 }
 
 TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring) {
