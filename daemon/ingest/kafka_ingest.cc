@@ -3,9 +3,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <limits>
-#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -57,19 +56,28 @@ struct KafkaIngest::Control {
 };
 
 // Holds workers between two batches while SwapHandlers changes what they
-// own. Plain std types so ThreadSanitizer sees the ordering: what a worker
+// own. kpid::Mutex so ThreadSanitizer sees the ordering: what a worker
 // wrote before pausing, and what the swapper wrote before resuming them.
 struct KafkaIngest::PauseGate {
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t paused = 0;
-  bool resume = false;
+  kpid::Mutex mu;
+  kpid::CondVar cv;
+  size_t paused ABSL_GUARDED_BY(mu) = 0;
+  bool resume ABSL_GUARDED_BY(mu) = false;
 
   void PauseUntilResumed() {
-    std::unique_lock<std::mutex> lock(mu);
+    kpid::MutexLock lock(&mu);
     ++paused;
-    cv.notify_all();
-    cv.wait(lock, [this] { return resume; });
+    cv.SignalAll();
+    while (!resume) cv.Wait(&mu);
+  }
+  void AwaitPaused(size_t workers) {
+    kpid::MutexLock lock(&mu);
+    while (paused < workers) cv.Wait(&mu);
+  }
+  void Resume() {
+    kpid::MutexLock lock(&mu);
+    resume = true;
+    cv.SignalAll();
   }
 };
 
@@ -84,15 +92,13 @@ struct KafkaIngest::Worker {
   std::vector<int32_t> owned;     // the partitions with a handler
   std::thread thread;
 
-  // Control requests from the poll thread; a plain std::mutex so TSan sees
-  // it (not annotated: clang's analysis needs a capability type; the four
-  // fields below are guarded by control_mu).
-  std::mutex control_mu;
-  std::condition_variable control_done_cv;
-  std::vector<Control> control;
-  uint64_t control_posted = 0;
-  uint64_t control_done = 0;
-  bool exited = false;
+  // Control requests from the poll thread.
+  kpid::Mutex control_mu;
+  kpid::CondVar control_done_cv;
+  std::vector<Control> control ABSL_GUARDED_BY(control_mu);
+  uint64_t control_posted ABSL_GUARDED_BY(control_mu) = 0;
+  uint64_t control_done ABSL_GUARDED_BY(control_mu) = 0;
+  bool exited ABSL_GUARDED_BY(control_mu) = false;
   // Set with a request, so the worker checks once per batch without the lock.
   std::atomic<bool> control_pending{false};
 
@@ -382,7 +388,7 @@ void KafkaIngest::RunOnWorkers(std::vector<Control> controls) {
   std::vector<std::pair<Worker*, uint64_t>> waits;
   for (Control& control : controls) {
     Worker* worker = workers_[static_cast<size_t>(control.partition) % workers_.size()].get();
-    std::lock_guard<std::mutex> lock(worker->control_mu);
+    kpid::MutexLock lock(&worker->control_mu);
     if (worker->exited) {
       // The worker thread is gone: its partitions are ours to change.
       Apply(worker, control);
@@ -393,20 +399,23 @@ void KafkaIngest::RunOnWorkers(std::vector<Control> controls) {
     worker->control_pending.store(true, std::memory_order_release);
   }
   for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
+  AwaitControls(waits);
+}
+
+void KafkaIngest::AwaitControls(const std::vector<std::pair<Worker*, uint64_t>>& waits) {
   for (const auto& [worker, ticket] : waits) {
-    std::unique_lock<std::mutex> lock(worker->control_mu);
-    worker->control_done_cv.wait(
-        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
+    kpid::MutexLock lock(&worker->control_mu);
+    while (worker->control_done < ticket) worker->control_done_cv.Wait(&worker->control_mu);
   }
 }
 
 void KafkaIngest::ServeControl(Worker* worker) {
-  std::lock_guard<std::mutex> lock(worker->control_mu);
+  kpid::MutexLock lock(&worker->control_mu);
   worker->control_pending.store(false, std::memory_order_relaxed);
   for (Control& control : worker->control) Apply(worker, control);
   worker->control_done += worker->control.size();
   worker->control.clear();
-  worker->control_done_cv.notify_all();
+  worker->control_done_cv.SignalAll();
 }
 
 bool KafkaIngest::ReachedEnd(const Owned& owned, int32_t partition) const {
@@ -451,7 +460,7 @@ absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> conf
   PauseGate gate;
   std::vector<std::pair<Worker*, uint64_t>> waits;
   for (auto& worker : workers_) {
-    std::lock_guard<std::mutex> lock(worker->control_mu);
+    kpid::MutexLock lock(&worker->control_mu);
     // An exited worker's partitions are ours to change already.
     if (worker->exited) continue;
     Control pause;
@@ -462,10 +471,7 @@ absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> conf
     worker->control_pending.store(true, std::memory_order_release);
   }
   for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
-  {
-    std::unique_lock<std::mutex> lock(gate.mu);
-    gate.cv.wait(lock, [&] { return gate.paused == waits.size(); });
-  }
+  gate.AwaitPaused(waits.size());
 
   // Every worker is between two batches: their partitions are ours.
   std::map<int32_t, int64_t> next_offsets;
@@ -495,16 +501,8 @@ absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> conf
     }
   }
 
-  {
-    std::lock_guard<std::mutex> lock(gate.mu);
-    gate.resume = true;
-  }
-  gate.cv.notify_all();
-  for (const auto& [worker, ticket] : waits) {
-    std::unique_lock<std::mutex> lock(worker->control_mu);
-    worker->control_done_cv.wait(
-        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
-  }
+  gate.Resume();
+  AwaitControls(waits);
   return handlers.status();
 }
 
@@ -594,8 +592,10 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     absl::MutexLock lock(&assignment_mu_);
     if (!cooperative) assignment_.clear();
     for (int i = 0; i < partitions->cnt; ++i) {
-      assignment_.push_back({partitions->elems[i].topic, partitions->elems[i].partition,
-                             partitions->elems[i].offset});
+      const rd_kafka_topic_partition_t& tp = partitions->elems[i];
+      // Restoring: where it starts is known once restored (Resume).
+      assignment_.push_back(
+          {tp.topic, tp.partition, restoring_.contains(tp.partition) ? kUnknownOffset : tp.offset});
     }
     assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
     log::Info("partitions assigned", {{"partitions", names}});
@@ -805,7 +805,7 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
   // Requests posted while this loop ended are served here; later ones by
   // their poster.
   ServeControl(worker);
-  std::lock_guard<std::mutex> lock(worker->control_mu);
+  kpid::MutexLock lock(&worker->control_mu);
   worker->exited = true;
 }
 

@@ -46,9 +46,9 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -137,6 +137,8 @@ class KafkaIngest {
   // Runs `controls` (one per partition) on the owning workers between their
   // batches, or here when a worker has exited; returns when all are done.
   void RunOnWorkers(std::vector<Control> controls);
+  // Returns once each worker has served its requests up to its ticket.
+  static void AwaitControls(const std::vector<std::pair<Worker*, uint64_t>>& waits);
   static void ServeControl(Worker* worker);
   // Whether `owned` has read up to its partition's high watermark.
   bool ReachedEnd(const Owned& owned, int32_t partition) const;
@@ -206,7 +208,7 @@ class KafkaIngest {
     std::string topic;
     int32_t partition = 0;
     // Where it was assigned to start: an offset, kFromBeginning, or
-    // kUnknownOffset (the group's committed offset).
+    // kUnknownOffset (the group's committed offset; or its state restoring).
     int64_t start_offset = kUnknownOffset;
   };
   mutable absl::Mutex assignment_mu_;
