@@ -239,6 +239,45 @@ TEST_F(EngineRegistryTest, RestoresRunOffTheCallerAndARevokeDiscardsOneUnderWay)
   EXPECT_EQ(zero.handler->stats().consumed.Get(), 3u);
 }
 
+TEST_F(EngineRegistryTest, AReshapeDuringARestoreRestoresAgainForTheNewConfig) {
+  {
+    auto registry = Registry();
+    Checkpoint(*registry, *registry->Open(0, 1).handler, 3, 30);
+  }
+  RestoreGate gate({0});
+  auto registry = Registry(/*durable=*/true, gate.Hook());
+  kpid::Mutex mu;
+  std::vector<ingest::PartitionHandlers::Opened> restored;
+  registry->OpenAsync({0}, 1, [&](int32_t, ingest::PartitionHandlers::Opened o) {
+    kpid::MutexLock lock(&mu);
+    restored.push_back(std::move(o));
+  });
+  ASSERT_TRUE(WaitFor([&] { return gate.begun() == 1; }));  // restoring for kConfig
+  auto next = std::make_shared<const model::Config>(*model::ParseConfig(R"(
+clock: event
+kafka: {topic: events}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: quote, sla: 2d}
+)",
+                                                                        "t.yaml"));
+  ASSERT_TRUE(registry->Reshape(next, {}).ok());
+  gate.Open();
+  ASSERT_TRUE(WaitFor([&] {
+    kpid::MutexLock lock(&mu);
+    return !restored.empty();
+  }));
+  // The restore for kConfig was discarded and one for `next` handed over.
+  EXPECT_EQ(gate.begun(), 2);
+  EXPECT_EQ(registry->Shards().config, next);
+  kpid::MutexLock lock(&mu);
+  ASSERT_EQ(restored.size(), 1u);
+  EXPECT_EQ(restored[0].next_offset, 30);
+  EXPECT_EQ(restored[0].handler->stats().consumed.Get(), 3u);
+}
+
 TEST_F(EngineRegistryTest, ReadersKeepARevokedEngineAliveAndNeverSeeAnEmptySet) {
   auto registry = Registry(/*durable=*/false);
   const aggregate::ShardSet none = registry->Shards();
