@@ -215,7 +215,6 @@ absl::Status KafkaIngest::Init() {
   }
   // Group events (rebalances, errors) are served by rd_kafka_consumer_poll.
   rd_kafka_poll_set_consumer(consumer_);
-  consumer_queue_ = rd_kafka_queue_get_consumer(consumer_);
 
   for (int i = 0; i < workers; ++i) {
     auto worker = std::make_unique<Worker>();
@@ -249,7 +248,6 @@ KafkaIngest::~KafkaIngest() {
   for (auto& worker : workers_) {
     if (worker->queue != nullptr) rd_kafka_queue_destroy(worker->queue);
   }
-  if (consumer_queue_ != nullptr) rd_kafka_queue_destroy(consumer_queue_);
   if (consumer_ != nullptr) rd_kafka_destroy(consumer_);
 }
 
@@ -647,11 +645,11 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
 }
 
 void KafkaIngest::OnRestored(int32_t partition, uint64_t ticket, PartitionHandlers::Opened opened) {
-  {
-    kpid::MutexLock lock(&restored_mu_);
-    restored_.push_back({partition, ticket, std::move(opened)});
-  }
-  rd_kafka_queue_yield(consumer_queue_);
+  // Called under the handlers' lock: only queued here. The poll thread
+  // serves it within kPollTimeoutMs (waking it would take librdkafka's
+  // queue lock under ours).
+  kpid::MutexLock lock(&restored_mu_);
+  restored_.push_back({partition, ticket, std::move(opened)});
 }
 
 void KafkaIngest::ServeRestored() {

@@ -201,8 +201,6 @@ class KafkaIngest {
   };
   kpid::Mutex restored_mu_;
   std::vector<Restored> restored_ ABSL_GUARDED_BY(restored_mu_);
-  // The queue rd_kafka_consumer_poll waits on: woken when a restore ends.
-  rd_kafka_queue_s* consumer_queue_ = nullptr;
 
   struct Assigned {
     std::string topic;
