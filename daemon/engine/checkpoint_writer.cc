@@ -20,43 +20,43 @@ CheckpointWriter::CheckpointWriter(StateTopic* topic) : topic_(topic) {
 
 CheckpointWriter::~CheckpointWriter() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   thread_.join();
 }
 
 void CheckpointWriter::Submit(Job job) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     ++submitted_;
     for (Job& pending : pending_) {
       if (pending.partition == job.partition) {
         pending = std::move(job);
         ++finished_;  // the replaced one
-        done_.notify_all();
+        done_.SignalAll();
         return;
       }
     }
     pending_.push_back(std::move(job));
   }
-  wake_.notify_all();
+  wake_.SignalAll();
 }
 
 void CheckpointWriter::Flush() {
-  std::unique_lock<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   const uint64_t target = submitted_;
-  done_.wait(lock, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return finished_ >= target; });
+  while (finished_ < target) done_.Wait(&mu_);
 }
 
 CheckpointWriter::Stats CheckpointWriter::file_stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   return file_stats_;
 }
 
 CheckpointWriter::Stats CheckpointWriter::topic_stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   return topic_stats_;
 }
 
@@ -77,13 +77,13 @@ void CheckpointWriter::Count(Stats* stats, std::map<int32_t, uint64_t>* bytes_by
 }
 
 void CheckpointWriter::Run() {
-  std::unique_lock<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   while (true) {
-    wake_.wait(lock, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stop_ || !pending_.empty(); });
+    while (!stop_ && pending_.empty()) wake_.Wait(&mu_);
     if (pending_.empty()) return;  // stopping, nothing left
     Job job = std::move(pending_.front());
     pending_.pop_front();
-    lock.unlock();
+    mu_.Unlock();
     absl::Time start = absl::Now();
     absl::Status file_written = absl::OkStatus();
     if (!job.path.empty()) {
@@ -109,7 +109,7 @@ void CheckpointWriter::Run() {
       }
     }
     const double topic_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    lock.lock();
+    mu_.Lock();
     if (!job.path.empty()) {
       Count(&file_stats_, &file_bytes_, job, file_written.ok(), file_seconds);
     }
@@ -117,7 +117,7 @@ void CheckpointWriter::Run() {
       Count(&topic_stats_, &topic_bytes_, job, topic_written.ok(), topic_seconds);
     }
     ++finished_;
-    done_.notify_all();
+    done_.SignalAll();
   }
 }
 

@@ -16,17 +16,16 @@
 // acknowledged). Thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "daemon/common/mutex.h"
 
 namespace kpid::engine {
 
@@ -71,20 +70,20 @@ class CheckpointWriter {
   void Run();
   // Records one write's outcome in `stats`.
   void Count(Stats* stats, std::map<int32_t, uint64_t>* bytes_by_partition, const Job& job, bool ok,
-             double seconds);
+             double seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   StateTopic* const topic_;
-  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  std::deque<Job> pending_;
-  uint64_t submitted_ = 0;  // jobs ever queued, replaced ones included
-  uint64_t finished_ = 0;
-  bool stop_ = false;
-  Stats file_stats_;
-  Stats topic_stats_;
-  std::map<int32_t, uint64_t> file_bytes_;
-  std::map<int32_t, uint64_t> topic_bytes_;
+  mutable kpid::Mutex mu_;
+  kpid::CondVar wake_;
+  kpid::CondVar done_;
+  std::deque<Job> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;  // jobs ever queued, replaced ones included
+  uint64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Stats file_stats_ ABSL_GUARDED_BY(mu_);
+  Stats topic_stats_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, uint64_t> file_bytes_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, uint64_t> topic_bytes_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -23,7 +23,7 @@ constexpr const char* kRestoreSourceNames[] = {"file", "topic", "none"};
 // chunk of 512 KiB), so this covers states up to ~30 MiB; beyond, or when
 // the tail lacks the newest generation's chunks, the whole partition is read.
 constexpr int64_t kTailRecords = 64;
-// Partitions restored at once by OpenAll.
+// Partitions restored at once.
 constexpr size_t kRestoreThreads = 4;
 constexpr const char* kDroppedNames[] = {"process", "stage", "open_cases", "series"};
 
@@ -47,7 +47,17 @@ EngineRegistry::EngineRegistry(Options options)
   }
 }
 
-EngineRegistry::~EngineRegistry() = default;
+EngineRegistry::~EngineRegistry() {
+  std::vector<std::thread> threads;
+  {
+    kpid::MutexLock lock(&mu_);
+    stopping_ = true;
+    threads.swap(restore_threads_);
+  }
+  restore_queued_.SignalAll();
+  // A restore under way ends first; those queued are dropped.
+  for (std::thread& thread : threads) thread.join();
+}
 
 std::string EngineRegistry::StatePath(int32_t partition) const {
   return absl::StrCat(options_.state_dir, "/", options_.config->kafka.topic, "-", partition,
@@ -55,19 +65,8 @@ std::string EngineRegistry::StatePath(int32_t partition) const {
 }
 
 std::shared_ptr<const model::Config> EngineRegistry::config() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   return config_;
-}
-
-PartitionEngine::Options EngineRegistry::EngineOptions(int32_t partition, int partition_count) {
-  std::shared_ptr<const model::Config> config;
-  cases::SeriesAdmission* series_admission = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    config = config_;
-    series_admission = series_admission_.get();
-  }
-  return EngineOptions(config.get(), series_admission, partition, partition_count);
 }
 
 PartitionEngine::Options EngineRegistry::EngineOptions(const model::Config* config,
@@ -139,7 +138,7 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromTopic(
     }
     restore_bytes_[static_cast<size_t>(RestoreSource::kTopic)].fetch_add(scan->bytes,
                                                                          std::memory_order_relaxed);
-    if (scan->newest_manifest) topic.Found(*scan->newest_manifest);
+    topic.Found(options.partition, *scan);
     for (const absl::Status& bad : scan->rejected) {
       *rejected = true;
       log::Error("state topic record rejected",
@@ -183,7 +182,9 @@ std::shared_ptr<PartitionEngine> EngineRegistry::RestoreFromTopic(
   return std::shared_ptr<PartitionEngine>(*std::move(engine));
 }
 
-std::shared_ptr<PartitionEngine> EngineRegistry::Restore(const PartitionEngine::Options& options) {
+std::shared_ptr<PartitionEngine> EngineRegistry::Restore(const PartitionEngine::Options& options,
+                                                         RestoreSource* source_out,
+                                                         RestoreResult* result_out) {
   const absl::Time start = absl::Now();
   bool rejected = false;
   bool from_previous = false;
@@ -204,12 +205,13 @@ std::shared_ptr<PartitionEngine> EngineRegistry::Restore(const PartitionEngine::
       source = RestoreSource::kTopic;
     }
   }
+  *source_out = source;
   if (source == RestoreSource::kFile) {
-    Count(source, from_previous ? RestoreResult::kPrevious : RestoreResult::kRestored);
+    *result_out = from_previous ? RestoreResult::kPrevious : RestoreResult::kRestored;
   } else if (source == RestoreSource::kTopic) {
-    Count(source, RestoreResult::kRestored);
+    *result_out = RestoreResult::kRestored;
   } else {
-    Count(RestoreSource::kNone, rejected ? RestoreResult::kCorrupt : RestoreResult::kNone);
+    *result_out = rejected ? RestoreResult::kCorrupt : RestoreResult::kNone;
     if (rejected) {
       log::Error("no usable state: the partition starts empty and is read from its beginning",
                  {{"partition", absl::StrCat(options.partition)}});
@@ -217,7 +219,7 @@ std::shared_ptr<PartitionEngine> EngineRegistry::Restore(const PartitionEngine::
     engine = std::make_shared<PartitionEngine>(options);
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   for (size_t b = 0; b < std::size(kRestoreBuckets); ++b) {
     if (seconds <= kRestoreBuckets[b]) ++restore_buckets_[b];
   }
@@ -243,48 +245,108 @@ ingest::PartitionHandlers::Opened EngineRegistry::Open(int32_t partition, int pa
 
 std::vector<ingest::PartitionHandlers::Opened> EngineRegistry::OpenAll(
     const std::vector<int32_t>& partitions, int partition_count) {
-  std::vector<Opened> opened(partitions.size());
-  std::vector<size_t> to_restore;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    partition_count_ = partition_count;
-    for (size_t i = 0; i < partitions.size(); ++i) {
-      if (auto kept = kept_.extract(partitions[i])) {
-        opened[i] = {kept.mapped(), StartOffset(*kept.mapped())};
-        live_[partitions[i]] = std::move(kept.mapped());
-      } else {
-        to_restore.push_back(i);
-        restoring_.insert(partitions[i]);
-      }
-    }
-    ++generation_;
+  kpid::Mutex mu;
+  kpid::CondVar cv;
+  std::map<int32_t, Opened> restored;
+  std::vector<Opened> opened =
+      OpenAsync(partitions, partition_count, [&](int32_t partition, Opened restored_one) {
+        kpid::MutexLock lock(&mu);
+        restored[partition] = std::move(restored_one);
+        cv.SignalAll();
+      });
+  kpid::MutexLock lock(&mu);
+  for (size_t i = 0; i < partitions.size(); ++i) {
+    if (opened[i].handler != nullptr) continue;
+    while (!restored.contains(partitions[i])) cv.Wait(&mu);
+    opened[i] = std::move(restored[partitions[i]]);
   }
-  // Readers meanwhile see the restoring partitions as such (partial answers).
-  std::atomic<size_t> next{0};
-  auto restore_some = [&] {
-    for (size_t k = next.fetch_add(1); k < to_restore.size(); k = next.fetch_add(1)) {
-      const size_t i = to_restore[k];
-      const PartitionEngine::Options engine_options = EngineOptions(partitions[i], partition_count);
-      std::shared_ptr<PartitionEngine> engine =
-          durable() ? Restore(engine_options) : std::make_shared<PartitionEngine>(engine_options);
-      opened[i] = {engine, StartOffset(*engine)};
-      std::lock_guard<std::mutex> lock(mu_);
-      live_[partitions[i]] = std::move(engine);
-      restoring_.erase(partitions[i]);
-      ++generation_;
-    }
-  };
-  std::vector<std::thread> threads;
-  for (size_t t = 1; t < std::min(kRestoreThreads, to_restore.size()); ++t) {
-    threads.emplace_back(restore_some);
-  }
-  restore_some();
-  for (std::thread& thread : threads) thread.join();
   return opened;
 }
 
+std::vector<ingest::PartitionHandlers::Opened> EngineRegistry::OpenAsync(
+    const std::vector<int32_t>& partitions, int partition_count, Restored restored) {
+  std::vector<Opened> opened(partitions.size());
+  kpid::MutexLock lock(&mu_);
+  partition_count_ = partition_count;
+  for (size_t i = 0; i < partitions.size(); ++i) {
+    const int32_t partition = partitions[i];
+    if (auto kept = kept_.extract(partition)) {
+      opened[i] = {kept.mapped(), StartOffset(*kept.mapped())};
+      live_[partition] = std::move(kept.mapped());
+    } else if (!durable()) {
+      // Nothing to restore: an empty engine at the group's committed offset.
+      auto engine = std::make_shared<PartitionEngine>(
+          EngineOptions(config_.get(), series_admission_.get(), partition, partition_count));
+      opened[i] = {engine, StartOffset(*engine)};
+      live_[partition] = std::move(engine);
+    } else {
+      // Readers meanwhile see it restoring (partial answers).
+      const uint64_t id = ++last_restore_id_;
+      restoring_[partition] = {.id = id, .partition_count = partition_count, .restored = restored};
+      restore_queue_.emplace_back(partition, id);
+    }
+  }
+  ++generation_;
+  const size_t wanted = std::min(kRestoreThreads, restore_queue_.size());
+  while (restore_threads_.size() < wanted) {
+    restore_threads_.emplace_back([this] { RestoreLoop(); });
+  }
+  restore_queued_.SignalAll();
+  return opened;
+}
+
+void EngineRegistry::RequeueRestores() {
+  for (auto& [partition, restoring] : restoring_) {
+    restoring.id = ++last_restore_id_;
+    restore_queue_.emplace_back(partition, restoring.id);
+  }
+  restore_queued_.SignalAll();
+}
+
+void EngineRegistry::RestoreLoop() {
+  kpid::MutexLock lock(&mu_);
+  while (true) {
+    while (!stopping_ && restore_queue_.empty()) restore_queued_.Wait(&mu_);
+    if (stopping_) return;
+    const auto [partition, id] = restore_queue_.front();
+    restore_queue_.pop_front();
+    auto it = restoring_.find(partition);
+    if (it == restoring_.end() || it->second.id != id) continue;  // revoked, or queued anew
+    const int partition_count = it->second.partition_count;
+    const PartitionEngine::Options engine_options =
+        EngineOptions(config_.get(), series_admission_.get(), partition, partition_count);
+    RestoreSource source = RestoreSource::kNone;
+    RestoreResult result = RestoreResult::kNone;
+    std::shared_ptr<PartitionEngine> engine;
+    mu_.Unlock();
+    if (options_.before_restore) options_.before_restore(partition);
+    engine = Restore(engine_options, &source, &result);
+    mu_.Lock();
+    it = restoring_.find(partition);
+    if (it == restoring_.end() || it->second.id != id) {
+      // Revoked meanwhile (or reshaped: restored anew for the new config).
+      // Nobody saw this engine: it is freed, never checkpointed.
+      log::Info("partition restore discarded: revoked (or reshaped) while restoring",
+                {{"partition", absl::StrCat(partition)}});
+      mu_.Unlock();
+      engine.reset();
+      mu_.Lock();
+      continue;
+    }
+    Count(source, result);
+    const Restored restored = std::move(it->second.restored);
+    restoring_.erase(it);
+    const Opened opened{engine, StartOffset(*engine)};
+    live_[partition] = std::move(engine);
+    ++generation_;
+    // Under the lock: a Close of the partition after this hand-over finds
+    // the engine live (and drops or keeps it); one before it discarded it.
+    restored(partition, opened);
+  }
+}
+
 int EngineRegistry::restoring() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   return static_cast<int>(restoring_.size());
 }
 
@@ -293,7 +355,9 @@ void EngineRegistry::Close(int32_t partition, bool keep) {
   // from the state topic as soon as this revoke completes: its last
   // checkpoint must be there (or failed) first.
   Flush();
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
+  // Still restoring: its restore is discarded when it ends.
+  if (restoring_.erase(partition) > 0) ++generation_;
   auto live = live_.extract(partition);
   if (!live) return;
   if (keep) {
@@ -306,7 +370,7 @@ void EngineRegistry::Close(int32_t partition, bool keep) {
 void EngineRegistry::DropKept() {
   std::map<int32_t, std::shared_ptr<PartitionEngine>> dropped;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     if (kept_.empty()) return;
     dropped.swap(kept_);
     ++generation_;
@@ -319,14 +383,14 @@ aggregate::ShardSet EngineRegistry::Shards() const {
   std::shared_ptr<const Empty> empty;
   aggregate::ShardSet set;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     for (const auto* engines_of : {&live_, &kept_}) {
       for (const auto& [partition, engine] : *engines_of) {
         engines->push_back(engine);
         set.partitions.push_back(partition);
       }
     }
-    set.restoring.assign(restoring_.begin(), restoring_.end());
+    for (const auto& [partition, restoring] : restoring_) set.restoring.push_back(partition);
     set.generation = generation_;
     set.config = config_;
     empty = empty_;
@@ -349,7 +413,7 @@ aggregate::ShardSet EngineRegistry::Shards() const {
 
 std::vector<std::shared_ptr<const ingest::PartitionStats>> EngineRegistry::Stats() const {
   std::vector<std::shared_ptr<const ingest::PartitionStats>> stats;
-  std::lock_guard<std::mutex> lock(mu_);
+  kpid::MutexLock lock(&mu_);
   for (const auto* engines_of : {&live_, &kept_}) {
     for (const auto& [partition, engine] : *engines_of) {
       // Aliasing: the stats keep their engine alive.
@@ -370,11 +434,14 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
   std::map<int32_t, std::shared_ptr<PartitionEngine>> kept;
   int partition_count = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     current = config_;
     live = live_;
     kept = kept_;
     partition_count = partition_count_;
+    // Restores under way make engines for the current config: discarded
+    // when they end, and run again for `next` below.
+    for (auto& [partition, restoring] : restoring_) restoring.id = ++last_restore_id_;
   }
   PartitionEngine::Dropped dropped;
   auto reshape = [&](std::map<int32_t, std::shared_ptr<PartitionEngine>>& engines,
@@ -399,8 +466,13 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
     }
     return absl::OkStatus();
   };
-  if (absl::Status s = reshape(live, false); !s.ok()) return s;
-  if (absl::Status s = reshape(kept, true); !s.ok()) return s;
+  absl::Status reshaped = reshape(live, false);
+  if (reshaped.ok()) reshaped = reshape(kept, true);
+  if (!reshaped.ok()) {
+    kpid::MutexLock lock(&mu_);
+    RequeueRestores();
+    return reshaped;
+  }
 
   // Processes and stages the reload removed, once per reload (their state
   // is per partition; this counts the configuration's change).
@@ -420,7 +492,7 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
   std::map<int32_t, std::shared_ptr<ingest::PartitionHandler>> handlers(live.begin(), live.end());
   auto empty = std::make_shared<const Empty>(*next);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     retired_configs_.push_back(std::move(config_));
     config_ = std::move(next);
     retired_admissions_.push_back(std::move(series_admission_));
@@ -429,6 +501,7 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
     live_ = std::move(live);
     kept_ = std::move(kept);
     ++generation_;
+    RequeueRestores();
   }
   auto add = [this](Dropped what, uint64_t n) {
     reload_dropped_[static_cast<size_t>(what)].fetch_add(n, std::memory_order_relaxed);
@@ -519,6 +592,12 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
          .duration = "kpid_state_topic_checkpoint_duration_seconds",
          .duration_help = "Time to deliver one partition checkpoint to kafka.state_topic."},
         writer_->topic_stats(), &families);
+    f = Family("kpid_state_topic_producers_recreated_total",
+               "State-topic producers replaced after a fatal error (an idempotent producer "
+               "whose sequence broke refuses every message).",
+               MetricType::Counter);
+    AddCounter(&f, {}, static_cast<double>(options_.state_topic->producers_recreated()));
+    families.push_back(std::move(f));
   }
 
   f = Family("kpid_state_restores_total",
@@ -559,7 +638,7 @@ std::vector<prometheus::MetricFamily> EngineRegistry::Collect() const {
   uint64_t restore_count = 0;
   size_t restoring = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    kpid::MutexLock lock(&mu_);
     restore_buckets.assign(restore_buckets_.begin(), restore_buckets_.end());
     restore_sum = restore_seconds_sum_;
     restore_count = restore_count_;

@@ -18,29 +18,37 @@
 // the restored state ends, so ingest resumes exactly there. Without durable
 // state the engine starts empty at the group's committed offset; with
 // durable state but none found, at the partition's beginning.
-// OpenAll restores an assignment's partitions in parallel; while they
-// restore, readers get the other engines and the restoring partitions'
-// numbers (ShardSet::restoring: answers are partial, /readyz waits). An engine closed by an eager
-// rebalance is kept (and still read) until the next assignment: it resumes at its own offset if
-// that gives it back, else it is dropped.
+// Restores run on the registry's restore threads (4 at a time), never on
+// the caller's: OpenAsync returns at once, so a rebalance does too, and
+// hands each restored engine over when it is ready (Open and OpenAll wait
+// for them). While they restore, readers get the other engines and the
+// restoring partitions' numbers (ShardSet::restoring: answers are partial,
+// /readyz waits). A Close of a partition still restoring discards its
+// restore: the engine is never handed over, read or checkpointed. An engine
+// closed by an eager rebalance is kept (and still read) until the next
+// assignment: it resumes at its own offset if that gives it back, else it
+// is dropped.
 //
-// Thread safety: Open, Close and DropKept come from ingest's poll thread;
-// Reshape from a reload, while ingest holds the workers and rebalances
-// (KafkaIngest::SwapHandlers); Shards, Stats and Collect from any thread. One mutex guards the set;
-// it is taken on assign/revoke and once per read, never on the event path. A set handed to a reader
-// keeps its engines alive (ShardSet::keep_alive): a revoked engine is freed when the last reader
-// using it is done.
+// Thread safety: Open, OpenAsync, Close and DropKept come from ingest's poll
+// thread; Reshape from a reload, while ingest holds the workers and
+// rebalances (KafkaIngest::SwapHandlers); Shards, Stats and Collect from any
+// thread. One mutex guards the set; it is taken on assign/revoke, once per
+// restore and once per read, never on the event path. A set handed to a
+// reader keeps its engines alive (ShardSet::keep_alive): a revoked engine is
+// freed when the last reader using it is done.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -48,6 +56,7 @@
 #include "daemon/aggregate/shard_set.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/series_admission.h"
+#include "daemon/common/mutex.h"
 #include "daemon/engine/checkpoint_writer.h"
 #include "daemon/engine/partition_engine.h"
 #include "daemon/engine/state_topic.h"
@@ -68,6 +77,9 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
     std::string state_dir;
     // The state topic (kafka.state_topic); null: none. Must outlive the registry.
     StateTopic* state_topic = nullptr;
+    // Tests: called on a restore thread before each partition's restore
+    // (a slow restore).
+    std::function<void(int32_t partition)> before_restore = nullptr;
   };
 
   // How Open found a partition's state, for kpid_state_restores_total:
@@ -82,6 +94,8 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
   Opened Open(int32_t partition, int partition_count) override;
   std::vector<Opened> OpenAll(const std::vector<int32_t>& partitions, int partition_count) override;
+  std::vector<Opened> OpenAsync(const std::vector<int32_t>& partitions, int partition_count,
+                                Restored restored) override;
   void Close(int32_t partition, bool keep) override;
   void DropKept() override;
 
@@ -117,7 +131,8 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
   // kpid_state_checkpoints_total{result}, kpid_state_checkpoint_duration_seconds,
   // kpid_state_checkpoint_bytes, kpid_state_topic_checkpoints_total{result},
-  // kpid_state_topic_checkpoint_duration_seconds, kpid_state_restores_total{result,source},
+  // kpid_state_topic_checkpoint_duration_seconds, kpid_state_topic_producers_recreated_total,
+  // kpid_state_restores_total{result,source},
   // kpid_state_restore_partitions{state}, kpid_state_restore_bytes_total{source},
   // kpid_state_restore_duration_seconds, kpid_reload_dropped_total{what}.
   std::vector<prometheus::MetricFamily> Collect() const override;
@@ -126,13 +141,18 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   std::string StatePath(int32_t partition) const;
 
  private:
-  // Engines made now are for config() and its share of the bounds.
-  PartitionEngine::Options EngineOptions(int32_t partition, int partition_count);
   PartitionEngine::Options EngineOptions(const model::Config* config,
                                          cases::SeriesAdmission* series_admission,
                                          int32_t partition, int partition_count);
-  // A partition's engine from its state file and the state topic, or empty.
-  std::shared_ptr<PartitionEngine> Restore(const PartitionEngine::Options& options);
+  // A partition's engine from its state file and the state topic, or empty;
+  // where it came from in `source` and `result`.
+  std::shared_ptr<PartitionEngine> Restore(const PartitionEngine::Options& options,
+                                           RestoreSource* source, RestoreResult* result);
+  // A restore thread: runs queued restores until the registry is destroyed.
+  void RestoreLoop();
+  // Queues every partition restoring for a restore (a new one: whatever
+  // ran before is discarded when it ends).
+  void RequeueRestores() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // From the state file (or .prev: `from_previous`); null when none is
   // usable (`rejected` then says whether one existed).
   std::shared_ptr<PartitionEngine> RestoreFromFile(const PartitionEngine::Options& options,
@@ -155,27 +175,39 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
     const aggregate::AggregateShard shard;
   };
 
-  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer
-  // Fields below guarded by mu_ (not annotated: see ec81fcf).
+  mutable kpid::Mutex mu_;
   // Current: the options' config (not owned) until a Reshape. Every config
   // the engines were ever shaped by stays alive: an engine a reader still
   // holds refers to its own.
-  std::shared_ptr<const model::Config> config_;
-  std::vector<std::shared_ptr<const model::Config>> retired_configs_;
+  std::shared_ptr<const model::Config> config_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<const model::Config>> retired_configs_ ABSL_GUARDED_BY(mu_);
   // max_series_per_process across every partition's DimensionTable, for
   // config_ (retired ones kept alive with the engines that point at them).
-  std::shared_ptr<cases::SeriesAdmission> series_admission_;
-  std::vector<std::shared_ptr<cases::SeriesAdmission>> retired_admissions_;
-  std::shared_ptr<const Empty> empty_;
-  int partition_count_ = 0;  // of the latest Open
-  std::map<int32_t, std::shared_ptr<PartitionEngine>> live_;
-  std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_;
-  std::set<int32_t> restoring_;
-  uint64_t generation_ = 1;
+  std::shared_ptr<cases::SeriesAdmission> series_admission_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<cases::SeriesAdmission>> retired_admissions_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Empty> empty_ ABSL_GUARDED_BY(mu_);
+  int partition_count_ ABSL_GUARDED_BY(mu_) = 0;  // of the latest Open
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> live_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, std::shared_ptr<PartitionEngine>> kept_ ABSL_GUARDED_BY(mu_);
+  // A partition assigned and not restored yet: which restore counts (a
+  // restore of another id that ends is discarded), and whom it goes to.
+  struct Restoring {
+    uint64_t id = 0;
+    int partition_count = 0;
+    Restored restored;
+  };
+  std::map<int32_t, Restoring> restoring_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_restore_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Restores to run, by partition and id, for the restore threads.
+  std::deque<std::pair<int32_t, uint64_t>> restore_queue_ ABSL_GUARDED_BY(mu_);
+  kpid::CondVar restore_queued_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> restore_threads_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
   // Restore durations: cumulative counts per kRestoreBuckets bound, sum, count.
-  std::array<uint64_t, std::size(kRestoreBuckets)> restore_buckets_{};
-  double restore_seconds_sum_ = 0;
-  uint64_t restore_count_ = 0;
+  std::array<uint64_t, std::size(kRestoreBuckets)> restore_buckets_ ABSL_GUARDED_BY(mu_){};
+  double restore_seconds_sum_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t restore_count_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::array<std::array<std::atomic<uint64_t>, static_cast<size_t>(RestoreResult::kCount)>,
              static_cast<size_t>(RestoreSource::kCount)>

@@ -11,13 +11,18 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "daemon/common/file_util.h"
+#include "daemon/common/mutex.h"
 #include "daemon/engine/state_topic.h"
 #include "daemon/export/text_writer.h"
 #include "daemon/ingest/embedded_broker.h"
 #include "daemon/ingest/event_decoder.h"
+#include "daemon/ingest/kafka_ingest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/events.h"
+#include "tests/testing/kafka_client.h"
 #include "tests/testing/process.h"
 
 namespace kpid::engine {
@@ -32,6 +37,46 @@ processes:
       - {id: lead, sla: 1h}
 )";
 
+// Holds restores (Options::before_restore) of the partitions it names until
+// opened; counts every restore begun.
+class RestoreGate {
+ public:
+  explicit RestoreGate(std::set<int32_t> held) : held_(std::move(held)) {}
+  std::function<void(int32_t)> Hook() {
+    return [this](int32_t partition) {
+      kpid::MutexLock lock(&mu_);
+      ++begun_;
+      while (!open_ && held_.contains(partition)) cv_.Wait(&mu_);
+    };
+  }
+  void Open() {
+    kpid::MutexLock lock(&mu_);
+    open_ = true;
+    cv_.SignalAll();
+  }
+  int begun() {
+    kpid::MutexLock lock(&mu_);
+    return begun_;
+  }
+
+ private:
+  const std::set<int32_t> held_;
+  kpid::Mutex mu_;
+  kpid::CondVar cv_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  int begun_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// True once `done` holds, polled until `timeout`.
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(20)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
 class EngineRegistryTest : public ::testing::Test {
  protected:
   EngineRegistryTest()
@@ -42,9 +87,13 @@ class EngineRegistryTest : public ::testing::Test {
   }
   ~EngineRegistryTest() override { std::filesystem::remove_all(dir_); }
 
-  std::unique_ptr<EngineRegistry> Registry(bool durable = true) {
-    return std::make_unique<EngineRegistry>(EngineRegistry::Options{
-        .config = &config_, .board = &board_, .state_dir = durable ? dir_ : ""});
+  std::unique_ptr<EngineRegistry> Registry(bool durable = true,
+                                           std::function<void(int32_t)> before_restore = {}) {
+    return std::make_unique<EngineRegistry>(
+        EngineRegistry::Options{.config = &config_,
+                                .board = &board_,
+                                .state_dir = durable ? dir_ : "",
+                                .before_restore = std::move(before_restore)});
   }
   // kpid_state_restores_total{result,source}; the source a result comes
   // from without a state topic unless given.
@@ -55,6 +104,11 @@ class EngineRegistryTest : public ::testing::Test {
         testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
             std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))})),
         absl::StrCat("kpid_state_restores_total{result=\"", result, "\",source=\"", source, "\"}"));
+  }
+  // The registry's /metrics samples by series.
+  static testing::MetricSamples Metrics(const EngineRegistry& registry) {
+    return testing::ParseMetrics(exporter::RenderText({std::shared_ptr<prometheus::Collectable>(
+        std::shared_ptr<void>(), const_cast<EngineRegistry*>(&registry))}));
   }
   // Checkpoints `consumed` counted messages at `next_offset`, written.
   static void Checkpoint(EngineRegistry& registry, ingest::PartitionHandler& engine,
@@ -134,6 +188,94 @@ TEST_F(EngineRegistryTest, AnEagerRevokeKeepsTheEngineForTheNextAssignment) {
   registry->Close(2, /*keep=*/true);
   registry->DropKept();  // given to another consumer
   EXPECT_TRUE(registry->Stats().empty());
+}
+
+TEST_F(EngineRegistryTest, RestoresRunOffTheCallerAndARevokeDiscardsOneUnderWay) {
+  {
+    auto registry = Registry();
+    std::vector<ingest::PartitionHandlers::Opened> opened = registry->OpenAll({0, 1}, 2);
+    Checkpoint(*registry, *opened[0].handler, 3, 30);
+    Checkpoint(*registry, *opened[1].handler, 4, 40);
+  }
+  RestoreGate gate({0});
+  auto registry = Registry(/*durable=*/true, gate.Hook());
+  kpid::Mutex mu;
+  std::map<int32_t, ingest::PartitionHandlers::Opened> restored;
+  std::vector<ingest::PartitionHandlers::Opened> opened =
+      registry->OpenAsync({0, 1}, 2, [&](int32_t partition, ingest::PartitionHandlers::Opened o) {
+        kpid::MutexLock lock(&mu);
+        restored[partition] = std::move(o);
+      });
+  // Both restore elsewhere; partition 1 is handed over while 0 is held.
+  EXPECT_EQ(opened[0].handler, nullptr);
+  EXPECT_EQ(opened[1].handler, nullptr);
+  ASSERT_TRUE(WaitFor([&] {
+    kpid::MutexLock lock(&mu);
+    return restored.contains(1);
+  }));
+  {
+    kpid::MutexLock lock(&mu);
+    EXPECT_EQ(restored[1].next_offset, 40);
+    EXPECT_EQ(restored[1].handler->stats().consumed.Get(), 4u);
+  }
+  aggregate::ShardSet set = registry->Shards();
+  EXPECT_EQ(set.partitions, std::vector<int32_t>{1});
+  EXPECT_EQ(set.restoring, std::vector<int32_t>{0});
+  EXPECT_EQ(registry->restoring(), 1);
+
+  registry->Close(0, /*keep=*/false);  // revoked while restoring
+  EXPECT_EQ(registry->restoring(), 0);
+  EXPECT_TRUE(registry->Shards().restoring.empty());
+  gate.Open();
+  registry.reset();                    // waits for the restore under way
+  EXPECT_FALSE(restored.contains(0));  // never handed over
+  EXPECT_EQ(gate.begun(), 2);
+
+  // Nothing of the discarded restore was written: partition 0's state is
+  // still the one checkpointed above.
+  auto again = Registry();
+  ingest::PartitionHandlers::Opened zero = again->Open(0, 2);
+  EXPECT_EQ(zero.next_offset, 30);
+  EXPECT_EQ(zero.handler->stats().consumed.Get(), 3u);
+}
+
+TEST_F(EngineRegistryTest, AReshapeDuringARestoreRestoresAgainForTheNewConfig) {
+  {
+    auto registry = Registry();
+    Checkpoint(*registry, *registry->Open(0, 1).handler, 3, 30);
+  }
+  RestoreGate gate({0});
+  auto registry = Registry(/*durable=*/true, gate.Hook());
+  kpid::Mutex mu;
+  std::vector<ingest::PartitionHandlers::Opened> restored;
+  registry->OpenAsync({0}, 1, [&](int32_t, ingest::PartitionHandlers::Opened o) {
+    kpid::MutexLock lock(&mu);
+    restored.push_back(std::move(o));
+  });
+  ASSERT_TRUE(WaitFor([&] { return gate.begun() == 1; }));  // restoring for kConfig
+  auto next = std::make_shared<const model::Config>(*model::ParseConfig(R"(
+clock: event
+kafka: {topic: events}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: quote, sla: 2d}
+)",
+                                                                        "t.yaml"));
+  ASSERT_TRUE(registry->Reshape(next, {}).ok());
+  gate.Open();
+  ASSERT_TRUE(WaitFor([&] {
+    kpid::MutexLock lock(&mu);
+    return !restored.empty();
+  }));
+  // The restore for kConfig was discarded and one for `next` handed over.
+  EXPECT_EQ(gate.begun(), 2);
+  EXPECT_EQ(registry->Shards().config, next);
+  kpid::MutexLock lock(&mu);
+  ASSERT_EQ(restored.size(), 1u);
+  EXPECT_EQ(restored[0].next_offset, 30);
+  EXPECT_EQ(restored[0].handler->stats().consumed.Get(), 3u);
 }
 
 TEST_F(EngineRegistryTest, ReadersKeepARevokedEngineAliveAndNeverSeeAnEmptySet) {
@@ -239,6 +381,65 @@ TEST_F(StateTopicRegistryTest, AnOlderLocalFileLosesToTheTopic) {
   EXPECT_EQ(Restores(*a, "restored", "file"), 0);
 }
 
+TEST_F(StateTopicRegistryTest, AProducerThatFailedFatallyIsReplacedAndNoCheckpointIsLost) {
+  auto a = Replica("");
+  ingest::PartitionHandlers::Opened opened = a->Open(0, 4);
+  Checkpoint(*a, *opened.handler, 2, 10);
+  topic_->RaiseFatalErrorForTest();        // librdkafka now refuses every message of this producer
+  Checkpoint(*a, *opened.handler, 3, 20);  // 5 consumed at 20
+  const testing::MetricSamples metrics = Metrics(*a);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_checkpoints_total{result=\"ok\"}"), 2);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_checkpoints_total{result=\"failed\"}"), 0);
+  EXPECT_EQ(testing::Sample(metrics, "kpid_state_topic_producers_recreated_total"), 1);
+  auto b = Replica("");
+  opened = b->Open(0, 4);
+  EXPECT_EQ(opened.next_offset, 20);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 5u);
+}
+
+TEST_F(StateTopicRegistryTest, AnOlderGenerationRestoredHasTheTornAndIncompleteOnesTombstoned) {
+  {
+    auto a = Replica("");
+    Checkpoint(*a, *a->Open(1, 4).handler, 2, 10);
+  }
+  const uint64_t g = topic_->Read(1, 0)->newest_manifest->generation;
+  // What crashes left after generation g: g + 1's manifest with its chunk 0
+  // lost, and g + 2's chunks without their manifest. 200 bytes: 4 chunks.
+  const std::string state(200, 'x');
+  std::vector<ChangelogRecord> incomplete = EncodeGeneration(1, g + 1, 30, state, 64);
+  incomplete.erase(incomplete.begin());
+  std::vector<ChangelogRecord> torn = EncodeGeneration(1, g + 2, 40, state, 64);
+  torn.pop_back();
+  {
+    kpid::testing::TestProducer producer(broker_->bootstrap());
+    for (const auto* records : {&incomplete, &torn}) {
+      for (const ChangelogRecord& r : *records) {
+        producer.Send("kpid-state",
+                      {.key = r.key, .value = *r.value, .headers = {}, .partition = 1});
+      }
+    }
+    ASSERT_EQ(producer.Flush(absl::Seconds(10)), 0);
+  }
+  // g + 1 lacks a chunk and g + 2 its manifest: g it is.
+  auto b = Replica("");
+  ingest::PartitionHandlers::Opened opened = b->Open(1, 4);
+  EXPECT_EQ(opened.next_offset, 10);
+  EXPECT_EQ(opened.handler->stats().consumed.Get(), 2u);
+  Checkpoint(*b, *opened.handler, 1, 15);
+  // Once b's generation is acknowledged, the only chunks left untombstoned
+  // are its own: compaction keeps one generation.
+  absl::StatusOr<StateTopic::Scan> scan = topic_->Read(1, 0);
+  ASSERT_TRUE(scan.ok()) << scan.status();
+  ASSERT_TRUE(scan->state.has_value());
+  const ChangelogManifest& newest = scan->state->manifest;
+  EXPECT_EQ(newest.next_offset, 15);
+  EXPECT_GT(newest.generation, g + 2);
+  std::vector<std::string> expected;
+  for (uint32_t i = 0; i < newest.chunk_count; ++i)
+    expected.push_back(ChunkKey(1, newest.generation, i));
+  EXPECT_EQ(scan->chunk_keys, expected);
+}
+
 TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring) {
   auto registry = Replica("");
   std::vector<ingest::PartitionHandlers::Opened> opened = registry->OpenAll({0, 1, 2, 3}, 4);
@@ -247,6 +448,130 @@ TEST_F(StateTopicRegistryTest, OpenAllOpensEveryPartitionAndLeavesNoneRestoring)
   EXPECT_EQ(set.partitions, (std::vector<int32_t>{0, 1, 2, 3}));
   EXPECT_TRUE(set.restoring.empty());
   EXPECT_EQ(registry->restoring(), 0);
+}
+
+// KafkaIngest with a durable registry on an in-process mock cluster: a
+// partition's restore held longer than max.poll.interval.ms does not stall
+// the others nor get the replica evicted, and no message of it is lost or
+// read twice; revoked while restoring, nothing of it is kept or written.
+class RestoreIngestTest : public EngineRegistryTest {
+ protected:
+  static constexpr char kIngestConfig[] = R"(
+clock: event
+kafka:
+  topic: events
+  group_id: restore-test
+  # A rebalance callback that blocked for longer would get the member
+  # evicted from the group (librdkafka leaves it: max poll exceeded). The
+  # mock broker's first join takes 3 s: sessions shorter than that time out.
+  properties: {session.timeout.ms: "6000", heartbeat.interval.ms: "1000",
+               max.poll.interval.ms: "6000"}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+)";
+
+  void SetUp() override {
+    config_ = *model::ParseConfig(kIngestConfig, "t.yaml");
+    auto broker = ingest::EmbeddedBroker::Start({{"events", 2}});
+    ASSERT_TRUE(broker.ok()) << broker.status();
+    broker_ = *std::move(broker);
+  }
+
+  // `count` events entering stage lead, each a new case, to `partition`.
+  void Produce(int32_t partition, int count) {
+    kpid::testing::TestProducer producer(broker_->bootstrap());
+    for (int i = 0; i < count; ++i) {
+      ++produced_;
+      kpid::testing::KafkaRecord record = kpid::testing::EventRecord(
+          {.process = "sales",
+           .event_id = absl::StrCat("e", produced_),
+           .case_id = absl::StrCat("c", produced_),
+           .stage = "lead",
+           .occurred_at = absl::FromUnixSeconds(1793491200 + produced_)});
+      record.partition = partition;
+      producer.Send("events", record);
+    }
+    ASSERT_EQ(producer.Flush(absl::Seconds(10)), 0);
+  }
+
+  std::unique_ptr<ingest::KafkaIngest> Ingest(EngineRegistry& registry) {
+    auto ingest = ingest::KafkaIngest::Start({.config = &config_,
+                                              .brokers = broker_->bootstrap(),
+                                              .workers = 2,
+                                              .partitions = &registry});
+    EXPECT_TRUE(ingest.ok()) << ingest.status();
+    return ingest.ok() ? *std::move(ingest) : nullptr;
+  }
+
+  // Messages taken by the registry's engines, live or kept.
+  static uint64_t Messages(const EngineRegistry& registry) {
+    uint64_t messages = 0;
+    for (const auto& stats : registry.Stats()) messages += stats->messages.Get();
+    return messages;
+  }
+
+  std::unique_ptr<ingest::EmbeddedBroker> broker_;
+  int produced_ = 0;
+};
+
+TEST_F(RestoreIngestTest, ASlowRestoreStallsNothingAndARevokeDiscardsIt) {
+  // First run: 3 events on partition 0, 2 on partition 1, read and
+  // checkpointed at the stop (next offsets 3 and 2).
+  Produce(0, 3);
+  Produce(1, 2);
+  {
+    auto registry = Registry();
+    auto ingest = Ingest(*registry);
+    ASSERT_NE(ingest, nullptr);
+    ASSERT_TRUE(WaitFor([&] { return Messages(*registry) == 5; }));
+    ingest->Stop();
+  }
+
+  // Second run: 2 more on partition 0, 4 more on partition 1; partition 0's
+  // restore is held for longer than max.poll.interval.ms.
+  Produce(0, 2);
+  Produce(1, 4);
+  {
+    RestoreGate gate({0});
+    auto registry = Registry(/*durable=*/true, gate.Hook());
+    auto ingest = Ingest(*registry);
+    ASSERT_NE(ingest, nullptr);
+    // Partition 1 alone is live: its 2 restored + 4 new messages.
+    EXPECT_TRUE(WaitFor([&] { return Messages(*registry) == 2 + 4; }));
+    EXPECT_EQ(registry->Shards().restoring, std::vector<int32_t>{0});
+    absl::SleepFor(absl::Milliseconds(8000));
+    gate.Open();
+    // Partition 0 from its checkpoint at 3: 3 restored + 2 read; the first
+    // 3 read again would be 3 more messages (duplicates).
+    EXPECT_TRUE(WaitFor([&] { return Messages(*registry) == 3 + 2 + 2 + 4; }));
+    absl::SleepFor(absl::Milliseconds(300));  // a message read twice would show now
+    EXPECT_EQ(Messages(*registry), 3u + 2 + 2 + 4);
+    EXPECT_EQ(registry->restoring(), 0);
+    // One restore per partition: never evicted, so never assigned again.
+    EXPECT_EQ(gate.begun(), 2);
+    ingest->Stop();
+  }
+
+  // Third run: stopped (every partition revoked) while partition 0 restores.
+  {
+    RestoreGate gate({0});
+    auto registry = Registry(/*durable=*/true, gate.Hook());
+    auto ingest = Ingest(*registry);
+    ASSERT_NE(ingest, nullptr);
+    EXPECT_TRUE(WaitFor([&] { return Messages(*registry) == 2 + 4; }));
+    EXPECT_EQ(registry->restoring(), 1);
+    ingest->Stop();
+    EXPECT_EQ(registry->restoring(), 0);
+    gate.Open();
+  }  // the registry waits for the discarded restore
+  auto registry = Registry();
+  std::vector<ingest::PartitionHandlers::Opened> opened = registry->OpenAll({0, 1}, 2);
+  EXPECT_EQ(opened[0].next_offset, 5);
+  EXPECT_EQ(opened[0].handler->stats().messages.Get(), 3u + 2);
+  EXPECT_EQ(opened[1].next_offset, 6);
+  EXPECT_EQ(opened[1].handler->stats().messages.Get(), 2u + 4);
 }
 
 // DESIGN §4: max_series_per_process bounds the replica, not each partition.

@@ -127,6 +127,20 @@ void ChangelogAssembler::Add(absl::string_view key, const absl::string_view* val
   chunks_[{generation, index}] = std::string(value->substr(c.position()));
 }
 
+std::vector<std::string> ChangelogAssembler::ChunkKeys() const {
+  std::vector<std::string> keys;
+  for (const auto& [chunk, bytes] : chunks_) {
+    keys.push_back(ChunkKey(partition_, chunk.first, chunk.second));
+  }
+  return keys;
+}
+
+uint64_t ChangelogAssembler::NewestGeneration() const {
+  uint64_t newest = chunks_.empty() ? 0 : chunks_.rbegin()->first.first;
+  for (const ChangelogManifest& m : manifests_) newest = std::max(newest, m.generation);
+  return newest;
+}
+
 std::optional<ChangelogManifest> ChangelogAssembler::NewestManifest() const {
   if (manifests_.empty()) return std::nullopt;
   return manifests_.back();

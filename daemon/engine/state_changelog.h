@@ -95,6 +95,11 @@ class ChangelogAssembler {
   absl::StatusOr<RestoredState> Newest();
   // Records and generations that could not be used, each saying why.
   const std::vector<absl::Status>& rejected() const { return rejected_; }
+  // Keys of the chunks not tombstoned, of every generation: complete, torn
+  // (no manifest) or incomplete.
+  std::vector<std::string> ChunkKeys() const;
+  // The newest generation any manifest or chunk names; 0 before any.
+  uint64_t NewestGeneration() const;
 
  private:
   int32_t partition_;

@@ -132,5 +132,19 @@ TEST(StateChangelogTest, RecordsOfAnotherPartitionOrUndecodableAreRejected) {
   EXPECT_EQ(assembler.rejected().size(), 5u);  // 3 chunks + 1 manifest of 6, 1 garbage
 }
 
+// What a writer restoring from the topic must tombstone after its next
+// generation: every chunk still there, of whatever generation.
+TEST(StateChangelogTest, NamesEveryChunkNotTombstonedAndTheNewestGeneration) {
+  ChangelogAssembler assembler(3);
+  Feed(assembler, EncodeGeneration(3, 7, 42, kState, kSmallChunks));  // 3/7/0..2
+  std::vector<ChangelogRecord> torn = EncodeGeneration(3, 9, 50, kState, kSmallChunks);
+  torn.resize(2);  // chunks 3/9/0 and 3/9/1, then the writer died
+  Feed(assembler, torn);
+  Feed(assembler, {{"3/7/1", std::nullopt}});
+  EXPECT_EQ(assembler.ChunkKeys(), (std::vector<std::string>{"3/7/0", "3/7/2", "3/9/0", "3/9/1"}));
+  EXPECT_EQ(assembler.NewestGeneration(), 9u);  // a torn generation's number counts too
+  EXPECT_EQ(assembler.NewestManifest()->generation, 7u);
+}
+
 }  // namespace
 }  // namespace kpid::engine

@@ -51,9 +51,7 @@ absl::StatusOr<std::map<std::string, int>> PartitionCounts(rd_kafka_t* rk, absl:
   return counts;
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<StateTopic>> StateTopic::Start(Options options) {
+absl::StatusOr<rd_kafka_t*> NewProducer(const StateTopic::Options& options) {
   absl::StatusOr<rd_kafka_conf_t*> conf =
       ingest::MakeKafkaConf(options.brokers,
                             {
@@ -65,15 +63,54 @@ absl::StatusOr<std::unique_ptr<StateTopic>> StateTopic::Start(Options options) {
                             options.properties);
   if (!conf.ok()) return conf.status();
   rd_kafka_conf_set_dr_msg_cb(*conf, OnDelivery);
-  std::unique_ptr<StateTopic> topic(new StateTopic(std::move(options)));
   char err[512];
-  topic->producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, *conf, err, sizeof(err));
-  if (topic->producer_ == nullptr) {
+  rd_kafka_t* producer = rd_kafka_new(RD_KAFKA_PRODUCER, *conf, err, sizeof(err));
+  if (producer == nullptr) {
     rd_kafka_conf_destroy(*conf);
     return absl::InvalidArgumentError(absl::StrCat("state topic producer: ", err));
   }
+  return producer;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateTopic>> StateTopic::Start(Options options) {
+  absl::StatusOr<rd_kafka_t*> producer = NewProducer(options);
+  if (!producer.ok()) return producer.status();
+  std::unique_ptr<StateTopic> topic(new StateTopic(std::move(options)));
+  topic->producer_ = *producer;
   if (absl::Status s = topic->EnsureTopic(); !s.ok()) return s;
   return topic;
+}
+
+absl::Status StateTopic::RecreateProducer() {
+  char reason[512];
+  const rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(producer_, reason, sizeof(reason));
+  absl::StatusOr<rd_kafka_t*> producer = NewProducer(options_);
+  if (!producer.ok()) {
+    log::Error("state topic producer failed and cannot be replaced",
+               {{"error", rd_kafka_err2str(fatal)},
+                {"detail", reason},
+                {"replacement", producer.status().ToString()}});
+    return producer.status();
+  }
+  // Every Write flushed or purged its own messages before returning: none
+  // is left to report to a Deliveries that is gone.
+  rd_kafka_destroy(producer_);
+  producer_ = *producer;
+  producers_recreated_.fetch_add(1, std::memory_order_relaxed);
+  log::Error("state topic producer failed fatally: replaced",
+             {{"error", rd_kafka_err2str(fatal)}, {"detail", reason}});
+  return absl::OkStatus();
+}
+
+bool StateTopic::Failed() const {
+  return rd_kafka_fatal_error(producer_, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+void StateTopic::RaiseFatalErrorForTest() {
+  rd_kafka_test_fatal_error(producer_, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                            "raised by a test");
 }
 
 StateTopic::~StateTopic() {
@@ -137,23 +174,33 @@ absl::Status StateTopic::EnsureTopic() {
   return status;
 }
 
-void StateTopic::Found(const ChangelogManifest& manifest) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ChangelogManifest& previous = previous_[manifest.partition];
-  if (manifest.generation >= previous.generation) previous = manifest;
+void StateTopic::Found(int32_t partition, const Scan& scan) {
+  kpid::MutexLock lock(&mu_);
+  Known& known = known_[partition];
+  if (scan.newest_manifest &&
+      (!known.newest || scan.newest_manifest->generation >= known.newest->generation)) {
+    known.newest = scan.newest_manifest;
+  }
+  known.newest_generation = std::max(known.newest_generation, scan.newest_generation);
+  known.stale_chunks.insert(scan.chunk_keys.begin(), scan.chunk_keys.end());
 }
 
 absl::Status StateTopic::Write(int32_t partition, int64_t next_offset, absl::string_view state) {
-  std::optional<ChangelogManifest> previous;
-  uint64_t generation = 0;
+  if (Failed()) {
+    if (absl::Status s = RecreateProducer(); !s.ok()) return s;
+  }
+  uint64_t newest_generation = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = previous_.find(partition); it != previous_.end()) previous = it->second;
+    kpid::MutexLock lock(&mu_);
+    if (auto it = known_.find(partition); it != known_.end()) {
+      newest_generation = it->second.newest_generation;
+    }
   }
   // Unique across replicas and runs (a chunk key must never name two
-  // states), and above what the topic holds already.
-  generation = std::max<uint64_t>(previous ? previous->generation + 1 : 1,
-                                  static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())));
+  // states), and above what the topic holds already, torn generations
+  // included (their chunks are tombstoned below).
+  const uint64_t generation = std::max<uint64_t>(
+      newest_generation + 1, static_cast<uint64_t>(absl::ToUnixMicros(absl::Now())));
   auto produce = [&](const std::vector<ChangelogRecord>& records) -> absl::Status {
     Deliveries deliveries;
     for (const ChangelogRecord& r : records) {
@@ -194,22 +241,36 @@ absl::Status StateTopic::Write(int32_t partition, int64_t next_offset, absl::str
   };
   std::vector<ChangelogRecord> records =
       EncodeGeneration(partition, generation, next_offset, state, options_.chunk_bytes);
-  if (absl::Status s = produce(records); !s.ok()) return s;
+  absl::Status written = produce(records);
+  // Failed fatally meanwhile: written again (the same keys and values) by
+  // a new producer, so the fatal error costs no checkpoint.
+  if (!written.ok() && Failed() && RecreateProducer().ok()) written = produce(records);
+  if (!written.ok()) return written;
+  // The new generation is complete: every older chunk known may go.
+  std::set<std::string> stale;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    previous_[partition] =
-        ChangelogManifest{.partition = partition,
-                          .generation = generation,
-                          .next_offset = next_offset,
-                          .chunk_count = static_cast<uint32_t>(records.size() - 1)};
-  }
-  if (previous) {
-    // The new generation is complete: the old one's chunks may go. A failure
-    // here costs only space until the next checkpoint's tombstones.
-    if (absl::Status s = produce(ChunkTombstones(*previous)); !s.ok()) {
-      log::Warn("state topic: old chunks not tombstoned",
-                {{"partition", absl::StrCat(partition)}, {"error", s.ToString()}});
+    kpid::MutexLock lock(&mu_);
+    Known& known = known_[partition];
+    if (known.newest) {
+      for (const ChangelogRecord& r : ChunkTombstones(*known.newest)) stale.insert(r.key);
     }
+    stale.merge(known.stale_chunks);
+    known.stale_chunks.clear();
+    known.newest = ChangelogManifest{.partition = partition,
+                                     .generation = generation,
+                                     .next_offset = next_offset,
+                                     .chunk_count = static_cast<uint32_t>(records.size() - 1)};
+    known.newest_generation = generation;
+  }
+  if (stale.empty()) return absl::OkStatus();
+  std::vector<ChangelogRecord> tombstones;
+  for (const std::string& key : stale) tombstones.push_back({key, std::nullopt});
+  if (absl::Status s = produce(tombstones); !s.ok()) {
+    // Costs only space: tried again after the next generation.
+    log::Warn("state topic: old chunks not tombstoned",
+              {{"partition", absl::StrCat(partition)}, {"error", s.ToString()}});
+    kpid::MutexLock lock(&mu_);
+    known_[partition].stale_chunks.merge(stale);
   }
   return absl::OkStatus();
 }
@@ -276,6 +337,8 @@ absl::StatusOr<StateTopic::Scan> StateTopic::Read(int32_t partition, int64_t tai
     }
     if (status.ok()) {
       scan.newest_manifest = assembler.NewestManifest();
+      scan.chunk_keys = assembler.ChunkKeys();
+      scan.newest_generation = assembler.NewestGeneration();
       if (absl::StatusOr<RestoredState> restored = assembler.Newest(); restored.ok()) {
         scan.state = *std::move(restored);
       }

@@ -14,24 +14,32 @@
 // of input partition p lives in state-topic partition p. Writes use an
 // idempotent producer (acks=all): a checkpoint counts only once the broker
 // has acknowledged every chunk and the manifest. Only then are the previous
-// generation's chunks tombstoned.
+// generation's chunks tombstoned, with every other chunk a restore found
+// (of a generation torn by a crash, or older than the one restored), so
+// compaction keeps one generation per partition. A producer that failed
+// fatally (an idempotent producer's sequence broken: librdkafka then
+// refuses every message) is replaced by a new one at the next Write.
 //
 // Thread safety: Write is called by one thread (the checkpoint writer);
-// Read by any thread, concurrently (each read has its own consumer).
+// Read and Found by any thread, concurrently (each read has its own
+// consumer).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "daemon/common/mutex.h"
 #include "daemon/engine/state_changelog.h"
 
 struct rd_kafka_s;
@@ -66,6 +74,10 @@ class StateTopic {
   struct Scan {
     std::optional<RestoredState> state;  // the newest complete generation read
     std::optional<ChangelogManifest> newest_manifest;
+    // Chunks not tombstoned in what was read, and the newest generation
+    // any record names (ChangelogAssembler::ChunkKeys, NewestGeneration).
+    std::vector<std::string> chunk_keys;
+    uint64_t newest_generation = 0;
     std::vector<absl::Status> rejected;
     uint64_t bytes = 0;  // keys and values read
     // Whether the scan started at the log's start (else only its tail).
@@ -75,19 +87,39 @@ class StateTopic {
   // > 0: only its last `tail` records (a cheap look at the newest manifest).
   absl::StatusOr<Scan> Read(int32_t partition, int64_t tail);
 
-  // What a restore found in the topic, so the partition's next generation
-  // is newer than it and tombstones its chunks.
-  void Found(const ChangelogManifest& manifest);
+  // What a restore of `partition` read from the topic, so the partition's
+  // next generation is newer than anything there and tombstones its chunks.
+  void Found(int32_t partition, const Scan& scan);
+
+  // Producers replaced after a fatal error.
+  uint64_t producers_recreated() const {
+    return producers_recreated_.load(std::memory_order_relaxed);
+  }
+
+  // Tests: the producer fails as on a fatal idempotence error.
+  void RaiseFatalErrorForTest();
 
  private:
   explicit StateTopic(Options options) : options_(std::move(options)) {}
   absl::Status EnsureTopic();
+  // Whether the producer failed fatally (librdkafka refuses every message).
+  bool Failed() const;
+  // A producer failed fatally replaced by a new one (Write's thread).
+  absl::Status RecreateProducer();
 
   Options options_;
-  rd_kafka_s* producer_ = nullptr;
-  std::mutex mu_;  // std::mutex: visible to ThreadSanitizer; guards previous_
-  // Per partition: the newest generation in the topic (ours or found).
-  std::map<int32_t, ChangelogManifest> previous_;
+  rd_kafka_s* producer_ = nullptr;  // Write's thread (and Start, the destructor)
+  kpid::Mutex mu_;
+  // Per partition, what the topic holds as far as this replica knows.
+  struct Known {
+    std::optional<ChangelogManifest> newest;  // manifest, ours or found
+    uint64_t newest_generation = 0;           // of any record, ours or found
+    // Found by restores, or tombstones that failed: to tombstone once a
+    // newer generation is acknowledged.
+    std::set<std::string> stale_chunks;
+  };
+  std::map<int32_t, Known> known_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> producers_recreated_{0};
 };
 
 }  // namespace kpid::engine

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -70,7 +71,7 @@ class PartitionHandler : public EventHandler {
 
 // Where ingest gets and returns the handlers of the partitions it is
 // assigned (the daemon's engine registry). Called on ingest's poll thread,
-// inside rebalances; never on the event path.
+// inside rebalances or when a restore ended; never on the event path.
 class PartitionHandlers {
  public:
   virtual ~PartitionHandlers() = default;
@@ -94,8 +95,25 @@ class PartitionHandlers {
     for (int32_t partition : partitions) opened.push_back(Open(partition, partition_count));
     return opened;
   }
+  // A restore that ended: the partition's handler, ready to be read from
+  // `opened.next_offset`.
+  using Restored = std::function<void(int32_t partition, Opened opened)>;
+  // OpenAll without waiting for restores, so a rebalance returns at once
+  // (max.poll.interval.ms): in their order, each partition's handler when
+  // it is at hand (kept by an eager revoke, or new without durable state),
+  // else a null handler while its state is restored on another thread; the
+  // restored handler then goes to `restored`, from that thread, unless a
+  // Close of the partition came first (the restore is then discarded).
+  // `restored` must not block nor call back into the handlers; it is never
+  // called after the Close of its partition returned.
+  virtual std::vector<Opened> OpenAsync(const std::vector<int32_t>& partitions, int partition_count,
+                                        Restored restored) {
+    (void)restored;
+    return OpenAll(partitions, partition_count);
+  }
   // The partition was revoked and its worker has let go of its handler
-  // (after a final Checkpoint). `keep`: the group protocol gives revoked
+  // (after a final Checkpoint); or it was revoked while restoring, and its
+  // restore is discarded. `keep`: the group protocol gives revoked
   // partitions back at once (eager rebalance), so keep the handler for the
   // next Open; a kept handler that Open does not ask for is dropped by
   // DropKept().

@@ -3,9 +3,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <limits>
-#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -57,19 +56,28 @@ struct KafkaIngest::Control {
 };
 
 // Holds workers between two batches while SwapHandlers changes what they
-// own. Plain std types so ThreadSanitizer sees the ordering: what a worker
+// own. kpid::Mutex so ThreadSanitizer sees the ordering: what a worker
 // wrote before pausing, and what the swapper wrote before resuming them.
 struct KafkaIngest::PauseGate {
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t paused = 0;
-  bool resume = false;
+  kpid::Mutex mu;
+  kpid::CondVar cv;
+  size_t paused ABSL_GUARDED_BY(mu) = 0;
+  bool resume ABSL_GUARDED_BY(mu) = false;
 
   void PauseUntilResumed() {
-    std::unique_lock<std::mutex> lock(mu);
+    kpid::MutexLock lock(&mu);
     ++paused;
-    cv.notify_all();
-    cv.wait(lock, [this] { return resume; });
+    cv.SignalAll();
+    while (!resume) cv.Wait(&mu);
+  }
+  void AwaitPaused(size_t workers) {
+    kpid::MutexLock lock(&mu);
+    while (paused < workers) cv.Wait(&mu);
+  }
+  void Resume() {
+    kpid::MutexLock lock(&mu);
+    resume = true;
+    cv.SignalAll();
   }
 };
 
@@ -84,15 +92,13 @@ struct KafkaIngest::Worker {
   std::vector<int32_t> owned;     // the partitions with a handler
   std::thread thread;
 
-  // Control requests from the poll thread; a plain std::mutex so TSan sees
-  // it (not annotated: clang's analysis needs a capability type; the four
-  // fields below are guarded by control_mu).
-  std::mutex control_mu;
-  std::condition_variable control_done_cv;
-  std::vector<Control> control;
-  uint64_t control_posted = 0;
-  uint64_t control_done = 0;
-  bool exited = false;
+  // Control requests from the poll thread.
+  kpid::Mutex control_mu;
+  kpid::CondVar control_done_cv;
+  std::vector<Control> control ABSL_GUARDED_BY(control_mu);
+  uint64_t control_posted ABSL_GUARDED_BY(control_mu) = 0;
+  uint64_t control_done ABSL_GUARDED_BY(control_mu) = 0;
+  bool exited ABSL_GUARDED_BY(control_mu) = false;
   // Set with a request, so the worker checks once per batch without the lock.
   std::atomic<bool> control_pending{false};
 
@@ -119,6 +125,11 @@ bool ShouldLogRejection(uint64_t count_after) { return (count_after & (count_aft
 
 // How long a cluster metadata request may take inside a rebalance.
 constexpr int kMetadataTimeoutMs = 2000;
+// A restored partition's seek to its handler's offset, and how often it is
+// tried (once per poll) while librdkafka has not started the partition's
+// fetcher yet.
+constexpr int kSeekTimeoutMs = 2000;
+constexpr int kSeekAttempts = 50;
 
 bool HasJsonContentType(const rd_kafka_message_t& message) {
   rd_kafka_headers_t* headers = nullptr;
@@ -265,6 +276,14 @@ void KafkaIngest::Stop() {
     RunOnWorkers(std::move(releases));
     for (int32_t partition : released) options_.partitions->Close(partition, /*keep=*/false);
   }
+  // Restores still under way are discarded: none is handed over after this.
+  {
+    kpid::MutexLock rebalance(&rebalance_mu_);
+    for (const auto& [partition, restoring] : restoring_) {
+      if (!restoring.adopted) options_.partitions->Close(partition, /*keep=*/false);
+    }
+    restoring_.clear();
+  }
   {
     absl::MutexLock lock(&probe_mu_);
     probe_stop_ = true;
@@ -276,6 +295,7 @@ void KafkaIngest::Stop() {
 void KafkaIngest::PollLoop() {
   while (!stop_.load(std::memory_order_acquire)) {
     rd_kafka_message_t* message = rd_kafka_consumer_poll(consumer_, kPollTimeoutMs);
+    ServeRestored();
     if (message == nullptr) continue;
     if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       log::Warn("kafka consumer error", {{"error", rd_kafka_message_errstr(message)}});
@@ -366,7 +386,7 @@ void KafkaIngest::RunOnWorkers(std::vector<Control> controls) {
   std::vector<std::pair<Worker*, uint64_t>> waits;
   for (Control& control : controls) {
     Worker* worker = workers_[static_cast<size_t>(control.partition) % workers_.size()].get();
-    std::lock_guard<std::mutex> lock(worker->control_mu);
+    kpid::MutexLock lock(&worker->control_mu);
     if (worker->exited) {
       // The worker thread is gone: its partitions are ours to change.
       Apply(worker, control);
@@ -377,20 +397,23 @@ void KafkaIngest::RunOnWorkers(std::vector<Control> controls) {
     worker->control_pending.store(true, std::memory_order_release);
   }
   for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
+  AwaitControls(waits);
+}
+
+void KafkaIngest::AwaitControls(const std::vector<std::pair<Worker*, uint64_t>>& waits) {
   for (const auto& [worker, ticket] : waits) {
-    std::unique_lock<std::mutex> lock(worker->control_mu);
-    worker->control_done_cv.wait(
-        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
+    kpid::MutexLock lock(&worker->control_mu);
+    while (worker->control_done < ticket) worker->control_done_cv.Wait(&worker->control_mu);
   }
 }
 
 void KafkaIngest::ServeControl(Worker* worker) {
-  std::lock_guard<std::mutex> lock(worker->control_mu);
+  kpid::MutexLock lock(&worker->control_mu);
   worker->control_pending.store(false, std::memory_order_relaxed);
   for (Control& control : worker->control) Apply(worker, control);
   worker->control_done += worker->control.size();
   worker->control.clear();
-  worker->control_done_cv.notify_all();
+  worker->control_done_cv.SignalAll();
 }
 
 bool KafkaIngest::ReachedEnd(const Owned& owned, int32_t partition) const {
@@ -428,14 +451,14 @@ void KafkaIngest::Apply(Worker* worker, Control& control) {
 
 absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> config,
                                        const HandlerSwap& swap) {
-  std::lock_guard<std::mutex> rebalance(rebalance_mu_);
+  kpid::MutexLock rebalance(&rebalance_mu_);
   if (stop_.load(std::memory_order_acquire)) {
     return absl::UnavailableError("kafka ingest is stopping");
   }
   PauseGate gate;
   std::vector<std::pair<Worker*, uint64_t>> waits;
   for (auto& worker : workers_) {
-    std::lock_guard<std::mutex> lock(worker->control_mu);
+    kpid::MutexLock lock(&worker->control_mu);
     // An exited worker's partitions are ours to change already.
     if (worker->exited) continue;
     Control pause;
@@ -446,10 +469,7 @@ absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> conf
     worker->control_pending.store(true, std::memory_order_release);
   }
   for (const auto& [worker, ticket] : waits) rd_kafka_queue_yield(worker->queue);
-  {
-    std::unique_lock<std::mutex> lock(gate.mu);
-    gate.cv.wait(lock, [&] { return gate.paused == waits.size(); });
-  }
+  gate.AwaitPaused(waits.size());
 
   // Every worker is between two batches: their partitions are ours.
   std::map<int32_t, int64_t> next_offsets;
@@ -471,23 +491,21 @@ absl::Status KafkaIngest::SwapHandlers(std::shared_ptr<const model::Config> conf
     for (auto& worker : workers_) worker->decoder = std::make_unique<EventDecoder>(*config);
     // The old decoders are gone before the config they refer to may be.
     decoder_config_ = std::move(config);
+    // Restored, not adopted yet: adopted as swapped.
+    kpid::MutexLock lock(&restored_mu_);
+    for (Restored& restored : restored_) {
+      auto it = handlers->find(restored.partition);
+      if (it != handlers->end() && it->second != nullptr) restored.opened.handler = it->second;
+    }
   }
 
-  {
-    std::lock_guard<std::mutex> lock(gate.mu);
-    gate.resume = true;
-  }
-  gate.cv.notify_all();
-  for (const auto& [worker, ticket] : waits) {
-    std::unique_lock<std::mutex> lock(worker->control_mu);
-    worker->control_done_cv.wait(
-        lock, [worker = worker, ticket = ticket] { return worker->control_done >= ticket; });
-  }
+  gate.Resume();
+  AwaitControls(waits);
   return handlers.status();
 }
 
 void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions) {
-  std::lock_guard<std::mutex> rebalance(rebalance_mu_);
+  kpid::MutexLock rebalance(&rebalance_mu_);
   const bool cooperative =
       std::string_view(rd_kafka_rebalance_protocol(consumer_)) == "COOPERATIVE";
   std::string names;
@@ -502,15 +520,26 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     // partition starts where its handler's state ends.
     std::vector<int32_t> numbers;
     for (int i = 0; i < partitions->cnt; ++i) numbers.push_back(partitions->elems[i].partition);
-    // Restores run in parallel here; librdkafka's own thread keeps the group
-    // session alive (heartbeats) meanwhile, readers answer without the
-    // partitions restoring, and /readyz waits for them.
-    std::vector<PartitionHandlers::Opened> opened =
-        options_.partitions->OpenAll(numbers, partition_count);
+    // Restores run on the handlers' threads, not here: readers answer
+    // without the partitions restoring, and /readyz waits for them.
+    const uint64_t ticket = ++last_ticket_;
+    std::vector<PartitionHandlers::Opened> opened = options_.partitions->OpenAsync(
+        numbers, partition_count, [this, ticket](int32_t partition, PartitionHandlers::Opened o) {
+          OnRestored(partition, ticket, std::move(o));
+        });
     std::vector<Control> adopts;
+    rd_kafka_topic_partition_list_t* paused = rd_kafka_topic_partition_list_new(partitions->cnt);
     for (int i = 0; i < partitions->cnt; ++i) {
       rd_kafka_topic_partition_t& tp = partitions->elems[i];
       static_assert(kFromBeginning == RD_KAFKA_OFFSET_BEGINNING);
+      if (opened[static_cast<size_t>(i)].handler == nullptr) {
+        // Restoring: paused, then sought to the restored offset. From the
+        // beginning should that seek fail: never past what the state holds.
+        tp.offset = RD_KAFKA_OFFSET_BEGINNING;
+        restoring_[tp.partition] = {.ticket = ticket};
+        rd_kafka_topic_partition_list_add(paused, tp.topic, tp.partition);
+        continue;
+      }
       const int64_t next_offset = opened[static_cast<size_t>(i)].next_offset;
       if (next_offset != kUnknownOffset) tp.offset = next_offset;
       adopts.push_back({.kind = Control::Kind::kAdopt,
@@ -531,8 +560,24 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
       rd_kafka_queue_forward(queue, worker->queue);
       rd_kafka_queue_destroy(queue);
       absl::StrAppend(&names, names.empty() ? "" : ",", tp.partition,
-                      tp.offset >= 0 ? absl::StrCat("@", tp.offset) : "");
+                      restoring_.contains(tp.partition) ? "(restoring)"
+                      : tp.offset >= 0                  ? absl::StrCat("@", tp.offset)
+                                                        : "");
     }
+    // Before the assignment starts their fetchers (the partitions exist:
+    // their queues were just taken), so not one message is fetched.
+    if (paused->cnt > 0) {
+      rd_kafka_resp_err_t e = rd_kafka_pause_partitions(consumer_, paused);
+      for (int i = 0; i < paused->cnt; ++i) {
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) e = paused->elems[i].err;
+      }
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        // Then messages may arrive before the handler: dropped uncounted by
+        // its worker, and read again after the seek.
+        log::Error("cannot pause restoring partitions", {{"error", rd_kafka_err2str(e)}});
+      }
+    }
+    rd_kafka_topic_partition_list_destroy(paused);
     if (cooperative) {
       rd_kafka_error_t* error = rd_kafka_incremental_assign(consumer_, partitions);
       if (error != nullptr) {
@@ -545,8 +590,10 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     absl::MutexLock lock(&assignment_mu_);
     if (!cooperative) assignment_.clear();
     for (int i = 0; i < partitions->cnt; ++i) {
-      assignment_.push_back({partitions->elems[i].topic, partitions->elems[i].partition,
-                             partitions->elems[i].offset});
+      const rd_kafka_topic_partition_t& tp = partitions->elems[i];
+      // Restoring: where it starts is known once restored (Resume).
+      assignment_.push_back(
+          {tp.topic, tp.partition, restoring_.contains(tp.partition) ? kUnknownOffset : tp.offset});
     }
     assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
     log::Info("partitions assigned", {{"partitions", names}});
@@ -558,12 +605,24 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
       releases.push_back(Control::Release(partitions->elems[i].partition));
     }
     RunOnWorkers(std::move(releases));
+    // Partitions still restoring (their restore is discarded by Close) or
+    // not sought yet: librdkafka keeps an application's pause across
+    // assignments, and their next one decides anew.
+    rd_kafka_topic_partition_list_t* unpause = rd_kafka_topic_partition_list_new(partitions->cnt);
+    for (int i = 0; i < partitions->cnt; ++i) {
+      const rd_kafka_topic_partition_t& tp = partitions->elems[i];
+      if (restoring_.erase(tp.partition) > 0) {
+        rd_kafka_topic_partition_list_add(unpause, tp.topic, tp.partition);
+      }
+    }
     if (cooperative) {
       rd_kafka_error_t* error = rd_kafka_incremental_unassign(consumer_, partitions);
       if (error != nullptr) rd_kafka_error_destroy(error);
     } else {
       rd_kafka_assign(consumer_, nullptr);
     }
+    if (unpause->cnt > 0) rd_kafka_resume_partitions(consumer_, unpause);
+    rd_kafka_topic_partition_list_destroy(unpause);
     // An eager rebalance revokes everything and gives most of it back at
     // once: keep the handlers until the next assignment says.
     for (int i = 0; i < partitions->cnt; ++i) {
@@ -583,6 +642,101 @@ void KafkaIngest::OnRebalance(int err, rd_kafka_topic_partition_list_s* partitio
     assigned_count_.store(static_cast<int>(assignment_.size()), std::memory_order_relaxed);
     log::Info("partitions revoked", {{"count", absl::StrCat(partitions->cnt)}});
   }
+}
+
+void KafkaIngest::OnRestored(int32_t partition, uint64_t ticket, PartitionHandlers::Opened opened) {
+  // Called under the handlers' lock: only queued here. The poll thread
+  // serves it within kPollTimeoutMs (waking it would take librdkafka's
+  // queue lock under ours).
+  kpid::MutexLock lock(&restored_mu_);
+  restored_.push_back({partition, ticket, std::move(opened)});
+}
+
+void KafkaIngest::ServeRestored() {
+  std::vector<Restored> restored;
+  {
+    kpid::MutexLock lock(&restored_mu_);
+    restored.swap(restored_);
+  }
+  kpid::MutexLock rebalance(&rebalance_mu_);
+  if (restoring_.empty()) return;
+  std::vector<Control> adopts;
+  for (Restored& r : restored) {
+    auto it = restoring_.find(r.partition);
+    // Revoked since (and assigned again: another ticket).
+    if (it == restoring_.end() || it->second.ticket != r.ticket || it->second.adopted) continue;
+    it->second.adopted = true;
+    it->second.next_offset = r.opened.next_offset;
+    adopts.push_back({.kind = Control::Kind::kAdopt,
+                      .partition = r.partition,
+                      .handler = std::move(r.opened.handler),
+                      .next_offset = r.opened.next_offset});
+  }
+  RunOnWorkers(std::move(adopts));
+
+  // Assigned from the beginning: a restored state that ends elsewhere seeks.
+  const std::string& topic = options_.config->kafka.topic;
+  rd_kafka_topic_partition_list_t* seeks = rd_kafka_topic_partition_list_new(0);
+  std::vector<int32_t> resume;
+  for (const auto& [partition, restoring] : restoring_) {
+    if (!restoring.adopted) continue;
+    if (restoring.next_offset >= 0) {
+      rd_kafka_topic_partition_list_add(seeks, topic.c_str(), partition)->offset =
+          restoring.next_offset;
+    } else {
+      resume.push_back(partition);
+    }
+  }
+  if (seeks->cnt > 0) {
+    rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_, seeks, kSeekTimeoutMs);
+    for (int i = 0; i < seeks->cnt; ++i) {
+      const rd_kafka_topic_partition_t& tp = seeks->elems[i];
+      rd_kafka_resp_err_t e = error != nullptr ? rd_kafka_error_code(error) : tp.err;
+      Restoring& restoring = restoring_[tp.partition];
+      // Not started yet (the assignment waits for a commit or for fetchers
+      // stopping): tried again at the next poll.
+      if ((e == RD_KAFKA_RESP_ERR__STATE || e == RD_KAFKA_RESP_ERR__PREV_IN_PROGRESS) &&
+          ++restoring.seek_attempts < kSeekAttempts) {
+        continue;
+      }
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        // Correct still: its worker skips what the state holds.
+        log::Warn("restored partition not sought: read from its beginning",
+                  {{"partition", absl::StrCat(tp.partition)}, {"error", rd_kafka_err2str(e)}});
+      }
+      resume.push_back(tp.partition);
+    }
+    if (error != nullptr) rd_kafka_error_destroy(error);
+  }
+  rd_kafka_topic_partition_list_destroy(seeks);
+  Resume(std::move(resume));
+}
+
+void KafkaIngest::Resume(std::vector<int32_t> partitions) {
+  if (partitions.empty()) return;
+  const std::string& topic = options_.config->kafka.topic;
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size()));
+  std::string names;
+  absl::MutexLock lock(&assignment_mu_);
+  for (int32_t partition : partitions) {
+    const int64_t next_offset = restoring_[partition].next_offset;
+    restoring_.erase(partition);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+    for (Assigned& a : assignment_) {
+      if (a.partition == partition) a.start_offset = next_offset;
+    }
+    absl::StrAppend(&names, names.empty() ? "" : ",", partition,
+                    next_offset >= 0 ? absl::StrCat("@", next_offset) : "");
+  }
+  rd_kafka_resp_err_t e = rd_kafka_resume_partitions(consumer_, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    log::Error("cannot resume restored partitions",
+               {{"partitions", names}, {"error", rd_kafka_err2str(e)}});
+    return;
+  }
+  log::Info("restored partitions resumed", {{"partitions", names}});
 }
 
 void KafkaIngest::WorkerLoop(Worker* worker) {
@@ -649,7 +803,7 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
   // Requests posted while this loop ended are served here; later ones by
   // their poster.
   ServeControl(worker);
-  std::lock_guard<std::mutex> lock(worker->control_mu);
+  kpid::MutexLock lock(&worker->control_mu);
   worker->exited = true;
 }
 

@@ -23,11 +23,18 @@
 // the partition's last checkpoint.
 //
 // Rebalances. On assign, the poll thread opens each partition's handler
-// (kept from an eager revoke, restored from its checkpoint, or empty),
-// hands it to the owning worker and waits until the worker took it, then
-// assigns the partition at the offset the handler's state covers up to (so
-// state and offsets never disagree; the group's committed offset only when
-// the handler has none). On revoke, it asks each owning worker to let go:
+// (kept from an eager revoke, or empty without durable state), hands it to
+// the owning worker and waits until the worker took it, then assigns the
+// partition at the offset the handler's state covers up to (so state and
+// offsets never disagree; the group's committed offset only when the
+// handler has none). A partition whose state must be restored is assigned
+// paused, so nothing of it is fetched, and the rebalance returns without
+// waiting for the restore (PartitionHandlers::OpenAsync): a long restore
+// neither stalls the other partitions nor exceeds max.poll.interval.ms.
+// When it is restored the poll thread hands the handler to its worker,
+// seeks the partition to the handler's offset and resumes it; revoked
+// before that, its restore is discarded. On revoke, it asks each owning
+// worker to let go:
 // the worker, between two batches, checkpoints the partition at the offset
 // after the last message it handled and drops it, then acknowledges; only
 // then is the handler closed. Workers also checkpoint every handler every
@@ -39,20 +46,22 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/mutex.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
 
 struct rd_kafka_s;
 struct rd_kafka_queue_s;
+struct rd_kafka_topic_partition_s;
 struct rd_kafka_topic_partition_list_s;
 
 namespace kpid::ingest {
@@ -128,6 +137,8 @@ class KafkaIngest {
   // Runs `controls` (one per partition) on the owning workers between their
   // batches, or here when a worker has exited; returns when all are done.
   void RunOnWorkers(std::vector<Control> controls);
+  // Returns once each worker has served its requests up to its ticket.
+  static void AwaitControls(const std::vector<std::pair<Worker*, uint64_t>>& waits);
   static void ServeControl(Worker* worker);
   // Whether `owned` has read up to its partition's high watermark.
   bool ReachedEnd(const Owned& owned, int32_t partition) const;
@@ -135,6 +146,14 @@ class KafkaIngest {
   // Partitions of the topic, from the cluster; `fallback` when it does not say.
   int TopicPartitionCount(int fallback);
   void OnRebalance(int err, rd_kafka_topic_partition_list_s* partitions);
+  // A restore thread: `opened` is `partition`'s handler, restored for the
+  // assignment `ticket`. Queued for the poll thread.
+  void OnRestored(int32_t partition, uint64_t ticket, PartitionHandlers::Opened opened);
+  // Poll thread: restored partitions to their workers, sought to their
+  // handlers' offsets and resumed.
+  void ServeRestored();
+  // Resumes `partitions` (restoring ones, paused at assign); consumes them.
+  void Resume(std::vector<int32_t> partitions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(rebalance_mu_);
   static void RebalanceTrampoline(rd_kafka_s* rk, int err,
                                   rd_kafka_topic_partition_list_s* partitions, void* opaque);
 
@@ -156,18 +175,38 @@ class KafkaIngest {
   // Relaxed: a health signal (gauge, /readyz); nothing is ordered by it.
   std::atomic<bool> connected_{true};
 
-  // Held by OnRebalance and SwapHandlers: a swap never interleaves with an
-  // assignment (an engine opened for the old config adopted after it).
-  std::mutex rebalance_mu_;
+  // Held by OnRebalance, ServeRestored and SwapHandlers: a swap never
+  // interleaves with an assignment (an engine opened for the old config
+  // adopted after it).
+  kpid::Mutex rebalance_mu_;
   // What the workers' decoders resolve events against, after a SwapHandlers
   // (null: options_.config). Written only while every worker is paused.
   std::shared_ptr<const model::Config> decoder_config_;
+
+  // Assigned partitions whose state is being restored: paused.
+  struct Restoring {
+    uint64_t ticket = 0;  // of the assignment that asked for the restore
+    // Its restored handler is with its worker; waiting for the seek.
+    bool adopted = false;
+    int64_t next_offset = kUnknownOffset;
+    int seek_attempts = 0;
+  };
+  std::map<int32_t, Restoring> restoring_ ABSL_GUARDED_BY(rebalance_mu_);
+  uint64_t last_ticket_ ABSL_GUARDED_BY(rebalance_mu_) = 0;
+  // Handed over by restore threads, served by the poll thread.
+  struct Restored {
+    int32_t partition = 0;
+    uint64_t ticket = 0;
+    PartitionHandlers::Opened opened;
+  };
+  kpid::Mutex restored_mu_;
+  std::vector<Restored> restored_ ABSL_GUARDED_BY(restored_mu_);
 
   struct Assigned {
     std::string topic;
     int32_t partition = 0;
     // Where it was assigned to start: an offset, kFromBeginning, or
-    // kUnknownOffset (the group's committed offset).
+    // kUnknownOffset (the group's committed offset; or its state restoring).
     int64_t start_offset = kUnknownOffset;
   };
   mutable absl::Mutex assignment_mu_;

@@ -48,7 +48,8 @@ void TestProducer::Send(const std::string& topic, const KafkaRecord& record) {
   }
   while (true) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(record.key.data(), record.key.size()),
+        rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(record.partition),
+        RD_KAFKA_V_KEY(record.key.data(), record.key.size()),
         RD_KAFKA_V_VALUE(const_cast<char*>(record.value.data()), record.value.size()),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;

@@ -13,14 +13,14 @@ struct KafkaRecord {
   std::string key;
   std::string value;
   std::map<std::string, std::string> headers;
-  int32_t partition = -1;
+  int32_t partition = -1;  // produced to it when set; else partitioned by key
 };
 
 class TestProducer {
  public:
   explicit TestProducer(const std::string& brokers);
   ~TestProducer();
-  // Produces one record (partitioned by key) and aborts the test run on error.
+  // Produces one record and aborts the test run on error.
   void Send(const std::string& topic, const KafkaRecord& record);
   // Waits for every record to be acknowledged; returns the number that failed.
   int Flush(absl::Duration timeout);
