@@ -49,14 +49,14 @@ class HugePageAllocator {
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
     if (bytes >= huge_pages::kMinBytes) return static_cast<T*>(huge_pages::Map(bytes));
-    return static_cast<T*>(::operator new(bytes, std::align_val_t{alignof(T)}));
+    return static_cast<T*>(::operator new (bytes, std::align_val_t{alignof(T)}));
   }
   void deallocate(T* p, size_t n) {
     const size_t bytes = n * sizeof(T);
     if (bytes >= huge_pages::kMinBytes) {
       huge_pages::Unmap(p, bytes);
     } else {
-      ::operator delete(p, bytes, std::align_val_t{alignof(T)});
+      ::operator delete (p, bytes, std::align_val_t{alignof(T)});
     }
   }
 
@@ -86,7 +86,8 @@ using HugePageArray = std::unique_ptr<T[], HugePageArrayDeleter<T>>;
 
 template <typename T>
 HugePageArray<T> MakeHugePageArray(size_t n) {
-  static_assert(std::is_trivially_default_constructible_v<T> && std::is_trivially_destructible_v<T>);
+  static_assert(std::is_trivially_default_constructible_v<T> &&
+                std::is_trivially_destructible_v<T>);
   return HugePageArray<T>(HugePageAllocator<T>().allocate(n), HugePageArrayDeleter<T>(n));
 }
 
