@@ -183,20 +183,51 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::PrefetchIndexes(const Even
 
 Verdict CaseTracker::Handle(const DecodedEvent& event) { return HandleKeyed(event, KeysOf(event)); }
 
+namespace {
+
+// The event itself, then the ids' string objects (a decoded event's strings
+// live apart from it), then their bytes: what KeysOf will hash.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void PrefetchEvent(const DecodedEvent& event) {
+  const char* bytes = reinterpret_cast<const char*>(&event);
+  for (size_t line = 0; line < sizeof(DecodedEvent); line += 64) __builtin_prefetch(bytes + line);
+}
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void PrefetchIdObjects(const DecodedEvent& event) {
+  __builtin_prefetch(&event.proto.event_id());
+  __builtin_prefetch(&event.proto.case_id());
+}
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void PrefetchIdBytes(const DecodedEvent& event) {
+  __builtin_prefetch(event.proto.event_id().data());
+  __builtin_prefetch(event.proto.case_id().data());
+}
+
+}  // namespace
+
 void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verdict* verdicts) {
-  // Two stages ahead of the event handled: the index words at kAhead, then
-  // at kRecordAhead the case record, found through its open-case word, which
-  // has arrived by then. Prefetches only hint: state changed by the events
-  // in between costs a miss, never a wrong answer.
+  // Stages ahead of the event handled, each waiting for the loads the one
+  // before started: the event at kEventAhead, the ids' string objects at
+  // kIdsAhead, their bytes at
+  // kBytesAhead, the keys and index words at kAhead, then at kRecordAhead
+  // the case record, found through its open-case word. Prefetches only
+  // hint: state changed by the events in between costs a miss, never a
+  // wrong answer.
   constexpr size_t kAhead = kPrefetchDistance;
   constexpr size_t kRecordAhead = kAhead / 2;
+  constexpr size_t kEventAhead = 3 * kAhead;
+  constexpr size_t kIdsAhead = 2 * kAhead;
+  constexpr size_t kBytesAhead = kAhead + kAhead / 2;
   EventKeys ahead[kAhead];  // a ring: the keys of events i .. i + kAhead - 1
   const size_t n = events.size();
+  for (size_t j = 0; j < std::min(n, kEventAhead); ++j) PrefetchEvent(*events[j]);
+  for (size_t j = 0; j < std::min(n, kIdsAhead); ++j) PrefetchIdObjects(*events[j]);
+  for (size_t j = 0; j < std::min(n, kBytesAhead); ++j) PrefetchIdBytes(*events[j]);
   for (size_t j = 0; j < std::min(n, kAhead); ++j) {
     ahead[j] = KeysOf(*events[j]);
     PrefetchIndexes(ahead[j]);
   }
   for (size_t i = 0; i < n; ++i) {
+    if (i + kEventAhead < n) PrefetchEvent(*events[i + kEventAhead]);
+    if (i + kIdsAhead < n) PrefetchIdObjects(*events[i + kIdsAhead]);
+    if (i + kBytesAhead < n) PrefetchIdBytes(*events[i + kBytesAhead]);
     if (i + kRecordAhead < n) PrefetchCase(ahead[(i + kRecordAhead) % kAhead].key);
     EventKeys& slot = ahead[i % kAhead];  // event i's, then event i + kAhead's
     const EventKeys keys = slot;
