@@ -46,8 +46,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
