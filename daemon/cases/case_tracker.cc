@@ -203,13 +203,12 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void PrefetchIdBytes(const DecodedEvent& eve
 }  // namespace
 
 void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verdict* verdicts) {
-  // Stages ahead of the event handled, each waiting for the loads the one
-  // before started: the event at kEventAhead, the ids' string objects at
-  // kIdsAhead, their bytes at
-  // kBytesAhead, the keys and index words at kAhead, then at kRecordAhead
-  // the case record, found through its open-case word. Prefetches only
-  // hint: state changed by the events in between costs a miss, never a
-  // wrong answer.
+  // Stages ahead of the event handled, each using the loads the one before
+  // started: the event at kEventAhead, the ids' string objects at
+  // kIdsAhead, their bytes at kBytesAhead, the keys and index words at
+  // kAhead, then at kRecordAhead the case record, found through its
+  // open-case word. Prefetches only hint: state changed by the events in
+  // between costs a miss, never a wrong answer.
   constexpr size_t kAhead = kPrefetchDistance;
   constexpr size_t kRecordAhead = kAhead / 2;
   constexpr size_t kEventAhead = 3 * kAhead;

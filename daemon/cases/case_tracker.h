@@ -187,10 +187,11 @@ class CaseTracker : public ingest::EventHandler {
   CaseTracker& operator=(const CaseTracker&) = delete;
 
   ingest::Verdict Handle(const ingest::DecodedEvent& event) override;
-  // As Handle on each event in order, pipelined: the index words of event
-  // i + kPrefetchDistance and the case record of event i + kPrefetchDistance / 2
-  // start loading before event i is handled, so the cache misses of several
-  // events overlap, not only those of one.
+  // As Handle on each event in order, pipelined: the event and its id
+  // strings (up to 3 x kPrefetchDistance ahead), the index words of event
+  // i + kPrefetchDistance and the case record of event
+  // i + kPrefetchDistance / 2 start loading before event i is handled, so
+  // the cache misses of several events overlap, not only those of one.
   void HandleBatch(absl::Span<const ingest::DecodedEvent* const> events,
                    ingest::Verdict* verdicts) override;
   void Tick(absl::Time wall_now) override;
