@@ -46,6 +46,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "absl/types/span.h"
 #include "bench/baseline/legacy_aggregate_shard.h"
 #include "bench/baseline/legacy_case_tracker.h"
 #include "bench/engine_fixture.h"
@@ -212,7 +213,12 @@ void PerfControl(const char* command) {
   }
 }
 
-template <typename Tracker, typename Dims, typename Shard, Renderer kRenderer = Renderer::kNow>
+// Events per HandleBatch call in BM_EngineNewBatch: what KafkaIngest hands
+// the engine at a time (kafka_ingest.cc, kHandleChunk).
+constexpr size_t kBatch = 128;
+
+template <typename Tracker, typename Dims, typename Shard, Renderer kRenderer = Renderer::kNow,
+          bool kBatched = false>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
   auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
@@ -241,9 +247,28 @@ void BM_Engine(benchmark::State& state) {
   const uint64_t open_before = engine->tracker.open_cases();
   size_t i = static_cast<size_t>(stream.warm);
   if (state.thread_index() == 0) PerfControl("enable");
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(handler.Handle(stream.events[i]));
-    if ((++i & 1023) == 0) maybe_tick();
+  if constexpr (kBatched) {
+    // Each iteration is one event, as below: the first of a batch handles
+    // the whole batch, so the time per iteration is the time per event.
+    std::vector<const ingest::DecodedEvent*> batch(kBatch);
+    std::vector<ingest::Verdict> verdicts(kBatch);
+    size_t left = 0;
+    for (auto _ : state) {
+      if (left == 0) {
+        left = std::min(kBatch, stream.events.size() - i);
+        for (size_t j = 0; j < left; ++j) batch[j] = &stream.events[i + j];
+        handler.HandleBatch(absl::MakeConstSpan(batch.data(), left), verdicts.data());
+        benchmark::DoNotOptimize(verdicts.data());
+      }
+      --left;
+      // Ticks fall between batches: kBatch divides 1024.
+      if ((++i & 1023) == 0) maybe_tick();
+    }
+  } else {
+    for (auto _ : state) {
+      benchmark::DoNotOptimize(handler.Handle(stream.events[i]));
+      if ((++i & 1023) == 0) maybe_tick();
+    }
   }
   if (state.thread_index() == 0) PerfControl("disable");
   state.SetItemsProcessed(state.iterations());
@@ -261,6 +286,19 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
     ->Args({100, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({0, 0, 1})
+    ->Args({0, 1, 1})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+// The same, kBatch events per HandleBatch call (pipelined prefetching).
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   Renderer::kNow, /*kBatched=*/true)
+    ->Name("BM_EngineNewBatch")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
     ->Args({0, 1, 0})
     ->Args({0, 0, 1})
     ->Args({0, 1, 1})

@@ -47,7 +47,10 @@
 //   a scan: an 8-byte append per stage entry when events come in time
 //   order, a heap push otherwise (see stage_age_index.h).
 // - The loads an event will need (event-id index, case index, case record)
-//   are prefetched up front, so their misses overlap.
+//   are prefetched up front, so their misses overlap; HandleBatch starts
+//   them several events ahead, so the misses of consecutive events overlap
+//   too. The large arrays (records, indexes, rings) are in 2 MiB pages
+//   (HugePageAllocator), so a random lookup is not also a page walk.
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
 //
@@ -95,6 +98,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "daemon/cases/case_id_store.h"
 #include "daemon/cases/case_sink.h"
 #include "daemon/cases/clock.h"
@@ -102,6 +106,7 @@
 #include "daemon/cases/open_cases_view.h"
 #include "daemon/cases/stage_age_index.h"
 #include "daemon/cases/timing_wheel.h"
+#include "daemon/common/huge_page_allocator.h"
 #include "daemon/common/single_writer_counter.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
@@ -182,6 +187,13 @@ class CaseTracker : public ingest::EventHandler {
   CaseTracker& operator=(const CaseTracker&) = delete;
 
   ingest::Verdict Handle(const ingest::DecodedEvent& event) override;
+  // As Handle on each event in order, pipelined: the event and its id
+  // strings (up to 3 x kPrefetchDistance ahead), the index words of event
+  // i + kPrefetchDistance and the case record of event
+  // i + kPrefetchDistance / 2 start loading before event i is handled, so
+  // the cache misses of several events overlap, not only those of one.
+  void HandleBatch(absl::Span<const ingest::DecodedEvent* const> events,
+                   ingest::Verdict* verdicts) override;
   void Tick(absl::Time wall_now) override;
 
   // Fires every deadline and expiry due at the clock's now.
@@ -238,7 +250,7 @@ class CaseTracker : public ingest::EventHandler {
   template <typename Record>
   class RecentSet {
    public:
-    RecentSet() : ring_(std::make_unique_for_overwrite<Record[]>(16)), index_(16, 0) {}
+    RecentSet() : ring_(MakeHugePageArray<Record>(16)), index_(16, 0) {}
     bool empty() const { return head_ == tail_; }
     size_t size() const { return static_cast<size_t>(tail_ - head_); }
     const Record& front() const { return ring_[head_ & ring_mask_]; }
@@ -288,7 +300,7 @@ class CaseTracker : public ingest::EventHandler {
     void GrowRing() {
       // Not value-initialized: only what is written becomes resident.
       const uint64_t capacity = 2 * (ring_mask_ + 1);
-      auto ring = std::make_unique_for_overwrite<Record[]>(capacity);
+      auto ring = MakeHugePageArray<Record>(capacity);
       for (uint64_t p = head_; p < tail_; ++p) ring[p & (capacity - 1)] = ring_[p & ring_mask_];
       ring_ = std::move(ring);
       ring_mask_ = capacity - 1;
@@ -304,11 +316,11 @@ class CaseTracker : public ingest::EventHandler {
       for (uint64_t p = head_; p < tail_; ++p) Index(ring_[p & ring_mask_].key, p);
     }
 
-    std::unique_ptr<Record[]> ring_;
+    HugePageArray<Record> ring_;
     uint64_t ring_mask_ = 15;
     uint64_t head_ = 0;  // positions only grow; & ring_mask_ indexes ring_
     uint64_t tail_ = 0;
-    std::vector<uint64_t> index_;  // 0: empty
+    HugeVector<uint64_t> index_;  // 0: empty
     size_t index_mask_ = 15;
     size_t used_ = 0;  // non-zero words of index_
   };
@@ -334,11 +346,22 @@ class CaseTracker : public ingest::EventHandler {
    private:
     static uint32_t Tag(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
     void Grow();
-    std::vector<uint64_t> words_;  // 0: empty
+    HugeVector<uint64_t> words_;  // 0: empty
     size_t mask_;
     size_t size_ = 0;
   };
 
+  // How many events ahead HandleBatch starts an event's loads (bench/RESULTS.md §10).
+  static constexpr size_t kPrefetchDistance = 8;
+  // What an event is looked up by: pure functions of the event.
+  struct EventKeys {
+    uint64_t id_hash;  // of the event id
+    uint64_t key;      // CaseKey
+  };
+  EventKeys KeysOf(const ingest::DecodedEvent& event) const;
+  // Starts loading the index words an event's lookups read first.
+  void PrefetchIndexes(const EventKeys& keys) const;
+  ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys);
   // 64-bit hash of (process id, case id), stable across runs and configs.
   uint64_t CaseKey(int process, absl::string_view case_id) const;
   ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
@@ -397,11 +420,11 @@ class CaseTracker : public ingest::EventHandler {
   std::vector<uint64_t> process_seeds_;       // StableHash64 of each process id
 
   CaseIdStore id_store_;
-  std::vector<Case> cases_;
+  HugeVector<Case> cases_;
   // Per slot: the token of the case's live timer entry; 0 when the slot is
   // free. Apart from the records so that a stale entry (most entries: a case
   // usually moves on before its deadline) is dropped without touching them.
-  std::vector<uint32_t> tokens_;
+  HugeVector<uint32_t> tokens_;
   std::vector<uint32_t> free_slots_;
   // Open cases: (low 32 bits of the key) << 32 | (slot + 1).
   WordSet open_;

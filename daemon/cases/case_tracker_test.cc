@@ -1,11 +1,13 @@
 #include "daemon/cases/case_tracker.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/ingest/event_decoder.h"
 #include "gmock/gmock.h"
@@ -398,6 +400,133 @@ TEST_F(CaseTrackerTest, ManyCasesBreachInDeadlineOrderOnAJump) {
 
 // ---- max_dedup_ids / max_closed_cases: the oldest remembered id goes first,
 // within dedup_horizon (1h) too.
+
+// A stream through every path of Handle: new cases, advances and rework,
+// the same stage again, completion and fallout, unknown and closed cases,
+// cost and feedback, repeated event ids, and time jumps past SLA deadlines,
+// the dedup horizon and case_ttl, so timers fire between events.
+std::vector<ingest::DecodedEvent> MixedStream(const model::Config& config) {
+  ingest::EventDecoder decoder(config);
+  std::vector<ProcessEvent> sent;
+  uint64_t r = 12345;
+  auto random = [&r](uint64_t n) {
+    r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (r >> 33) % n;
+  };
+  const std::vector<std::string> sales_stages = {"lead", "demo", "quote"};
+  const std::vector<ProcessEvent::Kind> kinds = {
+      ProcessEvent::STAGE_ENTERED,  ProcessEvent::STAGE_ENTERED, ProcessEvent::STAGE_ENTERED,
+      ProcessEvent::STAGE_ENTERED,  ProcessEvent::STAGE_ENTERED, ProcessEvent::STAGE_ENTERED,
+      ProcessEvent::CASE_COMPLETED, ProcessEvent::CASE_FALLOUT,  ProcessEvent::COST,
+      ProcessEvent::FEEDBACK};
+  int64_t t = 0;
+  for (int i = 0; i < 1500; ++i) {
+    const uint64_t pick = random(100);
+    if (pick < 5 && !sent.empty()) {
+      sent.push_back(sent[random(sent.size())]);  // its id again
+      continue;
+    }
+    t += pick == 5 ? 11 * 86400 : pick < 10 ? 3700 : static_cast<int64_t>(random(120));
+    ProcessEvent e;
+    e.set_event_id(absl::StrCat("ev-", i));
+    const bool sales = random(5) != 0;
+    e.set_process(sales ? "sales" : "support");
+    e.set_case_id(absl::StrCat("c", random(40)));
+    e.set_kind(kinds[random(kinds.size())]);
+    e.set_stage(sales ? sales_stages[random(sales_stages.size())] : "triage");
+    e.set_amount(static_cast<double>(1 + random(100)));
+    e.set_score(3);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    (*e.mutable_attributes())["region"] = random(2) == 0 ? "emea" : "apac";
+    sent.push_back(e);
+  }
+  std::vector<ingest::DecodedEvent> events(sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) {
+    auto rejection = decoder.Decode(sent[i].SerializeAsString(), false, &events[i]);
+    EXPECT_FALSE(rejection.has_value()) << rejection->detail;
+  }
+  return events;
+}
+
+struct Outcome {
+  std::vector<std::string> verdicts;
+  std::vector<std::string> facts;
+  std::map<std::tuple<int, int, DimsId>, int> backlog, over_sla;
+  std::string state;
+};
+
+// `events` through a fresh tracker on the event clock, `batch` at a time,
+// each batch through HandleBatch or else Handle one by one, with a Tick
+// after every batch.
+Outcome HandleInBatches(const model::Config& config,
+                        const std::vector<ingest::DecodedEvent>& events, size_t batch,
+                        bool use_batch) {
+  WatermarkBoard board(1);
+  EventTimeClock clock(&board, 0);
+  RecordingSink sink;
+  DimensionTable dims(config);
+  CaseTracker tracker({.config = &config, .clock = &clock, .sink = &sink, .dimensions = &dims});
+  Outcome out;
+  std::vector<const ingest::DecodedEvent*> pointers;
+  std::vector<Verdict> verdicts(batch);
+  for (size_t begin = 0; begin < events.size(); begin += batch) {
+    const size_t n = std::min(batch, events.size() - begin);
+    pointers.clear();
+    for (size_t i = begin; i < begin + n; ++i) pointers.push_back(&events[i]);
+    if (use_batch) {
+      tracker.HandleBatch(pointers, verdicts.data());
+    } else {
+      for (size_t i = 0; i < n; ++i) verdicts[i] = tracker.Handle(*pointers[i]);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      out.verdicts.push_back(absl::StrCat(static_cast<int>(verdicts[i].kind), " ",
+                                          model::RejectReasonName(verdicts[i].reason)));
+    }
+    tracker.Tick(absl::FromUnixSeconds(kT0));
+  }
+  out.facts = sink.Take();
+  out.backlog = sink.backlog;
+  out.over_sla = sink.over_sla;
+  out.state = tracker.Serialize();
+  return out;
+}
+
+TEST(CaseTrackerBatchTest, HandleBatchDoesWhatHandleDoesInOrder) {
+  const model::Config config = *model::ParseConfig(kConfig, "t.yaml");
+  const std::vector<ingest::DecodedEvent> events = MixedStream(config);
+  // Sizes around the prefetch distance and not multiples of it, and one
+  // batch larger than the stream.
+  for (size_t batch : {size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{8}, size_t{13},
+                       size_t{1024}, size_t{4096}}) {
+    SCOPED_TRACE(absl::StrCat("batch ", batch));
+    const Outcome one_by_one = HandleInBatches(config, events, batch, /*use_batch=*/false);
+    const Outcome batched = HandleInBatches(config, events, batch, /*use_batch=*/true);
+    EXPECT_EQ(batched.verdicts, one_by_one.verdicts);
+    EXPECT_EQ(batched.facts, one_by_one.facts);
+    EXPECT_EQ(batched.backlog, one_by_one.backlog);
+    EXPECT_EQ(batched.over_sla, one_by_one.over_sla);
+    EXPECT_EQ(batched.state, one_by_one.state);
+    // The stream does take every path (else the comparison proves little).
+    auto verdicts_with = [&](absl::string_view what) {
+      return std::count_if(one_by_one.verdicts.begin(), one_by_one.verdicts.end(),
+                           [&](const std::string& v) { return absl::StrContains(v, what); });
+    };
+    auto facts_with = [&](absl::string_view what) {
+      return std::count_if(one_by_one.facts.begin(), one_by_one.facts.end(),
+                           [&](const std::string& f) { return absl::StartsWith(f, what); });
+    };
+    EXPECT_GT(verdicts_with(absl::StrCat(static_cast<int>(Verdict::Kind::kDuplicate), " ")), 0);
+    for (RejectReason reason :
+         {RejectReason::kSameStage, RejectReason::kUnknownCase, RejectReason::kCaseClosed}) {
+      EXPECT_GT(verdicts_with(model::RejectReasonName(reason)), 0)
+          << model::RejectReasonName(reason);
+    }
+    for (const char* fact :
+         {"started", "transition", "completed", "fallout", "expired", "cost", "breach"}) {
+      EXPECT_GT(facts_with(fact), 0) << fact;
+    }
+  }
+}
 
 TEST_F(CaseTrackerTest, EventIdsBeyondTheBoundForgetTheOldest) {
   CaseTracker::Options options = Wired();

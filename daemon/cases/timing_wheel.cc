@@ -96,7 +96,8 @@ void TimingWheel::Cascade(int64_t epoch, int64_t now) {
   FreeList(list);
 }
 
-void TimingWheel::Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire) {
+void TimingWheel::Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire,
+                          absl::FunctionRef<void(const TimerEntry&)> ahead) {
   if (now < next_) return;
   firing_.clear();
   if (now - next_ >= kSlots) {
@@ -125,7 +126,12 @@ void TimingWheel::Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)
   if (!std::is_sorted(firing_.begin(), firing_.end(), by_due)) {
     std::sort(firing_.begin(), firing_.end(), by_due);
   }
-  for (const TimerEntry& entry : firing_) fire(entry);
+  const size_t n = firing_.size();
+  for (size_t i = 0; i < std::min(n, kFireAhead); ++i) ahead(firing_[i]);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kFireAhead < n) ahead(firing_[i + kFireAhead]);
+    fire(firing_[i]);
+  }
 }
 
 }  // namespace kpid::cases

@@ -53,7 +53,15 @@ class TimingWheel {
   // Fires, in due order (in no particular order within a second), every
   // entry due at or before `now` that was scheduled before this call.
   // Entries scheduled by `fire` for a second <= now fire in a later Advance.
-  void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire);
+  void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire) {
+    Advance(now, fire, [](const TimerEntry&) {});
+  }
+  // The same, calling ahead(e) kFireAhead entries before fire(e): the owner
+  // starts loading what firing e will read (its records are random accesses
+  // into a large array), so the misses of consecutive entries overlap.
+  static constexpr size_t kFireAhead = 8;
+  void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire,
+               absl::FunctionRef<void(const TimerEntry&)> ahead);
 
   int64_t next_second() const { return next_; }
   size_t size() const { return size_; }

@@ -110,6 +110,10 @@ class PartitionEngine final : public ingest::PartitionHandler {
   ingest::Verdict Handle(const ingest::DecodedEvent& event) override {
     return tracker_->Handle(event);
   }
+  void HandleBatch(absl::Span<const ingest::DecodedEvent* const> events,
+                   ingest::Verdict* verdicts) override {
+    tracker_->HandleBatch(events, verdicts);
+  }
   void Tick(absl::Time wall_now) override { tracker_->Tick(wall_now); }
   void SetCaughtUp(bool caught_up) override { clock_->SetCaughtUp(caught_up); }
   // Remembers `next_offset`; with a writer, hands it the serialized state.

@@ -54,6 +54,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "daemon/common/mutex.h"
 #include "daemon/ingest/dead_letter.h"
 #include "daemon/ingest/event_handler.h"
@@ -132,7 +133,11 @@ class KafkaIngest {
   void ProbeLoop();
   static void ErrorTrampoline(rd_kafka_s* rk, int err, const char* reason, void* opaque);
   void WorkerLoop(Worker* worker);
-  void ProcessMessage(Worker* worker, Owned& owned, struct rd_kafka_message_s* message);
+  // Messages of one partition, in order: decoded, the valid ones handed to
+  // the handler in one HandleBatch call, then each accounted for in order.
+  void ProcessRun(Worker* worker, Owned& owned, absl::Span<struct rd_kafka_message_s* const> run);
+  void Account(Owned& owned, const struct rd_kafka_message_s& message, const DecodedEvent& event,
+               Verdict verdict);
   void Reject(Owned& owned, const struct rd_kafka_message_s& message, Rejection rejection);
   // Runs `controls` (one per partition) on the owning workers between their
   // batches, or here when a worker has exited; returns when all are done.
