@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -97,6 +101,8 @@ struct ProcessSnapshot {
   uint64_t folded = 0;
   std::string label_text;
 
+  bool labels_kept = false;  // from the last text scrape (EngineMetrics::Read)
+
   LabelsRef SeriesLabelsAt(size_t k) const { return Ref(series[k].labels, series[k].text); }
   LabelsRef StageLabelsAt(size_t j) const { return Ref(stage_labels[j], stage_text[j]); }
   // Appends the text of `labels` to label_text.
@@ -123,6 +129,39 @@ struct ValuesEq {
     return *a == *b;
   }
 };
+
+// The dimension labels a series has: one per configured dimension it has a
+// value for.
+size_t DimLabels(const std::vector<std::string>& dim_names,
+                 const std::vector<std::string>& values) {
+  return std::min(dim_names.size(), values.size());
+}
+
+// Whether the series of `now` (listed and sorted, labels not yet built)
+// would get exactly the labels `last` has: same process labels, stages and
+// series, each with the same dimension names and values.
+bool SameLabels(const ProcessSnapshot& last, const ProcessSnapshot& now,
+                const model::ProcessConfig& process, const std::vector<std::string>& dim_names) {
+  if (last.series.size() != now.series.size() || last.stages != now.stages ||
+      last.stage_labels.size() != now.series.size() * now.stages ||
+      last.labels.labels() != now.labels.labels()) {
+    return false;
+  }
+  // Stage labels are the series' with the stage id second.
+  for (size_t si = 0; si < now.stages && !last.series.empty(); ++si) {
+    if (last.stage_labels[si][1].value != process.stages[si].id) return false;
+  }
+  for (size_t k = 0; k < now.series.size(); ++k) {
+    const Labels& labels = last.series[k].labels;
+    const std::vector<std::string>& values = *now.series[k].values;
+    const size_t dims = DimLabels(dim_names, values);
+    if (labels.size() != 1 + dims) return false;
+    for (size_t d = 0; d < dims; ++d) {
+      if (labels[1 + d].name != dim_names[d] || labels[1 + d].value != values[d]) return false;
+    }
+  }
+  return true;
+}
 
 void WriteHistogram(MetricWriter* out, LabelsRef labels, const LatencyHistogram& h) {
   std::array<ClientMetric::Bucket, LatencyHistogram::kBuckets> buckets;
@@ -247,6 +286,174 @@ const StageWindowFamily kStageWindow[] = {
      [](const StageWindowCounts& c) { return c.rework_ratio(); }},
 };
 
+// A family written as lines per series of a process, or per stage series,
+// in the order ProcessSnapshot keeps them: a "unit" is one series' lines.
+struct UnitFamily {
+  const char* name;
+  const char* help;
+  MetricType type;
+  bool stage;  // one unit per stage series, else per process series
+  // Writes the lines of unit `i` of `p`; `windows` the window label values.
+  std::function<void(MetricWriter* out, const std::vector<std::string>& windows,
+                     const ProcessSnapshot& p, size_t i)>
+      write;
+};
+
+// (Not stage_labels.size(): a snapshot whose labels the next one took has
+// none left.)
+size_t UnitCount(const ProcessSnapshot& p, bool stage) {
+  return stage ? p.series.size() * p.stages : p.series.size();
+}
+
+// Every family with lines per series, in the order /metrics has them.
+const std::vector<UnitFamily>& UnitFamilies() {
+  using Windows = std::vector<std::string>;
+  static const std::vector<UnitFamily>* families = [] {
+    auto* v = new std::vector<UnitFamily>;
+    for (const SeriesFamily& f : kProcessTotals) {
+      v->push_back({f.name, f.help, f.type, false,
+                    [&f](MetricWriter* out, const Windows&, const ProcessSnapshot& p, size_t k) {
+                      out->Sample(p.SeriesLabelsAt(k), f.value(p.series[k]));
+                    }});
+    }
+    v->push_back({"kpid_process_lead_time_seconds",
+                  "Lead time of completed cases (start to completion).", MetricType::Histogram,
+                  false, [](MetricWriter* out, const Windows&, const ProcessSnapshot& p, size_t k) {
+                    WriteHistogram(out, p.SeriesLabelsAt(k), p.series[k].totals.lead_time);
+                  }});
+    for (const StageTotalsFamily& f : kStageTotals) {
+      v->push_back({f.name, f.help, f.type, true,
+                    [&f](MetricWriter* out, const Windows&, const ProcessSnapshot& p, size_t j) {
+                      out->Sample(p.StageLabelsAt(j), f.value(p.stage_totals[j]));
+                    }});
+    }
+    v->push_back({"kpid_stage_exited_total", "Exits from the stage, by outcome.",
+                  MetricType::Counter, true,
+                  [](MetricWriter* out, const Windows&, const ProcessSnapshot& p, size_t j) {
+                    out->Sample(p.StageLabelsAt(j), {"outcome", "advanced"},
+                                D(p.stage_totals[j].exited_advanced));
+                    out->Sample(p.StageLabelsAt(j), {"outcome", "fallout"},
+                                D(p.stage_totals[j].exited_fallout));
+                  }});
+    v->push_back({"kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
+                  MetricType::Histogram, true,
+                  [](MetricWriter* out, const Windows&, const ProcessSnapshot& p, size_t j) {
+                    WriteHistogram(out, p.StageLabelsAt(j), p.stage_totals[j].cycle_time);
+                  }});
+    for (const ProcessWindowFamily& f : kProcessWindow) {
+      v->push_back(
+          {f.name, f.help, MetricType::Gauge, false,
+           [&f](MetricWriter* out, const Windows& windows, const ProcessSnapshot& p, size_t k) {
+             for (size_t w = 0; w < p.windows; ++w) {
+               if (absl::optional<double> v = f.value(p.process_windows[k * p.windows + w])) {
+                 out->Sample(p.SeriesLabelsAt(k), {"window", windows[w]}, *v);
+               }
+             }
+           }});
+    }
+    for (const StageWindowFamily& f : kStageWindow) {
+      v->push_back(
+          {f.name, f.help, MetricType::Gauge, true,
+           [&f](MetricWriter* out, const Windows& windows, const ProcessSnapshot& p, size_t j) {
+             for (size_t w = 0; w < p.windows; ++w) {
+               if (absl::optional<double> v = f.value(p.stage_windows[j * p.windows + w])) {
+                 out->Sample(p.StageLabelsAt(j), {"window", windows[w]}, *v);
+               }
+             }
+           }});
+    }
+    return v;
+  }();
+  return *families;
+}
+
+// The families after the unit families: few lines, written afresh.
+void WriteOtherFamilies(const std::vector<ProcessSnapshot>& processes, MetricWriter* out) {
+  out->Family("kpid_transitions_total", "Moves of cases from one stage to another.",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : processes) {
+    for (const Transition& t : p.transitions) out->Sample(t.labels, D(t.count));
+  }
+  auto write_summaries = [&](const char* name, const char* help,
+                             std::vector<WindowSummary> ProcessSnapshot::*summaries) {
+    out->Family(name, help, MetricType::Summary);
+    for (const ProcessSnapshot& p : processes) {
+      for (const WindowSummary& s : p.*summaries) {
+        out->Summary(s.labels, s.count, s.sum, s.quantiles);
+      }
+    }
+  };
+  write_summaries("kpid_window_stage_cycle_time_seconds",
+                  "Time-in-stage quantiles of the exits in the window.",
+                  &ProcessSnapshot::cycle_times);
+  write_summaries("kpid_window_process_lead_time_seconds",
+                  "Lead-time quantiles of the cases completed in the window.",
+                  &ProcessSnapshot::lead_times);
+  out->Family("kpid_series_folded_total",
+              "Cases whose dimension values were folded into __other__ "
+              "(max_series_per_process reached).",
+              MetricType::Counter);
+  for (const ProcessSnapshot& p : processes) out->Sample(p.labels, D(p.folded));
+}
+
+// Bit for bit, not ==: -0.0 == 0.0 but they print differently (NaN != NaN
+// only costs a re-render). Every field of these structs is 8 bytes wide,
+// so there is no padding to compare.
+template <typename T>
+bool SameBits(const T* a, const T* b, size_t n = 1) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) % 8 == 0);
+  return n == 0 || std::memcmp(a, b, n * sizeof(T)) == 0;
+}
+
+bool SameRange(TextRange a, TextRange b) { return a.begin == b.begin && a.end == b.end; }
+
+// Whether every unit of `now` has the labels (and the stages and windows)
+// of the unit at the same index in `before`: then a unit whose values are
+// the same renders the same lines.
+bool SameShape(const ProcessSnapshot& before, const ProcessSnapshot& now) {
+  if (before.stages != now.stages || before.windows != now.windows ||
+      before.series.size() != now.series.size()) {
+    return false;
+  }
+  // Kept from `before` by Read (SameLabels): moved out of it.
+  if (now.labels_kept) return true;
+  if (before.stage_text.size() != now.stage_text.size() || before.label_text != now.label_text) {
+    return false;
+  }
+  for (size_t k = 0; k < now.series.size(); ++k) {
+    if (!SameRange(before.series[k].text, now.series[k].text)) return false;
+  }
+  for (size_t j = 0; j < now.stage_text.size(); ++j) {
+    if (!SameRange(before.stage_text[j], now.stage_text[j])) return false;
+  }
+  return true;
+}
+
+bool SameValues(const ProcessSnapshot& before, const ProcessSnapshot& now, bool stage, size_t i) {
+  const size_t w = now.windows;
+  if (stage) {
+    return SameBits(&before.stage_totals[i], &now.stage_totals[i]) &&
+           SameBits(&before.stage_windows[i * w], &now.stage_windows[i * w], w);
+  }
+  return SameBits(&before.series[i].totals, &now.series[i].totals) &&
+         before.series[i].open_cases == now.series[i].open_cases &&
+         SameBits(&before.process_windows[i * w], &now.process_windows[i * w], w);
+}
+
+constexpr size_t kChanged = std::numeric_limits<size_t>::max();
+
+// Formats every line.
+void Write(const std::vector<ProcessSnapshot>& processes, const std::vector<std::string>& windows,
+           MetricWriter* out) {
+  for (const UnitFamily& family : UnitFamilies()) {
+    out->Family(family.name, family.help, family.type);
+    for (const ProcessSnapshot& p : processes) {
+      for (size_t i = 0; i < UnitCount(p, family.stage); ++i) family.write(out, windows, p, i);
+    }
+  }
+  WriteOtherFamilies(processes, out);
+}
+
 }  // namespace
 
 struct EngineMetrics::Snapshot {
@@ -255,6 +462,23 @@ struct EngineMetrics::Snapshot {
   // Series point at their tables' dimension values.
   std::shared_ptr<const void> keep_alive;
 };
+
+// The last scrape's text of every unit family, and the snapshot it was
+// rendered from.
+struct EngineMetrics::RenderedText {
+  struct Family {
+    // The family's sample lines; bodies of scrapes being sent share them.
+    std::shared_ptr<std::string> lines;
+    std::vector<size_t> ends;  // where the lines of each unit end, units of every process in order
+    // The lines before those, whose memory the next lines are written into
+    // once no body refers to them any more.
+    std::shared_ptr<std::string> spare;
+  };
+  std::vector<Family> families;  // by UnitFamilies() index
+  Snapshot before;               // without keep_alive: its values and label text only
+};
+
+EngineMetrics::~EngineMetrics() = default;
 
 EngineMetrics::EngineMetrics(const model::Config* config, aggregate::ShardSource shards,
                              const cases::Clock* clock)
@@ -267,20 +491,8 @@ EngineMetrics::EngineMetrics(const model::Config* config,
     : EngineMetrics(config, aggregate::FixedShards(std::move(shards), std::move(dimensions)),
                     clock) {}
 
-EngineMetrics::Snapshot EngineMetrics::Read() const {
-  // Scrapes at the same moment (several HTTP threads) must not wait for each
-  // other: the one that finds the cache taken reads every series afresh,
-  // which gives the same numbers.
-  if (cache_window_reads_.load(std::memory_order_relaxed) && cache_mu_.TryLock()) {
-    Snapshot snap = Read(&cache_);
-    cache_mu_.Unlock();
-    return snap;
-  }
-  aggregate::SeriesReadCache uncached(/*keep_reads=*/false);
-  return Read(&uncached);
-}
-
-EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) const {
+EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache,
+                                            Snapshot* before) const {
   Snapshot snap;
   const aggregate::ShardSet set = shards_();
   snap.keep_alive = set.keep_alive;
@@ -321,9 +533,25 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
     ps.stages = std::min(process.stages.size(),
                          static_cast<size_t>(reader.shards().front()->stage_count(p)));
     const size_t n = ps.series.size();
+    // The labels of the last text scrape when every series has the same
+    // (the usual scrape): building and rendering ~10k label sets was a
+    // third of a scrape with nothing to format.
+    ProcessSnapshot* last =
+        before != nullptr && pi < before->processes.size() ? &before->processes[pi] : nullptr;
+    ps.labels_kept = last != nullptr && SameLabels(*last, ps, process, dim_names);
+    if (ps.labels_kept) {
+      for (size_t k = 0; k < n; ++k) {
+        ps.series[k].labels = std::move(last->series[k].labels);
+        ps.series[k].text = last->series[k].text;
+      }
+      ps.stage_labels = std::move(last->stage_labels);
+      ps.stage_text = std::move(last->stage_text);
+      ps.label_text = std::move(last->label_text);
+    } else {
+      ps.stage_labels.reserve(n * ps.stages);
+      ps.stage_text.reserve(n * ps.stages);
+    }
     ps.process_windows.reserve(n * ps.windows);
-    ps.stage_labels.reserve(n * ps.stages);
-    ps.stage_text.reserve(n * ps.stages);
     ps.stage_totals.reserve(n * ps.stages);
     ps.stage_windows.resize(n * ps.stages * ps.windows);
     for (size_t i = 0; i < set.shards.size(); ++i) {
@@ -334,11 +562,13 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
     std::vector<aggregate::SeriesWindow> windows(ps.windows);
     for (size_t k = 0; k < n; ++k) {
       Series& s = ps.series[k];
-      s.labels = ps.labels.labels();
-      for (size_t d = 0; d < dim_names.size() && d < s.values->size(); ++d) {
-        s.labels.push_back({dim_names[d], (*s.values)[d]});
+      if (!ps.labels_kept) {
+        s.labels = ps.labels.labels();
+        for (size_t d = 0; d < DimLabels(dim_names, *s.values); ++d) {
+          s.labels.push_back({dim_names[d], (*s.values)[d]});
+        }
+        s.text = ps.Render(s.labels);
       }
-      s.text = ps.Render(s.labels);
       totals.process = {};
       totals.stages.assign(ps.stages, {});
       for (aggregate::SeriesWindow& window : windows) {
@@ -352,8 +582,10 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
       s.totals = totals.process;
       s.open_cases = totals.open_cases();
       for (size_t si = 0; si < ps.stages; ++si) {
-        Labels& stage = ps.stage_labels.emplace_back(s.labels);
-        stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
+        if (!ps.labels_kept) {
+          Labels& stage = ps.stage_labels.emplace_back(s.labels);
+          stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
+        }
         ps.stage_totals.push_back(totals.stages[si]);
       }
       for (size_t w = 0; w < ps.windows; ++w) {
@@ -363,7 +595,9 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
         }
       }
     }
-    for (const Labels& stage : ps.stage_labels) ps.stage_text.push_back(ps.Render(stage));
+    if (!ps.labels_kept) {
+      for (const Labels& stage : ps.stage_labels) ps.stage_text.push_back(ps.Render(stage));
+    }
 
     for (size_t from = 0; from < process.stages.size(); ++from) {
       for (size_t to = 0; to < process.stages.size(); ++to) {
@@ -393,94 +627,124 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache) c
 }
 
 void EngineMetrics::WriteMetrics(MetricWriter* out) const {
-  const Snapshot snap = Read();
-  // fn(process, series index) / fn(process, stage series index).
-  auto each_series = [&](auto&& fn) {
-    for (const ProcessSnapshot& p : snap.processes) {
-      for (size_t k = 0; k < p.series.size(); ++k) fn(p, k);
+  // Scrapes at the same moment (several HTTP threads) must not wait for each
+  // other: the one that finds the caches taken reads every series afresh and
+  // formats every line, which gives the same bytes.
+  if (cache_window_reads_.load(std::memory_order_relaxed) && cache_mu_.TryLock()) {
+    auto* text =
+        cache_text_.load(std::memory_order_relaxed) ? dynamic_cast<TextWriter*>(out) : nullptr;
+    if (text != nullptr) {
+      if (rendered_ == nullptr) rendered_ = std::make_unique<RenderedText>();
+      WriteText(Read(&cache_, &rendered_->before), text);
+    } else {
+      const Snapshot snap = Read(&cache_, nullptr);
+      Write(snap.processes, snap.windows, out);
     }
-  };
-  auto each_stage = [&](auto&& fn) {
-    for (const ProcessSnapshot& p : snap.processes) {
-      for (size_t j = 0; j < p.stage_labels.size(); ++j) fn(p, j);
+    cache_mu_.Unlock();
+    return;
+  }
+  aggregate::SeriesReadCache uncached(/*keep_reads=*/false);
+  const Snapshot snap = Read(&uncached, nullptr);
+  Write(snap.processes, snap.windows, out);
+}
+
+void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
+  RenderedText& r = *rendered_;
+  const std::vector<UnitFamily>& families = UnitFamilies();
+  r.families.resize(families.size());
+
+  // kept[stage][u]: where unit u's lines are among the kept lines (their
+  // unit index there), or kChanged; units of every process in order.
+  std::array<std::vector<size_t>, 2> kept;
+  std::array<bool, 2> all_kept = {true, true};
+  std::array<size_t, 2> before_base = {0, 0};
+  TextCacheStats stats;
+  const Snapshot& before = r.before;
+  for (size_t pi = 0; pi < snap.processes.size(); ++pi) {
+    const ProcessSnapshot& now = snap.processes[pi];
+    const bool comparable = pi < before.processes.size() && before.windows == snap.windows &&
+                            SameShape(before.processes[pi], now);
+    for (const bool stage : {false, true}) {
+      for (size_t i = 0; i < UnitCount(now, stage); ++i) {
+        const bool same = comparable && SameValues(before.processes[pi], now, stage, i);
+        kept[stage].push_back(same ? before_base[stage] + i : kChanged);
+        all_kept[stage] &= same;
+        ++(same ? stats.kept : stats.rendered);
+      }
+      if (pi < before.processes.size()) {
+        before_base[stage] += UnitCount(before.processes[pi], stage);
+      }
     }
-  };
-
-  for (const SeriesFamily& f : kProcessTotals) {
-    out->Family(f.name, f.help, f.type);
-    each_series([&](const ProcessSnapshot& p, size_t k) {
-      out->Sample(p.SeriesLabelsAt(k), f.value(p.series[k]));
-    });
   }
-  out->Family("kpid_process_lead_time_seconds",
-              "Lead time of completed cases (start to completion).", MetricType::Histogram);
-  each_series([&](const ProcessSnapshot& p, size_t k) {
-    WriteHistogram(out, p.SeriesLabelsAt(k), p.series[k].totals.lead_time);
-  });
-
-  for (const StageTotalsFamily& f : kStageTotals) {
-    out->Family(f.name, f.help, f.type);
-    each_stage([&](const ProcessSnapshot& p, size_t j) {
-      out->Sample(p.StageLabelsAt(j), f.value(p.stage_totals[j]));
-    });
+  for (const bool stage : {false, true}) {
+    size_t units_before = 0;
+    for (const ProcessSnapshot& p : before.processes) units_before += UnitCount(p, stage);
+    all_kept[stage] &= units_before == kept[stage].size();
   }
-  out->Family("kpid_stage_exited_total", "Exits from the stage, by outcome.", MetricType::Counter);
-  each_stage([&](const ProcessSnapshot& p, size_t j) {
-    out->Sample(p.StageLabelsAt(j), {"outcome", "advanced"}, D(p.stage_totals[j].exited_advanced));
-    out->Sample(p.StageLabelsAt(j), {"outcome", "fallout"}, D(p.stage_totals[j].exited_fallout));
-  });
-  out->Family("kpid_stage_cycle_time_seconds", "Time in stage of each exit.",
-              MetricType::Histogram);
-  each_stage([&](const ProcessSnapshot& p, size_t j) {
-    WriteHistogram(out, p.StageLabelsAt(j), p.stage_totals[j].cycle_time);
-  });
 
-  for (const ProcessWindowFamily& f : kProcessWindow) {
-    out->Family(f.name, f.help, MetricType::Gauge);
-    each_series([&](const ProcessSnapshot& p, size_t k) {
-      for (size_t w = 0; w < p.windows; ++w) {
-        if (absl::optional<double> v = f.value(p.process_windows[k * p.windows + w])) {
-          out->Sample(p.SeriesLabelsAt(k), {"window", snap.windows[w]}, *v);
+  for (size_t f = 0; f < families.size(); ++f) {
+    const UnitFamily& family = families[f];
+    RenderedText::Family& lines = r.families[f];
+    out->Family(family.name, family.help, family.type);
+    const bool valid = lines.lines != nullptr;
+    if (!valid || !all_kept[family.stage]) {
+      const std::vector<size_t>& where = kept[family.stage];
+      const absl::string_view old = valid ? absl::string_view(*lines.lines) : absl::string_view();
+      // Only this cache refers to the spare once the body that had it is
+      // gone: the acquire pairs with the release of that body's last
+      // reference (on the thread that sent it), so its reads are done.
+      std::string buffer;
+      if (lines.spare != nullptr && lines.spare.use_count() == 1) {
+        std::atomic_thread_fence(std::memory_order_acquire);
+        buffer = std::move(*lines.spare);
+      } else {
+        lines.spare = nullptr;
+      }
+      TextWriter next(std::move(buffer));
+      next.FamilyLines(family.name, family.type);
+      std::vector<size_t> ends;
+      ends.reserve(where.size());
+      // Kept lines are copied in runs: consecutive unchanged units are
+      // consecutive in the old text too.
+      size_t run_begin = 0, run_end = 0;
+      auto copy_run = [&] {
+        if (run_end > run_begin) next.Lines(old.substr(run_begin, run_end - run_begin));
+        run_begin = run_end = 0;
+      };
+      size_t u = 0;
+      for (const ProcessSnapshot& p : snap.processes) {
+        for (size_t i = 0; i < UnitCount(p, family.stage); ++i, ++u) {
+          const size_t o = valid ? where[u] : kChanged;
+          if (o == kChanged) {
+            copy_run();
+            family.write(&next, snap.windows, p, i);
+          } else {
+            const size_t begin = o == 0 ? 0 : lines.ends[o - 1];
+            if (run_end != begin || run_end == run_begin) {
+              copy_run();
+              run_begin = begin;
+            }
+            run_end = lines.ends[o];
+          }
+          ends.push_back(next.size() + (run_end - run_begin));
         }
       }
-    });
-  }
-  for (const StageWindowFamily& f : kStageWindow) {
-    out->Family(f.name, f.help, MetricType::Gauge);
-    each_stage([&](const ProcessSnapshot& p, size_t j) {
-      for (size_t w = 0; w < p.windows; ++w) {
-        if (absl::optional<double> v = f.value(p.stage_windows[j * p.windows + w])) {
-          out->Sample(p.StageLabelsAt(j), {"window", snap.windows[w]}, *v);
-        }
-      }
-    });
-  }
-
-  out->Family("kpid_transitions_total", "Moves of cases from one stage to another.",
-              MetricType::Counter);
-  for (const ProcessSnapshot& p : snap.processes) {
-    for (const Transition& t : p.transitions) out->Sample(t.labels, D(t.count));
-  }
-  auto write_summaries = [&](const char* name, const char* help,
-                             std::vector<WindowSummary> ProcessSnapshot::*summaries) {
-    out->Family(name, help, MetricType::Summary);
-    for (const ProcessSnapshot& p : snap.processes) {
-      for (const WindowSummary& s : p.*summaries) {
-        out->Summary(s.labels, s.count, s.sum, s.quantiles);
-      }
+      copy_run();
+      if (lines.spare == nullptr) lines.spare = std::make_shared<std::string>();
+      *lines.spare = std::move(next).Finish();
+      std::swap(lines.lines, lines.spare);
+      lines.ends = std::move(ends);
     }
-  };
-  write_summaries("kpid_window_stage_cycle_time_seconds",
-                  "Time-in-stage quantiles of the exits in the window.",
-                  &ProcessSnapshot::cycle_times);
-  write_summaries("kpid_window_process_lead_time_seconds",
-                  "Lead-time quantiles of the cases completed in the window.",
-                  &ProcessSnapshot::lead_times);
-  out->Family("kpid_series_folded_total",
-              "Cases whose dimension values were folded into __other__ "
-              "(max_series_per_process reached).",
-              MetricType::Counter);
-  for (const ProcessSnapshot& p : snap.processes) out->Sample(p.labels, D(p.folded));
+    out->SharedLines(lines.lines);
+  }
+  WriteOtherFamilies(snap.processes, out);
+
+  snap.keep_alive.reset();
+  for (ProcessSnapshot& p : snap.processes) {
+    for (Series& s : p.series) s.values = nullptr;
+  }
+  r.before = std::move(snap);
+  text_stats_ = stats;
 }
 
 }  // namespace kpid::exporter
