@@ -101,7 +101,8 @@ struct ProcessSnapshot {
   uint64_t folded = 0;
   std::string label_text;
 
-  bool labels_kept = false;  // from the last text scrape (EngineMetrics::Read)
+  bool labels_kept = false;                     // from the last text scrape (EngineMetrics::Read)
+  std::vector<MergedReader::SeriesRef> listed;  // what the shards listed, in order
 
   LabelsRef SeriesLabelsAt(size_t k) const { return Ref(series[k].labels, series[k].text); }
   LabelsRef StageLabelsAt(size_t j) const { return Ref(stage_labels[j], stage_text[j]); }
@@ -459,6 +460,8 @@ void Write(const std::vector<ProcessSnapshot>& processes, const std::vector<std:
 struct EngineMetrics::Snapshot {
   std::vector<std::string> windows;  // label values, by window index
   std::vector<ProcessSnapshot> processes;
+  uint64_t generation = 0;  // of the ShardSet read
+  uint64_t cache_pass = 0;  // the SeriesReadCache pass that read it
   // Series point at their tables' dimension values.
   std::shared_ptr<const void> keep_alive;
 };
@@ -507,6 +510,15 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache,
     snap.windows.push_back(FormatPromDuration(config.windows[w]));
   }
   cache->Begin(set.generation, spans);
+  snap.generation = set.generation;
+  snap.cache_pass = cache->pass();
+  // The last text scrape's series and sums can be kept where nothing they
+  // rest on changed: only over the same shards, and when its pass was the
+  // cache's last one (a pass in between, e.g. Collect(), may have re-read
+  // series whose sums the last scrape did not see).
+  const bool consecutive = before != nullptr && before->generation == set.generation &&
+                           before->cache_pass + 1 == snap.cache_pass &&
+                           before->windows == snap.windows;
 
   snap.processes.resize(config.processes.size());
   for (size_t pi = 0; pi < config.processes.size(); ++pi) {
@@ -515,29 +527,44 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache,
     ProcessSnapshot& ps = snap.processes[pi];
     ps.labels = SeriesLabels({{"process", process.id}});
 
-    // Series of equal dimension values across workers, summed.
-    absl::flat_hash_map<const std::vector<std::string>*, size_t, ValuesHash, ValuesEq> index;
-    for (const MergedReader::SeriesRef& ref : reader.ListSeries(p)) {
-      const std::vector<std::string>* values =
-          &dimensions[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
-      auto [it, inserted] = index.emplace(values, ps.series.size());
-      if (inserted) ps.series.emplace_back().values = values;
-      ps.series[it->second].refs.push_back(ref);
-    }
-    std::sort(ps.series.begin(), ps.series.end(),
-              [](const Series& a, const Series& b) { return *a.values < *b.values; });
-
     ps.windows = spans.size();
     // Every shard comes from the same config (MergedReader), so every read
     // below has the front shard's stages.
     ps.stages = std::min(process.stages.size(),
                          static_cast<size_t>(reader.shards().front()->stage_count(p)));
+    ProcessSnapshot* last =
+        before != nullptr && pi < before->processes.size() ? &before->processes[pi] : nullptr;
+
+    // Series of equal dimension values across workers, summed: grouped as
+    // last time when the shards list the same (shard, dims) pairs (hashing
+    // every pair's values at 16 partitions cost more than the rest).
+    ps.listed = reader.ListSeries(p);
+    const bool same_series = consecutive && last != nullptr && last->listed == ps.listed &&
+                             last->stages == ps.stages && last->windows == ps.windows;
+    if (same_series) {
+      ps.series.resize(last->series.size());
+      for (size_t k = 0; k < ps.series.size(); ++k) {
+        Series& s = ps.series[k];
+        s.refs = std::move(last->series[k].refs);
+        const MergedReader::SeriesRef& front = s.refs.front();
+        s.values = &dimensions[static_cast<size_t>(front.shard)]->Values(p, front.dims);
+      }
+    } else {
+      absl::flat_hash_map<const std::vector<std::string>*, size_t, ValuesHash, ValuesEq> index;
+      for (const MergedReader::SeriesRef& ref : ps.listed) {
+        const std::vector<std::string>* values =
+            &dimensions[static_cast<size_t>(ref.shard)]->Values(p, ref.dims);
+        auto [it, inserted] = index.emplace(values, ps.series.size());
+        if (inserted) ps.series.emplace_back().values = values;
+        ps.series[it->second].refs.push_back(ref);
+      }
+      std::sort(ps.series.begin(), ps.series.end(),
+                [](const Series& a, const Series& b) { return *a.values < *b.values; });
+    }
     const size_t n = ps.series.size();
     // The labels of the last text scrape when every series has the same
     // (the usual scrape): building and rendering ~10k label sets was a
     // third of a scrape with nothing to format.
-    ProcessSnapshot* last =
-        before != nullptr && pi < before->processes.size() ? &before->processes[pi] : nullptr;
     ps.labels_kept = last != nullptr && SameLabels(*last, ps, process, dim_names);
     if (ps.labels_kept) {
       for (size_t k = 0; k < n; ++k) {
@@ -568,6 +595,28 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache,
           s.labels.push_back({dim_names[d], (*s.values)[d]});
         }
         s.text = ps.Render(s.labels);
+        for (size_t si = 0; si < ps.stages; ++si) {
+          Labels& stage = ps.stage_labels.emplace_back(s.labels);
+          stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
+        }
+      }
+      // No read of the series changed since the last scrape summed them:
+      // the same sums (what adding the kept reads up again would give).
+      if (same_series &&
+          std::all_of(s.refs.begin(), s.refs.end(), [&](const MergedReader::SeriesRef& ref) {
+            return cache->Unchanged(ref.shard, p, ref.dims, ps.windows);
+          })) {
+        s.totals = last->series[k].totals;
+        s.open_cases = last->series[k].open_cases;
+        const size_t stages = k * ps.stages;
+        ps.stage_totals.insert(ps.stage_totals.end(), last->stage_totals.begin() + stages,
+                               last->stage_totals.begin() + stages + ps.stages);
+        ps.process_windows.insert(ps.process_windows.end(),
+                                  last->process_windows.begin() + k * ps.windows,
+                                  last->process_windows.begin() + (k + 1) * ps.windows);
+        std::copy_n(last->stage_windows.begin() + stages * ps.windows, ps.stages * ps.windows,
+                    ps.stage_windows.begin() + stages * ps.windows);
+        continue;
       }
       totals.process = {};
       totals.stages.assign(ps.stages, {});
@@ -581,13 +630,7 @@ EngineMetrics::Snapshot EngineMetrics::Read(aggregate::SeriesReadCache* cache,
       }
       s.totals = totals.process;
       s.open_cases = totals.open_cases();
-      for (size_t si = 0; si < ps.stages; ++si) {
-        if (!ps.labels_kept) {
-          Labels& stage = ps.stage_labels.emplace_back(s.labels);
-          stage.insert(stage.begin() + 1, {"stage", process.stages[si].id});
-        }
-        ps.stage_totals.push_back(totals.stages[si]);
-      }
+      for (size_t si = 0; si < ps.stages; ++si) ps.stage_totals.push_back(totals.stages[si]);
       for (size_t w = 0; w < ps.windows; ++w) {
         ps.process_windows.push_back(windows[w].process);
         for (size_t si = 0; si < ps.stages; ++si) {

@@ -337,6 +337,15 @@ TEST_F(EngineMetricsTest, TextCacheGivesTheBytesOfAFreshRendering) {
   EXPECT_EQ(stats.kept, 14u);
   EXPECT_NE(RenderText({cached}), initial);
 
+  // Another, read first by a Collect() (a pass of the read cache that the
+  // text cache did not see), then scraped: its lines must change even though
+  // the read cache now holds the series as read.
+  shards_[1]->CaseStarted(kLeadToCash, emea1, kNow);
+  ASSERT_FALSE(cached->Collect().empty());
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 1u);
+  EXPECT_EQ(stats.kept, 14u);
+
   // Time passes with no fact: within a 5 s bucket nothing moves; then the
   // windows slide past the facts minute by minute (the 5m window drops
   // emea/web's and support's facts of 10 s and 1 min ago at some step).
