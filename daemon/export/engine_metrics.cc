@@ -443,6 +443,24 @@ bool SameValues(const ProcessSnapshot& before, const ProcessSnapshot& now, bool 
 
 constexpr size_t kChanged = std::numeric_limits<size_t>::max();
 
+// A family's lines as the last scrape rendered them, in chunks of
+// consecutive units (~128 KB each, EngineMetrics::set_text_chunk_bytes), so a change in a few
+// series rebuilds (copies) only their chunks: the series whose facts arrive between two scrapes are
+// usually a few, every scrape.
+struct KeptChunk {
+  // The chunk's lines; bodies of scrapes being sent share them.
+  std::shared_ptr<std::string> lines;
+  std::vector<size_t> ends;  // where the lines of each of its units end
+  // The lines before those, whose memory the next lines are written into
+  // once no body refers to them any more.
+  std::shared_ptr<std::string> spare;
+};
+struct KeptFamily {
+  size_t units_per_chunk = 0;  // 0: never rendered
+  size_t units = 0;
+  std::vector<KeptChunk> chunks;
+};
+
 // Formats every line.
 void Write(const std::vector<ProcessSnapshot>& processes, const std::vector<std::string>& windows,
            MetricWriter* out) {
@@ -453,6 +471,120 @@ void Write(const std::vector<ProcessSnapshot>& processes, const std::vector<std:
     }
   }
   WriteOtherFamilies(processes, out);
+}
+
+// The memory of `spare` when nothing else refers to it any more, for the
+// next lines to be written into (none: an empty string).
+std::string TakeSpare(std::shared_ptr<std::string>* spare) {
+  // Only this cache refers to the spare once the body that had it is gone:
+  // the acquire pairs with the release of that body's last reference (on
+  // the thread that sent it), so its reads are done.
+  if (*spare != nullptr && spare->use_count() == 1) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return std::move(**spare);
+  }
+  *spare = nullptr;
+  return {};
+}
+
+// Renders one family's lines into `kept` for `processes`: unit u copied
+// from the kept lines when where[u] is its index there, formatted when
+// kChanged; chunks whose units all stay where they were are shared as they
+// are.
+void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>& processes,
+                   const std::vector<std::string>& windows, const std::vector<size_t>& where,
+                   size_t chunk_bytes, KeptFamily* kept) {
+  const size_t units = where.size();
+  // Units per chunk: as the last rendering had them while its chunks are
+  // within 4x of `chunk_bytes`, else from its bytes per unit (the first
+  // rendering is one chunk).
+  size_t bytes = 0;
+  for (const KeptChunk& c : kept->chunks) bytes += c.lines->size();
+  const size_t per_chunk = kept->units_per_chunk == 0 || kept->units == 0 || bytes == 0
+                               ? std::max<size_t>(units, 1)
+                               : std::max<size_t>(1, chunk_bytes * kept->units / bytes);
+  const size_t k = kept->units_per_chunk != 0 && per_chunk < 4 * kept->units_per_chunk &&
+                           4 * per_chunk > kept->units_per_chunk
+                       ? kept->units_per_chunk
+                       : per_chunk;
+  const size_t old_k = kept->units_per_chunk;
+  const std::vector<KeptChunk>& old = kept->chunks;
+  // Where unit `o` of the last rendering is.
+  auto old_lines = [&](size_t o) {
+    const KeptChunk& c = old[o / old_k];
+    const size_t i = o % old_k;
+    const size_t begin = i == 0 ? 0 : c.ends[i - 1];
+    return std::make_pair(c.lines.get(), std::make_pair(begin, c.ends[i]));
+  };
+
+  std::vector<KeptChunk> next((units + k - 1) / k);
+  std::vector<const ProcessSnapshot*> process_of(units);  // and index within it
+  std::vector<size_t> index_in(units);
+  {
+    size_t u = 0;
+    for (const ProcessSnapshot& p : processes) {
+      for (size_t i = 0; i < UnitCount(p, family.stage); ++i, ++u) {
+        process_of[u] = &p;
+        index_in[u] = i;
+      }
+    }
+  }
+  for (size_t c = 0; c < next.size(); ++c) {
+    const size_t first = c * k;
+    const size_t last = std::min(units, first + k);
+    // The same units at the same places as the last rendering's chunk c:
+    // shared as it is.
+    bool same = k == old_k && c < old.size();
+    for (size_t u = first; same && u < last; ++u) same = where[u] == u;
+    same = same && std::min(kept->units, first + k) == last;
+    if (same) {
+      next[c] = old[c];
+      continue;
+    }
+    TextWriter lines(c < old.size() ? TakeSpare(&kept->chunks[c].spare) : std::string());
+    lines.FamilyLines(family.name, family.type);
+    KeptChunk& chunk = next[c];
+    chunk.ends.reserve(last - first);
+    // Kept lines are copied in runs: consecutive unchanged units are
+    // consecutive in the old text too.
+    const std::string* run_text = nullptr;
+    size_t run_begin = 0, run_end = 0;
+    auto copy_run = [&] {
+      if (run_text != nullptr && run_end > run_begin) {
+        lines.Lines(absl::string_view(*run_text).substr(run_begin, run_end - run_begin));
+      }
+      run_text = nullptr;
+    };
+    for (size_t u = first; u < last; ++u) {
+      if (where[u] == kChanged || old_k == 0) {
+        copy_run();
+        family.write(&lines, windows, *process_of[u], index_in[u]);
+      } else {
+        const auto [text, range] = old_lines(where[u]);
+        if (text != run_text || range.first != run_end) {
+          copy_run();
+          run_text = text;
+          run_begin = range.first;
+        }
+        run_end = range.second;
+      }
+      chunk.ends.push_back(lines.size() + (run_text != nullptr ? run_end - run_begin : 0));
+    }
+    copy_run();
+    chunk.lines = std::make_shared<std::string>(std::move(lines).Finish());
+  }
+  // What the replaced chunks had becomes the spare of the chunk at their
+  // place.
+  for (size_t c = 0; c < next.size() && c < old.size(); ++c) {
+    if (next[c].lines != old[c].lines) {
+      next[c].spare = old[c].lines;
+    } else {
+      next[c].spare = old[c].spare;
+    }
+  }
+  kept->chunks = std::move(next);
+  kept->units_per_chunk = k;
+  kept->units = units;
 }
 
 }  // namespace
@@ -468,17 +600,11 @@ struct EngineMetrics::Snapshot {
 
 // The last scrape's text of every unit family, and the snapshot it was
 // rendered from.
+// The last scrape's text of every unit family (KeptFamily), and the
+// snapshot it was rendered from.
 struct EngineMetrics::RenderedText {
-  struct Family {
-    // The family's sample lines; bodies of scrapes being sent share them.
-    std::shared_ptr<std::string> lines;
-    std::vector<size_t> ends;  // where the lines of each unit end, units of every process in order
-    // The lines before those, whose memory the next lines are written into
-    // once no body refers to them any more.
-    std::shared_ptr<std::string> spare;
-  };
-  std::vector<Family> families;  // by UnitFamilies() index
-  Snapshot before;               // without keep_alive: its values and label text only
+  std::vector<KeptFamily> families;  // by UnitFamilies() index
+  Snapshot before;                   // without keep_alive: its values and label text only
 };
 
 EngineMetrics::~EngineMetrics() = default;
@@ -699,7 +825,6 @@ void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
   // kept[stage][u]: where unit u's lines are among the kept lines (their
   // unit index there), or kChanged; units of every process in order.
   std::array<std::vector<size_t>, 2> kept;
-  std::array<bool, 2> all_kept = {true, true};
   std::array<size_t, 2> before_base = {0, 0};
   TextCacheStats stats;
   const Snapshot& before = r.before;
@@ -711,7 +836,6 @@ void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
       for (size_t i = 0; i < UnitCount(now, stage); ++i) {
         const bool same = comparable && SameValues(before.processes[pi], now, stage, i);
         kept[stage].push_back(same ? before_base[stage] + i : kChanged);
-        all_kept[stage] &= same;
         ++(same ? stats.kept : stats.rendered);
       }
       if (pi < before.processes.size()) {
@@ -719,66 +843,13 @@ void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
       }
     }
   }
-  for (const bool stage : {false, true}) {
-    size_t units_before = 0;
-    for (const ProcessSnapshot& p : before.processes) units_before += UnitCount(p, stage);
-    all_kept[stage] &= units_before == kept[stage].size();
-  }
 
   for (size_t f = 0; f < families.size(); ++f) {
     const UnitFamily& family = families[f];
-    RenderedText::Family& lines = r.families[f];
     out->Family(family.name, family.help, family.type);
-    const bool valid = lines.lines != nullptr;
-    if (!valid || !all_kept[family.stage]) {
-      const std::vector<size_t>& where = kept[family.stage];
-      const absl::string_view old = valid ? absl::string_view(*lines.lines) : absl::string_view();
-      // Only this cache refers to the spare once the body that had it is
-      // gone: the acquire pairs with the release of that body's last
-      // reference (on the thread that sent it), so its reads are done.
-      std::string buffer;
-      if (lines.spare != nullptr && lines.spare.use_count() == 1) {
-        std::atomic_thread_fence(std::memory_order_acquire);
-        buffer = std::move(*lines.spare);
-      } else {
-        lines.spare = nullptr;
-      }
-      TextWriter next(std::move(buffer));
-      next.FamilyLines(family.name, family.type);
-      std::vector<size_t> ends;
-      ends.reserve(where.size());
-      // Kept lines are copied in runs: consecutive unchanged units are
-      // consecutive in the old text too.
-      size_t run_begin = 0, run_end = 0;
-      auto copy_run = [&] {
-        if (run_end > run_begin) next.Lines(old.substr(run_begin, run_end - run_begin));
-        run_begin = run_end = 0;
-      };
-      size_t u = 0;
-      for (const ProcessSnapshot& p : snap.processes) {
-        for (size_t i = 0; i < UnitCount(p, family.stage); ++i, ++u) {
-          const size_t o = valid ? where[u] : kChanged;
-          if (o == kChanged) {
-            copy_run();
-            family.write(&next, snap.windows, p, i);
-          } else {
-            const size_t begin = o == 0 ? 0 : lines.ends[o - 1];
-            if (run_end != begin || run_end == run_begin) {
-              copy_run();
-              run_begin = begin;
-            }
-            run_end = lines.ends[o];
-          }
-          ends.push_back(next.size() + (run_end - run_begin));
-        }
-      }
-      copy_run();
-      if (lines.spare == nullptr) lines.spare = std::make_shared<std::string>();
-      *lines.spare = std::move(next).Finish();
-      std::swap(lines.lines, lines.spare);
-      lines.ends = std::move(ends);
-    }
-    out->SharedLines(lines.lines);
+    RebuildFamily(family, snap.processes, snap.windows, kept[family.stage],
+                  text_chunk_bytes_.load(std::memory_order_relaxed), &r.families[f]);
+    for (const KeptChunk& chunk : r.families[f].chunks) out->SharedLines(chunk.lines);
   }
   WriteOtherFamilies(snap.processes, out);
 

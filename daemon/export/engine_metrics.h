@@ -78,6 +78,10 @@ class EngineMetrics : public WriterCollectable {
   // False: every scrape formats every line (with the reads still cached
   // unless turned off above). Any thread.
   void set_cache_text(bool on) { cache_text_.store(on); }
+  // The text cache keeps a family's lines in chunks of about this many
+  // bytes: a change rebuilds (copies) the chunks of the changed series, and
+  // a body is sent in as many parts. Any thread; tests use small ones.
+  void set_text_chunk_bytes(size_t bytes) { text_chunk_bytes_.store(bytes); }
 
   // The last scrape through the text cache: series (process and stage
   // series) whose lines it formatted, and those whose lines it kept.
@@ -105,6 +109,7 @@ class EngineMetrics : public WriterCollectable {
   const cases::Clock* clock_;
   std::atomic<bool> cache_window_reads_{true};
   std::atomic<bool> cache_text_{true};
+  std::atomic<size_t> text_chunk_bytes_{128 << 10};
   mutable Mutex cache_mu_;
   mutable aggregate::SeriesReadCache cache_ ABSL_GUARDED_BY(cache_mu_);
   mutable std::unique_ptr<RenderedText> rendered_ ABSL_GUARDED_BY(cache_mu_);

@@ -285,7 +285,13 @@ TEST_F(EngineMetricsTest, CachedScrapesEqualFreshReads) {
 // sliding with no fact, a new series, other shards under another config (a
 // reshape: a new ShardSet generation) and back. Each scrape's bytes must be
 // those of a fresh rendering.
-TEST_F(EngineMetricsTest, TextCacheGivesTheBytesOfAFreshRendering) {
+class TextCacheTest : public EngineMetricsTest, public ::testing::WithParamInterface<size_t> {};
+
+// With chunks of 128 KB (every family one chunk here), 300 bytes (about a
+// series each) and 1000 bytes (a few series each).
+INSTANTIATE_TEST_SUITE_P(ChunkBytes, TextCacheTest, ::testing::Values(128 << 10, 300, 1000));
+
+TEST_P(TextCacheTest, GivesTheBytesOfAFreshRendering) {
   // Config generation 2: one worker's shard under a config with other windows.
   model::Config reshaped = TestConfig();
   reshaped.windows = {absl::Minutes(10), absl::Hours(2)};
@@ -307,6 +313,7 @@ TEST_F(EngineMetricsTest, TextCacheGivesTheBytesOfAFreshRendering) {
   aggregate::ShardSet current = first;
   const aggregate::ShardSource source = [&current] { return current; };
   auto cached = std::make_shared<EngineMetrics>(&config_, source, &clock_);
+  cached->set_text_chunk_bytes(GetParam());
   auto fresh = std::make_shared<EngineMetrics>(&config_, source, &clock_);
   fresh->set_cache_window_reads(false);
   // As HttpServer renders: into the last body's own text, the kept lines shared.
@@ -336,6 +343,14 @@ TEST_F(EngineMetricsTest, TextCacheGivesTheBytesOfAFreshRendering) {
   EXPECT_EQ(stats.rendered, 1u);
   EXPECT_EQ(stats.kept, 14u);
   EXPECT_NE(RenderText({cached}), initial);
+
+  // A case started in the odd series only: not the first series of any
+  // chunk of lines, so a chunk must be rebuilt for a series in its middle.
+  const cases::DimsId odd1 = tables_[1]->Resolve(kLeadToCash, Dims(kOddRegion, "sh\\op"));
+  shards_[1]->CaseStarted(kLeadToCash, odd1, kNow);
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 1u);
+  EXPECT_EQ(stats.kept, 14u);
 
   // Another, read first by a Collect() (a pass of the read cache that the
   // text cache did not see), then scraped: its lines must change even though
