@@ -518,17 +518,21 @@ void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>&
   };
 
   std::vector<KeptChunk> next((units + k - 1) / k);
-  std::vector<const ProcessSnapshot*> process_of(units);  // and index within it
-  std::vector<size_t> index_in(units);
-  {
-    size_t u = 0;
+  // Unit u is series index_in[u] of *process_of[u]; filled for the first
+  // chunk to rebuild (most scrapes share most chunks).
+  std::vector<const ProcessSnapshot*> process_of;
+  std::vector<size_t> index_in;
+  auto locate_units = [&] {
+    if (!process_of.empty()) return;
+    process_of.reserve(units);
+    index_in.reserve(units);
     for (const ProcessSnapshot& p : processes) {
-      for (size_t i = 0; i < UnitCount(p, family.stage); ++i, ++u) {
-        process_of[u] = &p;
-        index_in[u] = i;
+      for (size_t i = 0; i < UnitCount(p, family.stage); ++i) {
+        process_of.push_back(&p);
+        index_in.push_back(i);
       }
     }
-  }
+  };
   for (size_t c = 0; c < next.size(); ++c) {
     const size_t first = c * k;
     const size_t last = std::min(units, first + k);
@@ -541,6 +545,7 @@ void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>&
       next[c] = old[c];
       continue;
     }
+    locate_units();
     TextWriter lines(c < old.size() ? TakeSpare(&kept->chunks[c].spare) : std::string());
     lines.FamilyLines(family.name, family.type);
     KeptChunk& chunk = next[c];
