@@ -447,13 +447,18 @@ constexpr size_t kChanged = std::numeric_limits<size_t>::max();
 // consecutive units (~128 KB each, EngineMetrics::set_text_chunk_bytes), so a change in a few
 // series rebuilds (copies) only their chunks: the series whose facts arrive between two scrapes are
 // usually a few, every scrape.
+// Lines and how many bodies refer to them (Lease).
+struct KeptLines {
+  std::string text;
+  std::atomic<int> leases{0};
+};
 struct KeptChunk {
   // The chunk's lines; bodies of scrapes being sent share them.
-  std::shared_ptr<std::string> lines;
+  std::shared_ptr<KeptLines> lines;
   std::vector<size_t> ends;  // where the lines of each of its units end
   // The lines before those, whose memory the next lines are written into
   // once no body refers to them any more.
-  std::shared_ptr<std::string> spare;
+  std::shared_ptr<KeptLines> spare;
 };
 struct KeptFamily {
   size_t units_per_chunk = 0;  // 0: never rendered
@@ -473,15 +478,22 @@ void Write(const std::vector<ProcessSnapshot>& processes, const std::vector<std:
   WriteOtherFamilies(processes, out);
 }
 
-// The memory of `spare` when nothing else refers to it any more, for the
-// next lines to be written into (none: an empty string).
-std::string TakeSpare(std::shared_ptr<std::string>* spare) {
-  // Only this cache refers to the spare once the body that had it is gone:
-  // the acquire pairs with the release of that body's last reference (on
-  // the thread that sent it), so its reads are done.
-  if (*spare != nullptr && spare->use_count() == 1) {
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return std::move(**spare);
+// `lines` for a body: a lease on them until the body lets go.
+std::shared_ptr<const std::string> Lease(const std::shared_ptr<KeptLines>& lines) {
+  lines->leases.fetch_add(1, std::memory_order_relaxed);
+  return std::shared_ptr<const std::string>(&lines->text, [keep = lines](const std::string*) {
+    keep->leases.fetch_sub(1, std::memory_order_release);
+  });
+}
+
+// The memory of `spare` when no body refers to it any more, for the next
+// lines to be written into (else an empty string, and the spare is left to
+// the bodies that have it).
+std::string TakeSpare(std::shared_ptr<KeptLines>* spare) {
+  // The acquire pairs with the release of the last lease (on the thread
+  // that sent the body): its reads are done before the text is rewritten.
+  if (*spare != nullptr && (*spare)->leases.load(std::memory_order_acquire) == 0) {
+    return std::move((*spare)->text);
   }
   *spare = nullptr;
   return {};
@@ -499,7 +511,7 @@ void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>&
   // within 4x of `chunk_bytes`, else from its bytes per unit (the first
   // rendering is one chunk).
   size_t bytes = 0;
-  for (const KeptChunk& c : kept->chunks) bytes += c.lines->size();
+  for (const KeptChunk& c : kept->chunks) bytes += c.lines->text.size();
   const size_t per_chunk = kept->units_per_chunk == 0 || kept->units == 0 || bytes == 0
                                ? std::max<size_t>(units, 1)
                                : std::max<size_t>(1, chunk_bytes * kept->units / bytes);
@@ -514,7 +526,7 @@ void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>&
     const KeptChunk& c = old[o / old_k];
     const size_t i = o % old_k;
     const size_t begin = i == 0 ? 0 : c.ends[i - 1];
-    return std::make_pair(c.lines.get(), std::make_pair(begin, c.ends[i]));
+    return std::make_pair(&c.lines->text, std::make_pair(begin, c.ends[i]));
   };
 
   std::vector<KeptChunk> next((units + k - 1) / k);
@@ -576,7 +588,8 @@ void RebuildFamily(const UnitFamily& family, const std::vector<ProcessSnapshot>&
       chunk.ends.push_back(lines.size() + (run_text != nullptr ? run_end - run_begin : 0));
     }
     copy_run();
-    chunk.lines = std::make_shared<std::string>(std::move(lines).Finish());
+    chunk.lines = std::make_shared<KeptLines>();
+    chunk.lines->text = std::move(lines).Finish();
   }
   // What the replaced chunks had becomes the spare of the chunk at their
   // place.
@@ -854,7 +867,7 @@ void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
     out->Family(family.name, family.help, family.type);
     RebuildFamily(family, snap.processes, snap.windows, kept[family.stage],
                   text_chunk_bytes_.load(std::memory_order_relaxed), &r.families[f]);
-    for (const KeptChunk& chunk : r.families[f].chunks) out->SharedLines(chunk.lines);
+    for (const KeptChunk& chunk : r.families[f].chunks) out->SharedLines(Lease(chunk.lines));
   }
   WriteOtherFamilies(snap.processes, out);
 
