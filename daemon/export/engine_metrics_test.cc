@@ -352,6 +352,17 @@ TEST_P(TextCacheTest, GivesTheBytesOfAFreshRendering) {
   EXPECT_EQ(stats.rendered, 1u);
   EXPECT_EQ(stats.kept, 14u);
 
+  // A body still being sent while two later scrapes rebuild its chunks:
+  // its lines stay as they were (their memory is reused only once no body
+  // refers to them).
+  TextBody held = RenderBody({cached}, {});
+  const std::string held_text = RenderText({fresh});
+  for (int i = 0; i < 2; ++i) {
+    shards_[1]->CaseStarted(kLeadToCash, odd1, kNow);
+    EXPECT_EQ(scrape().rendered, 1u);
+  }
+  EXPECT_EQ(std::move(held).Flatten(), held_text);
+
   // Another, read first by a Collect() (a pass of the read cache that the
   // text cache did not see), then scraped: its lines must change even though
   // the read cache now holds the series as read.
