@@ -25,7 +25,11 @@
 // BM_EngineNewPreviousScrape/scrape_ms:100 the same with the renderer as it
 // was before session 3 (bench/scrape_benchmark_previous.{h,cc});
 // BM_EngineNewUncachedScrape/scrape_ms:100 with today's renderer reading
-// every series afresh each scrape (no SeriesReadCache, as before session 4).
+// every series afresh each scrape (no SeriesReadCache, as before session 4);
+// BM_EngineNewNoTextCacheScrape/scrape_ms:100 with the SeriesReadCache but
+// every line formatted each scrape (no text cache, as before session 5).
+// BM_EngineNewSmallScrape: 2 x 13 dimension series instead (130 stage
+// series, ~10k sample lines: 10k series as Prometheus counts them).
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,16 +138,17 @@ struct Engine {
 
 // How the scraper renders /metrics: as now; as before session 3
 // (scrape_benchmark_previous); as now but reading every series afresh each
-// scrape (before session 4's SeriesReadCache).
-enum class Renderer { kNow, kPrevious, kUncached };
+// scrape (before session 4's SeriesReadCache); as now but formatting every
+// line (before session 5's text cache).
+enum class Renderer { kNow, kPrevious, kUncached, kNoTextCache };
 
 // Renders /metrics every `interval` on its own thread until destroyed.
 class Scraper {
  public:
   Scraper(const aggregate::AggregateShard* live, const cases::DimensionTable* live_dims,
-          absl::Duration interval, absl::Time now, Renderer renderer)
+          absl::Duration interval, absl::Time now, Renderer renderer, int filled_series)
       : clock_(now), filled_dims_(EngineConfig()), filled_(EngineConfig()) {
-    FillSeries(EngineConfig(), 1000, now, &filled_dims_, &filled_);
+    FillSeries(EngineConfig(), filled_series, now, &filled_dims_, &filled_);
     const std::vector<const aggregate::AggregateShard*> shards = {live, &filled_};
     const std::vector<const cases::DimensionTable*> dims = {live_dims, &filled_dims_};
     if (renderer == Renderer::kPrevious) {
@@ -151,7 +156,8 @@ class Scraper {
                                                                           dims, &clock_);
     } else {
       metrics_ = std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shards, dims, &clock_);
-      metrics_->set_cache_window_reads(renderer == Renderer::kNow);
+      metrics_->set_cache_window_reads(renderer != Renderer::kUncached);
+      metrics_->set_cache_text(renderer != Renderer::kNoTextCache);
     }
     thread_ = std::thread([this, interval] { Run(interval); });
   }
@@ -167,15 +173,22 @@ class Scraper {
   // After Stop().
   int scrapes() const { return scrapes_; }
   double mean_ms() const { return scrapes_ ? total_ms_ / scrapes_ : 0; }
+  // Sample lines of the first scrape.
+  int samples() const { return samples_; }
 
  private:
   void Run(absl::Duration interval) {
     const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {metrics_};
-    auto render = [&](std::string body) {
-      return previous_ != nullptr ? bench_previous::PreviousRenderText(*previous_, std::move(body))
-                                  : exporter::RenderText(collectables, std::move(body));
+    // As HttpServer renders: its own text reused, the rest shared.
+    auto render = [&](exporter::TextBody body) {
+      std::string text = std::move(body).TakeText();
+      if (previous_ != nullptr) {
+        text = bench_previous::PreviousRenderText(*previous_, std::move(text));
+        return exporter::RenderBody({}, std::move(text));  // the text as a body, not copied
+      }
+      return exporter::RenderBody(collectables, std::move(text));
     };
-    std::string body;  // reused, as HttpServer reuses the last body
+    exporter::TextBody body;
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(interval);
@@ -183,7 +196,16 @@ class Scraper {
       body = render(std::move(body));
       benchmark::DoNotOptimize(body.size());
       total_ms_ += absl::ToDoubleMilliseconds(absl::Now() - start);
-      ++scrapes_;
+      if (scrapes_++ == 0) {
+        body.Write(0, [&](absl::string_view part) {
+          for (size_t line = 0; line < part.size();) {
+            if (part[line] != '#') ++samples_;
+            const size_t end = part.find('\n', line);
+            line = end == absl::string_view::npos ? part.size() : end + 1;
+          }
+          return true;
+        });
+      }
       // Every `interval` from start to start; back to back if a scrape takes longer.
       cv_.wait_until(lock, deadline, [this] { return stop_; });
     }
@@ -198,6 +220,7 @@ class Scraper {
   std::condition_variable cv_;
   bool stop_ = false;
   int scrapes_ = 0;
+  int samples_ = 0;
   double total_ms_ = 0;
   std::thread thread_;
 };
@@ -218,7 +241,7 @@ void PerfControl(const char* command) {
 constexpr size_t kBatch = 128;
 
 template <typename Tracker, typename Dims, typename Shard, Renderer kRenderer = Renderer::kNow,
-          bool kBatched = false>
+          int kScrapedSeries = 1000, bool kBatched = false>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
   auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
@@ -240,8 +263,9 @@ void BM_Engine(benchmark::State& state) {
   if (state.range(0) > 0 && state.thread_index() == 0) {
     if constexpr (std::is_same_v<Dims, cases::DimensionTable> &&
                   std::is_same_v<Shard, aggregate::AggregateShard>) {
-      scraper = std::make_unique<Scraper>(
-          &engine->shard, &engine->dims, absl::Milliseconds(state.range(0)), stream.end, kRenderer);
+      scraper = std::make_unique<Scraper>(&engine->shard, &engine->dims,
+                                          absl::Milliseconds(state.range(0)), stream.end, kRenderer,
+                                          kScrapedSeries);
     }
   }
   const uint64_t open_before = engine->tracker.open_cases();
@@ -278,6 +302,7 @@ void BM_Engine(benchmark::State& state) {
     scraper->Stop();
     state.counters["scrapes"] = scraper->scrapes();
     state.counters["scrape_ms"] = scraper->mean_ms();
+    state.counters["scrape_samples"] = scraper->samples();
   }
 }
 
@@ -295,7 +320,7 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->UseRealTime();
 // The same, kBatch events per HandleBatch call (pipelined prefetching).
 BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
-                   Renderer::kNow, /*kBatched=*/true)
+                   Renderer::kNow, /*kScrapedSeries=*/1000, /*kBatched=*/true)
     ->Name("BM_EngineNewBatch")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -323,6 +348,27 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
                    Renderer::kUncached)
     ->Name("BM_EngineNewUncachedScrape")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({100, 0, 0})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->UseRealTime();
+// Scraped with the SeriesReadCache but no text cache (every line formatted,
+// as before session 5), in the same run.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   Renderer::kNoTextCache)
+    ->Name("BM_EngineNewNoTextCacheScrape")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({100, 0, 0})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
+    ->UseRealTime();
+// 10k series as Prometheus counts them (sample lines): 2 x 13 dimension
+// series, 130 stage series.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   Renderer::kNow, 13)
+    ->Name("BM_EngineNewSmallScrape")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
+    ->Args({0, 0, 0})
     ->Args({100, 0, 0})
     ->Iterations(kTimedEvents)
     ->Threads(1)

@@ -68,6 +68,9 @@ struct Fixture {
     uncached =
         std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
     uncached->set_cache_window_reads(false);
+    reads_cached =
+        std::make_shared<exporter::EngineMetrics>(&EngineConfig(), shard_ptrs, dims_ptrs, &clock);
+    reads_cached->set_cache_text(false);
     legacy = std::make_unique<bench_legacy::LegacyEngineMetrics>(&EngineConfig(), shard_ptrs,
                                                                  dims_ptrs, &clock);
     previous = std::make_unique<bench_previous::PreviousEngineMetrics>(&EngineConfig(), shard_ptrs,
@@ -81,6 +84,9 @@ struct Fixture {
   // The same without the window read cache (session 4): every scrape reads
   // every series of every shard.
   std::shared_ptr<exporter::EngineMetrics> uncached;
+  // With the read cache but not the text cache (session 5): every line
+  // formatted each scrape, as in session 4.
+  std::shared_ptr<exporter::EngineMetrics> reads_cached;
   std::unique_ptr<bench_legacy::LegacyEngineMetrics> legacy;
   std::unique_ptr<bench_previous::PreviousEngineMetrics> previous;
 };
@@ -123,25 +129,32 @@ Fixture& GetPartitionFixture(int series_per_process, int partitions) {
     key = {series_per_process, partitions};
     const std::string uncached = exporter::RenderText({(*fixture)->uncached});
     for (int pass = 0; pass < 2; ++pass) {
-      if (exporter::RenderText({(*fixture)->metrics}) != uncached) {
-        std::fprintf(stderr, "partitions:%d: /metrics (pass %d) differs from the uncached read\n",
-                     partitions, pass);
-        std::abort();
+      for (const auto& cached : {(*fixture)->reads_cached, (*fixture)->metrics}) {
+        if (exporter::RenderText({cached}) != uncached) {
+          std::fprintf(stderr, "partitions:%d: /metrics (pass %d) differs from the uncached read\n",
+                       partitions, pass);
+          std::abort();
+        }
       }
     }
   }
   return **fixture;
 }
 
-// A fact (a case started now) into every `touched_pct`th % of the series of
-// every shard, different ones each call: the series a scrape must re-read.
+// A case started now, entering a stage, into every `touched_pct`th % of the
+// dimension combinations of every shard, different ones each call: the
+// series a scrape must re-read, and whose lines change (the process series
+// and one of its stage series). (Before session 5 only the case start: the
+// stage series did not change.)
 void Touch(Fixture& f, int touched_pct, int round) {
   if (touched_pct == 0) return;
   const int every = 100 / touched_pct;
   for (const auto& shard : f.shards) {
     for (int p = 0; p < shard->process_count(); ++p) {
       for (cases::DimsId d : shard->ListDims(p)) {
-        if ((static_cast<int>(d) + round) % every == 0) shard->CaseStarted(p, d, f.clock.Now());
+        if ((static_cast<int>(d) + round) % every != 0) continue;
+        shard->CaseStarted(p, d, f.clock.Now());
+        shard->StageEntered(p, round % shard->stage_count(p), d, f.clock.Now(), false);
       }
     }
   }
@@ -167,15 +180,17 @@ std::string LegacyText(const Fixture& f) {
 }
 
 // HttpServer renders into the previous body's memory; so here.
+// (exporter::RenderBody: its own text in the last body's memory, the
+// families' lines kept between scrapes shared, not copied).
 void BM_Scrape(benchmark::State& state) {
   Fixture& f = GetFixture(static_cast<int>(state.range(0)));
   const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {f.metrics};
-  std::string text = exporter::RenderText(collectables);
+  exporter::TextBody body = exporter::RenderBody(collectables);
   for (auto _ : state) {
-    text = exporter::RenderText(collectables, std::move(text));
-    benchmark::DoNotOptimize(text.data());
+    body = exporter::RenderBody(collectables, std::move(body).TakeText());
+    benchmark::DoNotOptimize(body.size());
   }
-  Count(state, text);
+  Count(state, std::move(body).Flatten());
 }
 
 // The renderer before session 3, frozen, the same way.
@@ -255,29 +270,45 @@ void BM_Walk(benchmark::State& state) {
 // partition's shard (cases spread over the partitions by key), so a series'
 // window read merges `partitions` shards.
 // `cache:0` without the window read cache (every series of every shard
-// read, as before session 4); `touched:N` a fact into N% of every shard's
-// series before each scrape (untimed).
+// read, as before session 4), `cache:1` with it but without the text cache
+// (every line formatted, as before session 5), `cache:2` with both;
+// `touched:N` a fact into N% of every shard's series before each scrape
+// (untimed).
+const std::shared_ptr<exporter::EngineMetrics>& MetricsWithCache(const Fixture& f, int64_t cache) {
+  return cache == 0 ? f.uncached : cache == 1 ? f.reads_cached : f.metrics;
+}
+
 void BM_ScrapePartitions(benchmark::State& state) {
   Fixture& f =
       GetPartitionFixture(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
-  const auto& metrics = state.range(2) != 0 ? f.metrics : f.uncached;
+  const auto& metrics = MetricsWithCache(f, state.range(2));
   const std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {metrics};
-  std::string text = exporter::RenderText(collectables);
+  exporter::TextBody body = exporter::RenderBody(collectables);
   int round = 0;
   for (auto _ : state) {
     state.PauseTiming();
     Touch(f, static_cast<int>(state.range(3)), ++round);
     state.ResumeTiming();
-    text = exporter::RenderText(collectables, std::move(text));
-    benchmark::DoNotOptimize(text.data());
+    body = exporter::RenderBody(collectables, std::move(body).TakeText());
+    benchmark::DoNotOptimize(body.size());
   }
-  Count(state, text);
+  // What it rendered last is what a scrape from scratch renders now.
+  const std::string fresh = exporter::RenderText({f.uncached});
+  if (std::move(body).Flatten() != fresh) {
+    std::fprintf(stderr,
+                 "partitions:%d/cache:%d/touched:%d: the last /metrics differs from the "
+                 "uncached read\n",
+                 static_cast<int>(state.range(1)), static_cast<int>(state.range(2)),
+                 static_cast<int>(state.range(3)));
+    std::abort();
+  }
+  Count(state, fresh);
 }
 
 void BM_WalkPartitions(benchmark::State& state) {
   Fixture& f =
       GetPartitionFixture(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
-  const auto& metrics = state.range(2) != 0 ? f.metrics : f.uncached;
+  const auto& metrics = MetricsWithCache(f, state.range(2));
   NullWriter writer;
   int round = 0;
   for (auto _ : state) {
@@ -289,12 +320,14 @@ void BM_WalkPartitions(benchmark::State& state) {
   Count(state, exporter::RenderText({metrics}));
 }
 
-#define PARTITION_SIZES(b)                                    \
-  b->ArgNames({"dims", "partitions", "cache", "touched"})     \
-      ->ArgsProduct({{1000}, {1, 4, 8, 16}, {0, 1}, {0, 10}}) \
+#define PARTITION_SIZES(b, max_cache)                                                        \
+  b->ArgNames({"dims", "partitions", "cache", "touched"})                                    \
+      ->ArgsProduct(                                                                         \
+          {{1000}, {1, 4, 8, 16}, benchmark::CreateDenseRange(0, max_cache, 1), {0, 1, 10}}) \
       ->Unit(benchmark::kMillisecond)
-PARTITION_SIZES(BENCHMARK(BM_ScrapePartitions));
-PARTITION_SIZES(BENCHMARK(BM_WalkPartitions));
+PARTITION_SIZES(BENCHMARK(BM_ScrapePartitions), 2);
+// The walk writes no text: cache:2 is cache:1 there.
+PARTITION_SIZES(BENCHMARK(BM_WalkPartitions), 1);
 
 // dims:9 is e2e_ingest.py's config (3 regions x 3 channels): what its
 // scrapes cost.
@@ -323,6 +356,21 @@ class RatioReporter : public MedianReporter {
                "BM_Collect", dims);
       CpuRatio(absl::StrFormat("/metrics new, its walk (no formatting) / all, %s", dims), "BM_Walk",
                "BM_Scrape", dims);
+    }
+    for (const char* touched : {"0", "1", "10"}) {
+      for (const char* partitions : {"1", "4", "8", "16"}) {
+        const std::string args = absl::StrCat("dims:1000/partitions:", partitions, "/cache:");
+        CpuRatio(absl::StrFormat("ScrapePartitions no text cache / text cache, %sp, %s%% touched",
+                                 partitions, touched),
+                 "BM_ScrapePartitions", "BM_ScrapePartitions",
+                 absl::StrCat(args, "1/touched:", touched),
+                 absl::StrCat(args, "2/touched:", touched));
+        CpuRatio(absl::StrFormat("ScrapePartitions no cache / both caches, %sp, %s%% touched",
+                                 partitions, touched),
+                 "BM_ScrapePartitions", "BM_ScrapePartitions",
+                 absl::StrCat(args, "0/touched:", touched),
+                 absl::StrCat(args, "2/touched:", touched));
+      }
     }
     for (const char* fn : {"BM_ScrapePartitions", "BM_WalkPartitions"}) {
       for (const char* touched : {"0", "10"}) {
@@ -353,7 +401,7 @@ class RatioReporter : public MedianReporter {
     const double y = Cpu(absl::StrFormat("%s/%s/1", b, b_args.empty() ? args : b_args));
     if (x <= 0 || y <= 0) return;
     // In the benchmarks' unit, ms.
-    std::printf("  %-55s %9.2f ms / %8.2f ms = %.2f\n", label.c_str(), x, y, x / y);
+    std::printf("  %-62s %9.2f ms / %8.2f ms = %.2f\n", label.c_str(), x, y, x / y);
   }
 };
 

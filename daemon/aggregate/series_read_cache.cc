@@ -52,6 +52,25 @@ SeriesReadCache::Entry& SeriesReadCache::EntryFor(int shard_index, int process, 
   return by_dims[dims];
 }
 
+bool SeriesReadCache::Unchanged(int shard_index, int process, DimsId dims,
+                                size_t window_count) const {
+  if (!keep_reads_ || shard_index < 0 || process < 0) return false;
+  const size_t s = static_cast<size_t>(shard_index);
+  const size_t p = static_cast<size_t>(process);
+  if (s >= entries_.size() || p >= entries_[s].size() || dims >= entries_[s][p].size()) {
+    return false;
+  }
+  const Entry& e = entries_[s][p][dims];
+  if (e.loaded_pass != pass_ || e.loaded_version != e.version || !e.totals_read ||
+      window_count > e.windows.size() || window_count > spans_.size()) {
+    return false;
+  }
+  for (size_t w = 0; w < window_count; ++w) {
+    if (e.windows[w].span_generation != span_generations_[w]) return false;
+  }
+  return true;
+}
+
 void SeriesReadCache::AddSeries(int shard_index, const AggregateShard& shard, int process,
                                 DimsId dims, absl::Span<SeriesWindow> windows,
                                 SeriesTotals* totals) {

@@ -78,6 +78,17 @@ class SeriesReadCache {
   void AddSeries(int shard_index, const AggregateShard& shard, int process, DimsId dims,
                  absl::Span<SeriesWindow> windows, SeriesTotals* totals);
 
+  // Whether AddSeries of (shard_index, process, dims) in this pass would
+  // serve its totals and its first `window_count` windows from memory:
+  // read in an earlier pass, with the version LoadVersions loaded for it in
+  // this pass and each window's span unchanged since. (A reader that kept
+  // what the last pass added up can then keep that instead of adding it up
+  // again; EngineMetrics does.) False without LoadVersions this pass.
+  bool Unchanged(int shard_index, int process, DimsId dims, size_t window_count) const;
+
+  // Passes begun (Begin) so far.
+  uint64_t pass() const { return pass_; }
+
   // Reads (one per window, or totals) served from memory / read from a shard
   // since Begin.
   uint64_t hits() const { return hits_; }

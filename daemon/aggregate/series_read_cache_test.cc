@@ -167,5 +167,43 @@ TEST_F(SeriesReadCacheTest, ASeriesWithoutRecordReadsZeroUntilItHasOne) {
   EXPECT_EQ(totals.stages[kA].entered, 1u);
 }
 
+TEST_F(SeriesReadCacheTest, UnchangedOnlyWhenEveryReadWouldBeKept) {
+  SeriesReadCache cache;
+  // Before any read: nothing kept.
+  const std::vector<WindowSpan> spans = {reader_.Resolve(k1m, T(3)), reader_.Resolve(k1h, T(3))};
+  cache.Begin(7, spans);
+  cache.LoadVersions(0, a_, kP);
+  EXPECT_FALSE(cache.Unchanged(0, kP, 0, 2));
+  Read(cache, 3);
+  // The next pass at the same time: (0, dims 0) and (1, dims 0) kept; dims 1
+  // of shard 0 was never read, shard 2 does not exist.
+  Read(cache, 3);
+  EXPECT_TRUE(cache.Unchanged(0, kP, 0, 2));
+  EXPECT_TRUE(cache.Unchanged(1, kP, 0, 2));
+  EXPECT_FALSE(cache.Unchanged(0, kP, 1, 2));
+  EXPECT_FALSE(cache.Unchanged(2, kP, 0, 2));
+  // A fact in shard 1's series: its version moves, shard 0's does not.
+  b_.CaseStarted(kP, 0, T(3));
+  cache.Begin(7, spans);
+  for (int shard = 0; shard < 2; ++shard) cache.LoadVersions(shard, *reader_.shards()[shard], kP);
+  EXPECT_TRUE(cache.Unchanged(0, kP, 0, 2));
+  EXPECT_FALSE(cache.Unchanged(1, kP, 0, 2));
+  // Read at 63 s, then a second later the 1m window's span (1 s buckets)
+  // moves on: every series is read again for it (the totals and the 1h
+  // window alone would be kept).
+  Read(cache, 63);
+  Read(cache, 63);
+  EXPECT_TRUE(cache.Unchanged(0, kP, 0, 2));
+  const std::vector<WindowSpan> later = {reader_.Resolve(k1m, T(64)), reader_.Resolve(k1h, T(64))};
+  EXPECT_NE(reader_.Resolve(k1m, T(63)).first, later[0].first);
+  EXPECT_EQ(reader_.Resolve(k1h, T(63)).first, later[1].first);
+  cache.Begin(7, later);
+  for (int shard = 0; shard < 2; ++shard) cache.LoadVersions(shard, *reader_.shards()[shard], kP);
+  EXPECT_FALSE(cache.Unchanged(0, kP, 0, 2));
+  // Without LoadVersions in this pass nothing is known to be unchanged.
+  cache.Begin(7, later);
+  EXPECT_FALSE(cache.Unchanged(0, kP, 0, 2));
+}
+
 }  // namespace
 }  // namespace kpid::aggregate

@@ -280,5 +280,131 @@ TEST_F(EngineMetricsTest, CachedScrapesEqualFreshReads) {
   EXPECT_EQ(later.at("kpid_window_process_started{" + emea + ",window=\"1h\"}"), 2);
 }
 
+// The text cache against formatting every line, over an engine that
+// changes between scrapes in every way that changes lines: facts, windows
+// sliding with no fact, a new series, other shards under another config (a
+// reshape: a new ShardSet generation) and back. Each scrape's bytes must be
+// those of a fresh rendering.
+class TextCacheTest : public EngineMetricsTest, public ::testing::WithParamInterface<size_t> {};
+
+// With chunks of 128 KB (every family one chunk here), 300 bytes (about a
+// series each) and 1000 bytes (a few series each).
+INSTANTIATE_TEST_SUITE_P(ChunkBytes, TextCacheTest, ::testing::Values(128 << 10, 300, 1000));
+
+TEST_P(TextCacheTest, GivesTheBytesOfAFreshRendering) {
+  // Config generation 2: one worker's shard under a config with other windows.
+  model::Config reshaped = TestConfig();
+  reshaped.windows = {absl::Minutes(10), absl::Hours(2)};
+  auto reshaped_config = std::make_shared<const model::Config>(reshaped);
+  cases::DimensionTable reshaped_table(reshaped);
+  aggregate::AggregateShard reshaped_shard(reshaped);
+  const cases::DimsId apac = reshaped_table.Resolve(kLeadToCash, Dims("apac", "web"));
+  reshaped_shard.CaseStarted(kLeadToCash, apac, kNow - absl::Minutes(7));
+
+  aggregate::ShardSet first;
+  first.shards = {shards_[0].get(), shards_[1].get()};
+  first.tables = {tables_[0].get(), tables_[1].get()};
+  first.generation = 1;
+  aggregate::ShardSet second;
+  second.shards = {&reshaped_shard};
+  second.tables = {&reshaped_table};
+  second.config = reshaped_config;
+  second.generation = 2;
+  aggregate::ShardSet current = first;
+  const aggregate::ShardSource source = [&current] { return current; };
+  auto cached = std::make_shared<EngineMetrics>(&config_, source, &clock_);
+  cached->set_text_chunk_bytes(GetParam());
+  auto fresh = std::make_shared<EngineMetrics>(&config_, source, &clock_);
+  fresh->set_cache_window_reads(false);
+  // As HttpServer renders: into the last body's own text, the kept lines shared.
+  TextBody body;
+  auto scrape = [&] {
+    body = RenderBody({cached}, std::move(body).TakeText());
+    const EngineMetrics::TextCacheStats stats = cached->text_cache_stats();
+    TextBody again = RenderBody({cached}, {});  // the same, all kept
+    EXPECT_EQ(cached->text_cache_stats().rendered, 0u);
+    EXPECT_EQ(std::move(again).Flatten(), RenderText({fresh}));
+    return stats;
+  };
+  // Every line formatted, then none: 2 processes; lead_to_cash has 2 series
+  // (emea/web, the odd one) x 2 stages, support 3 (a, b, __other__) x 2
+  // stages: 5 process series + 10 stage series.
+  auto stats = scrape();
+  EXPECT_EQ(stats.rendered, 15u);
+  EXPECT_EQ(scrape().kept, 15u);
+  const std::string initial = RenderText({fresh});
+  EXPECT_EQ(RenderText({cached}), initial);
+
+  // A case started now in worker 1 for emea/web: only that process series'
+  // counts change (its stage series have no fact from it).
+  const cases::DimsId emea1 = tables_[1]->Resolve(kLeadToCash, Dims("emea", "web"));
+  shards_[1]->CaseStarted(kLeadToCash, emea1, kNow);
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 1u);
+  EXPECT_EQ(stats.kept, 14u);
+  EXPECT_NE(RenderText({cached}), initial);
+
+  // A case started in the odd series only: not the first series of any
+  // chunk of lines, so a chunk must be rebuilt for a series in its middle.
+  const cases::DimsId odd1 = tables_[1]->Resolve(kLeadToCash, Dims(kOddRegion, "sh\\op"));
+  shards_[1]->CaseStarted(kLeadToCash, odd1, kNow);
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 1u);
+  EXPECT_EQ(stats.kept, 14u);
+
+  // A body still being sent while two later scrapes rebuild its chunks:
+  // its lines stay as they were (their memory is reused only once no body
+  // refers to them).
+  TextBody held = RenderBody({cached}, {});
+  const std::string held_text = RenderText({fresh});
+  for (int i = 0; i < 2; ++i) {
+    shards_[1]->CaseStarted(kLeadToCash, odd1, kNow);
+    EXPECT_EQ(scrape().rendered, 1u);
+  }
+  EXPECT_EQ(std::move(held).Flatten(), held_text);
+
+  // Another, read first by a Collect() (a pass of the read cache that the
+  // text cache did not see), then scraped: its lines must change even though
+  // the read cache now holds the series as read.
+  shards_[1]->CaseStarted(kLeadToCash, emea1, kNow);
+  ASSERT_FALSE(cached->Collect().empty());
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 1u);
+  EXPECT_EQ(stats.kept, 14u);
+
+  // Time passes with no fact: within a 5 s bucket nothing moves; then the
+  // windows slide past the facts minute by minute (the 5m window drops
+  // emea/web's and support's facts of 10 s and 1 min ago at some step).
+  uint64_t rendered_while_sliding = 0;
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(scrape().rendered, 0u);
+  for (int minute = 0; minute < 8; ++minute) {
+    clock_.Advance(absl::Minutes(1));
+    rendered_while_sliding += scrape().rendered;
+  }
+  EXPECT_GT(rendered_while_sliding, 0u);
+
+  // A new series in worker 0 (lead_to_cash has room for a second there):
+  // the series list changes, so the process's lines are all formatted.
+  const cases::DimsId apac0 = tables_[0]->Resolve(kLeadToCash, Dims("apac", "web"));
+  shards_[0]->CaseStarted(kLeadToCash, apac0, clock_.Now());
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 3u * 3u);  // lead_to_cash: 3 series + 6 stage series
+  EXPECT_EQ(stats.kept, 9u);           // support's
+
+  // A reshape: other shards under another config (other windows), then back.
+  current = second;
+  stats = scrape();
+  EXPECT_EQ(stats.kept, 0u);
+  current = first;
+  current.generation = 3;
+  stats = scrape();
+  EXPECT_EQ(stats.kept, 0u);
+  EXPECT_EQ(scrape().kept, 18u);
+
+  // What HttpServer sent last, whole.
+  EXPECT_EQ(std::move(body).Flatten(), RenderText({fresh}));
+}
+
 }  // namespace
 }  // namespace kpid::exporter

@@ -156,19 +156,36 @@ char* TextWriter::Reserve(size_t bytes) {
 
 void TextWriter::Commit(const char* end) { staged_ = static_cast<size_t>(end - stage_.data()); }
 
+void TextWriter::Grow(size_t needed) {
+  if (out_.size() >= needed) return;
+  // Within the capacity, a little at a time: resize() zero-fills what it
+  // adds, and a scrape ends about where the previous one (whose memory this
+  // is) did. Past it, double (one copy).
+  out_.resize(needed <= out_.capacity()
+                  ? std::min(out_.capacity(), std::max(needed, out_.size() + (1 << 20)))
+                  : std::max(needed, 2 * out_.size()));
+}
+
 void TextWriter::Flush() {
   const size_t needed = flushed_ + staged_;
-  if (out_.size() < needed) {
-    // Within the capacity, a little at a time: resize() zero-fills what it
-    // adds, and a scrape ends about where the previous one (whose memory
-    // this is) did. Past it, double (one copy).
-    out_.resize(needed <= out_.capacity()
-                    ? std::min(out_.capacity(), std::max(needed, out_.size() + (1 << 20)))
-                    : std::max(needed, 2 * out_.size()));
-  }
+  Grow(needed);
   StreamCopy(out_.data() + flushed_, stage_.data(), staged_);
   flushed_ = needed;
   staged_ = 0;
+}
+
+void TextWriter::Lines(absl::string_view lines) {
+  // Small pieces (a few lines between changed series) join the staged text;
+  // large ones go straight into the body.
+  if (lines.size() <= stage_.size() / 4) {
+    char* p = Reserve(lines.size());
+    Commit(PutRaw(lines, p));
+    return;
+  }
+  Flush();
+  Grow(flushed_ + lines.size());
+  StreamCopy(out_.data() + flushed_, lines.data(), lines.size());
+  flushed_ += lines.size();
 }
 
 void TextWriter::CloseFamily() {
@@ -195,6 +212,22 @@ void TextWriter::Family(absl::string_view name, absl::string_view help, MetricTy
   p = PutRaw(TypeName(type), p);
   *p++ = '\n';
   Commit(p);
+  family.body = end();
+}
+
+void TextWriter::SharedLines(std::shared_ptr<const std::string> lines) {
+  if (lines == nullptr || lines->empty()) return;
+  Flush();
+  shared_bytes_ += lines->size();
+  shared_.push_back({flushed_, std::move(lines)});
+}
+
+void TextWriter::FamilyLines(absl::string_view name, MetricType type) {
+  CloseFamily();
+  FamilySpan& family = families_.emplace_back();
+  family.name = std::string(name);
+  family.type = type;
+  family.begin = end();
   family.body = end();
 }
 
@@ -326,10 +359,27 @@ void TextWriter::AddFamilies(const std::vector<prometheus::MetricFamily>& famili
   }
 }
 
-std::string TextWriter::Finish() && {
+std::string TextBody::Flatten() && {
+  if (shared_.empty()) return std::move(text_);
+  std::string flat;
+  flat.reserve(size_);
+  Write(0, [&](absl::string_view part) {
+    absl::StrAppend(&flat, part);
+    return true;
+  });
+  return flat;
+}
+
+std::string TextWriter::Finish() && { return std::move(*this).FinishBody().Flatten(); }
+
+TextBody TextWriter::FinishBody() && {
   CloseFamily();
   Flush();
   out_.resize(flushed_);
+  TextBody body;
+  body.size_ = end();
+  body.text_ = std::move(out_);
+  body.shared_ = std::move(shared_);
   // Occurrences of each name, in order of first appearance.
   absl::flat_hash_map<absl::string_view, size_t> group_of;
   std::vector<std::vector<const FamilySpan*>> groups;
@@ -338,24 +388,33 @@ std::string TextWriter::Finish() && {
     if (inserted) groups.emplace_back();
     groups[it->second].push_back(&family);
   }
-  if (groups.size() == families_.size()) return std::move(out_);
+  if (groups.size() == families_.size()) return body;
 
-  std::string merged;
-  merged.reserve(out_.size());
-  const absl::string_view all = out_;
+  // Family offsets count the shared lines: merged from the flat body.
+  const size_t size = body.size_;
+  const std::string flat = std::move(body).Flatten();
+  const absl::string_view all = flat;
+  TextBody merged;
+  merged.text_.reserve(size);
   for (const std::vector<const FamilySpan*>& group : groups) {
     const FamilySpan& first = *group.front();
-    absl::StrAppend(&merged, all.substr(first.begin, first.end - first.begin));
+    absl::StrAppend(&merged.text_, all.substr(first.begin, first.end - first.begin));
     for (size_t i = 1; i < group.size(); ++i) {
       if (group[i]->type != first.type) continue;
-      absl::StrAppend(&merged, all.substr(group[i]->body, group[i]->end - group[i]->body));
+      absl::StrAppend(&merged.text_, all.substr(group[i]->body, group[i]->end - group[i]->body));
     }
   }
+  merged.size_ = merged.text_.size();
   return merged;
 }
 
 std::string RenderText(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables,
                        std::string buffer) {
+  return RenderBody(collectables, std::move(buffer)).Flatten();
+}
+
+TextBody RenderBody(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables,
+                    std::string buffer) {
   TextWriter out(std::move(buffer));
   for (const std::shared_ptr<prometheus::Collectable>& collectable : collectables) {
     if (collectable == nullptr) continue;
@@ -365,7 +424,7 @@ std::string RenderText(const std::vector<std::shared_ptr<prometheus::Collectable
       out.AddFamilies(collectable->Collect());
     }
   }
-  return std::move(out).Finish();
+  return std::move(out).FinishBody();
 }
 
 }  // namespace kpid::exporter

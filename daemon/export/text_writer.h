@@ -41,6 +41,57 @@
 
 namespace kpid::exporter {
 
+// A /metrics body: the writer's own text with lines kept elsewhere inserted
+// as they are (TextWriter::SharedLines): EngineMetrics keeps the lines of
+// its families between scrapes, and a body refers to them instead of
+// copying ~90 MB per scrape at 10k stage series. HttpServer sends the parts
+// one after the other.
+class TextBody {
+ public:
+  size_t size() const { return size_; }
+  // Calls fn(absl::string_view) on the parts of bytes [offset, size()), in
+  // order, until fn returns false; returns whether it never did.
+  template <typename Fn>
+  bool Write(size_t offset, Fn&& fn) const;
+  // The body as one string (a copy of the shared lines, if any).
+  std::string Flatten() &&;
+  // The writer's own text, whose memory the next TextWriter reuses.
+  std::string TakeText() && { return std::move(text_); }
+
+ private:
+  friend class TextWriter;
+  struct Shared {
+    size_t at;  // inserted before text_[at]
+    std::shared_ptr<const std::string> lines;
+  };
+
+  std::string text_;
+  std::vector<Shared> shared_;  // by `at`
+  size_t size_ = 0;
+};
+
+template <typename Fn>
+bool TextBody::Write(size_t offset, Fn&& fn) const {
+  size_t part_begin = 0;  // in the body
+  size_t text_begin = 0;  // in text_
+  auto part = [&](absl::string_view bytes) {
+    const size_t part_end = part_begin + bytes.size();
+    bool ok = true;
+    if (part_end > offset && !bytes.empty()) {
+      const size_t skip = offset > part_begin ? offset - part_begin : 0;
+      ok = fn(bytes.substr(skip));
+    }
+    part_begin = part_end;
+    return ok;
+  };
+  const absl::string_view text = text_;
+  for (const Shared& s : shared_) {
+    if (!part(text.substr(text_begin, s.at - text_begin)) || !part(*s.lines)) return false;
+    text_begin = s.at;
+  }
+  return part(text.substr(text_begin));
+}
+
 class TextWriter final : public MetricWriter {
  public:
   // Writes into `buffer`, keeping its capacity but not its contents. Pass
@@ -61,8 +112,27 @@ class TextWriter final : public MetricWriter {
   // would write them (timestamps included) but with the formatting above.
   void AddFamilies(const std::vector<prometheus::MetricFamily>& families);
 
+  // Sample lines of the current family rendered earlier (each ending in a
+  // newline), copied as they are: EngineMetrics keeps the lines of series
+  // that did not change between scrapes (engine_metrics.h).
+  void Lines(absl::string_view lines);
+  // The same, not copied: FinishBody() refers to `lines`, which must not
+  // change while the body lives (Finish() copies them).
+  void SharedLines(std::shared_ptr<const std::string> lines);
+
+  // Starts writing samples of `name` without its HELP and TYPE lines: for
+  // rendering a family's lines apart from the exposition, to add them to it
+  // later with Lines(). Finish() then gives the lines alone.
+  void FamilyLines(absl::string_view name, prometheus::MetricType type);
+
+  // Bytes written so far.
+  size_t size() const { return end(); }
+
   // The exposition, families of one name merged (see above).
   std::string Finish() &&;
+  // The same, with SharedLines() referred to rather than copied (unless
+  // families had to be merged).
+  TextBody FinishBody() &&;
 
  private:
   struct FamilySpan {
@@ -87,7 +157,9 @@ class TextWriter final : public MetricWriter {
   char* Reserve(size_t bytes);
   void Commit(const char* end);
   void Flush();
-  size_t end() const { return flushed_ + staged_; }
+  // Makes out_ at least `needed` bytes long.
+  void Grow(size_t needed);
+  size_t end() const { return flushed_ + staged_ + shared_bytes_; }
   void CloseFamily();
   // Writes a sample line up to its value (`labels`: rendered label pairs,
   // SeriesLabels::text()) and returns where the value goes; the room
@@ -110,6 +182,8 @@ class TextWriter final : public MetricWriter {
 
   std::string out_;  // the text in [0, flushed_), then room
   size_t flushed_ = 0;
+  std::vector<TextBody::Shared> shared_;  // SharedLines, at offsets of out_
+  size_t shared_bytes_ = 0;
   std::vector<char> stage_;  // the text after flushed_, in [0, staged_)
   size_t staged_ = 0;
   std::vector<FamilySpan> families_;
@@ -127,5 +201,9 @@ void AppendLabelPairs(const Labels& labels, std::string* out);
 // straight to text, the others go through Collect(). `buffer` as TextWriter.
 std::string RenderText(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables,
                        std::string buffer = {});
+// The same as a TextBody: what HttpServer sends (`buffer`: a previous
+// body's TakeText()).
+TextBody RenderBody(const std::vector<std::shared_ptr<prometheus::Collectable>>& collectables,
+                    std::string buffer = {});
 
 }  // namespace kpid::exporter

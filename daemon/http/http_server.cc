@@ -40,15 +40,17 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
   httplib::Server& s = *server->server_;
   HttpServer* self = server.get();
   s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
-    // Served from the rendered string itself (set_content would copy it),
-    // which goes back to be reused once sent.
-    auto body = std::make_shared<std::string>(self->RenderMetrics());
+    // Served from the rendered body itself, part by part (set_content would
+    // copy it into one string); its own text goes back to be reused once
+    // sent. A known length: httplib then neither chunks nor compresses.
+    auto body = std::make_shared<exporter::TextBody>(self->RenderMetrics());
     res.set_content_provider(
         body->size(), "text/plain; version=0.0.4; charset=utf-8",
-        [body](size_t offset, size_t length, httplib::DataSink& sink) {
-          return sink.write(body->data() + offset, length);
+        [body](size_t offset, size_t, httplib::DataSink& sink) {
+          return body->Write(
+              offset, [&](absl::string_view part) { return sink.write(part.data(), part.size()); });
         },
-        [self, body](bool) { self->RecycleBody(std::move(*body)); });
+        [self, body](bool) { self->RecycleBody(std::move(*body).TakeText()); });
   });
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
@@ -107,19 +109,19 @@ void HttpServer::Stop() {
   thread_.join();
 }
 
-std::string HttpServer::RenderMetrics() const {
+exporter::TextBody HttpServer::RenderMetrics() const {
   std::string buffer;
   {
     absl::MutexLock lock(&spare_mu_);
     buffer.swap(spare_body_);
   }
-  return exporter::RenderText(options_.collectables, std::move(buffer));
+  return exporter::RenderBody(options_.collectables, std::move(buffer));
 }
 
-void HttpServer::RecycleBody(std::string body) const {
+void HttpServer::RecycleBody(std::string text) const {
   absl::MutexLock lock(&spare_mu_);
   // Two scrapes at once: keep the larger.
-  if (body.capacity() > spare_body_.capacity()) spare_body_.swap(body);
+  if (text.capacity() > spare_body_.capacity()) spare_body_.swap(text);
 }
 
 }  // namespace kpid::http

@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/export/text_writer.h"
 #include "daemon/tls/server_tls.h"
 #include "prometheus/collectable.h"
 
@@ -58,14 +59,14 @@ class HttpServer {
   void Stop();
   int port() const { return port_; }
 
-  // The /metrics body (exporter::RenderText): collectables that are
+  // The /metrics body (exporter::RenderBody): collectables that are
   // exporter::WriterCollectables write the text directly; families of the
   // same name from several collectables come out once.
-  std::string RenderMetrics() const;
+  exporter::TextBody RenderMetrics() const;
 
  private:
-  // Hands a sent body back for the next render to write into.
-  void RecycleBody(std::string body) const;
+  // Hands a sent body's own text back for the next render to write into.
+  void RecycleBody(std::string text) const;
 
   HttpServer(Options options, std::unique_ptr<tls::IdentityWatcher> identity,
              std::unique_ptr<httplib::Server> server);
@@ -76,10 +77,11 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
-  // A sent /metrics body, whose memory the next render reuses: bodies are
-  // large (~90 MB at 10k stage series) and a fresh one costs its growth and
-  // a page fault per page (see exporter::TextWriter). Costs that much memory
-  // between scrapes.
+  // A sent /metrics body's own text, whose memory the next render reuses:
+  // bodies can be large and a fresh one costs its growth and a page fault
+  // per page (see exporter::TextWriter). Costs that much memory between
+  // scrapes. (EngineMetrics' lines, most of a large body, are not in it:
+  // the body refers to them, see exporter::TextBody.)
   mutable absl::Mutex spare_mu_;
   mutable std::string spare_body_ ABSL_GUARDED_BY(spare_mu_);
 };

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/export/metric_builder.h"
 #include "daemon/export/metric_writer.h"
+#include "daemon/export/text_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/process.h"
@@ -46,11 +47,34 @@ class PlainMetrics : public prometheus::Collectable {
   }
 };
 
-std::unique_ptr<HttpServer> Start(int series) {
+// Lines kept between scrapes and sent from where they are
+// (exporter::TextBody, as EngineMetrics' families), twice, around lines
+// written into the body itself.
+class SharedLinesMetrics : public exporter::WriterCollectable {
+ public:
+  explicit SharedLinesMetrics(std::shared_ptr<const std::string> lines)
+      : lines_(std::move(lines)) {}
+  void WriteMetrics(exporter::MetricWriter* out) const override {
+    out->Family("kpid_test_shared", "Kept lines.", MetricType::Gauge);
+    auto* text = dynamic_cast<exporter::TextWriter*>(out);
+    if (text == nullptr) return;
+    text->Sample(SeriesLabels(Labels{{"series", "own1"}}), 1);
+    text->SharedLines(lines_);
+    text->Sample(SeriesLabels(Labels{{"series", "own2"}}), 2);
+    text->SharedLines(lines_);
+  }
+
+ private:
+  std::shared_ptr<const std::string> lines_;
+};
+
+std::unique_ptr<HttpServer> Start(int series,
+                                  std::vector<std::shared_ptr<prometheus::Collectable>> more = {}) {
   HttpServer::Options options;
   options.listen = "127.0.0.1:0";
   options.collectables = {std::make_shared<DirectMetrics>(series),
                           std::make_shared<PlainMetrics>()};
+  for (auto& c : more) options.collectables.push_back(std::move(c));
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(std::move(options));
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
@@ -74,7 +98,7 @@ TEST(HttpServerTest, LargeBodiesWholeAndTheSameOnEveryScrape) {
   // and later scrapes render into the memory of the one before.
   std::unique_ptr<HttpServer> server = Start(100000);
   ASSERT_NE(server, nullptr);
-  const std::string expected = server->RenderMetrics();
+  const std::string expected = server->RenderMetrics().Flatten();
   for (int scrape = 0; scrape < 3; ++scrape) {
     const testing::HttpResponse response = testing::HttpGet(server->port(), "/metrics");
     EXPECT_EQ(response.status, 200);
@@ -82,6 +106,31 @@ TEST(HttpServerTest, LargeBodiesWholeAndTheSameOnEveryScrape) {
     EXPECT_TRUE(response.body == expected) << "scrape " << scrape;
   }
   EXPECT_THAT(expected, HasSubstr("kpid_test_value{series=\"99999\"} 99999.5\n"));
+}
+
+TEST(HttpServerTest, SharedLinesSentInPlaceBetweenOwnLines) {
+  // ~1.2 MB of kept lines, sent twice per scrape from the same string.
+  auto lines = std::make_shared<std::string>();
+  for (int i = 0; i < 50000; ++i) {
+    absl::StrAppend(lines.get(), "kpid_test_shared{series=\"", i, "\"} ", i, "\n");
+  }
+  std::unique_ptr<HttpServer> server = Start(1, {std::make_shared<SharedLinesMetrics>(lines)});
+  ASSERT_NE(server, nullptr);
+  const std::string expected = absl::StrCat(
+      "# HELP kpid_test_value A value.\n"
+      "# TYPE kpid_test_value gauge\n"
+      "kpid_test_value{series=\"0\"} 0.5\n"
+      "kpid_test_value{series=\"plain\"} 7\n"
+      "# HELP kpid_test_shared Kept lines.\n"
+      "# TYPE kpid_test_shared gauge\n"
+      "kpid_test_shared{series=\"own1\"} 1\n",
+      *lines, "kpid_test_shared{series=\"own2\"} 2\n", *lines);
+  for (int scrape = 0; scrape < 3; ++scrape) {
+    const testing::HttpResponse response = testing::HttpGet(server->port(), "/metrics");
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(response.body.size(), expected.size());
+    EXPECT_TRUE(response.body == expected) << "scrape " << scrape;
+  }
 }
 
 }  // namespace
