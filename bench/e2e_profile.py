@@ -160,7 +160,7 @@ def print_callgrind_parts(path, counted, total):
 def run_perf(args, procs, address, binary):
     for r in range(args.runs):
         proc, url = start_kpid(procs, address, args.out, f"run{r}", [], binary)
-        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-a", "-o",
+        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-a", "-g", "-o",
                                  os.path.join(args.out, f"perf{r}.data")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_first(url)

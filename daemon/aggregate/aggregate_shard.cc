@@ -297,6 +297,7 @@ struct AggregateShard::ProcessState {
         transitions(static_cast<size_t>(stages) * static_cast<size_t>(stages)),
         chunks(new std::atomic<Chunk*>[kMaxChunks]()),
         dist_stamps(static_cast<size_t>(total_slots)),
+        dist_slot_prepared(static_cast<size_t>(total_slots), false),
         bins_len(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1) * kBinStride) {
     for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
     for (auto& s : dist_stamps) s.store(kNoBucket, std::memory_order_relaxed);
@@ -337,7 +338,13 @@ struct AggregateShard::ProcessState {
   // record's pointer, so readers that load it (acquire) find the pointers.
   std::atomic<uint32_t> dims_end{0};
   std::vector<std::atomic<int64_t>> dist_stamps;  // per slot, all dims-less distributions
-  uint64_t dist_prepared_epoch = 0;               // writer only: see AggregateShard::epoch_
+  // Writer only: slots whose bins were ever prepared. The others are still
+  // calloc's untouched pages: reading one before writing it maps the shared
+  // zero page, and the write that follows must then flush that mapping from
+  // every core running one of kpid's threads (an IPI per page; a quarter of
+  // the workers' CPU while history filled up, end to end).
+  std::vector<bool> dist_slot_prepared;
+  uint64_t dist_prepared_epoch = 0;  // writer only: see AggregateShard::epoch_
   size_t bins_len;
   std::unique_ptr<uint32_t[], FreeDeleter> raw_bins;
   uint32_t* bins;  // in raw_bins, aligned; accessed through std::atomic_ref
@@ -532,20 +539,26 @@ void AggregateShard::PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bu
 void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) {
   std::atomic<int64_t>& stamp = p.dist_stamps[static_cast<size_t>(slot)];
   if (stamp.load(std::memory_order_relaxed) == bucket) return;
-  // As PrepareSlot; only the bins used need zeroing.
+  // As PrepareSlot; only the bins used need zeroing, and none of a slot
+  // never prepared (still zero; written before it is read, see
+  // dist_slot_prepared).
   stamp.store(kNoBucket, std::memory_order_relaxed);
+  const bool used_before = p.dist_slot_prepared[static_cast<size_t>(slot)];
+  p.dist_slot_prepared[static_cast<size_t>(slot)] = true;
   for (int series = 0; series <= p.stages; ++series) {
     uint32_t* d = p.dist(slot, series);
     std::atomic_ref<uint32_t> lo(d[0]);
     std::atomic_ref<uint32_t> hi(d[1]);
-    for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
-      const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
-      const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
-      for (size_t b = first; b < end; ++b) {
-        std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
+    if (used_before) {
+      for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
+        const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
+        const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
+        for (size_t b = first; b < end; ++b) {
+          std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
+        }
       }
+      d[2] = 0;
     }
-    d[2] = 0;
     lo.store(kNoBinLo, kPublish);
     hi.store(0, kPublish);
   }
