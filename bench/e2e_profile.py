@@ -5,8 +5,10 @@
   python3 bench/e2e_profile.py --out /tmp/prof --runs 2 perf BIN       # perf, system wide
   python3 bench/e2e_profile.py --out /tmp/cg callgrind a=BIN b=BIN2     # instructions/event
 
-perf: `perf record -e cpu-clock -a` while kpid consumes (per-process sampling
-got almost no samples in this VM; filter with `perf report --pid`), and each
+perf: `perf record -e cpu-clock -a -g` while kpid consumes (per-process sampling
+got almost no samples in this VM; filter with `perf report --pid`; the call
+graphs say who caused kernel time, e.g. `-G -S smp_call_function_many_cond`
+for TLB-shootdown IPIs), and each
 thread's CPU time and context switches from /proc while busy and in the 2 s
 after (idle wake-ups). /metrics is scraped every 200 ms to find the end. Then
 the samples of kpid's busy threads (those with at least a tenth of the
