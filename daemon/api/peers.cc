@@ -94,10 +94,13 @@ std::vector<std::string> PeerDirectory::Addresses() const {
   addresses.insert(addresses.end(), resolved_.begin(), resolved_.end());
   std::sort(addresses.begin(), addresses.end());
   addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
-  std::erase_if(addresses, [&](const std::string& a) {
-    return a == options_.self_listen || self_.count(a) > 0;
-  });
-  return addresses;
+  // A loop, not erase_if: -Wthread-safety analyses a lambda apart from the
+  // lock held around it.
+  std::vector<std::string> others;
+  for (std::string& a : addresses) {
+    if (a != options_.self_listen && self_.count(a) == 0) others.push_back(std::move(a));
+  }
+  return others;
 }
 
 void PeerDirectory::MarkSelf(const std::string& address) {

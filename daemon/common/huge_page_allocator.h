@@ -56,7 +56,9 @@ class HugePageAllocator {
     if (bytes >= huge_pages::kMinBytes) {
       huge_pages::Unmap(p, bytes);
     } else {
-      ::operator delete (p, bytes, std::align_val_t{alignof(T)});
+      // Unsized: clang does not declare the sized form without
+      // -fsized-deallocation.
+      ::operator delete (p, std::align_val_t{alignof(T)});
     }
   }
 
