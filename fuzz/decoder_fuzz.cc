@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "daemon/ingest/event_decoder.h"
+#include "google/protobuf/util/field_comparator.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace {
@@ -20,6 +21,19 @@ processes:
 )",
       "fuzz.yaml"));
   return *config;
+}
+
+// Equal as protobuf messages, where a NaN amount equals a NaN amount (the
+// default comparison, like ==, finds NaN unequal to itself).
+bool SameEvent(const kpid::v1::ProcessEvent& a, const kpid::v1::ProcessEvent& b) {
+  static google::protobuf::util::DefaultFieldComparator* comparator = [] {
+    auto* c = new google::protobuf::util::DefaultFieldComparator();
+    c->set_treat_nan_as_equal(true);
+    return c;
+  }();
+  google::protobuf::util::MessageDifferencer differencer;
+  differencer.set_field_comparator(comparator);
+  return differencer.Compare(a, b);
 }
 
 }  // namespace
@@ -42,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (parses != !(rejection && rejection->reason == RejectReason::kMalformedProtobuf)) {
       __builtin_trap();
     }
-    if (parses && !google::protobuf::util::MessageDifferencer::Equals(parsed, event->proto)) {
+    if (parses && !SameEvent(parsed, event->proto)) {
       __builtin_trap();
     }
   }
