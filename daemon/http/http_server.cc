@@ -67,12 +67,26 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Options options) {
   });
 
   if (self->options_.reload) {
-    s.Post("/-/reload", [self](const httplib::Request& req, httplib::Response& res) {
+    auto reload = [self](const httplib::Request& req, httplib::Response& res) {
       const HttpReply reply = self->options_.reload(req.get_header_value("Authorization"));
       res.status = reply.status;
       if (reply.status == 401) res.set_header("WWW-Authenticate", "Bearer");
       res.set_content(reply.body, "text/plain");
+    };
+    // `curl -X POST .../-/reload` (Prometheus' own form) sends neither
+    // Content-Length nor Transfer-Encoding: a request with an empty body
+    // (RFC 9112 6.3), which httplib's routing would refuse with a 400
+    // before any handler runs. Pre-routing comes before that body read, and
+    // with no body there is nothing left on the connection to read.
+    s.set_pre_routing_handler([reload](const httplib::Request& req, httplib::Response& res) {
+      if (req.method != "POST" || req.path != "/-/reload" || req.has_header("Content-Length") ||
+          req.has_header("Transfer-Encoding")) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      reload(req, res);
+      return httplib::Server::HandlerResponse::Handled;
     });
+    s.Post("/-/reload", reload);
     s.Get("/-/reload", [](const httplib::Request&, httplib::Response& res) {
       res.status = 405;
       res.set_header("Allow", "POST");

@@ -1,9 +1,16 @@
 #include "daemon/http/http_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/export/metric_builder.h"
 #include "daemon/export/metric_writer.h"
@@ -131,6 +138,112 @@ TEST(HttpServerTest, SharedLinesSentInPlaceBetweenOwnLines) {
     EXPECT_EQ(response.body.size(), expected.size());
     EXPECT_TRUE(response.body == expected) << "scrape " << scrape;
   }
+}
+
+// One connection to 127.0.0.1:`port` that sends requests as written (so
+// headers httplib's client would add are absent) and reads responses whole.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ =
+        fd_ >= 0 && connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~RawConnection() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  // The next response (status line to the end of its Content-Length body),
+  // or what arrived before the connection closed.
+  std::string Exchange(const std::string& request) {
+    if (!connected_ || send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+                           static_cast<ssize_t>(request.size())) {
+      return "";
+    }
+    std::string received;
+    char buffer[4096];
+    while (true) {
+      const size_t head_end = received.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const size_t length_at = received.find("Content-Length: ");
+        const size_t body_length =
+            length_at < head_end ? std::stoul(received.substr(length_at + 16)) : 0;
+        if (received.size() >= head_end + 4 + body_length) return received;
+      }
+      const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) return received;
+      received.append(buffer, n);
+    }
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+struct ReloadServer {
+  std::unique_ptr<HttpServer> server;
+  std::shared_ptr<std::atomic<int>> reloads = std::make_shared<std::atomic<int>>(0);
+};
+
+ReloadServer StartWithReload() {
+  ReloadServer r;
+  HttpServer::Options options;
+  options.listen = "127.0.0.1:0";
+  options.reload = [reloads = r.reloads](const std::string& authorization) {
+    reloads->fetch_add(1);
+    return HttpReply{200, absl::StrCat("reloaded as '", authorization, "'\n")};
+  };
+  absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(std::move(options));
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (server.ok()) r.server = std::move(*server);
+  return r;
+}
+
+TEST(HttpServerTest, ReloadByPostWithoutContentLength) {
+  // `curl -X POST http://host/-/reload`: no Content-Length, no body; the
+  // connection stays usable.
+  ReloadServer r = StartWithReload();
+  ASSERT_NE(r.server, nullptr);
+  RawConnection connection(r.server->port());
+  const std::string response = connection.Exchange(
+      "POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200 ")) << response;
+  EXPECT_THAT(response, HasSubstr("reloaded as 'Bearer t'"));
+  EXPECT_EQ(r.reloads->load(), 1);
+  EXPECT_TRUE(absl::EndsWith(
+      connection.Exchange("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), "ok\n"));
+}
+
+TEST(HttpServerTest, ReloadWithABodyReadsItBeforeTheNextRequest) {
+  // The body of a request must not be taken for the next one on the
+  // connection, whether its length is given or it is chunked.
+  ReloadServer r = StartWithReload();
+  ASSERT_NE(r.server, nullptr);
+  for (const std::string framing : {"Content-Length: 4\r\n\r\nabcd",
+                                    "Transfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n"}) {
+    RawConnection connection(r.server->port());
+    const std::string response = connection.Exchange(
+        absl::StrCat("POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1\r\n", framing));
+    EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200 ")) << response;
+    EXPECT_THAT(response, HasSubstr("reloaded as ''"));
+    const std::string next =
+        connection.Exchange("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    EXPECT_TRUE(absl::StartsWith(next, "HTTP/1.1 200 ")) << next;
+    EXPECT_TRUE(absl::EndsWith(next, "\r\n\r\nok\n")) << next;
+  }
+  EXPECT_EQ(r.reloads->load(), 2);
+}
+
+TEST(HttpServerTest, ReloadByGetIsRefused) {
+  ReloadServer r = StartWithReload();
+  ASSERT_NE(r.server, nullptr);
+  const testing::HttpResponse response = testing::HttpGet(r.server->port(), "/-/reload");
+  EXPECT_EQ(response.status, 405);
+  EXPECT_EQ(r.reloads->load(), 0);
 }
 
 }  // namespace
