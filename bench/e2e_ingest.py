@@ -81,6 +81,12 @@ class BenchError(Exception):
     pass
 
 
+def processes_yaml(arrivals_per_hour):
+    """PROCESSES_YAML with the simulated arrival rate kpi-loadgen produces at."""
+    return PROCESSES_YAML.replace("arrivals_per_hour: 3600",
+                                  f"arrivals_per_hour: {arrivals_per_hour}")
+
+
 def log(message):
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -184,7 +190,7 @@ def start_broker(args, procs, tmp):
         f.write(kafka_yaml("embedded", "unused", [f"partitions: {args.partitions}"], []))
         f.write(f"http: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(PROCESSES_YAML)
+        f.write(processes_yaml(args.arrivals_per_hour))
     bootstrap_file = os.path.join(tmp, "bootstrap")
     if os.path.exists(bootstrap_file):
         os.remove(bootstrap_file)  # a stale address would point at a dead broker
@@ -255,7 +261,7 @@ def start_kpid(args, procs, address, tmp, round_index, binary, label):
                            args.kafka_property))
         f.write(f"http: {{listen: \"127.0.0.1:{port}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(PROCESSES_YAML)
+        f.write(processes_yaml(args.arrivals_per_hour))
     log_path = os.path.join(tmp, f"{label}-round{round_index}.log")
     proc = procs.start(label, [binary, "--config", config_path], log_path)
     return proc, f"http://127.0.0.1:{port}/metrics", log_path
@@ -402,6 +408,13 @@ def main():
     parser.add_argument("--format", choices=["protobuf", "json"], default="protobuf",
                         help="event encoding (protobuf); JSON needs fewer --events to fit")
     parser.add_argument("--partitions", type=int, default=16, help="topic partitions (16)")
+    parser.add_argument("--arrivals-per-hour", type=int, default=3600, metavar="N",
+                        help="cases the simulation starts per hour of event time (3600: "
+                             "400k events span about a day). Each partition's engine walks "
+                             "all of that event time (a fresh bucket of every window per "
+                             "bucket width, its timers second by second); a higher rate "
+                             "packs the same events into less event time, as live traffic "
+                             "at that rate would")
     parser.add_argument("--workers", type=int, default=0,
                         help="kpid kafka.workers (default 0: kpid's default, one per core)")
     parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",

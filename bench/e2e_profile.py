@@ -227,13 +227,17 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--events", type=int, default=400000)
+    parser.add_argument("--partitions", type=int, default=16,
+                        help="of the topic (16); each partition's engine walks the whole "
+                             "stream's event time, so fewer partitions prepare fewer buckets "
+                             "per event")
     parser.add_argument("mode", choices=["perf", "callgrind"])
     parser.add_argument("binaries", nargs="+", help="perf: one kpid; callgrind: label=kpid ...")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     setup = argparse.Namespace(
-        kpid=args.binaries[0].split("=", 1)[-1], partitions=16, events=args.events,
-        format="protobuf", loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
+        kpid=args.binaries[0].split("=", 1)[-1], partitions=args.partitions, events=args.events,
+        format="protobuf", arrivals_per_hour=3600, loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
         bare=os.path.join(args.build_dir, "bench", "kpid-bench-bare-consumer"))
     procs = E.Processes()
     try:
