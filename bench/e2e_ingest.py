@@ -15,7 +15,10 @@ Starts `kpid dev-broker` (the embedded mock broker, 16 partitions), produces
 Prints per round and the median: bare events/s, kpid events/s, kpid/bare
 (also up to 99% of the events, which leaves out the up-to-100 ms a kpid
 worker holds its last partial batch), and CPU-seconds per million events for
-both, plus the mock broker's share of the machine. The binaries are copied to
+both, plus the mock broker's share of the machine and kpid's page faults per
+event (which, unlike CPU time, do not depend on the machine's load). With a
+baseline build, each round runs both kpids, the baseline first every other
+round, and prints their ratios of events/s and of CPU-seconds. The binaries are copied to
 a temp dir first, so a concurrent rebuild cannot swap them mid-run. Stdlib
 only; loopback only; every process it starts is stopped on exit, Ctrl-C or
 error.
@@ -78,6 +81,12 @@ class BenchError(Exception):
     pass
 
 
+def processes_yaml(arrivals_per_hour):
+    """PROCESSES_YAML with the simulated arrival rate kpi-loadgen produces at."""
+    return PROCESSES_YAML.replace("arrivals_per_hour: 3600",
+                                  f"arrivals_per_hour: {arrivals_per_hour}")
+
+
 def log(message):
     print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -136,11 +145,18 @@ class Processes:
         self.procs.clear()
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+def proc_stat(pid):
+    """(utime + stime in seconds, minor page faults) of a process, all its
+    threads, from /proc/PID/stat. Faults do not depend on the machine's load,
+    unlike CPU time."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[7])
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc/PID/stat."""
+    return proc_stat(pid)[0]
 
 
 METRIC_RE = re.compile(r"^(kpid_events_(?:consumed|rejected|duplicate)_total)(?:\{[^}]*\})? (\S+)$",
@@ -174,7 +190,7 @@ def start_broker(args, procs, tmp):
         f.write(kafka_yaml("embedded", "unused", [f"partitions: {args.partitions}"], []))
         f.write(f"http: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(PROCESSES_YAML)
+        f.write(processes_yaml(args.arrivals_per_hour))
     bootstrap_file = os.path.join(tmp, "bootstrap")
     if os.path.exists(bootstrap_file):
         os.remove(bootstrap_file)  # a stale address would point at a dead broker
@@ -245,7 +261,7 @@ def start_kpid(args, procs, address, tmp, round_index, binary, label):
                            args.kafka_property))
         f.write(f"http: {{listen: \"127.0.0.1:{port}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(PROCESSES_YAML)
+        f.write(processes_yaml(args.arrivals_per_hour))
     log_path = os.path.join(tmp, f"{label}-round{round_index}.log")
     proc = procs.start(label, [binary, "--config", config_path], log_path)
     return proc, f"http://127.0.0.1:{port}/metrics", log_path
@@ -269,10 +285,10 @@ def run_kpid(args, procs, address, tmp, round_index, binary=None, label="kpid"):
             totals = scrape(url)
             if totals is not None:
                 now = time.monotonic()
-                cpu = cpu_seconds(proc.pid)
+                cpu, faults = proc_stat(proc.pid)
                 broker_cpu = cpu_seconds(args.broker_pid)
                 if first is None and totals["consumed"] > 0:
-                    first = (now, totals["consumed"], cpu, broker_cpu)
+                    first = (now, totals["consumed"], cpu, broker_cpu, faults)
                 if near_end is None and totals["consumed"] >= 0.99 * args.events:
                     near_end = (now, totals["consumed"])
                 if totals["consumed"] >= args.events:
@@ -300,6 +316,7 @@ def run_kpid(args, procs, address, tmp, round_index, binary=None, label="kpid"):
             # The mock broker shares the machine: kpid + broker cores busy.
             "broker_cpu_per_million": (broker_cpu - first[3]) / counted * 1e6,
             "cores_busy": (cpu - first[2] + broker_cpu - first[3]) / seconds,
+            "minor_faults_per_event": (faults - first[4]) / counted,
             "counted": counted}
 
 
@@ -327,12 +344,13 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
                 raise BenchError(f"kpid consumed nothing in 60 s:\n{tail(log_path)}")
             totals = scrape(url)
             if totals is not None and totals["consumed"] > 0:
-                first = (time.monotonic(), totals["consumed"], cpu_seconds(proc.pid),
-                         cpu_seconds(args.broker_pid))
+                cpu, faults = proc_stat(proc.pid)
+                first = (time.monotonic(), totals["consumed"], cpu, cpu_seconds(args.broker_pid),
+                         faults)
             else:
                 time.sleep(0.02)
         last_t, last_cpu = first[0], first[2]
-        last_busy = (last_t, last_cpu, first[3])
+        last_busy = (last_t, last_cpu, first[3], first[4])
         next_scrape = last_t + scrape_interval if scrape_interval > 0 else float("inf")
         scrapes, idle = 0, 0
         while True:
@@ -349,11 +367,11 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
             now = time.monotonic()
             if now < last_t + window:
                 continue
-            cpu = cpu_seconds(proc.pid)
+            cpu, faults = proc_stat(proc.pid)
             busy = (cpu - last_cpu) / (now - last_t) > 0.25  # cores
             last_t, last_cpu = now, cpu
             if busy:
-                last_busy, idle = (now, cpu, cpu_seconds(args.broker_pid)), 0
+                last_busy, idle = (now, cpu, cpu_seconds(args.broker_pid), faults), 0
                 continue
             idle += 1
             if idle >= idle_needed:
@@ -377,6 +395,7 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
             "events_per_sec_to_99pct": rate,
             "broker_cpu_per_million": (last_busy[2] - first[3]) / counted * 1e6,
             "cores_busy": (last_busy[1] - first[2] + last_busy[2] - first[3]) / seconds,
+            "minor_faults_per_event": (last_busy[3] - first[4]) / counted,
             "counted": counted}
 
 
@@ -389,6 +408,13 @@ def main():
     parser.add_argument("--format", choices=["protobuf", "json"], default="protobuf",
                         help="event encoding (protobuf); JSON needs fewer --events to fit")
     parser.add_argument("--partitions", type=int, default=16, help="topic partitions (16)")
+    parser.add_argument("--arrivals-per-hour", type=int, default=3600, metavar="N",
+                        help="cases the simulation starts per hour of event time (3600: "
+                             "400k events span about a day). Each partition's engine walks "
+                             "all of that event time (a fresh bucket of every window per "
+                             "bucket width, its timers second by second); a higher rate "
+                             "packs the same events into less event time, as live traffic "
+                             "at that rate would")
     parser.add_argument("--workers", type=int, default=0,
                         help="kpid kafka.workers (default 0: kpid's default, one per core)")
     parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
@@ -474,25 +500,31 @@ def main():
             return 0
         for r in range(1, args.rounds + 1):
             bare = run_bare(args, address)
-            if args.quiet:
-                kpid = run_kpid_cpu_timed(args, procs, address, tmp, r, 0.0, "kpid")
-            else:
-                kpid = run_kpid(args, procs, address, tmp, r)
+
+            def run(binary, label):
+                if args.quiet:
+                    return run_kpid_cpu_timed(args, procs, address, tmp, r, 0.0, label, binary)
+                return run_kpid(args, procs, address, tmp, r, binary, label)
+
+            # With a baseline, every other round runs it first, so drift in
+            # the machine's load evens out between the two.
+            base_first = args.kpid_base and r % 2 == 0
+            if base_first:
+                base = run(args.kpid_base, "kpid-baseline")
+            kpid = run(args.kpid, "kpid")
+            if args.kpid_base and not base_first:
+                base = run(args.kpid_base, "kpid-baseline")
             result = {"round": r, "bare": bare, "kpid": kpid,
                       "ratio": kpid["events_per_sec"] / bare["events_per_sec"],
                       "ratio_to_99pct": kpid["events_per_sec_to_99pct"] / bare["events_per_sec"]}
             line = (f"round {r}: bare {bare['events_per_sec']:,.0f}/s  "
                     f"kpid {kpid['events_per_sec']:,.0f}/s  ratio {result['ratio']:.2f}")
             if args.kpid_base:
-                if args.quiet:
-                    base = run_kpid_cpu_timed(args, procs, address, tmp, r, 0.0, "kpid-baseline",
-                                              args.kpid_base)
-                else:
-                    base = run_kpid(args, procs, address, tmp, r, args.kpid_base,
-                                    "kpid-baseline")
                 result["baseline"] = base
                 result["baseline_ratio"] = base["events_per_sec"] / bare["events_per_sec"]
                 result["kpid_over_baseline"] = kpid["events_per_sec"] / base["events_per_sec"]
+                result["kpid_over_baseline_cpu"] = (kpid["cpu_per_million"] /
+                                                    base["cpu_per_million"])
                 line += (f"  baseline {base['events_per_sec']:,.0f}/s  "
                          f"kpid/baseline {result['kpid_over_baseline']:.2f}")
             rounds.append(result)
@@ -533,13 +565,18 @@ def report(args, rounds, elapsed):
               f"{bare_cpu:>13.2f} {kpid_cpu:>13.2f}")
     print(f"during kpid's runs the mock broker used {med('broker_cpu_per_million', 'kpid'):.2f} "
           f"cpu-s/M; kpid + broker kept {med('cores_busy', 'kpid'):.2f} of "
-          f"{os.cpu_count()} cores busy (median)")
+          f"{os.cpu_count()} cores busy (median); kpid took "
+          f"{med('minor_faults_per_event', 'kpid'):.4f} page faults per event")
     if args.kpid_base:
         per_round = ", ".join(f"{r['kpid_over_baseline']:.2f}" for r in rounds)
         print(f"baseline kpid: {med('events_per_sec', 'baseline'):,.0f} ev/s median, "
               f"baseline/bare {med('baseline_ratio'):.2f}, cpu-s/M "
               f"{med('cpu_per_million', 'baseline'):.2f}; kpid/baseline "
               f"{med('kpid_over_baseline'):.2f} (rounds: {per_round})")
+        per_round = ", ".join(f"{r['kpid_over_baseline_cpu']:.2f}" for r in rounds)
+        print(f"  CPU-s/M kpid/baseline {med('kpid_over_baseline_cpu'):.3f} (rounds: {per_round}); "
+              f"baseline took {med('minor_faults_per_event', 'baseline'):.4f} page faults "
+              f"per event")
     verdict = med("ratio")
     print(f"goal: kpid/bare >= 0.7 (issue) {'met' if verdict >= 0.7 else 'NOT met'}, "
           f">= 0.8 (product) {'met' if verdict >= 0.8 else 'NOT met'}")

@@ -80,7 +80,8 @@ def threads(pid):
         fields = stat[stat.rindex(")") + 2:].split()
         result[int(tid)] = (stat[stat.index("(") + 1:stat.rindex(")")],
                             (int(fields[11]) + int(fields[12])) / CLK_TCK,
-                            int(re.search(r"\bvoluntary_ctxt_switches:\s+(\d+)", status).group(1)))
+                            int(re.search(r"\bvoluntary_ctxt_switches:\s+(\d+)", status).group(1)),
+                            int(fields[7]))  # minor page faults
     return result
 
 
@@ -175,15 +176,16 @@ def run_perf(args, procs, address, binary):
         perf.send_signal(signal.SIGINT)
         perf.wait()
         procs.stop(proc)
-        cpu = sum(busy[t][1] - before.get(t, ("", 0, 0))[1] for t in busy)
+        cpu = sum(busy[t][1] - before.get(t, ("", 0, 0, 0))[1] for t in busy)
         print(f"run {r}: pid {proc.pid}, {args.events / (t1 - t0):,.0f} ev/s, "
               f"{cpu / args.events * 1e6:.2f} cpu-s/M; perf{r}.data")
         for t in sorted(busy):
-            b0, b1, b2 = before.get(t, ("", 0, 0)), busy[t], idle.get(t, busy[t])
+            b0, b1, b2 = before.get(t, ("", 0, 0, 0)), busy[t], idle.get(t, busy[t])
             if b1[1] - b0[1] >= 0.01 or b2[2] - b1[2] >= 10:
                 print(f"  tid {t} {b1[0]:16s} busy {b1[1] - b0[1]:5.2f} s, {b1[2] - b0[2]:5d} "
-                      f"wake-ups | next 2 s idle: {b2[1] - b1[1]:4.2f} s, {b2[2] - b1[2]:4d} wake-ups")
-        used = {t: busy[t][1] - before.get(t, ("", 0, 0))[1] for t in busy}
+                      f"wake-ups, {(b1[3] - b0[3]) / args.events:.4f} page faults/event | "
+                      f"next 2 s idle: {b2[1] - b1[1]:4.2f} s, {b2[2] - b1[2]:4d} wake-ups")
+        used = {t: busy[t][1] - before.get(t, ("", 0, 0, 0))[1] for t in busy}
         top = max(used.values())
         workers = [t for t in used if used[t] >= top / 10 and not busy[t][0].startswith("rdk:")]
         fetchers = [t for t in used if used[t] >= top / 10 and busy[t][0].startswith("rdk:")]
@@ -225,13 +227,17 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--events", type=int, default=400000)
+    parser.add_argument("--partitions", type=int, default=16,
+                        help="of the topic (16); each partition's engine walks the whole "
+                             "stream's event time, so fewer partitions prepare fewer buckets "
+                             "per event")
     parser.add_argument("mode", choices=["perf", "callgrind"])
     parser.add_argument("binaries", nargs="+", help="perf: one kpid; callgrind: label=kpid ...")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     setup = argparse.Namespace(
-        kpid=args.binaries[0].split("=", 1)[-1], partitions=16, events=args.events,
-        format="protobuf", loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
+        kpid=args.binaries[0].split("=", 1)[-1], partitions=args.partitions, events=args.events,
+        format="protobuf", arrivals_per_hour=3600, loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
         bare=os.path.join(args.build_dir, "bench", "kpid-bench-bare-consumer"))
     procs = E.Processes()
     try:

@@ -19,14 +19,6 @@ Rejection Reject(RejectReason reason, std::string detail) {
   return Rejection{reason, std::move(detail)};
 }
 
-bool LooksLikeJson(absl::string_view value) {
-  for (char c : value) {
-    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
-    return c == '{';
-  }
-  return false;
-}
-
 // A ProcessEvent is nested two deep ({"attributes": {...}}); producers may add
 // fields kpid does not know yet, so allow some room, but not the thousands of
 // levels a hostile message can carry.
@@ -108,6 +100,14 @@ bool EventDecoder::ParseBinary(absl::string_view value, ProcessEvent* event) {
     return event->ParseFromArray(value.data(), static_cast<int>(value.size()));
   }
   return true;
+}
+
+bool EventDecoder::LooksLikeJson(absl::string_view value) {
+  for (char c : value) {
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+    return c == '{';
+  }
+  return false;
 }
 
 bool EventDecoder::IsJsonContentType(absl::string_view header_value) {

@@ -66,6 +66,10 @@ class EventDecoder {
   // ("application/json", any case, parameters allowed).
   static bool IsJsonContentType(absl::string_view header_value);
 
+  // True when the value's first non-blank byte is `{`: JSON whatever the
+  // content-type header says, so a caller need not read the header.
+  static bool LooksLikeJson(absl::string_view value);
+
  private:
   // Names (process ids, or one process's stage ids) to their index in the
   // config. A config has a handful of each, and every event looks up one of

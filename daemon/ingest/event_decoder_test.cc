@@ -99,6 +99,25 @@ TEST_F(EventDecoderTest, ContentTypeHeaderSelectsJson) {
   EXPECT_EQ(ReasonOf(ValidEvent().SerializeAsString(), true), RejectReason::kMalformedJson);
 }
 
+// What lets the ingest loop skip a message's headers: a value it calls JSON
+// is decoded as JSON whatever the header says.
+TEST_F(EventDecoderTest, ValueThatLooksLikeJsonIsJsonWithoutTheHeader) {
+  EXPECT_TRUE(EventDecoder::LooksLikeJson("{}"));
+  EXPECT_TRUE(EventDecoder::LooksLikeJson(" \t\r\n{"));
+  EXPECT_FALSE(EventDecoder::LooksLikeJson(""));
+  EXPECT_FALSE(EventDecoder::LooksLikeJson(" \n"));
+  EXPECT_FALSE(EventDecoder::LooksLikeJson("x{"));
+  EXPECT_FALSE(EventDecoder::LooksLikeJson("\v{"));
+  // A valid binary event whose event_id is 123 bytes long begins "\n{".
+  ProcessEvent event = ValidEvent();
+  event.set_event_id(std::string(123, 'e'));
+  const std::string binary = event.SerializeAsString();
+  ASSERT_EQ(binary.substr(0, 2), "\n{");
+  EXPECT_TRUE(EventDecoder::LooksLikeJson(binary));
+  EXPECT_EQ(ReasonOf(binary, false), RejectReason::kMalformedJson);
+  EXPECT_EQ(ReasonOf(binary, true), RejectReason::kMalformedJson);
+}
+
 TEST_F(EventDecoderTest, ReusesTheOutputWithoutLeakingFieldsBetweenEvents) {
   ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
   ProcessEvent second = ValidEvent();

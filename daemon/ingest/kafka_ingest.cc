@@ -846,8 +846,11 @@ void KafkaIngest::ProcessRun(Worker* worker, Owned& owned,
     const rd_kafka_message_t& message = *run[k];
     owned.handler->stats().messages.Add();
     const absl::string_view value(static_cast<const char*>(message.payload), message.len);
+    // Only a value that does not look like JSON needs its content-type:
+    // reading a message's headers costs librdkafka a calloc and a free.
+    const bool json = EventDecoder::LooksLikeJson(value) || HasJsonContentType(message);
     if (std::optional<Rejection> rejection =
-            worker->decoder->Decode(value, HasJsonContentType(message), &worker->events[k])) {
+            worker->decoder->Decode(value, json, &worker->events[k])) {
       Reject(owned, message, *std::move(rejection));
       continue;
     }

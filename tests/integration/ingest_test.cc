@@ -88,15 +88,36 @@ std::vector<BadKind> BadKinds() {
        [&](int i) { return value(absl::StrCat("\xff\xfe garbage ", i, "\x07\x01")); }},
       {"malformed_json", 41,
        [&](int i) {
-         switch (i % 3) {
+         switch (i % 5) {
            case 0:
              return value(absl::StrCat("{\"eventId\": ", i, "}"));  // wrong type
            case 1:
              return value("{\"eventId\": \"x\", ");  // truncated
-           default: {
+           case 2: {
              // A protobuf value declared JSON by its header.
              KafkaRecord r = value(GoodProto(absl::StrCat("hdr", i)).SerializeAsString());
              r.headers["content-type"] = "application/json";
+             return r;
+           }
+           case 3: {
+             // A good protobuf value whose first bytes read "\n{" (event_id,
+             // 123 bytes long): its first non-blank byte is `{`, so it is
+             // JSON, whatever its content-type says.
+             std::string id = absl::StrCat("pb7b", i);
+             id.resize(123, 'x');
+             KafkaRecord r = value(GoodProto(id).SerializeAsString());
+             EXPECT_EQ(r.value.substr(0, 2), "\n{");
+             EXPECT_TRUE(ProcessEvent().ParseFromString(r.value));
+             r.headers["content-type"] = "application/x-protobuf";
+             return r;
+           }
+           default: {
+             // A good protobuf value after an empty group of field 15, whose
+             // start tag is 0x7b, `{`: protobuf would skip the group.
+             KafkaRecord r = value(
+                 absl::StrCat("\x7b\x7c", GoodProto(absl::StrCat("grp", i)).SerializeAsString()));
+             EXPECT_TRUE(ProcessEvent().ParseFromString(r.value));
+             if (i % 2 == 0) r.headers["content-type"] = "application/x-protobuf";
              return r;
            }
          }
@@ -179,6 +200,21 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
             0)
       << out;
 
+  // JSON values with a protobuf content-type: JSON by their first byte.
+  constexpr int kJsonProtoHeaderEvents = 9;
+  {
+    TestProducer producer(brokers_);
+    for (int i = 0; i < kJsonProtoHeaderEvents; ++i) {
+      KafkaRecord record;
+      record.key = absl::StrCat("json-pb-header-", i);
+      record.value = GoodJson(record.key);
+      record.headers["content-type"] = "application/x-protobuf";
+      producer.Send("events", record);
+    }
+    ASSERT_EQ(producer.Flush(absl::Seconds(30)), 0);
+  }
+  constexpr int kGoodEvents = kProtoEvents + kJsonEvents + kJsonProtoHeaderEvents;
+
   // Bad traffic, each message keyed so its dead letter can be matched.
   std::map<std::string, std::pair<std::string, std::string>> sent_bad;  // key -> (reason, value)
   std::map<std::string, int> expected_by_reason;
@@ -206,8 +242,7 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
           rejected += std::max(
               0.0, Sample(m, absl::StrCat("kpid_events_rejected_total{reason=\"", reason, "\"}")));
         }
-        return Sample(m, "kpid_events_consumed_total") >= kProtoEvents + kJsonEvents &&
-               rejected >= bad_total &&
+        return Sample(m, "kpid_events_consumed_total") >= kGoodEvents && rejected >= bad_total &&
                Sample(m, "kpid_dead_letter_messages_total{result=\"delivered\"}") >= bad_total;
       },
       absl::Seconds(60));
@@ -216,7 +251,7 @@ TEST_F(IngestTest, CountsEveryGoodEventAndDeadLettersEveryBadOne) {
   absl::SleepFor(absl::Milliseconds(500));
   m = Scrape();
 
-  EXPECT_EQ(Sample(m, "kpid_events_consumed_total"), kProtoEvents + kJsonEvents);
+  EXPECT_EQ(Sample(m, "kpid_events_consumed_total"), kGoodEvents);
   for (const auto& [reason, n] : expected_by_reason) {
     EXPECT_EQ(Sample(m, absl::StrCat("kpid_events_rejected_total{reason=\"", reason, "\"}")), n)
         << reason;
