@@ -73,6 +73,13 @@ std::vector<MetricFamily> IngestMetrics::Collect() const {
   AddGauge(&f, {}, ingest_->connected() ? 1.0 : 0.0);
   families.push_back(std::move(f));
 
+  f = Family("kpid_state_reread_messages_total",
+             "Messages read again after a restore although the restored state held them "
+             "(skipped, not counted twice); 0 unless a seek to the restored offset failed.",
+             MetricType::Counter);
+  AddCounter(&f, {}, static_cast<double>(ingest_->reread_messages()));
+  families.push_back(std::move(f));
+
   f = Family("kpid_consumer_lag_messages",
              "Messages in the partition not yet consumed (high watermark - position).",
              MetricType::Gauge);

@@ -791,6 +791,7 @@ void KafkaIngest::WorkerLoop(Worker* worker) {
       Owned* owned = worker->Find(message->partition);
       // Not ours any more, or already in the state it was restored with.
       if (owned == nullptr || message->offset < owned->next_offset) {
+        if (owned != nullptr) reread_messages_.fetch_add(1, std::memory_order_relaxed);
         ++i;
         continue;
       }

@@ -106,6 +106,11 @@ class KafkaIngest {
   // Per assigned partition; for the scrape (takes a lock, never on the event path).
   std::vector<PartitionLag> Lags() const;
 
+  // Messages read again after a restore although the restored state held
+  // them (skipped, so never counted twice): a restored partition is sought
+  // to the offset after its state, so this stays 0 unless a seek failed.
+  uint64_t reread_messages() const { return reread_messages_.load(std::memory_order_relaxed); }
+
   // Given the next offset of every partition a worker owns (the first
   // message not yet handled), the handlers to put in their place; a
   // partition left out keeps its handler. An error changes nothing.
@@ -179,6 +184,9 @@ class KafkaIngest {
   std::atomic<int> assigned_count_{0};
   // Relaxed: a health signal (gauge, /readyz); nothing is ordered by it.
   std::atomic<bool> connected_{true};
+  // Relaxed: a counter for the scrape. Added to only when a message is
+  // skipped, never per event handled.
+  std::atomic<uint64_t> reread_messages_{0};
 
   // Held by OnRebalance, ServeRestored and SwapHandlers: a swap never
   // interleaves with an assignment (an engine opened for the old config
