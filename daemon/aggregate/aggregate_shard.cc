@@ -9,6 +9,7 @@
 #include <limits>
 #include <new>
 
+#include "absl/base/attributes.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -643,9 +644,12 @@ void AggregateShard::CaseStepped(const cases::CaseStep& step) {
     Bump(process_totals.fallout, uint64_t{1});
   }
 
+  // Always inlined: GCC 12 kept this lambda out of line (ForEachSlot calls
+  // it from two places), a call per level and event, and the aggregator
+  // alone then took up to ~1.2x the CPU per event of one call per fact.
   ForEachSlot(
       step.at, *p, r, /*with_dist=*/exits || completed,
-      [&](int slot) {
+      [&](int slot) ABSL_ATTRIBUTE_ALWAYS_INLINE {
         ProcessBucket& pb = r.process_buckets[static_cast<size_t>(slot)];
         StageBucket* sb = &r.stage_buckets[static_cast<size_t>(slot) * stages];
         if (step.started) BumpBucket(pb.started, 1u);
