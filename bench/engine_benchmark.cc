@@ -96,23 +96,6 @@ const Stream& GetStream(int which) {
   return *stream;
 }
 
-// A sink that drops every fact: the tracker's own cost, without the aggregator.
-class NullSink final : public cases::CaseSink {
- public:
-  void CaseStarted(int, cases::DimsId, absl::Time) override {}
-  void StageEntered(int, int, cases::DimsId, absl::Time, bool) override {}
-  void StageExited(int, int, cases::DimsId, absl::Time, cases::ExitOutcome, absl::Duration,
-                   bool) override {}
-  void Transition(int, int, int, absl::Time) override {}
-  void CaseCompleted(int, cases::DimsId, absl::Time, double, absl::Duration) override {}
-  void CaseFallout(int, cases::DimsId, absl::Time) override {}
-  void CaseExpired(int, int, cases::DimsId, absl::Time) override {}
-  void Cost(int, cases::DimsId, absl::Time, double) override {}
-  void Feedback(int, cases::DimsId, absl::Time, double) override {}
-  void SlaBreached(int, int, cases::DimsId, absl::Time) override {}
-  void BacklogChanged(int, int, cases::DimsId, int, int) override {}
-};
-
 // One worker's engine, as daemon/main.cc wires it with `clock: event`; with
 // NullSink instead of the shard as sink when `null_sink`.
 template <typename Tracker, typename Dims, typename Shard>

@@ -36,6 +36,16 @@ namespace {
 class DigestSink final : public cases::CaseSink {
  public:
   explicit DigestSink(cases::CaseSink* next) : next_(next) {}
+  // The step's facts are digested one by one (so builds before CaseStep
+  // give the same digest), and the step goes on whole, as the tracker
+  // reports it to the aggregator.
+  void CaseStepped(const cases::CaseStep& step) override {
+    cases::CaseSink* next = next_;
+    next_ = &null_;
+    CaseSink::CaseStepped(step);
+    next_ = next;
+    next_->CaseStepped(step);
+  }
   void CaseStarted(int p, cases::DimsId d, absl::Time at) override {
     Add("started", p, d, T(at));
     next_->CaseStarted(p, d, at);
@@ -93,6 +103,7 @@ class DigestSink final : public cases::CaseSink {
 
  private:
   static int64_t T(absl::Time t) { return absl::ToUnixMicros(t); }
+  NullSink null_;
   cases::CaseSink* next_;
   uint64_t digest_ = 0;
   uint64_t count_ = 0;

@@ -153,6 +153,10 @@ void FillSeries(const model::Config& config, int series_per_process, absl::Time 
   }
 }
 
+void FactRecorder::CaseStepped(const cases::CaseStep& step) {
+  Add({.kind = Fact::Kind::kStep, .at = step.at, .step = step});
+}
+
 void FactRecorder::CaseStarted(int p, cases::DimsId d, absl::Time at) {
   Add({.kind = Fact::Kind::kStarted, .process = p, .dims = d, .at = at});
 }
@@ -223,6 +227,11 @@ void FactRecorder::BacklogChanged(int p, int s, cases::DimsId d, int open, int o
 
 void Replay(const Fact& f, cases::CaseSink& sink) {
   switch (f.kind) {
+    case Fact::Kind::kStep: {
+      cases::CaseStep step = f.step;
+      step.at = f.at;
+      return sink.CaseStepped(step);
+    }
     case Fact::Kind::kStarted:
       return sink.CaseStarted(f.process, f.dims, f.at);
     case Fact::Kind::kEntered:

@@ -48,9 +48,28 @@ std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, ui
 void FillSeries(const model::Config& config, int series_per_process, absl::Time now,
                 cases::DimensionTable* dims, aggregate::AggregateShard* shard);
 
+// A sink that drops every fact: the tracker's own cost, without the aggregator.
+class NullSink final : public cases::CaseSink {
+ public:
+  void CaseStarted(int, cases::DimsId, absl::Time) override {}
+  void StageEntered(int, int, cases::DimsId, absl::Time, bool) override {}
+  void StageExited(int, int, cases::DimsId, absl::Time, cases::ExitOutcome, absl::Duration,
+                   bool) override {}
+  void Transition(int, int, int, absl::Time) override {}
+  void CaseCompleted(int, cases::DimsId, absl::Time, double, absl::Duration) override {}
+  void CaseFallout(int, cases::DimsId, absl::Time) override {}
+  void CaseExpired(int, int, cases::DimsId, absl::Time) override {}
+  void Cost(int, cases::DimsId, absl::Time, double) override {}
+  void Feedback(int, cases::DimsId, absl::Time, double) override {}
+  void SlaBreached(int, int, cases::DimsId, absl::Time) override {}
+  void BacklogChanged(int, int, cases::DimsId, int, int) override {}
+  void CaseStepped(const cases::CaseStep&) override {}
+};
+
 // One CaseSink call, recorded so that the aggregator can be replayed alone.
 struct Fact {
   enum class Kind : uint8_t {
+    kStep,  // CaseStepped: `step`, at `at` (which replaces step.at)
     kStarted,
     kEntered,
     kExited,
@@ -75,6 +94,7 @@ struct Fact {
   absl::Time at = absl::UnixEpoch();
   absl::Duration duration = absl::ZeroDuration();  // cycle or lead time
   double amount = 0;                               // revenue, cost, score
+  cases::CaseStep step = {};
 };
 
 // Appends every call to `out` while recording.
@@ -83,6 +103,8 @@ class FactRecorder final : public cases::CaseSink {
   explicit FactRecorder(std::vector<Fact>* out) : out_(out) {}
   void set_recording(bool on) { recording_ = on; }
 
+  // A step is recorded whole, as the tracker reports it.
+  void CaseStepped(const cases::CaseStep& step) override;
   void CaseStarted(int p, cases::DimsId d, absl::Time at) override;
   void StageEntered(int p, int s, cases::DimsId d, absl::Time at, bool rework) override;
   void StageExited(int p, int s, cases::DimsId d, absl::Time at, cases::ExitOutcome outcome,

@@ -78,10 +78,12 @@
 // record (below), but a record remembers the "epoch" (bumped whenever a head
 // bucket changes) in which it last stamped its head slots, so a fact checks
 // one number instead of one stamp per level. Facts before the head buckets
-// take the general path. The record of the previous fact is reused (the
-// tracker reports an exit, a transition, an entry and backlog changes of one
-// case in a row). What one fact updates per level is one counter line (and,
-// for exits and completions, one distribution header line and one bin
+// take the general path. The record of the previous fact is reused. The
+// tracker reports an event's facts (an exit, a transition, an entry, the
+// backlog changes, a start or a close) as one CaseStep, placed with one
+// time check and one version bump, each slot's counters of all its facts
+// written together. What one fact updates per level is one counter line
+// (and, for exits and completions, one distribution header line and one bin
 // line); the totals an entry, an exit and the backlog changes update share a
 // line.
 //
@@ -100,7 +102,8 @@
 // score_count after score_sum), so sla_met <= exited and rework <= entered
 // hold in every read and those ratios stay in [0, 1]. Totals are independent
 // monotonic counters (relaxed), as SingleWriterCounter. Each record also
-// has a version the writer bumps (release) after every fact that changed it,
+// has a version the writer bumps (release) after every fact (or CaseStep)
+// that changed it,
 // so a reader that kept an earlier read can tell it is still what a read
 // would give (SeriesVersion; SeriesReadCache).
 //
@@ -147,6 +150,10 @@ class AggregateShard final : public cases::CaseSink {
 
   // ---- CaseSink: the worker thread only. Out-of-range process/stage
   // indexes (a tracker built from another config) are dropped and counted.
+  // A step's facts are placed together: one record lookup, one resolution
+  // of its time to the levels' slots, and per slot the counter lines of all
+  // its facts (see "Write path").
+  void CaseStepped(const cases::CaseStep& step) override;
   void CaseStarted(int process, DimsId dims, absl::Time at) override;
   void StageEntered(int process, int stage, DimsId dims, absl::Time at, bool rework) override;
   void StageExited(int process, int stage, DimsId dims, absl::Time at, cases::ExitOutcome outcome,
@@ -279,11 +286,15 @@ class AggregateShard final : public cases::CaseSink {
   // Places a fact at `at` in every level that keeps its bucket: fn(slot) per
   // level, after preparing the slot in `r` (and in the dims-less
   // distributions when `with_dist`). Advances the head; counts late facts.
+  // `facts` is how many facts fn places (a CaseStep's): each counts in late()
+  // or dropped() when the time is out of range.
   template <typename Fn>
-  void ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist, Fn&& fn);
+  void ForEachSlot(absl::Time at, ProcessState& p, DimsRecord& r, bool with_dist, Fn&& fn,
+                   uint64_t facts = 1);
   // ForEachSlot for a fact before the head buckets (out of order, or late).
   template <typename Fn>
-  void ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist, Fn& fn);
+  void ForEachOlderSlot(int64_t at_s, ProcessState& p, DimsRecord& r, bool with_dist, Fn& fn,
+                        uint64_t facts);
   // `at_s`, or the head limit if `at_s` is past it after re-reading the clock.
   int64_t LimitedSeconds(int64_t at_s);
   // Moves the head to `at_s` (not before it); false if out of range.

@@ -31,14 +31,37 @@ absl::Time At(int i) { return absl::FromUnixSeconds(kT0) + absl::Milliseconds(10
 
 model::Config TestConfig() { return TwoStageTestConfig({absl::Minutes(1), absl::Hours(1)}); }
 
-void Write(AggregateShard* s) {
+// The first shard's writer reports one fact per call; the second the same
+// facts as the tracker does, in CaseSteps (a start with its entry, an exit
+// with its completion).
+void Write(AggregateShard* s, bool as_steps) {
   for (int i = 0; i < kIterations; ++i) {
     const DimsId dims = static_cast<DimsId>(i % kDims);
-    s->CaseStarted(kP, dims, At(i));
-    s->StageEntered(kP, kA, dims, At(i), i % 5 == 0);
-    s->StageExited(kP, kA, dims, At(i), i % 3 == 0 ? ExitOutcome::kFallout : ExitOutcome::kAdvanced,
-                   absl::Seconds(1 + i % 1000), i % 2 == 0);
-    if (i % 4 == 0) s->CaseCompleted(kP, dims, At(i), 10, absl::Seconds(100));
+    const ExitOutcome outcome = i % 3 == 0 ? ExitOutcome::kFallout : ExitOutcome::kAdvanced;
+    if (as_steps) {
+      s->CaseStepped({.process = kP,
+                      .dims = dims,
+                      .at = At(i),
+                      .started = true,
+                      .entry_stage = kA,
+                      .rework = i % 5 == 0});
+      s->CaseStepped(
+          {.process = kP,
+           .dims = dims,
+           .at = At(i),
+           .exit_stage = kA,
+           .outcome = outcome,
+           .sla_met = i % 2 == 0,
+           .cycle_time = absl::Seconds(1 + i % 1000),
+           .close = i % 4 == 0 ? cases::CaseStep::Close::kCompleted : cases::CaseStep::Close::kNone,
+           .amount = 10,
+           .lead_time = absl::Seconds(100)});
+    } else {
+      s->CaseStarted(kP, dims, At(i));
+      s->StageEntered(kP, kA, dims, At(i), i % 5 == 0);
+      s->StageExited(kP, kA, dims, At(i), outcome, absl::Seconds(1 + i % 1000), i % 2 == 0);
+      if (i % 4 == 0) s->CaseCompleted(kP, dims, At(i), 10, absl::Seconds(100));
+    }
     if (i % 10 == 0) s->Cost(kP, dims, At(i), 1.5);
   }
 }
@@ -132,7 +155,7 @@ TEST(AggregateShardStressTest, ConcurrentWritersAndReaders) {
   // The writers start once both readers are reading, so the two overlap.
   auto write = [&](AggregateShard* shard) {
     while (reads.load(std::memory_order_relaxed) < 2) std::this_thread::yield();
-    Write(shard);
+    Write(shard, /*as_steps=*/shard == &shards[1]);
   };
   std::thread w0(write, &shards[0]);
   std::thread w1(write, &shards[1]);
@@ -254,7 +277,7 @@ TEST(AggregateShardStressTest, CachedReadsWhileWriting) {
   });
   auto write = [&](AggregateShard* shard) {
     while (passes.load(std::memory_order_relaxed) < 1) std::this_thread::yield();
-    Write(shard);
+    Write(shard, /*as_steps=*/shard == &shards[1]);
   };
   std::thread w0(write, &shards[0]);
   std::thread w1(write, &shards[1]);

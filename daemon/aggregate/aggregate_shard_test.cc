@@ -463,6 +463,124 @@ void Populate(AggregateShard& s, int64_t from, int64_t to) {
   s.CaseExpired(kP, kC, 1, T(to));
 }
 
+using cases::CaseStep;
+
+CaseStep Step(int64_t at, DimsId dims = 4, int process = kP) {
+  return CaseStep{.process = process, .dims = dims, .at = T(at)};
+}
+CaseStep WithExit(CaseStep s, int stage, bool advanced, int64_t cycle_s, bool sla_met,
+                  bool over_sla = false) {
+  s.exit_stage = stage;
+  s.outcome = advanced ? ExitOutcome::kAdvanced : ExitOutcome::kFallout;
+  s.cycle_time = absl::Seconds(cycle_s);
+  s.sla_met = sla_met;
+  s.exit_over_sla = over_sla;
+  return s;
+}
+CaseStep WithEntry(CaseStep s, int stage, bool rework) {
+  s.entry_stage = stage;
+  s.rework = rework;
+  return s;
+}
+
+// One case's life as steps: every fact of each step lands, in the windows
+// and the totals.
+TEST(AggregateShardTest, CaseStepPlacesEveryFact) {
+  AggregateShard shard(TestConfig());
+  CaseStep start = WithEntry(Step(0), kA, false);
+  start.started = true;
+  shard.CaseStepped(start);
+  shard.CaseStepped(WithEntry(WithExit(Step(10), kA, true, 10, true), kB, false));
+  shard.CaseStepped(WithEntry(WithExit(Step(20), kB, true, 10, true), kA, true));
+  shard.SlaBreached(kP, kA, 4, T(30));
+  shard.BacklogChanged(kP, kA, 4, 0, +1);
+  CaseStep close = WithExit(Step(40), kA, true, 20, false, /*over_sla=*/true);
+  close.close = CaseStep::Close::kCompleted;
+  close.amount = 500;
+  close.lead_time = absl::Seconds(40);
+  shard.CaseStepped(close);
+
+  // a: entered at 0 and 20 (the second a rework), exits at 10 (met) and 40
+  // (missed), both advanced. b: entered at 10, exited at 20 (met).
+  const SeriesWindow w = shard.ReadSeriesWindow(kP, 4, shard.Resolve(k1m, T(40)));
+  EXPECT_EQ(w.stages[kA], (StageWindowCounts{.entered = 2,
+                                             .advanced = 2,
+                                             .fallout = 0,
+                                             .sla_met = 1,
+                                             .rework = 1,
+                                             .sla_breaches = 1}));
+  EXPECT_EQ(w.stages[kB], (StageWindowCounts{.entered = 1, .advanced = 1, .sla_met = 1}));
+  EXPECT_EQ(w.process.started, 1u);
+  EXPECT_EQ(w.process.completed, 1u);
+  EXPECT_EQ(w.process.fallout, 0u);
+  EXPECT_EQ(w.process.revenue, 500);
+  // The history level has the same facts (one 60 s bucket).
+  EXPECT_EQ(shard.ReadSeriesWindow(kP, 4, shard.Resolve(k1h, T(40))).stages[kA].entered, 2u);
+  // Backlog of a: +1 -1 +1 -1 = 0; over SLA: +1 (breach) -1 (left) = 0.
+  const StageTotals a = shard.ReadStageTotals(kP, kA, 4);
+  EXPECT_EQ(a.backlog, 0);
+  EXPECT_EQ(a.backlog_over_sla, 0);
+  EXPECT_EQ(a.exited_advanced, 2u);
+  EXPECT_EQ(a.sla_met, 1u);
+  EXPECT_EQ(a.sla_missed, 1u);
+  EXPECT_DOUBLE_EQ(a.cycle_time.sum, 10 + 20);
+  EXPECT_EQ(shard.ReadStageTotals(kP, kB, 4).backlog, 0);  // +1 at 10, -1 at 20
+  EXPECT_EQ(shard.ReadTransitions(kP, kA, kB), 1u);
+  EXPECT_EQ(shard.ReadTransitions(kP, kB, kA), 1u);
+  const ProcessTotals p = shard.ReadProcessTotals(kP, 4);
+  EXPECT_EQ(p.started, 1u);
+  EXPECT_EQ(p.completed, 1u);
+  EXPECT_EQ(p.revenue, 500);
+  EXPECT_EQ(p.lead_time.count(), 1u);
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kA, k1m, T(40)).count(), 2u);
+  EXPECT_EQ(shard.ReadLeadTimes(kP, k1m, T(40)).count(), 1u);
+  EXPECT_EQ(shard.late(), 0u);
+  EXPECT_EQ(shard.dropped(), 0u);
+}
+
+// The aggregator's CaseStepped does what CaseSink's, one fact at a time,
+// does: in order, out of order, late, ahead, with bad indexes.
+TEST(AggregateShardTest, CaseStepIsItsFactsOneByOne) {
+  const model::Config config = TestConfig();
+  AggregateShard stepped(config);
+  AggregateShard one_by_one(config);
+  auto both = [&](const CaseStep& s) {
+    stepped.CaseStepped(s);
+    one_by_one.CaseSink::CaseStepped(s);
+  };
+  for (int64_t t = -7000; t < 400; t += 37) {
+    const DimsId d = static_cast<DimsId>(((t % 3) + 3) % 3);
+    CaseStep start = WithEntry(Step(t, d), kA, false);
+    start.started = true;
+    both(start);
+    both(WithEntry(WithExit(Step(t + 5, d), kA, t % 2 == 0, 5 + t % 700, t % 3 != 0), kB,
+                   t % 5 == 0));
+    CaseStep close = WithExit(Step(t + 20, d), kB, t % 4 == 0, 15, true, t % 7 == 0);
+    close.close = t % 4 == 0 ? CaseStep::Close::kCompleted : CaseStep::Close::kFallout;
+    close.amount = 100.0 + static_cast<double>(t % 13);
+    close.lead_time = absl::Seconds(20 + t % 900);
+    both(close);
+    both(WithExit(Step(t - 3000, d), kC, true, 1, true));  // behind the 1 s level
+  }
+  // Older than the history: its exit and its entry are late, one each.
+  const uint64_t late = stepped.late();
+  both(WithEntry(WithExit(Step(-9000), kA, true, 1, true), kB, false));
+  EXPECT_EQ(stepped.late(), late + 2);
+  // Out of range: each fact of the step is dropped and counted, as alone
+  // (the transition of the first only counts: it needs no dims).
+  both(WithEntry(WithExit(Step(500, AggregateShard::kMaxDims), kA, true, 1, true), kB, false));
+  both(WithEntry(Step(500), 9, false));             // StageEntered, BacklogChanged
+  both(WithEntry(Step(500, 4, kQ + 1), 0, false));  // no such process
+  CaseStep forever = WithEntry(Step(0), kA, false);
+  forever.at = absl::InfiniteFuture();
+  forever.started = true;
+  both(forever);  // two facts with no bucket; the backlog change is fine
+  // 4 (exit, backlog, entry, backlog) + 2 + 2 + 2.
+  EXPECT_EQ(stepped.dropped(), 10u);
+  ExpectSameReads(stepped, one_by_one);
+  EXPECT_EQ(stepped.Serialize(), one_by_one.Serialize());
+}
+
 TEST(AggregateShardTest, SerializeRestoreRoundTrip) {
   const model::Config config = TestConfig();
   AggregateShard shard(config);

@@ -313,18 +313,19 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
     c.last_event_us = at_us;
     open_.Insert(OpenWord(key, slot));
     open_gauge_.store(open_.size(), std::memory_order_relaxed);
-    sink_->CaseStarted(c.process, c.dims, TimeOf(at_us));
-    EnterStage(slot, stage, at_us, now_us, /*rework=*/false);
+    CaseStep step{.process = c.process, .dims = c.dims, .at = TimeOf(at_us), .started = true};
+    EnterStage(slot, stage, at_us, now_us, /*rework=*/false, &step);
+    sink_->CaseStepped(step);
     return Verdict::Accepted();
   }
   const uint32_t slot = static_cast<uint32_t>(found);
   Case& c = cases_[slot];
   if (c.stage == stage) return Verdict::Rejected(RejectReason::kSameStage);
   c.last_event_us = std::max(c.last_event_us, at_us);
-  const int from = c.stage;
-  ExitStage(c, at_us, ExitOutcome::kAdvanced);
-  sink_->Transition(c.process, from, stage, TimeOf(at_us));
-  EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1);
+  CaseStep step{.process = c.process, .dims = c.dims, .at = TimeOf(at_us)};
+  ExitStage(c, at_us, ExitOutcome::kAdvanced, &step);
+  EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1, &step);
+  sink_->CaseStepped(step);
   return Verdict::Accepted();
 }
 
@@ -379,14 +380,15 @@ uint32_t CaseTracker::NewSlot() {
   return slot;
 }
 
-void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework) {
+void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
+                             CaseStep* step) {
   Case& c = cases_[slot];
   c.stage = static_cast<int8_t>(stage);
   c.entered_us = at_us;
   c.visited |= uint64_t{1} << stage;
   c.over_sla = false;
-  sink_->StageEntered(c.process, stage, c.dims, TimeOf(at_us), rework);
-  sink_->BacklogChanged(c.process, stage, c.dims, +1, 0);
+  step->entry_stage = stage;
+  step->rework = rework;
   const uint32_t token = NewToken(slot);
   AgesOf(c).Enter({at_us, slot, token},
                   [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
@@ -412,13 +414,14 @@ void CaseTracker::Arm(uint32_t slot, const Case& c, int64_t now_us) {
   }
 }
 
-void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome) {
+void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome, CaseStep* step) {
   // An exit stamped before its entry (producer clock skew) counts as instant.
   const int64_t cycle_us = std::max<int64_t>(0, at_us - c.entered_us);
-  const bool sla_met = cycle_us <= SlaMicros(c);
-  sink_->StageExited(c.process, c.stage, c.dims, TimeOf(at_us), outcome,
-                     absl::Microseconds(cycle_us), sla_met);
-  sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+  step->exit_stage = c.stage;
+  step->outcome = outcome;
+  step->cycle_time = absl::Microseconds(cycle_us);
+  step->sla_met = cycle_us <= SlaMicros(c);
+  step->exit_over_sla = c.over_sla;
   AgesOf(c).Leave();
   c.over_sla = false;
 }
@@ -432,13 +435,16 @@ Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_u
   const uint32_t slot = static_cast<uint32_t>(found);
   Case& c = cases_[slot];
   const bool completed = event.proto.kind() == ProcessEvent::CASE_COMPLETED;
-  ExitStage(c, at_us, completed ? ExitOutcome::kAdvanced : ExitOutcome::kFallout);
+  CaseStep step{.process = c.process, .dims = c.dims, .at = TimeOf(at_us)};
+  ExitStage(c, at_us, completed ? ExitOutcome::kAdvanced : ExitOutcome::kFallout, &step);
   if (completed) {
-    sink_->CaseCompleted(c.process, c.dims, TimeOf(at_us), event.proto.amount(),
-                         absl::Microseconds(std::max<int64_t>(0, at_us - c.started_us)));
+    step.close = CaseStep::Close::kCompleted;
+    step.amount = event.proto.amount();
+    step.lead_time = absl::Microseconds(std::max<int64_t>(0, at_us - c.started_us));
   } else {
-    sink_->CaseFallout(c.process, c.dims, TimeOf(at_us));
+    step.close = CaseStep::Close::kFallout;
   }
+  sink_->CaseStepped(step);
   Release(slot, key, now_us);
   return Verdict::Accepted();
 }

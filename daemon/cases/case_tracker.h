@@ -369,8 +369,10 @@ class CaseTracker : public ingest::EventHandler {
   ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
                         int64_t now_us);
   void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
-  void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework);
-  void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome);
+  // Enter and exit add their facts to `step`; the caller reports it.
+  void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
+                  CaseStep* step);
+  void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome, CaseStep* step);
   void Release(uint32_t slot, uint64_t key, int64_t closed_us);
   // Closes the open case as expired (at `at_us`): it leaves its stage
   // without an outcome.
