@@ -24,11 +24,11 @@ using model::RejectReason;
 constexpr int64_t kMicrosPerSecond = 1'000'000;
 
 // A case's timer is re-armed at least this often (in "now" time) even when
-// its deadline and expiry are further off. Timer entries cannot be
-// cancelled, so this bounds how long the entry of a case closed after its
-// deadline (waiting for an expiry up to case_ttl ahead) lingers: with a
-// 30-day case_ttl, entries of closed cases would otherwise pile up for a
-// month. Re-arming costs one timer firing per open case per day.
+// its expiry is further off. Timer entries cannot be cancelled, so this
+// bounds how long the entry of a closed case (waiting for an expiry up to
+// case_ttl ahead) lingers: with a 30-day case_ttl, entries of closed cases
+// would otherwise pile up for a month. Re-arming costs one timer firing per
+// open case per day.
 constexpr int64_t kMaxTimerAheadUs = int64_t{86400} * kMicrosPerSecond;
 
 // Floor division, so deadlines before 1970 land in the right second.
@@ -316,6 +316,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
     CaseStep step{.process = c.process, .dims = c.dims, .at = TimeOf(at_us), .started = true};
     EnterStage(slot, stage, at_us, now_us, /*rework=*/false, &step);
     sink_->CaseStepped(step);
+    if (!c.deadline_timed) Arm(slot, c, now_us);  // for its expiry
     return Verdict::Accepted();
   }
   const uint32_t slot = static_cast<uint32_t>(found);
@@ -375,6 +376,7 @@ uint32_t CaseTracker::NewSlot() {
     slot = static_cast<uint32_t>(cases_.size());
     cases_.emplace_back();
     tokens_.push_back(0);
+    timer_tokens_.push_back(0);
   }
   cases_[slot] = Case{};
   return slot;
@@ -389,26 +391,31 @@ void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t no
   c.over_sla = false;
   step->entry_stage = stage;
   step->rework = rework;
-  const uint32_t token = NewToken(slot);
-  AgesOf(c).Enter({at_us, slot, token},
-                  [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
-  Arm(slot, c, now_us);
+  AddStay(slot, c);
+  if (c.deadline_timed) Arm(slot, c, now_us);
 }
 
-uint32_t CaseTracker::NewToken(uint32_t slot) {
+void CaseTracker::AddStay(uint32_t slot, Case& c) {
+  const uint32_t token = NewToken(slot);
+  const bool in_order = AgesOf(c).Enter(
+      {c.entered_us, slot, token}, [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+  c.deadline_timed = !in_order;
+  if (in_order) next_deadline_us_ = std::min(next_deadline_us_, c.entered_us + SlaMicros(c));
+}
+
+uint32_t CaseTracker::NextToken() {
   const uint32_t token = next_token_++;
   if (next_token_ == 0) next_token_ = 1;  // 0 marks a free slot
-  tokens_[slot] = token;
   return token;
 }
 
+uint32_t CaseTracker::NewToken(uint32_t slot) { return tokens_[slot] = NextToken(); }
+
 void CaseTracker::Arm(uint32_t slot, const Case& c, int64_t now_us) {
-  int64_t due_us = std::min(c.last_event_us + ttl_us_, now_us + kMaxTimerAheadUs);
-  if (!c.over_sla) due_us = std::min(due_us, c.entered_us + SlaMicros(c));
-  const TimerEntry entry{slot, tokens_[slot], 0, SecondOf(due_us)};
+  const int64_t due_us = std::min(TimerDueMicros(c), now_us + kMaxTimerAheadUs);
+  const TimerEntry entry{slot, timer_tokens_[slot] = NextToken(), kCaseTimer, SecondOf(due_us)};
   if (entry.due < wheel_.next_second()) {
-    due_this_second_.push_back({due_us, entry});
-    std::push_heap(due_this_second_.begin(), due_this_second_.end(), std::greater<>());
+    PushDue(due_us, entry);
   } else {
     wheel_.Schedule(entry);
   }
@@ -456,6 +463,7 @@ void CaseTracker::Release(uint32_t slot, uint64_t key, int64_t closed_us) {
   RememberClosed({closed_us, key, c.dims, c.process});
   id_store_.Release(&c.id);
   tokens_[slot] = 0;  // its pending timer and stage-age entries are stale
+  timer_tokens_[slot] = 0;
   free_slots_.push_back(slot);
   open_gauge_.store(open_.size(), std::memory_order_relaxed);
 }
@@ -528,45 +536,111 @@ void CaseTracker::PublishView(int64_t now_us) {
 }
 
 void CaseTracker::AdvanceTimersTo(int64_t now_us) {
-  // Strictly past: exactly at a deadline is still met. A re-armed entry is
-  // due later than now, so this ends.
+  // What is due goes to due_this_second_ first (passed deadlines, timers
+  // whose second comes), to fire in due order there: on a jump, facts come
+  // in the order their deadlines and expiries passed.
+  // Strictly past: exactly at a deadline is still met.
+  if (now_us > next_deadline_us_) WalkBreachFrontiers(now_us);
+  if (const int64_t now_s = SecondOf(now_us); now_s >= wheel_.next_second()) {
+    wheel_.Advance(
+        now_s,
+        [&](const TimerEntry& entry) {
+          if (timer_tokens_[entry.slot] != entry.token) return;  // closed, or re-armed since
+          const int64_t due_us = TimerDueMicros(cases_[entry.slot]);
+          if (due_us < now_us) {
+            PushDue(due_us, entry);
+          } else {
+            FireTimer(entry, now_us);  // re-arms it
+          }
+        },
+        [this](const TimerEntry& entry) {
+          // Both, without waiting for the token to tell whether the record is
+          // needed: that would serialize the misses.
+          __builtin_prefetch(&timer_tokens_[entry.slot]);
+          __builtin_prefetch(&cases_[entry.slot]);
+        });
+  }
+  // A re-armed entry is due later than now, so this ends.
   while (!due_this_second_.empty() && due_this_second_.front().due_us < now_us) {
     std::pop_heap(due_this_second_.begin(), due_this_second_.end(), std::greater<>());
     const TimerEntry entry = due_this_second_.back().entry;
     due_this_second_.pop_back();
-    FireTimer(entry, now_us);
+    if (entry.kind == kDeadline) {
+      FireDeadline(entry);
+    } else {
+      FireTimer(entry, now_us);
+    }
   }
-  const int64_t now_s = SecondOf(now_us);
-  if (now_s < wheel_.next_second()) return;
-  wheel_.Advance(
-      now_s, [&](const TimerEntry& entry) { FireTimer(entry, now_us); },
-      [this](const TimerEntry& entry) {
-        // Both, without waiting for the token to tell whether the record is
-        // needed (most entries are stale): that would serialize the misses.
-        __builtin_prefetch(&tokens_[entry.slot]);
-        __builtin_prefetch(&cases_[entry.slot]);
-      });
+}
+
+void CaseTracker::PushDue(int64_t due_us, const TimerEntry& entry) {
+  due_this_second_.push_back({due_us, entry});
+  std::push_heap(due_this_second_.begin(), due_this_second_.end(), std::greater<>());
+}
+
+void CaseTracker::WalkBreachFrontiers(int64_t now_us) {
+  auto is_live = [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); };
+  auto entered_at = [this](uint32_t s) { return cases_[s].entered_us; };
+  auto ahead = [this](uint32_t s) { __builtin_prefetch(&tokens_[s]); };
+  auto deadline = [](int64_t entered_us, int64_t sla_us) {
+    return entered_us == StageAgeIndex::kNoLimit ? StageAgeIndex::kNoLimit : entered_us + sla_us;
+  };
+  next_deadline_us_ = StageAgeIndex::kNoLimit;
+  for (size_t p = 0; p < stage_ages_.size(); ++p) {
+    for (size_t s = 0; s < stage_ages_[p].size(); ++s) {
+      StageAgeIndex& ages = stage_ages_[p][s];
+      const int64_t sla_us = sla_us_[p][s];
+      int64_t first_us = ages.frontier_entered();
+      if (deadline(first_us, sla_us) < now_us) {
+        first_us = ages.PassedBefore(
+            now_us - sla_us, is_live, entered_at, ahead, [&](const StageAgeIndex::Stay& stay) {
+              const int64_t due_us = stay.entered_us + sla_us;
+              PushDue(due_us, {stay.slot, stay.token, kDeadline, SecondOf(due_us)});
+            });
+      }
+      next_deadline_us_ = std::min(next_deadline_us_, deadline(first_us, sla_us));
+    }
+  }
+}
+
+void CaseTracker::FireDeadline(const TimerEntry& entry) {
+  // Left that stay, or closed.
+  if (tokens_[entry.slot] != entry.token) return;
+  Case& c = cases_[entry.slot];
+  const int64_t deadline_us = c.entered_us + SlaMicros(c);
+  // A case that expires before its deadline never breaches it; its timer,
+  // due by its expiry, closes it in this same call.
+  if (!c.over_sla && deadline_us <= c.last_event_us + ttl_us_) Breach(c, deadline_us);
+}
+
+void CaseTracker::Breach(Case& c, int64_t deadline_us) {
+  c.over_sla = true;
+  sink_->SlaBreached(c.process, c.stage, c.dims, TimeOf(deadline_us));
+  sink_->BacklogChanged(c.process, c.stage, c.dims, 0, +1);
 }
 
 void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
-  // Left that stay, or closed: most entries end here.
-  if (tokens_[entry.slot] != entry.token) return;
+  // Closed, or re-armed since: most entries end here.
+  if (timer_tokens_[entry.slot] != entry.token) return;
   Case& c = cases_[entry.slot];
   const int64_t deadline_us = c.entered_us + SlaMicros(c);
   const int64_t expires_us = c.last_event_us + ttl_us_;
   // Exactly at the deadline is met; a case that expires before its deadline
-  // never breaches it.
-  if (!c.over_sla && now_us > deadline_us && deadline_us <= expires_us) {
-    c.over_sla = true;
-    sink_->SlaBreached(c.process, c.stage, c.dims, TimeOf(deadline_us));
-    sink_->BacklogChanged(c.process, c.stage, c.dims, 0, +1);
+  // never breaches it. An in-order stay's deadline is its breach frontier's
+  // (FireDeadline): due no later than the expiry, it fires first.
+  if (c.deadline_timed && !c.over_sla && now_us > deadline_us && deadline_us <= expires_us) {
+    Breach(c, deadline_us);
+    if (now_us > expires_us && expires_us > deadline_us) {
+      PushDue(expires_us, entry);  // expires later in this check, in due order
+      return;
+    }
   }
   if (now_us > expires_us) {
     Expire(entry.slot, expires_us, now_us);
     return;
   }
-  // Not yet due (a deadline later this second, activity since it was armed,
-  // a re-arm), or past the deadline and now waiting for expiry.
+  // Not yet due (later this second, activity since it was armed, a
+  // re-arm), or past a timed deadline and now waiting for expiry.
   Arm(entry.slot, c, now_us);
 }
 
@@ -724,9 +798,7 @@ absl::Status CaseTracker::RestoreState(absl::string_view bytes) {
     }
     c.visited |= uint64_t{1} << to_stage;
     open_.Insert(OpenWord(key, slot));
-    const uint32_t token = NewToken(slot);
-    AgesOf(c).Enter({entered_us, slot, token},
-                    [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+    AddStay(slot, c);
     Arm(slot, c, now_us);
   }
   open_gauge_.store(open_.size(), std::memory_order_relaxed);

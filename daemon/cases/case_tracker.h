@@ -17,9 +17,9 @@
 // a count bound a flood of unique event ids, or of new case ids evicting
 // each other at max_open_cases, grows memory within the horizon without
 // limit. At the bound a set's ring and index stop growing, so forgetting
-// allocates nothing. Deadlines live in a timing wheel with one-second
-// slots, so a case that passes its SLA is reported within a second of "now"
-// passing the deadline, on a quiet partition too (Tick).
+// allocates nothing. A case that passes its SLA is reported at the first
+// timer check (every event, every Tick) after "now" passes the deadline, on
+// a quiet partition too (Tick).
 //
 // Memory and speed: this is the hot path (every event) and holds up to
 // millions of open cases per partition, so what an event costs is mostly cache
@@ -37,11 +37,18 @@
 //   remembered hashes survive Serialize/Restore.
 // - Closed cases and event ids are forgotten in arrival order by popping a
 //   ring, without touching their hash index (see RecentSet).
-// - Each open case has one live timer entry, for its SLA deadline while
-//   that is pending or else its expiry, whichever comes first (re-armed at
-//   least daily, which bounds how long entries of closed cases linger). A
-//   dense array of the live entries' tokens drops stale entries without
-//   reading the case records.
+// - SLA deadlines need no timer per stage entry: within a (process, stage)
+//   they are entry time + one SLA, so in the order the stage's
+//   StageAgeIndex keeps its ring in, and a breach frontier walks that ring
+//   as "now" passes them (bench/RESULTS.md §14). Only a stay that entered
+//   out of order (the index's heap) has its deadline on the case's timer.
+// - Each open case has one live timer entry in a timing wheel with
+//   one-second slots, armed when the case opens, for its expiry (or the
+//   deadline of an out-of-order stay, whichever comes first), at most a day
+//   ahead (which bounds how long entries of closed cases linger). Activity
+//   does not re-arm it: when it fires early, it is armed again for the
+//   expiry as it is then. A dense array of the live entries' tokens drops
+//   stale entries without reading the case records.
 // - Per (process, stage) a StageAgeIndex orders the open cases by entry
 //   time, so the oldest and the K oldest past their SLA are known without
 //   a scan: an 8-byte append per stage entry when events come in time
@@ -87,6 +94,7 @@
 // to the worker thread that calls Handle and Tick.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -224,7 +232,10 @@ class CaseTracker : public ingest::EventHandler {
     DimsId dims = 0;
     uint16_t process = 0;
     int8_t stage = -1;
-    bool over_sla = false;
+    bool over_sla : 1 = false;
+    // The stay's deadline is on the case's timer: it entered the stage out of
+    // order, into its StageAgeIndex's heap, where no breach frontier walks.
+    bool deadline_timed : 1 = false;
     StoredId id;  // in id_store_
   };
   static_assert(sizeof(Case) == 64, "one per open case: keep it small");
@@ -373,6 +384,10 @@ class CaseTracker : public ingest::EventHandler {
   void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
                   CaseStep* step);
   void ExitStage(Case& c, int64_t at_us, ExitOutcome outcome, CaseStep* step);
+  // Enters the case's current stay (stage, entered_us) in its stage's
+  // StageAgeIndex under a new token: on the breach frontier's ring, or
+  // deadline_timed (the caller arms the case's timer for it).
+  void AddStay(uint32_t slot, Case& c);
   void Release(uint32_t slot, uint64_t key, int64_t closed_us);
   // Closes the open case as expired (at `at_us`): it leaves its stage
   // without an outcome.
@@ -380,10 +395,20 @@ class CaseTracker : public ingest::EventHandler {
   // Expires the open case that has waited longest in its stage, counted as
   // an eviction; false when no case is open.
   bool EvictOldest(int64_t at_us, int64_t now_us);
-  // Schedules the case's next timer: its deadline while not breached or its
-  // expiry, whichever is first, but at most kMaxTimerAheadUs after now.
+  // Schedules the case's timer (a new entry; the one armed before goes
+  // stale): its expiry, or its deadline while not breached if that is timed,
+  // whichever is first, but at most kMaxTimerAheadUs after now.
   void Arm(uint32_t slot, const Case& c, int64_t now_us);
-  // A new token for the case's timer; the entry armed before is stale.
+  // When the case's timer has work: its expiry, or its timed deadline while
+  // not breached, whichever is first.
+  int64_t TimerDueMicros(const Case& c) const {
+    const int64_t expires_us = c.last_event_us + ttl_us_;
+    return c.deadline_timed && !c.over_sla ? std::min(expires_us, c.entered_us + SlaMicros(c))
+                                           : expires_us;
+  }
+  // Tokens for stays and timers, never 0 (a free slot).
+  uint32_t NextToken();
+  // A new token for the case's stay; its stage-age entry before is stale.
   uint32_t NewToken(uint32_t slot);
   // The slot of the open case `case_id` of `process` (whose key is `key`), or -1.
   int64_t FindOpen(uint64_t key, int process, absl::string_view case_id) const;
@@ -393,7 +418,14 @@ class CaseTracker : public ingest::EventHandler {
     return sla_us_[c.process][static_cast<size_t>(c.stage)];
   }
   void AdvanceTimersTo(int64_t now_us);
+  void PushDue(int64_t due_us, const TimerEntry& entry);
+  // Queues (in due_this_second_) the in-order stays whose deadline passed.
+  void WalkBreachFrontiers(int64_t now_us);
   void FireTimer(const TimerEntry& entry, int64_t now_us);
+  // A stay whose deadline passed, found by a breach frontier.
+  void FireDeadline(const TimerEntry& entry);
+  // Reports that `c` passed its deadline in its current stay.
+  void Breach(Case& c, int64_t deadline_us);
   void Remember(uint64_t id_hash, int64_t now_us);
   // `record.key` must not be remembered already.
   void RememberClosed(const Closed& record);
@@ -423,10 +455,13 @@ class CaseTracker : public ingest::EventHandler {
 
   CaseIdStore id_store_;
   HugeVector<Case> cases_;
-  // Per slot: the token of the case's live timer entry; 0 when the slot is
-  // free. Apart from the records so that a stale entry (most entries: a case
-  // usually moves on before its deadline) is dropped without touching them.
+  // Per slot: the token of the case's current stay (in its StageAgeIndex);
+  // 0 when the slot is free. Apart from the records so that a stale index
+  // entry (most entries: a case usually moves on before its deadline) is
+  // dropped without touching them.
   HugeVector<uint32_t> tokens_;
+  // Per slot: the token of the case's live timer entry; 0 when free.
+  HugeVector<uint32_t> timer_tokens_;
   std::vector<uint32_t> free_slots_;
   // Open cases: (low 32 bits of the key) << 32 | (slot + 1).
   WordSet open_;
@@ -444,12 +479,23 @@ class CaseTracker : public ingest::EventHandler {
   // on the exact microsecond they fall due. Checked at every AdvanceTimers
   // (every event and every 100 ms tick) at the cost of one comparison, so a
   // breach is reported within a tick of its deadline, not at the next second.
+  // A deadline due at the same microsecond as the case's expiry comes
+  // first: a case at its deadline when it expires breached it.
+  enum TimerKind : uint8_t { kDeadline = 0, kCaseTimer = 1 };
   struct DueEntry {
     int64_t due_us;
     TimerEntry entry;
-    bool operator>(const DueEntry& o) const { return due_us > o.due_us; }
+    bool operator>(const DueEntry& o) const {
+      return due_us != o.due_us ? due_us > o.due_us : entry.kind > o.entry.kind;
+    }
   };
+  // Also the stays a breach frontier found past their deadline and the
+  // timers the wheel found due, for the same call to fire in due order.
   std::vector<DueEntry> due_this_second_;
+  // No in-order stay's deadline passes before this: the least of the
+  // breach frontiers' (entry time + SLA), a lower bound. One comparison per
+  // timer check while no deadline passes.
+  int64_t next_deadline_us_ = StageAgeIndex::kNoLimit;
   std::vector<std::vector<StageAgeIndex>> stage_ages_;  // [process][stage]
   std::vector<StageAgeIndex::Stay> stays_;              // reused by PublishView
   std::atomic<uint64_t> open_gauge_{0};

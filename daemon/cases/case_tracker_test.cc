@@ -398,6 +398,42 @@ TEST_F(CaseTrackerTest, ManyCasesBreachInDeadlineOrderOnAJump) {
   EXPECT_EQ(OverSla(0, 0), 5);
 }
 
+// c1 enters in time order (its deadline on the stage's breach frontier), c2
+// after it but stamped earlier (its deadline on its own timer). On a jump
+// past both expiries every fact comes in due order: deadlines 500 + 3600 =
+// 4100 (c2) and 1000 + 3600 = 4600 (c1), then expiries after case_ttl
+// (10 days = 864000 s) idle: 500 + 864000 = 864500 (c2), 865000 (c1).
+TEST_F(CaseTrackerTest, BreachesAndExpiriesOfInAndOutOfOrderStaysComeInDueOrder) {
+  Enter("c1", "lead", 1000);
+  Enter("c2", "lead", 500);
+  sink_.Take();
+  MoveClockTo(20 * 86400);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @4100", "breach p0 s0 d2 @4600",
+                                        "expired p0 s0 d2 @864500", "expired p0 s0 d2 @865000"));
+  EXPECT_EQ(tracker_.open_cases(), 0u);
+  EXPECT_EQ(OverSla(0, 0), 0);
+}
+
+// The case's timer is armed at its start (for its expiry, at most a day
+// ahead); stage entries and cost move the expiry on without re-arming it,
+// and it still
+// fires exactly ttl after the last activity (5000 + 864000 = 869000). The
+// demo deadline (entered 3000 + SLA 2h = 10200) is the breach frontier's.
+TEST_F(CaseTrackerTest, ExpiryFollowsActivityWithoutReArmingPerEvent) {
+  Enter("c1", "lead", 0);
+  Enter("c1", "demo", 3000);
+  Send(ProcessEvent::COST, "c1", "", 5000, 10);
+  sink_.Take();
+  MoveClockTo(864000 + 1);  // the first expiry it was armed for: not idle that long
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s1 d2 @10200"));
+  MoveClockTo(869000);  // exactly ttl idle: still open
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  EXPECT_EQ(tracker_.open_cases(), 1u);
+  MoveClockTo(869000 + 1);
+  EXPECT_THAT(sink_.Take(), ElementsAre("expired p0 s1 d2 @869000"));
+  EXPECT_EQ(tracker_.open_cases(), 0u);
+}
+
 // ---- max_dedup_ids / max_closed_cases: the oldest remembered id goes first,
 // within dedup_horizon (1h) too.
 

@@ -6,10 +6,12 @@ namespace kpid::cases {
 
 StageAgeIndex::StageAgeIndex() : ring_(std::make_unique_for_overwrite<Ref[]>(16)), mask_(15) {}
 
-void StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
+bool StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
   ++live_;
-  if (head_ == tail_ || stay.entered_us > back_us_ ||
-      (stay.entered_us == back_us_ && stay.slot > back_slot_)) {
+  const bool in_order = head_ == tail_ || stay.entered_us > back_us_ ||
+                        (stay.entered_us == back_us_ && stay.slot > back_slot_);
+  if (in_order) {
+    if (frontier_ == tail_) frontier_us_ = stay.entered_us;
     Append({stay.slot, stay.token});
     back_us_ = stay.entered_us;
     back_slot_ = stay.slot;
@@ -18,13 +20,38 @@ void StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
     std::push_heap(heap_.begin(), heap_.end(), Later);
   }
   if (entries() > 2 * live_ + 64) Compact(is_live);
+  return in_order;
 }
 
 void StageAgeIndex::Leave() {
   if (--live_ == 0) {
     head_ = tail_;
+    frontier_ = tail_;
     heap_.clear();
   }
+}
+
+int64_t StageAgeIndex::PassedBefore(int64_t before_us, IsLive is_live, EnteredAt entered_at,
+                                    absl::FunctionRef<void(uint32_t slot)> ahead,
+                                    absl::FunctionRef<void(const Stay&)> passed) {
+  // Most entries walked over are stale, each a token read at a random
+  // slot: start those loads a few entries ahead so their misses overlap.
+  constexpr uint64_t kAhead = 8;
+  for (uint64_t p = frontier_; p < std::min(tail_, frontier_ + kAhead); ++p) {
+    ahead(at(p).slot);
+  }
+  for (; frontier_ < tail_; ++frontier_) {
+    if (frontier_ + kAhead < tail_) ahead(at(frontier_ + kAhead).slot);
+    const Ref ref = at(frontier_);
+    if (!is_live(ref.slot, ref.token)) continue;
+    const int64_t entered = entered_at(ref.slot);
+    if (entered >= before_us) {
+      frontier_us_ = entered;
+      return entered;
+    }
+    passed({entered, ref.slot, ref.token});
+  }
+  return kNoLimit;
 }
 
 void StageAgeIndex::Append(const Ref& ref) {
@@ -41,17 +68,21 @@ void StageAgeIndex::Append(const Ref& ref) {
 
 void StageAgeIndex::Compact(IsLive is_live) {
   uint64_t w = head_;
+  uint64_t frontier = tail_;
   for (uint64_t r = head_; r < tail_; ++r) {
+    if (r == frontier_) frontier = w;
     const Ref ref = at(r);
     if (is_live(ref.slot, ref.token)) at(w++) = ref;
   }
   tail_ = w;
+  frontier_ = std::min(frontier, tail_);
   std::erase_if(heap_, [&](const Stay& s) { return !is_live(s.slot, s.token); });
   std::make_heap(heap_.begin(), heap_.end(), Later);
 }
 
 std::optional<StageAgeIndex::Stay> StageAgeIndex::OldestLive(IsLive is_live, EnteredAt entered_at) {
   while (head_ != tail_ && !is_live(at(head_).slot, at(head_).token)) ++head_;
+  frontier_ = std::max(frontier_, head_);
   while (!heap_.empty() && !is_live(heap_.front().slot, heap_.front().token)) {
     std::pop_heap(heap_.begin(), heap_.end(), Later);
     heap_.pop_back();
@@ -77,9 +108,16 @@ void StageAgeIndex::Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredA
     if (entered >= before_us) break;
     from_ring.push_back({entered, ref.slot, ref.token});
   }
+  // The frontier keeps its place among the live entries: those it had not
+  // passed are now the last `not_passed` of them.
+  size_t not_passed = 0;
+  if (frontier_ < r) {
+    for (uint64_t p = frontier_; p < r; ++p) not_passed += is_live(at(p).slot, at(p).token);
+  }
   uint64_t w = r;
   for (auto it = from_ring.rbegin(); it != from_ring.rend(); ++it) at(--w) = {it->slot, it->token};
   head_ = w;
+  if (frontier_ < r) frontier_ = r - not_passed;
 
   // The heap's: pop the live ones wanted, then put them back.
   std::vector<Stay> from_heap;

@@ -7,7 +7,7 @@
 //   index.Leave();                                     // one left (any of them)
 //   index.Oldest(k, before_us, is_live, entered_at, &out);
 //
-// A stay is (case slot, timer token): the tracker gives a case a new token
+// A stay is (case slot, stay token): the tracker gives a case a new token
 // at every stage entry and zeroes it when the case closes, so an entry is
 // live iff the slot still holds its token. Leaving costs nothing here: the
 // entry goes stale and is dropped when met (lazy deletion).
@@ -39,6 +39,14 @@
 // if its slot got the very same token back 2^32 stage entries later while
 // the entry survived; the timer wheel accepts the same odds.
 //
+// Breach frontier. Within one stage every stay has the same SLA, so the
+// deadlines of the ring's stays come in ring order: the tracker finds the
+// stays whose deadline passed by walking the ring from a frontier
+// (PassedBefore), instead of scheduling a timer per stage entry. Entries
+// before the frontier entered before a bound already walked; each entry is
+// walked over once (stale ones cost a token check). Stays in the heap are
+// not walked: the tracker gives them a timer of their own (Enter says which).
+//
 // Single writer: the tracker's worker thread.
 #pragma once
 
@@ -67,8 +75,22 @@ class StageAgeIndex {
 
   StageAgeIndex();
 
-  void Enter(const Stay& stay, IsLive is_live);
+  // True when the stay went to the ring, i.e. PassedBefore will report it.
+  bool Enter(const Stay& stay, IsLive is_live);
   void Leave();
+
+  // Calls passed(stay) for each live ring stay past the frontier that
+  // entered before `before_us`, in ring order, and moves the frontier past
+  // them. Returns a lower bound on the entry time of the first ring stay
+  // past the frontier: kNoLimit when there is none.
+  // `ahead(slot)` is called a few entries before is_live(slot, ...), to
+  // start loading what that reads.
+  int64_t PassedBefore(int64_t before_us, IsLive is_live, EnteredAt entered_at,
+                       absl::FunctionRef<void(uint32_t slot)> ahead,
+                       absl::FunctionRef<void(const Stay&)> passed);
+  // What PassedBefore would return now, without walking: kNoLimit when the
+  // frontier is at the ring's end.
+  int64_t frontier_entered() const { return frontier_ == tail_ ? kNoLimit : frontier_us_; }
 
   // Appends to `out` the up to `k` oldest live stays that entered before
   // `before_us`, oldest first (ties by slot). Drops the stale entries it
@@ -101,6 +123,10 @@ class StageAgeIndex {
   uint64_t mask_;
   uint64_t head_ = 0;  // positions only grow; & mask_ indexes ring_
   uint64_t tail_ = 0;
+  // Breach frontier: a position in [head_, tail_], and a lower bound on the
+  // entry time of the stay there (exact after PassedBefore).
+  uint64_t frontier_ = 0;
+  int64_t frontier_us_ = kNoLimit;
   int64_t back_us_ = 0;  // (entry time, slot) of the last appended entry
   uint32_t back_slot_ = 0;
   std::vector<Stay> heap_;  // min-heap by (entered_us, slot)

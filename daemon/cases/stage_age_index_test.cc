@@ -3,6 +3,8 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <random>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -18,11 +20,24 @@ using ::testing::IsEmpty;
 // Plays the tracker: a token per slot (0 = closed) and each slot's entry time.
 class StageAgeIndexTest : public ::testing::Test {
  protected:
-  void Enter(uint32_t slot, int64_t entered_us) {
+  // True when the stay went to the ring (the breach frontier walks it).
+  bool Enter(uint32_t slot, int64_t entered_us) {
     if (token_[slot] != 0) Leave(slot);
     token_[slot] = next_token_++;
     entered_[slot] = entered_us;
-    index_.Enter({entered_us, slot, token_[slot]}, live());
+    return index_.Enter({entered_us, slot, token_[slot]}, live());
+  }
+  // The slots PassedBefore reports, in its order.
+  std::vector<uint32_t> PassedBefore(int64_t before_us) {
+    std::vector<uint32_t> slots;
+    index_.PassedBefore(
+        before_us, live(), [&](uint32_t s) { return entered_[s]; }, [](uint32_t) {},
+        [&](const StageAgeIndex::Stay& stay) {
+          EXPECT_EQ(stay.entered_us, entered_[stay.slot]);
+          EXPECT_EQ(stay.token, token_[stay.slot]);
+          slots.push_back(stay.slot);
+        });
+    return slots;
   }
   void Leave(uint32_t slot) {
     token_[slot] = 0;
@@ -161,6 +176,68 @@ TEST_F(StageAgeIndexTest, OldestLiveFromTheRingOrTheHeapDroppingStaleFronts) {
   EXPECT_EQ(OldestLiveSlot(), 4);
   Leave(4);
   EXPECT_EQ(OldestLiveSlot(), -1);
+}
+
+TEST_F(StageAgeIndexTest, BreachFrontierReportsEachInOrderStayOnceAsTheBoundPasses) {
+  EXPECT_EQ(index_.frontier_entered(), StageAgeIndex::kNoLimit);
+  EXPECT_TRUE(Enter(1, 100));
+  EXPECT_TRUE(Enter(2, 200));
+  EXPECT_FALSE(Enter(3, 150));  // out of order: heap, never walked
+  EXPECT_TRUE(Enter(4, 300));
+  EXPECT_EQ(index_.frontier_entered(), 100);
+  EXPECT_THAT(PassedBefore(100), IsEmpty());  // entered at the bound: not before it
+  EXPECT_THAT(PassedBefore(201), ElementsAre(1u, 2u));
+  EXPECT_EQ(index_.frontier_entered(), 300);
+  EXPECT_THAT(PassedBefore(201), IsEmpty());  // reported once
+  Leave(4);
+  EXPECT_TRUE(Enter(5, 350));  // after 4's entry, stale now: skipped
+  EXPECT_THAT(PassedBefore(1000), ElementsAre(5u));
+  EXPECT_EQ(index_.frontier_entered(), StageAgeIndex::kNoLimit);
+  EXPECT_FALSE(Enter(6, 50));  // before the ring's last (5 at 350): heap
+  EXPECT_THAT(PassedBefore(1000), IsEmpty());
+  EXPECT_EQ(index_.frontier_entered(), StageAgeIndex::kNoLimit);
+}
+
+// Random entries (some out of order), exits, and the calls that move or
+// drop ring entries (Oldest, OldestLive, compaction) between walks with a
+// growing bound: every live stay that went to the ring is reported once,
+// when the bound first passes its entry time, never earlier; and
+// frontier_entered() never exceeds the entry time of one not yet reported.
+TEST_F(StageAgeIndexTest, BreachFrontierStaysExactThroughCompactionAndOldest) {
+  std::mt19937_64 rng(5);
+  std::set<std::pair<uint32_t, uint32_t>> in_ring, reported;  // (slot, token)
+  int64_t clock = 0, bound = 0;
+  for (int step = 0; step < 30'000; ++step) {
+    const uint64_t r = rng() % 100;
+    const uint32_t slot = static_cast<uint32_t>(rng() % 300);
+    if (r < 45) {
+      clock += static_cast<int64_t>(rng() % 10);
+      const int64_t at = r < 40 ? clock : clock - static_cast<int64_t>(rng() % 50);
+      if (Enter(slot, at)) in_ring.insert({slot, token_[slot]});
+    } else if (r < 85) {
+      if (token_[slot] != 0) Leave(slot);
+    } else if (r < 88) {
+      Oldest(1 + rng() % 200, bound + static_cast<int64_t>(rng() % 300));
+    } else if (r < 90) {
+      OldestLiveSlot();
+    } else {
+      bound = std::max(bound, clock - static_cast<int64_t>(rng() % 200));
+      for (uint32_t s : PassedBefore(bound)) {
+        ASSERT_TRUE(in_ring.count({s, token_[s]}));
+        ASSERT_LT(entered_[s], bound);
+        ASSERT_TRUE(reported.insert({s, token_[s]}).second) << "reported twice";
+      }
+      std::erase_if(in_ring, [&](const auto& stay) { return token_[stay.first] != stay.second; });
+      int64_t first_unreported = StageAgeIndex::kNoLimit;
+      for (const auto& [s, t] : in_ring) {
+        if (reported.count({s, t})) continue;
+        ASSERT_GE(entered_[s], bound) << "slot " << s << " missed";
+        first_unreported = std::min(first_unreported, entered_[s]);
+      }
+      ASSERT_LE(index_.frontier_entered(), first_unreported);
+    }
+  }
+  EXPECT_GT(reported.size(), 500u);
 }
 
 }  // namespace

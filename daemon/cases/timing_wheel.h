@@ -1,10 +1,11 @@
-// A hashed timing wheel with one-second slots for SLA deadlines and case
-// expiry: O(1) to schedule, O(1) amortized per firing, no cancellation
-// (entries carry a token the owner checks, so a stale entry is dropped when
-// its slot comes round).
+// A hashed timing wheel with one-second slots for case expiry (and the SLA
+// deadlines of stays that entered their stage out of order; the others are
+// walked by a breach frontier, see case_tracker.h): O(1) to schedule, O(1) amortized per firing, no
+// cancellation (entries carry a token the owner checks, so a stale entry is dropped when its slot
+// comes round).
 //
 //   TimingWheel wheel;
-//   wheel.Schedule({.slot = case_slot, .token = stay_id, .kind = kSla, .due = deadline_second});
+//   wheel.Schedule({.slot = case_slot, .token = timer_id, .kind = kCaseTimer, .due = second});
 //   wheel.Advance(now_second, [&](const TimerEntry& e) { ... });
 //
 // Two levels, as in hierarchical timing wheels: kSlots one-second slots for
