@@ -352,6 +352,14 @@ TEST_P(TextCacheTest, GivesTheBytesOfAFreshRendering) {
   EXPECT_EQ(stats.rendered, 1u);
   EXPECT_EQ(stats.kept, 14u);
 
+  // A fact that changes no value (a backlog change of 0 bumps the series'
+  // version): the series is read again, and its values, written in place of
+  // the last scrape's, compare equal: no line formatted.
+  shards_[1]->BacklogChanged(kLeadToCash, 0, odd1, 0, 0);
+  stats = scrape();
+  EXPECT_EQ(stats.rendered, 0u);
+  EXPECT_EQ(stats.kept, 15u);
+
   // A body still being sent while two later scrapes rebuild its chunks:
   // its lines stay as they were (their memory is reused only once no body
   // refers to them).

@@ -184,7 +184,8 @@ class TextWriter final : public MetricWriter {
   size_t flushed_ = 0;
   std::vector<TextBody::Shared> shared_;  // SharedLines, at offsets of out_
   size_t shared_bytes_ = 0;
-  std::vector<char> stage_;  // the text after flushed_, in [0, staged_)
+  std::unique_ptr<char[]> stage_;  // the text after flushed_, in [0, staged_)
+  size_t stage_size_;
   size_t staged_ = 0;
   std::vector<FamilySpan> families_;
   std::string label_scratch_;                  // AddFamilies: a metric's rendered labels
