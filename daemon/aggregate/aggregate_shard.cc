@@ -1172,8 +1172,8 @@ size_t AggregateShard::AllocatedBytes() const {
   size_t bytes = sizeof(*this);
   for (const auto& p : processes_) {
     bytes += sizeof(ProcessState) + p->transitions.size() * sizeof(std::atomic<uint64_t>) +
-             kMaxChunks * sizeof(std::atomic<Chunk*>) +
-             p->dist_slots.size() * sizeof(DistSlot) + p->bins_len * sizeof(uint32_t);
+             kMaxChunks * sizeof(std::atomic<Chunk*>) + p->dist_slots.size() * sizeof(DistSlot) +
+             p->bins_len * sizeof(uint32_t);
     for (uint32_t c = 0; c < kMaxChunks; ++c) {
       const Chunk* chunk = p->chunks[c].load(std::memory_order_acquire);
       if (chunk == nullptr) continue;
