@@ -28,15 +28,17 @@ constexpr uint32_t kChunkBits = 8;
 constexpr uint32_t kChunkSize = 1u << kChunkBits;
 constexpr uint32_t kMaxChunks = AggregateShard::kMaxDims / kChunkSize;
 
-// A distribution bucket: [lo, hi, used blocks, bins...], 64-byte aligned; bins
-// outside [lo, hi] are zero, and so are those of 32-bin blocks whose bit in
-// `used blocks` is clear. Readers use lo and hi; the block bits are the
-// writer's alone (plain accesses): reusing the bucket zeroes the blocks used
-// rather than the whole range between lo and hi (hundreds of bins when exits
-// took from minutes to days). All three share the first cache line, so a
-// fact touches that line and its bin's.
-constexpr size_t kBinsAt = 3;
+// A distribution bucket of one series: [lo, hi, bins...], 64-byte aligned;
+// bins outside [lo, hi] are zero, and so are those of the 32-bin blocks the
+// writer's SeriesState does not mark used. Readers use lo and hi; the writer
+// never reads them (nor the bins of a block it has not written in the
+// bucket): it keeps its own copy beside the other series' of the slot, so a
+// fresh bucket's series costs no read of a line ~4 KB from the last one.
+// Reusing the bucket zeroes the blocks used rather than the whole range
+// between lo and hi (hundreds of bins when exits took minutes to days).
+constexpr size_t kBinsAt = 2;
 static_assert(Distribution::kNumBins <= 32 * 32, "one bit per 32-bin block in a uint32_t");
+static_assert(Distribution::kNumBins <= 0xffff, "bin indexes fit a uint16_t");
 constexpr size_t kLineWords = 64 / sizeof(uint32_t);
 constexpr size_t kBinStride =
     (kBinsAt + Distribution::kNumBins + kLineWords - 1) / kLineWords * kLineWords;
@@ -266,26 +268,34 @@ constexpr size_t kSeriesWords = (model::kMaxStages + 1 + 63) / 64;
 // process's stages + 1 series. A series not prepared reads as empty, and
 // readers never touch its bins (they may hold an older bucket's, or be
 // calloc's untouched pages, which a read would map to the zero page; see
-// `ever`).
+// SeriesState).
 struct alignas(64) DistSlot {
   std::atomic<int64_t> stamp{kNoBucket};
   // Bit series % 64 of word series / 64. Cleared (release) between the
   // stamp's kNoBucket and the new bucket; a bit is set (release) after its
   // series was prepared.
   std::array<std::atomic<uint64_t>, kSeriesWords> ready{};
-  // Writer only: the series whose bins were ever prepared. The others are
-  // still calloc's untouched pages: reading one before writing it maps the
-  // shared zero page, and the write that follows must then flush that
-  // mapping from every core running one of kpid's threads (an IPI per page;
-  // a quarter of the workers' CPU while history filled up, end to end, RESULTS
-  // §13), so they are written without being read.
-  std::array<uint64_t, kSeriesWords> ever{};
 
   static size_t Word(int series) { return static_cast<size_t>(series) / 64; }
   static uint64_t Bit(int series) { return uint64_t{1} << (static_cast<unsigned>(series) % 64); }
   // For readers, inside ReadSlot: acquire pairs with the release store that
   // set the bit, made after the series' bins were zeroed for this bucket.
   bool Ready(int series) const { return (ready[Word(series)].load(kObserve) & Bit(series)) != 0; }
+};
+
+// The writer's own view of one series of a distribution slot (never read by
+// readers): which 32-bin blocks it wrote since the series was last prepared
+// (zeroed when it is prepared again) and the [lo, hi] it published. The
+// writer reads neither its header nor a bin of an unmarked block (zero:
+// zeroed, or never written): besides the cache misses, a read of calloc's
+// untouched pages maps the shared zero page, and the write that follows
+// must then flush that mapping from every core running one of kpid's
+// threads (an IPI per page; a quarter of the workers' CPU while history
+// filled up, end to end, RESULTS §13).
+struct SeriesState {
+  uint32_t used_blocks = 0;
+  uint16_t lo = static_cast<uint16_t>(kNoBinLo);
+  uint16_t hi = 0;
 };
 
 }  // namespace
@@ -332,6 +342,7 @@ struct AggregateShard::ProcessState {
         transitions(static_cast<size_t>(stages) * static_cast<size_t>(stages)),
         chunks(new std::atomic<Chunk*>[kMaxChunks]()),
         dist_slots(static_cast<size_t>(total_slots)),
+        series_state(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1)),
         bins_len(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1) * kBinStride) {
     for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
     // calloc: zero pages the kernel hands out lazily, so buckets and bin
@@ -351,10 +362,12 @@ struct AggregateShard::ProcessState {
   }
 
   // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
+  size_t series_index(int slot, int series) const {
+    return static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+           static_cast<size_t>(series);
+  }
   uint32_t* dist(int slot, int series) const {
-    return bins + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
-                   static_cast<size_t>(series)) *
-                      kBinStride;
+    return bins + series_index(slot, series) * kBinStride;
   }
 
   std::string id;
@@ -370,8 +383,9 @@ struct AggregateShard::ProcessState {
   // One past the largest DimsId with a record; release store after the
   // record's pointer, so readers that load it (acquire) find the pointers.
   std::atomic<uint32_t> dims_end{0};
-  std::vector<DistSlot> dist_slots;  // per slot, all dims-less distributions
-  uint64_t dist_prepared_epoch = 0;  // writer only: see AggregateShard::epoch_
+  std::vector<DistSlot> dist_slots;       // per slot, all dims-less distributions
+  std::vector<SeriesState> series_state;  // writer only; [series_index(slot, series)]
+  uint64_t dist_prepared_epoch = 0;       // writer only: see AggregateShard::epoch_
   size_t bins_len;
   std::unique_ptr<uint32_t[], FreeDeleter> raw_bins;
   uint32_t* bins;  // in raw_bins, aligned; accessed through std::atomic_ref
@@ -588,30 +602,28 @@ void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) 
 }
 
 void AggregateShard::PrepareDistSeries(ProcessState& p, int slot, int series) {
-  DistSlot& slot_state = p.dist_slots[static_cast<size_t>(slot)];
-  const size_t word = DistSlot::Word(series);
-  const uint64_t bit = DistSlot::Bit(series);
+  SeriesState& state = p.series_state[p.series_index(slot, series)];
   uint32_t* d = p.dist(slot, series);
-  // Only the bins used need zeroing, and none of a series never prepared
-  // (still zero; written before it is read, see DistSlot::ever).
-  if ((slot_state.ever[word] & bit) != 0) {
-    for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
-      const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
-      const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
-      for (size_t b = first; b < end; ++b) {
-        std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
-      }
+  // Only the bins used need zeroing: those in [lo, hi] of the blocks used
+  // (stores only: see SeriesState). A finest bucket mostly got one or two
+  // facts of a series, so this is a store or two, not a block's 32 (whose
+  // misses filled the store buffer: most of this function's time).
+  for (uint32_t blocks = state.used_blocks; blocks != 0; blocks &= blocks - 1) {
+    const uint32_t first = 32 * static_cast<uint32_t>(std::countr_zero(blocks));
+    const uint32_t end = std::min<uint32_t>(first + 32, uint32_t{state.hi} + 1);
+    for (uint32_t b = std::max<uint32_t>(first, state.lo); b < end; ++b) {
+      std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
     }
   }
-  slot_state.ever[word] |= bit;
-  d[2] = 0;
+  state = SeriesState();
   std::atomic_ref<uint32_t>(d[0]).store(kNoBinLo, kPublish);
   std::atomic_ref<uint32_t>(d[1]).store(0, kPublish);
   // Release, after the zeros: a reader that sees the bit (acquire) reads
   // this bucket's bins from here on, never the previous bucket's. The bit
   // is cleared only by the slot's next reuse, after its kNoBucket.
-  std::atomic<uint64_t>& ready = slot_state.ready[word];
-  ready.store(ready.load(std::memory_order_relaxed) | bit, kPublish);
+  std::atomic<uint64_t>& ready =
+      p.dist_slots[static_cast<size_t>(slot)].ready[DistSlot::Word(series)];
+  ready.store(ready.load(std::memory_order_relaxed) | DistSlot::Bit(series), kPublish);
 }
 
 void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n) {
@@ -622,20 +634,30 @@ void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, u
        DistSlot::Bit(series)) == 0) {
     PrepareDistSeries(p, slot, series);
   }
+  SeriesState& state = p.series_state[p.series_index(slot, series)];
   uint32_t* d = p.dist(slot, series);
   const uint32_t b = static_cast<uint32_t>(bin);
+  const uint32_t block = 1u << (b / 32);
   // A reader may miss a bin still being added (an in-flight fact), never
   // read another bucket's bins (ReadSlot; kPublish).
   std::atomic_ref<uint32_t> count(d[kBinsAt + b]);
-  const uint32_t before = count.load(std::memory_order_relaxed);
+  uint32_t before = 0;  // a bin of a block not written in this bucket is zero
+  if ((state.used_blocks & block) != 0) {
+    before = count.load(std::memory_order_relaxed);
+  } else {
+    state.used_blocks |= block;
+  }
   if (before == 0) {
-    // A bin used before in this bucket is already within [lo, hi] and its
-    // block marked: the header line is touched once per bin and bucket.
-    std::atomic_ref<uint32_t> lo(d[0]);
-    std::atomic_ref<uint32_t> hi(d[1]);
-    if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
-    if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
-    d[2] |= 1u << (b / 32);
+    // A bin used before in this bucket is already within [lo, hi]: the
+    // header line is written once per bin and bucket at most.
+    if (b < state.lo) {
+      state.lo = static_cast<uint16_t>(b);
+      std::atomic_ref<uint32_t>(d[0]).store(b, kPublish);
+    }
+    if (b > state.hi) {
+      state.hi = static_cast<uint16_t>(b);
+      std::atomic_ref<uint32_t>(d[1]).store(b, kPublish);
+    }
   }
   count.store(before + n, kPublish);
 }
