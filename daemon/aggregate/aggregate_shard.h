@@ -68,7 +68,7 @@
 // bucket stamps shared by the record; a record of a 5-stage process ~56 KB.
 // Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
 // allocated (calloc, untouched pages stay free) when the shard is built,
-// plus a 64-byte line of bookkeeping per slot and process.
+// plus bookkeeping: a 64-byte line per slot and 8 B per slot and series.
 //
 // Write path. Almost every fact falls in the buckets the head is in (its
 // time is the latest, or close behind it). The writer keeps, per level, the
