@@ -28,15 +28,17 @@ constexpr uint32_t kChunkBits = 8;
 constexpr uint32_t kChunkSize = 1u << kChunkBits;
 constexpr uint32_t kMaxChunks = AggregateShard::kMaxDims / kChunkSize;
 
-// A distribution bucket: [lo, hi, used blocks, bins...], 64-byte aligned; bins
-// outside [lo, hi] are zero, and so are those of 32-bin blocks whose bit in
-// `used blocks` is clear. Readers use lo and hi; the block bits are the
-// writer's alone (plain accesses): reusing the bucket zeroes the blocks used
-// rather than the whole range between lo and hi (hundreds of bins when exits
-// took from minutes to days). All three share the first cache line, so a
-// fact touches that line and its bin's.
-constexpr size_t kBinsAt = 3;
+// A distribution bucket of one series: [lo, hi, bins...], 64-byte aligned;
+// bins outside [lo, hi] are zero, and so are those of the 32-bin blocks the
+// writer's SeriesState does not mark used. Readers use lo and hi; the writer
+// never reads them (nor the bins of a block it has not written in the
+// bucket): it keeps its own copy beside the other series' of the slot, so a
+// fresh bucket's series costs no read of a line ~4 KB from the last one.
+// Reusing the bucket zeroes the blocks used rather than the whole range
+// between lo and hi (hundreds of bins when exits took minutes to days).
+constexpr size_t kBinsAt = 2;
 static_assert(Distribution::kNumBins <= 32 * 32, "one bit per 32-bin block in a uint32_t");
+static_assert(Distribution::kNumBins <= 0xffff, "bin indexes fit a uint16_t");
 constexpr size_t kLineWords = 64 / sizeof(uint32_t);
 constexpr size_t kBinStride =
     (kBinsAt + Distribution::kNumBins + kLineWords - 1) / kLineWords * kLineWords;
@@ -254,6 +256,48 @@ struct FreeDeleter {
   void operator()(uint32_t* p) const { std::free(p); }
 };
 
+// Series of a process's distributions: one per stage plus lead time.
+constexpr size_t kSeriesWords = (model::kMaxStages + 1 + 63) / 64;
+
+// One distribution slot of a process, all of its bookkeeping on one line:
+// the bucket it holds and which of its series are prepared for that bucket.
+// A series is prepared (its used bins zeroed, its range emptied) when the
+// bucket's first fact of that series arrives, not when the bucket opens: the
+// 16 partitions' shards of an e2e replay each open a finest bucket every
+// event or two, and an event has at most two distribution facts of the
+// process's stages + 1 series. A series not prepared reads as empty, and
+// readers never touch its bins (they may hold an older bucket's, or be
+// calloc's untouched pages, which a read would map to the zero page; see
+// SeriesState).
+struct alignas(64) DistSlot {
+  std::atomic<int64_t> stamp{kNoBucket};
+  // Bit series % 64 of word series / 64. Cleared (release) between the
+  // stamp's kNoBucket and the new bucket; a bit is set (release) after its
+  // series was prepared.
+  std::array<std::atomic<uint64_t>, kSeriesWords> ready{};
+
+  static size_t Word(int series) { return static_cast<size_t>(series) / 64; }
+  static uint64_t Bit(int series) { return uint64_t{1} << (static_cast<unsigned>(series) % 64); }
+  // For readers, inside ReadSlot: acquire pairs with the release store that
+  // set the bit, made after the series' bins were zeroed for this bucket.
+  bool Ready(int series) const { return (ready[Word(series)].load(kObserve) & Bit(series)) != 0; }
+};
+
+// The writer's own view of one series of a distribution slot (never read by
+// readers): which 32-bin blocks it wrote since the series was last prepared
+// (zeroed when it is prepared again) and the [lo, hi] it published. The
+// writer reads neither its header nor a bin of an unmarked block (zero:
+// zeroed, or never written): besides the cache misses, a read of calloc's
+// untouched pages maps the shared zero page, and the write that follows
+// must then flush that mapping from every core running one of kpid's
+// threads (an IPI per page; a quarter of the workers' CPU while history
+// filled up, end to end, RESULTS §13).
+struct SeriesState {
+  uint32_t used_blocks = 0;
+  uint16_t lo = static_cast<uint16_t>(kNoBinLo);
+  uint16_t hi = 0;
+};
+
 }  // namespace
 
 // All series of one (process, dims). Built by the writer, then published with
@@ -297,11 +341,10 @@ struct AggregateShard::ProcessState {
         stages(static_cast<int>(config.stages.size())),
         transitions(static_cast<size_t>(stages) * static_cast<size_t>(stages)),
         chunks(new std::atomic<Chunk*>[kMaxChunks]()),
-        dist_stamps(static_cast<size_t>(total_slots)),
-        dist_slot_prepared(static_cast<size_t>(total_slots), false),
+        dist_slots(static_cast<size_t>(total_slots)),
+        series_state(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1)),
         bins_len(static_cast<size_t>(total_slots) * static_cast<size_t>(stages + 1) * kBinStride) {
     for (const model::StageConfig& s : config.stages) stage_ids.push_back(s.id);
-    for (auto& s : dist_stamps) s.store(kNoBucket, std::memory_order_relaxed);
     // calloc: zero pages the kernel hands out lazily, so buckets and bin
     // ranges never used cost no memory. One line more, to align.
     raw_bins.reset(static_cast<uint32_t*>(std::calloc(bins_len + kLineWords, sizeof(uint32_t))));
@@ -319,10 +362,12 @@ struct AggregateShard::ProcessState {
   }
 
   // Series `series` of slot `slot`: a stage index, or `stages` for lead time.
+  size_t series_index(int slot, int series) const {
+    return static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
+           static_cast<size_t>(series);
+  }
   uint32_t* dist(int slot, int series) const {
-    return bins + (static_cast<size_t>(slot) * static_cast<size_t>(stages + 1) +
-                   static_cast<size_t>(series)) *
-                      kBinStride;
+    return bins + series_index(slot, series) * kBinStride;
   }
 
   std::string id;
@@ -338,14 +383,9 @@ struct AggregateShard::ProcessState {
   // One past the largest DimsId with a record; release store after the
   // record's pointer, so readers that load it (acquire) find the pointers.
   std::atomic<uint32_t> dims_end{0};
-  std::vector<std::atomic<int64_t>> dist_stamps;  // per slot, all dims-less distributions
-  // Writer only: slots whose bins were ever prepared. The others are still
-  // calloc's untouched pages: reading one before writing it maps the shared
-  // zero page, and the write that follows must then flush that mapping from
-  // every core running one of kpid's threads (an IPI per page; a quarter of
-  // the workers' CPU while history filled up, end to end).
-  std::vector<bool> dist_slot_prepared;
-  uint64_t dist_prepared_epoch = 0;  // writer only: see AggregateShard::epoch_
+  std::vector<DistSlot> dist_slots;       // per slot, all dims-less distributions
+  std::vector<SeriesState> series_state;  // writer only; [series_index(slot, series)]
+  uint64_t dist_prepared_epoch = 0;       // writer only: see AggregateShard::epoch_
   size_t bins_len;
   std::unique_ptr<uint32_t[], FreeDeleter> raw_bins;
   uint32_t* bins;  // in raw_bins, aligned; accessed through std::atomic_ref
@@ -429,6 +469,7 @@ bool AggregateShard::AdvanceHead(int64_t at_s) {
   latest_.store(at_s, std::memory_order_relaxed);
   const std::vector<Level>& levels = layout_.levels();
   bool moved = false;
+  const uint64_t next_epoch = epoch_ + 1;
   hot_from_ = std::numeric_limits<int64_t>::min();
   hot_to_ = std::numeric_limits<int64_t>::max();
   for (size_t i = 0; i < levels.size(); ++i) {
@@ -436,6 +477,7 @@ bool AggregateShard::AdvanceHead(int64_t at_s) {
     Cursor& c = cursors_[i];
     if (at_s >= c.end) {
       moved = true;
+      c.moved_epoch = next_epoch;
       if (c.end != kNoTime && at_s < c.end + l.width) {
         // The next bucket, as time mostly moves: no division.
         ++c.bucket;
@@ -452,17 +494,27 @@ bool AggregateShard::AdvanceHead(int64_t at_s) {
     hot_from_ = std::max(hot_from_, c.start);
     hot_to_ = std::min(hot_to_, c.end);
   }
-  if (moved) ++epoch_;
+  if (moved) epoch_ = next_epoch;
   return true;
 }
 
+// Only the levels whose head moved since the record was last prepared: the
+// others' head slots are the ones it stamped then (ForEachOlderSlot never
+// restamps a head slot with another bucket: a level keeps only buckets
+// within its slot count of the head). Mostly the finest level alone, so a
+// fresh bucket costs the record one stamp line instead of one per level.
 void AggregateShard::PrepareHead(ProcessState& p, DimsRecord& r) {
-  for (const Cursor& c : cursors_) PrepareSlot(r, p.stages, c.slot, c.bucket);
+  for (const Cursor& c : cursors_) {
+    if (c.moved_epoch > r.prepared_epoch) PrepareSlot(r, p.stages, c.slot, c.bucket);
+  }
   r.prepared_epoch = epoch_;
 }
 
+// As PrepareHead; the series themselves are prepared by their first fact.
 void AggregateShard::PrepareHeadDist(ProcessState& p) {
-  for (const Cursor& c : cursors_) PrepareDistSlot(p, c.slot, c.bucket);
+  for (const Cursor& c : cursors_) {
+    if (c.moved_epoch > p.dist_prepared_epoch) PrepareDistSlot(p, c.slot, c.bucket);
+  }
   p.dist_prepared_epoch = epoch_;
 }
 
@@ -536,49 +588,76 @@ void AggregateShard::PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bu
 }
 
 void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) {
-  std::atomic<int64_t>& stamp = p.dist_stamps[static_cast<size_t>(slot)];
-  if (stamp.load(std::memory_order_relaxed) == bucket) return;
-  // As PrepareSlot; only the bins used need zeroing, and none of a slot
-  // never prepared (still zero; written before it is read, see
-  // dist_slot_prepared).
-  stamp.store(kNoBucket, std::memory_order_relaxed);
-  const bool used_before = p.dist_slot_prepared[static_cast<size_t>(slot)];
-  p.dist_slot_prepared[static_cast<size_t>(slot)] = true;
-  for (int series = 0; series <= p.stages; ++series) {
-    uint32_t* d = p.dist(slot, series);
-    std::atomic_ref<uint32_t> lo(d[0]);
-    std::atomic_ref<uint32_t> hi(d[1]);
-    if (used_before) {
-      for (uint32_t blocks = d[2]; blocks != 0; blocks &= blocks - 1) {
-        const size_t first = 32 * static_cast<size_t>(std::countr_zero(blocks));
-        const size_t end = std::min<size_t>(first + 32, Distribution::kNumBins);
-        for (size_t b = first; b < end; ++b) {
-          std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
-        }
-      }
-      d[2] = 0;
+  DistSlot& d = p.dist_slots[static_cast<size_t>(slot)];
+  if (d.stamp.load(std::memory_order_relaxed) == bucket) return;
+  // As PrepareSlot, but no series is touched: each is prepared by its first
+  // fact in the bucket (AddToDist), and reads as empty until then. The
+  // cleared bits are release stores: a reader whose load of them reads this
+  // reuse's zero also sees kNoBucket (ReadSlot's second stamp load).
+  d.stamp.store(kNoBucket, std::memory_order_relaxed);
+  for (std::atomic<uint64_t>& word : d.ready) word.store(0, kPublish);
+  // Release: a reader that loads `bucket` (acquire) sees the cleared bits,
+  // so no series of the previous bucket.
+  d.stamp.store(bucket, std::memory_order_release);
+}
+
+void AggregateShard::PrepareDistSeries(ProcessState& p, int slot, int series) {
+  SeriesState& state = p.series_state[p.series_index(slot, series)];
+  uint32_t* d = p.dist(slot, series);
+  // Only the bins used need zeroing: those in [lo, hi] of the blocks used
+  // (stores only: see SeriesState). A finest bucket mostly got one or two
+  // facts of a series, so this is a store or two, not a block's 32 (whose
+  // misses filled the store buffer: most of this function's time).
+  for (uint32_t blocks = state.used_blocks; blocks != 0; blocks &= blocks - 1) {
+    const uint32_t first = 32 * static_cast<uint32_t>(std::countr_zero(blocks));
+    const uint32_t end = std::min<uint32_t>(first + 32, uint32_t{state.hi} + 1);
+    for (uint32_t b = std::max<uint32_t>(first, state.lo); b < end; ++b) {
+      std::atomic_ref<uint32_t>(d[kBinsAt + b]).store(0, kPublish);
     }
-    lo.store(kNoBinLo, kPublish);
-    hi.store(0, kPublish);
   }
-  stamp.store(bucket, std::memory_order_release);
+  state = SeriesState();
+  std::atomic_ref<uint32_t>(d[0]).store(kNoBinLo, kPublish);
+  std::atomic_ref<uint32_t>(d[1]).store(0, kPublish);
+  // Release, after the zeros: a reader that sees the bit (acquire) reads
+  // this bucket's bins from here on, never the previous bucket's. The bit
+  // is cleared only by the slot's next reuse, after its kNoBucket.
+  std::atomic<uint64_t>& ready =
+      p.dist_slots[static_cast<size_t>(slot)].ready[DistSlot::Word(series)];
+  ready.store(ready.load(std::memory_order_relaxed) | DistSlot::Bit(series), kPublish);
 }
 
 void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n) {
+  const DistSlot& slot_state = p.dist_slots[static_cast<size_t>(slot)];
+  // Relaxed: the writer reads back its own store. The slot's line is the
+  // one PrepareDistSlot stamped; hot for the head buckets.
+  if ((slot_state.ready[DistSlot::Word(series)].load(std::memory_order_relaxed) &
+       DistSlot::Bit(series)) == 0) {
+    PrepareDistSeries(p, slot, series);
+  }
+  SeriesState& state = p.series_state[p.series_index(slot, series)];
   uint32_t* d = p.dist(slot, series);
   const uint32_t b = static_cast<uint32_t>(bin);
+  const uint32_t block = 1u << (b / 32);
   // A reader may miss a bin still being added (an in-flight fact), never
   // read another bucket's bins (ReadSlot; kPublish).
   std::atomic_ref<uint32_t> count(d[kBinsAt + b]);
-  const uint32_t before = count.load(std::memory_order_relaxed);
+  uint32_t before = 0;  // a bin of a block not written in this bucket is zero
+  if ((state.used_blocks & block) != 0) {
+    before = count.load(std::memory_order_relaxed);
+  } else {
+    state.used_blocks |= block;
+  }
   if (before == 0) {
-    // A bin used before in this bucket is already within [lo, hi] and its
-    // block marked: the header line is touched once per bin and bucket.
-    std::atomic_ref<uint32_t> lo(d[0]);
-    std::atomic_ref<uint32_t> hi(d[1]);
-    if (b < lo.load(std::memory_order_relaxed)) lo.store(b, kPublish);
-    if (b > hi.load(std::memory_order_relaxed)) hi.store(b, kPublish);
-    d[2] |= 1u << (b / 32);
+    // A bin used before in this bucket is already within [lo, hi]: the
+    // header line is written once per bin and bucket at most.
+    if (b < state.lo) {
+      state.lo = static_cast<uint16_t>(b);
+      std::atomic_ref<uint32_t>(d[0]).store(b, kPublish);
+    }
+    if (b > state.hi) {
+      state.hi = static_cast<uint16_t>(b);
+      std::atomic_ref<uint32_t>(d[1]).store(b, kPublish);
+    }
   }
   count.store(before + n, kPublish);
 }
@@ -1020,8 +1099,15 @@ Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan&
   for (int64_t bucket = std::max(span.first, span.last - l.slots + 1); bucket <= span.last;
        ++bucket) {
     const int slot = l.offset + static_cast<int>(FloorMod(bucket, l.slots));
+    const DistSlot& slot_state = p->dist_slots[static_cast<size_t>(slot)];
     uint32_t* d = p->dist(slot, series);
-    const bool ok = ReadSlot(p->dist_stamps[static_cast<size_t>(slot)], bucket, [&] {
+    const bool ok = ReadSlot(slot_state.stamp, bucket, [&] {
+      if (!slot_state.Ready(series)) {
+        // No fact of this series in the bucket (yet): empty.
+        lo = kNoBinLo;
+        hi = 0;
+        return;
+      }
       lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
       hi = std::min<uint32_t>(std::atomic_ref<uint32_t>(d[1]).load(kObserve), kNoBinLo - 1);
       for (uint32_t b = lo; b <= hi; ++b) {
@@ -1108,8 +1194,8 @@ size_t AggregateShard::AllocatedBytes() const {
   size_t bytes = sizeof(*this);
   for (const auto& p : processes_) {
     bytes += sizeof(ProcessState) + p->transitions.size() * sizeof(std::atomic<uint64_t>) +
-             kMaxChunks * sizeof(std::atomic<Chunk*>) +
-             p->dist_stamps.size() * sizeof(std::atomic<int64_t>) + p->bins_len * sizeof(uint32_t);
+             kMaxChunks * sizeof(std::atomic<Chunk*>) + p->dist_slots.size() * sizeof(DistSlot) +
+             p->bins_len * sizeof(uint32_t);
     for (uint32_t c = 0; c < kMaxChunks; ++c) {
       const Chunk* chunk = p->chunks[c].load(std::memory_order_acquire);
       if (chunk == nullptr) continue;
@@ -1322,12 +1408,13 @@ std::string AggregateShard::Serialize() const {
     for (const Level& l : levels) {
       for (int i = 0; i < l.slots; ++i) {
         const int slot = l.offset + i;
-        const std::atomic<int64_t>& stamp = p->dist_stamps[static_cast<size_t>(slot)];
-        const int64_t bucket = stamp.load(std::memory_order_acquire);
+        const DistSlot& slot_state = p->dist_slots[static_cast<size_t>(slot)];
+        const int64_t bucket = slot_state.stamp.load(std::memory_order_acquire);
         if (!kept(l, bucket)) continue;
-        const bool ok = ReadSlot(stamp, bucket, [&] {
+        const bool ok = ReadSlot(slot_state.stamp, bucket, [&] {
           for (size_t series = 0; series <= stages; ++series) {
             bins[series].clear();
+            if (!slot_state.Ready(static_cast<int>(series))) continue;  // empty
             uint32_t* d = p->dist(slot, static_cast<int>(series));
             const uint32_t lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
             const uint32_t hi =
@@ -1492,7 +1579,7 @@ absl::StatusOr<std::unique_ptr<AggregateShard>> AggregateShard::Restore(const mo
       bool use = d.ok() && p != nullptr && slot >= 0;
       if (use) {
         const int64_t held =
-            p->dist_stamps[static_cast<size_t>(slot)].load(std::memory_order_relaxed);
+            p->dist_slots[static_cast<size_t>(slot)].stamp.load(std::memory_order_relaxed);
         use = held == kNoBucket || held <= bucket;
         if (use) shard->PrepareDistSlot(*p, slot, bucket);
       }

@@ -67,7 +67,8 @@
 // B of totals; a process series 313 x 48 B = 15 KB, plus 313 x 8 B of
 // bucket stamps shared by the record; a record of a 5-stage process ~56 KB.
 // Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
-// allocated (calloc, untouched pages stay free) when the shard is built.
+// allocated (calloc, untouched pages stay free) when the shard is built,
+// plus bookkeeping: a 64-byte line per slot and 8 B per slot and series.
 //
 // Write path. Almost every fact falls in the buckets the head is in (its
 // time is the latest, or close behind it). The writer keeps, per level, the
@@ -77,7 +78,15 @@
 // on by one bucket without dividing either. Slots are stamped lazily per
 // record (below), but a record remembers the "epoch" (bumped whenever a head
 // bucket changes) in which it last stamped its head slots, so a fact checks
-// one number instead of one stamp per level. Facts before the head buckets
+// one number instead of one stamp per level; when the epoch moved on, only
+// the levels whose head moved since are stamped (mostly the finest alone).
+// A distribution slot is stamped the same way per process, and each of its
+// series (a stage's cycle times, the lead times) is prepared only when the
+// bucket's first fact of that series arrives: when every partition's shard
+// walks a day of event time per second of replay, most fresh buckets get
+// one or two facts, and preparing all stages + 1 series (a header line
+// ~4 KB apart each, and their used bins) was a fifth of the workers' time
+// end to end (RESULTS §16, §18). Facts before the head buckets
 // take the general path. The record of the previous fact is reused. The
 // tracker reports an event's facts (an exit, a transition, an entry, the
 // backlog changes, a start or a close) as one CaseStep, placed with one
@@ -96,7 +105,14 @@
 // it would synchronize with that store and so see the changed stamp; then it
 // retries (and skips the slot: the bucket it wanted is gone). So a read never
 // mixes two buckets' values: every read is exact for the buckets it covers,
-// up to facts still being written. Within a bucket, counters that bound each
+// up to facts still being written. A distribution slot also has a bit per
+// series, cleared (release) between its kNoBucket and its new stamp and set
+// (release) once the series' bins were zeroed for the bucket; a reader that
+// saw the stamp loads the bit (acquire) and reads an unset series as empty
+// without touching its bins (which may still hold an older bucket's values).
+// A bit it loads from a later reuse is that reuse's release store of zero,
+// made after its kNoBucket: the stamp check after it then fails, as for any
+// value. Within a bucket, counters that bound each
 // other are stored in an order readers reverse (sla_met after
 // advanced/fallout, rework after entered, completed after revenue,
 // score_count after score_sum), so sla_met <= exited and rework <= entered
@@ -304,7 +320,10 @@ class AggregateShard final : public cases::CaseSink {
   // After a fact's last store to `r`: bumps its SeriesVersion.
   static void Changed(DimsRecord& r);
   void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
+  // Stamps a distribution slot with `bucket`, every series empty; a series
+  // is prepared (PrepareDistSeries) by AddToDist, for its first fact there.
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
+  void PrepareDistSeries(ProcessState& p, int slot, int series);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);
 
   // Adds the buckets of `span` to `out`: stages [stage_begin, stage_end),
@@ -334,6 +353,9 @@ class AggregateShard final : public cases::CaseSink {
     int64_t start = 0;
     int64_t end = std::numeric_limits<int64_t>::min();  // none yet
     int slot = 0;
+    // epoch_ as of the cursor's last move: a record prepared at an epoch at
+    // or after it has this level's head slot stamped already.
+    uint64_t moved_epoch = 0;
   };
   std::vector<Cursor> cursors_;
   // LimitHeadTo's clock, and the latest time (Unix seconds) a fact may have
@@ -347,7 +369,9 @@ class AggregateShard final : public cases::CaseSink {
   int64_t hot_to_ = std::numeric_limits<int64_t>::min();
   // Bumped whenever a head bucket changes. A record (or a process's
   // distributions) whose prepared epoch equals it has every head slot
-  // stamped with the head bucket already, so its stamps need no check.
+  // stamped with the head bucket already, so its stamps need no check; one
+  // prepared at an earlier epoch needs only the levels whose cursor moved
+  // since (Cursor::moved_epoch).
   uint64_t epoch_ = 1;
   // The record of the previous fact: the tracker reports several facts of
   // one case in a row.

@@ -368,6 +368,36 @@ TEST(AggregateShardTest, DistributionBucketsRotate) {
   EXPECT_EQ(shard.ReadCycleTimes(kP, kA, k1h, T(61)).count(), 2u);
 }
 
+// A reused distribution slot prepares a series only for its first fact
+// there: the series that got none must read empty, not the bins the slot
+// held 61 buckets before, and so must the state they serialize to.
+TEST(AggregateShardTest, SeriesWithoutFactsInAReusedBucketReadEmpty) {
+  AggregateShard shard(TestConfig());
+  Exit(shard, kA, 0, 0, true, 100, true);
+  Exit(shard, kB, 0, 0, true, 200, true);
+  shard.CaseCompleted(kP, 0, T(0), 1.0, absl::Seconds(300));
+  Exit(shard, kB, 0, 61, true, 5000, true);  // same 1 s slot as T0, stage b only
+  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), shard.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  for (const AggregateShard* s : {&shard, restored->get()}) {
+    // 1m window at T0 + 61: buckets T0 + 1 .. T0 + 61; only the exit of b at 61.
+    EXPECT_EQ(s->ReadCycleTimes(kP, kA, k1m, T(61)).count(), 0u);
+    EXPECT_EQ(s->ReadCycleTimes(kP, kB, k1m, T(61)).count(), 1u);
+    EXPECT_EQ(s->ReadLeadTimes(kP, k1m, T(61)).count(), 0u);
+    // 1h window: all four facts (history buckets T0/60 and T0/60 + 1).
+    EXPECT_EQ(s->ReadCycleTimes(kP, kA, k1h, T(61)).count(), 1u);
+    EXPECT_EQ(s->ReadCycleTimes(kP, kB, k1h, T(61)).count(), 2u);
+    EXPECT_EQ(s->ReadLeadTimes(kP, k1h, T(61)).count(), 1u);
+  }
+  // b's series of the slot is prepared again for T0 + 122: only its new bin.
+  Exit(shard, kB, 0, 122, true, 200, true);
+  const Distribution b = shard.ReadCycleTimes(kP, kB, shard.Resolve(k1m, T(122)));
+  EXPECT_EQ(b.count(), 1u);
+  EXPECT_TRUE(Near(b.Quantile(0.5), 200, 0.01));
+  EXPECT_EQ(shard.ReadCycleTimes(kP, kA, k1m, T(122)).count(), 0u);
+}
+
 TEST(AggregateShardTest, EnumeratesSeries) {
   AggregateShard shard(TestConfig());
   EXPECT_TRUE(shard.ListDims(kP).empty());
