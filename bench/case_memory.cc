@@ -51,25 +51,6 @@ int64_t ResidentBytes() {
   return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
 }
 
-// Facts are dropped: the aggregator's memory grows with series and time
-// (buckets fill as event time moves), not with cases, and would blur the
-// figure.
-class NullSink final : public cases::CaseSink {
- public:
-  void CaseStarted(int, cases::DimsId, absl::Time) override {}
-  void StageEntered(int, int, cases::DimsId, absl::Time, bool) override {}
-  void StageExited(int, int, cases::DimsId, absl::Time, cases::ExitOutcome, absl::Duration,
-                   bool) override {}
-  void Transition(int, int, int, absl::Time) override {}
-  void CaseCompleted(int, cases::DimsId, absl::Time, double, absl::Duration) override {}
-  void CaseFallout(int, cases::DimsId, absl::Time) override {}
-  void CaseExpired(int, int, cases::DimsId, absl::Time) override {}
-  void Cost(int, cases::DimsId, absl::Time, double) override {}
-  void Feedback(int, cases::DimsId, absl::Time, double) override {}
-  void SlaBreached(int, int, cases::DimsId, absl::Time) override {}
-  void BacklogChanged(int, int, cases::DimsId, int, int) override {}
-};
-
 template <typename Tracker, typename Dims>
 struct Engine {
   explicit Engine(const model::Config& config)
@@ -77,6 +58,9 @@ struct Engine {
         tracker(typename Tracker::Options{
             .config = &config, .clock = &clock, .sink = &sink, .dimensions = &dims}) {}
   Dims dims;
+  // Facts are dropped: the aggregator's memory grows with series and time
+  // (buckets fill as event time moves), not with cases, and would blur the
+  // figure.
   NullSink sink;
   cases::ManualClock clock;
   Tracker tracker;
