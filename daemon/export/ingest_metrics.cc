@@ -74,8 +74,8 @@ std::vector<MetricFamily> IngestMetrics::Collect() const {
   families.push_back(std::move(f));
 
   f = Family("kpid_state_reread_messages_total",
-             "Messages read again after a restore although the restored state held them "
-             "(skipped, not counted twice); 0 unless a seek to the restored offset failed.",
+             "Messages delivered again below the offset a partition's state ends at, e.g. "
+             "after a restore whose seek failed (skipped, never counted twice).",
              MetricType::Counter);
   AddCounter(&f, {}, static_cast<double>(ingest_->reread_messages()));
   families.push_back(std::move(f));

@@ -106,9 +106,10 @@ class KafkaIngest {
   // Per assigned partition; for the scrape (takes a lock, never on the event path).
   std::vector<PartitionLag> Lags() const;
 
-  // Messages read again after a restore although the restored state held
-  // them (skipped, so never counted twice): a restored partition is sought
-  // to the offset after its state, so this stays 0 unless a seek failed.
+  // Messages delivered to an owned partition's worker below the offset its
+  // state ends at (skipped, so never counted twice): read again after a
+  // restore whose seek failed, or delivered again around one. A restored
+  // partition is sought to the offset after its state, so this is mostly 0.
   uint64_t reread_messages() const { return reread_messages_.load(std::memory_order_relaxed); }
 
   // Given the next offset of every partition a worker owns (the first
