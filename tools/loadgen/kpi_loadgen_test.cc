@@ -47,8 +47,10 @@ processes:
     simulate: {arrivals_per_hour: 600}
 )yaml";
 
+// Per process: ctest -j2 runs two tests of this suite at once, and a shared
+// config file was truncated by one while the other read it.
 std::string TempPath(absl::string_view name) {
-  return absl::StrCat(::testing::TempDir(), "/kpi_loadgen_test_", name);
+  return absl::StrCat(::testing::TempDir(), "/kpi_loadgen_test_", getpid(), "_", name);
 }
 
 std::string ReadAll(const std::string& path) {
