@@ -662,6 +662,64 @@ void AggregateShard::AddToDist(ProcessState& p, int slot, int series, int bin, u
   count.store(before + n, kPublish);
 }
 
+// Always inlined: into CaseStepped's per-slot lambda (see there) as into
+// the one-fact calls.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int AggregateShard::AddExitTotals(ProcessState& p,
+                                                                      DimsRecord& r, int stage,
+                                                                      bool advanced, bool sla_met,
+                                                                      absl::Duration cycle_time) {
+  AtomicStageTotals& t = r.stage_totals[static_cast<size_t>(stage)];
+  Bump(p.changes, uint64_t{1});
+  Bump(advanced ? t.exited_advanced : t.exited_fallout, uint64_t{1});
+  Bump(sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
+  const double seconds = absl::ToDoubleSeconds(cycle_time);
+  t.cycle_time.Observe(seconds);
+  return Distribution::BinOf(seconds);
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::AddExitToSlot(ProcessState& p,
+                                                                       DimsRecord& r, int slot,
+                                                                       int stage, bool advanced,
+                                                                       bool sla_met, int bin) {
+  StageBucket& b = r.stage_buckets[static_cast<size_t>(slot * p.stages + stage)];
+  BumpBucket(advanced ? b.advanced : b.fallout, 1u);
+  if (sla_met) BumpBucket(b.sla_met, 1u);  // after the exit
+  AddToDist(p, slot, stage, bin, 1);
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::AddEntryTotals(DimsRecord& r, int stage,
+                                                                        bool rework) {
+  AtomicStageTotals& t = r.stage_totals[static_cast<size_t>(stage)];
+  Bump(t.entered, uint64_t{1});
+  if (rework) Bump(t.rework, uint64_t{1});
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::AddEntryToSlot(const ProcessState& p,
+                                                                        DimsRecord& r, int slot,
+                                                                        int stage, bool rework) {
+  StageBucket& b = r.stage_buckets[static_cast<size_t>(slot * p.stages + stage)];
+  BumpBucket(b.entered, 1u);
+  if (rework) BumpBucket(b.rework, 1u);  // after entered
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int AggregateShard::AddCompletionTotals(
+    DimsRecord& r, double amount, absl::Duration lead_time) {
+  AtomicProcessTotals& t = r.process_totals;
+  Bump(t.revenue, amount);
+  Bump(t.completed, uint64_t{1});
+  const double seconds = absl::ToDoubleSeconds(lead_time);
+  t.lead_time.Observe(seconds);
+  return Distribution::BinOf(seconds);
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::AddCompletionToSlot(
+    ProcessState& p, DimsRecord& r, int slot, double amount, int bin) {
+  ProcessBucket& b = r.process_buckets[static_cast<size_t>(slot)];
+  BumpBucket(b.revenue, amount);
+  BumpBucket(b.completed, 1u);  // after revenue
+  AddToDist(p, slot, p.stages, bin, 1);
+}
+
 void AggregateShard::CaseStepped(const cases::CaseStep& step) {
   using cases::CaseStep;
   const bool exits = step.exit_stage != CaseStep::kNoStage;
@@ -691,36 +749,24 @@ void AggregateShard::CaseStepped(const cases::CaseStep& step) {
   const size_t entry_stage = static_cast<size_t>(step.entry_stage);
   const bool advanced = step.outcome == cases::ExitOutcome::kAdvanced;
 
-  AtomicProcessTotals& process_totals = r.process_totals;
-  if (step.started) Bump(process_totals.started, uint64_t{1});
+  if (step.started) Bump(r.process_totals.started, uint64_t{1});
   int exit_bin = 0;
   if (exits) {
+    exit_bin = AddExitTotals(*p, r, step.exit_stage, advanced, step.sla_met, step.cycle_time);
     AtomicStageTotals& t = r.stage_totals[exit_stage];
-    Bump(p->changes, uint64_t{1});
-    Bump(advanced ? t.exited_advanced : t.exited_fallout, uint64_t{1});
-    Bump(step.sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
-    const double seconds = absl::ToDoubleSeconds(step.cycle_time);
-    t.cycle_time.Observe(seconds);
-    exit_bin = Distribution::BinOf(seconds);
     Bump(t.backlog, int64_t{-1});
     if (step.exit_over_sla) Bump(t.backlog_over_sla, int64_t{-1});
     if (enters) Bump(p->transitions[exit_stage * stages + entry_stage], uint64_t{1});
   }
   if (enters) {
-    AtomicStageTotals& t = r.stage_totals[entry_stage];
-    Bump(t.entered, uint64_t{1});
-    if (step.rework) Bump(t.rework, uint64_t{1});
-    Bump(t.backlog, int64_t{1});
+    AddEntryTotals(r, step.entry_stage, step.rework);
+    Bump(r.stage_totals[entry_stage].backlog, int64_t{1});
   }
   int lead_bin = 0;
   if (completed) {
-    Bump(process_totals.revenue, step.amount);
-    Bump(process_totals.completed, uint64_t{1});
-    const double seconds = absl::ToDoubleSeconds(step.lead_time);
-    process_totals.lead_time.Observe(seconds);
-    lead_bin = Distribution::BinOf(seconds);
+    lead_bin = AddCompletionTotals(r, step.amount, step.lead_time);
   } else if (fallout) {
-    Bump(process_totals.fallout, uint64_t{1});
+    Bump(r.process_totals.fallout, uint64_t{1});
   }
 
   // Always inlined: GCC 12 kept this lambda out of line (ForEachSlot calls
@@ -730,23 +776,11 @@ void AggregateShard::CaseStepped(const cases::CaseStep& step) {
       step.at, *p, r, /*with_dist=*/exits || completed,
       [&](int slot) ABSL_ATTRIBUTE_ALWAYS_INLINE {
         ProcessBucket& pb = r.process_buckets[static_cast<size_t>(slot)];
-        StageBucket* sb = &r.stage_buckets[static_cast<size_t>(slot) * stages];
         if (step.started) BumpBucket(pb.started, 1u);
-        if (exits) {
-          StageBucket& b = sb[exit_stage];
-          BumpBucket(advanced ? b.advanced : b.fallout, 1u);
-          if (step.sla_met) BumpBucket(b.sla_met, 1u);  // after the exit
-          AddToDist(*p, slot, step.exit_stage, exit_bin, 1);
-        }
-        if (enters) {
-          StageBucket& b = sb[entry_stage];
-          BumpBucket(b.entered, 1u);
-          if (step.rework) BumpBucket(b.rework, 1u);  // after entered
-        }
+        if (exits) AddExitToSlot(*p, r, slot, step.exit_stage, advanced, step.sla_met, exit_bin);
+        if (enters) AddEntryToSlot(*p, r, slot, step.entry_stage, step.rework);
         if (completed) {
-          BumpBucket(pb.revenue, step.amount);
-          BumpBucket(pb.completed, 1u);  // after revenue
-          AddToDist(*p, slot, p->stages, lead_bin, 1);
+          AddCompletionToSlot(*p, r, slot, step.amount, lead_bin);
         } else if (fallout) {
           BumpBucket(pb.fallout, 1u);
         }
@@ -772,14 +806,9 @@ void AggregateShard::StageEntered(int process, int stage, DimsId dims, absl::Tim
   if (p == nullptr) return;
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
-  AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
-  Bump(t.entered, uint64_t{1});
-  if (rework) Bump(t.rework, uint64_t{1});
-  ForEachSlot(at, *p, *r, /*with_dist=*/false, [&](int slot) {
-    StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
-    BumpBucket(b.entered, 1u);
-    if (rework) BumpBucket(b.rework, 1u);  // after entered
-  });
+  AddEntryTotals(*r, stage, rework);
+  ForEachSlot(at, *p, *r, /*with_dist=*/false,
+              [&](int slot) { AddEntryToSlot(*p, *r, slot, stage, rework); });
   Changed(*r);
 }
 
@@ -791,19 +820,9 @@ void AggregateShard::StageExited(int process, int stage, DimsId dims, absl::Time
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
   const bool advanced = outcome == cases::ExitOutcome::kAdvanced;
-  const double seconds = absl::ToDoubleSeconds(cycle_time);
-  AtomicStageTotals& t = r->stage_totals[static_cast<size_t>(stage)];
-  Bump(p->changes, uint64_t{1});
-  Bump(advanced ? t.exited_advanced : t.exited_fallout, uint64_t{1});
-  Bump(sla_met ? t.sla_met : t.sla_missed, uint64_t{1});
-  t.cycle_time.Observe(seconds);
-  const int bin = Distribution::BinOf(seconds);
-  ForEachSlot(at, *p, *r, /*with_dist=*/true, [&](int slot) {
-    StageBucket& b = r->stage_buckets[static_cast<size_t>(slot * p->stages + stage)];
-    BumpBucket(advanced ? b.advanced : b.fallout, 1u);
-    if (sla_met) BumpBucket(b.sla_met, 1u);  // after the exit
-    AddToDist(*p, slot, stage, bin, 1);
-  });
+  const int bin = AddExitTotals(*p, *r, stage, advanced, sla_met, cycle_time);
+  ForEachSlot(at, *p, *r, /*with_dist=*/true,
+              [&](int slot) { AddExitToSlot(*p, *r, slot, stage, advanced, sla_met, bin); });
   Changed(*r);
 }
 
@@ -823,18 +842,9 @@ void AggregateShard::CaseCompleted(int process, DimsId dims, absl::Time at, doub
   if (p == nullptr) return;
   DimsRecord* r = WriterRecord(*p, dims);
   if (r == nullptr) return;
-  const double seconds = absl::ToDoubleSeconds(lead_time);
-  AtomicProcessTotals& t = r->process_totals;
-  Bump(t.revenue, amount);
-  Bump(t.completed, uint64_t{1});
-  t.lead_time.Observe(seconds);
-  const int bin = Distribution::BinOf(seconds);
-  ForEachSlot(at, *p, *r, /*with_dist=*/true, [&](int slot) {
-    ProcessBucket& b = r->process_buckets[static_cast<size_t>(slot)];
-    BumpBucket(b.revenue, amount);
-    BumpBucket(b.completed, 1u);  // after revenue
-    AddToDist(*p, slot, p->stages, bin, 1);
-  });
+  const int bin = AddCompletionTotals(*r, amount, lead_time);
+  ForEachSlot(at, *p, *r, /*with_dist=*/true,
+              [&](int slot) { AddCompletionToSlot(*p, *r, slot, amount, bin); });
   Changed(*r);
 }
 

@@ -325,6 +325,20 @@ class AggregateShard final : public cases::CaseSink {
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
   void PrepareDistSeries(ProcessState& p, int slot, int series);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);
+  // One fact of an exit, an entry or a completion: its totals (the exit's
+  // and completion's return the distribution bin of their duration) and its
+  // writes into one head or older slot, in the store order readers reverse.
+  // Shared by the one-fact calls and CaseStepped, which writes all of a
+  // step's facts into a slot before the next slot.
+  static int AddExitTotals(ProcessState& p, DimsRecord& r, int stage, bool advanced, bool sla_met,
+                           absl::Duration cycle_time);
+  void AddExitToSlot(ProcessState& p, DimsRecord& r, int slot, int stage, bool advanced,
+                     bool sla_met, int bin);
+  static void AddEntryTotals(DimsRecord& r, int stage, bool rework);
+  static void AddEntryToSlot(const ProcessState& p, DimsRecord& r, int slot, int stage,
+                             bool rework);
+  static int AddCompletionTotals(DimsRecord& r, double amount, absl::Duration lead_time);
+  void AddCompletionToSlot(ProcessState& p, DimsRecord& r, int slot, double amount, int bin);
 
   // Adds the buckets of `span` to `out`: stages [stage_begin, stage_end),
   // and the process series when `with_process`.
