@@ -338,6 +338,11 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   api::SnapshotCallMetrics snapshot_calls;
   // KPI trees of the config the engines are shaped by (a reload may change it).
   const kpitree::KpiTreeEvaluatorCache kpi_trees;
+  const api::WindowKpiTree tree_of_window = [&kpi_trees](
+                                                const model::Config& shape, int process,
+                                                const kpitree::KpiTreeEvaluator::WindowValues& w) {
+    return kpi_trees.For(shape)->Evaluate(process, w);
+  };
   // The global view: peers asked by a SCOPE_GLOBAL snapshot.
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer_credentials =
       PeerCredentials(config);
@@ -352,11 +357,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .peers = &peers,
       .credentials = *peer_credentials,
       .tls_server_name = PeerServerName(config),
-      .kpi_tree =
-          [&kpi_trees](const model::Config& shape, int process,
-                       const kpitree::KpiTreeEvaluator::WindowValues& window) {
-            return kpi_trees.For(shape)->Evaluate(process, window);
-          },
+      .kpi_tree = tree_of_window,
   });
 
   http::HttpServer::Options http_options;
@@ -406,11 +407,7 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
     if (watermark_ms == std::numeric_limits<int64_t>::min()) return absl::nullopt;
     return absl::FromUnixMillis(watermark_ms);
   };
-  snapshot_options.kpi_tree = [&kpi_trees](const model::Config& shape,
-                                           const aggregate::MergedReader& reader, int process,
-                                           const aggregate::WindowSpan& span) {
-    return kpi_trees.For(shape)->Evaluate(reader, process, span);
-  };
+  snapshot_options.kpi_tree = tree_of_window;
   snapshot_options.replica = config.replica_id;
   const api::SnapshotReader snapshots(std::move(snapshot_options));
   const api::PublishedBreachingCases breaching(engines.Source());

@@ -103,7 +103,7 @@ class GlobalSnapshots final : public prometheus::Collectable {
     // With credentials: the name every peer's certificate is checked
     // against; empty: the host of the address dialled.
     std::string tls_server_name;
-    MergedKpiTree kpi_tree;
+    WindowKpiTree kpi_tree;
   };
 
   explicit GlobalSnapshots(Options options);

@@ -43,7 +43,7 @@ std::string ShapeMismatch(const v1::Snapshot& first, const v1::Snapshot& part) {
 
 v1::Snapshot MergeSnapshots(const model::Config& config, const v1::GetSnapshotRequest& request,
                             const std::vector<ReplicaAnswer>& answers,
-                            const MergedKpiTree& kpi_tree) {
+                            const WindowKpiTree& kpi_tree) {
   v1::Snapshot out;
   if (answers.empty() || !answers[0].snapshot.ok()) return out;
   const v1::Snapshot& first = *answers[0].snapshot;
@@ -125,19 +125,9 @@ v1::Snapshot MergeSnapshots(const model::Config& config, const v1::GetSnapshotRe
       }
       v1::ProcessWindow* pw = merged->add_windows();
       pw->mutable_coverage()->CopyFrom(shape.windows(w).coverage());
-      WriteWindowValues(
-          *pc, sum, {.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()}, pw);
-      if (filtered || !kpi_tree) continue;
-      for (const kpitree::NodeValue& node : kpi_tree(config, process,
-                                                     {.counts = &sum.counts,
-                                                     .lead_time = &sum.lead_time,
-                                                     .cycle_times = &sum.cycle_times})) {
-        v1::KpiTreeValue* v = pw->add_kpi_tree();
-        v->set_node(node.id);
-        v->set_parent(node.parent);
-        if (node.value) v->set_value(*node.value);
-        if (node.sensitivity) v->set_sensitivity(*node.sensitivity);
-      }
+      const WindowWrite how{.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()};
+      WriteWindowValues(*pc, sum, how, pw);
+      WriteKpiTree(config, process, sum, how, kpi_tree, pw);
     }
   }
   return out;

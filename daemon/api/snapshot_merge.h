@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "daemon/api/snapshot_window.h"
 #include "daemon/kpitree/kpi_tree.h"
 #include "daemon/model/config.h"
 #include "kpid/v1/kpi_service.pb.h"
@@ -36,15 +37,9 @@ struct ReplicaAnswer {
   absl::StatusOr<v1::Snapshot> snapshot;
 };
 
-// A process's KPI tree over merged window values (KpiTreeEvaluator::Evaluate)
-// for the config the snapshot was read with; may be empty: no KPI tree values.
-using MergedKpiTree = std::function<std::vector<kpitree::NodeValue>(
-    const model::Config& config, int process,
-    const kpitree::KpiTreeEvaluator::WindowValues& window)>;
-
 // `answers[0]` is this replica's own (successful) answer.
 v1::Snapshot MergeSnapshots(const model::Config& config, const v1::GetSnapshotRequest& request,
                             const std::vector<ReplicaAnswer>& answers,
-                            const MergedKpiTree& kpi_tree);
+                            const WindowKpiTree& kpi_tree);
 
 }  // namespace kpid::api

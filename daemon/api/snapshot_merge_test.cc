@@ -195,6 +195,27 @@ TEST_F(MergeTest, CountsAddRatiosQuantilesAndTreeFromMergedValues) {
   EXPECT_NEAR(w.kpi_tree(1).sensitivity(), 16 * (6.0 / 9) * 2000 * 0.01, 1e-6);
 }
 
+TEST_F(MergeTest, FilteredMergeHasTreeFromCountsAndNoQuantiles) {
+  // A dimension filter: the replicas read no distributions (none are kept
+  // per dimension value), only the matching series' counts.
+  (*request_.mutable_dimensions())["region"] = "emea";
+  auto counts_only = [](WindowValues v) {
+    v.lead_time = aggregate::Distribution();
+    for (aggregate::Distribution& d : v.cycle_times) d = aggregate::Distribution();
+    return v;
+  };
+  const v1::Snapshot merged = Merge({{"", Local("a", counts_only(ReplicaA()), 5, {0})},
+                                     {"b:1", Local("b", counts_only(ReplicaB()), 2, {1})}});
+  const v1::ProcessWindow& w = merged.processes(0).windows(0);
+  EXPECT_EQ(w.started(), 16u);  // 10 + 6
+  EXPECT_FALSE(w.lead_time().has_p50());
+  EXPECT_FALSE(w.stages(0).cycle_time().has_p50());
+  // The tree needs counts only: leads 16 x conv (4 + 2) / 9 x deal 8000 / 4.
+  ASSERT_EQ(w.kpi_tree_size(), 4);
+  EXPECT_NEAR(w.kpi_tree(0).value(), 16 * (6.0 / 9) * 2000, 1e-6);
+  EXPECT_NEAR(w.kpi_tree(2).sensitivity(), 320, 1e-6);
+}
+
 TEST_F(MergeTest, FailedPeerMakesThePartialAnswerNameIt) {
   const v1::Snapshot merged =
       Merge({{"", Local("a", ReplicaA(), 5, {0})},

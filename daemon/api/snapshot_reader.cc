@@ -210,18 +210,9 @@ void SnapshotReader::ReadProcess(const model::Config& config, const aggregate::S
         values.cycle_times.push_back(reader.ReadCycleTimes(process, static_cast<int>(s), span));
       }
     }
-    WriteWindowValues(pc, values,
-                      {.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()}, pw);
-
-    if (!filtered && options_.kpi_tree) {
-      for (const KpiTreeNodeValue& node : options_.kpi_tree(config, reader, process, span)) {
-        v1::KpiTreeValue* v = pw->add_kpi_tree();
-        v->set_node(node.id);
-        v->set_parent(node.parent);
-        if (node.value) v->set_value(*node.value);
-        if (node.sensitivity) v->set_sensitivity(*node.sensitivity);
-      }
-    }
+    const WindowWrite how{.quantiles = !filtered, .merge_inputs = request.include_merge_inputs()};
+    WriteWindowValues(pc, values, how, pw);
+    WriteKpiTree(config, process, values, how, options_.kpi_tree, pw);
   }
 }
 

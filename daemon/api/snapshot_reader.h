@@ -27,6 +27,7 @@
 #include "absl/types/optional.h"
 #include "daemon/aggregate/merged_reader.h"
 #include "daemon/aggregate/shard_set.h"
+#include "daemon/api/snapshot_window.h"
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/kpitree/kpi_tree.h"
@@ -37,11 +38,7 @@ namespace kpid::api {
 
 // A process's KPI tree evaluated over a window, node by node in config order
 // (kpitree::KpiTreeEvaluator::Evaluate in the daemon; fakes in tests), with
-// `config`: the one the shards `reader` reads are shaped by.
 using KpiTreeNodeValue = kpitree::NodeValue;
-using KpiTreeEvaluator = std::function<std::vector<KpiTreeNodeValue>(
-    const model::Config& config, const aggregate::MergedReader& reader, int process,
-    const aggregate::WindowSpan& span)>;
 
 class SnapshotReader {
  public:
@@ -57,8 +54,9 @@ class SnapshotReader {
     const cases::Clock* clock = nullptr;
     // Latest event time seen; may be empty (no watermark in snapshots).
     std::function<absl::optional<absl::Time>()> watermark;
-    // May be empty: snapshots then carry no KPI tree values.
-    KpiTreeEvaluator kpi_tree;
+    // Of the values each window was read as, for the config the shards are
+    // shaped by. May be empty: snapshots then carry no KPI tree values.
+    WindowKpiTree kpi_tree;
     // This replica's id (config replica_id), named in Snapshot.replicas
     // with the partitions read and those still restoring.
     std::string replica;

@@ -306,33 +306,81 @@ TEST_F(SnapshotReaderTest, EmptyRequestReadsEveryProcessAndWindow) {
   EXPECT_EQ(s.processes(0).windows(1).stages(kLead).exited(), 3u);
 }
 
-TEST_F(SnapshotReaderTest, KpiTreeValuesComeFromTheEvaluatorWithoutFilterOnly) {
+// kYaml with a KPI tree for sales: the closed cases (a count) over the
+// median lead time (a quantile, which a filtered window has none of).
+constexpr char kYamlWithTree[] = R"(
+windows: [1h, 1d]
+retention: 3d
+dimensions: {names: [region], max_series_per_process: 10}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+      - {id: demo, sla: 4h}
+    kpi_tree:
+      - {id: pace, ratio: [closed, lead_time]}
+      - {id: closed, sum: [won, lost]}
+      - {id: won, kpi: completed}
+      - {id: lost, kpi: fallout}
+      - {id: lead_time, kpi: lead_time_p50}
+  - id: support
+    stages:
+      - {id: triage, sla: 30m}
+)";
+
+TEST_F(SnapshotReaderTest, KpiTreeOfEachWindowFilteredOrNot) {
+  const model::Config with_tree = *model::ParseConfig(kYamlWithTree, "t.yaml");
+  const kpitree::KpiTreeEvaluator trees(with_tree);
   SnapshotReader::Options options = Options();
-  int calls = 0;
-  options.kpi_tree = [&calls](const model::Config&, const aggregate::MergedReader&, int process,
-                              const aggregate::WindowSpan& span) {
-    ++calls;
-    EXPECT_EQ(process, kSales);
-    EXPECT_EQ(span.from, kNow - absl::Hours(1));
-    return std::vector<KpiTreeNodeValue>{{"revenue", "", 4000.0, 1.0},
-                                         {"win_rate", "revenue", absl::nullopt, absl::nullopt}};
+  options.kpi_tree = [&](const model::Config& config, int process,
+                         const kpitree::KpiTreeEvaluator::WindowValues& window) {
+    EXPECT_EQ(&config, &config_);  // the config the shards are shaped by
+    return trees.Evaluate(process, window);
   };
   SnapshotReader reader(options);
-  absl::StatusOr<v1::Snapshot> s = reader.Read(Request(absl::Hours(1)));
-  ASSERT_TRUE(s.ok());
-  const v1::ProcessWindow& w = s->processes(0).windows(0);
-  ASSERT_EQ(w.kpi_tree_size(), 2);
-  EXPECT_EQ(w.kpi_tree(0).value(), 4000);
-  EXPECT_EQ(w.kpi_tree(1).parent(), "revenue");
-  EXPECT_FALSE(w.kpi_tree(1).has_value());
-  EXPECT_FALSE(w.kpi_tree(1).has_sensitivity());
+  auto tree_of = [&](const std::string& region) {
+    v1::GetSnapshotRequest r = Request(absl::Hours(1));
+    if (!region.empty()) (*r.mutable_dimensions())["region"] = region;
+    absl::StatusOr<v1::Snapshot> s = reader.Read(r);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->processes(0).windows(0) : v1::ProcessWindow();
+  };
+  enum { kPace, kClosed, kWon, kLost, kLeadTime };
 
-  v1::GetSnapshotRequest filtered = Request(absl::Hours(1));
-  (*filtered.mutable_dimensions())["region"] = "emea";
-  s = reader.Read(filtered);
-  ASSERT_TRUE(s.ok());
-  EXPECT_EQ(s->processes(0).windows(0).kpi_tree_size(), 0);
-  EXPECT_EQ(calls, 1);
+  // The last hour, every region: completed at -5m (A emea, lead time 25m)
+  // and -50m (B emea, 1h), fallout at -20m (A amer): closed = 2 + 1 = 3; the
+  // median of {25m, 1h} by nearest rank (ceil(0.5 x 2) = 1st) is 25m = 1500 s;
+  // pace = 3 / 1500 = 0.002.
+  const v1::ProcessWindow all = tree_of("");
+  ASSERT_EQ(all.kpi_tree_size(), 5);
+  EXPECT_EQ(all.kpi_tree(kClosed).parent(), "pace");
+  EXPECT_EQ(all.kpi_tree(kWon).value(), 2);
+  EXPECT_EQ(all.kpi_tree(kLost).value(), 1);
+  EXPECT_EQ(all.kpi_tree(kClosed).value(), 3);
+  EXPECT_NEAR(all.kpi_tree(kLeadTime).value(), 1500, 15);
+  EXPECT_NEAR(all.kpi_tree(kPace).value(), 0.002, 0.002 * 0.01);
+  EXPECT_TRUE(all.kpi_tree(kWon).has_sensitivity());
+
+  // emea: the two completions, no fallout: closed = 2. No distributions per
+  // region: lead_time unset, and so is pace above it (never 0 or NaN).
+  const v1::ProcessWindow emea = tree_of("emea");
+  ASSERT_EQ(emea.kpi_tree_size(), 5);
+  EXPECT_EQ(emea.kpi_tree(kWon).value(), 2);
+  EXPECT_EQ(emea.kpi_tree(kLost).value(), 0);
+  EXPECT_EQ(emea.kpi_tree(kClosed).value(), 2);
+  EXPECT_FALSE(emea.kpi_tree(kLeadTime).has_value());
+  EXPECT_FALSE(emea.kpi_tree(kPace).has_value());
+  EXPECT_FALSE(emea.kpi_tree(kWon).has_sensitivity());  // the root is absent
+
+  // amer: the fallout only: closed = 0 + 1 = 1.
+  const v1::ProcessWindow amer = tree_of("amer");
+  ASSERT_EQ(amer.kpi_tree_size(), 5);
+  EXPECT_EQ(amer.kpi_tree(kWon).value(), 0);
+  EXPECT_EQ(amer.kpi_tree(kClosed).value(), 1);
+}
+
+TEST_F(SnapshotReaderTest, NoKpiTreeWithoutEvaluator) {
+  EXPECT_EQ(Read(Request(absl::Hours(1))).processes(0).windows(0).kpi_tree_size(), 0);
 }
 
 TEST_F(SnapshotReaderTest, CancelledReadGivesUp) {

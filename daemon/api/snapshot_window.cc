@@ -118,4 +118,21 @@ WindowValues ReadWindowValues(const v1::ProcessWindow& window, size_t stages) {
   return v;
 }
 
+void WriteKpiTree(const model::Config& config, int process, const WindowValues& values,
+                  const WindowWrite& how, const WindowKpiTree& tree, v1::ProcessWindow* out) {
+  if (!tree) return;
+  kpitree::KpiTreeEvaluator::WindowValues window{.counts = &values.counts};
+  if (how.quantiles) {
+    window.lead_time = &values.lead_time;
+    window.cycle_times = &values.cycle_times;
+  }
+  for (const kpitree::NodeValue& node : tree(config, process, window)) {
+    v1::KpiTreeValue* v = out->add_kpi_tree();
+    v->set_node(node.id);
+    v->set_parent(node.parent);
+    if (node.value) v->set_value(*node.value);
+    if (node.sensitivity) v->set_sensitivity(*node.sensitivity);
+  }
+}
+
 }  // namespace kpid::api

@@ -11,10 +11,12 @@
 // Plain functions; no state.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "daemon/aggregate/aggregate_types.h"
 #include "daemon/aggregate/distribution.h"
+#include "daemon/kpitree/kpi_tree.h"
 #include "daemon/model/config.h"
 #include "kpid/v1/kpi_service.pb.h"
 
@@ -40,6 +42,20 @@ struct WindowWrite {
 // `out`; not its coverage or KPI tree.
 void WriteWindowValues(const model::ProcessConfig& process, const WindowValues& values,
                        const WindowWrite& how, v1::ProcessWindow* out);
+
+// A process's KPI tree over one window's values (KpiTreeEvaluator::Evaluate
+// of the config the values were read with); may be empty: no KPI tree values.
+using WindowKpiTree = std::function<std::vector<kpitree::NodeValue>(
+    const model::Config& config, int process,
+    const kpitree::KpiTreeEvaluator::WindowValues& window)>;
+
+// out->kpi_tree from `values`, evaluated by `tree` (nothing when it is
+// empty). With how.quantiles false (a dimension filter: no distributions
+// kept) the nodes that need a quantile are unset, the others are computed
+// from the filtered counts. Evaluated from the values the window was written
+// from, so the tree agrees with the window's counts in the same answer.
+void WriteKpiTree(const model::Config& config, int process, const WindowValues& values,
+                  const WindowWrite& how, const WindowKpiTree& tree, v1::ProcessWindow* out);
 
 // The values a window written with merge_inputs holds, `stages` long.
 WindowValues ReadWindowValues(const v1::ProcessWindow& window, size_t stages);

@@ -120,9 +120,11 @@ std::vector<NodeValue> KpiTreeEvaluator::Evaluate(int process, const WindowValue
         if (!q) return aggregate::KpiFromCounts(*window.counts, node.stage, node.kpi).value;
         const aggregate::Distribution* d = window.lead_time;
         if (node.stage >= 0) {
+          if (window.cycle_times == nullptr) return absl::nullopt;
           const size_t s = static_cast<size_t>(node.stage);
           d = s < window.cycle_times->size() ? &(*window.cycle_times)[s] : &kNone;
         }
+        if (d == nullptr) return absl::nullopt;
         return d->Quantile(*q);
       });
 }

@@ -74,6 +74,9 @@ class KpiTreeEvaluator {
   // The same from a window's values already read and summed (a global
   // snapshot merges replicas' counts and sketches, then evaluates once):
   // `cycle_times` by stage index; a missing stage reads as no observations.
+  // Null `lead_time` / `cycle_times`: no distributions were kept for these
+  // counts (a dimension-filtered window), so quantile leaves are absent and
+  // so is every node above one; the other nodes are computed from `counts`.
   struct WindowValues {
     const aggregate::SeriesWindow* counts = nullptr;
     const aggregate::Distribution* lead_time = nullptr;

@@ -194,5 +194,34 @@ TEST(KpiTreeTest, LowerIsBetter) {
   }
 }
 
+TEST(KpiTreeTest, WithoutDistributionsQuantileLeavesAndTheirParentsAreAbsent) {
+  // A dimension-filtered window: counts, and no distributions kept.
+  const model::Config config = Config(
+      "      - {id: pace, ratio: [done, wait]}\n"
+      "      - {id: done, kpi: completed}\n"
+      "      - {id: wait, kpi: cycle_time_p50, stage: a}\n");
+  aggregate::SeriesWindow counts;
+  counts.process.completed = 4;
+  counts.stages.resize(2);
+  const KpiTreeEvaluator trees(config);
+  const std::vector<NodeValue> nodes = trees.Evaluate(kP, {.counts = &counts});
+  ASSERT_EQ(nodes.size(), 3u);
+  EXPECT_DOUBLE_EQ(*Node(nodes, "done").value, 4);
+  EXPECT_FALSE(Node(nodes, "wait").value.has_value());
+  EXPECT_FALSE(Node(nodes, "pace").value.has_value());
+  EXPECT_FALSE(Node(nodes, "done").sensitivity.has_value());  // no root
+
+  // With the distributions: cycle times of a 60 s, 60 s, 120 s: p50 = 60 s
+  // (the 2nd by nearest rank); pace = 4 / 60.
+  aggregate::Distribution lead_time;
+  std::vector<aggregate::Distribution> cycle_times(2);
+  cycle_times[0].Add(60, 2);
+  cycle_times[0].Add(120);
+  const std::vector<NodeValue> full =
+      trees.Evaluate(kP, {.counts = &counts, .lead_time = &lead_time, .cycle_times = &cycle_times});
+  EXPECT_NEAR(*Node(full, "wait").value, 60, 0.6);
+  EXPECT_NEAR(*Node(full, "pace").value, 4.0 / 60, 4.0 / 60 * 0.01);
+}
+
 }  // namespace
 }  // namespace kpid::kpitree
