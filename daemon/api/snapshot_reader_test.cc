@@ -2,6 +2,8 @@
 
 #include <memory>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/api/proto_time.h"
 #include "daemon/api/snapshot_window.h"
@@ -306,30 +308,20 @@ TEST_F(SnapshotReaderTest, EmptyRequestReadsEveryProcessAndWindow) {
   EXPECT_EQ(s.processes(0).windows(1).stages(kLead).exited(), 3u);
 }
 
-// kYaml with a KPI tree for sales: the closed cases (a count) over the
-// median lead time (a quantile, which a filtered window has none of).
-constexpr char kYamlWithTree[] = R"(
-windows: [1h, 1d]
-retention: 3d
-dimensions: {names: [region], max_series_per_process: 10}
-processes:
-  - id: sales
-    stages:
-      - {id: lead, sla: 1h}
-      - {id: demo, sla: 4h}
-    kpi_tree:
+// A KPI tree for sales: the closed cases (a count) over the median lead
+// time (a quantile, which a filtered window has none of).
+constexpr char kSalesTree[] = R"(    kpi_tree:
       - {id: pace, ratio: [closed, lead_time]}
       - {id: closed, sum: [won, lost]}
       - {id: won, kpi: completed}
       - {id: lost, kpi: fallout}
       - {id: lead_time, kpi: lead_time_p50}
-  - id: support
-    stages:
-      - {id: triage, sla: 30m}
 )";
 
 TEST_F(SnapshotReaderTest, KpiTreeOfEachWindowFilteredOrNot) {
-  const model::Config with_tree = *model::ParseConfig(kYamlWithTree, "t.yaml");
+  const std::string yaml_with_tree = absl::StrReplaceAll(
+      kYaml, {{"  - id: support", absl::StrCat(kSalesTree, "  - id: support")}});
+  const model::Config with_tree = *model::ParseConfig(yaml_with_tree, "t.yaml");
   const kpitree::KpiTreeEvaluator trees(with_tree);
   SnapshotReader::Options options = Options();
   options.kpi_tree = [&](const model::Config& config, int process,
