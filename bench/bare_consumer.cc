@@ -11,10 +11,12 @@
 // Time and CPU (getrusage, all threads of the process) are measured from the
 // first message received to the Nth, so connecting and fetching metadata are
 // not counted. Settings are librdkafka's defaults (queued.min.messages
-// = 100000, as kpid sets it); note that librdkafka stops fetching while the
-// consumer queue holds that many messages and resumes only on its next ~1 s
-// wake-up, so a run where this process fell behind for a moment shows a
-// one-second stall (use the median of several runs). --property k=v
+// = 100000 and fetch.wait.max.ms = 500, where kpid sets 1000000 and 100; with
+// kpid's values this consumer costs the same, RESULTS.md §22); note that
+// librdkafka stops fetching while the consumer queue holds that many
+// messages and resumes only on its next ~1 s wake-up, so a run where this
+// process fell behind for a moment shows a one-second stall (use the median
+// of several runs). --property k=v
 // (repeatable) sets any librdkafka property, for experiments: with
 // queued.min.messages=10000000 the whole topic is prefetched and the count
 // measures how fast a local queue drains instead. Exits 1 when N messages do

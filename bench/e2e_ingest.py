@@ -81,10 +81,30 @@ class BenchError(Exception):
     pass
 
 
-def processes_yaml(arrivals_per_hour):
-    """PROCESSES_YAML with the simulated arrival rate kpi-loadgen produces at."""
-    return PROCESSES_YAML.replace("arrivals_per_hour: 3600",
-                                  f"arrivals_per_hour: {arrivals_per_hour}")
+DURATION_RE = re.compile(r"\b(sla|median): (\d+)(ms|s|m|h)\b")
+DURATION_MS = {"ms": 1, "s": 1000, "m": 60 * 1000, "h": 3600 * 1000}
+
+
+def processes_yaml(arrivals_per_hour, compress_time=1):
+    """PROCESSES_YAML with the simulated arrival rate kpi-loadgen produces at.
+
+    compress_time F > 1 runs the simulation F times faster in event time:
+    arrivals F times as frequent, every stage's median time and SLA F times
+    shorter. The events are then the same mix (stage entries, fallouts,
+    completions and breaches in the same proportions, ~the same open cases)
+    packed into 1/F of the event time; --arrivals-per-hour instead changes the
+    mix too (at a high rate most events are a new case's first stage)."""
+    yaml = PROCESSES_YAML.replace("arrivals_per_hour: 3600",
+                                  f"arrivals_per_hour: {arrivals_per_hour * compress_time}")
+    if compress_time == 1:
+        return yaml
+
+    def shorter(m):
+        ms = int(m.group(2)) * DURATION_MS[m.group(3)]
+        if ms % compress_time:
+            raise BenchError(f"--compress-time {compress_time} does not divide {m.group(0)}")
+        return f"{m.group(1)}: {ms // compress_time}ms"
+    return DURATION_RE.sub(shorter, yaml)
 
 
 def log(message):
@@ -159,6 +179,27 @@ def cpu_seconds(pid):
     return proc_stat(pid)[0]
 
 
+def fetch_cpu_seconds(pid):
+    """utime + stime of kpid's librdkafka broker threads (`rdk:broker*`: the
+    fetch thread of each broker), which fetch and queue the messages ahead of
+    the workers (RESULTS.md §22)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        if stat[stat.index("(") + 1:stat.rindex(")")].startswith("rdk:broker"):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 METRIC_RE = re.compile(r"^(kpid_events_(?:consumed|rejected|duplicate)_total)(?:\{[^}]*\})? (\S+)$",
                        re.M)
 
@@ -190,7 +231,7 @@ def start_broker(args, procs, tmp):
         f.write(kafka_yaml("embedded", "unused", [f"partitions: {args.partitions}"], []))
         f.write(f"http: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(processes_yaml(args.arrivals_per_hour))
+        f.write(processes_yaml(args.arrivals_per_hour, args.compress_time))
     bootstrap_file = os.path.join(tmp, "bootstrap")
     if os.path.exists(bootstrap_file):
         os.remove(bootstrap_file)  # a stale address would point at a dead broker
@@ -261,7 +302,7 @@ def start_kpid(args, procs, address, tmp, round_index, binary, label):
                            args.kafka_property))
         f.write(f"http: {{listen: \"127.0.0.1:{port}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{free_port()}\"}}\n")
-        f.write(processes_yaml(args.arrivals_per_hour))
+        f.write(processes_yaml(args.arrivals_per_hour, args.compress_time))
     log_path = os.path.join(tmp, f"{label}-round{round_index}.log")
     proc = procs.start(label, [binary, "--config", config_path], log_path)
     return proc, f"http://127.0.0.1:{port}/metrics", log_path
@@ -287,8 +328,9 @@ def run_kpid(args, procs, address, tmp, round_index, binary=None, label="kpid"):
                 now = time.monotonic()
                 cpu, faults = proc_stat(proc.pid)
                 broker_cpu = cpu_seconds(args.broker_pid)
+                fetch_cpu = fetch_cpu_seconds(proc.pid)
                 if first is None and totals["consumed"] > 0:
-                    first = (now, totals["consumed"], cpu, broker_cpu, faults)
+                    first = (now, totals["consumed"], cpu, broker_cpu, faults, fetch_cpu)
                 if near_end is None and totals["consumed"] >= 0.99 * args.events:
                     near_end = (now, totals["consumed"])
                 if totals["consumed"] >= args.events:
@@ -317,6 +359,7 @@ def run_kpid(args, procs, address, tmp, round_index, binary=None, label="kpid"):
             "broker_cpu_per_million": (broker_cpu - first[3]) / counted * 1e6,
             "cores_busy": (cpu - first[2] + broker_cpu - first[3]) / seconds,
             "minor_faults_per_event": (faults - first[4]) / counted,
+            "fetch_cpu_per_million": (fetch_cpu - first[5]) / counted * 1e6,
             "counted": counted}
 
 
@@ -346,11 +389,11 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
             if totals is not None and totals["consumed"] > 0:
                 cpu, faults = proc_stat(proc.pid)
                 first = (time.monotonic(), totals["consumed"], cpu, cpu_seconds(args.broker_pid),
-                         faults)
+                         faults, fetch_cpu_seconds(proc.pid))
             else:
                 time.sleep(0.02)
         last_t, last_cpu = first[0], first[2]
-        last_busy = (last_t, last_cpu, first[3], first[4])
+        last_busy = (last_t, last_cpu, first[3], first[4], first[5])
         next_scrape = last_t + scrape_interval if scrape_interval > 0 else float("inf")
         scrapes, idle = 0, 0
         while True:
@@ -371,7 +414,9 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
             busy = (cpu - last_cpu) / (now - last_t) > 0.25  # cores
             last_t, last_cpu = now, cpu
             if busy:
-                last_busy, idle = (now, cpu, cpu_seconds(args.broker_pid), faults), 0
+                last_busy = (now, cpu, cpu_seconds(args.broker_pid), faults,
+                             fetch_cpu_seconds(proc.pid))
+                idle = 0
                 continue
             idle += 1
             if idle >= idle_needed:
@@ -396,6 +441,7 @@ def run_kpid_cpu_timed(args, procs, address, tmp, round_index, scrape_interval, 
             "broker_cpu_per_million": (last_busy[2] - first[3]) / counted * 1e6,
             "cores_busy": (last_busy[1] - first[2] + last_busy[2] - first[3]) / seconds,
             "minor_faults_per_event": (last_busy[3] - first[4]) / counted,
+            "fetch_cpu_per_million": (last_busy[4] - first[5]) / counted * 1e6,
             "counted": counted}
 
 
@@ -415,6 +461,12 @@ def main():
                              "bucket width, its timers second by second); a higher rate "
                              "packs the same events into less event time, as live traffic "
                              "at that rate would")
+    parser.add_argument("--compress-time", type=int, default=1, metavar="F",
+                        help="run the simulated processes F times faster in event time: "
+                             "arrivals F times as frequent, stage times and SLAs F times "
+                             "shorter, the same mix of events (1: as configured, 400k events "
+                             "span ~42 hours). 150000 packs 400k events into ~1 s of event "
+                             "time, as a live stream at ~400k events/s would span")
     parser.add_argument("--workers", type=int, default=0,
                         help="kpid kafka.workers (default 0: kpid's default, one per core)")
     parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
@@ -566,12 +618,14 @@ def report(args, rounds, elapsed):
     print(f"during kpid's runs the mock broker used {med('broker_cpu_per_million', 'kpid'):.2f} "
           f"cpu-s/M; kpid + broker kept {med('cores_busy', 'kpid'):.2f} of "
           f"{os.cpu_count()} cores busy (median); kpid took "
-          f"{med('minor_faults_per_event', 'kpid'):.4f} page faults per event")
+          f"{med('minor_faults_per_event', 'kpid'):.4f} page faults per event; its librdkafka "
+          f"fetch threads took {med('fetch_cpu_per_million', 'kpid'):.2f} of its cpu-s/M")
     if args.kpid_base:
         per_round = ", ".join(f"{r['kpid_over_baseline']:.2f}" for r in rounds)
         print(f"baseline kpid: {med('events_per_sec', 'baseline'):,.0f} ev/s median, "
               f"baseline/bare {med('baseline_ratio'):.2f}, cpu-s/M "
-              f"{med('cpu_per_million', 'baseline'):.2f}; kpid/baseline "
+              f"{med('cpu_per_million', 'baseline'):.2f} (fetch threads "
+              f"{med('fetch_cpu_per_million', 'baseline'):.2f}); kpid/baseline "
               f"{med('kpid_over_baseline'):.2f} (rounds: {per_round})")
         per_round = ", ".join(f"{r['kpid_over_baseline_cpu']:.2f}" for r in rounds)
         print(f"  CPU-s/M kpid/baseline {med('kpid_over_baseline_cpu'):.3f} (rounds: {per_round}); "

@@ -85,14 +85,15 @@ def threads(pid):
     return result
 
 
-def start_kpid(procs, address, out, label, argv_prefix, binary):
+def start_kpid(args, procs, address, out, label, argv_prefix, binary):
     config = os.path.join(out, f"{label}.yaml")
     port = E.free_port()
     with open(config, "w") as f:
-        f.write(E.kafka_yaml(address, f"prof-{label}-{uuid.uuid4().hex[:8]}", [], []))
+        f.write(E.kafka_yaml(address, f"prof-{label}-{uuid.uuid4().hex[:8]}", [],
+                             args.kafka_property))
         f.write(f"http: {{listen: \"127.0.0.1:{port}\"}}\n")
         f.write(f"grpc: {{listen: \"127.0.0.1:{E.free_port()}\"}}\n")
-        f.write(E.PROCESSES_YAML)
+        f.write(E.processes_yaml(args.arrivals_per_hour, args.compress_time))
     proc = procs.start(label, argv_prefix + [binary, "--config", config],
                        os.path.join(out, f"{label}.log"))
     return proc, f"http://127.0.0.1:{port}/metrics"
@@ -162,7 +163,7 @@ def print_callgrind_parts(path, counted, total):
 
 def run_perf(args, procs, address, binary):
     for r in range(args.runs):
-        proc, url = start_kpid(procs, address, args.out, f"run{r}", [], binary)
+        proc, url = start_kpid(args, procs, address, args.out, f"run{r}", [], binary)
         perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-a", "-g", "-o",
                                  os.path.join(args.out, f"perf{r}.data")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -199,7 +200,7 @@ def run_callgrind(args, procs, address, binaries):
     for spec in binaries:
         label, binary = spec.split("=", 1)
         dump = os.path.join(args.out, f"callgrind.{label}.out")
-        proc, url = start_kpid(procs, address, args.out, label,
+        proc, url = start_kpid(args, procs, address, args.out, label,
                                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}"],
                                binary)
         wait_first(url)
@@ -231,13 +232,21 @@ def main():
                         help="of the topic (16); each partition's engine walks the whole "
                              "stream's event time, so fewer partitions prepare fewer buckets "
                              "per event")
+    parser.add_argument("--arrivals-per-hour", type=int, default=3600,
+                        help="as for e2e_ingest.py (3600)")
+    parser.add_argument("--compress-time", type=int, default=1, metavar="F",
+                        help="as for e2e_ingest.py: the same events in 1/F of the event time")
+    parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
+                        type=lambda kv: tuple(kv.split("=", 1)),
+                        help="kafka.properties entry for kpid (repeatable)")
     parser.add_argument("mode", choices=["perf", "callgrind"])
     parser.add_argument("binaries", nargs="+", help="perf: one kpid; callgrind: label=kpid ...")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     setup = argparse.Namespace(
         kpid=args.binaries[0].split("=", 1)[-1], partitions=args.partitions, events=args.events,
-        format="protobuf", arrivals_per_hour=3600, loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
+        format="protobuf", arrivals_per_hour=args.arrivals_per_hour,
+        compress_time=args.compress_time, loadgen=os.path.join(args.build_dir, "tools", "loadgen", "kpi-loadgen"),
         bare=os.path.join(args.build_dir, "bench", "kpid-bench-bare-consumer"))
     procs = E.Processes()
     try:
