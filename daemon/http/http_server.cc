@@ -126,14 +126,14 @@ void HttpServer::Stop() {
 exporter::TextBody HttpServer::RenderMetrics() const {
   std::string buffer;
   {
-    absl::MutexLock lock(&spare_mu_);
+    MutexLock lock(&spare_mu_);
     buffer.swap(spare_body_);
   }
   return exporter::RenderBody(options_.collectables, std::move(buffer));
 }
 
 void HttpServer::RecycleBody(std::string text) const {
-  absl::MutexLock lock(&spare_mu_);
+  MutexLock lock(&spare_mu_);
   // Two scrapes at once: keep the larger.
   if (text.capacity() > spare_body_.capacity()) spare_body_.swap(text);
 }

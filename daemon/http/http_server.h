@@ -23,7 +23,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "daemon/common/mutex.h"
 #include "daemon/export/text_writer.h"
 #include "daemon/tls/server_tls.h"
 #include "prometheus/collectable.h"
@@ -81,8 +81,10 @@ class HttpServer {
   // bodies can be large and a fresh one costs its growth and a page fault
   // per page (see exporter::TextWriter). Costs that much memory between
   // scrapes. (EngineMetrics' lines, most of a large body, are not in it:
-  // the body refers to them, see exporter::TextBody.)
-  mutable absl::Mutex spare_mu_;
+  // the body refers to them, see exporter::TextBody.) A kpid::Mutex, which
+  // ThreadSanitizer sees: the text moves from the thread that sent it to the
+  // one that renders next (metrics_scrape_stress_test).
+  mutable Mutex spare_mu_;
   mutable std::string spare_body_ ABSL_GUARDED_BY(spare_mu_);
 };
 
