@@ -927,6 +927,7 @@ void EngineMetrics::WriteText(Snapshot snap, TextWriter* out) const {
     for (Series& s : p.series) s.values = nullptr;
   }
   r.before = std::move(snap);
+  stats.scrapes = text_stats_.scrapes + 1;
   text_stats_ = stats;
 }
 

@@ -88,10 +88,12 @@ class EngineMetrics : public WriterCollectable {
   void set_text_chunk_bytes(size_t bytes) { text_chunk_bytes_.store(bytes); }
 
   // The last scrape through the text cache: series (process and stage
-  // series) whose lines it formatted, and those whose lines it kept.
+  // series) whose lines it formatted, and those whose lines it kept; and
+  // how many scrapes went through it so far (the others found it taken).
   struct TextCacheStats {
     uint64_t rendered = 0;
     uint64_t kept = 0;
+    uint64_t scrapes = 0;
   };
   TextCacheStats text_cache_stats() const {
     MutexLock lock(&cache_mu_);
