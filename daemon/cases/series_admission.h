@@ -52,7 +52,9 @@
 // holds, at the cost of series; its Release gives the unit back.
 //
 // Memory: per process, 8 B x the power of two >= 2 x limit + 64 (32 KB for
-// the default 1000), allocated at construction.
+// the default 1000), allocated at construction. With at most half the
+// slots live, a window holding other combinations only is rare; an Admit
+// that meets one is refused even below the limit.
 //
 // Two combinations with the same tag share one entry, verdict and count. A
 // combination referenced by more than 2^20 - 1 tables at once stays
