@@ -38,6 +38,19 @@ DimensionTable::DimensionTable(const model::Config& config, SeriesAdmission* adm
   }
 }
 
+DimensionTable::~DimensionTable() {
+  if (admission_ == nullptr) return;
+  // Every combination after __other__ was admitted or registered, under the
+  // hash of its key (which its values give back).
+  for (size_t p = 0; p < processes_.size(); ++p) {
+    const Process& process = *processes_[p];
+    const size_t size = process.size.load(std::memory_order_acquire);
+    for (size_t id = other_id() + 1; id < size; ++id) {
+      admission_->Release(static_cast<int>(p), StableHash64(KeyOf(process.values[id])));
+    }
+  }
+}
+
 DimsId DimensionTable::Add(Process& p, std::string key, std::vector<std::string> values) {
   const size_t id = p.size.load(std::memory_order_relaxed);
   p.values[id] = std::move(values);

@@ -14,6 +14,13 @@
 // a combination new to this table also needs the admission's consent, so the
 // limit holds per process across partitions (series_admission.h); refused
 // ones fold as above. The table's own capacity stays the limit either way.
+// The table holds one admission reference per combination it interned (or
+// restored) and gives them all back when it is destroyed, so a revoked or
+// reshaped partition's combinations make room for other partitions' new
+// ones. Ids never change meaning: a case folded stays in __other__ (as do
+// its facts), while a refused combination is not remembered, so a later
+// case of it is asked about again and gets its own series once the
+// admission has room (Folded keeps counting the cases folded before).
 //
 // Single writer (the worker thread); readers on any thread see ids below
 // Size(process) with their values fully written (release/acquire on the size).
@@ -62,13 +69,18 @@ class DimensionTable {
 
   // `admission` (optional) must outlive the table.
   explicit DimensionTable(const model::Config& config, SeriesAdmission* admission = nullptr);
+  // Releases the table's admission references.
+  ~DimensionTable();
+  DimensionTable(const DimensionTable&) = delete;
+  DimensionTable& operator=(const DimensionTable&) = delete;
 
   // Worker thread (or when no one writes).
   std::string Serialize() const;
   // A new table for `config` with the serialized combinations. `dropped`
   // (optional) counts the combinations of processes no longer configured.
   // The restored combinations are registered with `admission` (optional),
-  // whatever its count. Call before any other thread can see the table.
+  // whatever its count (and released if the restore fails). Call before any
+  // other thread can see the table.
   static absl::StatusOr<std::unique_ptr<DimensionTable>> Restore(
       const model::Config& config, absl::string_view bytes, uint64_t* dropped = nullptr,
       SeriesAdmission* admission = nullptr);

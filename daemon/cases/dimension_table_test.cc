@@ -1,5 +1,7 @@
 #include "daemon/cases/dimension_table.h"
 
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -141,6 +143,55 @@ TEST(DimensionTable, RestoredCombinationsAreRegisteredBeyondTheLimit) {
   EXPECT_EQ((*p1)->Resolve(0, Attrs({{"region", "r4"}})), (*p1)->other_id());
   EXPECT_EQ(p0.Folded(0), 1u);
   EXPECT_EQ((*p1)->Folded(0), 1u);
+}
+
+// A table gives its combinations back when it is destroyed (its partition
+// revoked): what only it used makes room for other partitions' new ones.
+TEST(DimensionTable, ADestroyedTableReleasesItsCombinations) {
+  model::Config config = TwoDims(2);
+  SeriesAdmission admission(config);
+  auto p0 = std::make_unique<DimensionTable>(config, &admission);
+  DimensionTable p1(config, &admission);
+  EXPECT_EQ(p0->Resolve(0, Attrs({{"region", "r1"}})), 2u);  // admitted: 1 of 2
+  EXPECT_EQ(p0->Resolve(0, Attrs({{"region", "r2"}})), 3u);  // admitted: 2 of 2
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r1"}})), 2u);   // r1: 2nd reference
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r3"}})), p1.other_id());
+  EXPECT_EQ(p0->Resolve(1, Attrs({{"region", "r9"}})), 2u);  // process b: 1 of 2
+  p0.reset();
+  // r2 was p0's alone: released; r1 is still p1's. Process a: 1 of 2, b: 0.
+  EXPECT_EQ(admission.Admitted(0), 1u);
+  EXPECT_EQ(admission.Admitted(1), 0u);
+  // r3, folded once in p1, now gets its own series there (a later case);
+  // the case folded before stays counted. Then a: 2 of 2 (r1, r3).
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r3"}})), 3u);
+  EXPECT_EQ(p1.Folded(0), 1u);
+  EXPECT_EQ(p1.Values(0, 3), (std::vector<std::string>{"r3", ""}));
+  EXPECT_EQ(admission.Admitted(0), 2u);
+  EXPECT_EQ(p1.Resolve(0, Attrs({{"region", "r2"}})), p1.other_id());
+}
+
+// A restored table's registered combinations go too, and a restore that
+// fails halfway gives back what it had registered.
+TEST(DimensionTable, RestoredCombinationsAreReleasedWithTheTable) {
+  model::Config config = TwoDims(2);
+  DimensionTable saved(config);
+  saved.Resolve(0, Attrs({{"region", "r1"}}));
+  saved.Resolve(0, Attrs({{"region", "r2"}}));
+  saved.Resolve(0, Attrs({{"region", "r3"}}));  // folds: the table's own limit is 2
+  const std::string bytes = saved.Serialize();
+  SeriesAdmission admission(config);
+  {
+    auto restored = DimensionTable::Restore(config, bytes, nullptr, &admission);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_EQ(admission.Admitted(0), 2u);  // r1, r2 (r3 folded in `saved`)
+  }
+  EXPECT_EQ(admission.Admitted(0), 0u);
+  // Cut in process b's combinations, after a's were registered: an error,
+  // and nothing kept.
+  auto truncated =
+      DimensionTable::Restore(config, bytes.substr(0, bytes.size() - 5), nullptr, &admission);
+  EXPECT_FALSE(truncated.ok());
+  EXPECT_EQ(admission.Admitted(0), 0u);
 }
 
 }  // namespace

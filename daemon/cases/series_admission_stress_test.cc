@@ -1,8 +1,11 @@
 // Several partitions' workers admit overlapping dimension combinations into
-// one SeriesAdmission at once. Meant to run under ThreadSanitizer as well as
-// plainly: the admitted count never passes the limit, and every thread got
-// the same verdict for each combination.
+// one SeriesAdmission at once, and partitions come and go (references
+// released while others admit). Meant to run under ThreadSanitizer as well
+// as plainly: the admitted count never passes the limit, every thread got
+// the same verdict for each combination while none was released, and the
+// count is always the number of combinations some thread holds.
 #include <atomic>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -70,6 +73,89 @@ TEST(SeriesAdmissionStress, ThreadsAgreeAndTheLimitHolds) {
     // Every thread saw every combination, so exactly the limit were admitted.
     EXPECT_EQ(admitted, kLimit);
   }
+}
+
+// Threads stand for partitions' tables: each admits combinations from a
+// small shared pool (so several hold the same one and an Admit races the
+// Release of its last reference) and releases them again at random. A
+// watcher reads the count all along; between rounds, with every thread
+// stopped, the count must be exactly the combinations held by some thread.
+TEST(SeriesAdmissionStress, ReleasesMakeRoomAndTheLimitHolds) {
+  constexpr int kPool = 48;
+  constexpr int kSmallLimit = 16;
+  constexpr int kRounds = 20;
+  constexpr int kOperations = 20000;
+  const model::Config config = *model::ParseConfig(
+      absl::StrCat("dimensions: {names: [region], max_series_per_process: ", kSmallLimit,
+                   "}\nprocesses: [{id: a, stages: [{id: s, sla: 1h}]}]\n"),
+      "t.yaml");
+  SeriesAdmission admission(config);
+  std::vector<uint64_t> hashes;
+  for (int c = 0; c < kPool; ++c) hashes.push_back(StableHash64(absl::StrCat("region-", c)));
+  // held[t][c]: thread t holds a reference to combination c.
+  std::vector<std::vector<char>> held(kThreads, std::vector<char>(kPool));
+  std::vector<int> admitted(kThreads);
+  std::atomic<uint64_t> most{0};
+  for (int round = 0; round < kRounds; ++round) {
+    std::atomic<bool> go{false};
+    std::atomic<int> running{kThreads};
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] {
+      while (running.load() > 0) {
+        const uint64_t now = admission.Admitted(0);
+        uint64_t seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+      }
+    });
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        while (!go.load()) std::this_thread::yield();
+        uint64_t x = static_cast<uint64_t>(round * kThreads + t) * 0x9E3779B97F4A7C15ull + 1;
+        for (int i = 0; i < kOperations; ++i) {
+          x ^= x << 13;
+          x ^= x >> 7;
+          x ^= x << 17;
+          const size_t c = static_cast<size_t>(x % kPool);
+          char& mine = held[static_cast<size_t>(t)][c];
+          if (mine) {
+            admission.Release(0, hashes[c]);
+            mine = 0;
+          } else if (admission.Admit(0, hashes[c])) {
+            mine = 1;
+            ++admitted[static_cast<size_t>(t)];
+          }
+        }
+        running.fetch_sub(1);
+      });
+    }
+    go.store(true);
+    for (std::thread& th : threads) th.join();
+
+    std::set<size_t> in_use;
+    for (const std::vector<char>& of_thread : held) {
+      for (size_t c = 0; c < of_thread.size(); ++c) {
+        if (of_thread[c]) in_use.insert(c);
+      }
+    }
+    ASSERT_EQ(admission.Admitted(0), in_use.size()) << "round " << round;
+    ASSERT_LE(in_use.size(), static_cast<size_t>(kSmallLimit)) << "round " << round;
+  }
+  EXPECT_LE(most.load(), static_cast<uint64_t>(kSmallLimit));
+  // Released combinations made room for others: far more admissions than the limit.
+  for (int t = 0; t < kThreads; ++t) EXPECT_GT(admitted[static_cast<size_t>(t)], 10 * kSmallLimit);
+
+  // Everything given back: the count is 0 and a whole new limit's worth is admitted.
+  for (size_t t = 0; t < held.size(); ++t) {
+    for (size_t c = 0; c < held[t].size(); ++c) {
+      if (held[t][c]) admission.Release(0, hashes[c]);
+    }
+  }
+  EXPECT_EQ(admission.Admitted(0), 0u);
+  for (int c = 0; c < kSmallLimit; ++c) {
+    EXPECT_TRUE(admission.Admit(0, StableHash64(absl::StrCat("fresh-", c)))) << c;
+  }
+  EXPECT_FALSE(admission.Admit(0, StableHash64("one too many")));
 }
 
 }  // namespace

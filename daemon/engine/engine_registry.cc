@@ -69,14 +69,14 @@ std::shared_ptr<const model::Config> EngineRegistry::config() const {
   return config_;
 }
 
-PartitionEngine::Options EngineRegistry::EngineOptions(const model::Config* config,
-                                                       cases::SeriesAdmission* series_admission,
-                                                       int32_t partition, int partition_count) {
+PartitionEngine::Options EngineRegistry::EngineOptions(
+    const model::Config* config, std::shared_ptr<cases::SeriesAdmission> series_admission,
+    int32_t partition, int partition_count) {
   return {
       .config = config,
       .partition = partition,
       .board = options_.board,
-      .series_admission = series_admission,
+      .series_admission = std::move(series_admission),
       .max_open_cases = config->MaxOpenCasesPerPartition(partition_count),
       .max_dedup_ids = config->MaxDedupIdsPerPartition(partition_count),
       .max_closed_cases = config->MaxClosedCasesPerPartition(partition_count),
@@ -276,7 +276,7 @@ std::vector<ingest::PartitionHandlers::Opened> EngineRegistry::OpenAsync(
     } else if (!durable()) {
       // Nothing to restore: an empty engine at the group's committed offset.
       auto engine = std::make_shared<PartitionEngine>(
-          EngineOptions(config_.get(), series_admission_.get(), partition, partition_count));
+          EngineOptions(config_.get(), series_admission_, partition, partition_count));
       opened[i] = {engine, StartOffset(*engine)};
       live_[partition] = std::move(engine);
     } else {
@@ -314,7 +314,7 @@ void EngineRegistry::RestoreLoop() {
     if (it == restoring_.end() || it->second.id != id) continue;  // revoked, or queued anew
     const int partition_count = it->second.partition_count;
     const PartitionEngine::Options engine_options =
-        EngineOptions(config_.get(), series_admission_.get(), partition, partition_count);
+        EngineOptions(config_.get(), series_admission_, partition, partition_count);
     RestoreSource source = RestoreSource::kNone;
     RestoreResult result = RestoreResult::kNone;
     std::shared_ptr<PartitionEngine> engine;
@@ -455,9 +455,9 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
       // The worker may not have read anything yet (kFromBeginning): its
       // engine covers no offset.
       next_offset = std::max(next_offset, ingest::kUnknownOffset);
-      absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped = engine->Reshape(
-          EngineOptions(next.get(), series_admission.get(), partition, partition_count),
-          next_offset, &dropped);
+      absl::StatusOr<std::unique_ptr<PartitionEngine>> reshaped =
+          engine->Reshape(EngineOptions(next.get(), series_admission, partition, partition_count),
+                          next_offset, &dropped);
       if (!reshaped.ok()) {
         return absl::Status(reshaped.status().code(), absl::StrCat("partition ", partition, ": ",
                                                                    reshaped.status().message()));
@@ -495,7 +495,6 @@ EngineRegistry::Reshape(std::shared_ptr<const model::Config> next,
     kpid::MutexLock lock(&mu_);
     retired_configs_.push_back(std::move(config_));
     config_ = std::move(next);
-    retired_admissions_.push_back(std::move(series_admission_));
     series_admission_ = std::move(series_admission);
     empty_ = std::move(empty);
     live_ = std::move(live);

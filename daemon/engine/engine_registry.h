@@ -28,6 +28,10 @@
 // closed by an eager rebalance is kept (and still read) until the next
 // assignment: it resumes at its own offset if that gives it back, else it
 // is dropped.
+// The engines' dimension tables share one SeriesAdmission per config (the
+// replica's max_series_per_process); an engine gives its combinations back
+// when it is freed (revoked, dropped, reshaped, a discarded restore), so the
+// bound counts the partitions this replica holds.
 //
 // Thread safety: Open, OpenAsync, Close and DropKept come from ingest's poll
 // thread; Reshape from a reload, while ingest holds the workers and
@@ -142,7 +146,7 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
 
  private:
   PartitionEngine::Options EngineOptions(const model::Config* config,
-                                         cases::SeriesAdmission* series_admission,
+                                         std::shared_ptr<cases::SeriesAdmission> series_admission,
                                          int32_t partition, int partition_count);
   // A partition's engine from its state file and the state topic, or empty;
   // where it came from in `source` and `result`.
@@ -182,9 +186,10 @@ class EngineRegistry final : public ingest::PartitionHandlers, public prometheus
   std::shared_ptr<const model::Config> config_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<const model::Config>> retired_configs_ ABSL_GUARDED_BY(mu_);
   // max_series_per_process across every partition's DimensionTable, for
-  // config_ (retired ones kept alive with the engines that point at them).
+  // config_ (a retired one lives on with the engines that use it). Engines
+  // hold references to the combinations they use, released when they are
+  // freed: revoked, reshaped, discarded or shut down.
   std::shared_ptr<cases::SeriesAdmission> series_admission_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<cases::SeriesAdmission>> retired_admissions_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Empty> empty_ ABSL_GUARDED_BY(mu_);
   int partition_count_ ABSL_GUARDED_BY(mu_) = 0;  // of the latest Open
   std::map<int32_t, std::shared_ptr<PartitionEngine>> live_ ABSL_GUARDED_BY(mu_);

@@ -1,8 +1,10 @@
 // Engines written by their workers while readers take the registry's set
 // and render /metrics from it, and partitions are assigned and revoked
 // meanwhile: no race (run under ThreadSanitizer), no engine freed under a
-// reader, and the written partitions' counts exact at the end. With durable
-// state, restores on the registry's threads race revokes and readers.
+// reader, the written partitions' counts exact at the end, and the
+// combinations of the engines revoked (freed by whichever thread let go
+// last) all given back to the series admission. With durable state,
+// restores on the registry's threads race revokes and readers.
 #include <unistd.h>
 
 #include <atomic>
@@ -27,7 +29,7 @@ namespace {
 constexpr char kConfig[] = R"(
 clock: event
 kafka: {topic: events}
-dimensions: {names: [region]}
+dimensions: {names: [region], max_series_per_process: 3}
 processes:
   - id: sales
     stages:
@@ -36,6 +38,22 @@ processes:
 )";
 
 constexpr int kEventsPerWorker = 20000;
+
+ingest::DecodedEvent Entered(ingest::EventDecoder& decoder, const std::string& id,
+                             const std::string& case_id, const std::string& stage, int64_t seconds,
+                             const std::string& region) {
+  v1::ProcessEvent e;
+  e.set_event_id(id);
+  e.set_process("sales");
+  e.set_case_id(case_id);
+  e.set_kind(v1::ProcessEvent::STAGE_ENTERED);
+  e.set_stage(stage);
+  e.mutable_occurred_at()->set_seconds(seconds);
+  (*e.mutable_attributes())["region"] = region;
+  ingest::DecodedEvent decoded;
+  EXPECT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
+  return decoded;
+}
 
 TEST(EngineRegistryStressTest, WritersReadersAndRebalancesTogether) {
   const model::Config config = *model::ParseConfig(kConfig, "t.yaml");
@@ -55,16 +73,9 @@ TEST(EngineRegistryStressTest, WritersReadersAndRebalancesTogether) {
       ingest::EventDecoder decoder(config);
       ingest::PartitionHandler& engine = *engines[static_cast<size_t>(w)];
       for (int i = 0; i < kEventsPerWorker; ++i) {
-        v1::ProcessEvent e;
-        e.set_event_id(absl::StrCat("w", w, "-", i));
-        e.set_process("sales");
-        e.set_case_id(absl::StrCat("w", w, "-c", i / 2));
-        e.set_kind(v1::ProcessEvent::STAGE_ENTERED);
-        e.set_stage(i % 2 == 0 ? "lead" : "quote");
-        e.mutable_occurred_at()->set_seconds(1793491200 + i);
-        (*e.mutable_attributes())["region"] = i % 3 == 0 ? "emea" : "amer";
-        ingest::DecodedEvent decoded;
-        ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
+        const ingest::DecodedEvent decoded =
+            Entered(decoder, absl::StrCat("w", w, "-", i), absl::StrCat("w", w, "-c", i / 2),
+                    i % 2 == 0 ? "lead" : "quote", 1793491200 + i, i % 3 == 0 ? "emea" : "amer");
         if (engine.Handle(decoded).kind == ingest::Verdict::Kind::kAccepted) {
           engine.stats().consumed.Add();
         }
@@ -81,10 +92,15 @@ TEST(EngineRegistryStressTest, WritersReadersAndRebalancesTogether) {
       EXPECT_LE(consumed, 2u * kEventsPerWorker);
     }
   });
-  // Partition 2 comes and goes, as rebalances would move it.
+  // Partition 2 comes and goes, as rebalances would move it, each time with
+  // a case of a region of its own (admitted, or folded while a reader still
+  // holds an earlier engine of it).
   std::thread rebalancer([&] {
+    ingest::EventDecoder decoder(config);
     for (int round = 0; !done.load(); ++round) {
       std::shared_ptr<ingest::PartitionHandler> engine = registry.Open(2, 3).handler;
+      engine->Handle(Entered(decoder, absl::StrCat("p2-", round), absl::StrCat("p2-c", round),
+                             "lead", 1793491200 + round, absl::StrCat("p2-region-", round)));
       engine->Checkpoint(round);
       registry.Close(2, /*keep=*/round % 2 == 0);
       registry.DropKept();
@@ -100,9 +116,21 @@ TEST(EngineRegistryStressTest, WritersReadersAndRebalancesTogether) {
   EXPECT_EQ(consumed, 2u * kEventsPerWorker);  // every event accepted: a new id each
   // Each worker started kEventsPerWorker / 2 cases (one per two events);
   // partition 2's engines never saw an event.
-  const aggregate::ShardSet set = registry.Shards();
-  EXPECT_EQ(aggregate::MergedReader(set.shards).ReadAllDimsTotals(0).process.started,
-            static_cast<uint64_t>(kEventsPerWorker));
+  {
+    const aggregate::ShardSet set = registry.Shards();
+    EXPECT_EQ(aggregate::MergedReader(set.shards).ReadAllDimsTotals(0).process.started,
+              static_cast<uint64_t>(kEventsPerWorker));
+  }
+
+  // Every engine of partition 2 is freed; partitions 0 and 1 hold at most
+  // emea and amer: 2 of 3, so a new combination is admitted, not folded.
+  ingest::EventDecoder decoder(config);
+  std::shared_ptr<ingest::PartitionHandler> last = registry.Open(2, 3).handler;
+  last->Handle(Entered(decoder, "last", "last-case", "lead", 1793491200, "last-region"));
+  const cases::DimensionTable& table = static_cast<const PartitionEngine&>(*last).table();
+  EXPECT_EQ(table.Folded(0), 0u);
+  ASSERT_EQ(table.Size(0), 3u);  // empty, __other__, last-region
+  EXPECT_EQ(table.Values(0, 2), std::vector<std::string>{"last-region"});
 }
 
 TEST(EngineRegistryStressTest, RestoresRaceRevokesAndReaders) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "daemon/common/file_util.h"
 #include "daemon/common/mutex.h"
@@ -623,6 +624,87 @@ processes:
   }
   EXPECT_EQ(folded, 2u);
   EXPECT_EQ(sizes, 4u + 3u);
+}
+
+// The limit counts the combinations of the partitions the replica holds: a
+// revoked partition's (once no partition still uses them) make room for new
+// ones elsewhere; a kept engine holds its own until dropped; a reshape
+// registers what the reshaped engines keep in the new config's admission.
+TEST(EngineRegistrySeriesTest, ARevokedPartitionsCombinationsMakeRoom) {
+  constexpr char kSeriesConfig[] = R"(
+clock: event
+kafka: {topic: events}
+dimensions: {names: [region], max_series_per_process: 2}
+processes:
+  - id: sales
+    stages:
+      - {id: lead, sla: 1h}
+)";
+  const model::Config config = *model::ParseConfig(kSeriesConfig, "t.yaml");
+  cases::WatermarkBoard board;
+  EngineRegistry registry({.config = &config, .board = &board, .state_dir = ""});
+  std::shared_ptr<ingest::PartitionHandler> p0 = registry.Open(0, 3).handler;
+  std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 3).handler;
+  std::shared_ptr<ingest::PartitionHandler> p2 = registry.Open(2, 3).handler;
+  ingest::EventDecoder decoder(config);
+  int n = 0;
+  auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
+    kpid::v1::ProcessEvent e;
+    e.set_event_id(absl::StrCat("e", ++n));
+    e.set_process("sales");
+    e.set_case_id(absl::StrCat("c", n));
+    e.set_kind(kpid::v1::ProcessEvent::STAGE_ENTERED);
+    e.set_stage("lead");
+    e.mutable_occurred_at()->set_seconds(1772323200 + n);
+    (*e.mutable_attributes())["region"] = region;
+    ingest::DecodedEvent decoded;
+    ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
+    EXPECT_EQ(partition.Handle(decoded).kind, ingest::Verdict::Kind::kAccepted);
+  };
+  enter(*p0, "emea");  // admitted, 1 of 2
+  enter(*p1, "amer");  // admitted, 2 of 2
+  enter(*p1, "emea");  // admitted already: partition 1 uses it too
+  enter(*p2, "apac");  // folds (1)
+  // Partition 0 revoked (and let go by its worker): emea is still partition
+  // 1's, so still 2 of 2.
+  registry.Close(0, /*keep=*/false);
+  p0.reset();
+  enter(*p2, "apac");  // folds (2)
+  // Partition 1 revoked by an eager rebalance: kept, still read, still
+  // holding emea and amer.
+  registry.Close(1, /*keep=*/true);
+  p1.reset();
+  enter(*p2, "apac");  // folds (3)
+  // Given to another replica: nothing holds emea or amer, 0 of 2.
+  registry.DropKept();
+  enter(*p2, "apac");                              // admitted, 1 of 2
+  enter(*p2, "latam");                             // admitted, 2 of 2
+  enter(*p2, "nordics");                           // folds (4)
+  EXPECT_EQ(registry.Shards().tables.size(), 1u);  // partition 2 alone
+  {
+    const cases::DimensionTable& table = static_cast<const PartitionEngine&>(*p2).table();
+    // Empty, __other__, apac, latam; the 3 apac cases and 1 nordics folded.
+    EXPECT_EQ(table.Size(0), 4u);
+    EXPECT_EQ(table.Values(0, 2), std::vector<std::string>{"apac"});
+    EXPECT_EQ(table.Values(0, 3), std::vector<std::string>{"latam"});
+    EXPECT_EQ(table.Folded(0), 4u);
+  }
+
+  // A reload raising the limit to 3: the reshaped engine registers apac and
+  // latam (2 of 3) in the new admission, and nordics gets the room left.
+  auto next = std::make_shared<const model::Config>(*model::ParseConfig(
+      absl::StrReplaceAll(kSeriesConfig,
+                          {{"max_series_per_process: 2", "max_series_per_process: 3"}}),
+      "t.yaml"));
+  auto handlers = registry.Reshape(next, {});
+  ASSERT_TRUE(handlers.ok()) << handlers.status();
+  p2 = handlers->at(2);
+  enter(*p2, "nordics");  // admitted, 3 of 3
+  enter(*p2, "baltics");  // folds (5)
+  const cases::DimensionTable& table = static_cast<const PartitionEngine&>(*p2).table();
+  EXPECT_EQ(table.Size(0), 5u);
+  EXPECT_EQ(table.Values(0, 4), std::vector<std::string>{"nordics"});
+  EXPECT_EQ(table.Folded(0), 5u);
 }
 
 }  // namespace

@@ -55,7 +55,8 @@ struct PartitionEngine::Parts {
 PartitionEngine::PartitionEngine(const Options& options)
     : options_(options),
       clock_(MakeClock(options)),
-      dims_(std::make_unique<cases::DimensionTable>(*options.config, options.series_admission)),
+      dims_(
+          std::make_unique<cases::DimensionTable>(*options.config, options.series_admission.get())),
       shard_(std::make_unique<aggregate::AggregateShard>(*options.config)),
       tracker_(std::make_unique<cases::CaseTracker>(
           TrackerOptions(options, clock_.get(), shard_.get(), dims_.get()))) {
@@ -131,7 +132,7 @@ absl::StatusOr<std::unique_ptr<PartitionEngine>> PartitionEngine::Restore(const 
   parts.clock->ResumeAt(own_micros);
   absl::StatusOr<std::unique_ptr<cases::DimensionTable>> dims = cases::DimensionTable::Restore(
       *options.config, dims_bytes, dropped != nullptr ? &dropped->series : nullptr,
-      options.series_admission);
+      options.series_admission.get());
   if (!dims.ok()) return dims.status();
   parts.dims = *std::move(dims);
   absl::StatusOr<std::unique_ptr<aggregate::AggregateShard>> shard =

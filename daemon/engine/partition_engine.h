@@ -57,7 +57,10 @@ class PartitionEngine final : public ingest::PartitionHandler {
     cases::WatermarkBoard* board = nullptr;
     // The replica's bound on each process's dimension combinations, shared
     // by every partition's DimensionTable (null: this table's own bound).
-    cases::SeriesAdmission* series_admission = nullptr;
+    // The engine keeps it alive: its table gives its combinations back to
+    // it when the engine is freed (maybe by the last reader, after the
+    // registry moved on to another admission).
+    std::shared_ptr<cases::SeriesAdmission> series_admission = nullptr;
     // This partition's shares of the config's max_open_cases,
     // max_dedup_ids and max_closed_cases (0: the config's whole bound).
     size_t max_open_cases = 0;
