@@ -152,7 +152,7 @@ int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_
     // likely match, then the id itself, so two ids never share a record.
     if (static_cast<uint32_t>(word >> 32) != tag) continue;
     const Case& c = cases_[SlotOf(word)];
-    if (c.process == process && CaseIdStore::View(c.id) == case_id) return SlotOf(word);
+    if (c.process == process && CaseIdStore::Equals(c.id, case_id)) return SlotOf(word);
   }
 }
 
