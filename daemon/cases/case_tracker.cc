@@ -163,12 +163,16 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::PrefetchCase(uint64_t key)
   const uint32_t tag = OpenTag(key);
   for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
     const uint64_t word = open_.At(i);
-    if (word == 0) return;
+    if (word == 0) break;
     if (static_cast<uint32_t>(word >> 32) == tag) {
       __builtin_prefetch(&cases_[SlotOf(word)]);
       return;
     }
   }
+  // Likely not open: a new case or one closed, so the closed cases' index
+  // is read next. Only then: most events are of open cases, and fetching
+  // that line for them too took a line fill of its own per event.
+  closed_.Prefetch(key);
 }
 
 CaseTracker::EventKeys CaseTracker::KeysOf(const DecodedEvent& event) const {
@@ -178,7 +182,6 @@ CaseTracker::EventKeys CaseTracker::KeysOf(const DecodedEvent& event) const {
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::PrefetchIndexes(const EventKeys& keys) const {
   seen_ids_.Prefetch(keys.id_hash);
   open_.Prefetch(OpenTag(keys.key));
-  closed_.Prefetch(keys.key);
 }
 
 Verdict CaseTracker::Handle(const DecodedEvent& event) { return HandleKeyed(event, KeysOf(event)); }
@@ -439,6 +442,9 @@ Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_u
     return Verdict::Rejected(closed_.Find(key) != nullptr ? RejectReason::kCaseClosed
                                                           : RejectReason::kUnknownCase);
   }
+  // Release remembers the case as closed: its index line loads while the
+  // sink takes the step.
+  closed_.Prefetch(key);
   const uint32_t slot = static_cast<uint32_t>(found);
   Case& c = cases_[slot];
   const bool completed = event.proto.kind() == ProcessEvent::CASE_COMPLETED;

@@ -370,7 +370,8 @@ class CaseTracker : public ingest::EventHandler {
     uint64_t key;      // CaseKey
   };
   EventKeys KeysOf(const ingest::DecodedEvent& event) const;
-  // Starts loading the index words an event's lookups read first.
+  // Starts loading the index words every event's lookups read first (the
+  // event ids' and the open cases').
   void PrefetchIndexes(const EventKeys& keys) const;
   ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys);
   // 64-bit hash of (process id, case id), stable across runs and configs.
@@ -412,7 +413,8 @@ class CaseTracker : public ingest::EventHandler {
   uint32_t NewToken(uint32_t slot);
   // The slot of the open case `case_id` of `process` (whose key is `key`), or -1.
   int64_t FindOpen(uint64_t key, int process, absl::string_view case_id) const;
-  // Starts loading the record of the open case `key`, if there is one.
+  // Starts loading the record of the open case `key`, if there is one;
+  // else the closed cases' index word for it (a new or a closed case).
   void PrefetchCase(uint64_t key) const;
   int64_t SlaMicros(const Case& c) const {
     return sla_us_[c.process][static_cast<size_t>(c.stage)];
