@@ -400,6 +400,8 @@ class CaseTracker : public ingest::EventHandler {
   ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
                         int64_t now_us);
   void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
+  // A step of `c` at `at_us` with no facts yet.
+  static CaseStep StepOf(const Case& c, int64_t at_us);
   // Enter and exit add their facts to `step`; the caller reports it.
   void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
                   CaseStep* step);
@@ -451,7 +453,7 @@ class CaseTracker : public ingest::EventHandler {
   // `record.key` must not be remembered already.
   void RememberClosed(const Closed& record);
   void ForgetOld(int64_t now_us);
-  int64_t NowMicros() const { return absl::ToUnixMicros(clock_->Now()); }
+  int64_t NowMicros() const { return clock_->NowMicros(); }
   StageAgeIndex& AgesOf(const Case& c) {
     return stage_ages_[c.process][static_cast<size_t>(c.stage)];
   }

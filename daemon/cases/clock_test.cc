@@ -18,6 +18,26 @@ TEST(EventTimeClock, NowIsTheWorkersOwnWatermarkBetweenTicks) {
   EXPECT_EQ(LatestEventClock(&board).Now(), Day(3));
 }
 
+TEST(EventTimeClock, NowMicrosIsNowInUnixMicros) {
+  WatermarkBoard board(2);
+  EventTimeClock busy(&board, 0), quiet(&board, 1);
+  EXPECT_EQ(busy.NowMicros(), 0);
+  // 1767225600 s + 2 days + 123456 us, after an older event.
+  busy.Observe(Day(2) + absl::Microseconds(123456));
+  busy.Observe(Day(1));
+  EXPECT_EQ(busy.NowMicros(), (int64_t{1767225600} + 2 * 86400) * 1'000'000 + 123456);
+  EXPECT_EQ(busy.NowMicros(), absl::ToUnixMicros(busy.Now()));
+  // The quiet worker follows the board after ticks: its shared time.
+  quiet.Tick(Wall(0));
+  busy.Tick(Wall(0));
+  quiet.Tick(Wall(100));
+  EXPECT_EQ(quiet.NowMicros(), absl::ToUnixMicros(quiet.Now()));
+  EXPECT_EQ(quiet.NowMicros(), busy.NowMicros());
+  // The default: through Now().
+  ManualClock manual(absl::FromUnixMicros(-1'500'001));
+  EXPECT_EQ(manual.NowMicros(), -1'500'001);
+}
+
 TEST(EventTimeClock, ALaggingWorkerIsNotOvertakenByAFasterOne) {
   WatermarkBoard board(2);
   EventTimeClock fast(&board, 0), slow(&board, 1);
