@@ -262,7 +262,7 @@ Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& key
   // The lookups below likely miss the cache: start their loads now (in a
   // batch, again), so they overlap each other and the timer work.
   PrefetchIndexes(keys);
-  clock_->Observe(event.occurred_at);
+  clock_->ObserveMicros(at_us);
   const int64_t now_us = NowMicros();
   // Deadlines that passed before this event count first: a case still open
   // at its deadline breached it, whatever this event does to it.

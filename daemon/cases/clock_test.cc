@@ -38,6 +38,21 @@ TEST(EventTimeClock, NowMicrosIsNowInUnixMicros) {
   EXPECT_EQ(manual.NowMicros(), -1'500'001);
 }
 
+TEST(EventTimeClock, ObserveMicrosIsObserveOfTheFlooredTime) {
+  WatermarkBoard board(2);
+  EventTimeClock by_time(&board, 0), by_micros(&board, 1);
+  // 999 ns past a microsecond counts as that microsecond.
+  const absl::Time t = Day(4) + absl::Microseconds(7) + absl::Nanoseconds(999);
+  by_time.Observe(t);
+  by_micros.ObserveMicros(absl::ToUnixMicros(t));
+  EXPECT_EQ(by_micros.NowMicros(), (int64_t{1767225600} + 4 * 86400) * 1'000'000 + 7);
+  EXPECT_EQ(by_micros.NowMicros(), by_time.NowMicros());
+  EXPECT_EQ(by_micros.OwnMicros(), by_time.OwnMicros());
+  by_micros.ObserveMicros(0);  // older: no move back
+  EXPECT_EQ(by_micros.NowMicros(), by_time.NowMicros());
+  EXPECT_EQ(LatestEventClock(&board).Now(), absl::FromUnixMicros(by_time.NowMicros()));
+}
+
 TEST(EventTimeClock, ALaggingWorkerIsNotOvertakenByAFasterOne) {
   WatermarkBoard board(2);
   EventTimeClock fast(&board, 0), slow(&board, 1);
