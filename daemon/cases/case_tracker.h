@@ -27,9 +27,13 @@
 // - A case is a fixed 64-byte record (one cache line) in a slot array,
 //   holding its id (inline up to 23 bytes, else in a pool: CaseIdStore),
 //   found through an open-addressing table of 8-byte words (32 bits of a
-//   hash of (process, case id) + slot) and confirmed by comparing the id:
-//   no allocation per case or per event once the arrays have grown; ~150
-//   bytes per open case in all (bench/RESULTS.md §3).
+//   hash of (process, case id) + slot) and confirmed by comparing the id
+//   (CaseIdStore::Equals: no byte read past the record, where memcmp's
+//   32-byte reads touched the next record's line): no allocation per case
+//   or per event once the arrays have grown; ~150 bytes per open case in
+//   all (bench/RESULTS.md §3). The tables (open cases, closed cases, event
+//   ids) probe linearly from the first word of a cache line, so a lookup
+//   reads the one line prefetched unless that line is full (§21).
 // - Closed cases and event ids are remembered by a 64-bit StableHash64 of
 //   (process id, case id) and of the event id: two closed ids of a process
 //   with the same hash would be taken for one, about 1 in 2^44 per new case
@@ -53,10 +57,12 @@
 //   time, so the oldest and the K oldest past their SLA are known without
 //   a scan: an 8-byte append per stage entry when events come in time
 //   order, a heap push otherwise (see stage_age_index.h).
-// - The loads an event will need (event-id index, case index, case record)
-//   are prefetched up front, so their misses overlap; HandleBatch starts
-//   them several events ahead, so the misses of consecutive events overlap
-//   too. The large arrays (records, indexes, rings) are in 2 MiB pages
+// - The loads an event will need (event-id index, case index, case record,
+//   or for a case not open the closed cases' index) are prefetched up
+//   front, so their misses overlap; HandleBatch starts them several events
+//   ahead, so the misses of consecutive events overlap too. The dedup
+//   rings' head and tail lines are prefetched ahead of the pops and
+//   pushes. The large arrays (records, indexes, rings) are in 2 MiB pages
 //   (HugePageAllocator), so a random lookup is not also a page walk.
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
