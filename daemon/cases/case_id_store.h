@@ -67,6 +67,30 @@ class CaseIdStore {
     return absl::string_view(data, size);
   }
 
+  // View(id) == value, reading no byte outside either: memcmp reads an
+  // inline id as 32 bytes from its start, 8 past the record's end, so the
+  // tracker's id check touched the next record's cache line too (a miss of
+  // its own per lookup, §21).
+  static bool Equals(const StoredId& id, absl::string_view value) {
+    if (id.tag == StoredId::kOutOfLine) return View(id) == value;
+    const size_t n = id.tag;
+    if (n != value.size()) return false;
+    const char* a = id.bytes;
+    const char* b = value.data();
+    // Overlapping words cover [0, n): [0, 8) and [n - 8, n), plus [8, 16)
+    // past 16 bytes (n <= 23); [0, 4) and [n - 4, n) for 4 to 7 bytes.
+    if (n >= 8) {
+      uint64_t diff = (Word64(a) ^ Word64(b)) | (Word64(a + n - 8) ^ Word64(b + n - 8));
+      if (n > 16) diff |= Word64(a + 8) ^ Word64(b + 8);
+      return diff == 0;
+    }
+    if (n >= 4) return ((Word32(a) ^ Word32(b)) | (Word32(a + n - 4) ^ Word32(b + n - 4))) == 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
+  }
+
   // Bytes of pool pages allocated (ids longer than kInline).
   size_t pooled_bytes() const { return pages_.size() * kPageBytes; }
 
@@ -74,6 +98,16 @@ class CaseIdStore {
   static constexpr size_t kPageBytes = 64 * 1024;
   static constexpr size_t kClasses = kMaxPooled / 8;  // class c: blocks of 8 (c + 1) bytes
   static size_t ClassOf(size_t size) { return (size - 1) / 8; }
+  static uint64_t Word64(const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static uint32_t Word32(const char* p) {
+    uint32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
 
   char* Allocate(size_t size);
   void Free(char* block, size_t size);

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "daemon/cases/stable_hash.h"
 #include "gtest/gtest.h"
 
@@ -54,6 +55,82 @@ TEST(CaseIdStore, ManyIdsOfManySizesStayIntact) {
   EXPECT_EQ(CaseIdStore::View(huge).size(), CaseIdStore::kMaxPooled + 1);
   store.Release(&huge);
   for (StoredId& id : ids) store.Release(&id);
+}
+
+TEST(CaseIdStore, EqualsIsViewEqualityForEveryLengthAndByte) {
+  CaseIdStore store;
+  // Inline (0-23 bytes, every overlapping-word case) and pooled lengths.
+  for (size_t n = 0; n <= 40; ++n) {
+    std::string value(n, 'a');
+    for (size_t i = 0; i < n; ++i) value[i] = static_cast<char>('a' + (i * 7) % 26);
+    StoredId id;
+    store.Assign(&id, value);
+    EXPECT_TRUE(CaseIdStore::Equals(id, value)) << n;
+    // A copy elsewhere: compared by bytes, not by address.
+    EXPECT_TRUE(CaseIdStore::Equals(id, std::string(value))) << n;
+    // One byte off at each position, including bytes past 0x7f.
+    for (size_t i = 0; i < n; ++i) {
+      for (char flip : {'\x01', '\x80'}) {
+        std::string other = value;
+        other[i] ^= flip;
+        EXPECT_FALSE(CaseIdStore::Equals(id, other)) << n << " " << i;
+      }
+    }
+    // A prefix or an extension: not equal, though every byte read matches.
+    if (n > 0) {
+      EXPECT_FALSE(CaseIdStore::Equals(id, value.substr(0, n - 1))) << n;
+    }
+    EXPECT_FALSE(CaseIdStore::Equals(id, value + "a")) << n;
+    EXPECT_FALSE(CaseIdStore::Equals(id, value + '\0')) << n;
+    store.Release(&id);
+  }
+}
+
+// The hash as first written, byte by byte: StableHash64 must give its values.
+uint64_t ReferenceStableHash64(absl::string_view s, uint64_t seed) {
+  using namespace stable_hash_internal;
+  auto load = [](const char* p, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+    return v;
+  };
+  const char* p = s.data();
+  size_t n = s.size();
+  uint64_t h = seed ^ Fold(seed ^ kK0, kK1);
+  while (n > 16) {
+    h = Fold(load(p, 8) ^ kK1, load(p + 8, 8) ^ h);
+    p += 16;
+    n -= 16;
+  }
+  uint64_t a = 0, b = 0;
+  if (n > 8) {
+    a = load(p, 8);
+    b = load(p + n - 8, 8);
+  } else if (n >= 4) {
+    a = load(p, 4) << 32 | load(p + n - 4, 4);
+  } else if (n > 0) {
+    a = uint64_t{static_cast<uint8_t>(p[0])} << 16 |
+        uint64_t{static_cast<uint8_t>(p[n >> 1])} << 8 | static_cast<uint8_t>(p[n - 1]);
+  }
+  return Fold(kK2 ^ s.size(), Fold(a ^ kK1, b ^ h) ^ kK3);
+}
+
+TEST(StableHash64, WordLoadsGiveTheByteByByteValues) {
+  std::string bytes(100, '\0');
+  uint64_t state = 12345;
+  for (char& c : bytes) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    c = static_cast<char>(state >> 56);  // half of them past 0x7f
+  }
+  for (size_t n = 0; n <= bytes.size(); ++n) {
+    for (uint64_t seed : {uint64_t{0}, uint64_t{7}, ~uint64_t{0}}) {
+      // At several alignments: the word loads must not depend on it.
+      for (size_t offset = 0; offset + n <= bytes.size() && offset < 8; ++offset) {
+        const absl::string_view s(bytes.data() + offset, n);
+        EXPECT_EQ(StableHash64(s, seed), ReferenceStableHash64(s, seed)) << n << " " << offset;
+      }
+    }
+  }
 }
 
 // Remembered hashes are serialized: the function must not change between

@@ -27,9 +27,13 @@
 // - A case is a fixed 64-byte record (one cache line) in a slot array,
 //   holding its id (inline up to 23 bytes, else in a pool: CaseIdStore),
 //   found through an open-addressing table of 8-byte words (32 bits of a
-//   hash of (process, case id) + slot) and confirmed by comparing the id:
-//   no allocation per case or per event once the arrays have grown; ~150
-//   bytes per open case in all (bench/RESULTS.md §3).
+//   hash of (process, case id) + slot) and confirmed by comparing the id
+//   (CaseIdStore::Equals: no byte read past the record, where memcmp's
+//   32-byte reads touched the next record's line): no allocation per case
+//   or per event once the arrays have grown; ~150 bytes per open case in
+//   all (bench/RESULTS.md §3). The tables (open cases, closed cases, event
+//   ids) probe linearly from the first word of a cache line, so a lookup
+//   reads the one line prefetched unless that line is full (§21).
 // - Closed cases and event ids are remembered by a 64-bit StableHash64 of
 //   (process id, case id) and of the event id: two closed ids of a process
 //   with the same hash would be taken for one, about 1 in 2^44 per new case
@@ -53,10 +57,12 @@
 //   time, so the oldest and the K oldest past their SLA are known without
 //   a scan: an 8-byte append per stage entry when events come in time
 //   order, a heap push otherwise (see stage_age_index.h).
-// - The loads an event will need (event-id index, case index, case record)
-//   are prefetched up front, so their misses overlap; HandleBatch starts
-//   them several events ahead, so the misses of consecutive events overlap
-//   too. The large arrays (records, indexes, rings) are in 2 MiB pages
+// - The loads an event will need (event-id index, case index, case record,
+//   or for a case not open the closed cases' index) are prefetched up
+//   front, so their misses overlap; HandleBatch starts them several events
+//   ahead, so the misses of consecutive events overlap too. The dedup
+//   rings' head and tail lines are prefetched ahead of the pops and
+//   pushes. The large arrays (records, indexes, rings) are in 2 MiB pages
 //   (HugePageAllocator), so a random lookup is not also a page walk.
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
@@ -249,6 +255,9 @@ class CaseTracker : public ingest::EventHandler {
     DimsId dims;
     uint16_t process;
   };
+  // 8-byte index words in a 64-byte cache line. The tables' large arrays
+  // are 2 MiB pages (line-aligned); small ones fit in cache anyway.
+  static constexpr size_t kWordsPerLine = 8;
   // What was seen in the last while (event ids, closed cases): records in
   // arrival order in a ring, plus a hash index by key. The oldest are
   // forgotten by a pop from the ring, without touching the index: an index
@@ -270,11 +279,18 @@ class CaseTracker : public ingest::EventHandler {
     void ForEach(Fn&& fn) const {
       for (uint64_t p = head_; p < tail_; ++p) fn(ring_[p & ring_mask_]);
     }
-    void pop_front() { ++head_; }
-    void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[key & index_mask_]); }
+    // The ring is read at its head and written at its tail, a line every
+    // few records, at about one record an event: too sparse for the
+    // hardware prefetcher, so each new line was a miss (the head's stalled
+    // ForgetOld; §21). Both are started kRingAhead records ahead.
+    void pop_front() {
+      ++head_;
+      __builtin_prefetch(&ring_[(head_ + kRingAhead) & ring_mask_]);
+    }
+    void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[Home(key)]); }
     const Record* Find(uint64_t key) const {
       const uint32_t fp = Fingerprint(key);
-      for (size_t i = key & index_mask_;; i = (i + 1) & index_mask_) {
+      for (size_t i = Home(key);; i = (i + 1) & index_mask_) {
         const uint64_t word = index_[i];
         if (word == 0) return nullptr;
         if (static_cast<uint32_t>(word >> 32) != fp) continue;
@@ -290,16 +306,23 @@ class CaseTracker : public ingest::EventHandler {
       // At most 3/4 of the index in use (live or dead), so probes stay short.
       if ((used_ + 1) * 4 > index_.size() * 3) Rebuild();
       ring_[tail_ & ring_mask_] = record;
+      __builtin_prefetch(&ring_[(tail_ + kRingAhead) & ring_mask_], /*rw=*/1);
       Index(record.key, tail_++);
     }
 
    private:
+    static constexpr uint64_t kRingAhead = 32;
     static uint32_t Fingerprint(uint64_t key) {
       const uint32_t fp = static_cast<uint32_t>(key >> 32);
       return fp == 0 ? 1 : fp;
     }
+    // A probe starts at a cache line's first word (kWordsPerLine words a
+    // line), so it stays within the one line prefetched unless that line is
+    // full: started anywhere in the line, ~40% of probes ran into the next
+    // one, a second miss nobody had prefetched (§21).
+    size_t Home(uint64_t key) const { return key & index_mask_ & ~(kWordsPerLine - 1); }
     void Index(uint64_t key, uint64_t position) {
-      size_t i = key & index_mask_;
+      size_t i = Home(key);
       while (index_[i] != 0) {
         const uint32_t age = static_cast<uint32_t>(index_[i]) - static_cast<uint32_t>(head_);
         if (age >= size()) break;  // reuse a dead word
@@ -336,8 +359,9 @@ class CaseTracker : public ingest::EventHandler {
     size_t used_ = 0;  // non-zero words of index_
   };
   // A set of non-zero 64-bit words: open addressing, linear probing, a
-  // word's home position taken from its high 32 bits. A probe sequence
-  // usually stays within one cache line (eight words), so a lookup costs one
+  // word's home position taken from its high 32 bits, rounded down to a
+  // cache line's first word. A probe sequence usually stays within that
+  // line (eight words), so a lookup costs one
   // cache miss where absl's tables take two (control bytes, then slots);
   // with hundreds of thousands of cases, misses are what an event costs.
   // Callers walk a probe sequence themselves: Start(tag), At(i), Next(i).
@@ -345,10 +369,11 @@ class CaseTracker : public ingest::EventHandler {
    public:
     WordSet();
     size_t size() const { return size_; }
-    size_t Start(uint32_t tag) const { return tag & mask_; }
+    // At a cache line's first word, as RecentSet's Home.
+    size_t Start(uint32_t tag) const { return tag & mask_ & ~(kWordsPerLine - 1); }
     size_t Next(size_t i) const { return (i + 1) & mask_; }
     uint64_t At(size_t i) const { return words_[i]; }
-    void Prefetch(uint32_t tag) const { __builtin_prefetch(&words_[tag & mask_]); }
+    void Prefetch(uint32_t tag) const { __builtin_prefetch(&words_[Start(tag)]); }
     // `word` (non-zero) must not be in the set.
     void Insert(uint64_t word);
     // Removes `word` if present.
@@ -370,7 +395,8 @@ class CaseTracker : public ingest::EventHandler {
     uint64_t key;      // CaseKey
   };
   EventKeys KeysOf(const ingest::DecodedEvent& event) const;
-  // Starts loading the index words an event's lookups read first.
+  // Starts loading the index words every event's lookups read first (the
+  // event ids' and the open cases').
   void PrefetchIndexes(const EventKeys& keys) const;
   ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys);
   // 64-bit hash of (process id, case id), stable across runs and configs.
@@ -380,6 +406,8 @@ class CaseTracker : public ingest::EventHandler {
   ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
                         int64_t now_us);
   void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
+  // A step of `c` at `at_us` with no facts yet.
+  static CaseStep StepOf(const Case& c, int64_t at_us);
   // Enter and exit add their facts to `step`; the caller reports it.
   void EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
                   CaseStep* step);
@@ -412,7 +440,8 @@ class CaseTracker : public ingest::EventHandler {
   uint32_t NewToken(uint32_t slot);
   // The slot of the open case `case_id` of `process` (whose key is `key`), or -1.
   int64_t FindOpen(uint64_t key, int process, absl::string_view case_id) const;
-  // Starts loading the record of the open case `key`, if there is one.
+  // Starts loading the record of the open case `key`, if there is one;
+  // else the closed cases' index word for it (a new or a closed case).
   void PrefetchCase(uint64_t key) const;
   int64_t SlaMicros(const Case& c) const {
     return sla_us_[c.process][static_cast<size_t>(c.stage)];
@@ -430,7 +459,7 @@ class CaseTracker : public ingest::EventHandler {
   // `record.key` must not be remembered already.
   void RememberClosed(const Closed& record);
   void ForgetOld(int64_t now_us);
-  int64_t NowMicros() const { return absl::ToUnixMicros(clock_->Now()); }
+  int64_t NowMicros() const { return clock_->NowMicros(); }
   StageAgeIndex& AgesOf(const Case& c) {
     return stage_ages_[c.process][static_cast<size_t>(c.stage)];
   }

@@ -20,9 +20,16 @@ class Clock {
  public:
   virtual ~Clock() = default;
   virtual absl::Time Now() const = 0;
+  // absl::ToUnixMicros(Now()): what the case tracker reads per event. An
+  // override skips the round trip through absl::Time (ToUnixMicros is an
+  // out-of-line library call).
+  virtual int64_t NowMicros() const { return absl::ToUnixMicros(Now()); }
   // Told the time of every event the tracker handles; event-time clocks
   // advance with it.
   virtual void Observe(absl::Time event_time) { (void)event_time; }
+  // Observe, for an event time in Unix microseconds (floored): the tracker
+  // has it so, and converting once per event is an out-of-line library call.
+  virtual void ObserveMicros(int64_t event_us) { Observe(absl::FromUnixMicros(event_us)); }
   // Called by the worker about every 100 ms of wall time.
   virtual void Tick(absl::Time wall_now) { (void)wall_now; }
 
@@ -155,9 +162,10 @@ class EventTimeClock : public Clock {
   EventTimeClock(WatermarkBoard* board, int slot) : board_(board), slot_(slot) {
     board_->Reserve(slot);
   }
-  absl::Time Now() const override { return absl::FromUnixMicros(std::max(own_, shared_)); }
-  void Observe(absl::Time event_time) override {
-    const int64_t t = absl::ToUnixMicros(event_time);
+  absl::Time Now() const override { return absl::FromUnixMicros(NowMicros()); }
+  int64_t NowMicros() const override { return std::max(own_, shared_); }
+  void Observe(absl::Time event_time) override { ObserveMicros(absl::ToUnixMicros(event_time)); }
+  void ObserveMicros(int64_t t) override {
     if (t > own_) {
       own_ = t;
       board_->Observe(slot_, t);

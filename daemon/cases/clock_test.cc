@@ -18,6 +18,41 @@ TEST(EventTimeClock, NowIsTheWorkersOwnWatermarkBetweenTicks) {
   EXPECT_EQ(LatestEventClock(&board).Now(), Day(3));
 }
 
+TEST(EventTimeClock, NowMicrosIsNowInUnixMicros) {
+  WatermarkBoard board(2);
+  EventTimeClock busy(&board, 0), quiet(&board, 1);
+  EXPECT_EQ(busy.NowMicros(), 0);
+  // 1767225600 s + 2 days + 123456 us, after an older event.
+  busy.Observe(Day(2) + absl::Microseconds(123456));
+  busy.Observe(Day(1));
+  EXPECT_EQ(busy.NowMicros(), (int64_t{1767225600} + 2 * 86400) * 1'000'000 + 123456);
+  EXPECT_EQ(busy.NowMicros(), absl::ToUnixMicros(busy.Now()));
+  // The quiet worker follows the board after ticks: its shared time.
+  quiet.Tick(Wall(0));
+  busy.Tick(Wall(0));
+  quiet.Tick(Wall(100));
+  EXPECT_EQ(quiet.NowMicros(), absl::ToUnixMicros(quiet.Now()));
+  EXPECT_EQ(quiet.NowMicros(), busy.NowMicros());
+  // The default: through Now().
+  ManualClock manual(absl::FromUnixMicros(-1'500'001));
+  EXPECT_EQ(manual.NowMicros(), -1'500'001);
+}
+
+TEST(EventTimeClock, ObserveMicrosIsObserveOfTheFlooredTime) {
+  WatermarkBoard board(2);
+  EventTimeClock by_time(&board, 0), by_micros(&board, 1);
+  // 999 ns past a microsecond counts as that microsecond.
+  const absl::Time t = Day(4) + absl::Microseconds(7) + absl::Nanoseconds(999);
+  by_time.Observe(t);
+  by_micros.ObserveMicros(absl::ToUnixMicros(t));
+  EXPECT_EQ(by_micros.NowMicros(), (int64_t{1767225600} + 4 * 86400) * 1'000'000 + 7);
+  EXPECT_EQ(by_micros.NowMicros(), by_time.NowMicros());
+  EXPECT_EQ(by_micros.OwnMicros(), by_time.OwnMicros());
+  by_micros.ObserveMicros(0);  // older: no move back
+  EXPECT_EQ(by_micros.NowMicros(), by_time.NowMicros());
+  EXPECT_EQ(LatestEventClock(&board).Now(), absl::FromUnixMicros(by_time.NowMicros()));
+}
+
 TEST(EventTimeClock, ALaggingWorkerIsNotOvertakenByAFasterOne) {
   WatermarkBoard board(2);
   EventTimeClock fast(&board, 0), slow(&board, 1);

@@ -15,7 +15,9 @@
 // cases share table probes.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 
 #include "absl/strings/string_view.h"
 
@@ -27,9 +29,18 @@ inline uint64_t Fold(uint64_t a, uint64_t b) {
   return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
 }
 
-inline uint64_t Load(const char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+// Little-endian loads of 8 and 4 bytes. One load each (byte by byte, GCC
+// 12 kept a loop of shifts: ~10% of the tracker's time per event, §21).
+inline uint64_t Load64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+  return v;
+}
+inline uint64_t Load32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
   return v;
 }
 
@@ -46,16 +57,16 @@ inline uint64_t StableHash64(absl::string_view s, uint64_t seed = 0) {
   size_t n = s.size();
   uint64_t h = seed ^ Fold(seed ^ kK0, kK1);
   while (n > 16) {
-    h = Fold(Load(p, 8) ^ kK1, Load(p + 8, 8) ^ h);
+    h = Fold(Load64(p) ^ kK1, Load64(p + 8) ^ h);
     p += 16;
     n -= 16;
   }
   uint64_t a = 0, b = 0;
   if (n > 8) {
-    a = Load(p, 8);
-    b = Load(p + n - 8, 8);
+    a = Load64(p);
+    b = Load64(p + n - 8);
   } else if (n >= 4) {
-    a = Load(p, 4) << 32 | Load(p + n - 4, 4);
+    a = Load32(p) << 32 | Load32(p + n - 4);
   } else if (n > 0) {
     a = uint64_t{static_cast<uint8_t>(p[0])} << 16 |
         uint64_t{static_cast<uint8_t>(p[n >> 1])} << 8 | static_cast<uint8_t>(p[n - 1]);

@@ -6,23 +6,6 @@ namespace kpid::cases {
 
 StageAgeIndex::StageAgeIndex() : ring_(std::make_unique_for_overwrite<Ref[]>(16)), mask_(15) {}
 
-bool StageAgeIndex::Enter(const Stay& stay, IsLive is_live) {
-  ++live_;
-  const bool in_order = head_ == tail_ || stay.entered_us > back_us_ ||
-                        (stay.entered_us == back_us_ && stay.slot > back_slot_);
-  if (in_order) {
-    if (frontier_ == tail_) frontier_us_ = stay.entered_us;
-    Append({stay.slot, stay.token});
-    back_us_ = stay.entered_us;
-    back_slot_ = stay.slot;
-  } else {
-    heap_.push_back(stay);
-    std::push_heap(heap_.begin(), heap_.end(), Later);
-  }
-  if (entries() > 2 * live_ + 64) Compact(is_live);
-  return in_order;
-}
-
 void StageAgeIndex::Leave() {
   if (--live_ == 0) {
     head_ = tail_;
@@ -31,66 +14,13 @@ void StageAgeIndex::Leave() {
   }
 }
 
-int64_t StageAgeIndex::PassedBefore(int64_t before_us, IsLive is_live, EnteredAt entered_at,
-                                    absl::FunctionRef<void(uint32_t slot)> ahead,
-                                    absl::FunctionRef<void(const Stay&)> passed) {
-  // Most entries walked over are stale, each a token read at a random
-  // slot: start those loads a few entries ahead so their misses overlap.
-  constexpr uint64_t kAhead = 8;
-  for (uint64_t p = frontier_; p < std::min(tail_, frontier_ + kAhead); ++p) {
-    ahead(at(p).slot);
-  }
-  for (; frontier_ < tail_; ++frontier_) {
-    if (frontier_ + kAhead < tail_) ahead(at(frontier_ + kAhead).slot);
-    const Ref ref = at(frontier_);
-    if (!is_live(ref.slot, ref.token)) continue;
-    const int64_t entered = entered_at(ref.slot);
-    if (entered >= before_us) {
-      frontier_us_ = entered;
-      return entered;
-    }
-    passed({entered, ref.slot, ref.token});
-  }
-  return kNoLimit;
-}
-
-void StageAgeIndex::Append(const Ref& ref) {
-  if (tail_ - head_ == mask_ + 1) {
-    // Not value-initialized: only what is written becomes resident.
-    const uint64_t capacity = 2 * (mask_ + 1);
-    auto ring = std::make_unique_for_overwrite<Ref[]>(capacity);
-    for (uint64_t p = head_; p < tail_; ++p) ring[p & (capacity - 1)] = at(p);
-    ring_ = std::move(ring);
-    mask_ = capacity - 1;
-  }
-  at(tail_++) = ref;
-}
-
-void StageAgeIndex::Compact(IsLive is_live) {
-  uint64_t w = head_;
-  uint64_t frontier = tail_;
-  for (uint64_t r = head_; r < tail_; ++r) {
-    if (r == frontier_) frontier = w;
-    const Ref ref = at(r);
-    if (is_live(ref.slot, ref.token)) at(w++) = ref;
-  }
-  tail_ = w;
-  frontier_ = std::min(frontier, tail_);
-  std::erase_if(heap_, [&](const Stay& s) { return !is_live(s.slot, s.token); });
-  std::make_heap(heap_.begin(), heap_.end(), Later);
-}
-
-std::optional<StageAgeIndex::Stay> StageAgeIndex::OldestLive(IsLive is_live, EnteredAt entered_at) {
-  while (head_ != tail_ && !is_live(at(head_).slot, at(head_).token)) ++head_;
-  frontier_ = std::max(frontier_, head_);
-  while (!heap_.empty() && !is_live(heap_.front().slot, heap_.front().token)) {
-    std::pop_heap(heap_.begin(), heap_.end(), Later);
-    heap_.pop_back();
-  }
-  std::optional<Stay> oldest;
-  if (head_ != tail_) oldest = Stay{entered_at(at(head_).slot), at(head_).slot, at(head_).token};
-  if (!heap_.empty() && (!oldest || Later(*oldest, heap_.front()))) oldest = heap_.front();
-  return oldest;
+void StageAgeIndex::GrowRing() {
+  // Not value-initialized: only what is written becomes resident.
+  const uint64_t capacity = 2 * (mask_ + 1);
+  auto ring = std::make_unique_for_overwrite<Ref[]>(capacity);
+  for (uint64_t p = head_; p < tail_; ++p) ring[p & (capacity - 1)] = at(p);
+  ring_ = std::move(ring);
+  mask_ = capacity - 1;
 }
 
 void StageAgeIndex::Oldest(size_t k, int64_t before_us, IsLive is_live, EnteredAt entered_at,

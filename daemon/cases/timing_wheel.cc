@@ -96,9 +96,8 @@ void TimingWheel::Cascade(int64_t epoch, int64_t now) {
   FreeList(list);
 }
 
-void TimingWheel::Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire,
-                          absl::FunctionRef<void(const TimerEntry&)> ahead) {
-  if (now < next_) return;
+bool TimingWheel::Sweep(int64_t now) {
+  if (now < next_) return false;
   firing_.clear();
   if (now - next_ >= kSlots) {
     // A jump of a revolution or more. Every near entry is placed within
@@ -119,19 +118,13 @@ void TimingWheel::Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)
   }
   next_ = now + 1;
   size_ -= firing_.size();
-  // Fire after the sweep, so entries scheduled by a callback are not seen
-  // half-way through it. Slots are swept in time order, so only overdue
-  // entries (scheduled for a second already passed) need the sort.
+  // Slots are swept in time order, so only overdue entries (scheduled for a
+  // second already passed) need the sort.
   auto by_due = [](const TimerEntry& a, const TimerEntry& b) { return a.due < b.due; };
   if (!std::is_sorted(firing_.begin(), firing_.end(), by_due)) {
     std::sort(firing_.begin(), firing_.end(), by_due);
   }
-  const size_t n = firing_.size();
-  for (size_t i = 0; i < std::min(n, kFireAhead); ++i) ahead(firing_[i]);
-  for (size_t i = 0; i < n; ++i) {
-    if (i + kFireAhead < n) ahead(firing_[i + kFireAhead]);
-    fire(firing_[i]);
-  }
+  return true;
 }
 
 }  // namespace kpid::cases

@@ -24,11 +24,10 @@
 // by one worker.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
-
-#include "absl/functional/function_ref.h"
 
 namespace kpid::cases {
 
@@ -52,17 +51,30 @@ class TimingWheel {
   void Schedule(const TimerEntry& entry);
 
   // Fires, in due order (in no particular order within a second), every
-  // entry due at or before `now` that was scheduled before this call.
-  // Entries scheduled by `fire` for a second <= now fire in a later Advance.
-  void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire) {
+  // entry due at or before `now` that was scheduled before this call:
+  // fire(const TimerEntry&). Entries scheduled by `fire` for a second <= now
+  // fire in a later Advance. The callbacks are template parameters, inlined
+  // into the firing loop (through a FunctionRef, a call per entry).
+  template <typename FireFn>
+  void Advance(int64_t now, const FireFn& fire) {
     Advance(now, fire, [](const TimerEntry&) {});
   }
   // The same, calling ahead(e) kFireAhead entries before fire(e): the owner
   // starts loading what firing e will read (its records are random accesses
   // into a large array), so the misses of consecutive entries overlap.
   static constexpr size_t kFireAhead = 8;
-  void Advance(int64_t now, absl::FunctionRef<void(const TimerEntry&)> fire,
-               absl::FunctionRef<void(const TimerEntry&)> ahead);
+  template <typename FireFn, typename AheadFn>
+  void Advance(int64_t now, const FireFn& fire, const AheadFn& ahead) {
+    if (!Sweep(now)) return;
+    // Fire after the sweep, so entries scheduled by a callback are not seen
+    // half-way through it.
+    const size_t n = firing_.size();
+    for (size_t i = 0; i < std::min(n, kFireAhead); ++i) ahead(firing_[i]);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kFireAhead < n) ahead(firing_[i + kFireAhead]);
+      fire(firing_[i]);
+    }
+  }
 
   int64_t next_second() const { return next_; }
   size_t size() const { return size_; }
@@ -102,6 +114,9 @@ class TimingWheel {
   // slots, firing those due by `now` instead.
   void Cascade(int64_t epoch, int64_t now);
   void FireAll(uint32_t& head);
+  // Collects in firing_, in due order, every entry due at or before `now`
+  // and moves past it; false (nothing collected) when now < next_second().
+  bool Sweep(int64_t now);
 
   std::vector<uint32_t> near_;  // kSlots list heads, one per second of the epoch
   std::vector<uint32_t> far_;   // kSlots list heads, one per epoch
