@@ -167,7 +167,7 @@ class AggregateShard final : public cases::CaseSink {
   // Records (dims series, of all processes) from which the shard wants step
   // hints (WantsStepHints): with ~20 records their head lines stay cached
   // and the hints cost ~5% of the engine's time per event, with ~1800 they
-  // save ~30% of the aggregator's (bench/RESULTS.md §20). 256 records' head
+  // save ~15-25% of it (bench/RESULTS.md §20). 256 records' head
   // lines (~2 KB each) fill an L2 cache of 512 KB; the break-even in
   // between was not measured.
   static constexpr uint64_t kHintedRecords = 256;
