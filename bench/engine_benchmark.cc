@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -94,12 +95,17 @@ const Stream* MakeStream(const model::Config& config, int64_t warm) {
   return s;
 }
 
-// 0: EngineConfig, ~320k cases open; 1: ShortCasesConfig, ~6k open. The
-// warm-up reaches the steady number of open cases. Built on first use
-// (thread-safe: function statics), then only read.
+// 0: EngineConfig, ~320k cases open; 1: ShortCasesConfig, ~6k open; 2
+// (the benchmarks' "short_cases:2"): ManyDimsConfig, as 0 with ~1800 dims
+// records instead of ~20. The warm-up reaches the steady number of open
+// cases. Built on first use (thread-safe: function statics), then only read.
 const Stream& GetStream(int which) {
   if (which == 0) {
     static const Stream* stream = MakeStream(EngineConfig(), 1'500'000);
+    return *stream;
+  }
+  if (which == 2) {
+    static const Stream* stream = MakeStream(ManyDimsConfig(), 1'500'000);
     return *stream;
   }
   static const Stream* stream = MakeStream(ShortCasesConfig(), 300'000);
@@ -356,6 +362,7 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->Name("BM_EngineNewBatch")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
+    ->Args({0, 2, 0})
     ->Args({0, 1, 0})
     ->Args({0, 0, 1})
     ->Args({0, 1, 1})
@@ -486,6 +493,10 @@ const FactStream& GetFacts(int which) {
     static const FactStream* facts = RecordFacts(GetStream(0));
     return *facts;
   }
+  if (which == 2) {
+    static const FactStream* facts = RecordFacts(GetStream(2));
+    return *facts;
+  }
   static const FactStream* facts = RecordFacts(GetStream(1));
   return *facts;
 }
@@ -493,7 +504,10 @@ const FactStream& GetFacts(int which) {
 // The aggregator alone: the facts the tracker produced for each event,
 // replayed into a shard through the CaseSink interface. items = events, so
 // the figures compare with BM_Engine*'s.
-template <typename Shard>
+// kHinted: each step goes to the sink's PrefetchStep first and is replayed
+// kStepLag steps later (sooner when another fact comes), as
+// CaseTracker::HandleBatch reports steps.
+template <typename Shard, bool kHinted = false>
 void BM_Aggregate(benchmark::State& state) {
   const FactStream& stream = GetFacts(static_cast<int>(state.range(0)));
   const model::Config& config = *GetStream(static_cast<int>(state.range(0))).config;
@@ -503,12 +517,36 @@ void BM_Aggregate(benchmark::State& state) {
   for (size_t e = 0; e < stream.warm_events; ++e) {
     for (; fact < stream.ends[e]; ++fact) Replay(stream.facts[fact], sink);
   }
+  constexpr size_t kStepLag = 4;
+  std::array<const Fact*, kStepLag> held{};
+  size_t first_held = 0;
+  size_t held_steps = 0;
+  auto replay = [&](const Fact& f) {
+    if constexpr (kHinted) {
+      if (f.kind == Fact::Kind::kStep) {
+        cases::CaseStep step = f.step;
+        step.at = f.at;
+        sink.PrefetchStep(step);
+        if (held_steps == kStepLag) {
+          Replay(*held[first_held], sink);
+          held[first_held] = &f;
+          first_held = (first_held + 1) % kStepLag;
+        } else {
+          held[(first_held + held_steps++) % kStepLag] = &f;
+        }
+        return;
+      }
+      for (; held_steps > 0; --held_steps) {
+        Replay(*held[first_held], sink);
+        first_held = (first_held + 1) % kStepLag;
+      }
+    }
+    Replay(f, sink);
+  };
   size_t e = stream.warm_events;
   if (state.thread_index() == 0) PerfControl("enable");
   for (auto _ : state) {
-    for (const size_t end = stream.ends[e++]; fact < end; ++fact) {
-      Replay(stream.facts[fact], sink);
-    }
+    for (const size_t end = stream.ends[e++]; fact < end; ++fact) replay(stream.facts[fact]);
   }
   if (state.thread_index() == 0) PerfControl("disable");
   state.SetItemsProcessed(state.iterations());
@@ -521,6 +559,15 @@ BENCHMARK_TEMPLATE(BM_Aggregate, aggregate::AggregateShard)
     ->ArgNames({"short_cases"})
     ->Arg(0)
     ->Arg(1)
+    ->Arg(2)
+    ->Iterations(kTimedEvents)
+    ->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Aggregate, aggregate::AggregateShard, /*kHinted=*/true)
+    ->Name("BM_AggregateNewHinted")
+    ->ArgNames({"short_cases"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
     ->Iterations(kTimedEvents)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Aggregate, bench_legacy::AggregateShard)

@@ -7,13 +7,17 @@
 // engine_equivalence cannot compare with (it compares with the frozen copy
 // in bench/baseline/, which reports sub-second deadlines later by design).
 //
-//   build/bench/engine_digest [--events N] [--batch N]
+//   build/bench/engine_digest [--events N] [--batch N] [--always-hint]
 //   engine: 808064 events, verdicts 8f1c..., 4281977 facts 5c0b..., state 2e41..., 98132 open
 //   ...
 //
 // --batch N: N events per HandleBatch call (0, the default: Handle). The
 // streams are those of bench/engine_fixture.cc with duplicates and fresh
 // ids on old events mixed in, on the event-time clock (`clock: event`).
+// --always-hint: HandleBatch holds steps back for PrefetchStep whatever the
+// shard's size (CaseSink::WantsStepHints), so batches of the small streams
+// take that path too; the "many dims" stream takes it anyway once its
+// shard has AggregateShard::kHintedRecords records.
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -35,7 +39,11 @@ namespace {
 // Folds each fact, as a line, into a running digest, and passes it on.
 class DigestSink final : public cases::CaseSink {
  public:
-  explicit DigestSink(cases::CaseSink* next) : next_(next) {}
+  DigestSink(cases::CaseSink* next, bool always_hint) : next_(next), always_hint_(always_hint) {}
+  // The hints go on, so the tracker holds steps back as it would for the
+  // aggregator alone (or always, with --always-hint).
+  void PrefetchStep(const cases::CaseStep& step) override { next_->PrefetchStep(step); }
+  bool WantsStepHints() const override { return always_hint_ || next_->WantsStepHints(); }
   // The step's facts are digested one by one (so builds before CaseStep
   // give the same digest), and the step goes on whole, as the tracker
   // reports it to the aggregator.
@@ -105,15 +113,16 @@ class DigestSink final : public cases::CaseSink {
   static int64_t T(absl::Time t) { return absl::ToUnixMicros(t); }
   NullSink null_;
   cases::CaseSink* next_;
+  const bool always_hint_;
   uint64_t digest_ = 0;
   uint64_t count_ = 0;
 };
 
 void Digest(const char* name, const model::Config& config, int64_t count, uint64_t seed,
-            size_t batch_size) {
+            size_t batch_size, bool always_hint) {
   cases::DimensionTable dims(config);
   aggregate::AggregateShard shard(config);
-  DigestSink sink(&shard);
+  DigestSink sink(&shard, always_hint);
   cases::WatermarkBoard board(1);
   cases::EventTimeClock clock(&board, 0);
   cases::CaseTracker tracker(
@@ -168,17 +177,22 @@ void Digest(const char* name, const model::Config& config, int64_t count, uint64
 int main(int argc, char** argv) {
   int64_t events = 800'000;
   size_t batch = 0;
+  bool always_hint = false;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--events") events = std::atoll(argv[i + 1]);
     if (std::string(argv[i]) == "--batch") batch = static_cast<size_t>(std::atoll(argv[i + 1]));
   }
+  for (int i = 1; i < argc; ++i)
+    always_hint = always_hint || std::string(argv[i]) == "--always-hint";
   using kpid::bench::Digest;
-  Digest("engine", kpid::bench::EngineConfig(), events, 11, batch);
-  Digest("short cases", kpid::bench::ShortCasesConfig(), events, 12, batch);
+  Digest("engine", kpid::bench::EngineConfig(), events, 11, batch, always_hint);
+  Digest("short cases", kpid::bench::ShortCasesConfig(), events, 12, batch, always_hint);
   kpid::model::Config tight = kpid::bench::ShortCasesConfig();
   tight.case_ttl = absl::Minutes(20);
   tight.dedup_horizon = absl::Minutes(3);
   tight.max_dedup_ids = 1000;
-  Digest("ttl 20m, horizon 3m, 1000 ids", tight, events, 13, batch);
+  Digest("ttl 20m, horizon 3m, 1000 ids", tight, events, 13, batch, always_hint);
+  // Last, so the lines above compare with builds before it.
+  Digest("many dims", kpid::bench::ManyDimsConfig(), events, 14, batch, always_hint);
   return 0;
 }

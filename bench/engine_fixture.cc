@@ -89,6 +89,29 @@ const model::Config& ShortCasesConfig() {
   return *config;
 }
 
+const model::Config& ManyDimsConfig() {
+  static const model::Config* config = [] {
+    std::string yaml = kConfig;
+    std::string regions = "region: [";
+    std::string channels = "channel: [";
+    for (int i = 0; i < 30; ++i) {
+      absl::StrAppend(&regions, i == 0 ? "" : ", ", "r", i);
+      absl::StrAppend(&channels, i == 0 ? "" : ", ", "c", i);
+    }
+    regions += "]";
+    channels += "]";
+    for (const char* from : {"region: [emea, amer, apac]", "channel: [web, partner, outbound]",
+                             "channel: [web, app, store]"}) {
+      const std::string to = absl::string_view(from).substr(0, 6) == "region" ? regions : channels;
+      for (size_t at = yaml.find(from); at != std::string::npos; at = yaml.find(from)) {
+        yaml.replace(at, std::string(from).size(), to);
+      }
+    }
+    return new model::Config(Parse(yaml));
+  }();
+  return *config;
+}
+
 void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
                ingest::DecodedEvent* out) {
   out->proto = event;

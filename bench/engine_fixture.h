@@ -30,6 +30,9 @@ const model::Config& EngineConfig();
 // retention unchanged): the same event mix with ~60 times fewer open cases,
 // so the tracker's tables fit in the caches.
 const model::Config& ShortCasesConfig();
+// EngineConfig with 30 x 30 values of [region, channel] per process: ~1800
+// dims records (~100 MB) instead of ~20, for the aggregator's cache misses.
+const model::Config& ManyDimsConfig();
 
 // Fills `out` as EventDecoder::Decode would for a valid event (process and
 // stage resolved, time converted), without the protobuf round trip.

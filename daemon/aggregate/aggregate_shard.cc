@@ -302,7 +302,10 @@ struct SeriesState {
 
 // All series of one (process, dims). Built by the writer, then published with
 // a release store of its pointer; never moved or freed while readers may run.
-struct AggregateShard::DimsRecord {
+// What every fact reads first (the arrays' addresses, the epoch, the
+// version) is on the record's first two lines, so PrefetchStep starts the
+// record with two prefetches.
+struct alignas(64) AggregateShard::DimsRecord {
   DimsRecord(int stages, int slots)
       : stamps(static_cast<size_t>(slots)),
         process_buckets(static_cast<size_t>(slots)),
@@ -315,13 +318,13 @@ struct AggregateShard::DimsRecord {
   std::vector<std::atomic<int64_t>> stamps;  // per slot: the bucket it holds
   std::vector<ProcessBucket> process_buckets;
   std::vector<StageBucket> stage_buckets;  // [slot * stages + stage]
-  AtomicProcessTotals process_totals;
   std::vector<AtomicStageTotals> stage_totals;
   uint64_t prepared_epoch = 0;  // writer only: see AggregateShard::epoch_
   // Bumped (release) after every fact that changed the record: see
   // AggregateShard::SeriesVersion. Next to prepared_epoch, which every fact
   // reads: the store costs no extra line.
   std::atomic<uint64_t> version{1};
+  AtomicProcessTotals process_totals;
 
   size_t bytes() const {
     return sizeof(*this) + stamps.size() * sizeof(stamps[0]) +
@@ -437,6 +440,7 @@ AggregateShard::DimsRecord* AggregateShard::FindWriterRecord(ProcessState& p, Di
   DimsRecord* record = record_ptr.load(std::memory_order_relaxed);
   if (record == nullptr) {
     record = new DimsRecord(p.stages, layout_.total_slots());
+    ++records_;
     // Release: readers that load the pointer (acquire) see it fully built.
     record_ptr.store(record, std::memory_order_release);
     if (dims + 1 > p.dims_end.load(std::memory_order_relaxed)) {
@@ -787,6 +791,69 @@ void AggregateShard::CaseStepped(const cases::CaseStep& step) {
       },
       placed);
   Changed(r);
+}
+
+// Always inlined: out of line, GCC 12 finds a function whose only effect
+// is prefetches pure and drops every call of it (as CaseTracker::PrefetchCase).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::PrefetchStepSlots(const Hinted& h) {
+  const ProcessState& p = *h.process;
+  const DimsRecord& r = *h.record;
+  const bool exits = h.exit_stage != cases::CaseStep::kNoStage;
+  const bool enters = h.entry_stage != cases::CaseStep::kNoStage;
+  auto prefetch_lines = [](const void* at, size_t bytes) {
+    const char* line = static_cast<const char*>(at);
+    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(line + offset, 1);
+  };
+  // The exit's totals and cycle-time histogram: four lines.
+  if (exits) {
+    prefetch_lines(&r.stage_totals[static_cast<size_t>(h.exit_stage)], sizeof(AtomicStageTotals));
+  }
+  if (enters) __builtin_prefetch(&r.stage_totals[static_cast<size_t>(h.entry_stage)], 1);
+  if (h.completed) prefetch_lines(&r.process_totals, sizeof(AtomicProcessTotals));
+  for (const Cursor& c : cursors_) {
+    const size_t slot = static_cast<size_t>(c.slot);
+    __builtin_prefetch(&r.stamps[slot], 1);
+    if (h.process_facts) __builtin_prefetch(&r.process_buckets[slot], 1);
+    const size_t stages = static_cast<size_t>(p.stages);
+    if (exits) {
+      __builtin_prefetch(&r.stage_buckets[slot * stages + static_cast<size_t>(h.exit_stage)], 1);
+    }
+    if (enters) {
+      __builtin_prefetch(&r.stage_buckets[slot * stages + static_cast<size_t>(h.entry_stage)], 1);
+    }
+  }
+}
+
+// Lines only; nothing is stored or prepared, and a record not yet built is
+// left alone (the first fact builds it). Two stages, one hint apart: the
+// record's first lines now (its address is in the chunk tables, which stay
+// cached), then at the next hint the lines the step will write at the
+// head slots, whose addresses need those first lines. By then the record
+// has had an event's work in the tracker to arrive, where one stage would
+// stall on it. The lines are those of the head buckets as they are now: a
+// step that lands elsewhere (the head moved on, an older time) only misses
+// as it did without the hint.
+void AggregateShard::PrefetchStep(const cases::CaseStep& step) {
+  if (hinted_.record != nullptr) PrefetchStepSlots(hinted_);
+  hinted_.record = nullptr;
+  if (step.process < 0 || step.process >= process_count() || step.dims >= kMaxDims) return;
+  ProcessState& p = *processes_[static_cast<size_t>(step.process)];
+  const Chunk* chunk = p.chunks[step.dims >> kChunkBits].load(std::memory_order_relaxed);
+  if (chunk == nullptr) return;
+  DimsRecord* r = chunk->records[step.dims & (kChunkSize - 1)].load(std::memory_order_relaxed);
+  if (r == nullptr) return;
+  const char* head = reinterpret_cast<const char*>(r);
+  __builtin_prefetch(head, 1);
+  __builtin_prefetch(head + 64, 1);
+  auto stage_or_none = [&](int stage) {
+    return stage >= 0 && stage < p.stages ? stage : cases::CaseStep::kNoStage;
+  };
+  hinted_ = {.process = &p,
+             .record = r,
+             .exit_stage = stage_or_none(step.exit_stage),
+             .entry_stage = stage_or_none(step.entry_stage),
+             .process_facts = step.started || step.close != cases::CaseStep::Close::kNone,
+             .completed = step.close == cases::CaseStep::Close::kCompleted};
 }
 
 void AggregateShard::CaseStarted(int process, DimsId dims, absl::Time at) {

@@ -94,7 +94,15 @@
 // written together. What one fact updates per level is one counter line
 // (and, for exits and completions, one distribution header line and one bin
 // line); the totals an entry, an exit and the backlog changes update share a
-// line.
+// line. With many records (kHintedRecords and up) those lines fall out of
+// the caches between a record's facts, so the shard asks for step hints
+// (WantsStepHints): CaseTracker::HandleBatch then gives each step to
+// PrefetchStep a few steps before CaseStepped, which loads the record's
+// first lines (where the arrays' addresses, the epoch and the version are)
+// and, at the next hint, the head slots' lines the step will write and the
+// totals it updates (the distributions' lines are per process, so stay
+// cached). Hints store nothing: a step that lands elsewhere (the head moved
+// on) only misses as without them.
 //
 // Consistency. Each bucket slot has an atomic stamp (the bucket index it
 // holds). The writer reuses a slot seqlock-style: stamp := none, zero the
@@ -156,6 +164,13 @@ class AggregateShard final : public cases::CaseSink {
   static constexpr uint32_t kStateVersion = 2;
   // DimsIds at or above this are dropped (counted in dropped()).
   static constexpr uint32_t kMaxDims = 1u << 20;
+  // Records (dims series, of all processes) from which the shard wants step
+  // hints (WantsStepHints): with ~20 records their head lines stay cached
+  // and the hints cost ~5% of the engine's time per event, with ~1800 they
+  // save ~15-25% of it (bench/RESULTS.md §20). 256 records' head
+  // lines (~2 KB each) fill an L2 cache of 512 KB; the break-even in
+  // between was not measured.
+  static constexpr uint64_t kHintedRecords = 256;
 
   // Keeps what it needs of `config` (ids, windows, retention); the config
   // need not outlive the shard.
@@ -170,6 +185,10 @@ class AggregateShard final : public cases::CaseSink {
   // of its time to the levels' slots, and per slot the counter lines of all
   // its facts (see "Write path").
   void CaseStepped(const cases::CaseStep& step) override;
+  // Starts loading the lines the step will write (see "Write path").
+  void PrefetchStep(const cases::CaseStep& step) override;
+  // Once the shard has kHintedRecords records or more.
+  bool WantsStepHints() const override { return records_ >= kHintedRecords; }
   void CaseStarted(int process, DimsId dims, absl::Time at) override;
   void StageEntered(int process, int stage, DimsId dims, absl::Time at, bool rework) override;
   void StageExited(int process, int stage, DimsId dims, absl::Time at, cases::ExitOutcome outcome,
@@ -387,6 +406,19 @@ class AggregateShard final : public cases::CaseSink {
   // prepared at an earlier epoch needs only the levels whose cursor moved
   // since (Cursor::moved_epoch).
   uint64_t epoch_ = 1;
+  uint64_t records_ = 0;  // built so far, of every process
+  // The step PrefetchStep was last given, whose head-slot lines the next
+  // PrefetchStep starts loading (record null: none).
+  struct Hinted {
+    const ProcessState* process = nullptr;
+    const DimsRecord* record = nullptr;
+    int exit_stage = cases::CaseStep::kNoStage;  // valid, or kNoStage
+    int entry_stage = cases::CaseStep::kNoStage;
+    bool process_facts = false;  // a start or a close: the process buckets
+    bool completed = false;      // the lead-time distribution, the process totals
+  };
+  void PrefetchStepSlots(const Hinted& hinted);
+  Hinted hinted_;
   // The record of the previous fact: the tracker reports several facts of
   // one case in a row.
   const ProcessState* last_process_ = nullptr;

@@ -611,6 +611,47 @@ TEST(AggregateShardTest, CaseStepIsItsFactsOneByOne) {
   EXPECT_EQ(stepped.Serialize(), one_by_one.Serialize());
 }
 
+TEST(AggregateShardTest, StepHintsChangeNothing) {
+  const model::Config config = TestConfig();
+  AggregateShard hinted(config);
+  AggregateShard plain(config);
+  EXPECT_FALSE(hinted.WantsStepHints());
+  std::vector<CaseStep> steps;
+  for (int64_t t = -7000; t < 400; t += 37) {
+    const DimsId d = static_cast<DimsId>(((t % 3) + 3) % 3);
+    CaseStep start = WithEntry(Step(t, d), kA, false);
+    start.started = true;
+    steps.push_back(start);
+    steps.push_back(WithEntry(WithExit(Step(t + 5, d), kA, true, 5, true), kB, false));
+    CaseStep close = WithExit(Step(t + 20, d), kB, true, 15, true);
+    close.close = CaseStep::Close::kCompleted;
+    close.amount = 100;
+    close.lead_time = absl::Seconds(20);
+    steps.push_back(close);
+  }
+  // Hints a few steps ahead, for steps of dims without a record, out of
+  // range, of no process, and one never reported.
+  CaseStep stray = WithEntry(Step(100, 7), kA, false);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (i + 3 < steps.size()) hinted.PrefetchStep(steps[i + 3]);
+    hinted.PrefetchStep(stray);
+    hinted.PrefetchStep(WithEntry(Step(100, AggregateShard::kMaxDims), kA, false));
+    hinted.PrefetchStep(WithEntry(Step(100, 0, kQ + 1), 0, false));
+    hinted.CaseStepped(steps[i]);
+    plain.CaseStepped(steps[i]);
+  }
+  EXPECT_EQ(hinted.Serialize(), plain.Serialize());
+  EXPECT_EQ(hinted.ListDims(kP), plain.ListDims(kP));  // no record for dims 7
+  // Wanted from kHintedRecords records on. 3 so far (dims 0-2 of kP);
+  // dims 3 .. kHintedRecords - 2 make kHintedRecords - 4 more.
+  for (DimsId d = 3; d + 1 < AggregateShard::kHintedRecords; ++d) {
+    hinted.CaseStepped(WithEntry(Step(300, d), kA, false));
+  }
+  EXPECT_FALSE(hinted.WantsStepHints());  // kHintedRecords - 1 records
+  hinted.CaseStepped(WithEntry(Step(300, AggregateShard::kHintedRecords), kA, false));
+  EXPECT_TRUE(hinted.WantsStepHints());
+}
+
 TEST(AggregateShardTest, SerializeRestoreRoundTrip) {
   const model::Config config = TestConfig();
   AggregateShard shard(config);

@@ -59,6 +59,16 @@ class CaseSink {
   // The facts of one event together (see CaseStep). By default the one-fact
   // calls below, in CaseStep's order: what a sink that records facts sees.
   virtual void CaseStepped(const CaseStep& step);
+  // A hint: `step` will be reported (CaseStepped) soon, a few events from
+  // now (CaseTracker::HandleBatch reports steps that late for this, when
+  // WantsStepHints). A sink whose writes miss the cache starts loading the
+  // lines the step will write, so those misses overlap the work in
+  // between. Changes nothing a reader or a later call sees; by default
+  // nothing.
+  virtual void PrefetchStep(const CaseStep& step) { static_cast<void>(step); }
+  // Whether PrefetchStep is worth its cost now: HandleBatch holds steps
+  // back and hints them only then (asked once per batch). By default false.
+  virtual bool WantsStepHints() const { return false; }
 
   // A case began (its first STAGE_ENTERED).
   virtual void CaseStarted(int process, DimsId dims, absl::Time at) = 0;

@@ -240,6 +240,7 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
     ahead[j] = KeysOf(*events[j]);
     PrefetchIndexes(ahead[j]);
   }
+  defer_steps_ = sink_->WantsStepHints();
   for (size_t i = 0; i < n; ++i) {
     if (i + kEventAhead < n) PrefetchEvent(*events[i + kEventAhead]);
     if (i + kIdsAhead < n) PrefetchIdObjects(*events[i + kIdsAhead]);
@@ -252,6 +253,30 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
       PrefetchIndexes(slot);
     }
     verdicts[i] = HandleKeyed(*events[i], keys);
+  }
+  FlushSteps();
+  defer_steps_ = false;
+}
+
+void CaseTracker::ReportStep(const CaseStep& step) {
+  if (!defer_steps_) {
+    sink_->CaseStepped(step);
+    return;
+  }
+  sink_->PrefetchStep(step);
+  if (held_steps_ == kStepLag) {
+    sink_->CaseStepped(held_[first_held_]);
+    held_[first_held_] = step;
+    first_held_ = (first_held_ + 1) % kStepLag;
+  } else {
+    held_[(first_held_ + held_steps_++) % kStepLag] = step;
+  }
+}
+
+void CaseTracker::FlushSteps() {
+  for (; held_steps_ > 0; --held_steps_) {
+    sink_->CaseStepped(held_[first_held_]);
+    first_held_ = (first_held_ + 1) % kStepLag;
   }
 }
 
@@ -333,7 +358,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
     CaseStep step = StepOf(c, at_us);
     step.started = true;
     EnterStage(slot, stage, at_us, now_us, /*rework=*/false, &step);
-    sink_->CaseStepped(step);
+    ReportStep(step);
     if (!c.deadline_timed) Arm(slot, c, now_us);  // for its expiry
     return Verdict::Accepted();
   }
@@ -344,7 +369,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64
   CaseStep step = StepOf(c, at_us);
   ExitStage(c, at_us, ExitOutcome::kAdvanced, &step);
   EnterStage(slot, stage, at_us, now_us, /*rework=*/(c.visited >> stage) & 1, &step);
-  sink_->CaseStepped(step);
+  ReportStep(step);
   return Verdict::Accepted();
 }
 
@@ -472,7 +497,7 @@ Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_u
   } else {
     step.close = CaseStep::Close::kFallout;
   }
-  sink_->CaseStepped(step);
+  ReportStep(step);
   Release(slot, key, now_us);
   return Verdict::Accepted();
 }
@@ -501,9 +526,9 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_
     dims = dims_->Resolve(event.process_index, event.proto.attributes());
   }
   if (event.proto.kind() == ProcessEvent::COST) {
-    sink_->Cost(event.process_index, dims, TimeOf(at_us), event.proto.amount());
+    Sink().Cost(event.process_index, dims, TimeOf(at_us), event.proto.amount());
   } else {
-    sink_->Feedback(event.process_index, dims, TimeOf(at_us), event.proto.score());
+    Sink().Feedback(event.process_index, dims, TimeOf(at_us), event.proto.score());
   }
 }
 
@@ -636,8 +661,8 @@ void CaseTracker::FireDeadline(const TimerEntry& entry) {
 
 void CaseTracker::Breach(Case& c, int64_t deadline_us) {
   c.over_sla = true;
-  sink_->SlaBreached(c.process, c.stage, c.dims, TimeOf(deadline_us));
-  sink_->BacklogChanged(c.process, c.stage, c.dims, 0, +1);
+  Sink().SlaBreached(c.process, c.stage, c.dims, TimeOf(deadline_us));
+  Sink().BacklogChanged(c.process, c.stage, c.dims, 0, +1);
 }
 
 void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
@@ -667,8 +692,8 @@ void CaseTracker::FireTimer(const TimerEntry& entry, int64_t now_us) {
 
 void CaseTracker::Expire(uint32_t slot, int64_t at_us, int64_t now_us) {
   Case& c = cases_[slot];
-  sink_->CaseExpired(c.process, c.stage, c.dims, TimeOf(at_us));
-  sink_->BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
+  Sink().CaseExpired(c.process, c.stage, c.dims, TimeOf(at_us));
+  Sink().BacklogChanged(c.process, c.stage, c.dims, -1, c.over_sla ? -1 : 0);
   AgesOf(c).Leave();
   Release(slot, CaseKey(c.process, CaseIdStore::View(c.id)), now_us);
 }

@@ -62,8 +62,13 @@
 //   front, so their misses overlap; HandleBatch starts them several events
 //   ahead, so the misses of consecutive events overlap too. The dedup
 //   rings' head and tail lines are prefetched ahead of the pops and
-//   pushes. The large arrays (records, indexes, rings) are in 2 MiB pages
-//   (HugePageAllocator), so a random lookup is not also a page walk.
+//   pushes. HandleBatch does the same for a sink that WantsStepHints (the
+//   aggregator once its records no longer stay cached): an event's CaseStep
+//   is handed to CaseSink::PrefetchStep at once and reported kStepLag steps
+//   later (or before the next other fact), so the sink's misses overlap the
+//   tracker's work on the events in between. The large arrays (records,
+//   indexes, rings) are in 2 MiB pages (HugePageAllocator) where the
+//   kernel gives them, so a random lookup is not also a page walk.
 // A case expires at the first timer check after "now" passes its last
 // activity + case_ttl, within the second.
 //
@@ -101,6 +106,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -206,6 +212,12 @@ class CaseTracker : public ingest::EventHandler {
   // i + kPrefetchDistance and the case record of event
   // i + kPrefetchDistance / 2 start loading before event i is handled, so
   // the cache misses of several events overlap, not only those of one.
+  // The sink's too, if it WantsStepHints (asked once per call): an
+  // event's CaseStep goes to CaseSink::PrefetchStep first and to
+  // CaseStepped kStepLag steps later (sooner when another fact comes, and
+  // all by the end of the call), so the sink sees the same facts in the
+  // same order as from Handle, some of them a few events later within the
+  // call.
   void HandleBatch(absl::Span<const ingest::DecodedEvent* const> events,
                    ingest::Verdict* verdicts) override;
   void Tick(absl::Time wall_now) override;
@@ -389,6 +401,20 @@ class CaseTracker : public ingest::EventHandler {
 
   // How many events ahead HandleBatch starts an event's loads (bench/RESULTS.md §10).
   static constexpr size_t kPrefetchDistance = 8;
+  // How many steps HandleBatch holds back: each is reported this many
+  // steps after the sink's PrefetchStep for it (bench/RESULTS.md §20).
+  static constexpr size_t kStepLag = 4;
+  // Reports an event's step: at once, or in HandleBatch for a sink that
+  // WantsStepHints after a PrefetchStep, held back until kStepLag later
+  // steps or any other fact (FlushSteps) come, so the sink sees every fact
+  // in the same order.
+  void ReportStep(const CaseStep& step);
+  void FlushSteps();
+  // The sink for the one-fact calls: the steps held back go first.
+  CaseSink& Sink() {
+    FlushSteps();
+    return *sink_;
+  }
   // What an event is looked up by: pure functions of the event.
   struct EventKeys {
     uint64_t id_hash;  // of the event id
@@ -481,6 +507,12 @@ class CaseTracker : public ingest::EventHandler {
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
   std::vector<uint64_t> process_seeds_;       // StableHash64 of each process id
+
+  // The steps ReportStep holds back, oldest at first_held_ (a ring).
+  bool defer_steps_ = false;  // within HandleBatch, for a sink that WantsStepHints
+  std::array<CaseStep, kStepLag> held_;
+  size_t first_held_ = 0;
+  size_t held_steps_ = 0;
 
   CaseIdStore id_store_;
   HugeVector<Case> cases_;

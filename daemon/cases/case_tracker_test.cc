@@ -68,12 +68,16 @@ class RecordingSink : public CaseSink {
     backlog[{p, s, d}] += open;
     over_sla[{p, s, d}] += over;
   }
+  bool WantsStepHints() const override { return wants_hints; }
+  void PrefetchStep(const CaseStep&) override { ++hints; }
 
   // The facts since the last call.
   std::vector<std::string> Take() { return std::exchange(facts, {}); }
 
   std::vector<std::string> facts;
   std::map<std::tuple<int, int, DimsId>, int> backlog, over_sla;
+  bool wants_hints = false;
+  int hints = 0;
 
  private:
   template <typename... Args>
@@ -489,17 +493,20 @@ struct Outcome {
   std::vector<std::string> facts;
   std::map<std::tuple<int, int, DimsId>, int> backlog, over_sla;
   std::string state;
+  int hints = 0;
 };
 
 // `events` through a fresh tracker on the event clock, `batch` at a time,
 // each batch through HandleBatch or else Handle one by one, with a Tick
-// after every batch.
+// after every batch; `hinted`: the sink wants step hints (HandleBatch then
+// holds steps back).
 Outcome HandleInBatches(const model::Config& config,
                         const std::vector<ingest::DecodedEvent>& events, size_t batch,
-                        bool use_batch) {
+                        bool use_batch, bool hinted = false) {
   WatermarkBoard board(1);
   EventTimeClock clock(&board, 0);
   RecordingSink sink;
+  sink.wants_hints = hinted;
   DimensionTable dims(config);
   CaseTracker tracker({.config = &config, .clock = &clock, .sink = &sink, .dimensions = &dims});
   Outcome out;
@@ -524,6 +531,7 @@ Outcome HandleInBatches(const model::Config& config,
   out.backlog = sink.backlog;
   out.over_sla = sink.over_sla;
   out.state = tracker.Serialize();
+  out.hints = sink.hints;
   return out;
 }
 
@@ -542,6 +550,17 @@ TEST(CaseTrackerBatchTest, HandleBatchDoesWhatHandleDoesInOrder) {
     EXPECT_EQ(batched.backlog, one_by_one.backlog);
     EXPECT_EQ(batched.over_sla, one_by_one.over_sla);
     EXPECT_EQ(batched.state, one_by_one.state);
+    EXPECT_EQ(batched.hints, 0);
+    // Steps held back for the sink's hints: the same facts in the same
+    // order, the breaches, expiries and costs between steps included.
+    const Outcome hinted =
+        HandleInBatches(config, events, batch, /*use_batch=*/true, /*hinted=*/true);
+    EXPECT_EQ(hinted.verdicts, one_by_one.verdicts);
+    EXPECT_EQ(hinted.facts, one_by_one.facts);
+    EXPECT_EQ(hinted.backlog, one_by_one.backlog);
+    EXPECT_EQ(hinted.over_sla, one_by_one.over_sla);
+    EXPECT_EQ(hinted.state, one_by_one.state);
+    EXPECT_GT(hinted.hints, 0);
     // The stream does take every path (else the comparison proves little).
     auto verdicts_with = [&](absl::string_view what) {
       return std::count_if(one_by_one.verdicts.begin(), one_by_one.verdicts.end(),
