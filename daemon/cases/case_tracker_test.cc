@@ -544,22 +544,21 @@ TEST(CaseTrackerBatchTest, HandleBatchDoesWhatHandleDoesInOrder) {
                        size_t{1024}, size_t{4096}}) {
     SCOPED_TRACE(absl::StrCat("batch ", batch));
     const Outcome one_by_one = HandleInBatches(config, events, batch, /*use_batch=*/false);
+    auto expect_as_one_by_one = [&](const Outcome& o) {
+      EXPECT_EQ(o.verdicts, one_by_one.verdicts);
+      EXPECT_EQ(o.facts, one_by_one.facts);
+      EXPECT_EQ(o.backlog, one_by_one.backlog);
+      EXPECT_EQ(o.over_sla, one_by_one.over_sla);
+      EXPECT_EQ(o.state, one_by_one.state);
+    };
     const Outcome batched = HandleInBatches(config, events, batch, /*use_batch=*/true);
-    EXPECT_EQ(batched.verdicts, one_by_one.verdicts);
-    EXPECT_EQ(batched.facts, one_by_one.facts);
-    EXPECT_EQ(batched.backlog, one_by_one.backlog);
-    EXPECT_EQ(batched.over_sla, one_by_one.over_sla);
-    EXPECT_EQ(batched.state, one_by_one.state);
+    expect_as_one_by_one(batched);
     EXPECT_EQ(batched.hints, 0);
     // Steps held back for the sink's hints: the same facts in the same
     // order, the breaches, expiries and costs between steps included.
     const Outcome hinted =
         HandleInBatches(config, events, batch, /*use_batch=*/true, /*hinted=*/true);
-    EXPECT_EQ(hinted.verdicts, one_by_one.verdicts);
-    EXPECT_EQ(hinted.facts, one_by_one.facts);
-    EXPECT_EQ(hinted.backlog, one_by_one.backlog);
-    EXPECT_EQ(hinted.over_sla, one_by_one.over_sla);
-    EXPECT_EQ(hinted.state, one_by_one.state);
+    expect_as_one_by_one(hinted);
     EXPECT_GT(hinted.hints, 0);
     // The stream does take every path (else the comparison proves little).
     auto verdicts_with = [&](absl::string_view what) {

@@ -575,9 +575,9 @@ TEST_F(RestoreIngestTest, ASlowRestoreStallsNothingAndARevokeDiscardsIt) {
   EXPECT_EQ(opened[1].handler->stats().messages.Get(), 2u + 4);
 }
 
-// DESIGN §4: max_series_per_process bounds the replica, not each partition.
-TEST(EngineRegistrySeriesTest, TheSeriesLimitHoldsAcrossPartitions) {
-  const model::Config config = *model::ParseConfig(R"(
+// One process, sales, with a lead stage; cases by region, at most two
+// region series per process.
+constexpr char kSeriesConfig[] = R"(
 clock: event
 kafka: {topic: events}
 dimensions: {names: [region], max_series_per_process: 2}
@@ -585,26 +585,43 @@ processes:
   - id: sales
     stages:
       - {id: lead, sla: 1h}
-)",
-                                                   "t.yaml");
+)";
+
+// New cases of process `sales`, each entering stage `lead` with a region,
+// one second apart, through the decoder as the daemon's workers do.
+class NewCases {
+ public:
+  explicit NewCases(const model::Config& config) : decoder_(config) {}
+
+  void EnterLead(ingest::PartitionHandler& partition, const std::string& region) {
+    kpid::v1::ProcessEvent e;
+    e.set_event_id(absl::StrCat("e", ++n_));
+    e.set_process("sales");
+    e.set_case_id(absl::StrCat("c", n_));
+    e.set_kind(kpid::v1::ProcessEvent::STAGE_ENTERED);
+    e.set_stage("lead");
+    e.mutable_occurred_at()->set_seconds(1772323200 + n_);
+    (*e.mutable_attributes())["region"] = region;
+    ingest::DecodedEvent decoded;
+    ASSERT_FALSE(decoder_.Decode(e.SerializeAsString(), false, &decoded).has_value());
+    EXPECT_EQ(partition.Handle(decoded).kind, ingest::Verdict::Kind::kAccepted);
+  }
+
+ private:
+  ingest::EventDecoder decoder_;
+  int n_ = 0;
+};
+
+// DESIGN §4: max_series_per_process bounds the replica, not each partition.
+TEST(EngineRegistrySeriesTest, TheSeriesLimitHoldsAcrossPartitions) {
+  const model::Config config = *model::ParseConfig(kSeriesConfig, "t.yaml");
   cases::WatermarkBoard board;
   EngineRegistry registry({.config = &config, .board = &board, .state_dir = ""});
   std::shared_ptr<ingest::PartitionHandler> p0 = registry.Open(0, 2).handler;
   std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 2).handler;
-  ingest::EventDecoder decoder(config);
-  int n = 0;
+  NewCases new_cases(config);
   auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
-    kpid::v1::ProcessEvent e;
-    e.set_event_id(absl::StrCat("e", ++n));
-    e.set_process("sales");
-    e.set_case_id(absl::StrCat("c", n));
-    e.set_kind(kpid::v1::ProcessEvent::STAGE_ENTERED);
-    e.set_stage("lead");
-    e.mutable_occurred_at()->set_seconds(1772323200 + n);
-    (*e.mutable_attributes())["region"] = region;
-    ingest::DecodedEvent decoded;
-    ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
-    EXPECT_EQ(partition.Handle(decoded).kind, ingest::Verdict::Kind::kAccepted);
+    new_cases.EnterLead(partition, region);
   };
   enter(*p0, "emea");  // admitted, 1 of 2
   enter(*p1, "amer");  // admitted, 2 of 2
@@ -631,35 +648,15 @@ processes:
 // ones elsewhere; a kept engine holds its own until dropped; a reshape
 // registers what the reshaped engines keep in the new config's admission.
 TEST(EngineRegistrySeriesTest, ARevokedPartitionsCombinationsMakeRoom) {
-  constexpr char kSeriesConfig[] = R"(
-clock: event
-kafka: {topic: events}
-dimensions: {names: [region], max_series_per_process: 2}
-processes:
-  - id: sales
-    stages:
-      - {id: lead, sla: 1h}
-)";
   const model::Config config = *model::ParseConfig(kSeriesConfig, "t.yaml");
   cases::WatermarkBoard board;
   EngineRegistry registry({.config = &config, .board = &board, .state_dir = ""});
   std::shared_ptr<ingest::PartitionHandler> p0 = registry.Open(0, 3).handler;
   std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 3).handler;
   std::shared_ptr<ingest::PartitionHandler> p2 = registry.Open(2, 3).handler;
-  ingest::EventDecoder decoder(config);
-  int n = 0;
+  NewCases new_cases(config);
   auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
-    kpid::v1::ProcessEvent e;
-    e.set_event_id(absl::StrCat("e", ++n));
-    e.set_process("sales");
-    e.set_case_id(absl::StrCat("c", n));
-    e.set_kind(kpid::v1::ProcessEvent::STAGE_ENTERED);
-    e.set_stage("lead");
-    e.mutable_occurred_at()->set_seconds(1772323200 + n);
-    (*e.mutable_attributes())["region"] = region;
-    ingest::DecodedEvent decoded;
-    ASSERT_FALSE(decoder.Decode(e.SerializeAsString(), false, &decoded).has_value());
-    EXPECT_EQ(partition.Handle(decoded).kind, ingest::Verdict::Kind::kAccepted);
+    new_cases.EnterLead(partition, region);
   };
   enter(*p0, "emea");  // admitted, 1 of 2
   enter(*p1, "amer");  // admitted, 2 of 2
