@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "daemon/common/byte_load.h"
 
 namespace kpid::cases {
 
@@ -80,11 +81,15 @@ class CaseIdStore {
     // Overlapping words cover [0, n): [0, 8) and [n - 8, n), plus [8, 16)
     // past 16 bytes (n <= 23); [0, 4) and [n - 4, n) for 4 to 7 bytes.
     if (n >= 8) {
-      uint64_t diff = (Word64(a) ^ Word64(b)) | (Word64(a + n - 8) ^ Word64(b + n - 8));
-      if (n > 16) diff |= Word64(a + 8) ^ Word64(b + 8);
+      uint64_t diff = (LoadLittleEndian64(a) ^ LoadLittleEndian64(b)) |
+                      (LoadLittleEndian64(a + n - 8) ^ LoadLittleEndian64(b + n - 8));
+      if (n > 16) diff |= LoadLittleEndian64(a + 8) ^ LoadLittleEndian64(b + 8);
       return diff == 0;
     }
-    if (n >= 4) return ((Word32(a) ^ Word32(b)) | (Word32(a + n - 4) ^ Word32(b + n - 4))) == 0;
+    if (n >= 4) {
+      return ((LoadLittleEndian32(a) ^ LoadLittleEndian32(b)) |
+              (LoadLittleEndian32(a + n - 4) ^ LoadLittleEndian32(b + n - 4))) == 0;
+    }
     for (size_t i = 0; i < n; ++i) {
       if (a[i] != b[i]) return false;
     }
@@ -98,16 +103,6 @@ class CaseIdStore {
   static constexpr size_t kPageBytes = 64 * 1024;
   static constexpr size_t kClasses = kMaxPooled / 8;  // class c: blocks of 8 (c + 1) bytes
   static size_t ClassOf(size_t size) { return (size - 1) / 8; }
-  static uint64_t Word64(const char* p) {
-    uint64_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  static uint32_t Word32(const char* p) {
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
 
   char* Allocate(size_t size);
   void Free(char* block, size_t size);

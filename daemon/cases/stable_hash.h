@@ -7,7 +7,7 @@
 //   uint64_t h = StableHash64("lead_to_cash-00000042", /*seed=*/42);
 //
 // The construction is wyhash's (multiply-fold of 64-bit lanes with fixed
-// odd constants), read byte by byte in little-endian order whatever the
+// odd constants), reading the bytes in little-endian order whatever the
 // machine's, so values do not depend on the platform. Good avalanche in
 // both halves: the tracker's tables place a key by its low 32 bits and use
 // the high 32 as a fingerprint. Not for untrusted adversarial input (no
@@ -15,11 +15,10 @@
 // cases share table probes.
 #pragma once
 
-#include <bit>
 #include <cstdint>
-#include <cstring>
 
 #include "absl/strings/string_view.h"
+#include "daemon/common/byte_load.h"
 
 namespace kpid::cases {
 namespace stable_hash_internal {
@@ -27,21 +26,6 @@ namespace stable_hash_internal {
 inline uint64_t Fold(uint64_t a, uint64_t b) {
   const unsigned __int128 r = static_cast<unsigned __int128>(a) * b;
   return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
-}
-
-// Little-endian loads of 8 and 4 bytes. One load each (byte by byte, GCC
-// 12 kept a loop of shifts: ~10% of the tracker's time per event, §21).
-inline uint64_t Load64(const char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
-inline uint64_t Load32(const char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, sizeof v);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
-  return v;
 }
 
 inline constexpr uint64_t kK0 = 0xa0761d6478bd642full;
@@ -57,16 +41,16 @@ inline uint64_t StableHash64(absl::string_view s, uint64_t seed = 0) {
   size_t n = s.size();
   uint64_t h = seed ^ Fold(seed ^ kK0, kK1);
   while (n > 16) {
-    h = Fold(Load64(p) ^ kK1, Load64(p + 8) ^ h);
+    h = Fold(LoadLittleEndian64(p) ^ kK1, LoadLittleEndian64(p + 8) ^ h);
     p += 16;
     n -= 16;
   }
   uint64_t a = 0, b = 0;
   if (n > 8) {
-    a = Load64(p);
-    b = Load64(p + n - 8);
+    a = LoadLittleEndian64(p);
+    b = LoadLittleEndian64(p + n - 8);
   } else if (n >= 4) {
-    a = Load32(p) << 32 | Load32(p + n - 4);
+    a = uint64_t{LoadLittleEndian32(p)} << 32 | LoadLittleEndian32(p + n - 4);
   } else if (n > 0) {
     a = uint64_t{static_cast<uint8_t>(p[0])} << 16 |
         uint64_t{static_cast<uint8_t>(p[n >> 1])} << 8 | static_cast<uint8_t>(p[n - 1]);
