@@ -620,14 +620,11 @@ TEST(EngineRegistrySeriesTest, TheSeriesLimitHoldsAcrossPartitions) {
   std::shared_ptr<ingest::PartitionHandler> p0 = registry.Open(0, 2).handler;
   std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 2).handler;
   NewCases new_cases(config);
-  auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
-    new_cases.EnterLead(partition, region);
-  };
-  enter(*p0, "emea");  // admitted, 1 of 2
-  enter(*p1, "amer");  // admitted, 2 of 2
-  enter(*p1, "apac");  // folds in partition 1 (each partition alone had room)
-  enter(*p0, "apac");  // and in partition 0
-  enter(*p0, "amer");  // admitted by partition 1: a series in partition 0 too
+  new_cases.EnterLead(*p0, "emea");  // admitted, 1 of 2
+  new_cases.EnterLead(*p1, "amer");  // admitted, 2 of 2
+  new_cases.EnterLead(*p1, "apac");  // folds in partition 1 (each partition alone had room)
+  new_cases.EnterLead(*p0, "apac");  // and in partition 0
+  new_cases.EnterLead(*p0, "amer");  // admitted by partition 1: a series in partition 0 too
   const aggregate::ShardSet set = registry.Shards();
   ASSERT_EQ(set.tables.size(), 2u);
   // Each table: the empty combination, __other__, and its own admitted ones:
@@ -655,28 +652,25 @@ TEST(EngineRegistrySeriesTest, ARevokedPartitionsCombinationsMakeRoom) {
   std::shared_ptr<ingest::PartitionHandler> p1 = registry.Open(1, 3).handler;
   std::shared_ptr<ingest::PartitionHandler> p2 = registry.Open(2, 3).handler;
   NewCases new_cases(config);
-  auto enter = [&](ingest::PartitionHandler& partition, const std::string& region) {
-    new_cases.EnterLead(partition, region);
-  };
-  enter(*p0, "emea");  // admitted, 1 of 2
-  enter(*p1, "amer");  // admitted, 2 of 2
-  enter(*p1, "emea");  // admitted already: partition 1 uses it too
-  enter(*p2, "apac");  // folds (1)
+  new_cases.EnterLead(*p0, "emea");  // admitted, 1 of 2
+  new_cases.EnterLead(*p1, "amer");  // admitted, 2 of 2
+  new_cases.EnterLead(*p1, "emea");  // admitted already: partition 1 uses it too
+  new_cases.EnterLead(*p2, "apac");  // folds (1)
   // Partition 0 revoked (and let go by its worker): emea is still partition
   // 1's, so still 2 of 2.
   registry.Close(0, /*keep=*/false);
   p0.reset();
-  enter(*p2, "apac");  // folds (2)
+  new_cases.EnterLead(*p2, "apac");  // folds (2)
   // Partition 1 revoked by an eager rebalance: kept, still read, still
   // holding emea and amer.
   registry.Close(1, /*keep=*/true);
   p1.reset();
-  enter(*p2, "apac");  // folds (3)
+  new_cases.EnterLead(*p2, "apac");  // folds (3)
   // Given to another replica: nothing holds emea or amer, 0 of 2.
   registry.DropKept();
-  enter(*p2, "apac");                              // admitted, 1 of 2
-  enter(*p2, "latam");                             // admitted, 2 of 2
-  enter(*p2, "nordics");                           // folds (4)
+  new_cases.EnterLead(*p2, "apac");                // admitted, 1 of 2
+  new_cases.EnterLead(*p2, "latam");               // admitted, 2 of 2
+  new_cases.EnterLead(*p2, "nordics");             // folds (4)
   EXPECT_EQ(registry.Shards().tables.size(), 1u);  // partition 2 alone
   {
     const cases::DimensionTable& table = static_cast<const PartitionEngine&>(*p2).table();
@@ -696,8 +690,8 @@ TEST(EngineRegistrySeriesTest, ARevokedPartitionsCombinationsMakeRoom) {
   auto handlers = registry.Reshape(next, {});
   ASSERT_TRUE(handlers.ok()) << handlers.status();
   p2 = handlers->at(2);
-  enter(*p2, "nordics");  // admitted, 3 of 3
-  enter(*p2, "baltics");  // folds (5)
+  new_cases.EnterLead(*p2, "nordics");  // admitted, 3 of 3
+  new_cases.EnterLead(*p2, "baltics");  // folds (5)
   const cases::DimensionTable& table = static_cast<const PartitionEngine&>(*p2).table();
   EXPECT_EQ(table.Size(0), 5u);
   EXPECT_EQ(table.Values(0, 4), std::vector<std::string>{"nordics"});
