@@ -43,7 +43,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -70,6 +69,7 @@
 #include "benchmark/benchmark.h"
 #include "daemon/cases/case_tracker.h"
 #include "daemon/cases/clock.h"
+#include "daemon/common/lag_ring.h"
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/text_writer.h"
 
@@ -517,29 +517,18 @@ void BM_Aggregate(benchmark::State& state) {
   for (size_t e = 0; e < stream.warm_events; ++e) {
     for (; fact < stream.ends[e]; ++fact) Replay(stream.facts[fact], sink);
   }
-  constexpr size_t kStepLag = 4;
-  std::array<const Fact*, kStepLag> held{};
-  size_t first_held = 0;
-  size_t held_steps = 0;
+  LagRing<const Fact*, /*N=*/4> held;  // as the tracker's kStepLag
+  auto replay_held = [&](const Fact* f) { Replay(*f, sink); };
   auto replay = [&](const Fact& f) {
     if constexpr (kHinted) {
       if (f.kind == Fact::Kind::kStep) {
         cases::CaseStep step = f.step;
         step.at = f.at;
         sink.PrefetchStep(step);
-        if (held_steps == kStepLag) {
-          Replay(*held[first_held], sink);
-          held[first_held] = &f;
-          first_held = (first_held + 1) % kStepLag;
-        } else {
-          held[(first_held + held_steps++) % kStepLag] = &f;
-        }
+        held.Push(&f, replay_held);
         return;
       }
-      for (; held_steps > 0; --held_steps) {
-        Replay(*held[first_held], sink);
-        first_held = (first_held + 1) % kStepLag;
-      }
+      held.Flush(replay_held);
     }
     Replay(f, sink);
   };

@@ -264,20 +264,11 @@ void CaseTracker::ReportStep(const CaseStep& step) {
     return;
   }
   sink_->PrefetchStep(step);
-  if (held_steps_ == kStepLag) {
-    sink_->CaseStepped(held_[first_held_]);
-    held_[first_held_] = step;
-    first_held_ = (first_held_ + 1) % kStepLag;
-  } else {
-    held_[(first_held_ + held_steps_++) % kStepLag] = step;
-  }
+  held_.Push(step, [this](const CaseStep& held) { sink_->CaseStepped(held); });
 }
 
 void CaseTracker::FlushSteps() {
-  for (; held_steps_ > 0; --held_steps_) {
-    sink_->CaseStepped(held_[first_held_]);
-    first_held_ = (first_held_ + 1) % kStepLag;
-  }
+  held_.Flush([this](const CaseStep& held) { sink_->CaseStepped(held); });
 }
 
 Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& keys) {

@@ -106,7 +106,6 @@
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -127,6 +126,7 @@
 #include "daemon/cases/stage_age_index.h"
 #include "daemon/cases/timing_wheel.h"
 #include "daemon/common/huge_page_allocator.h"
+#include "daemon/common/lag_ring.h"
 #include "daemon/common/single_writer_counter.h"
 #include "daemon/ingest/event_handler.h"
 #include "daemon/model/config.h"
@@ -508,11 +508,9 @@ class CaseTracker : public ingest::EventHandler {
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
   std::vector<uint64_t> process_seeds_;       // StableHash64 of each process id
 
-  // The steps ReportStep holds back, oldest at first_held_ (a ring).
+  // The steps ReportStep holds back.
   bool defer_steps_ = false;  // within HandleBatch, for a sink that WantsStepHints
-  std::array<CaseStep, kStepLag> held_;
-  size_t first_held_ = 0;
-  size_t held_steps_ = 0;
+  LagRing<CaseStep, kStepLag> held_;
 
   CaseIdStore id_store_;
   HugeVector<Case> cases_;
