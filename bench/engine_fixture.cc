@@ -114,7 +114,8 @@ const model::Config& ManyDimsConfig() {
 
 void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
                ingest::DecodedEvent* out) {
-  out->proto = event;
+  // The view reads the contract's bytes (kpid/internal/event_view.proto).
+  if (!out->proto.ParseFromString(event.SerializeAsString())) std::abort();
   out->process_index = -1;
   for (size_t p = 0; p < config.processes.size(); ++p) {
     if (config.processes[p].id == event.process()) out->process_index = static_cast<int>(p);
@@ -144,13 +145,17 @@ std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, ui
 
 void FillSeries(const model::Config& config, int series_per_process, absl::Time now,
                 cases::DimensionTable* dims, aggregate::AggregateShard* shard) {
-  google::protobuf::Map<std::string, std::string> attributes;
+  ingest::Attributes attributes;
+  kpid::internal::AttributeEntry* region = attributes.Add();
+  kpid::internal::AttributeEntry* channel = attributes.Add();
+  region->set_key("region");
+  channel->set_key("channel");
   for (size_t pi = 0; pi < config.processes.size(); ++pi) {
     const int p = static_cast<int>(pi);
     const int stages = static_cast<int>(config.processes[pi].stages.size());
     for (int k = 0; k < series_per_process; ++k) {
-      attributes["region"] = absl::StrCat("region-", k / 25);
-      attributes["channel"] = absl::StrCat("channel-", k % 25);
+      region->set_value(absl::StrCat("region-", k / 25));
+      channel->set_value(absl::StrCat("channel-", k % 25));
       const cases::DimsId d = dims->Resolve(p, attributes);
       // One case a day over two days, the last one within the 5m window.
       for (int day = 1; day >= 0; --day) {

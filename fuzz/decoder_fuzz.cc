@@ -1,13 +1,15 @@
 // Fuzzes EventDecoder::Decode: any bytes, either content type. The decoder
-// must return a verdict for everything and never crash or leak; a binary
-// value must leave in the reused event exactly what protobuf's own
-// ParseFromArray makes of it (the decoder keeps parts of the previous event).
+// must return a verdict for everything and never crash or leak; a value must
+// leave in the reused event exactly what protobuf's own parse of it into the
+// contract's ProcessEvent makes of it (ParseFromArray for binary,
+// JsonStringToMessage for JSON, accepted and rejected alike), though the
+// decoder parses into its own view and keeps parts of the previous event.
 #include <cstddef>
 #include <cstdint>
 
 #include "daemon/ingest/event_decoder.h"
-#include "google/protobuf/util/field_comparator.h"
-#include "google/protobuf/util/message_differencer.h"
+#include "daemon/ingest/event_view_testing.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace {
 
@@ -23,19 +25,6 @@ processes:
   return *config;
 }
 
-// Equal as protobuf messages, where a NaN amount equals a NaN amount (the
-// default comparison, like ==, finds NaN unequal to itself).
-bool SameEvent(const kpid::v1::ProcessEvent& a, const kpid::v1::ProcessEvent& b) {
-  static google::protobuf::util::DefaultFieldComparator* comparator = [] {
-    auto* c = new google::protobuf::util::DefaultFieldComparator();
-    c->set_treat_nan_as_equal(true);
-    return c;
-  }();
-  google::protobuf::util::MessageDifferencer differencer;
-  differencer.set_field_comparator(comparator);
-  return differencer.Compare(a, b);
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -49,16 +38,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using kpid::model::RejectReason;
   const size_t first = value.find_first_not_of(" \t\r\n");
   const bool binary = !json_header && (first == absl::string_view::npos || value[first] != '{');
-  if (binary && !(rejection && (rejection->reason == RejectReason::kEmpty ||
-                                rejection->reason == RejectReason::kOversized))) {
+  const bool parsed_at_all = !(rejection && (rejection->reason == RejectReason::kEmpty ||
+                                             rejection->reason == RejectReason::kOversized ||
+                                             rejection->reason == RejectReason::kJsonTooDeep));
+  if (parsed_at_all) {
     kpid::v1::ProcessEvent parsed;
-    const bool parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
-    if (parses != !(rejection && rejection->reason == RejectReason::kMalformedProtobuf)) {
-      __builtin_trap();
+    bool parses;
+    if (binary) {
+      parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
+    } else {
+      google::protobuf::util::JsonParseOptions options;
+      options.ignore_unknown_fields = true;
+      parses = google::protobuf::util::JsonStringToMessage(
+                   google::protobuf::StringPiece(value.data(), value.size()), &parsed, options)
+                   .ok();
     }
-    if (parses && !SameEvent(parsed, event->proto)) {
-      __builtin_trap();
-    }
+    const RejectReason malformed =
+        binary ? RejectReason::kMalformedProtobuf : RejectReason::kMalformedJson;
+    if (parses != !(rejection && rejection->reason == malformed)) __builtin_trap();
+    if (parses && !kpid::ingest::SameEvent(parsed, event->proto)) __builtin_trap();
   }
   if (!rejection) {
     // An accepted event is fully resolved.

@@ -60,7 +60,7 @@ TEST(RuleEngineStressTest, ReplacingRulesWhileEvaluatingAndReading) {
   aggregate::AggregateShard shard(config);
   cases::WallClock clock;
   CountingSink sink;
-  const cases::DimsId none = dims.Resolve(0, google::protobuf::Map<std::string, std::string>());
+  const cases::DimsId none = dims.Resolve(0, ingest::Attributes());
   RuleSet initial{*ParseRules(kRulesA, "a.yaml", &config)};
   RuleEngine engine({.config = &config,
                      .rules = &initial,

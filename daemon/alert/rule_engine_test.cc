@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/common/file_util.h"
+#include "daemon/ingest/event_view_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -66,11 +67,7 @@ class RecordingSink : public AlertSink {
   std::vector<AlertNotification> sent;
 };
 
-google::protobuf::Map<std::string, std::string> Region(const std::string& r) {
-  google::protobuf::Map<std::string, std::string> m;
-  m["region"] = r;
-  return m;
-}
+ingest::Attributes Region(const std::string& r) { return ingest::MakeAttributes({{"region", r}}); }
 
 class RuleEngineTest : public ::testing::Test {
  protected:

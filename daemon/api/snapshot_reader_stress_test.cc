@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/api/snapshot_reader.h"
+#include "daemon/ingest/event_view_testing.h"
 #include "google/protobuf/map.h"
 #include "gtest/gtest.h"
 
@@ -44,10 +45,9 @@ TEST(SnapshotReaderStressTest, ReadsWhileAWorkerWrites) {
 
   std::atomic<bool> stop{false};
   std::thread writer([&] {
-    google::protobuf::Map<std::string, std::string> attributes;
     for (int i = 0; i < 100000; ++i) {
-      attributes["region"] = absl::StrCat("r", i % 50);
-      const cases::DimsId dims = table.Resolve(0, attributes);
+      const cases::DimsId dims =
+          table.Resolve(0, ingest::MakeAttributes({{"region", absl::StrCat("r", i % 50)}}));
       const absl::Time at = start + absl::Seconds(i % 3600);
       shard.CaseStarted(0, dims, at);
       shard.StageEntered(0, 0, dims, at, false);

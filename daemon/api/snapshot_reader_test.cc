@@ -7,6 +7,7 @@
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/api/proto_time.h"
 #include "daemon/api/snapshot_window.h"
+#include "daemon/ingest/event_view_testing.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/map.h"
 #include "gtest/gtest.h"
@@ -45,9 +46,7 @@ google::protobuf::Duration D(absl::Duration d) {
 }
 
 cases::DimsId Region(cases::DimensionTable& table, const std::string& region) {
-  google::protobuf::Map<std::string, std::string> attributes;
-  attributes["region"] = region;
-  return table.Resolve(kSales, attributes);
+  return table.Resolve(kSales, ingest::MakeAttributes({{"region", region}}));
 }
 
 // Two workers. Their tables intern the regions in opposite orders, so the

@@ -17,7 +17,7 @@ constexpr absl::string_view kMagic = "KPDT";
 }  // namespace
 
 DimensionTable::DimensionTable(const model::Config& config, SeriesAdmission* admission)
-    : names_(config.dimensions.names), admission_(admission) {
+    : names_(config.dimensions.names), admission_(admission), found_(names_.size()) {
   for (size_t p = 0; p < config.processes.size(); ++p) {
     process_ids_.push_back(config.processes[p].id);
     auto process = std::make_unique<Process>();
@@ -60,15 +60,14 @@ DimsId DimensionTable::Add(Process& p, std::string key, std::vector<std::string>
   return static_cast<DimsId>(id);
 }
 
-DimsId DimensionTable::Resolve(int process,
-                               const google::protobuf::Map<std::string, std::string>& attributes) {
+DimsId DimensionTable::Resolve(int process, const ingest::Attributes& attributes) {
   if (names_.empty()) return 0;
   Process& p = *processes_[static_cast<size_t>(process)];
   key_.clear();
   for (size_t i = 0; i < names_.size(); ++i) {
     if (i > 0) key_.push_back(kSeparator);
-    auto it = attributes.find(names_[i]);
-    if (it != attributes.end()) key_.append(it->second);
+    found_[i] = ingest::FindAttribute(attributes, names_[i]);
+    if (found_[i] != nullptr) key_.append(*found_[i]);
   }
   if (auto it = p.ids.find(key_); it != p.ids.end()) return it->second;
   if (p.size.load(std::memory_order_relaxed) >= p.capacity ||
@@ -78,10 +77,7 @@ DimsId DimensionTable::Resolve(int process,
   }
   std::vector<std::string> values;
   values.reserve(names_.size());
-  for (const std::string& name : names_) {
-    auto it = attributes.find(name);
-    values.push_back(it != attributes.end() ? it->second : "");
-  }
+  for (const std::string* value : found_) values.push_back(value != nullptr ? *value : "");
   return Add(p, key_, std::move(values));
 }
 

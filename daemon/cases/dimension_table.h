@@ -2,13 +2,14 @@
 // aggregator indexes series by integer, never by string.
 //
 //   DimensionTable dims(config);
-//   DimsId id = dims.Resolve(process, event.attributes());   // worker thread
+//   DimsId id = dims.Resolve(process, event.proto.attributes());   // worker thread
 //   const std::vector<std::string>& values = dims.Values(process, id);  // any thread
 //
-// Values are taken, in `dimensions.names` order, from a case's first event; a
-// missing attribute is "". Once a process has `max_series_per_process`
-// combinations, new ones fold into the combination whose every value is
-// "__other__", counted in Folded(process).
+// Values are taken, in `dimensions.names` order, from a case's first event
+// (ingest::FindAttribute: a key's last entry); a missing attribute is "".
+// Once a process has `max_series_per_process` combinations, new ones fold
+// into the combination whose every value is "__other__", counted in
+// Folded(process).
 //
 // With a SeriesAdmission (shared by every partition's table of a replica),
 // a combination new to this table also needs the admission's consent, so the
@@ -56,8 +57,8 @@
 #include "daemon/cases/case_sink.h"
 #include "daemon/cases/series_admission.h"
 #include "daemon/common/single_writer_counter.h"
+#include "daemon/ingest/event_decoder.h"
 #include "daemon/model/config.h"
-#include "google/protobuf/map.h"
 
 namespace kpid::cases {
 
@@ -86,7 +87,7 @@ class DimensionTable {
       SeriesAdmission* admission = nullptr);
 
   // Id 0 is every value empty; with dimensions configured, id 1 is __other__.
-  DimsId Resolve(int process, const google::protobuf::Map<std::string, std::string>& attributes);
+  DimsId Resolve(int process, const ingest::Attributes& attributes);
 
   size_t Size(int process) const;
   const std::vector<std::string>& Values(int process, DimsId id) const;
@@ -110,7 +111,10 @@ class DimensionTable {
   std::vector<std::string> process_ids_;
   std::vector<std::unique_ptr<Process>> processes_;
   SeriesAdmission* admission_;
-  std::string key_;  // reused lookup key (writer only)
+  // Writer only, reused: the lookup key, and each name's value in the
+  // attributes it was made of (nullptr: missing).
+  std::string key_;
+  std::vector<const std::string*> found_;
 };
 
 }  // namespace kpid::cases

@@ -13,6 +13,7 @@
 #include "daemon/cases/clock.h"
 #include "daemon/cases/dimension_table.h"
 #include "daemon/export/text_writer.h"
+#include "daemon/ingest/event_view_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
@@ -47,12 +48,8 @@ model::Config TestConfig() {
   return c;
 }
 
-google::protobuf::Map<std::string, std::string> Dims(const std::string& region,
-                                                     const std::string& channel) {
-  google::protobuf::Map<std::string, std::string> m;
-  m["region"] = region;
-  m["channel"] = channel;
-  return m;
+ingest::Attributes Dims(const std::string& region, const std::string& channel) {
+  return ingest::MakeAttributes({{"region", region}, {"channel", channel}});
 }
 
 // A dimension value that needs every escape of the text format.

@@ -45,6 +45,7 @@
 #include "daemon/export/engine_metrics.h"
 #include "daemon/export/text_writer.h"
 #include "daemon/http/http_server.h"
+#include "daemon/ingest/event_view_testing.h"
 #include "gtest/gtest.h"
 
 namespace kpid::http {
@@ -226,9 +227,8 @@ TEST(MetricsScrapeStressTest, BodiesStayAsRenderedWhileLaterScrapesRun) {
     for (int p = 0; p < kProcesses; ++p) {
       dims[w].emplace_back();
       for (int r = 0; r < kRegions; ++r) {
-        google::protobuf::Map<std::string, std::string> attributes;
-        attributes["region"] = absl::StrCat("r", r);
-        dims[w][p].push_back(tables[w]->Resolve(p, attributes));
+        dims[w][p].push_back(
+            tables[w]->Resolve(p, ingest::MakeAttributes({{"region", absl::StrCat("r", r)}})));
         WriteCase(shards[w].get(), p, dims[w][p].back());
       }
     }

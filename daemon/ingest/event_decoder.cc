@@ -5,13 +5,16 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "google/protobuf/util/type_resolver_util.h"
 
 namespace kpid::ingest {
 namespace {
 
+using kpid::internal::ProcessEventView;
 using kpid::v1::ProcessEvent;
 using model::RejectReason;
 
@@ -23,6 +26,9 @@ Rejection Reject(RejectReason reason, std::string detail) {
 // fields kpid does not know yet, so allow some room, but not the thousands of
 // levels a hostile message can carry.
 constexpr int kMaxJsonDepth = 32;
+
+// What JsonStringToMessage names types by.
+constexpr char kTypeUrlPrefix[] = "type.googleapis.com";
 
 // True when `json` nests objects/arrays deeper than kMaxJsonDepth. Only
 // brackets outside strings count; the parser still judges everything else.
@@ -66,7 +72,11 @@ int EventDecoder::NameIndex::Find(absl::string_view name) const {
   return -1;
 }
 
-EventDecoder::EventDecoder(const model::Config& config) : config_(config) {
+EventDecoder::EventDecoder(const model::Config& config)
+    : config_(config),
+      type_resolver_(google::protobuf::util::NewTypeResolverForDescriptorPool(
+          kTypeUrlPrefix, google::protobuf::DescriptorPool::generated_pool())),
+      json_type_url_(absl::StrCat(kTypeUrlPrefix, "/", ProcessEvent::descriptor()->full_name())) {
   stages_.resize(config.processes.size());
   for (size_t p = 0; p < config.processes.size(); ++p) {
     processes_.Add(config.processes[p].id, static_cast<int>(p));
@@ -83,7 +93,7 @@ EventDecoder::EventDecoder(const model::Config& config) : config_(config) {
 // when the value has no occurred_at, where ParseFromArray leaves none (the
 // event is then missing_field); so {0, 0} (no occurred_at, or the epoch,
 // which max_past_age rejects by default) is parsed again the plain way.
-bool EventDecoder::ParseBinary(absl::string_view value, ProcessEvent* event) {
+bool EventDecoder::ParseBinary(absl::string_view value, ProcessEventView* event) {
   google::protobuf::Timestamp* kept =
       event->has_occurred_at() ? event->release_occurred_at() : nullptr;
   event->Clear();
@@ -91,8 +101,8 @@ bool EventDecoder::ParseBinary(absl::string_view value, ProcessEvent* event) {
     kept->Clear();
     event->set_allocated_occurred_at(kept);
   }
-  // ProcessEvent has no required fields, so "partial" skips nothing.
-  if (!event->ParseFrom<ProcessEvent::kMergePartial>(
+  // ProcessEventView has no required fields, so "partial" skips nothing.
+  if (!event->ParseFrom<ProcessEventView::kMergePartial>(
           google::protobuf::StringPiece(value.data(), value.size()))) {
     return false;
   }
@@ -123,34 +133,50 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
                   absl::StrCat("value of ", value.size(), " bytes exceeds max_message_bytes ",
                                config_.kafka.max_message_bytes));
   }
-  if (replace_message_) out->proto = ProcessEvent();
+  if (replace_message_) {
+    out->proto = ProcessEventView();
+    std::string().swap(json_binary_);
+  }
   replace_message_ = value.size() > kLargeValueBytes;
   if (json_content_type || LooksLikeJson(value)) {
-    // Binary values are not cleared here: ParseFromArray clears the message
-    // itself, and a second Clear() walked the attribute map again.
-    out->proto.Clear();
-    if (NestedTooDeep(value)) {
-      return Reject(RejectReason::kJsonTooDeep,
-                    absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
-    }
-    google::protobuf::util::JsonParseOptions options;
-    // Binary protobuf skips unknown fields; JSON must agree, so producers can
-    // add fields before kpid learns them.
-    options.ignore_unknown_fields = true;
-    auto status = google::protobuf::util::JsonStringToMessage(
-        google::protobuf::StringPiece(value.data(), value.size()), &out->proto, options);
-    if (!status.ok()) {
-      return Reject(RejectReason::kMalformedJson,
-                    absl::StrCat("invalid ProcessEvent JSON: ", status.message().as_string()));
-    }
+    if (std::optional<Rejection> rejection = ParseJson(value, &out->proto)) return rejection;
   } else if (!ParseBinary(value, &out->proto)) {
     return Reject(RejectReason::kMalformedProtobuf, "value is not a binary ProcessEvent");
   }
   return Validate(out);
 }
 
+// JsonStringToMessage(value, &process_event) in protobuf 3.21 is this
+// transcoding to binary (which judges the JSON) and a parse of the binary;
+// here the binary is parsed into the view instead, so JSON is accepted and
+// rejected exactly as JsonStringToMessage does, with its messages, and
+// decodes to what the same event in binary decodes to.
+std::optional<Rejection> EventDecoder::ParseJson(absl::string_view value, ProcessEventView* event) {
+  if (NestedTooDeep(value)) {
+    return Reject(RejectReason::kJsonTooDeep,
+                  absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  google::protobuf::util::JsonParseOptions options;
+  // Binary protobuf skips unknown fields; JSON must agree, so producers can
+  // add fields before kpid learns them.
+  options.ignore_unknown_fields = true;
+  json_binary_.clear();  // the transcoder appends
+  auto status = google::protobuf::util::JsonToBinaryString(
+      type_resolver_.get(), json_type_url_,
+      google::protobuf::StringPiece(value.data(), value.size()), &json_binary_, options);
+  if (status.ok() && !ParseBinary(json_binary_, event)) {
+    status = google::protobuf::util::InvalidArgumentError(
+        "JSON transcoder produced invalid protobuf output.");
+  }
+  if (!status.ok()) {
+    return Reject(RejectReason::kMalformedJson,
+                  absl::StrCat("invalid ProcessEvent JSON: ", status.message().as_string()));
+  }
+  return std::nullopt;
+}
+
 std::optional<Rejection> EventDecoder::Validate(DecodedEvent* out) const {
-  const ProcessEvent& e = out->proto;
+  const ProcessEventView& e = out->proto;
   if (e.event_id().empty()) return Reject(RejectReason::kMissingField, "event_id is empty");
   if (e.process().empty()) return Reject(RejectReason::kMissingField, "process is empty");
   if (e.case_id().empty()) return Reject(RejectReason::kMissingField, "case_id is empty");

@@ -1,5 +1,6 @@
-// Turns a Kafka message value into a validated ProcessEvent with its process
-// and stage resolved against the config, or says why it cannot.
+// Turns a Kafka message value into a validated event (a ProcessEvent as
+// kpid/internal/event_view.proto reads it) with its process and stage
+// resolved against the config, or says why it cannot.
 //
 //   EventDecoder decoder(config);
 //   DecodedEvent event;
@@ -8,12 +9,15 @@
 //   }
 //
 // A value is JSON (proto3 canonical mapping, parsed by Protobuf's own JSON
-// parser) when the content-type header says so or its first non-blank byte is
-// `{`; otherwise binary protobuf. Single-threaded: one decoder per worker; it
-// reuses `event`'s memory from one message to the next, except after a value
-// over kLargeValueBytes, whose memory it drops at the next Decode.
+// parser, for ProcessEvent, then read as binary) when the content-type header
+// says so or its first non-blank byte is `{`; otherwise binary protobuf.
+// Single-threaded: one decoder per worker; it reuses `event`'s memory from
+// one message to the next (an ordinary binary event allocates nothing once
+// the memory is there), except after a value over kLargeValueBytes, whose
+// memory it drops at the next Decode.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -24,12 +28,31 @@
 #include "absl/time/time.h"
 #include "daemon/model/config.h"
 #include "daemon/model/reject_reason.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "google/protobuf/util/type_resolver.h"
+#include "kpid/internal/event_view.pb.h"
 #include "kpid/v1/event.pb.h"
 
 namespace kpid::ingest {
 
+// An event's attributes in wire order, where a key may come more than once.
+using Attributes = google::protobuf::RepeatedPtrField<kpid::internal::AttributeEntry>;
+
+// The value of attribute `key`, or nullptr: the last entry of that key, as
+// protobuf's parse of ProcessEvent's map keeps it. Events carry a handful of
+// attributes, so a scan costs less than hashing the key.
+inline const std::string* FindAttribute(const Attributes& attributes, absl::string_view key) {
+  for (int i = attributes.size() - 1; i >= 0; --i) {
+    const kpid::internal::AttributeEntry& entry = attributes.Get(i);
+    if (entry.key() == key) return &entry.value();
+  }
+  return nullptr;
+}
+
 struct DecodedEvent {
-  kpid::v1::ProcessEvent proto;
+  // Every field of the ProcessEvent, under ProcessEvent's accessor names;
+  // attributes through FindAttribute.
+  kpid::internal::ProcessEventView proto;
   int process_index = -1;  // into Config::processes
   int stage_index = -1;    // into ProcessConfig::stages; STAGE_ENTERED only
   absl::Time occurred_at;
@@ -57,9 +80,9 @@ class EventDecoder {
   }
 
   // A value above this size may leave the reused message holding far more
-  // than an ordinary event needs (a map of thousands of attributes keeps its
-  // grown bucket table, which every later Clear() walks; strings keep their
-  // capacity), so the next Decode starts from a new message.
+  // than an ordinary event needs (thousands of cleared attribute entries;
+  // strings keep their capacity), so the next Decode starts from a new
+  // message.
   static constexpr size_t kLargeValueBytes = 4096;
 
   // True for a content-type header value that names JSON
@@ -87,10 +110,19 @@ class EventDecoder {
   };
 
   // ParseFromArray into the reused message, keeping its Timestamp.
-  static bool ParseBinary(absl::string_view value, kpid::v1::ProcessEvent* event);
+  static bool ParseBinary(absl::string_view value, kpid::internal::ProcessEventView* event);
+  // Protobuf's JSON parser for ProcessEvent, into `event`; nullopt if the
+  // value is a ProcessEvent's JSON, else why not.
+  std::optional<Rejection> ParseJson(absl::string_view value,
+                                     kpid::internal::ProcessEventView* event);
   std::optional<Rejection> Validate(DecodedEvent* out) const;
 
   const model::Config& config_;
+  // For the JSON parser: ProcessEvent's type, and the binary it makes of a
+  // value (reused).
+  std::unique_ptr<google::protobuf::util::TypeResolver> type_resolver_;
+  std::string json_type_url_;
+  std::string json_binary_;
   NameIndex processes_;
   std::vector<NameIndex> stages_;  // by process index
   absl::Time future_limit_ = absl::InfiniteFuture();

@@ -868,7 +868,9 @@ void KafkaIngest::ProcessRun(Worker* worker, Owned& owned,
   // The decoder drops a large value's memory at its next Decode, into the
   // same event; here the next Decode goes into another slot, so drop it now.
   for (size_t k = 0; k < run.size(); ++k) {
-    if (run[k]->len > EventDecoder::kLargeValueBytes) worker->events[k].proto = v1::ProcessEvent();
+    if (run[k]->len > EventDecoder::kLargeValueBytes) {
+      worker->events[k].proto = kpid::internal::ProcessEventView();
+    }
   }
 }
 
