@@ -314,7 +314,9 @@ class AggregateShard final : public cases::CaseSink {
 
   ProcessState* WriterProcess(int process, int stage);
   DimsRecord* WriterRecord(ProcessState& p, DimsId dims);
-  DimsRecord* FindWriterRecord(ProcessState& p, DimsId dims);
+  // The record of `dims` < kMaxDims, which has none yet: the write path's
+  // only allocation (see "Series").
+  DimsRecord* BuildWriterRecord(ProcessState& p, DimsId dims);
   const ProcessState* ReaderProcess(int process) const;
   const DimsRecord* ReaderRecord(const ProcessState& p, DimsId dims) const;
 

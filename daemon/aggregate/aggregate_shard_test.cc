@@ -1,9 +1,15 @@
 #include "daemon/aggregate/aggregate_shard.h"
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "daemon/aggregate/distribution.h"
+#include "daemon/aggregate/time_seconds.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -217,6 +223,72 @@ TEST(LatencyHistogramTest, BucketOfEveryBound) {
   EXPECT_EQ(LatencyHistogram::BucketOf(3e6), 16);   // past 30 d: +Inf
   EXPECT_EQ(LatencyHistogram::BucketOf(INFINITY), 16);
   EXPECT_EQ(LatencyHistogram::BucketOf(std::nan("")), 16);
+}
+
+// The write path's bucket from the distribution bin must be BucketOf's for
+// every value: at both ends of every bin, around every bound, and at random.
+TEST(LatencyHistogramTest, BucketOfBinnedIsBucketOf) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  std::vector<double> values = {-kInf, -1, 0, 0.5, 1, kInf, std::nan(""), 1e300};
+  for (int bin = 1; bin < Distribution::kNumBins; ++bin) {
+    const double lower = Distribution::LowerBound(bin);
+    values.push_back(lower);
+    values.push_back(std::nextafter(lower, 0.0));
+    values.push_back(std::nextafter(lower, kInf));
+  }
+  for (const double bound : LatencyHistogram::kBounds) {
+    values.push_back(bound);
+    values.push_back(std::nextafter(bound, 0.0));
+    values.push_back(std::nextafter(bound, kInf));
+  }
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> exponent(-3, 10);
+  for (int i = 0; i < 200000; ++i) values.push_back(std::pow(10.0, exponent(rng)));
+  for (const double v : values) {
+    ASSERT_EQ(LatencyHistogram::BucketOfBinned(v, Distribution::BinOf(v)),
+              LatencyHistogram::BucketOf(v))
+        << v;
+  }
+  // By hand: le = 60 is inclusive, so 60 s is in bucket 0 and 60.5 s in 1.
+  EXPECT_EQ(LatencyHistogram::BucketOfBinned(60, Distribution::BinOf(60)), 0);
+  EXPECT_EQ(LatencyHistogram::BucketOfBinned(60.5, Distribution::BinOf(60.5)), 1);
+}
+
+TEST(TimeSecondsTest, UnixSecondsIsAbseils) {
+  std::vector<absl::Time> times = {absl::InfiniteFuture(), absl::InfinitePast(), absl::UnixEpoch()};
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int64_t> nanos(-(int64_t{1} << 62), int64_t{1} << 62);
+  for (int i = 0; i < 100000; ++i) times.push_back(absl::FromUnixNanos(nanos(rng) >> (i % 40)));
+  for (const int64_t s : {-2, -1, 0, 1, 2}) {
+    times.push_back(absl::FromUnixSeconds(s));
+    times.push_back(absl::FromUnixSeconds(s) - absl::Nanoseconds(1));
+    times.push_back(absl::FromUnixSeconds(s) + absl::Nanoseconds(1));
+  }
+  for (const absl::Time t : times) ASSERT_EQ(UnixSeconds(t), absl::ToUnixSeconds(t)) << t;
+}
+
+TEST(TimeSecondsTest, DoubleSecondsIsAbseilsBitForBit) {
+  std::vector<absl::Duration> durations = {absl::InfiniteDuration(), -absl::InfiniteDuration(),
+                                           absl::ZeroDuration()};
+  // Around the 2^21 s limit of the inline path, both signs.
+  for (const int64_t s : {(int64_t{1} << 21) - 1, int64_t{1} << 21, (int64_t{1} << 21) + 1}) {
+    for (const absl::Duration frac : {absl::ZeroDuration(), absl::Nanoseconds(1),
+                                      absl::Milliseconds(999), absl::Nanoseconds(999999999)}) {
+      durations.push_back(absl::Seconds(s) + frac);
+      durations.push_back(-(absl::Seconds(s) + frac));
+    }
+  }
+  std::mt19937_64 rng(13);
+  std::uniform_int_distribution<int64_t> nanos(-(int64_t{1} << 62), int64_t{1} << 62);
+  for (int i = 0; i < 200000; ++i) {
+    durations.push_back(absl::Nanoseconds(nanos(rng) >> (i % 50)));
+    durations.push_back(absl::Milliseconds(nanos(rng) >> (i % 50 + 12)));
+  }
+  for (const absl::Duration d : durations) {
+    const double fast = DoubleSeconds(d);
+    const double absl_seconds = absl::ToDoubleSeconds(d);
+    ASSERT_EQ(std::memcmp(&fast, &absl_seconds, sizeof(double)), 0) << d;
+  }
 }
 
 TEST(AggregateShardTest, TotalsAndHistograms) {

@@ -1,5 +1,10 @@
 #include "daemon/aggregate/aggregate_types.h"
 
+#include <cmath>
+#include <limits>
+
+#include "daemon/aggregate/distribution.h"
+
 namespace kpid::aggregate {
 
 absl::optional<double> StageWindowCounts::Value(absl::string_view kpi) const {
@@ -70,6 +75,22 @@ int LatencyHistogram::BucketOf(double seconds) {
     first = first[n / 2 - 1] < seconds ? first + n / 2 : first;
   }
   return static_cast<int>(first - kBounds.data()) + (*first < seconds ? 1 : 0);
+}
+
+const uint8_t* LatencyHistogram::BuildBinBuckets() {
+  static_assert(kBuckets <= kBucketMask + 1, "a bucket index fits the mask");
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  auto* entries = new uint8_t[Distribution::kNumBins];
+  for (int bin = 0; bin < Distribution::kNumBins; ++bin) {
+    // The bin's smallest and largest values (bin 0 also holds the
+    // negatives; the last bin everything up to +inf).
+    const int below = BucketOf(Distribution::LowerBound(bin));
+    const double last = std::nextafter(Distribution::LowerBound(bin + 1), -kInf);
+    // BucketOf(last) is `below` or, when kBounds[below] is inside the bin, below + 1.
+    const bool split = BucketOf(last) != below;
+    entries[bin] = static_cast<uint8_t>(below | (split ? 0x80 : 0));
+  }
+  return entries;
 }
 
 uint64_t LatencyHistogram::count() const {

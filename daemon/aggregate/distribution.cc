@@ -81,11 +81,18 @@ int Distribution::BinOf(double seconds) {
   if (!(seconds < kTableEnd)) return kMaxIndex + 1;  // past the cap; also +inf
   // The exponent and the top mantissa bits pick the 1/128 octave `seconds`
   // is in; being narrower than a bin, it holds at most one bin's lower bound.
-  const BinTable& table = Table();
+  // Held here: Table() is a call (and a guard check) per value.
+  static const BinTable& table = Table();
   const size_t part = static_cast<size_t>((absl::bit_cast<uint64_t>(seconds) >> (52 - kPartBits)) -
                                           (uint64_t{1023} << kPartBits));
   const int bin = table.first_bin[part];
   return seconds >= table.lower[static_cast<size_t>(bin) + 1] ? bin + 1 : bin;
+}
+
+double Distribution::LowerBound(int bin) {
+  if (bin <= 0) return -std::numeric_limits<double>::infinity();
+  if (bin >= kNumBins) return std::numeric_limits<double>::infinity();
+  return Table().lower[static_cast<size_t>(bin)];
 }
 
 double Distribution::BinValue(int bin) {

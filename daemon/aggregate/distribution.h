@@ -42,6 +42,9 @@ class Distribution {
   static int BinOf(double seconds);
   // The value a bin reports.
   static double BinValue(int bin);
+  // The smallest value BinOf puts in `bin` (bin 0: -inf; past the last
+  // bin: +inf), so bin b holds [LowerBound(b), LowerBound(b + 1)).
+  static double LowerBound(int bin);
 
   void Add(double seconds, uint64_t n = 1) { AddToBin(BinOf(seconds), n); }
   // `bin` in [0, kNumBins); anything else is ignored.

@@ -1,0 +1,42 @@
+// absl::ToUnixSeconds and absl::ToDoubleSeconds, inline and bit for bit the
+// same: Debian's Abseil has both out of line (a PLT call each), and the
+// aggregator's write path converts an event time and a duration per fact.
+//
+//   int64_t s = UnixSeconds(at);            // == absl::ToUnixSeconds(at)
+//   double d = DoubleSeconds(cycle_time);   // == absl::ToDoubleSeconds(cycle_time)
+//
+// Both read the representation absl::Time and absl::Duration declare in
+// time.h (time_internal: seconds, then quarter-nanosecond ticks in [0, 4e9),
+// ticks ~0 for the infinities), as Abseil's own inline functions do.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace kpid::aggregate {
+
+// absl::ToUnixSeconds(t) (the floor; InfiniteFuture/Past give the int64
+// extremes): the representation's seconds, which is all that function returns.
+inline int64_t UnixSeconds(absl::Time t) {
+  return absl::time_internal::GetRepHi(absl::time_internal::ToUnixDuration(t));
+}
+
+// absl::ToDoubleSeconds(d), which computes (double(seconds) * 4e9 +
+// double(ticks)) / 4e9. Under 2^21 s (24 days) both terms and their sum are
+// integers below 2^53, so exact in a double, and the sum equals the int64
+// seconds * 4e9 + ticks converted once: the same operand, the same quotient.
+// Longer (and infinite) durations take Abseil's function.
+inline double DoubleSeconds(absl::Duration d) {
+  constexpr int64_t kTicksPerSecond = 4'000'000'000;
+  constexpr int64_t kExactSeconds = int64_t{1} << 21;
+  const int64_t seconds = absl::time_internal::GetRepHi(d);
+  const uint32_t ticks = absl::time_internal::GetRepLo(d);
+  if (seconds >= kExactSeconds || seconds <= -kExactSeconds || ticks == ~uint32_t{0}) {
+    return absl::ToDoubleSeconds(d);
+  }
+  return static_cast<double>(seconds * kTicksPerSecond + ticks) /
+         static_cast<double>(kTicksPerSecond);
+}
+
+}  // namespace kpid::aggregate
