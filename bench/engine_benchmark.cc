@@ -18,6 +18,10 @@
 // time as the ingest loop does. Two threads = two workers, each with its own
 // engine over the same events: items/s counts both.
 //
+// BM_EngineNewBatch hands the engine kBatch events per HandleBatch call, as
+// pointers into that stream (each event cold in the cache);
+// BM_EngineNewWarmBatch through kBatch reused events refilled before each
+// call, as the daemon's worker decodes into its reused events (see Feed).
 // BM_EngineNew/scrape_ms:100: a scraper thread renders /metrics
 // (exporter::RenderText, as HttpServer does) every 100 ms over the
 // first worker's live shard plus a shard holding 2 x 1000 dimension series
@@ -275,8 +279,21 @@ void PerfControl(const char* command) {
 // the engine at a time (kafka_ingest.cc, kHandleChunk).
 constexpr size_t kBatch = 128;
 
+// How the engine gets its events:
+// kOne: Handle, one by one, straight from the pre-decoded stream;
+// kBatch: HandleBatch, kBatch at a time, pointing into the stream: every
+//   event object and id string is cold (the stream is ~1.5 GB);
+// kWarmBatch: HandleBatch on the same kBatch reused DecodedEvents, refilled
+//   from the stream before each call (RefillDecoded), as the daemon's
+//   worker decodes each run of messages into its reused events
+//   (kafka_ingest.cc): the engine finds them in the cache. The refill stands
+//   in for the decoder's work: timed with the engine when the last argument
+//   (timed_refill) is 1, else not (PauseTiming around it; BM_Refill says
+//   what the refill and the pause each cost).
+enum class Feed { kOne, kBatch, kWarmBatch };
+
 template <typename Tracker, typename Dims, typename Shard, Renderer kRenderer = Renderer::kNow,
-          int kScrapedSeries = 1000, bool kBatched = false, bool kWarmScraper = false>
+          int kScrapedSeries = 1000, Feed kFeed = Feed::kOne, bool kWarmScraper = false>
 void BM_Engine(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(1)));
   auto engine = std::make_unique<Engine<Tracker, Dims, Shard>>(*stream.config, state.range(2) != 0);
@@ -306,16 +323,30 @@ void BM_Engine(benchmark::State& state) {
   const uint64_t open_before = engine->tracker.open_cases();
   size_t i = static_cast<size_t>(stream.warm);
   if (state.thread_index() == 0) PerfControl("enable");
-  if constexpr (kBatched) {
+  if constexpr (kFeed != Feed::kOne) {
     // Each iteration is one event, as below: the first of a batch handles
     // the whole batch, so the time per iteration is the time per event.
     std::vector<const ingest::DecodedEvent*> batch(kBatch);
     std::vector<ingest::Verdict> verdicts(kBatch);
+    // kWarmBatch: allocated and filled once before the timed part, so the
+    // strings have grown to their size, as a worker's after its first runs.
+    std::vector<ingest::DecodedEvent> reused(kFeed == Feed::kWarmBatch ? kBatch : 0);
+    for (size_t j = 0; j < reused.size(); ++j) {
+      RefillDecoded(stream.events[i - reused.size() + j], &reused[j]);
+      batch[j] = &reused[j];
+    }
+    const bool timed_refill = kFeed == Feed::kWarmBatch && state.range(3) != 0;
     size_t left = 0;
     for (auto _ : state) {
       if (left == 0) {
         left = std::min(kBatch, stream.events.size() - i);
-        for (size_t j = 0; j < left; ++j) batch[j] = &stream.events[i + j];
+        if constexpr (kFeed == Feed::kWarmBatch) {
+          if (!timed_refill) state.PauseTiming();
+          for (size_t j = 0; j < left; ++j) RefillDecoded(stream.events[i + j], &reused[j]);
+          if (!timed_refill) state.ResumeTiming();
+        } else {
+          for (size_t j = 0; j < left; ++j) batch[j] = &stream.events[i + j];
+        }
         handler.HandleBatch(absl::MakeConstSpan(batch.data(), left), verdicts.data());
         benchmark::DoNotOptimize(verdicts.data());
       }
@@ -358,7 +389,7 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->UseRealTime();
 // The same, kBatch events per HandleBatch call (pipelined prefetching).
 BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
-                   Renderer::kNow, /*kScrapedSeries=*/1000, /*kBatched=*/true)
+                   Renderer::kNow, /*kScrapedSeries=*/1000, Feed::kBatch)
     ->Name("BM_EngineNewBatch")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({0, 0, 0})
@@ -369,6 +400,16 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->Threads(2)
+    ->UseRealTime();
+// The same through kBatch reused events refilled before each call, as the
+// daemon feeds the engine; the refill timed (timed_refill:1) or not.
+BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
+                   Renderer::kNow, /*kScrapedSeries=*/1000, Feed::kWarmBatch)
+    ->Name("BM_EngineNewWarmBatch")
+    ->ArgNames({"scrape_ms", "short_cases", "null_sink", "timed_refill"})
+    ->ArgsProduct({{0}, {0, 1, 2}, {0, 1}, {0, 1}})
+    ->Iterations(kTimedEvents)
+    ->Threads(1)
     ->UseRealTime();
 // Scraped by the renderer before session 3: what its cheaper scrapes give
 // the worker, in the same run.
@@ -414,7 +455,7 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->UseRealTime();
 // The steady state of both: the scraper's first scrape before the timed part.
 BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
-                   Renderer::kNow, 1000, /*kBatched=*/false, /*kWarmScraper=*/true)
+                   Renderer::kNow, 1000, Feed::kOne, /*kWarmScraper=*/true)
     ->Name("BM_EngineNewWarmScrape")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({100, 0, 0})
@@ -422,7 +463,7 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggrega
     ->Threads(1)
     ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard,
-                   Renderer::kNow, 13, /*kBatched=*/false, /*kWarmScraper=*/true)
+                   Renderer::kNow, 13, Feed::kOne, /*kWarmScraper=*/true)
     ->Name("BM_EngineNewSmallWarmScrape")
     ->ArgNames({"scrape_ms", "short_cases", "null_sink"})
     ->Args({100, 0, 0})
@@ -567,6 +608,36 @@ BENCHMARK_TEMPLATE(BM_Aggregate, bench_legacy::AggregateShard)
     ->Iterations(kTimedEvents)
     ->UseRealTime();
 
+// What BM_EngineNewWarmBatch's refill of the reused events costs per event,
+// alone (paused:0; the events as that benchmark's timed part refills them),
+// and what its PauseTiming/ResumeTiming around the refill cost (paused:1:
+// the refill not timed, as in timed_refill:0, so only the pause is left).
+void BM_Refill(benchmark::State& state) {
+  const Stream& stream = GetStream(static_cast<int>(state.range(0)));
+  const bool paused = state.range(1) != 0;
+  std::vector<ingest::DecodedEvent> reused(kBatch);
+  size_t i = static_cast<size_t>(stream.warm);
+  for (size_t j = 0; j < kBatch; ++j) RefillDecoded(stream.events[i - kBatch + j], &reused[j]);
+  size_t left = 0;
+  for (auto _ : state) {
+    if (left == 0) {
+      left = std::min(kBatch, stream.events.size() - i);
+      if (paused) state.PauseTiming();
+      for (size_t j = 0; j < left; ++j) RefillDecoded(stream.events[i + j], &reused[j]);
+      if (paused) state.ResumeTiming();
+      benchmark::DoNotOptimize(reused.data());
+    }
+    --left;
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Refill)
+    ->ArgNames({"short_cases", "paused"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->Iterations(kTimedEvents)
+    ->UseRealTime();
+
 // The floor under BM_Engine*: reading what the tracker reads of each event
 // (the ids, hashed; kind, stage and time) from the same pre-decoded stream.
 // The stream (~0.6 KB per event over ~1.5 GB) is cold in the cache, unlike
@@ -671,6 +742,26 @@ class RatioReporter : public MedianReporter {
       CpuRatio(absl::StrFormat("aggregator CPU per event legacy / new, aggregator only, %s", what),
                absl::StrFormat("BM_AggregateLegacy/short_cases:%s/1", cases),
                absl::StrFormat("BM_AggregateNew/short_cases:%s/1", cases));
+    }
+    for (const char* cases : {"0", "1", "2"}) {
+      for (const char* null_sink : {"0", "1"}) {
+        const std::string what = absl::StrCat(cases[0] == '0'   ? "~300k open"
+                                              : cases[0] == '1' ? "~7k open"
+                                                                : "many dims",
+                                              null_sink[0] == '0' ? "" : ", tracker only");
+        const std::string args =
+            absl::StrCat("scrape_ms:0/short_cases:", cases, "/null_sink:", null_sink);
+        const std::string cold = absl::StrCat("BM_EngineNewBatch/", args, "/1");
+        for (const char* timed : {"0", "1"}) {
+          CpuRatio(absl::StrFormat("CPU per event cold array / warm batch (refill %s), %s",
+                                   timed[0] == '0' ? "not timed" : "timed", what),
+                   cold,
+                   absl::StrCat("BM_EngineNewWarmBatch/", args, "/timed_refill:", timed, "/1"));
+        }
+      }
+      CpuRatio(absl::StrFormat("CPU per event: refill / its pause, %s", cases),
+               absl::StrCat("BM_Refill/short_cases:", cases, "/paused:0/1"),
+               absl::StrCat("BM_Refill/short_cases:", cases, "/paused:1/1"));
     }
     Ratio("calibration: arithmetic, 2 threads / 1 thread", "BM_Spin//2", "BM_Spin//1");
     CpuRatio("calibration: arithmetic, CPU per step 1 thread / 2", "BM_Spin//1", "BM_Spin//2");

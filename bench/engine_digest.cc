@@ -7,7 +7,7 @@
 // engine_equivalence cannot compare with (it compares with the frozen copy
 // in bench/baseline/, which reports sub-second deadlines later by design).
 //
-//   build/bench/engine_digest [--events N] [--batch N] [--always-hint]
+//   build/bench/engine_digest [--events N] [--batch N] [--always-hint] [--reuse]
 //   engine: 808064 events, verdicts 8f1c..., 4281977 facts 5c0b..., state 2e41..., 98132 open
 //   ...
 //
@@ -18,6 +18,10 @@
 // shard's size (CaseSink::WantsStepHints), so batches of the small streams
 // take that path too; the "many dims" stream takes it anyway once its
 // shard has AggregateShard::kHintedRecords records.
+// --reuse: each event (each batch) is first copied into the same reused
+// DecodedEvent objects (RefillDecoded), as the daemon's worker decodes into
+// them and as engine_benchmark's BM_EngineNewWarmBatch feeds the engine;
+// the digests must be those without it.
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -119,7 +123,7 @@ class DigestSink final : public cases::CaseSink {
 };
 
 void Digest(const char* name, const model::Config& config, int64_t count, uint64_t seed,
-            size_t batch_size, bool always_hint) {
+            size_t batch_size, bool always_hint, bool reuse) {
   cases::DimensionTable dims(config);
   aggregate::AggregateShard shard(config);
   DigestSink sink(&shard, always_hint);
@@ -148,15 +152,22 @@ void Digest(const char* name, const model::Config& config, int64_t count, uint64
     verdicts_digest = cases::StableHash64(
         absl::StrCat(static_cast<int>(v.kind), " ", static_cast<int>(v.reason)), verdicts_digest);
   };
+  std::vector<ingest::DecodedEvent> reused(reuse ? std::max<size_t>(batch_size, 1) : 0);
+  // The event to hand the engine for stream[i], the k-th of its batch.
+  auto input = [&](size_t i, size_t k) -> const ingest::DecodedEvent& {
+    if (!reuse) return stream[i];
+    RefillDecoded(stream[i], &reused[k]);
+    return reused[k];
+  };
   if (batch_size == 0) {
-    for (const ingest::DecodedEvent& e : stream) verdict(tracker.Handle(e));
+    for (size_t i = 0; i < stream.size(); ++i) verdict(tracker.Handle(input(i, 0)));
   } else {
     std::vector<const ingest::DecodedEvent*> batch;
     std::vector<ingest::Verdict> verdicts(batch_size);
     for (size_t begin = 0; begin < stream.size(); begin += batch_size) {
       const size_t n = std::min(batch_size, stream.size() - begin);
       batch.clear();
-      for (size_t i = 0; i < n; ++i) batch.push_back(&stream[begin + i]);
+      for (size_t i = 0; i < n; ++i) batch.push_back(&input(begin + i, i));
       tracker.HandleBatch(batch, verdicts.data());
       for (size_t i = 0; i < n; ++i) verdict(verdicts[i]);
     }
@@ -182,17 +193,20 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--events") events = std::atoll(argv[i + 1]);
     if (std::string(argv[i]) == "--batch") batch = static_cast<size_t>(std::atoll(argv[i + 1]));
   }
-  for (int i = 1; i < argc; ++i)
+  bool reuse = false;
+  for (int i = 1; i < argc; ++i) {
     always_hint = always_hint || std::string(argv[i]) == "--always-hint";
+    reuse = reuse || std::string(argv[i]) == "--reuse";
+  }
   using kpid::bench::Digest;
-  Digest("engine", kpid::bench::EngineConfig(), events, 11, batch, always_hint);
-  Digest("short cases", kpid::bench::ShortCasesConfig(), events, 12, batch, always_hint);
+  Digest("engine", kpid::bench::EngineConfig(), events, 11, batch, always_hint, reuse);
+  Digest("short cases", kpid::bench::ShortCasesConfig(), events, 12, batch, always_hint, reuse);
   kpid::model::Config tight = kpid::bench::ShortCasesConfig();
   tight.case_ttl = absl::Minutes(20);
   tight.dedup_horizon = absl::Minutes(3);
   tight.max_dedup_ids = 1000;
-  Digest("ttl 20m, horizon 3m, 1000 ids", tight, events, 13, batch, always_hint);
+  Digest("ttl 20m, horizon 3m, 1000 ids", tight, events, 13, batch, always_hint, reuse);
   // Last, so the lines above compare with builds before it.
-  Digest("many dims", kpid::bench::ManyDimsConfig(), events, 14, batch, always_hint);
+  Digest("many dims", kpid::bench::ManyDimsConfig(), events, 14, batch, always_hint, reuse);
   return 0;
 }

@@ -128,6 +128,22 @@ void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
                      absl::Nanoseconds(event.occurred_at().nanos());
 }
 
+void RefillDecoded(const ingest::DecodedEvent& from, ingest::DecodedEvent* to) {
+  // Clear() would free the Timestamp and MergeFrom allocate a new one:
+  // keep it, as the decoder does (EventDecoder::ParseBinary).
+  google::protobuf::Timestamp* kept =
+      to->proto.has_occurred_at() ? to->proto.release_occurred_at() : nullptr;
+  to->proto.Clear();
+  if (kept != nullptr) {
+    kept->Clear();
+    to->proto.set_allocated_occurred_at(kept);
+  }
+  to->proto.MergeFrom(from.proto);
+  to->process_index = from.process_index;
+  to->stage_index = from.stage_index;
+  to->occurred_at = from.occurred_at;
+}
+
 std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, uint64_t seed,
                                                  int64_t count) {
   loadgen::SimulatorOptions options;

@@ -424,7 +424,12 @@ class CaseTracker : public ingest::EventHandler {
   // Starts loading the index words every event's lookups read first (the
   // event ids' and the open cases').
   void PrefetchIndexes(const EventKeys& keys) const;
-  ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys);
+  // What the lookups read is loaded by the time they read it: `loaded`
+  // says how much of it the caller has prefetched already (HandleBatch,
+  // events ahead); the rest is prefetched here, as early as it can be.
+  enum class Loaded { kNothing, kIndexes, kIndexesAndRecord };
+  ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys,
+                              Loaded loaded);
   // 64-bit hash of (process id, case id), stable across runs and configs.
   uint64_t CaseKey(int process, absl::string_view case_id) const;
   ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
@@ -533,6 +538,9 @@ class CaseTracker : public ingest::EventHandler {
   std::vector<SingleWriterCounter> evicted_;  // [process]
 
   TimingWheel wheel_;
+  // wheel_.next_second() in microseconds: whether the wheel has a second
+  // to sweep is one comparison per timer check, not a division.
+  int64_t wheel_next_us_ = 0;
   // Timers whose second the wheel has already swept but that were not yet
   // due when it did (a deadline later in the current second), as a min-heap
   // on the exact microsecond they fall due. Checked at every AdvanceTimers
