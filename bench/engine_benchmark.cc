@@ -84,19 +84,22 @@ constexpr int64_t kTimedEvents = 500'000;
 constexpr absl::Duration kTickInterval = absl::Milliseconds(100);
 
 struct Stream {
+  Stream(const model::Config& config, int64_t warm)
+      : config(&config),
+        warm(warm),
+        events(SimulateEvents(config, /*seed=*/7, warm + kTimedEvents)),
+        wire(events),
+        end(events.back().occurred_at) {}
+
   const model::Config* config;
   int64_t warm;                              // events before the timed part
   std::vector<ingest::DecodedEvent> events;  // warm, then kTimedEvents
+  WireEvents wire;                           // the events' bytes (Feed::kWarmBatch)
   absl::Time end;                            // time of the last event
 };
 
 const Stream* MakeStream(const model::Config& config, int64_t warm) {
-  auto* s = new Stream;
-  s->config = &config;
-  s->warm = warm;
-  s->events = SimulateEvents(config, /*seed=*/7, warm + kTimedEvents);
-  s->end = s->events.back().occurred_at;
-  return s;
+  return new Stream(config, warm);
 }
 
 // 0: EngineConfig, ~320k cases open; 1: ShortCasesConfig, ~6k open; 2
@@ -283,11 +286,11 @@ constexpr size_t kBatch = 128;
 // kOne: Handle, one by one, straight from the pre-decoded stream;
 // kBatch: HandleBatch, kBatch at a time, pointing into the stream: every
 //   event object and id string is cold (the stream is ~1.5 GB);
-// kWarmBatch: HandleBatch on the same kBatch reused DecodedEvents, refilled
-//   from the stream before each call (RefillDecoded), as the daemon's
-//   worker decodes each run of messages into its reused events
-//   (kafka_ingest.cc): the engine finds them in the cache. The refill stands
-//   in for the decoder's work: timed with the engine when the last argument
+// kWarmBatch: HandleBatch on the same kBatch reused DecodedEvents, decoded
+//   from the stream's bytes before each call (RefillDecoded), as the
+//   daemon's worker decodes each run of messages into its reused events
+//   (kafka_ingest.cc): the engine finds them in the cache. The refill is the
+//   decoder's work: timed with the engine when the last argument
 //   (timed_refill) is 1, else not (PauseTiming around it; BM_Refill says
 //   what the refill and the pause each cost).
 enum class Feed { kOne, kBatch, kWarmBatch };
@@ -331,8 +334,9 @@ void BM_Engine(benchmark::State& state) {
     // kWarmBatch: allocated and filled once before the timed part, so the
     // strings have grown to their size, as a worker's after its first runs.
     std::vector<ingest::DecodedEvent> reused(kFeed == Feed::kWarmBatch ? kBatch : 0);
+    ingest::EventDecoder decoder(*stream.config);
     for (size_t j = 0; j < reused.size(); ++j) {
-      RefillDecoded(stream.events[i - reused.size() + j], &reused[j]);
+      RefillDecoded(decoder, stream.wire[i - reused.size() + j], &reused[j]);
       batch[j] = &reused[j];
     }
     const bool timed_refill = kFeed == Feed::kWarmBatch && state.range(3) != 0;
@@ -342,7 +346,7 @@ void BM_Engine(benchmark::State& state) {
         left = std::min(kBatch, stream.events.size() - i);
         if constexpr (kFeed == Feed::kWarmBatch) {
           if (!timed_refill) state.PauseTiming();
-          for (size_t j = 0; j < left; ++j) RefillDecoded(stream.events[i + j], &reused[j]);
+          for (size_t j = 0; j < left; ++j) RefillDecoded(decoder, stream.wire[i + j], &reused[j]);
           if (!timed_refill) state.ResumeTiming();
         } else {
           for (size_t j = 0; j < left; ++j) batch[j] = &stream.events[i + j];
@@ -616,14 +620,16 @@ void BM_Refill(benchmark::State& state) {
   const Stream& stream = GetStream(static_cast<int>(state.range(0)));
   const bool paused = state.range(1) != 0;
   std::vector<ingest::DecodedEvent> reused(kBatch);
+  ingest::EventDecoder decoder(*stream.config);
   size_t i = static_cast<size_t>(stream.warm);
-  for (size_t j = 0; j < kBatch; ++j) RefillDecoded(stream.events[i - kBatch + j], &reused[j]);
+  for (size_t j = 0; j < kBatch; ++j)
+    RefillDecoded(decoder, stream.wire[i - kBatch + j], &reused[j]);
   size_t left = 0;
   for (auto _ : state) {
     if (left == 0) {
       left = std::min(kBatch, stream.events.size() - i);
       if (paused) state.PauseTiming();
-      for (size_t j = 0; j < left; ++j) RefillDecoded(stream.events[i + j], &reused[j]);
+      for (size_t j = 0; j < left; ++j) RefillDecoded(decoder, stream.wire[i + j], &reused[j]);
       if (paused) state.ResumeTiming();
       benchmark::DoNotOptimize(reused.data());
     }

@@ -18,10 +18,11 @@
 // shard's size (CaseSink::WantsStepHints), so batches of the small streams
 // take that path too; the "many dims" stream takes it anyway once its
 // shard has AggregateShard::kHintedRecords records.
-// --reuse: each event (each batch) is first copied into the same reused
-// DecodedEvent objects (RefillDecoded), as the daemon's worker decodes into
-// them and as engine_benchmark's BM_EngineNewWarmBatch feeds the engine;
-// the digests must be those without it.
+// --reuse: each event (each batch) is first serialized and decoded by
+// EventDecoder into the same reused DecodedEvent objects (RefillDecoded), as
+// the daemon's worker decodes into them and as engine_benchmark's
+// BM_EngineNewWarmBatch feeds the engine; the digests must be those without
+// it.
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -153,10 +154,14 @@ void Digest(const char* name, const model::Config& config, int64_t count, uint64
         absl::StrCat(static_cast<int>(v.kind), " ", static_cast<int>(v.reason)), verdicts_digest);
   };
   std::vector<ingest::DecodedEvent> reused(reuse ? std::max<size_t>(batch_size, 1) : 0);
+  ingest::EventDecoder decoder(config);
+  std::string value;
   // The event to hand the engine for stream[i], the k-th of its batch.
   auto input = [&](size_t i, size_t k) -> const ingest::DecodedEvent& {
     if (!reuse) return stream[i];
-    RefillDecoded(stream[i], &reused[k]);
+    value.clear();
+    if (!stream[i].proto.AppendToString(&value)) std::abort();
+    RefillDecoded(decoder, value, &reused[k]);
     return reused[k];
   };
   if (batch_size == 0) {

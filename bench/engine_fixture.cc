@@ -128,20 +128,18 @@ void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
                      absl::Nanoseconds(event.occurred_at().nanos());
 }
 
-void RefillDecoded(const ingest::DecodedEvent& from, ingest::DecodedEvent* to) {
-  // Clear() would free the Timestamp and MergeFrom allocate a new one:
-  // keep it, as the decoder does (EventDecoder::ParseBinary).
-  google::protobuf::Timestamp* kept =
-      to->proto.has_occurred_at() ? to->proto.release_occurred_at() : nullptr;
-  to->proto.Clear();
-  if (kept != nullptr) {
-    kept->Clear();
-    to->proto.set_allocated_occurred_at(kept);
+WireEvents::WireEvents(const std::vector<ingest::DecodedEvent>& events) {
+  starts_.reserve(events.size() + 1);
+  starts_.push_back(0);
+  for (const ingest::DecodedEvent& event : events) {
+    if (!event.proto.AppendToString(&bytes_)) std::abort();
+    starts_.push_back(bytes_.size());
   }
-  to->proto.MergeFrom(from.proto);
-  to->process_index = from.process_index;
-  to->stage_index = from.stage_index;
-  to->occurred_at = from.occurred_at;
+}
+
+void RefillDecoded(ingest::EventDecoder& decoder, absl::string_view value,
+                   ingest::DecodedEvent* to) {
+  if (decoder.Decode(value, /*json_content_type=*/false, to).has_value()) std::abort();
 }
 
 std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, uint64_t seed,

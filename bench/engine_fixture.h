@@ -9,9 +9,12 @@
 // Single-threaded helpers; what they return may be shared read-only.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "daemon/aggregate/aggregate_shard.h"
 #include "daemon/cases/case_sink.h"
@@ -39,14 +42,28 @@ const model::Config& ManyDimsConfig();
 void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
                ingest::DecodedEvent* out);
 
-// Copies `from` into `to` as EventDecoder::Decode fills its reused output
-// event: `to`'s strings keep their memory and its Timestamp object stays (so
-// nothing is allocated but the attribute map's nodes, as in the decoder's
-// parse). The daemon's worker decodes a run of messages into the same few
-// events each time (kafka_ingest.cc), so the engine finds them in the cache;
-// a benchmark refilling a reused batch this way hands the engine its input as
-// the daemon does.
-void RefillDecoded(const ingest::DecodedEvent& from, ingest::DecodedEvent* to);
+// Events as a fetched Kafka batch holds them: each one's binary protobuf,
+// back to back in one buffer.
+class WireEvents {
+ public:
+  explicit WireEvents(const std::vector<ingest::DecodedEvent>& events);
+  absl::string_view operator[](size_t i) const {
+    return absl::string_view(bytes_).substr(starts_[i], starts_[i + 1] - starts_[i]);
+  }
+
+ private:
+  std::string bytes_;
+  std::vector<size_t> starts_;  // events.size() + 1
+};
+
+// Decodes `value` into `to` with the daemon's own decoder, as the worker
+// decodes each run of messages into the same few reused events
+// (kafka_ingest.cc), so the engine finds them in the cache: a benchmark
+// refilling a reused batch this way hands the engine its input as the
+// daemon does, from bytes as compact as a fetched batch. Aborts on a
+// rejection (the simulated events are valid).
+void RefillDecoded(ingest::EventDecoder& decoder, absl::string_view value,
+                   ingest::DecodedEvent* to);
 
 // The first `count` events of the seeded simulation of every process of
 // `config`, decoded. Each event owns its strings: ~0.5 KB per event.
