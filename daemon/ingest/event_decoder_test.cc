@@ -779,14 +779,25 @@ processes:
 
 // Counts allocations for EventDecoderAllocationTest; otherwise malloc's.
 // GCC takes free() of what a new-expression returned for a mismatch, not
-// seeing that operator new is malloc here.
+// seeing that operator new is malloc here. Every form the deletes below
+// free is replaced, the nothrow ones too: AddressSanitizer's own nothrow
+// new (libprotobuf's std::stable_sort buffers use it) freed here would be
+// an alloc-dealloc mismatch.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(size_t size) {
+void* operator new(size_t size, const std::nothrow_t&) noexcept {
   ++kpid::ingest::allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  return std::malloc(size == 0 ? 1 : size);
+}
+void* operator new(size_t size) {
+  if (void* p = operator new(size, std::nothrow)) return p;
   throw std::bad_alloc();
 }
 void* operator new[](size_t size) { return operator new(size); }
+void* operator new[](size_t size, const std::nothrow_t&) noexcept {
+  return operator new(size, std::nothrow);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
