@@ -124,7 +124,7 @@ Result Steady(int64_t events) {
   // without the resident set growing.
   malloc_trim(0);
   auto engine = std::make_unique<Engine<Tracker, Dims>>(config);
-  ProcessEvent event;
+  ingest::EventDecoder decoder(config);
   ingest::DecodedEvent e;
   int64_t rss_before = 0;
   uint64_t open_before = 0;
@@ -133,8 +133,7 @@ Result Steady(int64_t events) {
       rss_before = ResidentBytes();
       open_before = engine->tracker.open_cases();
     }
-    if (!event.ParseFromString(bytes)) std::abort();
-    ToDecoded(config, event, &e);
+    RefillDecoded(decoder, bytes, &e);
     if (e.occurred_at > engine->clock.Now()) engine->clock.Set(e.occurred_at);
     engine->tracker.Handle(e);
   }

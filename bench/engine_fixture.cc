@@ -112,22 +112,6 @@ const model::Config& ManyDimsConfig() {
   return *config;
 }
 
-void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
-               ingest::DecodedEvent* out) {
-  // The view reads the contract's bytes (kpid/internal/event_view.proto).
-  if (!out->proto.ParseFromString(event.SerializeAsString())) std::abort();
-  out->process_index = -1;
-  for (size_t p = 0; p < config.processes.size(); ++p) {
-    if (config.processes[p].id == event.process()) out->process_index = static_cast<int>(p);
-  }
-  out->stage_index =
-      event.kind() == kpid::v1::ProcessEvent::STAGE_ENTERED
-          ? config.processes[static_cast<size_t>(out->process_index)].StageIndex(event.stage())
-          : -1;
-  out->occurred_at = absl::FromUnixSeconds(event.occurred_at().seconds()) +
-                     absl::Nanoseconds(event.occurred_at().nanos());
-}
-
 WireEvents::WireEvents(const std::vector<ingest::DecodedEvent>& events) {
   starts_.reserve(events.size() + 1);
   starts_.push_back(0);
@@ -149,10 +133,12 @@ std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, ui
   options.max_events = count;
   loadgen::Simulator sim(config, options);
   std::vector<ingest::DecodedEvent> events(static_cast<size_t>(count));
+  ingest::EventDecoder decoder(config);
   kpid::v1::ProcessEvent event;
+  std::string bytes;
   for (ingest::DecodedEvent& out : events) {
-    if (!sim.Next(&event)) std::abort();
-    ToDecoded(config, event, &out);
+    if (!sim.Next(&event) || !event.SerializeToString(&bytes)) std::abort();
+    RefillDecoded(decoder, bytes, &out);
   }
   return events;
 }

@@ -37,11 +37,6 @@ const model::Config& ShortCasesConfig();
 // dims records (~100 MB) instead of ~20, for the aggregator's cache misses.
 const model::Config& ManyDimsConfig();
 
-// Fills `out` as EventDecoder::Decode would for a valid event (process and
-// stage resolved, time converted), without the protobuf round trip.
-void ToDecoded(const model::Config& config, const kpid::v1::ProcessEvent& event,
-               ingest::DecodedEvent* out);
-
 // Events as a fetched Kafka batch holds them: each one's binary protobuf,
 // back to back in one buffer.
 class WireEvents {
@@ -66,7 +61,8 @@ void RefillDecoded(ingest::EventDecoder& decoder, absl::string_view value,
                    ingest::DecodedEvent* to);
 
 // The first `count` events of the seeded simulation of every process of
-// `config`, decoded. Each event owns its strings: ~0.5 KB per event.
+// `config`, decoded by EventDecoder (RefillDecoded). Each event owns its
+// strings: ~0.5 KB per event.
 std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, uint64_t seed,
                                                  int64_t count);
 

@@ -9,7 +9,6 @@
 
 #include "daemon/ingest/event_decoder.h"
 #include "daemon/ingest/event_view_testing.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace {
 
@@ -43,16 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                              rejection->reason == RejectReason::kJsonTooDeep));
   if (parsed_at_all) {
     kpid::v1::ProcessEvent parsed;
-    bool parses;
-    if (binary) {
-      parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
-    } else {
-      google::protobuf::util::JsonParseOptions options;
-      options.ignore_unknown_fields = true;
-      parses = google::protobuf::util::JsonStringToMessage(
-                   google::protobuf::StringPiece(value.data(), value.size()), &parsed, options)
-                   .ok();
-    }
+    const bool parses = kpid::ingest::ParseAsContract(value, /*json=*/!binary, &parsed);
     const RejectReason malformed =
         binary ? RejectReason::kMalformedProtobuf : RejectReason::kMalformedJson;
     if (parses != !(rejection && rejection->reason == malformed)) __builtin_trap();

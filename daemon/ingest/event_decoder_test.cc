@@ -251,17 +251,12 @@ processes:
     std::optional<Rejection> r = reused.Decode(value, false, &out);
     // The reused message holds exactly what protobuf's own parse of the
     // value into a ProcessEvent gives, whatever the verdict after it.
+    const bool json = value[0] == '{';
     ProcessEvent parsed;
-    bool parses;
-    if (value[0] != '{') {
-      parses = parsed.ParseFromArray(value.data(), static_cast<int>(value.size()));
-      ASSERT_EQ(parses, !r || r->reason != RejectReason::kMalformedProtobuf) << i;
-    } else {
-      google::protobuf::util::JsonParseOptions options;
-      options.ignore_unknown_fields = true;
-      parses = google::protobuf::util::JsonStringToMessage(value, &parsed, options).ok();
-      ASSERT_EQ(parses, !r || r->reason != RejectReason::kMalformedJson) << i;
-    }
+    const bool parses = ParseAsContract(value, json, &parsed);
+    ASSERT_EQ(parses, !r || r->reason != (json ? RejectReason::kMalformedJson
+                                               : RejectReason::kMalformedProtobuf))
+        << i;
     if (parses) {
       EXPECT_TRUE(SameEvent(parsed, out.proto))
           << i << ": " << out.proto.ShortDebugString() << " vs " << parsed.ShortDebugString();

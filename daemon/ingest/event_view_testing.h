@@ -1,6 +1,6 @@
-// For tests and the fuzzer: attributes as a decoded event carries them, and
-// whether the decoder's view of a value holds what protobuf's own parse of
-// the same value into the contract's ProcessEvent holds.
+// For tests and the fuzzer: attributes as a decoded event carries them,
+// protobuf's own parse of a value into the contract's ProcessEvent, and
+// whether the decoder's view of the value holds what that parse holds.
 #pragma once
 
 #include <initializer_list>
@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "daemon/ingest/event_decoder.h"
 #include "google/protobuf/util/field_comparator.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace kpid::ingest {
@@ -24,6 +25,19 @@ inline Attributes MakeAttributes(
     entry->set_value(std::string(value));
   }
   return attributes;
+}
+
+// Protobuf's own parse of `value` into the contract's ProcessEvent, the one
+// the decoder must agree with: ParseFromArray for binary, JsonStringToMessage
+// (unknown fields ignored, as the decoder does) for JSON. False when that
+// parse rejects the value.
+inline bool ParseAsContract(absl::string_view value, bool json, kpid::v1::ProcessEvent* out) {
+  if (!json) return out->ParseFromArray(value.data(), static_cast<int>(value.size()));
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  return google::protobuf::util::JsonStringToMessage(
+             google::protobuf::StringPiece(value.data(), value.size()), out, options)
+      .ok();
 }
 
 // Every field equal (a NaN equal to a NaN), and every attribute read through
