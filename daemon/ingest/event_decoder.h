@@ -109,8 +109,10 @@ class EventDecoder {
     absl::flat_hash_map<std::string, int> hashed_;  // once past kScannedAtMost
   };
 
-  // ParseFromArray into the reused message, keeping its Timestamp.
-  static bool ParseBinary(absl::string_view value, kpid::internal::ProcessEventView* event);
+  // ParseFromArray into the reused message, keeping its Timestamp; true
+  // exactly when the contract's ParseFromArray accepts the value (the view's
+  // strings are bytes: their UTF-8 is checked here).
+  bool ParseBinary(absl::string_view value, kpid::internal::ProcessEventView* event);
   // Protobuf's JSON parser for ProcessEvent, into `event`; nullopt if the
   // value is a ProcessEvent's JSON, else why not.
   std::optional<Rejection> ParseJson(absl::string_view value,
@@ -123,6 +125,9 @@ class EventDecoder {
   std::unique_ptr<google::protobuf::util::TypeResolver> type_resolver_;
   std::string json_type_url_;
   std::string json_binary_;
+  // The contract's parse, for the rare value whose every string occurrence
+  // the view cannot show (ParseBinary).
+  kpid::v1::ProcessEvent contract_;
   NameIndex processes_;
   std::vector<NameIndex> stages_;  // by process index
   absl::Time future_limit_ = absl::InfiniteFuture();

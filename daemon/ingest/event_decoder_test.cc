@@ -488,7 +488,14 @@ TEST(RejectReasonNames, AreUniqueSnakeCaseLabels) {
 
 // The view (kpid/internal/event_view.proto) reads the contract's bytes only
 // while it declares every ProcessEvent field as ProcessEvent does; the map
-// must be the repeated {key = 1, value = 2} entry it is on the wire.
+// must be the repeated {key = 1, value = 2} entry it is on the wire, and a
+// string is bytes (the same wire form; the decoder checks UTF-8 itself).
+google::protobuf::FieldDescriptor::Type ViewType(google::protobuf::FieldDescriptor::Type type) {
+  return type == google::protobuf::FieldDescriptor::TYPE_STRING
+             ? google::protobuf::FieldDescriptor::TYPE_BYTES
+             : type;
+}
+
 TEST(ProcessEventViewTest, DeclaresEveryProcessEventFieldAlike) {
   using google::protobuf::FieldDescriptor;
   const google::protobuf::Descriptor* contract = ProcessEvent::descriptor();
@@ -499,7 +506,7 @@ TEST(ProcessEventViewTest, DeclaresEveryProcessEventFieldAlike) {
     const FieldDescriptor* got = view->FindFieldByNumber(want->number());
     ASSERT_NE(got, nullptr) << want->name();
     EXPECT_EQ(got->name(), want->name());
-    EXPECT_EQ(got->type(), want->type()) << want->name();
+    EXPECT_EQ(got->type(), ViewType(want->type())) << want->name();
     if (want->is_map()) {
       EXPECT_TRUE(got->is_repeated()) << want->name();
       const google::protobuf::Descriptor* entry = got->message_type();
@@ -508,7 +515,7 @@ TEST(ProcessEventViewTest, DeclaresEveryProcessEventFieldAlike) {
         const FieldDescriptor* want_f = want->message_type()->field(f);
         const FieldDescriptor* got_f = entry->FindFieldByNumber(want_f->number());
         ASSERT_NE(got_f, nullptr) << want_f->name();
-        EXPECT_EQ(got_f->type(), want_f->type()) << want_f->name();
+        EXPECT_EQ(got_f->type(), ViewType(want_f->type())) << want_f->name();
         EXPECT_EQ(got_f->label(), want_f->label()) << want_f->name();
       }
       continue;
@@ -573,6 +580,114 @@ TEST_F(EventDecoderTest, AnAttributeThatIsNotUtf8IsMalformed) {
     EXPECT_FALSE(contract.ParseFromString(value));
     EXPECT_EQ(ReasonOf(value), RejectReason::kMalformedProtobuf);
   }
+}
+
+// Every contract string field (found from the descriptor, so a field added
+// later is covered), set in a valid event to `text` through the view.
+std::vector<std::pair<std::string, std::string>> EachStringFieldSetTo(const ProcessEvent& valid,
+                                                                      const std::string& text) {
+  using google::protobuf::FieldDescriptor;
+  std::vector<std::pair<std::string, std::string>> values;  // {field, value}
+  const google::protobuf::Descriptor* contract = ProcessEvent::descriptor();
+  for (int i = 0; i < contract->field_count(); ++i) {
+    const FieldDescriptor* field = contract->field(i);
+    kpid::internal::ProcessEventView view;
+    EXPECT_TRUE(view.ParseFromString(valid.SerializeAsString()));
+    if (field->is_map()) {
+      view.add_attributes()->set_key(text);
+      values.emplace_back("attributes key", view.SerializeAsString());
+      view.mutable_attributes()->RemoveLast();
+      kpid::internal::AttributeEntry* entry = view.add_attributes();
+      entry->set_key("channel");
+      entry->set_value(text);
+      values.emplace_back("attributes value", view.SerializeAsString());
+    } else if (field->type() == FieldDescriptor::TYPE_STRING) {
+      view.GetReflection()->SetString(
+          &view, view.GetDescriptor()->FindFieldByNumber(field->number()), text);
+      values.emplace_back(field->name(), view.SerializeAsString());
+    }
+  }
+  EXPECT_EQ(values.size(), 7u);  // event_id, process, case_id, stage, reason, key, value
+  return values;
+}
+
+TEST_F(EventDecoderTest, EveryStringFieldThatIsNotUtf8IsMalformed) {
+  for (const std::string bad : {"\xff", "ok\xc3\x28", "e-\xed\xa0\x80", "0123456789abcdef\x80"}) {
+    for (const auto& [field, value] : EachStringFieldSetTo(ValidEvent(), bad)) {
+      ProcessEvent contract;
+      EXPECT_FALSE(contract.ParseFromString(value)) << field;
+      EXPECT_EQ(ReasonOf(value), RejectReason::kMalformedProtobuf) << field;
+    }
+  }
+}
+
+TEST_F(EventDecoderTest, EveryStringFieldTakesUtf8BeyondAscii) {
+  for (const std::string good :
+       {"Z\xc3\xbcrich", "\xe2\x9c\x93 ok", "\xf0\x9f\x9a\x80 0123456789"}) {
+    for (const auto& [field, value] : EachStringFieldSetTo(ValidEvent(), good)) {
+      ProcessEvent contract;
+      ASSERT_TRUE(contract.ParseFromString(value)) << field;
+      // Accepted, or rejected for what the text means (an unknown process
+      // or stage), never as malformed.
+      std::optional<Rejection> r = decoder_.Decode(value, false, &out_);
+      if (field == "process") {
+        ASSERT_TRUE(r.has_value());
+        EXPECT_EQ(r->reason, RejectReason::kUnknownProcess);
+      } else if (field == "stage") {
+        ASSERT_TRUE(r.has_value());
+        EXPECT_EQ(r->reason, RejectReason::kUnknownStage);
+      } else {
+        EXPECT_EQ(r, std::nullopt) << field;
+        EXPECT_TRUE(SameEvent(contract, out_.proto)) << field;
+      }
+    }
+  }
+}
+
+// The decoder reads ASCII a word at a time: one byte that is not ASCII, at
+// any position of any length, still counts.
+TEST_F(EventDecoderTest, ANonAsciiByteAnywhereInAStringIsChecked) {
+  for (size_t length = 1; length <= 33; ++length) {
+    ProcessEvent e = ValidEvent();
+    e.set_event_id(std::string(length, 'a'));
+    ASSERT_EQ(DecodeProto(e), std::nullopt) << length;
+    for (size_t at = 0; at < length; ++at) {
+      std::string id(length, 'a');
+      id[at] = '\xff';
+      kpid::internal::ProcessEventView view;
+      ASSERT_TRUE(view.ParseFromString(ValidEvent().SerializeAsString()));
+      view.set_event_id(id);
+      EXPECT_EQ(ReasonOf(view.SerializeAsString()), RejectReason::kMalformedProtobuf)
+          << length << " " << at;
+    }
+  }
+}
+
+// A field sent twice (as concatenated messages have it) reads as its last
+// occurrence, but the contract's parse checks the first one too.
+TEST_F(EventDecoderTest, AnOverwrittenStringThatIsNotUtf8IsMalformed) {
+  for (const auto& [field, first] : EachStringFieldSetTo(ValidEvent(), "\xff")) {
+    const std::string value = first + ValidEvent().SerializeAsString();
+    ProcessEvent contract;
+    EXPECT_FALSE(contract.ParseFromString(value)) << field;
+    EXPECT_EQ(ReasonOf(value), RejectReason::kMalformedProtobuf) << field;
+  }
+  // Both occurrences UTF-8: the last one counts.
+  ProcessEvent later = ValidEvent();
+  later.set_event_id("e-2");
+  const std::string value = ValidEvent().SerializeAsString() + later.SerializeAsString();
+  ASSERT_EQ(decoder_.Decode(value, false, &out_), std::nullopt);
+  EXPECT_EQ(out_.proto.event_id(), "e-2");
+}
+
+// Unknown fields are not checked by the contract's parse, whatever they hold.
+TEST_F(EventDecoderTest, BytesThatAreNotUtf8InAnUnknownFieldAreAccepted) {
+  // Field 15, length-delimited, 2 bytes.
+  const std::string value = ValidEvent().SerializeAsString() + std::string("\x7a\x02\xff\xfe", 4);
+  ProcessEvent contract;
+  ASSERT_TRUE(contract.ParseFromString(value));
+  ASSERT_EQ(decoder_.Decode(value, false, &out_), std::nullopt);
+  EXPECT_TRUE(SameEvent(contract, out_.proto));
 }
 
 TEST_F(EventDecoderTest, ManyAttributesAreAllRead) {
