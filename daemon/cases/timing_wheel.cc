@@ -1,6 +1,7 @@
 #include "daemon/cases/timing_wheel.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace kpid::cases {
 
@@ -43,6 +44,30 @@ void TimingWheel::Push(uint32_t& head, const Packed& entry) {
   b.entries[b.count++] = entry;
 }
 
+void TimingWheel::PushNear(size_t index, const Packed& entry) {
+  Push(near_[index], entry);
+  near_occupied_[index / 64] |= uint64_t{1} << (index % 64);
+}
+
+void TimingWheel::FireNear(size_t index) {
+  near_occupied_[index / 64] &= ~(uint64_t{1} << (index % 64));
+  FireAll(near_[index]);
+}
+
+int64_t TimingWheel::NextOccupied(int64_t from, int64_t limit) const {
+  if (from >= limit) return limit;
+  const int64_t epoch_start = from & ~(kSlots - 1);
+  size_t word = Index(from) / 64;
+  uint64_t bits = near_occupied_[word] & (~uint64_t{0} << (Index(from) % 64));
+  while (bits == 0) {
+    if (++word == near_occupied_.size()) return limit;
+    if (epoch_start + static_cast<int64_t>(word * 64) >= limit) return limit;
+    bits = near_occupied_[word];
+  }
+  const int64_t found = epoch_start + static_cast<int64_t>(word * 64) + std::countr_zero(bits);
+  return std::min(found, limit);
+}
+
 uint32_t TimingWheel::Take(uint32_t& head) {
   const uint32_t list = head;
   head = kNone;
@@ -61,7 +86,7 @@ void TimingWheel::Schedule(const TimerEntry& entry) {
   // An entry already due lands in the next slot to process.
   const int64_t second = std::max(entry.due, next_);
   if (Epoch(second) == Epoch(next_)) {
-    Push(near_[Index(second)], Pack(entry));
+    PushNear(Index(second), Pack(entry));
   } else {
     Push(far_[Index(Epoch(second))], Pack(entry));
   }
@@ -87,7 +112,7 @@ void TimingWheel::Cascade(int64_t epoch, int64_t now) {
       if (due <= now) {
         firing_.push_back(Unpack(b.entries[i]));
       } else if (Epoch(due) == epoch) {
-        Push(near_[Index(due)], b.entries[i]);
+        PushNear(Index(due), b.entries[i]);
       } else {
         Push(head, b.entries[i]);  // a later revolution of this slot
       }
@@ -102,7 +127,9 @@ bool TimingWheel::Sweep(int64_t now) {
   if (now - next_ >= kSlots) {
     // A jump of a revolution or more. Every near entry is placed within
     // kSlots seconds of next_, so all of them are due.
-    for (uint32_t& head : near_) FireAll(head);
+    for (int64_t s = NextOccupied(0, kSlots); s < kSlots; s = NextOccupied(s + 1, kSlots)) {
+      FireNear(Index(s));
+    }
     const int64_t first = Epoch(next_), last = Epoch(now);
     if (last - first >= kSlots) {
       for (int64_t e = last - kSlots + 1; e <= last; ++e) Cascade(e, now);
@@ -110,10 +137,14 @@ bool TimingWheel::Sweep(int64_t now) {
       for (int64_t e = first; e <= last; ++e) Cascade(e, now);
     }
   } else {
-    for (int64_t second = next_; second <= now; ++second) {
+    for (int64_t second = next_; second <= now;) {
       // Entering an epoch: its entries move down (or fire, if due by now).
       if (Index(second) == 0) Cascade(Epoch(second), now);
-      FireAll(near_[Index(second)]);
+      const int64_t limit = std::min(now + 1, (Epoch(second) + 1) << kShift);
+      second = NextOccupied(second, limit);
+      if (second == limit) continue;  // on to the next epoch's start, or done
+      FireNear(Index(second));
+      ++second;
     }
   }
   next_ = now + 1;

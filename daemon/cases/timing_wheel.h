@@ -25,6 +25,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -106,6 +107,8 @@ class TimingWheel {
 
   Block& block(uint32_t id) { return pages_[id / kBlocksPerPage][id % kBlocksPerPage]; }
   void Push(uint32_t& head, const Packed& entry);
+  // Into near slot `index`, marking it occupied.
+  void PushNear(size_t index, const Packed& entry);
   uint32_t NewBlock();
   // Detaches the list at `head` and returns it; FreeList gives it back.
   uint32_t Take(uint32_t& head);
@@ -114,12 +117,22 @@ class TimingWheel {
   // slots, firing those due by `now` instead.
   void Cascade(int64_t epoch, int64_t now);
   void FireAll(uint32_t& head);
+  // The first second in [from, limit) whose near slot holds entries, or
+  // `limit`; both within one epoch (`limit` may be the next one's start).
+  int64_t NextOccupied(int64_t from, int64_t limit) const;
+  // Fires near slot `index` and marks it empty.
+  void FireNear(size_t index);
   // Collects in firing_, in due order, every entry due at or before `now`
   // and moves past it; false (nothing collected) when now < next_second().
   bool Sweep(int64_t now);
 
   std::vector<uint32_t> near_;  // kSlots list heads, one per second of the epoch
   std::vector<uint32_t> far_;   // kSlots list heads, one per epoch
+  // Bit i: near_[i] holds entries. When events are sparse in time (an
+  // event-time replay walks hours per second, one partition's events seconds
+  // apart), most seconds a sweep passes are empty; this skips 64 of them a
+  // word instead of visiting each slot (bench/RESULTS.md §30).
+  std::array<uint64_t, kSlots / 64> near_occupied_{};
   std::vector<std::unique_ptr<Block[]>> pages_;
   uint32_t free_ = kNone;
   uint32_t blocks_ = 0;

@@ -1,6 +1,7 @@
 #include "daemon/cases/timing_wheel.h"
 
 #include <algorithm>
+#include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -69,6 +70,48 @@ TEST(TimingWheel, EntriesScheduledWhileFiringWaitForTheNextAdvance) {
   });
   EXPECT_EQ(fired, (std::vector<uint32_t>{1}));
   EXPECT_EQ(AdvanceTo(wheel, 6), (std::vector<uint32_t>{2}));
+}
+
+// Against a plain model (every pending entry in a list): random schedules
+// near and far (up to a day ahead, some overdue), advanced by steps from one
+// second to past a revolution, dense and sparse in time (a sweep over
+// mostly empty seconds skips them by the occupancy bits). Each Advance must
+// fire exactly the entries due by then, by due time.
+TEST(TimingWheel, FiresWhatAPlainListWouldAtEveryStep) {
+  std::mt19937_64 rng(20261128);
+  for (const int64_t max_step : {int64_t{3}, int64_t{70}, int64_t{5000}, int64_t{20000}}) {
+    int64_t now = 1767225600 + static_cast<int64_t>(rng() % 10000);
+    TimingWheel wheel(now + 1);
+    std::vector<TimerEntry> pending;
+    uint32_t next_id = 0;
+    for (int step = 0; step < 3000; ++step) {
+      const int schedules = static_cast<int>(rng() % 4);
+      for (int i = 0; i < schedules; ++i) {
+        const int64_t ahead = rng() % 8 == 0 ? static_cast<int64_t>(rng() % 86400)
+                                             : static_cast<int64_t>(rng() % 4000) - 100;
+        const TimerEntry entry{next_id++, 0, 0, now + ahead};
+        wheel.Schedule(entry);
+        pending.push_back(entry);
+      }
+      now += 1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(max_step));
+      std::vector<TimerEntry> fired;
+      wheel.Advance(now, [&](const TimerEntry& e) { fired.push_back(e); });
+      std::vector<uint32_t> expected;
+      auto due = std::stable_partition(pending.begin(), pending.end(),
+                                       [&](const TimerEntry& e) { return e.due > now; });
+      for (auto it = due; it != pending.end(); ++it) expected.push_back(it->slot);
+      pending.erase(due, pending.end());
+      for (size_t i = 1; i < fired.size(); ++i) {
+        ASSERT_LE(fired[i - 1].due, fired[i].due) << "step " << step;
+      }
+      std::vector<uint32_t> got;
+      for (const TimerEntry& e : fired) got.push_back(e.slot);
+      std::sort(got.begin(), got.end());
+      std::sort(expected.begin(), expected.end());
+      ASSERT_EQ(got, expected) << "max_step " << max_step << " step " << step;
+      ASSERT_EQ(wheel.size(), pending.size());
+    }
+  }
 }
 
 }  // namespace
