@@ -139,7 +139,7 @@ CaseTracker::CaseTracker(const Options& options)
     sla_us_.push_back(std::move(slas));
     // By id, not index: remembered closed cases keep their meaning across a
     // restore into a config whose processes moved.
-    process_seeds_.push_back(StableHash64(process.id));
+    process_starts_.push_back(StableHashStart(StableHash64(process.id)));
     stage_ages_.emplace_back(process.stages.size());
     view->oldest_entered.emplace_back(process.stages.size());
   }
@@ -154,11 +154,23 @@ CaseTracker::~CaseTracker() {
 }
 
 uint64_t CaseTracker::CaseKey(int process, absl::string_view case_id) const {
-  return StableHash64(case_id, process_seeds_[static_cast<size_t>(process)]);
+  return StableHash64From(case_id, process_starts_[static_cast<size_t>(process)]);
 }
 
-int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_id) const {
+int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_id,
+                              size_t open_at) const {
   const uint32_t tag = OpenTag(key);
+  // The word PrefetchCase matched, events ago: the case's, unless the table
+  // changed since (or the tag was another case's). An open case has one
+  // word, so a word whose record is the case's is the answer, wherever it
+  // is; else the probe below. Saves the probe of most events (§28).
+  if (open_at < open_.capacity()) {
+    const uint64_t word = open_.At(open_at);
+    if (word != 0 && static_cast<uint32_t>(word >> 32) == tag) {
+      const Case& c = cases_[SlotOf(word)];
+      if (c.process == process && CaseIdStore::Equals(c.id, case_id)) return SlotOf(word);
+    }
+  }
   for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
     const uint64_t word = open_.At(i);
     if (word == 0) return -1;
@@ -170,23 +182,24 @@ int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_
   }
 }
 
-// Always inlined, as PrefetchIndexes: out of line, GCC 12 at -O2 finds a
-// function whose only effect is a prefetch pure, and drops every call of it
-// (its void result is unused), so the record was never prefetched.
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::PrefetchCase(uint64_t key) const {
+// Always inlined, as PrefetchIndexes: out of line, GCC 12 at -O2 found a
+// function whose only effect was a prefetch pure, and dropped every call of
+// it (its void result unused), so the record was never prefetched.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline size_t CaseTracker::PrefetchCase(uint64_t key) const {
   const uint32_t tag = OpenTag(key);
   for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
     const uint64_t word = open_.At(i);
     if (word == 0) break;
     if (static_cast<uint32_t>(word >> 32) == tag) {
       __builtin_prefetch(&cases_[SlotOf(word)]);
-      return;
+      return i;
     }
   }
   // Likely not open: a new case or one closed, so the closed cases' index
   // is read next. Only then: most events are of open cases, and fetching
   // that line for them too took a line fill of its own per event.
   closed_.Prefetch(key);
+  return kNoWord;
 }
 
 CaseTracker::EventKeys CaseTracker::KeysOf(const DecodedEvent& event) const {
@@ -199,7 +212,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::PrefetchIndexes(const Even
 }
 
 Verdict CaseTracker::Handle(const DecodedEvent& event) {
-  return HandleKeyed(event, KeysOf(event), Loaded::kNothing);
+  return HandleKeyed(event, KeysOf(event), Loaded::kNothing, kNoWord);
 }
 
 namespace {
@@ -234,6 +247,8 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
   constexpr size_t kIdsAhead = 2 * kAhead;
   constexpr size_t kBytesAhead = kAhead + kAhead / 2;
   EventKeys ahead[kAhead];  // a ring: the keys of events i .. i + kAhead - 1
+  // The same ring: what PrefetchCase found for events i .. i + kRecordAhead - 1.
+  size_t open_at[kAhead];
   const size_t n = events.size();
   for (size_t j = 0; j < std::min(n, kEventAhead); ++j) PrefetchEvent(*events[j]);
   for (size_t j = 0; j < std::min(n, kIdsAhead); ++j) PrefetchIdObjects(*events[j]);
@@ -247,7 +262,9 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
     if (i + kEventAhead < n) PrefetchEvent(*events[i + kEventAhead]);
     if (i + kIdsAhead < n) PrefetchIdObjects(*events[i + kIdsAhead]);
     if (i + kBytesAhead < n) PrefetchIdBytes(*events[i + kBytesAhead]);
-    if (i + kRecordAhead < n) PrefetchCase(ahead[(i + kRecordAhead) % kAhead].key);
+    if (i + kRecordAhead < n) {
+      open_at[(i + kRecordAhead) % kAhead] = PrefetchCase(ahead[(i + kRecordAhead) % kAhead].key);
+    }
     EventKeys& slot = ahead[i % kAhead];  // event i's, then event i + kAhead's
     const EventKeys keys = slot;
     if (i + kAhead < n) {
@@ -258,8 +275,9 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
     // event (3.5% of the tracker's; mostly a second probe of the open-case
     // index line, §24). Only a batch's first kRecordAhead events had their
     // record's load started by no earlier iteration.
-    verdicts[i] = HandleKeyed(*events[i], keys,
-                              i < kRecordAhead ? Loaded::kIndexes : Loaded::kIndexesAndRecord);
+    verdicts[i] = i < kRecordAhead ? HandleKeyed(*events[i], keys, Loaded::kIndexes, kNoWord)
+                                   : HandleKeyed(*events[i], keys, Loaded::kIndexesAndRecord,
+                                                 open_at[i % kAhead]);
   }
   FlushSteps();
   defer_steps_ = false;
@@ -278,8 +296,9 @@ void CaseTracker::FlushSteps() {
   held_.Flush([this](const CaseStep& held) { sink_->CaseStepped(held); });
 }
 
-Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& keys, Loaded loaded) {
-  const int64_t at_us = absl::ToUnixMicros(event.occurred_at);
+Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& keys, Loaded loaded,
+                                 size_t open_at) {
+  const int64_t at_us = UnixMicros(event.occurred_at);
   const uint64_t id_hash = keys.id_hash;
   const uint64_t key = keys.key;
   // The lookups below likely miss the cache: start their loads now, so
@@ -291,7 +310,7 @@ Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& key
   // at its deadline breached it, whatever this event does to it.
   AdvanceTimersTo(now_us);
   // The case's record is the next likely miss: start loading it too.
-  if (loaded != Loaded::kIndexesAndRecord) PrefetchCase(key);
+  if (loaded != Loaded::kIndexesAndRecord) open_at = PrefetchCase(key);
   ForgetOld(now_us);
 
   if (seen_ids_.Find(id_hash) != nullptr) return Verdict::Duplicate();
@@ -299,15 +318,15 @@ Verdict CaseTracker::HandleKeyed(const DecodedEvent& event, const EventKeys& key
   Verdict verdict = Verdict::Accepted();
   switch (event.proto.kind()) {
     case ProcessEvent::STAGE_ENTERED:
-      verdict = StageEntered(event, key, at_us, now_us);
+      verdict = StageEntered(event, key, open_at, at_us, now_us);
       break;
     case ProcessEvent::CASE_COMPLETED:
     case ProcessEvent::CASE_FALLOUT:
-      verdict = Close(event, key, at_us, now_us);
+      verdict = Close(event, key, open_at, at_us, now_us);
       break;
     case ProcessEvent::COST:
     case ProcessEvent::FEEDBACK:
-      CostOrFeedback(event, key, at_us);
+      CostOrFeedback(event, key, open_at, at_us);
       break;
     default:
       // The decoder lets only known kinds through.
@@ -335,10 +354,10 @@ void CaseTracker::RememberClosed(const Closed& record) {
   closed_.Push(record);
 }
 
-Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, int64_t at_us,
-                                  int64_t now_us) {
+Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, size_t open_at,
+                                  int64_t at_us, int64_t now_us) {
   const int stage = event.stage_index;
-  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id(), open_at);
   if (found < 0) {
     if (closed_.Find(key) != nullptr) return Verdict::Rejected(RejectReason::kCaseClosed);
     while (open_.size() >= max_open_cases_) {
@@ -474,8 +493,9 @@ void CaseTracker::ExitStage(Case& c, int64_t at_us, ExitOutcome outcome, CaseSte
   c.over_sla = false;
 }
 
-Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, int64_t at_us, int64_t now_us) {
-  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id());
+Verdict CaseTracker::Close(const DecodedEvent& event, uint64_t key, size_t open_at, int64_t at_us,
+                           int64_t now_us) {
+  const int64_t found = FindOpen(key, event.process_index, event.proto.case_id(), open_at);
   if (found < 0) {
     return Verdict::Rejected(closed_.Find(key) != nullptr ? RejectReason::kCaseClosed
                                                           : RejectReason::kUnknownCase);
@@ -512,9 +532,11 @@ void CaseTracker::Release(uint32_t slot, uint64_t key, int64_t closed_us) {
   open_gauge_.store(open_.size(), std::memory_order_relaxed);
 }
 
-void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, int64_t at_us) {
+void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, size_t open_at,
+                                 int64_t at_us) {
   DimsId dims;
-  if (const int64_t found = FindOpen(key, event.process_index, event.proto.case_id()); found >= 0) {
+  if (const int64_t found = FindOpen(key, event.process_index, event.proto.case_id(), open_at);
+      found >= 0) {
     Case& c = cases_[static_cast<size_t>(found)];
     c.last_event_us = std::max(c.last_event_us, at_us);
     dims = c.dims;

@@ -381,6 +381,7 @@ class CaseTracker : public ingest::EventHandler {
    public:
     WordSet();
     size_t size() const { return size_; }
+    size_t capacity() const { return mask_ + 1; }
     // At a cache line's first word, as RecentSet's Home.
     size_t Start(uint32_t tag) const { return tag & mask_ & ~(kWordsPerLine - 1); }
     size_t Next(size_t i) const { return (i + 1) & mask_; }
@@ -428,15 +429,19 @@ class CaseTracker : public ingest::EventHandler {
   // says how much of it the caller has prefetched already (HandleBatch,
   // events ahead); the rest is prefetched here, as early as it can be.
   enum class Loaded { kNothing, kIndexes, kIndexesAndRecord };
+  // `open_at`: for kIndexesAndRecord, what PrefetchCase returned for the
+  // event (a hint for FindOpen; otherwise HandleKeyed takes its own).
   ingest::Verdict HandleKeyed(const ingest::DecodedEvent& event, const EventKeys& keys,
-                              Loaded loaded);
+                              Loaded loaded, size_t open_at);
   // 64-bit hash of (process id, case id), stable across runs and configs.
   uint64_t CaseKey(int process, absl::string_view case_id) const;
-  ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
-                               int64_t now_us);
-  ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us,
-                        int64_t now_us);
-  void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, int64_t at_us);
+  // `open_at` as FindOpen's.
+  ingest::Verdict StageEntered(const ingest::DecodedEvent& event, uint64_t key, size_t open_at,
+                               int64_t at_us, int64_t now_us);
+  ingest::Verdict Close(const ingest::DecodedEvent& event, uint64_t key, size_t open_at,
+                        int64_t at_us, int64_t now_us);
+  void CostOrFeedback(const ingest::DecodedEvent& event, uint64_t key, size_t open_at,
+                      int64_t at_us);
   // A step of `c` at `at_us` with no facts yet.
   static CaseStep StepOf(const Case& c, int64_t at_us);
   // Enter and exit add their facts to `step`; the caller reports it.
@@ -469,11 +474,18 @@ class CaseTracker : public ingest::EventHandler {
   uint32_t NextToken();
   // A new token for the case's stay; its stage-age entry before is stale.
   uint32_t NewToken(uint32_t slot);
-  // The slot of the open case `case_id` of `process` (whose key is `key`), or -1.
-  int64_t FindOpen(uint64_t key, int process, absl::string_view case_id) const;
-  // Starts loading the record of the open case `key`, if there is one;
-  // else the closed cases' index word for it (a new or a closed case).
-  void PrefetchCase(uint64_t key) const;
+  // No word of open_ (an index past any table).
+  static constexpr size_t kNoWord = ~size_t{0};
+  // The slot of the open case `case_id` of `process` (whose key is `key`), or
+  // -1. `open_at`: where in open_ the case's word likely is (PrefetchCase's
+  // answer, perhaps stale: checked) or kNoWord; only the speed depends on it.
+  int64_t FindOpen(uint64_t key, int process, absl::string_view case_id,
+                   size_t open_at = kNoWord) const;
+  // Starts loading the record of the open case `key`, if there is one, and
+  // returns where its word is in open_ (the first with its tag); else loads
+  // the closed cases' index word for it (a new or a closed case) and
+  // returns kNoWord.
+  size_t PrefetchCase(uint64_t key) const;
   int64_t SlaMicros(const Case& c) const {
     return sla_us_[c.process][static_cast<size_t>(c.stage)];
   }
@@ -511,7 +523,9 @@ class CaseTracker : public ingest::EventHandler {
   const int64_t ttl_us_;
   const int64_t horizon_us_;
   std::vector<std::vector<int64_t>> sla_us_;  // [process][stage]
-  std::vector<uint64_t> process_seeds_;       // StableHash64 of each process id
+  // StableHashStart of each case key's seed (StableHash64 of the process
+  // id): the seed's part of the hash, once per process, not per event.
+  std::vector<uint64_t> process_starts_;
 
   // The steps ReportStep holds back.
   bool defer_steps_ = false;  // within HandleBatch, for a sink that WantsStepHints

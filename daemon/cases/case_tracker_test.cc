@@ -1,14 +1,19 @@
 #include "daemon/cases/case_tracker.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
+#include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/cases/stable_hash.h"
 #include "daemon/ingest/event_decoder.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -582,6 +587,82 @@ TEST(CaseTrackerBatchTest, HandleBatchDoesWhatHandleDoesInOrder) {
   }
 }
 
+// HandleBatch hands FindOpen the open-case word PrefetchCase matched by its
+// 32-bit tag: two cases whose keys share those bits must still be told
+// apart (the hint is only trusted when the record is the case's).
+TEST(CaseTrackerBatchTest, CasesWhoseKeysShareTheOpenTagStayApart) {
+  const model::Config config = *model::ParseConfig(kConfig, "t.yaml");
+  // Two case ids of "sales" with the same low 32 bits of their key (the
+  // tracker's CaseKey: StableHash64 seeded by the process id's hash).
+  const uint64_t start = StableHashStart(StableHash64("sales"));
+  std::string a, b;
+  absl::flat_hash_map<uint32_t, int> seen;
+  for (int i = 0; b.empty(); ++i) {
+    const std::string id = absl::StrCat("c", i);
+    const auto [it, added] = seen.emplace(static_cast<uint32_t>(StableHash64From(id, start)), i);
+    if (!added) {
+      a = absl::StrCat("c", it->second);
+      b = id;
+    }
+  }
+  ASSERT_NE(StableHash64From(a, start), StableHash64From(b, start));
+  ingest::EventDecoder decoder(config);
+  std::vector<ingest::DecodedEvent> events;
+  auto add = [&](ProcessEvent::Kind kind, const std::string& case_id, const std::string& stage,
+                 int64_t t) {
+    ProcessEvent e;
+    e.set_event_id(absl::StrCat("ev-", events.size()));
+    e.set_process("sales");
+    e.set_case_id(case_id);
+    e.set_kind(kind);
+    e.set_stage(stage);
+    e.set_amount(5);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    (*e.mutable_attributes())["region"] = "emea";
+    events.emplace_back();
+    EXPECT_FALSE(decoder.Decode(e.SerializeAsString(), false, &events.back()).has_value());
+  };
+  // In the first events of a batch (HandleKeyed finds the hint itself) and
+  // after 8 others (the hint came from 4 events back).
+  add(ProcessEvent::STAGE_ENTERED, a, "lead", 0);
+  add(ProcessEvent::STAGE_ENTERED, b, "lead", 1);  // new, though a's word has its tag
+  add(ProcessEvent::STAGE_ENTERED, a, "demo", 2);
+  add(ProcessEvent::STAGE_ENTERED, b, "demo", 3);
+  for (int i = 0; i < 8; ++i) add(ProcessEvent::STAGE_ENTERED, absl::StrCat("f", i), "lead", 4);
+  add(ProcessEvent::STAGE_ENTERED, b, "quote", 10);
+  add(ProcessEvent::STAGE_ENTERED, a, "quote", 11);
+  add(ProcessEvent::CASE_COMPLETED, b, "", 12);
+  add(ProcessEvent::CASE_FALLOUT, a, "", 13);
+  add(ProcessEvent::STAGE_ENTERED, a, "lead", 14);  // closed: rejected
+  add(ProcessEvent::COST, b, "", 15);               // closed: the closed case's dims
+  const Outcome one_by_one = HandleInBatches(config, events, 64, /*use_batch=*/false);
+  const Outcome batched = HandleInBatches(config, events, 64, /*use_batch=*/true);
+  EXPECT_EQ(batched.verdicts, one_by_one.verdicts);
+  EXPECT_EQ(batched.facts, one_by_one.facts);
+  EXPECT_EQ(batched.state, one_by_one.state);
+  // By hand: 10 cases started (a, b, f0-f7), a and b each 0->1 then 1->2,
+  // b completed, a fell out; only the entry after a closed is rejected.
+  auto count = [&](absl::string_view prefix) {
+    return std::count_if(batched.facts.begin(), batched.facts.end(),
+                         [&](const std::string& f) { return absl::StartsWith(f, prefix); });
+  };
+  EXPECT_EQ(count("started p0"), 10);
+  EXPECT_EQ(count("transition p0 0->1"), 2);
+  EXPECT_EQ(count("transition p0 1->2"), 2);
+  EXPECT_EQ(count("completed p0 d2 @12 amount=5"), 1);
+  EXPECT_EQ(count("fallout p0 d2 @13"), 1);
+  EXPECT_EQ(count("cost p0 d2 @15"), 1);
+  const std::string accepted = absl::StrCat(static_cast<int>(Verdict::Kind::kAccepted), " ",
+                                            model::RejectReasonName(RejectReason{}));
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i == 16) {
+      EXPECT_THAT(batched.verdicts[i], ::testing::HasSubstr("case_closed"));
+    } else {
+      EXPECT_EQ(batched.verdicts[i], accepted) << i;
+    }
+  }
+}
+
 TEST_F(CaseTrackerTest, EventIdsBeyondTheBoundForgetTheOldest) {
   CaseTracker::Options options = Wired();
   options.max_dedup_ids = 3;
@@ -612,6 +693,62 @@ TEST_F(CaseTrackerTest, EventIdsBeyondTheBoundForgetTheOldest) {
   small.Tick(absl::Now());
   EXPECT_EQ(small.PublishedView()->event_ids_forgotten, 4u);
   EXPECT_EQ(small.PublishedView()->closed_cases_forgotten, 0u);
+}
+
+// The event-id set's index drops the words of forgotten ids as they go
+// (RecentSet::Unindex): over many thousands of forgets, with ids coming
+// back, every verdict is a plain FIFO window's of the last max_dedup_ids
+// accepted ids. A live id's word cleared by mistake would let its repeat
+// through as accepted.
+TEST_F(CaseTrackerTest, EventIdDedupIsAWindowOfTheLastAcceptedIdsAcrossManyForgets) {
+  constexpr size_t kBound = 1000;
+  CaseTracker::Options options = Wired();
+  options.max_dedup_ids = kBound;
+  CaseTracker small(options);
+  target_ = &small;
+  auto cost = [&](const std::string& event_id, int64_t t) {
+    ProcessEvent e;
+    e.set_event_id(event_id);
+    e.set_process("sales");
+    e.set_case_id("x");
+    e.set_kind(ProcessEvent::COST);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    return Decode(e);
+  };
+  std::deque<std::string> window;  // the model: oldest first
+  std::set<std::string> remembered;
+  std::mt19937 random(7);
+  int next = 0;
+  uint64_t forgotten = 0;
+  int duplicates = 0;
+  for (int i = 0; i < 30000; ++i) {
+    // Mostly new ids; a third of the time one of the last 2 x kBound made,
+    // remembered or forgotten by now.
+    std::string id;
+    if (next > 0 && random() % 3 == 0) {
+      const int back = static_cast<int>(random() % (2 * kBound));
+      id = absl::StrCat("e", std::max(0, next - 1 - back));
+    } else {
+      id = absl::StrCat("e", next++);
+    }
+    const Verdict v = cost(id, i / 10);  // 3000 s in all: within the 1h horizon
+    if (remembered.count(id) != 0) {
+      ASSERT_EQ(v.kind, Verdict::Kind::kDuplicate) << "event " << i << " id " << id;
+      ++duplicates;
+      continue;
+    }
+    ASSERT_TRUE(Accepted(v)) << "event " << i << " id " << id;
+    if (window.size() == kBound) {
+      remembered.erase(window.front());
+      window.pop_front();
+      ++forgotten;
+    }
+    window.push_back(id);
+    remembered.insert(id);
+  }
+  EXPECT_EQ(small.event_ids_forgotten(), forgotten);
+  EXPECT_GT(duplicates, 1000);  // both verdicts were exercised, many times
+  EXPECT_GT(forgotten, 15000u);
 }
 
 TEST_F(CaseTrackerTest, ClosedCasesBeyondTheBoundForgetTheOldest) {

@@ -35,11 +35,19 @@ inline constexpr uint64_t kK3 = 0x589965cc75374cc3ull;
 
 }  // namespace stable_hash_internal
 
-inline uint64_t StableHash64(absl::string_view s, uint64_t seed = 0) {
+// What StableHash64 starts from for `seed`: a caller hashing many strings
+// under one seed (the tracker's case keys, one seed per process) takes it
+// once, and StableHash64From(s, StableHashStart(seed)) == StableHash64(s, seed).
+inline uint64_t StableHashStart(uint64_t seed) {
+  using namespace stable_hash_internal;
+  return seed ^ Fold(seed ^ kK0, kK1);
+}
+
+inline uint64_t StableHash64From(absl::string_view s, uint64_t start) {
   using namespace stable_hash_internal;
   const char* p = s.data();
   size_t n = s.size();
-  uint64_t h = seed ^ Fold(seed ^ kK0, kK1);
+  uint64_t h = start;
   while (n > 16) {
     h = Fold(LoadLittleEndian64(p) ^ kK1, LoadLittleEndian64(p + 8) ^ h);
     p += 16;
@@ -56,6 +64,10 @@ inline uint64_t StableHash64(absl::string_view s, uint64_t seed = 0) {
         uint64_t{static_cast<uint8_t>(p[n >> 1])} << 8 | static_cast<uint8_t>(p[n - 1]);
   }
   return Fold(kK2 ^ s.size(), Fold(a ^ kK1, b ^ h) ^ kK3);
+}
+
+inline uint64_t StableHash64(absl::string_view s, uint64_t seed = 0) {
+  return StableHash64From(s, StableHashStart(seed));
 }
 
 }  // namespace kpid::cases
