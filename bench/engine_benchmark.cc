@@ -43,6 +43,8 @@
 // Counters: scrapes (timed), scrape_ms (their mean wall time),
 // first_scrape_ms (the first timed one), later_scrape_ms and
 // later_scrape_cpu_ms (mean wall and scraper-thread CPU time of the others).
+#include <malloc.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -498,6 +500,243 @@ BENCHMARK_TEMPLATE(BM_Engine, cases::CaseTracker, cases::DimensionTable,
     ->Iterations(kTimedEvents)
     ->Threads(1)
     ->UseRealTime();
+
+// bench/e2e_ingest.py's stream as one of kpid's two workers sees it: the
+// topic's kE2EEvents events (E2EConfig: ~42 h of event time) in
+// kE2EPartitions partitions by case id (as kpi-loadgen keys them), and the
+// worker's share of them (the even partitions: kafka_ingest.cc gives
+// partition p to worker p % workers), each partition with its own engine
+// (tracker + dims + shard, built empty: kpid starts on an empty state and
+// replays the topic). So each engine walks the stream's whole event time
+// with a sixteenth of its events: most facts open a fresh 5 s bucket, as
+// end to end. With live:1 the same event mix compressed 150,000 times in
+// event time (E2ELiveConfig, e2e_ingest.py --compress-time 150000): the
+// density of a live stream.
+constexpr int kE2EPartitions = 16;
+constexpr int kE2EWorkers = 2;
+constexpr int64_t kE2EEvents = 400'000;
+
+struct PartitionedStream {
+  explicit PartitionedStream(const model::Config& config)
+      : config(&config), events(SimulateEvents(config, /*seed=*/1, kE2EEvents)) {
+    partitions.resize(kE2EPartitions / kE2EWorkers);
+    for (const ingest::DecodedEvent& e : events) {
+      // FNV-1a: the same partitions in every run (absl::Hash is salted per
+      // process).
+      uint64_t hash = 14695981039346656037ull;
+      for (const char c : e.proto.case_id()) {
+        hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      }
+      const size_t partition = hash % kE2EPartitions;
+      if (partition % kE2EWorkers == 0) partitions[partition / kE2EWorkers].push_back(&e);
+    }
+    for (const auto& p : partitions) share += p.size();
+    // As the worker takes them: runs of up to kBatch events of one
+    // partition, the partitions in turn (each fetch holds many of each).
+    std::vector<size_t> next(partitions.size(), 0);
+    for (size_t left = share; left > 0;) {
+      for (size_t p = 0; p < partitions.size(); ++p) {
+        const size_t n = std::min(kBatch, partitions[p].size() - next[p]);
+        if (n == 0) continue;
+        runs.push_back({p, next[p], n});
+        next[p] += n;
+        left -= n;
+      }
+    }
+  }
+
+  struct Run {
+    size_t partition;
+    size_t first;
+    size_t size;
+  };
+  const model::Config* config;
+  std::vector<ingest::DecodedEvent> events;                          // the whole topic
+  std::vector<std::vector<const ingest::DecodedEvent*>> partitions;  // the worker's
+  size_t share = 0;                                                  // events in them
+  std::vector<Run> runs;
+};
+
+// kpid builds its shards once, at start-up: their distributions' calloc
+// (~7 MB each) is a fresh mapping whose pages fault in as history fills. In
+// a benchmark process that has freed such a block before, glibc's dynamic
+// mmap threshold would have grown past it and calloc would hand out (and
+// zero) heap memory instead: a fixed threshold keeps the daemon's case for
+// every repetition (process-wide; rows run after these map their large
+// blocks too).
+void FixMmapThreshold() {
+  static const bool done = mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1;
+  if (!done) std::abort();
+}
+
+const PartitionedStream& GetPartitionedStream(bool live) {
+  FixMmapThreshold();
+  if (live) {
+    static const PartitionedStream* stream = new PartitionedStream(E2ELiveConfig());
+    return *stream;
+  }
+  static const PartitionedStream* stream = new PartitionedStream(E2EConfig());
+  return *stream;
+}
+
+double ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+double ThreadMinorFaults() {
+  rusage usage;
+  getrusage(RUSAGE_THREAD, &usage);
+  return static_cast<double>(usage.ru_minflt);
+}
+
+// One iteration is the worker's whole share (~200k events) into fresh
+// engines, built before it is timed. Counters: cpu_ns_per_event and
+// faults_per_event (the thread's minor page faults) of the timed part.
+void BM_EnginePartitions(benchmark::State& state) {
+  const PartitionedStream& stream = GetPartitionedStream(state.range(0) != 0);
+  const bool null_sink = state.range(1) != 0;
+  std::vector<ingest::Verdict> verdicts(kBatch);
+  double cpu_ns = 0;
+  double faults = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::vector<std::unique_ptr<
+        Engine<cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard>>>
+        engines;
+    for (size_t p = 0; p < stream.partitions.size(); ++p) {
+      engines.push_back(
+          std::make_unique<
+              Engine<cases::CaseTracker, cases::DimensionTable, aggregate::AggregateShard>>(
+              *stream.config, null_sink));
+    }
+    state.ResumeTiming();
+    PerfControl("enable");
+    const double cpu_before = ThreadCpuNs();
+    const double faults_before = ThreadMinorFaults();
+    absl::Time next_tick = absl::Now();
+    size_t handled = 0;
+    for (const PartitionedStream::Run& run : stream.runs) {
+      ingest::EventHandler& handler = engines[run.partition]->tracker;
+      handler.HandleBatch(
+          absl::MakeConstSpan(stream.partitions[run.partition].data() + run.first, run.size),
+          verdicts.data());
+      benchmark::DoNotOptimize(verdicts.data());
+      // As the worker ticks every engine of its partitions.
+      if (((handled += run.size) & 1023) < run.size && absl::Now() >= next_tick) {
+        const absl::Time now = absl::Now();
+        for (auto& e : engines) e->tracker.Tick(now);
+        next_tick = now + kTickInterval;
+      }
+    }
+    cpu_ns += ThreadCpuNs() - cpu_before;
+    faults += ThreadMinorFaults() - faults_before;
+    PerfControl("disable");
+    state.PauseTiming();
+    engines.clear();
+    state.ResumeTiming();
+  }
+  const double events = static_cast<double>(state.iterations() * stream.share);
+  state.SetItemsProcessed(static_cast<int64_t>(events));
+  state.counters["cpu_ns_per_event"] = cpu_ns / events;
+  state.counters["faults_per_event"] = faults / events;
+  state.counters["events"] = static_cast<double>(stream.share);
+}
+BENCHMARK(BM_EnginePartitions)
+    ->ArgNames({"live", "null_sink"})
+    ->ArgsProduct({{0, 1}, {0, 1}})
+    ->Iterations(1)
+    ->UseRealTime();
+
+// The aggregator alone on BM_EnginePartitions' streams: what each
+// partition's tracker told its sink, replayed into fresh shards in the same
+// order (runs of the partitions in turn).
+struct PartitionedFacts {
+  std::vector<Fact> facts;
+  struct Run {
+    size_t partition;
+    size_t end;  // one past the run's last fact
+  };
+  std::vector<Run> runs;
+  size_t partitions = 0;
+  size_t events = 0;
+};
+
+const PartitionedFacts* RecordPartitionedFacts(const PartitionedStream& stream) {
+  auto* out = new PartitionedFacts;
+  out->partitions = stream.partitions.size();
+  out->events = stream.share;
+  FactRecorder sink(&out->facts);
+  sink.set_recording(true);
+  std::vector<std::unique_ptr<cases::DimensionTable>> dims;
+  std::vector<std::unique_ptr<cases::WatermarkBoard>> boards;
+  std::vector<std::unique_ptr<cases::EventTimeClock>> clocks;
+  std::vector<std::unique_ptr<cases::CaseTracker>> trackers;
+  for (size_t p = 0; p < stream.partitions.size(); ++p) {
+    dims.push_back(std::make_unique<cases::DimensionTable>(*stream.config));
+    boards.push_back(std::make_unique<cases::WatermarkBoard>(1));
+    clocks.push_back(std::make_unique<cases::EventTimeClock>(boards.back().get(), 0));
+    trackers.push_back(std::make_unique<cases::CaseTracker>(
+        cases::CaseTracker::Options{.config = stream.config,
+                                    .clock = clocks.back().get(),
+                                    .sink = &sink,
+                                    .dimensions = dims.back().get()}));
+  }
+  std::vector<ingest::Verdict> verdicts(kBatch);
+  for (const PartitionedStream::Run& run : stream.runs) {
+    trackers[run.partition]->HandleBatch(
+        absl::MakeConstSpan(stream.partitions[run.partition].data() + run.first, run.size),
+        verdicts.data());
+    out->runs.push_back({run.partition, out->facts.size()});
+  }
+  return out;
+}
+
+const PartitionedFacts& GetPartitionedFacts(bool live) {
+  if (live) {
+    static const PartitionedFacts* facts = RecordPartitionedFacts(GetPartitionedStream(true));
+    return *facts;
+  }
+  static const PartitionedFacts* facts = RecordPartitionedFacts(GetPartitionedStream(false));
+  return *facts;
+}
+
+void BM_AggregatePartitions(benchmark::State& state) {
+  const PartitionedFacts& stream = GetPartitionedFacts(state.range(0) != 0);
+  const model::Config& config = *GetPartitionedStream(state.range(0) != 0).config;
+  double cpu_ns = 0;
+  double faults = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::vector<std::unique_ptr<aggregate::AggregateShard>> shards;
+    for (size_t p = 0; p < stream.partitions; ++p) {
+      shards.push_back(std::make_unique<aggregate::AggregateShard>(config));
+    }
+    state.ResumeTiming();
+    PerfControl("enable");
+    const double cpu_before = ThreadCpuNs();
+    const double faults_before = ThreadMinorFaults();
+    size_t fact = 0;
+    for (const PartitionedFacts::Run& run : stream.runs) {
+      cases::CaseSink& sink = *shards[run.partition];
+      for (; fact < run.end; ++fact) Replay(stream.facts[fact], sink);
+    }
+    cpu_ns += ThreadCpuNs() - cpu_before;
+    faults += ThreadMinorFaults() - faults_before;
+    PerfControl("disable");
+    state.PauseTiming();
+    shards.clear();
+    state.ResumeTiming();
+  }
+  const double events = static_cast<double>(state.iterations() * stream.events);
+  state.SetItemsProcessed(static_cast<int64_t>(events));
+  state.counters["cpu_ns_per_event"] = cpu_ns / events;
+  state.counters["faults_per_event"] = faults / events;
+  state.counters["facts_per_event"] =
+      static_cast<double>(stream.facts.size()) / static_cast<double>(stream.events);
+}
+BENCHMARK(BM_AggregatePartitions)->ArgNames({"live"})->Arg(0)->Arg(1)->Iterations(1)->UseRealTime();
 
 // What the current tracker told its sink over a stream's last kFactWarmEvents
 // warm-up events and its timed events, grouped by event (a Tick's facts go

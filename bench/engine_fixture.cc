@@ -54,6 +54,66 @@ processes:
         channel: [web, app, store]
 )";
 
+// As PROCESSES_YAML in bench/e2e_ingest.py.
+constexpr char kE2EConfig[] = R"(
+kafka: {brokers: "127.0.0.1:9092", topic: bench-events}
+clock: event
+windows: [5m, 1h, 24h, 7d]
+retention: 15d
+dimensions: {names: [region, channel], max_series_per_process: 1000}
+processes:
+  - id: lead_to_cash
+    stages:
+      - {id: lead,  sla: 1h,  simulate: {median: 20m, fallout: 0.30}}
+      - {id: mql,   sla: 24h, simulate: {median: 8h,  fallout: 0.40}}
+      - {id: sql,   sla: 48h, simulate: {median: 20h, fallout: 0.25}}
+      - {id: demo,  sla: 72h, simulate: {median: 30h, fallout: 0.20, rework: 0.05}}
+      - {id: quote, sla: 48h, simulate: {median: 24h, fallout: 0.35, rework: 0.10}}
+    simulate:
+      arrivals_per_hour: 3600
+      deal_median: 24000
+      deal_sigma: 0.7
+      cost_per_case: 350
+      feedback_odds: 0.3
+      attributes:
+        region: [emea, amer, apac]
+        channel: [web, partner, outbound]
+)";
+
+// e2e_ingest.py's processes_yaml(3600, compress_time): "sla: 1h" and
+// "median: 20m" (not deal_median) become milliseconds divided by `compress_time` (which must
+// divide them), arrivals_per_hour is multiplied by it.
+std::string CompressTime(std::string yaml, int64_t compress_time) {
+  std::string out;
+  size_t at = 0;
+  for (;;) {
+    size_t next = std::string::npos;
+    size_t key_end = 0;
+    for (const std::string key : {"{sla: ", " sla: ", "{median: ", " median: "}) {
+      const size_t found = yaml.find(key, at);
+      if (found < next) {
+        next = found;
+        key_end = found + key.size();
+      }
+    }
+    if (next == std::string::npos) break;
+    size_t unit = key_end;
+    while (unit < yaml.size() && std::isdigit(static_cast<unsigned char>(yaml[unit]))) ++unit;
+    const int64_t n = std::stoll(yaml.substr(key_end, unit - key_end));
+    const int64_t ms = n * (yaml[unit] == 'h' ? 3'600'000 : yaml[unit] == 'm' ? 60'000 : 1'000);
+    if (ms % compress_time != 0) std::abort();
+    absl::StrAppend(&out, yaml.substr(at, key_end - at), ms / compress_time, "ms");
+    at = unit + 1;
+  }
+  out += yaml.substr(at);
+  const std::string arrivals = "arrivals_per_hour: 3600\n";
+  const size_t found = out.find(arrivals);
+  if (found == std::string::npos) std::abort();
+  out.replace(found, arrivals.size(),
+              absl::StrCat("arrivals_per_hour: ", 3600 * compress_time, "\n"));
+  return out;
+}
+
 model::Config Parse(absl::string_view yaml) {
   absl::StatusOr<model::Config> c = model::ParseConfig(yaml, "engine_fixture.yaml");
   if (!c.ok()) {
@@ -109,6 +169,17 @@ const model::Config& ManyDimsConfig() {
     }
     return new model::Config(Parse(yaml));
   }();
+  return *config;
+}
+
+const model::Config& E2EConfig() {
+  static const model::Config* config = new model::Config(Parse(kE2EConfig));
+  return *config;
+}
+
+const model::Config& E2ELiveConfig() {
+  static const model::Config* config =
+      new model::Config(Parse(CompressTime(kE2EConfig, /*compress_time=*/150'000)));
   return *config;
 }
 

@@ -36,6 +36,13 @@ const model::Config& ShortCasesConfig();
 // EngineConfig with 30 x 30 values of [region, channel] per process: ~1800
 // dims records (~100 MB) instead of ~20, for the aggregator's cache misses.
 const model::Config& ManyDimsConfig();
+// bench/e2e_ingest.py's config (lead_to_cash alone, 3,600 arrivals per hour,
+// `clock: event`), and the same with its --compress-time 150000: every stage
+// time and SLA 150,000 times shorter and arrivals as many times more
+// frequent, so the same mix of events spans seconds of event time instead
+// of days (what e2e_ingest.py calls the live-like density).
+const model::Config& E2EConfig();
+const model::Config& E2ELiveConfig();
 
 // Events as a fetched Kafka batch holds them: each one's binary protobuf,
 // back to back in one buffer.

@@ -9,6 +9,10 @@
 #include <limits>
 #include <new>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/base/attributes.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
@@ -270,29 +274,107 @@ struct FreeDeleter {
 // Series of a process's distributions: one per stage plus lead time.
 constexpr size_t kSeriesWords = (model::kMaxStages + 1 + 63) / 64;
 
-// One distribution slot of a process, all of its bookkeeping on one line:
-// the bucket it holds and which of its series are prepared for that bucket.
-// A series is prepared (its used bins zeroed, its range emptied) when the
-// bucket's first fact of that series arrives, not when the bucket opens: the
-// 16 partitions' shards of an e2e replay each open a finest bucket every
-// event or two, and an event has at most two distribution facts of the
-// process's stages + 1 series. A series not prepared reads as empty, and
-// readers never touch its bins (they may hold an older bucket's, or be
-// calloc's untouched pages, which a read would map to the zero page; see
-// SeriesState).
+// One distribution slot of a process: the bucket it holds, its pool, and
+// which of its series have dense bins prepared for that bucket; two lines.
+//
+// The pool holds the bucket's first kPoolEntries distinct (series, bin)
+// pairs with their counts, of all series together: a bucket with a few
+// facts (a finest bucket mostly has one or two when every partition's shard
+// walks a day of event time per second of replay; RESULTS §29) needs no
+// dense bins at all, so no line ~4 KB away per series, no zeroing of the
+// previous bucket's bins and no first touch of calloc's pages. Once the
+// pool is full, every later fact of the bucket goes to the dense bins (also
+// one whose pair the pool holds: readers add both), as does a count that
+// would not fit the pool's 16 bits.
+//
+// A series' dense bins are prepared (their used bins zeroed, their range
+// emptied) when the bucket's first fact of that series that the pool does
+// not take arrives, not when the bucket opens: the 16 partitions' shards of
+// an e2e replay each open a finest bucket every event or two, and an event
+// has at most two distribution facts of the process's stages + 1 series. A
+// series not prepared has no dense part, and readers never touch its bins
+// (they may hold an older bucket's, or be calloc's untouched pages, which a
+// read would map to the zero page; see SeriesState).
+constexpr uint32_t kPoolEntries = 24;
+constexpr uint32_t kPoolCountBits = 16;
+constexpr uint32_t kPoolMaxCount = (1u << kPoolCountBits) - 1;
+static_assert((model::kMaxStages + 1) * Distribution::kNumBins <= (1u << (32 - kPoolCountBits)),
+              "a pool entry's key (series, bin) fits its upper bits");
+
 struct alignas(64) DistSlot {
   std::atomic<int64_t> stamp{kNoBucket};
-  // Bit series % 64 of word series / 64. Cleared (release) between the
-  // stamp's kNoBucket and the new bucket; a bit is set (release) after its
-  // series was prepared.
+  // Bit series % 64 of word series / 64: the series' dense bins are
+  // prepared. Cleared (release) between the stamp's kNoBucket and the new
+  // bucket; a bit is set (release) after its series was prepared.
   std::array<std::atomic<uint64_t>, kSeriesWords> ready{};
+  // Entries of `pool` in use: set to 0 (release) between the stamp's
+  // kNoBucket and the new bucket, stored (release) after each new entry.
+  // Entries past it hold an older bucket's pairs and are never read.
+  std::atomic<uint16_t> pooled{0};
+  // Writer only (readers never touch it): how many entries the pool takes
+  // in this bucket, kPoolEntries or 0. A slot whose last bucket overflowed
+  // its pool starts the next one with none: its facts go straight to the
+  // dense bins, as before the pool, instead of first searching a full pool
+  // for each (the coarse levels, and every level of a dense stream); one
+  // whose last bucket would have fit the pool gets it back (see
+  // PrepareDistSlot). Which form a fact takes changes no read.
+  uint16_t pool_cap = kPoolEntries;
+  // (series * kNumBins + bin) << kPoolCountBits | count, each stored
+  // (release) whole: a reader sees a pair with some count it had in this
+  // bucket.
+  std::array<std::atomic<uint32_t>, kPoolEntries> pool{};
 
   static size_t Word(int series) { return static_cast<size_t>(series) / 64; }
   static uint64_t Bit(int series) { return uint64_t{1} << (static_cast<unsigned>(series) % 64); }
+  static uint32_t Key(int series, int bin) {
+    return static_cast<uint32_t>(series * Distribution::kNumBins + bin);
+  }
   // For readers, inside ReadSlot: acquire pairs with the release store that
   // set the bit, made after the series' bins were zeroed for this bucket.
   bool Ready(int series) const { return (ready[Word(series)].load(kObserve) & Bit(series)) != 0; }
+  // For the writer: the index of `key`'s entry among the first `pooled`,
+  // or `pooled` if none.
+  uint32_t FindPooled(uint32_t pooled, uint32_t key) const {
+#if defined(__SSE2__)
+    // Four entries per compare; the pool is a multiple of four long, and
+    // entries at `pooled` and past it (an older bucket's) never count. Plain
+    // loads: the writer reads back its own stores (no other thread writes).
+    static_assert(kPoolEntries % 4 == 0);
+    const __m128i want = _mm_set1_epi32(static_cast<int>(key << kPoolCountBits));
+    const __m128i key_bits = _mm_set1_epi32(static_cast<int>(~kPoolMaxCount));
+    for (uint32_t i = 0; i < pooled; i += 4) {
+      const __m128i entries = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&pool[i]));
+      const int hits = _mm_movemask_ps(
+          _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(entries, key_bits), want)));
+      if (hits != 0)
+        return std::min(pooled,
+                        i + static_cast<uint32_t>(std::countr_zero(static_cast<unsigned>(hits))));
+    }
+    return pooled;
+#else
+    uint32_t i = 0;
+    while (i < pooled && pool[i].load(std::memory_order_relaxed) >> kPoolCountBits != key) ++i;
+    return i;
+#endif
+  }
+  // For readers, inside ReadSlot: fn(bin, count) for each pool entry of
+  // `series`. Acquire: pairs with the release store of `pooled` made after
+  // each entry, so the entries below it are this bucket's (or, read from a
+  // later reuse, fail the stamp's second check).
+  template <typename Fn>
+  void ForEachPooled(int series, Fn&& fn) const {
+    const uint32_t used = std::min<uint32_t>(pooled.load(kObserve), kPoolEntries);
+    const uint32_t first = Key(series, 0);
+    for (uint32_t i = 0; i < used; ++i) {
+      const uint32_t entry = pool[i].load(kObserve);
+      const uint32_t key = entry >> kPoolCountBits;
+      if (key - first < static_cast<uint32_t>(Distribution::kNumBins)) {
+        fn(key - first, entry & kPoolMaxCount);
+      }
+    }
+  }
 };
+static_assert(sizeof(DistSlot) == 128, "two lines");
 
 // The writer's own view of one series of a distribution slot (never read by
 // readers): which 32-bin blocks it wrote since the series was last prepared
@@ -609,14 +691,36 @@ void AggregateShard::PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bu
 void AggregateShard::PrepareDistSlot(ProcessState& p, int slot, int64_t bucket) {
   DistSlot& d = p.dist_slots[static_cast<size_t>(slot)];
   if (d.stamp.load(std::memory_order_relaxed) == bucket) return;
-  // As PrepareSlot, but no series is touched: each is prepared by its first
-  // fact in the bucket (AddToDist), and reads as empty until then. The
-  // cleared bits are release stores: a reader whose load of them reads this
-  // reuse's zero also sees kNoBucket (ReadSlot's second stamp load).
+  // As PrepareSlot, but no series is touched: the pool takes the bucket's
+  // first facts, and a series' dense bins are prepared by its first fact
+  // the pool does not take (AddToDist); it has none until then. The cleared
+  // bits and count are release stores: a reader whose load of them reads
+  // this reuse's zero also sees kNoBucket (ReadSlot's second stamp load).
+  // Would the last bucket's facts have fit the pool? With a pool, if no
+  // series needed dense bins; without, if the dense bins' ranges [lo, hi]
+  // (the writer's SeriesState, still the last bucket's) span kPoolEntries
+  // bins or fewer, all series together. Once per bucket, not per fact.
+  uint64_t any_dense = 0;
+  for (const std::atomic<uint64_t>& word : d.ready)
+    any_dense |= word.load(std::memory_order_relaxed);
+  bool fitted = any_dense == 0;
+  if (!fitted && d.pool_cap == 0) {
+    uint32_t dense_bins = 0;
+    for (int series = 0; series <= p.stages && dense_bins <= kPoolEntries; ++series) {
+      if ((d.ready[DistSlot::Word(series)].load(std::memory_order_relaxed) &
+           DistSlot::Bit(series)) != 0) {
+        const SeriesState& state = p.series_state[p.series_index(slot, series)];
+        dense_bins += state.hi < state.lo ? kPoolEntries + 1 : uint32_t{state.hi} - state.lo + 1;
+      }
+    }
+    fitted = dense_bins <= kPoolEntries;
+  }
+  d.pool_cap = fitted ? kPoolEntries : 0;
   d.stamp.store(kNoBucket, std::memory_order_relaxed);
   for (std::atomic<uint64_t>& word : d.ready) word.store(0, kPublish);
-  // Release: a reader that loads `bucket` (acquire) sees the cleared bits,
-  // so no series of the previous bucket.
+  d.pooled.store(0, kPublish);
+  // Release: a reader that loads `bucket` (acquire) sees the cleared bits
+  // and the empty pool, so nothing of the previous bucket.
   d.stamp.store(bucket, std::memory_order_release);
 }
 
@@ -650,9 +754,26 @@ void AggregateShard::PrepareDistSeries(ProcessState& p, int slot, int series) {
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::AddToDist(ProcessState& p, int slot,
                                                                    int series, int bin,
                                                                    uint32_t n) {
-  const DistSlot& slot_state = p.dist_slots[static_cast<size_t>(slot)];
-  // Relaxed: the writer reads back its own store. The slot's line is the
-  // one PrepareDistSlot stamped; hot for the head buckets.
+  DistSlot& slot_state = p.dist_slots[static_cast<size_t>(slot)];
+  // Relaxed: the writer reads back its own stores. The slot's first line
+  // is the one PrepareDistSlot stamped; hot for the head buckets.
+  const uint32_t pooled = slot_state.pooled.load(std::memory_order_relaxed);
+  if (pooled < slot_state.pool_cap) {
+    const uint32_t key = DistSlot::Key(series, bin);
+    const uint32_t i = slot_state.FindPooled(pooled, key);
+    if (i < pooled) {
+      const uint32_t entry = slot_state.pool[i].load(std::memory_order_relaxed);
+      if ((entry & kPoolMaxCount) + uint64_t{n} <= kPoolMaxCount) {
+        slot_state.pool[i].store(entry + n, kPublish);
+        return;
+      }
+    } else if (n <= kPoolMaxCount) {
+      slot_state.pool[i].store(key << kPoolCountBits | n, kPublish);
+      // Release, after the entry: a reader that loads the new count sees it.
+      slot_state.pooled.store(static_cast<uint16_t>(pooled + 1), kPublish);
+      return;
+    }
+  }
   if ((slot_state.ready[DistSlot::Word(series)].load(std::memory_order_relaxed) &
        DistSlot::Bit(series)) == 0) {
     PrepareDistSeries(p, slot, series);
@@ -1193,15 +1314,20 @@ Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan&
   }
   const Level& l = layout_.levels()[static_cast<size_t>(span.level)];
   std::array<uint32_t, Distribution::kNumBins> copy;
-  uint32_t lo = 0, hi = 0;
+  std::array<std::pair<uint32_t, uint32_t>, kPoolEntries> pooled;
+  uint32_t lo = 0, hi = 0, pooled_count = 0;
   for (int64_t bucket = std::max(span.first, span.last - l.slots + 1); bucket <= span.last;
        ++bucket) {
     const int slot = l.offset + static_cast<int>(FloorMod(bucket, l.slots));
     const DistSlot& slot_state = p->dist_slots[static_cast<size_t>(slot)];
     uint32_t* d = p->dist(slot, series);
     const bool ok = ReadSlot(slot_state.stamp, bucket, [&] {
+      pooled_count = 0;
+      slot_state.ForEachPooled(series, [&](uint32_t bin, uint32_t n) {
+        pooled[pooled_count++] = {bin, n};
+      });
       if (!slot_state.Ready(series)) {
-        // No fact of this series in the bucket (yet): empty.
+        // No dense bins of this series in the bucket (yet).
         lo = kNoBinLo;
         hi = 0;
         return;
@@ -1213,6 +1339,9 @@ Distribution AggregateShard::ReadDist(int process, int series, const WindowSpan&
       }
     });
     if (!ok) continue;
+    for (uint32_t i = 0; i < pooled_count; ++i) {
+      out.AddToBin(static_cast<int>(pooled[i].first), pooled[i].second);
+    }
     for (uint32_t b = lo; b <= hi; ++b) out.AddToBin(static_cast<int>(b), copy[b]);
   }
   return out;
@@ -1512,7 +1641,10 @@ std::string AggregateShard::Serialize() const {
         const bool ok = ReadSlot(slot_state.stamp, bucket, [&] {
           for (size_t series = 0; series <= stages; ++series) {
             bins[series].clear();
-            if (!slot_state.Ready(static_cast<int>(series))) continue;  // empty
+            slot_state.ForEachPooled(static_cast<int>(series), [&](uint32_t bin, uint32_t n) {
+              if (n != 0) bins[series].emplace_back(bin, n);
+            });
+            if (!slot_state.Ready(static_cast<int>(series))) continue;  // no dense bins
             uint32_t* d = p->dist(slot, static_cast<int>(series));
             const uint32_t lo = std::atomic_ref<uint32_t>(d[0]).load(kObserve);
             const uint32_t hi =
@@ -1524,6 +1656,20 @@ std::string AggregateShard::Serialize() const {
           }
         });
         if (!ok) continue;
+        // Each bin once, ascending, as the dense bins alone would give them:
+        // the pool's pairs and the dense bins of one bucket add up.
+        for (auto& series : bins) {
+          std::sort(series.begin(), series.end());
+          size_t kept_bins = 0;
+          for (size_t i = 0; i < series.size(); ++i) {
+            if (kept_bins > 0 && series[kept_bins - 1].first == series[i].first) {
+              series[kept_bins - 1].second += series[i].second;
+            } else {
+              series[kept_bins++] = series[i];
+            }
+          }
+          series.resize(kept_bins);
+        }
         ++dist_count;
         dists.Varint(static_cast<uint64_t>(l.width));
         dists.Signed(bucket);

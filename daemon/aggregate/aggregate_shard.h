@@ -57,7 +57,8 @@
 // Distribution bins (uint32, ~1% relative error) kept per bucket ONLY for the
 // dims-less aggregates (process, stage) and (process): cycle-time and
 // lead-time quantiles are exported without dimension labels. A dense
-// distribution is ~3.9 KB (992 uint32: a header line and 984 bins), so one
+// distribution is ~3.9 KB (992 uint32: a header line and 984 bins; a
+// bucket with few facts keeps them in a pool instead, see "Write path"), so one
 // per dims series would cost ~1.2 MB per series (313 buckets with the
 // default levels) — 1000 dims x 6 series would be 7 GB per worker; counts
 // per dims are cheap, quantiles per dims are not.
@@ -68,7 +69,10 @@
 // bucket stamps shared by the record; a record of a 5-stage process ~56 KB.
 // Dims-less distributions: 313 x 3.9 KB = 1.2 MB per stage and per process,
 // allocated (calloc, untouched pages stay free) when the shard is built,
-// plus bookkeeping: a 64-byte line per slot and 8 B per slot and series.
+// plus bookkeeping: two 64-byte lines per slot and 8 B per slot and series.
+// A bucket's first 24 (series, bin) pairs go to a pool in the slot's lines
+// instead of the dense bins (below), so a bucket with few facts touches no
+// dense page at all.
 //
 // Write path. Almost every fact falls in the buckets the head is in (its
 // time is the latest, or close behind it). The writer keeps, per level, the
@@ -80,21 +84,26 @@
 // bucket changes) in which it last stamped its head slots, so a fact checks
 // one number instead of one stamp per level; when the epoch moved on, only
 // the levels whose head moved since are stamped (mostly the finest alone).
-// A distribution slot is stamped the same way per process, and each of its
-// series (a stage's cycle times, the lead times) is prepared only when the
-// bucket's first fact of that series arrives: when every partition's shard
+// A distribution slot is stamped the same way per process. Its first 24
+// distinct (series, bin) pairs of a bucket, of all its series (a stage's
+// cycle times, the lead times) together, go to a pool of (key, count)
+// words in the slot's own two lines; later ones (and counts past 16 bits)
+// to the series' dense bins, which are prepared only when the bucket's
+// first such fact of that series arrives. When every partition's shard
 // walks a day of event time per second of replay, most fresh buckets get
-// one or two facts, and preparing all stages + 1 series (a header line
-// ~4 KB apart each, and their used bins) was a fifth of the workers' time
-// end to end (RESULTS §16, §18). Facts before the head buckets
+// one or two facts: preparing all stages + 1 series (a header line ~4 KB
+// apart each, and their used bins) was a fifth of the workers' time end to
+// end (RESULTS §16, §18), and a dense series per fact still cost a header
+// line, a bin line, the zeroing of the previous bucket's bin and, while
+// history filled, a page fault (§29). Facts before the head buckets
 // take the general path. The record of the previous fact is reused. The
 // tracker reports an event's facts (an exit, a transition, an entry, the
 // backlog changes, a start or a close) as one CaseStep, placed with one
 // time check and one version bump, each slot's counters of all its facts
 // written together. What one fact updates per level is one counter line
-// (and, for exits and completions, one distribution header line and one bin
-// line); the totals an entry, an exit and the backlog changes update share a
-// line. With many records (kHintedRecords and up) those lines fall out of
+// (and, for exits and completions, the distribution slot's pool line, or
+// once it is full a dense header line and bin line); the totals an entry, an exit and the backlog
+// changes update share a line. With many records (kHintedRecords and up) those lines fall out of
 // the caches between a record's facts, so the shard asks for step hints
 // (WantsStepHints): CaseTracker::HandleBatch then gives each step to
 // PrefetchStep a few steps before CaseStepped, which loads the record's
@@ -116,10 +125,14 @@
 // up to facts still being written. A distribution slot also has a bit per
 // series, cleared (release) between its kNoBucket and its new stamp and set
 // (release) once the series' bins were zeroed for the bucket; a reader that
-// saw the stamp loads the bit (acquire) and reads an unset series as empty
-// without touching its bins (which may still hold an older bucket's values).
-// A bit it loads from a later reuse is that reuse's release store of zero,
-// made after its kNoBucket: the stamp check after it then fails, as for any
+// saw the stamp loads the bit (acquire) and reads an unset series as having
+// no dense bins, without touching them (they may still hold an older
+// bucket's values). Likewise the pool's count of entries: set to 0
+// (release) between kNoBucket and the new stamp, stored (release) after
+// each new entry; a reader loads it (acquire) and reads only the entries
+// below it, which that bucket wrote (entries are never cleared). A bit or
+// count it loads from a later reuse is that reuse's release store, made
+// after its kNoBucket: the stamp check after it then fails, as for any
 // value. Within a bucket, counters that bound each
 // other are stored in an order readers reverse (sla_met after
 // advanced/fallout, rework after entered, completed after revenue,
@@ -341,8 +354,9 @@ class AggregateShard final : public cases::CaseSink {
   // After a fact's last store to `r`: bumps its SeriesVersion.
   static void Changed(DimsRecord& r);
   void PrepareSlot(DimsRecord& r, int stages, int slot, int64_t bucket);
-  // Stamps a distribution slot with `bucket`, every series empty; a series
-  // is prepared (PrepareDistSeries) by AddToDist, for its first fact there.
+  // Stamps a distribution slot with `bucket`, its pool and every series
+  // empty; a series' dense bins are prepared (PrepareDistSeries) by
+  // AddToDist, for its first fact there that the pool does not take.
   void PrepareDistSlot(ProcessState& p, int slot, int64_t bucket);
   void PrepareDistSeries(ProcessState& p, int slot, int series);
   void AddToDist(ProcessState& p, int slot, int series, int bin, uint32_t n);

@@ -724,6 +724,100 @@ TEST(AggregateShardTest, StepHintsChangeNothing) {
   EXPECT_TRUE(hinted.WantsStepHints());
 }
 
+// A distribution slot keeps its bucket's first 24 (series, bin) pairs in a
+// pool and the rest in dense bins; a pair the full pool holds gets its later
+// facts in the dense bins too. Reads and the state add both up: the same
+// facts in another order (so split differently) read and serialize the same.
+TEST(AggregateShardTest, DistributionPoolAndDenseBinsAddUp) {
+  // 40 cycle times 5% apart: each its own bin (bins are 2% wide).
+  std::vector<double> cycle(40);
+  for (size_t i = 0; i < cycle.size(); ++i) cycle[i] = 100 * std::pow(1.05, i);
+  // a: the 40 values, then the first one twice more (the pool is full by
+  // then: they go to the dense bins beside the pool's entry); b: the first
+  // value three times first, then the others; all in the 1 s bucket of T0,
+  // in stage a, with a lead time between them (the pool is shared).
+  AggregateShard a(TestConfig());
+  AggregateShard b(TestConfig());
+  Distribution want;
+  for (size_t i = 0; i < cycle.size(); ++i) {
+    a.StageExited(kP, kA, 0, T(0), ExitOutcome::kAdvanced, absl::Seconds(cycle[i]), true);
+    if (i == 10) a.CaseCompleted(kP, 0, T(0), 1.0, absl::Seconds(7));
+    want.Add(cycle[i]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    a.StageExited(kP, kA, 0, T(0), ExitOutcome::kAdvanced, absl::Seconds(cycle[0]), true);
+    want.Add(cycle[0]);
+  }
+  for (int k = 0; k < 3; ++k) {
+    b.StageExited(kP, kA, 0, T(0), ExitOutcome::kAdvanced, absl::Seconds(cycle[0]), true);
+  }
+  b.CaseCompleted(kP, 0, T(0), 1.0, absl::Seconds(7));
+  for (size_t i = 1; i < cycle.size(); ++i) {
+    b.StageExited(kP, kA, 0, T(0), ExitOutcome::kAdvanced, absl::Seconds(cycle[i]), true);
+  }
+  ASSERT_EQ(want.count(), 42u);
+  for (const AggregateShard* s : {&a, &b}) {
+    for (int w : {k1m, k1h}) {
+      const Distribution got = s->ReadCycleTimes(kP, kA, w, T(0));
+      EXPECT_EQ(got, want);
+      EXPECT_EQ(got.bins()[static_cast<size_t>(Distribution::BinOf(cycle[0]))], 3u);
+      EXPECT_EQ(s->ReadLeadTimes(kP, w, T(0)).count(), 1u);
+      EXPECT_EQ(s->ReadCycleTimes(kP, kB, w, T(0)).count(), 0u);
+    }
+  }
+  // The state lists each bin once, ascending, whatever the split.
+  EXPECT_EQ(a.Serialize(), b.Serialize());
+  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), a.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ExpectSameReads(a, **restored);
+  EXPECT_EQ((*restored)->Serialize(), a.Serialize());
+}
+
+// A slot whose bucket overflowed its pool takes the next bucket's facts to
+// the dense bins at once, and one whose bucket would have fit gets the pool
+// back: whichever, each bucket reads what it got, and no other bucket's.
+TEST(AggregateShardTest, DistributionSlotsSwitchBetweenPoolAndDenseBins) {
+  AggregateShard shard(TestConfig());
+  Distribution all;
+  int64_t at = 0;
+  for (const int facts : {40, 3, 3, 40, 30, 2, 1}) {
+    Distribution want;
+    for (int i = 0; i < facts; ++i) {
+      const double cycle = 10 * std::pow(1.05, i) + static_cast<double>(at);
+      Exit(shard, kC, 0, at, true, static_cast<int64_t>(cycle), true);
+      want.Add(static_cast<double>(static_cast<int64_t>(cycle)));
+      all.Add(static_cast<double>(static_cast<int64_t>(cycle)));
+    }
+    SCOPED_TRACE(::testing::Message() << "at " << at);
+    // The 1m window holds this bucket alone (the slot's last one was 61 s ago).
+    EXPECT_EQ(shard.ReadCycleTimes(kP, kC, k1m, T(at)), want);
+    EXPECT_EQ(shard.ReadCycleTimes(kP, kC, k1h, T(at)), all);
+    const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+        AggregateShard::Restore(TestConfig(), shard.Serialize());
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_EQ((*restored)->ReadCycleTimes(kP, kC, k1m, T(at)), want);
+    at += 61;  // the same 1 s slot
+  }
+}
+
+// A pool entry counts up to 65535; past that a bin's facts go to its dense
+// bin, and a restored count that large goes there at once.
+TEST(AggregateShardTest, DistributionCountsPastAPoolEntry) {
+  AggregateShard shard(TestConfig());
+  for (int i = 0; i < 70'000; ++i) Exit(shard, kB, 0, 0, true, 30, true);
+  Exit(shard, kB, 0, 0, true, 5000, true);
+  const Distribution d = shard.ReadCycleTimes(kP, kB, k1m, T(0));
+  EXPECT_EQ(d.count(), 70'001u);
+  EXPECT_EQ(d.bins()[static_cast<size_t>(Distribution::BinOf(30))], 70'000u);
+  EXPECT_EQ(d.bins()[static_cast<size_t>(Distribution::BinOf(5000))], 1u);
+  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), shard.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ExpectSameReads(shard, **restored);
+  EXPECT_EQ((*restored)->Serialize(), shard.Serialize());
+}
+
 TEST(AggregateShardTest, SerializeRestoreRoundTrip) {
   const model::Config config = TestConfig();
   AggregateShard shard(config);
