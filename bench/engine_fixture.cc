@@ -11,49 +11,6 @@
 namespace kpid::bench {
 namespace {
 
-// lead_to_cash as in e2e_ingest.py; fulfillment shorter and busier, so the
-// stream mixes long-lived and short-lived cases.
-constexpr char kConfig[] = R"(
-kafka: {brokers: "127.0.0.1:9092", topic: bench-events}
-clock: event
-windows: [5m, 1h, 24h, 7d]
-retention: 15d
-dimensions: {names: [region, channel], max_series_per_process: 1000}
-processes:
-  - id: lead_to_cash
-    stages:
-      - {id: lead,  sla: 1h,  simulate: {median: 20m, fallout: 0.30}}
-      - {id: mql,   sla: 24h, simulate: {median: 8h,  fallout: 0.40}}
-      - {id: sql,   sla: 48h, simulate: {median: 20h, fallout: 0.25}}
-      - {id: demo,  sla: 72h, simulate: {median: 30h, fallout: 0.20, rework: 0.05}}
-      - {id: quote, sla: 48h, simulate: {median: 24h, fallout: 0.35, rework: 0.10}}
-    simulate:
-      arrivals_per_hour: 3600
-      deal_median: 24000
-      deal_sigma: 0.7
-      cost_per_case: 350
-      feedback_odds: 0.3
-      attributes:
-        region: [emea, amer, apac]
-        channel: [web, partner, outbound]
-  - id: fulfillment
-    stages:
-      - {id: order,   sla: 15m, simulate: {median: 5m,  fallout: 0.02}}
-      - {id: pick,    sla: 4h,  simulate: {median: 1h,  fallout: 0.01}}
-      - {id: pack,    sla: 2h,  simulate: {median: 30m, fallout: 0.01}}
-      - {id: ship,    sla: 24h, simulate: {median: 8h,  fallout: 0.01}}
-      - {id: deliver, sla: 72h, simulate: {median: 30h, fallout: 0.03}}
-    simulate:
-      arrivals_per_hour: 7200
-      deal_median: 80
-      deal_sigma: 0.5
-      cost_per_case: 6
-      feedback_odds: 0.2
-      attributes:
-        region: [emea, amer, apac]
-        channel: [web, app, store]
-)";
-
 // As PROCESSES_YAML in bench/e2e_ingest.py.
 constexpr char kE2EConfig[] = R"(
 kafka: {brokers: "127.0.0.1:9092", topic: bench-events}
@@ -79,6 +36,31 @@ processes:
         region: [emea, amer, apac]
         channel: [web, partner, outbound]
 )";
+
+// kE2EConfig plus fulfillment, shorter and busier, so the stream mixes
+// long-lived and short-lived cases.
+constexpr char kFulfillment[] = R"(  - id: fulfillment
+    stages:
+      - {id: order,   sla: 15m, simulate: {median: 5m,  fallout: 0.02}}
+      - {id: pick,    sla: 4h,  simulate: {median: 1h,  fallout: 0.01}}
+      - {id: pack,    sla: 2h,  simulate: {median: 30m, fallout: 0.01}}
+      - {id: ship,    sla: 24h, simulate: {median: 8h,  fallout: 0.01}}
+      - {id: deliver, sla: 72h, simulate: {median: 30h, fallout: 0.03}}
+    simulate:
+      arrivals_per_hour: 7200
+      deal_median: 80
+      deal_sigma: 0.5
+      cost_per_case: 6
+      feedback_odds: 0.2
+      attributes:
+        region: [emea, amer, apac]
+        channel: [web, app, store]
+)";
+
+const std::string& MixedConfig() {
+  static const std::string* yaml = new std::string(absl::StrCat(kE2EConfig, kFulfillment));
+  return *yaml;
+}
 
 // e2e_ingest.py's processes_yaml(3600, compress_time): "sla: 1h" and
 // "median: 20m" (not deal_median) become milliseconds divided by `compress_time` (which must
@@ -126,15 +108,15 @@ model::Config Parse(absl::string_view yaml) {
 }  // namespace
 
 const model::Config& EngineConfig() {
-  static const model::Config* config = new model::Config(Parse(kConfig));
+  static const model::Config* config = new model::Config(Parse(MixedConfig()));
   return *config;
 }
 
 const model::Config& ShortCasesConfig() {
   static const model::Config* config = [] {
-    // Every duration of kConfig 60 times shorter ("h" -> "m", "m" -> "s"):
+    // Every duration of MixedConfig() 60 times shorter ("h" -> "m", "m" -> "s"):
     // same shape, ~60 times fewer cases open at once.
-    std::string yaml = kConfig;
+    std::string yaml = MixedConfig();
     size_t line = 0;
     for (size_t i = 0; i < yaml.size(); ++i) {
       if (yaml[i] == '\n') line = i + 1;
@@ -151,7 +133,7 @@ const model::Config& ShortCasesConfig() {
 
 const model::Config& ManyDimsConfig() {
   static const model::Config* config = [] {
-    std::string yaml = kConfig;
+    std::string yaml = MixedConfig();
     std::string regions = "region: [";
     std::string channels = "channel: [";
     for (int i = 0; i < 30; ++i) {

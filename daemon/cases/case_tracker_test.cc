@@ -142,6 +142,18 @@ class CaseTrackerTest : public ::testing::Test {
     return Decode(e);
   }
 
+  // A COST event `event_id` of case "x" at kT0 + t seconds: it claims its
+  // id and nothing else.
+  Verdict CostEvent(const std::string& event_id, int64_t t) {
+    ProcessEvent e;
+    e.set_event_id(event_id);
+    e.set_process("sales");
+    e.set_case_id("x");
+    e.set_kind(ProcessEvent::COST);
+    e.mutable_occurred_at()->set_seconds(kT0 + t);
+    return Decode(e);
+  }
+
   Verdict Decode(const ProcessEvent& e) {
     ingest::DecodedEvent decoded;
     auto rejection = decoder_.Decode(e.SerializeAsString(), false, &decoded);
@@ -670,51 +682,33 @@ TEST_F(CaseTrackerTest, EventIdsBeyondTheBoundForgetTheOldest) {
   target_ = &small;
   // COST events "id0".."id4" at 0..4 s: each claims its id. The 4th forgets
   // id0, the 5th id1: 5 - 3 = 2 forgotten; id2, id3, id4 remain.
-  auto cost = [&](const std::string& event_id, int64_t t) {
-    ProcessEvent e;
-    e.set_event_id(event_id);
-    e.set_process("sales");
-    e.set_case_id("x");
-    e.set_kind(ProcessEvent::COST);
-    e.mutable_occurred_at()->set_seconds(kT0 + t);
-    return Decode(e);
-  };
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(Accepted(cost(absl::StrCat("id", i), i)));
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(Accepted(CostEvent(absl::StrCat("id", i), i)));
   EXPECT_EQ(small.event_ids_forgotten(), 2u);
   // Still remembered (5 s < 1h): duplicates, nothing forgotten.
-  EXPECT_EQ(cost("id2", 5).kind, Verdict::Kind::kDuplicate);
-  EXPECT_EQ(cost("id4", 5).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(CostEvent("id2", 5).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(CostEvent("id4", 5).kind, Verdict::Kind::kDuplicate);
   EXPECT_EQ(small.event_ids_forgotten(), 2u);
   // Forgotten early: id0 counts again, and claiming it forgets id2 (3rd).
-  EXPECT_TRUE(Accepted(cost("id0", 6)));
+  EXPECT_TRUE(Accepted(CostEvent("id0", 6)));
   EXPECT_EQ(small.event_ids_forgotten(), 3u);
-  EXPECT_TRUE(Accepted(cost("id2", 7)));  // forgets id3 (4th)
+  EXPECT_TRUE(Accepted(CostEvent("id2", 7)));  // forgets id3 (4th)
   EXPECT_EQ(small.event_ids_forgotten(), 4u);
   small.Tick(absl::Now());
   EXPECT_EQ(small.PublishedView()->event_ids_forgotten, 4u);
   EXPECT_EQ(small.PublishedView()->closed_cases_forgotten, 0u);
 }
 
-// The event-id set's index drops the words of forgotten ids as they go
-// (RecentSet::Unindex): over many thousands of forgets, with ids coming
-// back, every verdict is a plain FIFO window's of the last max_dedup_ids
-// accepted ids. A live id's word cleared by mistake would let its repeat
-// through as accepted.
+// The event-id set forgets the oldest ids by popping its ring and leaves
+// their index words dead until a rebuild: over many thousands of forgets,
+// with ids coming back, every verdict is a plain FIFO window's of the last
+// max_dedup_ids accepted ids. A live id's word lost by mistake (a rebuild
+// or a dead-word reuse gone wrong) would let its repeat through as accepted.
 TEST_F(CaseTrackerTest, EventIdDedupIsAWindowOfTheLastAcceptedIdsAcrossManyForgets) {
   constexpr size_t kBound = 1000;
   CaseTracker::Options options = Wired();
   options.max_dedup_ids = kBound;
   CaseTracker small(options);
   target_ = &small;
-  auto cost = [&](const std::string& event_id, int64_t t) {
-    ProcessEvent e;
-    e.set_event_id(event_id);
-    e.set_process("sales");
-    e.set_case_id("x");
-    e.set_kind(ProcessEvent::COST);
-    e.mutable_occurred_at()->set_seconds(kT0 + t);
-    return Decode(e);
-  };
   std::deque<std::string> window;  // the model: oldest first
   std::set<std::string> remembered;
   std::mt19937 random(7);
@@ -731,7 +725,7 @@ TEST_F(CaseTrackerTest, EventIdDedupIsAWindowOfTheLastAcceptedIdsAcrossManyForge
     } else {
       id = absl::StrCat("e", next++);
     }
-    const Verdict v = cost(id, i / 10);  // 3000 s in all: within the 1h horizon
+    const Verdict v = CostEvent(id, i / 10);  // 3000 s in all: within the 1h horizon
     if (remembered.count(id) != 0) {
       ASSERT_EQ(v.kind, Verdict::Kind::kDuplicate) << "event " << i << " id " << id;
       ++duplicates;
