@@ -340,6 +340,9 @@ struct alignas(64) DistSlot {
     // entries at `pooled` and past it (an older bucket's) never count. Plain
     // loads: the writer reads back its own stores (no other thread writes).
     static_assert(kPoolEntries % 4 == 0);
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+                      std::atomic<uint32_t>::is_always_lock_free,
+                  "the pool's entries are read as plain 32-bit words");
     const __m128i want = _mm_set1_epi32(static_cast<int>(key << kPoolCountBits));
     const __m128i key_bits = _mm_set1_epi32(static_cast<int>(~kPoolMaxCount));
     for (uint32_t i = 0; i < pooled; i += 4) {
