@@ -591,6 +591,31 @@ double ThreadMinorFaults() {
   return static_cast<double>(usage.ru_minflt);
 }
 
+// The CPU time and minor page faults of this thread in the timed parts of a
+// benchmark's iterations (perf, when attached, counts only those), and the
+// per-event counters they give.
+struct ThreadCost {
+  double cpu_ns = 0;
+  double faults = 0;
+
+  template <typename Fn>
+  void Measure(Fn&& timed) {
+    PerfControl("enable");
+    const double cpu_before = ThreadCpuNs();
+    const double faults_before = ThreadMinorFaults();
+    timed();
+    cpu_ns += ThreadCpuNs() - cpu_before;
+    faults += ThreadMinorFaults() - faults_before;
+    PerfControl("disable");
+  }
+
+  void Report(benchmark::State& state, double events) const {
+    state.SetItemsProcessed(static_cast<int64_t>(events));
+    state.counters["cpu_ns_per_event"] = cpu_ns / events;
+    state.counters["faults_per_event"] = faults / events;
+  }
+};
+
 // One iteration is the worker's whole share (~200k events) into fresh
 // engines, built before it is timed. Counters: cpu_ns_per_event and
 // faults_per_event (the thread's minor page faults) of the timed part.
@@ -598,8 +623,7 @@ void BM_EnginePartitions(benchmark::State& state) {
   const PartitionedStream& stream = GetPartitionedStream(state.range(0) != 0);
   const bool null_sink = state.range(1) != 0;
   std::vector<ingest::Verdict> verdicts(kBatch);
-  double cpu_ns = 0;
-  double faults = 0;
+  ThreadCost cost;
   for (auto _ : state) {
     state.PauseTiming();
     std::vector<std::unique_ptr<
@@ -612,35 +636,28 @@ void BM_EnginePartitions(benchmark::State& state) {
               *stream.config, null_sink));
     }
     state.ResumeTiming();
-    PerfControl("enable");
-    const double cpu_before = ThreadCpuNs();
-    const double faults_before = ThreadMinorFaults();
-    absl::Time next_tick = absl::Now();
-    size_t handled = 0;
-    for (const PartitionedStream::Run& run : stream.runs) {
-      ingest::EventHandler& handler = engines[run.partition]->tracker;
-      handler.HandleBatch(
-          absl::MakeConstSpan(stream.partitions[run.partition].data() + run.first, run.size),
-          verdicts.data());
-      benchmark::DoNotOptimize(verdicts.data());
-      // As the worker ticks every engine of its partitions.
-      if (((handled += run.size) & 1023) < run.size && absl::Now() >= next_tick) {
-        const absl::Time now = absl::Now();
-        for (auto& e : engines) e->tracker.Tick(now);
-        next_tick = now + kTickInterval;
+    cost.Measure([&] {
+      absl::Time next_tick = absl::Now();
+      size_t handled = 0;
+      for (const PartitionedStream::Run& run : stream.runs) {
+        ingest::EventHandler& handler = engines[run.partition]->tracker;
+        handler.HandleBatch(
+            absl::MakeConstSpan(stream.partitions[run.partition].data() + run.first, run.size),
+            verdicts.data());
+        benchmark::DoNotOptimize(verdicts.data());
+        // As the worker ticks every engine of its partitions.
+        if (((handled += run.size) & 1023) < run.size && absl::Now() >= next_tick) {
+          const absl::Time now = absl::Now();
+          for (auto& e : engines) e->tracker.Tick(now);
+          next_tick = now + kTickInterval;
+        }
       }
-    }
-    cpu_ns += ThreadCpuNs() - cpu_before;
-    faults += ThreadMinorFaults() - faults_before;
-    PerfControl("disable");
+    });
     state.PauseTiming();
     engines.clear();
     state.ResumeTiming();
   }
-  const double events = static_cast<double>(state.iterations() * stream.share);
-  state.SetItemsProcessed(static_cast<int64_t>(events));
-  state.counters["cpu_ns_per_event"] = cpu_ns / events;
-  state.counters["faults_per_event"] = faults / events;
+  cost.Report(state, static_cast<double>(state.iterations() * stream.share));
   state.counters["events"] = static_cast<double>(stream.share);
 }
 BENCHMARK(BM_EnginePartitions)
@@ -705,8 +722,7 @@ const PartitionedFacts& GetPartitionedFacts(bool live) {
 void BM_AggregatePartitions(benchmark::State& state) {
   const PartitionedFacts& stream = GetPartitionedFacts(state.range(0) != 0);
   const model::Config& config = *GetPartitionedStream(state.range(0) != 0).config;
-  double cpu_ns = 0;
-  double faults = 0;
+  ThreadCost cost;
   for (auto _ : state) {
     state.PauseTiming();
     std::vector<std::unique_ptr<aggregate::AggregateShard>> shards;
@@ -714,25 +730,18 @@ void BM_AggregatePartitions(benchmark::State& state) {
       shards.push_back(std::make_unique<aggregate::AggregateShard>(config));
     }
     state.ResumeTiming();
-    PerfControl("enable");
-    const double cpu_before = ThreadCpuNs();
-    const double faults_before = ThreadMinorFaults();
-    size_t fact = 0;
-    for (const PartitionedFacts::Run& run : stream.runs) {
-      cases::CaseSink& sink = *shards[run.partition];
-      for (; fact < run.end; ++fact) Replay(stream.facts[fact], sink);
-    }
-    cpu_ns += ThreadCpuNs() - cpu_before;
-    faults += ThreadMinorFaults() - faults_before;
-    PerfControl("disable");
+    cost.Measure([&] {
+      size_t fact = 0;
+      for (const PartitionedFacts::Run& run : stream.runs) {
+        cases::CaseSink& sink = *shards[run.partition];
+        for (; fact < run.end; ++fact) Replay(stream.facts[fact], sink);
+      }
+    });
     state.PauseTiming();
     shards.clear();
     state.ResumeTiming();
   }
-  const double events = static_cast<double>(state.iterations() * stream.events);
-  state.SetItemsProcessed(static_cast<int64_t>(events));
-  state.counters["cpu_ns_per_event"] = cpu_ns / events;
-  state.counters["faults_per_event"] = faults / events;
+  cost.Report(state, static_cast<double>(state.iterations() * stream.events));
   state.counters["facts_per_event"] =
       static_cast<double>(stream.facts.size()) / static_cast<double>(stream.events);
 }
