@@ -17,8 +17,8 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "daemon/aggregate/time_seconds.h"
 #include "daemon/common/state_codec.h"
+#include "daemon/common/unix_time.h"
 
 namespace kpid::aggregate {
 namespace {

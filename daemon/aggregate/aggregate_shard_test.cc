@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "daemon/aggregate/distribution.h"
-#include "daemon/aggregate/time_seconds.h"
 #include "gtest/gtest.h"
 
 namespace kpid::aggregate {
@@ -252,43 +251,6 @@ TEST(LatencyHistogramTest, BucketOfBinnedIsBucketOf) {
   // By hand: le = 60 is inclusive, so 60 s is in bucket 0 and 60.5 s in 1.
   EXPECT_EQ(LatencyHistogram::BucketOfBinned(60, Distribution::BinOf(60)), 0);
   EXPECT_EQ(LatencyHistogram::BucketOfBinned(60.5, Distribution::BinOf(60.5)), 1);
-}
-
-TEST(TimeSecondsTest, UnixSecondsIsAbseils) {
-  std::vector<absl::Time> times = {absl::InfiniteFuture(), absl::InfinitePast(), absl::UnixEpoch()};
-  std::mt19937_64 rng(11);
-  std::uniform_int_distribution<int64_t> nanos(-(int64_t{1} << 62), int64_t{1} << 62);
-  for (int i = 0; i < 100000; ++i) times.push_back(absl::FromUnixNanos(nanos(rng) >> (i % 40)));
-  for (const int64_t s : {-2, -1, 0, 1, 2}) {
-    times.push_back(absl::FromUnixSeconds(s));
-    times.push_back(absl::FromUnixSeconds(s) - absl::Nanoseconds(1));
-    times.push_back(absl::FromUnixSeconds(s) + absl::Nanoseconds(1));
-  }
-  for (const absl::Time t : times) ASSERT_EQ(UnixSeconds(t), absl::ToUnixSeconds(t)) << t;
-}
-
-TEST(TimeSecondsTest, DoubleSecondsIsAbseilsBitForBit) {
-  std::vector<absl::Duration> durations = {absl::InfiniteDuration(), -absl::InfiniteDuration(),
-                                           absl::ZeroDuration()};
-  // Around the 2^21 s limit of the inline path, both signs.
-  for (const int64_t s : {(int64_t{1} << 21) - 1, int64_t{1} << 21, (int64_t{1} << 21) + 1}) {
-    for (const absl::Duration frac : {absl::ZeroDuration(), absl::Nanoseconds(1),
-                                      absl::Milliseconds(999), absl::Nanoseconds(999999999)}) {
-      durations.push_back(absl::Seconds(s) + frac);
-      durations.push_back(-(absl::Seconds(s) + frac));
-    }
-  }
-  std::mt19937_64 rng(13);
-  std::uniform_int_distribution<int64_t> nanos(-(int64_t{1} << 62), int64_t{1} << 62);
-  for (int i = 0; i < 200000; ++i) {
-    durations.push_back(absl::Nanoseconds(nanos(rng) >> (i % 50)));
-    durations.push_back(absl::Milliseconds(nanos(rng) >> (i % 50 + 12)));
-  }
-  for (const absl::Duration d : durations) {
-    const double fast = DoubleSeconds(d);
-    const double absl_seconds = absl::ToDoubleSeconds(d);
-    ASSERT_EQ(std::memcmp(&fast, &absl_seconds, sizeof(double)), 0) << d;
-  }
 }
 
 TEST(AggregateShardTest, TotalsAndHistograms) {

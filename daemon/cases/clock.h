@@ -13,38 +13,22 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "daemon/common/single_writer_counter.h"
+#include "daemon/common/unix_time.h"
 
 namespace kpid::cases {
-
-// absl::ToUnixMicros(t), with its common case inline: the tracker converts
-// every event's time, and the library call cost ~24 instructions an event
-// (RESULTS §28). An absl::Time is whole seconds and quarter-nanosecond ticks
-// in [0, 4 x 10^9) (absl's own inline accessors give both); from 1970 on,
-// below 2^43 s, the floored microseconds are seconds x 10^6 + ticks / 4000,
-// as absl computes them. Anything else (before 1970, infinite) goes to
-// absl. clock_test checks it against absl::ToUnixMicros.
-inline int64_t UnixMicros(absl::Time t) {
-  const absl::Duration d = absl::time_internal::ToUnixDuration(t);
-  const int64_t hi = absl::time_internal::GetRepHi(d);
-  if (hi >= 0 && hi >> 43 == 0) {
-    return hi * 1'000'000 + static_cast<int64_t>(absl::time_internal::GetRepLo(d) / 4000);
-  }
-  return absl::ToUnixMicros(t);
-}
 
 class Clock {
  public:
   virtual ~Clock() = default;
   virtual absl::Time Now() const = 0;
   // absl::ToUnixMicros(Now()): what the case tracker reads per event. An
-  // override skips the round trip through absl::Time (ToUnixMicros is an
-  // out-of-line library call).
-  virtual int64_t NowMicros() const { return absl::ToUnixMicros(Now()); }
+  // override skips the round trip through absl::Time.
+  virtual int64_t NowMicros() const { return UnixMicros(Now()); }
   // Told the time of every event the tracker handles; event-time clocks
   // advance with it.
   virtual void Observe(absl::Time event_time) { (void)event_time; }
   // Observe, for an event time in Unix microseconds (floored): the tracker
-  // has it so, and converting once per event is an out-of-line library call.
+  // has it so, and event-time clocks keep microseconds.
   virtual void ObserveMicros(int64_t event_us) { Observe(absl::FromUnixMicros(event_us)); }
   // Called by the worker about every 100 ms of wall time.
   virtual void Tick(absl::Time wall_now) { (void)wall_now; }
@@ -180,7 +164,7 @@ class EventTimeClock : public Clock {
   }
   absl::Time Now() const override { return absl::FromUnixMicros(NowMicros()); }
   int64_t NowMicros() const override { return std::max(own_, shared_); }
-  void Observe(absl::Time event_time) override { ObserveMicros(absl::ToUnixMicros(event_time)); }
+  void Observe(absl::Time event_time) override { ObserveMicros(UnixMicros(event_time)); }
   void ObserveMicros(int64_t t) override {
     if (t > own_) {
       own_ = t;

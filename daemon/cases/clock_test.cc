@@ -1,7 +1,5 @@
 #include "daemon/cases/clock.h"
 
-#include <vector>
-
 #include "gtest/gtest.h"
 
 namespace kpid::cases {
@@ -9,33 +7,6 @@ namespace {
 
 absl::Time Day(int d) { return absl::FromUnixSeconds(1767225600 + int64_t{d} * 86400); }
 absl::Time Wall(int64_t ms) { return absl::FromUnixMillis(1800000000000 + ms); }
-
-TEST(UnixMicros, IsAbslToUnixMicros) {
-  // Hand-computed: 1767225600 s + 7 us + 999 ns floors to ...007.
-  EXPECT_EQ(UnixMicros(Day(0) + absl::Microseconds(7) + absl::Nanoseconds(999)),
-            int64_t{1767225600} * 1'000'000 + 7);
-  // Before 1970 floors down: -1 ns is -1 us, -1.5 s is -1500000 us.
-  EXPECT_EQ(UnixMicros(absl::UnixEpoch() - absl::Nanoseconds(1)), -1);
-  EXPECT_EQ(UnixMicros(absl::UnixEpoch() - absl::Milliseconds(1500)), -1'500'000);
-  // Around the inline path's edges (0 and 2^43 s), far out, and infinite.
-  std::vector<absl::Time> times = {absl::UnixEpoch(),
-                                   absl::InfinitePast(),
-                                   absl::InfiniteFuture(),
-                                   absl::FromUnixSeconds(int64_t{1} << 43),
-                                   absl::FromUnixSeconds((int64_t{1} << 43) - 1),
-                                   absl::FromUnixSeconds(-(int64_t{1} << 43)),
-                                   absl::FromUnixSeconds(int64_t{1} << 62)};
-  uint64_t state = 42;
-  for (int i = 0; i < 100000; ++i) {
-    state = state * 6364136223846793005u + 1442695040888963407u;
-    const int64_t seconds = static_cast<int64_t>(state >> 20) - (int64_t{1} << 43);
-    state = state * 6364136223846793005u + 1442695040888963407u;
-    const int64_t nanos = static_cast<int64_t>((state >> 33) % 1'000'000'000);
-    times.push_back(absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos));
-    times.push_back(absl::FromUnixSeconds(seconds % 4'000'000'000) + absl::Nanoseconds(nanos));
-  }
-  for (absl::Time t : times) EXPECT_EQ(UnixMicros(t), absl::ToUnixMicros(t)) << t;
-}
 
 TEST(EventTimeClock, NowIsTheWorkersOwnWatermarkBetweenTicks) {
   WatermarkBoard board(2);
