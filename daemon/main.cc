@@ -360,41 +360,8 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
       .kpi_tree = tree_of_window,
   });
 
-  http::HttpServer::Options http_options;
-  http_options.listen = config.http_listen;
-  http_options.tls = loaded.http_tls;
-  http_options.not_ready_reason = [ingest = ingest->get(), &engines]() -> std::string {
-    if (!ingest->connected()) return "kafka cluster unreachable";
-    if (const int restoring = engines.restoring(); restoring > 0) {
-      return absl::StrCat("restoring the state of ", restoring, " partitions");
-    }
-    return ingest->ready() ? "" : "no partitions assigned yet";
-  };
-  http_options.collectables = {
-      std::make_shared<exporter::BuildInfo>(),
-      std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get(),
-                                                [&engines] { return engines.Stats(); }),
-      std::make_shared<exporter::EngineMetrics>(&config, engines.Source(), reader_clock.get()),
-      std::make_shared<exporter::KpiTreeMetrics>(&config, engines.Source(), reader_clock.get()),
-      std::make_shared<exporter::OpenCasesMetrics>(&config, engines.Source(), reader_clock.get()),
-      // Owned by this frame, which outlives the server: an aliasing pointer.
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &engines),
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &global),
-      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &snapshot_calls),
-  };
-  http_options.reload = [&reloader](const std::string& authorization) {
-    return reloader.HandleHttp(authorization);
-  };
-  auto http = http::HttpServer::Start(std::move(http_options));
-  if (!http.ok()) {
-    (*ingest)->Stop();
-    rule_engine.Stop();
-    return Fail(http.status());
-  }
-  // gRPC API.
+  // gRPC API, listening before HTTP: an answer on the HTTP port (probes,
+  // scrapes, tests waiting for /healthz) means both listeners are bound.
   api::SnapshotReader::Options snapshot_options;
   snapshot_options.config = &config;
   snapshot_options.shard_source = engines.Source();
@@ -427,8 +394,42 @@ int RunDaemon(const reload::LoadedConfig& loaded, const sigset_t& signals) {
   if (!api.ok()) {
     (*ingest)->Stop();
     rule_engine.Stop();
-    (*http)->Stop();
     return Fail(api.status());
+  }
+  http::HttpServer::Options http_options;
+  http_options.listen = config.http_listen;
+  http_options.tls = loaded.http_tls;
+  http_options.not_ready_reason = [ingest = ingest->get(), &engines]() -> std::string {
+    if (!ingest->connected()) return "kafka cluster unreachable";
+    if (const int restoring = engines.restoring(); restoring > 0) {
+      return absl::StrCat("restoring the state of ", restoring, " partitions");
+    }
+    return ingest->ready() ? "" : "no partitions assigned yet";
+  };
+  http_options.collectables = {
+      std::make_shared<exporter::BuildInfo>(),
+      std::make_shared<exporter::IngestMetrics>(ingest->get(), dead_letter.get(),
+                                                [&engines] { return engines.Stats(); }),
+      std::make_shared<exporter::EngineMetrics>(&config, engines.Source(), reader_clock.get()),
+      std::make_shared<exporter::KpiTreeMetrics>(&config, engines.Source(), reader_clock.get()),
+      std::make_shared<exporter::OpenCasesMetrics>(&config, engines.Source(), reader_clock.get()),
+      // Owned by this frame, which outlives the server: an aliasing pointer.
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &engines),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &rule_engine),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &reloader),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), delivery->get()),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &global),
+      std::shared_ptr<prometheus::Collectable>(std::shared_ptr<void>(), &snapshot_calls),
+  };
+  http_options.reload = [&reloader](const std::string& authorization) {
+    return reloader.HandleHttp(authorization);
+  };
+  auto http = http::HttpServer::Start(std::move(http_options));
+  if (!http.ok()) {
+    (*api)->Stop();
+    (*ingest)->Stop();
+    rule_engine.Stop();
+    return Fail(http.status());
   }
   log::Info("kpid running", {{"version", KPID_VERSION},
                              {"config", config.source_path},
