@@ -497,7 +497,9 @@ def main():
                         help="the default timing (kept so older command lines still run)")
     parser.add_argument("--compare-scrape", type=float, metavar="SECONDS",
                         help="instead of kpid/bare: per round, kpid with /metrics scraped every "
-                             "SECONDS against kpid not scraped, both timed by CPU going idle")
+                             "SECONDS against kpid not scraped, both timed by CPU going idle "
+                             "(under ~0.05 s the scrapes alone keep kpid busy and the run does "
+                             "not end)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = parser.parse_args()
