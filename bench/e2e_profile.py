@@ -15,6 +15,16 @@ the samples of kpid's busy threads (those with at least a tenth of the
 busiest one's CPU: the workers and librdkafka's fetch thread) are summed by
 part: engine, decode, Kafka (librdkafka), the ingest loop, malloc, kernel.
 
+threads: no profiler; each kpid thread's and the mock broker's time from
+/proc/PID/task/TID/schedstat (sampled every 10 ms, kpid not scraped while it
+runs): running, runnable but waiting for a core, and asleep (a worker waiting
+for messages, the fetch thread for the broker), with voluntary and
+involuntary context switches, plus the machine's user/system/idle split from
+/proc/stat, over the run and per 100 ms. It answers whether the workers wait
+for data or for a core (RESULTS.md §34).
+
+  python3 bench/e2e_profile.py --out /tmp/thr --runs 2 threads BIN
+
 callgrind: each binary runs under `valgrind --tool=callgrind`; counters are
 zeroed at the first consumed event and dumped when all are consumed, so the
 instructions per event (all threads) exclude start-up. Instruction counts do
@@ -196,6 +206,114 @@ def run_perf(args, procs, address, binary):
             print_perf_parts(data, fetchers, f"samples of librdkafka's busy threads {fetchers}")
 
 
+def schedstats(pid):
+    """{tid: (name, ns running, ns runnable and waiting, voluntary, involuntary
+    context switches)} of a process's threads."""
+    result = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                running, waiting = map(int, f.read().split()[:2])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                status = f.read()
+        except (OSError, ValueError):
+            continue  # the thread ended
+        name = re.search(r"^Name:\s+(.*)$", status, re.M).group(1)
+        voluntary = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M).group(1))
+        involuntary = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", status,
+                                    re.M).group(1))
+        result[int(tid)] = (name, running, waiting, voluntary, involuntary)
+    return result
+
+
+def machine_jiffies():
+    with open("/proc/stat") as f:
+        return list(map(int, f.readline().split()[1:9]))
+
+
+def print_thread_states(label, first, last, min_share=0.01):
+    """Each thread's share of the wall time between two samples: running,
+    runnable but waiting for a core, asleep."""
+    wall = (last[0] - first[0]) * 1e9
+    for who, index in (("kpid", 1), ("broker", 2)):
+        total = 0
+        for tid in sorted(last[index]):
+            if tid not in first[index]:
+                continue
+            name, running, waiting, vol, invol = last[index][tid]
+            _, running0, waiting0, vol0, invol0 = first[index][tid]
+            running, waiting = running - running0, waiting - waiting0
+            total += running
+            if running / wall < min_share:
+                continue
+            print(f"  {label} {who:6s} tid {tid:7d} {name:16s} running {running / wall:4.2f}  "
+                  f"waiting for a core {waiting / wall:4.2f}  asleep "
+                  f"{max(0.0, 1 - (running + waiting) / wall):4.2f}  switches: "
+                  f"{vol - vol0:5d} voluntary, {invol - invol0:5d} involuntary")
+        print(f"  {label} {who} threads running: {total / wall:.2f} cores")
+
+
+def run_threads(args, procs, address, binary):
+    interval, window, idle_needed = 0.01, 0.1, 20
+    for r in range(args.runs):
+        proc, url = start_kpid(args, procs, address, args.out, f"threads{r}", [], binary)
+        wait_first(url)
+        samples = [(time.monotonic(), schedstats(proc.pid), schedstats(args.broker_pid),
+                    machine_jiffies())]
+        idle = 0
+        while True:
+            time.sleep(interval)
+            sample = (time.monotonic(), schedstats(proc.pid), schedstats(args.broker_pid),
+                      machine_jiffies())
+            ran = (sum(v[1] for v in sample[1].values()) -
+                   sum(v[1] for v in samples[-1][1].values()))
+            samples.append(sample)
+            idle = idle + 1 if ran < 0.25 * (sample[0] - samples[-2][0]) * 1e9 else 0
+            if idle >= idle_needed:
+                if consumed(url) >= args.events:
+                    break
+                idle = 0
+            if sample[0] - samples[0][0] > 120:
+                raise E.BenchError("kpid did not finish in 120 s")
+        procs.stop(proc)
+        samples = samples[:len(samples) - idle_needed]  # up to the last busy sample
+        first, last = samples[0], samples[-1]
+        wall = last[0] - first[0]
+        jiffies = [b - a for a, b in zip(first[3], last[3])]
+        cores = (os.cpu_count() or 1) / max(1, sum(jiffies))
+        print(f"run {r}: pid {proc.pid}, {wall:.3f} s from the first consumed event to the "
+              f"last busy 10 ms (~{args.events / wall:,.0f} ev/s); machine: user "
+              f"{jiffies[0] * cores:.2f}, system {jiffies[2] * cores:.2f}, idle "
+              f"{jiffies[3] * cores:.2f}, softirq {jiffies[6] * cores:.2f} cores")
+        print_thread_states("whole run", first, last)
+        busy = {t for t in last[1] if t in first[1] and
+                (last[1][t][1] - first[1][t][1]) >= 0.05 * wall * 1e9}
+        step = max(1, int(window / interval))
+        print(f"  per {window * 1000:.0f} ms, threads with >= 5% of a core: "
+              f"running/waiting for a core/asleep (voluntary switches)")
+        for i in range(0, len(samples) - step, step):
+            a, b = samples[i], samples[i + step]
+            w = (b[0] - a[0]) * 1e9
+            cells = []
+            for index, tids in ((1, sorted(busy)), (2, sorted(b[2]))):
+                for tid in tids:
+                    if tid not in a[index] or tid not in b[index]:
+                        continue
+                    name, running, waiting, vol = b[index][tid][:4]
+                    running -= a[index][tid][1]
+                    waiting -= a[index][tid][2]
+                    if index == 2 and running < 0.01 * w:
+                        continue
+                    cells.append(f"{name[:10]} {running / w:.2f}/{waiting / w:.2f}/"
+                                 f"{max(0.0, 1 - (running + waiting) / w):.2f} "
+                                 f"({vol - a[index][tid][3]})")
+            print(f"    {a[0] - first[0]:5.2f} s  " + "  ".join(cells))
+
+
 def run_callgrind(args, procs, address, binaries):
     for spec in binaries:
         label, binary = spec.split("=", 1)
@@ -239,8 +357,9 @@ def main():
     parser.add_argument("--kafka-property", action="append", default=[], metavar="KEY=VALUE",
                         type=lambda kv: tuple(kv.split("=", 1)),
                         help="kafka.properties entry for kpid (repeatable)")
-    parser.add_argument("mode", choices=["perf", "callgrind"])
-    parser.add_argument("binaries", nargs="+", help="perf: one kpid; callgrind: label=kpid ...")
+    parser.add_argument("mode", choices=["perf", "callgrind", "threads"])
+    parser.add_argument("binaries", nargs="+",
+                        help="perf, threads: one kpid; callgrind: label=kpid ...")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     setup = argparse.Namespace(
@@ -254,6 +373,9 @@ def main():
         E.produce(setup, broker_config, address, args.out)
         if args.mode == "perf":
             run_perf(args, procs, address, setup.kpid)
+        elif args.mode == "threads":
+            args.broker_pid = setup.broker_pid
+            run_threads(args, procs, address, setup.kpid)
         else:
             run_callgrind(args, procs, address, args.binaries)
     finally:

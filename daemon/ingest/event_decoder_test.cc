@@ -385,6 +385,44 @@ TEST_F(EventDecoderTest, RejectsOutOfRangeTimestamps) {
   EXPECT_EQ(DecodeProto(e)->reason, RejectReason::kInvalidTimestamp);
 }
 
+// occurred_at is the Timestamp's instant over the whole range the decoder
+// accepts (no wall clock set: no future or past limit), inside the years
+// 1677-2262, where it is built from nanoseconds, and beyond them, where that
+// would overflow; OccurredAtUnixMillis floors it to milliseconds.
+TEST_F(EventDecoderTest, OccurredAtIsTheTimestampsInstantOverItsWholeRange) {
+  struct Case {
+    int64_t seconds;
+    int32_t nanos;
+    const char* rfc3339;
+    int64_t unix_millis;
+  };
+  const Case cases[] = {
+      {1772355600, 123456789, "2026-03-01T09:00:00.123456789+00:00", 1772355600123},
+      {-1, 500000000, "1969-12-31T23:59:59.5+00:00", -500},
+      {-1, 999999, "1969-12-31T23:59:59.000999999+00:00", -1000},
+      {0, 1000000, "1970-01-01T00:00:00.001+00:00", 1},
+      // The last second whose nanoseconds fit an int64 with room for the
+      // nanos, and the first that takes the other way, on both sides.
+      {9223372035, 999999999, "2262-04-11T23:47:15.999999999+00:00", 9223372035999},
+      {9223372036, 1, "2262-04-11T23:47:16.000000001+00:00", 9223372036000},
+      {-9223372035, 1, "1677-09-21T00:12:45.000000001+00:00", -9223372035000},
+      {-9223372036, 0, "1677-09-21T00:12:44+00:00", -9223372036000},
+      {253402300799, 999999999, "9999-12-31T23:59:59.999999999+00:00", 253402300799999},
+      {-62135596800, 0, "1-01-01T00:00:00+00:00", -62135596800000},  // absl prints year 1 so
+  };
+  for (const Case& c : cases) {
+    ProcessEvent e = ValidEvent();
+    e.mutable_occurred_at()->set_seconds(c.seconds);
+    e.mutable_occurred_at()->set_nanos(c.nanos);
+    ASSERT_EQ(DecodeProto(e), std::nullopt) << c.seconds;
+    EXPECT_EQ(absl::FormatTime(absl::RFC3339_full, out_.occurred_at, absl::UTCTimeZone()),
+              c.rfc3339);
+    EXPECT_EQ(out_.occurred_at, absl::FromUnixSeconds(c.seconds) + absl::Nanoseconds(c.nanos));
+    EXPECT_EQ(OccurredAtUnixMillis(out_), c.unix_millis) << c.rfc3339;
+    EXPECT_EQ(OccurredAtUnixMillis(out_), absl::ToUnixMillis(out_.occurred_at)) << c.rfc3339;
+  }
+}
+
 TEST_F(EventDecoderTest, RejectsEventsTooFarAheadOfTheWallClock) {
   ProcessEvent e = ValidEvent();  // 2026-03-01T09:00:00.5Z
   // Not checked until the worker tells the decoder the time.
