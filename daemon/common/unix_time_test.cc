@@ -49,7 +49,8 @@ TEST(UnixTimeTest, DoubleSecondsIsAbseilsBitForBit) {
 
 TEST(UnixTimeTest, UnixMicrosIsAbseils) {
   // Hand-computed: 1767225600 s + 7 us + 999 ns floors to ...007.
-  EXPECT_EQ(UnixMicros(absl::FromUnixSeconds(1767225600) + absl::Microseconds(7) + absl::Nanoseconds(999)),
+  EXPECT_EQ(UnixMicros(absl::FromUnixSeconds(1767225600) + absl::Microseconds(7) +
+                       absl::Nanoseconds(999)),
             int64_t{1767225600} * 1'000'000 + 7);
   // Before 1970 floors down: -1 ns is -1 us, -1.5 s is -1500000 us.
   EXPECT_EQ(UnixMicros(absl::UnixEpoch() - absl::Nanoseconds(1)), -1);
