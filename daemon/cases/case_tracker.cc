@@ -72,7 +72,12 @@ void CaseTracker::WordSet::Insert(uint64_t word) {
   // At most 3/4 full, so probe sequences stay short.
   if ((size_ + 1) * 4 > words_.size() * 3) Grow();
   size_t i = Start(Tag(word));
-  while (words_[i] != 0) i = Next(i);
+  for (;; i = NextLine(i)) {
+    if (const uint32_t empty = word_line::LowEqualMask(&words_[i], 0); empty != 0) {
+      i += static_cast<size_t>(__builtin_ctz(empty));
+      break;
+    }
+  }
   words_[i] = word;
   ++size_;
 }
@@ -141,6 +146,11 @@ CaseTracker::CaseTracker(const Options& options)
     // restore into a config whose processes moved.
     process_starts_.push_back(StableHashStart(StableHash64(process.id)));
     stage_ages_.emplace_back(process.stages.size());
+    first_frontier_.push_back(static_cast<uint32_t>(frontier_due_.size()));
+    for (size_t s = 0; s < process.stages.size(); ++s) {
+      frontier_due_.push_back({StageAgeIndex::kNoLimit, static_cast<uint32_t>(sla_us_.size() - 1),
+                               static_cast<uint32_t>(s)});
+    }
     view->oldest_entered.emplace_back(process.stages.size());
   }
   view_ = std::move(view);  // before any other thread can see the tracker
@@ -171,14 +181,19 @@ int64_t CaseTracker::FindOpen(uint64_t key, int process, absl::string_view case_
       if (c.process == process && CaseIdStore::Equals(c.id, case_id)) return SlotOf(word);
     }
   }
-  for (size_t i = open_.Start(tag);; i = open_.Next(i)) {
-    const uint64_t word = open_.At(i);
-    if (word == 0) return -1;
-    // 32 bits of the key first: the record (another cache miss) only for a
-    // likely match, then the id itself, so two ids never share a record.
-    if (static_cast<uint32_t>(word >> 32) != tag) continue;
-    const Case& c = cases_[SlotOf(word)];
-    if (c.process == process && CaseIdStore::Equals(c.id, case_id)) return SlotOf(word);
+  // 32 bits of the key first: the record (another cache miss) only for a
+  // likely match, then the id itself, so two ids never share a record. A
+  // line at a time (word_line.h): the words before its first empty one.
+  for (size_t line = open_.Start(tag);; line = open_.NextLine(line)) {
+    const uint64_t* words = open_.Line(line);
+    const uint32_t empty = word_line::LowEqualMask(words, 0);
+    for (uint32_t hits = word_line::HighEqualMask(words, tag) & word_line::BeforeFirst(empty);
+         hits != 0; hits &= hits - 1) {
+      const uint64_t word = words[__builtin_ctz(hits)];
+      const Case& c = cases_[SlotOf(word)];
+      if (c.process == process && CaseIdStore::Equals(c.id, case_id)) return SlotOf(word);
+    }
+    if (empty != 0) return -1;
   }
 }
 
@@ -457,10 +472,20 @@ void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t no
 
 void CaseTracker::AddStay(uint32_t slot, Case& c) {
   const uint32_t token = NewToken(slot);
-  const bool in_order = AgesOf(c).Enter(
-      {c.entered_us, slot, token}, [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+  StageAgeIndex& ages = AgesOf(c);
+  const bool in_order = ages.Enter({c.entered_us, slot, token},
+                                   [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
   c.deadline_timed = !in_order;
-  if (in_order) next_deadline_us_ = std::min(next_deadline_us_, c.entered_us + SlaMicros(c));
+  // The deadline bounds move only when the stay became its stage's breach
+  // frontier (the stage had no stay pending): otherwise the frontier's stay
+  // entered no later, so its deadline, already bounded, comes first.
+  if (in_order && ages.frontier_entered() == c.entered_us) {
+    const int64_t deadline_us = c.entered_us + SlaMicros(c);
+    next_deadline_us_ = std::min(next_deadline_us_, deadline_us);
+    int64_t& due_us =
+        frontier_due_[first_frontier_[c.process] + static_cast<uint32_t>(c.stage)].due_us;
+    due_us = std::min(due_us, deadline_us);
+  }
 }
 
 uint32_t CaseTracker::NextToken() {
@@ -652,11 +677,12 @@ void CaseTracker::WalkBreachFrontiers(int64_t now_us) {
   auto deadline = [](int64_t entered_us, int64_t sla_us) {
     return entered_us == StageAgeIndex::kNoLimit ? StageAgeIndex::kNoLimit : entered_us + sla_us;
   };
-  next_deadline_us_ = StageAgeIndex::kNoLimit;
-  for (size_t p = 0; p < stage_ages_.size(); ++p) {
-    for (size_t s = 0; s < stage_ages_[p].size(); ++s) {
-      StageAgeIndex& ages = stage_ages_[p][s];
-      const int64_t sla_us = sla_us_[p][s];
+  int64_t next_us = StageAgeIndex::kNoLimit;
+  for (FrontierDue& frontier : frontier_due_) {
+    // Not yet due by its lower bound: nothing of the stage has passed.
+    if (frontier.due_us < now_us) {
+      StageAgeIndex& ages = stage_ages_[frontier.process][frontier.stage];
+      const int64_t sla_us = sla_us_[frontier.process][frontier.stage];
       int64_t first_us = ages.frontier_entered();
       if (deadline(first_us, sla_us) < now_us) {
         first_us = ages.PassedBefore(
@@ -665,9 +691,11 @@ void CaseTracker::WalkBreachFrontiers(int64_t now_us) {
               PushDue(due_us, {stay.slot, stay.token, kDeadline, SecondOf(due_us)});
             });
       }
-      next_deadline_us_ = std::min(next_deadline_us_, deadline(first_us, sla_us));
+      frontier.due_us = deadline(first_us, sla_us);
     }
+    next_us = std::min(next_us, frontier.due_us);
   }
+  next_deadline_us_ = next_us;
 }
 
 void CaseTracker::FireDeadline(const TimerEntry& entry) {

@@ -125,6 +125,7 @@
 #include "daemon/cases/open_cases_view.h"
 #include "daemon/cases/stage_age_index.h"
 #include "daemon/cases/timing_wheel.h"
+#include "daemon/cases/word_line.h"
 #include "daemon/common/huge_page_allocator.h"
 #include "daemon/common/lag_ring.h"
 #include "daemon/common/single_writer_counter.h"
@@ -300,16 +301,25 @@ class CaseTracker : public ingest::EventHandler {
       __builtin_prefetch(&ring_[(head_ + kRingAhead) & ring_mask_]);
     }
     void Prefetch(uint64_t key) const { __builtin_prefetch(&index_[Home(key)]); }
+    // A line at a time (word_line.h): the probe's words are those before
+    // the line's first empty one (a fingerprint is never 0, so an empty
+    // word is one whose high half is 0), and only those whose fingerprint
+    // matches are read one by one. Word by word, a miss (most lookups)
+    // walked ~10 words at ~8 instructions each (§33).
     const Record* Find(uint64_t key) const {
       const uint32_t fp = Fingerprint(key);
-      for (size_t i = Home(key);; i = (i + 1) & index_mask_) {
-        const uint64_t word = index_[i];
-        if (word == 0) return nullptr;
-        if (static_cast<uint32_t>(word >> 32) != fp) continue;
-        const uint32_t age = static_cast<uint32_t>(word) - static_cast<uint32_t>(head_);
-        if (age >= size()) continue;  // dead
-        const Record& record = ring_[(head_ + age) & ring_mask_];
-        if (record.key == key) return &record;
+      for (size_t line = Home(key);; line = (line + kWordsPerLine) & index_mask_) {
+        const uint64_t* words = &index_[line];
+        const uint32_t empty = word_line::HighEqualMask(words, 0);
+        for (uint32_t hits = word_line::HighEqualMask(words, fp) & word_line::BeforeFirst(empty);
+             hits != 0; hits &= hits - 1) {
+          const uint64_t word = words[__builtin_ctz(hits)];
+          const uint32_t age = static_cast<uint32_t>(word) - static_cast<uint32_t>(head_);
+          if (age >= size()) continue;  // dead
+          const Record& record = ring_[(head_ + age) & ring_mask_];
+          if (record.key == key) return &record;
+        }
+        if (empty != 0) return nullptr;
       }
     }
     // `record.key` must not be in the set.
@@ -333,6 +343,10 @@ class CaseTracker : public ingest::EventHandler {
     // full: started anywhere in the line, ~40% of probes ran into the next
     // one, a second miss nobody had prefetched (§21).
     size_t Home(uint64_t key) const { return key & index_mask_ & ~(kWordsPerLine - 1); }
+    // Into the probe's first empty or dead word (a dead one is reused).
+    // Word by word: a line's scan for "empty or dead" (both halves of each
+    // word) cost more than this walk, which usually ends within a few
+    // words (§33).
     void Index(uint64_t key, uint64_t position) {
       size_t i = Home(key);
       while (index_[i] != 0) {
@@ -359,7 +373,16 @@ class CaseTracker : public ingest::EventHandler {
       index_.assign(capacity, 0);
       index_mask_ = capacity - 1;
       used_ = 0;
-      for (uint64_t p = head_; p < tail_; ++p) Index(ring_[p & ring_mask_].key, p);
+      for (uint64_t p = head_; p < tail_; ++p) IndexFresh(ring_[p & ring_mask_].key, p);
+    }
+    // Index into a rebuilt index: at most half full and no dead word, so a
+    // probe usually ends at its first word or two, where word by word is
+    // cheaper than a line's scan.
+    void IndexFresh(uint64_t key, uint64_t position) {
+      size_t i = Home(key);
+      while (index_[i] != 0) i = (i + 1) & index_mask_;
+      ++used_;
+      index_[i] = uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
     }
 
     HugePageArray<Record> ring_;
@@ -376,7 +399,8 @@ class CaseTracker : public ingest::EventHandler {
   // line (eight words), so a lookup costs one
   // cache miss where absl's tables take two (control bytes, then slots);
   // with hundreds of thousands of cases, misses are what an event costs.
-  // Callers walk a probe sequence themselves: Start(tag), At(i), Next(i).
+  // Callers walk a probe sequence themselves: Start(tag), At(i), Next(i),
+  // or a line at a time: Line(start), NextLine(start).
   class WordSet {
    public:
     WordSet();
@@ -386,6 +410,10 @@ class CaseTracker : public ingest::EventHandler {
     size_t Start(uint32_t tag) const { return tag & mask_ & ~(kWordsPerLine - 1); }
     size_t Next(size_t i) const { return (i + 1) & mask_; }
     uint64_t At(size_t i) const { return words_[i]; }
+    // The line at `start` (a Start or NextLine), for word_line's scans: a
+    // word is empty iff its low half (slot + 1) is 0.
+    const uint64_t* Line(size_t start) const { return &words_[start]; }
+    size_t NextLine(size_t start) const { return (start + kWordsPerLine) & mask_; }
     void Prefetch(uint32_t tag) const { __builtin_prefetch(&words_[Start(tag)]); }
     // `word` (non-zero) must not be in the set.
     void Insert(uint64_t word);
@@ -577,6 +605,22 @@ class CaseTracker : public ingest::EventHandler {
   // breach frontiers' (entry time + SLA), a lower bound. One comparison per
   // timer check while no deadline passes.
   int64_t next_deadline_us_ = StageAgeIndex::kNoLimit;
+  // Per (process, stage), in that order: a lower bound on when the stage's
+  // breach frontier's next deadline passes (its frontier_entered() + SLA),
+  // lowered by AddStay and made exact when WalkBreachFrontiers looks at the
+  // stage. A walk looks only at the stages whose bound has passed: walking
+  // every stage's frontier each time next_deadline_us_ passed cost ~430
+  // instructions per walk, a walk every ~18 events (§28, §33). The bound
+  // only ever rises by a walk, and a frontier's deadline only falls by an
+  // entry (AddStay), so a stage skipped has nothing due: the walk reports
+  // what walking them all did, in the same order.
+  struct FrontierDue {
+    int64_t due_us;
+    uint32_t process;
+    uint32_t stage;
+  };
+  std::vector<FrontierDue> frontier_due_;
+  std::vector<uint32_t> first_frontier_;                // [process]: its stage 0's in frontier_due_
   std::vector<std::vector<StageAgeIndex>> stage_ages_;  // [process][stage]
   std::vector<StageAgeIndex::Stay> stays_;              // reused by PublishView
   std::atomic<uint64_t> open_gauge_{0};

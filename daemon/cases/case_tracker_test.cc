@@ -281,6 +281,50 @@ TEST_F(CaseTrackerTest, ABreachLaterInASecondAlreadyCheckedIsNotDelayedToTheNext
   EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @3600"));
 }
 
+// A walk of the breach frontiers looks only at the stages whose deadline
+// bound has passed: a breach in one stage fires once, at its second, while
+// the others (not due, or due by a bound that went stale when their case
+// left) report nothing; a stay entering a stage with nothing pending
+// becomes its frontier and is walked in turn.
+TEST_F(CaseTrackerTest, EachStageBreachesOnceAtItsOwnDeadlineWhileOthersAreNotDue) {
+  Enter("a", "lead", 0);                                              // deadline 3600
+  Send(ProcessEvent::STAGE_ENTERED, "t", "triage", 0, 0, "support");  // 1800
+  Enter("q", "quote", 0);                                             // 86400
+  Enter("x", "demo", 100);                                            // 7300, but...
+  Enter("x", "quote", 200);                                           // ...left: quote's 86600
+  sink_.Take();
+  MoveClockTo(1800);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(1801);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p1 s0 d2 @1800"));
+  MoveClockTo(3600);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(3601);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @3600"));
+  // Lead has nothing pending now: "b" becomes its frontier.
+  Enter("b", "lead", 4000);  // deadline 7600
+  sink_.Take();
+  MoveClockTo(7301);  // demo's deadline bound passes: "x" is no longer there
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(7600);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(7601);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s0 d2 @7600"));
+  MoveClockTo(86400);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  MoveClockTo(86401);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s2 d2 @86400"));
+  MoveClockTo(86601);
+  EXPECT_THAT(sink_.Take(), ElementsAre("breach p0 s2 d2 @86600"));
+  // Once per stay.
+  MoveClockTo(90000);
+  EXPECT_THAT(sink_.Take(), IsEmpty());
+  EXPECT_EQ(OverSla(0, 0), 2);
+  EXPECT_EQ(OverSla(0, 1), 0);
+  EXPECT_EQ(OverSla(0, 2), 2);
+  EXPECT_EQ(OverSla(1, 0), 1);
+}
+
 TEST_F(CaseTrackerTest, CompletedClosesWithRevenueAndLeadTime) {
   Enter("c1", "lead", 0);
   Enter("c1", "demo", 1800);
