@@ -589,27 +589,36 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline void AggregateShard::MoveCursor(Cursor& c, c
   }
 }
 
-bool AggregateShard::AdvanceHead(int64_t at_s) {
+// Inline: at the e2e density most steps move the head, mostly level 0's
+// alone; the loop over the levels stays a call (AdvanceHeadLevels).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool AggregateShard::AdvanceHead(int64_t at_s) {
   if (at_s > kMaxAbsSeconds || at_s < -kMaxAbsSeconds) return false;
+  if (at_s >= coarse_to_) {
+    AdvanceHeadLevels(at_s);
+    return true;
+  }
+  head_ = at_s;
+  latest_.store(at_s, std::memory_order_relaxed);
+  // Only level 0 (the finest, with the configured windows) moves: the
+  // others' head buckets and their common range stay, so no loop over the
+  // levels. Callers pass a time at or past hot_to_, which is then
+  // first.end.
+  Cursor& first = cursors_[0];
+  if (at_s >= first.end) {
+    MoveCursor(first, layout_.levels()[0], at_s);
+    first.moved_epoch = ++epoch_;
+  }
+  hot_from_ = std::max(coarse_from_, first.start);
+  hot_to_ = std::min(coarse_to_, first.end);
+  return true;
+}
+
+void AggregateShard::AdvanceHeadLevels(int64_t at_s) {
   head_ = at_s;
   latest_.store(at_s, std::memory_order_relaxed);
   const std::vector<Level>& levels = layout_.levels();
   const uint64_t next_epoch = epoch_ + 1;
   Cursor& first = cursors_[0];
-  if (at_s < coarse_to_) {
-    // Only level 0 (the finest, with the configured windows) moves: the
-    // others' head buckets and their common range stay, so no loop over the
-    // levels. Callers pass a time at or past hot_to_, which is then
-    // first.end.
-    if (at_s >= first.end) {
-      MoveCursor(first, levels[0], at_s);
-      first.moved_epoch = next_epoch;
-      epoch_ = next_epoch;
-    }
-    hot_from_ = std::max(coarse_from_, first.start);
-    hot_to_ = std::min(coarse_to_, first.end);
-    return true;
-  }
   bool moved = false;
   coarse_from_ = std::numeric_limits<int64_t>::min();
   coarse_to_ = std::numeric_limits<int64_t>::max();
@@ -628,7 +637,6 @@ bool AggregateShard::AdvanceHead(int64_t at_s) {
   hot_from_ = std::max(coarse_from_, first.start);
   hot_to_ = std::min(coarse_to_, first.end);
   if (moved) epoch_ = next_epoch;
-  return true;
 }
 
 // Only the levels whose head moved since the record was last prepared: the

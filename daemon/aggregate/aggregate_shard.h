@@ -349,6 +349,8 @@ class AggregateShard final : public cases::CaseSink {
   int64_t LimitedSeconds(int64_t at_s);
   // Moves the head to `at_s` (not before it); false if out of range.
   bool AdvanceHead(int64_t at_s);
+  // AdvanceHead when a level other than the first moves (and the first fact).
+  void AdvanceHeadLevels(int64_t at_s);
   struct Cursor;
   // Moves the cursor of level `l` to the bucket of `at_s`, at or after its end.
   static void MoveCursor(Cursor& c, const Level& l, int64_t at_s);
