@@ -349,6 +349,11 @@ class AggregateShard final : public cases::CaseSink {
   int64_t LimitedSeconds(int64_t at_s);
   // Moves the head to `at_s` (not before it); false if out of range.
   bool AdvanceHead(int64_t at_s);
+  // AdvanceHead when a level other than the first moves (and the first fact).
+  void AdvanceHeadLevels(int64_t at_s);
+  struct Cursor;
+  // Moves the cursor of level `l` to the bucket of `at_s`, at or after its end.
+  static void MoveCursor(Cursor& c, const Level& l, int64_t at_s);
   void PrepareHead(ProcessState& p, DimsRecord& r);
   void PrepareHeadDist(ProcessState& p);
   // After a fact's last store to `r`: bumps its SeriesVersion.
@@ -416,6 +421,11 @@ class AggregateShard final : public cases::CaseSink {
   // division, no "is it kept" test, and their slots are those of cursors_.
   int64_t hot_from_ = std::numeric_limits<int64_t>::min();
   int64_t hot_to_ = std::numeric_limits<int64_t>::min();
+  // The range common to the head buckets of every level but the first (the
+  // finest): while the head stays before coarse_to_, only the first level's
+  // cursor moves (AdvanceHead). [min, min) until the first fact.
+  int64_t coarse_from_ = std::numeric_limits<int64_t>::min();
+  int64_t coarse_to_ = std::numeric_limits<int64_t>::min();
   // Bumped whenever a head bucket changes. A record (or a process's
   // distributions) whose prepared epoch equals it has every head slot
   // stamped with the head bucket already, so its stamps need no check; one

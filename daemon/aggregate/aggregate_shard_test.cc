@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/aggregate/distribution.h"
 #include "gtest/gtest.h"
 
@@ -990,6 +991,169 @@ TEST(AggregateShardTest, RestoreIntoChangedConfigKeepsWhatMatches) {
   EXPECT_EQ(r.ReadStageWindow(0, 1, 0, k1m, T(1)).advanced, 1u);
   EXPECT_EQ(r.ReadCycleTimes(0, 0, k1m, T(1)).count(), 1u);
   EXPECT_TRUE(Near(r.ReadCycleTimes(0, 0, k1h, T(1)).Quantile(0.5), 200, 0.01));
+}
+
+// A reused slot holds nothing of its older bucket in any series, also in
+// the stage series the new bucket's facts do not write (a lazier zeroing of
+// a slot's stage buckets must keep this; RESULTS §32), in reads, in the
+// state and in its restore; and a stage's first fact in the reused slot
+// counts from zero.
+TEST(AggregateShardTest, StageBucketsNotWrittenInAReusedSlotReadZero) {
+  AggregateShard shard(TestConfig());
+  // T0: a start, an entry of a, an exit of b (and its entry of c), a breach of c.
+  CaseStep first = WithEntry(Step(0), kA, false);
+  first.started = true;
+  shard.CaseStepped(first);
+  shard.CaseStepped(WithEntry(WithExit(Step(0), kB, true, 10, true), kC, true));
+  shard.SlaBreached(kP, kC, 4, T(0));
+  // T0 + 61 reuses T0's 1 s slot: one exit of b only.
+  shard.CaseStepped(WithExit(Step(61), kB, false, 10, false));
+
+  auto check = [](const AggregateShard& s, const std::string& what) {
+    SCOPED_TRACE(what);
+    // 1m window at T0 + 61: buckets T0 + 1 .. T0 + 61, so the exit at 61 only.
+    const SeriesWindow w = s.ReadSeriesWindow(kP, 4, s.Resolve(k1m, T(61)));
+    EXPECT_EQ(w.stages[kA], StageWindowCounts{});
+    EXPECT_EQ(w.stages[kB], (StageWindowCounts{.fallout = 1}));
+    EXPECT_EQ(w.stages[kC], StageWindowCounts{});
+    EXPECT_EQ(w.process.started, 0u);
+    EXPECT_EQ(w.process.stage_entries, 0u);
+    EXPECT_EQ(s.ReadStageWindow(kP, kA, 4, k1m, T(61)), StageWindowCounts{});
+    EXPECT_EQ(s.ReadStageWindow(kP, kC, 4, k1m, T(61)), StageWindowCounts{});
+    EXPECT_EQ(s.ReadProcessWindow(kP, 4, k1m, T(61)).stage_entries, 0u);
+    // The history level (60 s buckets T0/60 and T0/60 + 1) keeps all of them.
+    const SeriesWindow h = s.ReadSeriesWindow(kP, 4, s.Resolve(k1h, T(61)));
+    EXPECT_EQ(h.stages[kA], (StageWindowCounts{.entered = 1}));
+    EXPECT_EQ(h.stages[kB], (StageWindowCounts{.advanced = 1, .fallout = 1, .sla_met = 1}));
+    EXPECT_EQ(h.stages[kC], (StageWindowCounts{.entered = 1, .rework = 1, .sla_breaches = 1}));
+    EXPECT_EQ(h.process.started, 1u);
+    EXPECT_EQ(h.process.stage_entries, 2u);
+  };
+  check(shard, "written");
+  const std::string state = shard.Serialize();
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), state);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  check(**restored, "restored");
+  EXPECT_EQ((*restored)->Serialize(), state);
+
+  // The first entry of a and breach of c at T0 + 61 zero their buckets of
+  // T0 first: 1 each, not T0's count plus one.
+  shard.CaseStepped(WithEntry(Step(61), kA, true));
+  shard.SlaBreached(kP, kC, 4, T(61));
+  const SeriesWindow w = shard.ReadSeriesWindow(kP, 4, shard.Resolve(k1m, T(61)));
+  EXPECT_EQ(w.stages[kA], (StageWindowCounts{.entered = 1, .rework = 1}));
+  EXPECT_EQ(w.stages[kB], (StageWindowCounts{.fallout = 1}));
+  EXPECT_EQ(w.stages[kC], (StageWindowCounts{.sla_breaches = 1}));
+  EXPECT_EQ(w.process.stage_entries, 1u);
+}
+
+// As above with 34 stages (past a 32-bit mask of stages), stages on either
+// side of 32.
+TEST(AggregateShardTest, ReusedSlotsOfManyStagesReadZero) {
+  model::Config config = TestConfig();
+  config.processes[0].stages.clear();
+  for (int i = 0; i < 34; ++i) {
+    config.processes[0].stages.push_back({absl::StrCat("s", i), absl::Hours(1), {}});
+  }
+  AggregateShard shard(config);
+  shard.StageEntered(kP, 33, 0, T(0), false);
+  shard.StageEntered(kP, 31, 0, T(0), false);
+  shard.StageEntered(kP, 0, 0, T(0), false);
+  shard.StageEntered(kP, 1, 0, T(61), false);  // T0's 1 s slot again
+  SeriesWindow w = shard.ReadSeriesWindow(kP, 0, shard.Resolve(k1m, T(61)));
+  for (int stage : {0, 31, 33}) EXPECT_EQ(w.stages[static_cast<size_t>(stage)].entered, 0u);
+  EXPECT_EQ(w.stages[1].entered, 1u);
+  EXPECT_EQ(w.process.stage_entries, 1u);
+  shard.StageEntered(kP, 33, 0, T(61), false);
+  shard.StageEntered(kP, 31, 0, T(61), false);
+  w = shard.ReadSeriesWindow(kP, 0, shard.Resolve(k1m, T(61)));
+  EXPECT_EQ(w.stages[33].entered, 1u);
+  EXPECT_EQ(w.stages[31].entered, 1u);
+  EXPECT_EQ(w.process.stage_entries, 3u);
+  EXPECT_EQ(shard.ReadSeriesWindow(kP, 0, shard.Resolve(k1h, T(61))).process.stage_entries, 6u);
+}
+
+// The span of one bucket of a level.
+WindowSpan OneBucket(int level, int64_t bucket) {
+  WindowSpan span;
+  span.level = level;
+  span.first = bucket;
+  span.last = bucket;
+  return span;
+}
+
+// The head moves level by level: one bucket, a few (stepped), many
+// (divided), and across the coarser levels' boundaries, alone or with them.
+// Each fact must land in its own bucket at every level: read back one bucket
+// at a time.
+TEST(AggregateShardTest, HeadJumpsLandOnTheirBuckets) {
+  // Levels: 1 s x 61, 5 s x 61, and history 60 s x 121.
+  model::Config config = TestConfig();
+  config.windows = {absl::Minutes(1), absl::Minutes(5), absl::Hours(1)};
+  AggregateShard shard(config);
+  const auto& levels = shard.layout().levels();
+  ASSERT_EQ(levels.size(), 3u);
+  ASSERT_EQ(levels[0].width, 1);
+  ASSERT_EQ(levels[1].width, 5);
+  ASSERT_EQ(levels[2].width, 60);
+  // Offsets from T0 (T0 is divisible by 60): +1, +3 and +4 (stepped), +4
+  // again, +58 (divided at 1 s; +3 at 5 s: stepped; same minute), +60 (every
+  // level one on), +61, +64 (5 s boundary crossed by a 3-bucket jump at 1 s),
+  // +65, +300 (every level several on), +302, +3000.
+  const std::vector<int64_t> times = {0, 1, 3, 4, 4, 58, 60, 61, 64, 65, 300, 302, 3000};
+  for (int64_t t : times) shard.StageEntered(kP, kA, 0, T(t), false);
+  // The bucket of a level holding (kT0 + t) / width: how many facts fell in it.
+  auto in_bucket = [&](int level, int64_t t) {
+    const int64_t width = levels[static_cast<size_t>(level)].width;
+    const int64_t bucket = (kT0 + t) / width;
+    const WindowSpan span = OneBucket(level, bucket);
+    return shard.ReadStageWindow(kP, kA, 0, span).entered;
+  };
+  // Only the buckets the head (T0 + 3000) still keeps: 1 s from +2940, 5 s
+  // from +2700, 60 s all.
+  EXPECT_EQ(in_bucket(0, 3000), 1u);
+  EXPECT_EQ(in_bucket(0, 2999), 0u);
+  EXPECT_EQ(in_bucket(1, 3000), 1u);
+  EXPECT_EQ(in_bucket(1, 2995), 0u);
+  EXPECT_EQ(in_bucket(2, 0), 6u);    // 0, 1, 3, 4, 4, 58
+  EXPECT_EQ(in_bucket(2, 60), 4u);   // 60, 61, 64, 65
+  EXPECT_EQ(in_bucket(2, 300), 2u);  // 300, 302
+  EXPECT_EQ(in_bucket(2, 3000), 1u);
+  EXPECT_EQ(in_bucket(2, 120), 0u);
+
+  // The same facts read at each step, with the head where it was then.
+  AggregateShard step_shard(config);
+  for (size_t i = 0; i < times.size(); ++i) {
+    const int64_t t = times[i];
+    step_shard.StageEntered(kP, kA, 0, T(t), false);
+    SCOPED_TRACE(absl::StrCat("after the fact at +", t));
+    uint64_t same_second = 0, same_five = 0, same_minute = 0;
+    for (size_t j = 0; j <= i; ++j) {
+      same_second += times[j] == t;
+      same_five += times[j] / 5 == t / 5;
+      same_minute += times[j] / 60 == t / 60;
+    }
+    for (int level = 0; level < 3; ++level) {
+      const int64_t width = levels[static_cast<size_t>(level)].width;
+      const int64_t bucket = (kT0 + t) / width;
+      const WindowSpan span = OneBucket(level, bucket);
+      EXPECT_EQ(step_shard.ReadStageWindow(kP, kA, 0, span).entered, level == 0   ? same_second
+                                                                     : level == 1 ? same_five
+                                                                                  : same_minute)
+          << "level " << level;
+    }
+    // And a fact one bucket behind the head at every level still lands
+    // (the levels' slots agree with their buckets): a start, counted apart.
+    step_shard.CaseStarted(kP, 1, T(t - 1));
+  }
+  // Every start at t - 1 is in its minute's history bucket.
+  EXPECT_EQ(step_shard.ReadProcessWindow(kP, 1, OneBucket(2, (kT0 - 1) / 60)).started,
+            1u);  // -1
+  EXPECT_EQ(step_shard.ReadProcessWindow(kP, 1, OneBucket(2, kMinute)).started,
+            6u);  // 0, 2, 3, 3, 57, 59
+  EXPECT_EQ(step_shard.ReadProcessWindow(kP, 1, OneBucket(1, (kT0 + 2995) / 5)).started,
+            1u);  // 2999
 }
 
 }  // namespace
