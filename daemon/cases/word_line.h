@@ -49,36 +49,28 @@ inline uint32_t Mask(__m128i first4, __m128i last4) {
 }  // namespace internal
 #endif
 
-// Bit w: the high 32 bits of line[w] are `value`.
-inline uint32_t HighEqualMask(const uint64_t* line, uint32_t value) {
+// Bit w: the high (kHigh = 1) or low (kHigh = 0) 32 bits of line[w] are `value`.
+template <int kHigh>
+inline uint32_t HalfEqualMask(const uint64_t* line, uint32_t value) {
 #if defined(__SSE2__)
   using internal::Halves;
   const __m128i v = _mm_set1_epi32(static_cast<int>(value));
-  return internal::Mask(_mm_cmpeq_epi32(Halves(line, 1), v),
-                        _mm_cmpeq_epi32(Halves(line + 4, 1), v));
+  return internal::Mask(_mm_cmpeq_epi32(Halves(line, kHigh), v),
+                        _mm_cmpeq_epi32(Halves(line + 4, kHigh), v));
 #else
   uint32_t mask = 0;
   for (uint32_t w = 0; w < kWords; ++w) {
-    mask |= static_cast<uint32_t>(static_cast<uint32_t>(line[w] >> 32) == value) << w;
+    mask |= static_cast<uint32_t>(static_cast<uint32_t>(line[w] >> (32 * kHigh)) == value) << w;
   }
   return mask;
 #endif
 }
 
-// Bit w: the low 32 bits of line[w] are `value`.
+inline uint32_t HighEqualMask(const uint64_t* line, uint32_t value) {
+  return HalfEqualMask<1>(line, value);
+}
 inline uint32_t LowEqualMask(const uint64_t* line, uint32_t value) {
-#if defined(__SSE2__)
-  using internal::Halves;
-  const __m128i v = _mm_set1_epi32(static_cast<int>(value));
-  return internal::Mask(_mm_cmpeq_epi32(Halves(line, 0), v),
-                        _mm_cmpeq_epi32(Halves(line + 4, 0), v));
-#else
-  uint32_t mask = 0;
-  for (uint32_t w = 0; w < kWords; ++w) {
-    mask |= static_cast<uint32_t>(static_cast<uint32_t>(line[w]) == value) << w;
-  }
-  return mask;
-#endif
+  return HalfEqualMask<0>(line, value);
 }
 
 }  // namespace kpid::cases::word_line
