@@ -47,7 +47,7 @@ TEST(UnixTimeTest, DoubleSecondsIsAbseilsBitForBit) {
   }
 }
 
-TEST(UnixTimeTest, UnixMicrosIsAbseils) {
+TEST(UnixTimeTest, UnixMicrosAndMillisAreAbseils) {
   // Hand-computed: 1767225600 s + 7 us + 999 ns floors to ...007.
   EXPECT_EQ(UnixMicros(absl::FromUnixSeconds(1767225600) + absl::Microseconds(7) +
                        absl::Nanoseconds(999)),
@@ -72,7 +72,15 @@ TEST(UnixTimeTest, UnixMicrosIsAbseils) {
     times.push_back(absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos));
     times.push_back(absl::FromUnixSeconds(seconds % 4'000'000'000) + absl::Nanoseconds(nanos));
   }
-  for (absl::Time t : times) EXPECT_EQ(UnixMicros(t), absl::ToUnixMicros(t)) << t;
+  // Hand-computed: the same instant in milliseconds, ...000 and -1 / -1500 before 1970.
+  EXPECT_EQ(UnixMillis(absl::FromUnixSeconds(1767225600) + absl::Microseconds(7)),
+            int64_t{1767225600} * 1'000);
+  EXPECT_EQ(UnixMillis(absl::UnixEpoch() - absl::Nanoseconds(1)), -1);
+  EXPECT_EQ(UnixMillis(absl::UnixEpoch() - absl::Milliseconds(1500)), -1'500);
+  for (absl::Time t : times) {
+    EXPECT_EQ(UnixMicros(t), absl::ToUnixMicros(t)) << t;
+    EXPECT_EQ(UnixMillis(t), absl::ToUnixMillis(t)) << t;
+  }
 }
 
 }  // namespace

@@ -17,7 +17,6 @@
 // memory it drops at the next Decode.
 #pragma once
 
-#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,7 +29,6 @@
 #include "daemon/model/config.h"
 #include "daemon/model/reject_reason.h"
 #include "google/protobuf/repeated_ptr_field.h"
-#include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/type_resolver.h"
 #include "kpid/internal/event_view.pb.h"
 #include "kpid/v1/event.pb.h"
@@ -59,15 +57,6 @@ struct DecodedEvent {
   int stage_index = -1;    // into ProcessConfig::stages; STAGE_ENTERED only
   absl::Time occurred_at;
 };
-
-// absl::ToUnixMillis(event.occurred_at) of an event the decoder accepted,
-// without that out-of-line call (the ingest loop takes it for every event):
-// the accepted Timestamp's nanos are in [0, 1e9) and its seconds times 1000
-// fit, so dividing the nanos floors toward the past as ToUnixMillis does.
-inline int64_t OccurredAtUnixMillis(const DecodedEvent& event) {
-  const google::protobuf::Timestamp& at = event.proto.occurred_at();
-  return at.seconds() * 1000 + at.nanos() / 1000000;
-}
 
 struct Rejection {
   model::RejectReason reason;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/common/unix_time.h"
 #include "daemon/ingest/event_view_testing.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
@@ -388,7 +389,8 @@ TEST_F(EventDecoderTest, RejectsOutOfRangeTimestamps) {
 // occurred_at is the Timestamp's instant over the whole range the decoder
 // accepts (no wall clock set: no future or past limit), inside the years
 // 1677-2262, where it is built from nanoseconds, and beyond them, where that
-// would overflow; OccurredAtUnixMillis floors it to milliseconds.
+// would overflow; UnixMillis (the ingest loop's watermark) floors it to
+// milliseconds.
 TEST_F(EventDecoderTest, OccurredAtIsTheTimestampsInstantOverItsWholeRange) {
   struct Case {
     int64_t seconds;
@@ -418,8 +420,8 @@ TEST_F(EventDecoderTest, OccurredAtIsTheTimestampsInstantOverItsWholeRange) {
     EXPECT_EQ(absl::FormatTime(absl::RFC3339_full, out_.occurred_at, absl::UTCTimeZone()),
               c.rfc3339);
     EXPECT_EQ(out_.occurred_at, absl::FromUnixSeconds(c.seconds) + absl::Nanoseconds(c.nanos));
-    EXPECT_EQ(OccurredAtUnixMillis(out_), c.unix_millis) << c.rfc3339;
-    EXPECT_EQ(OccurredAtUnixMillis(out_), absl::ToUnixMillis(out_.occurred_at)) << c.rfc3339;
+    EXPECT_EQ(UnixMillis(out_.occurred_at), c.unix_millis) << c.rfc3339;
+    EXPECT_EQ(UnixMillis(out_.occurred_at), absl::ToUnixMillis(out_.occurred_at)) << c.rfc3339;
   }
 }
 

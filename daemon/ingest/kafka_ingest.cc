@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "daemon/common/log.h"
+#include "daemon/common/unix_time.h"
 #include "daemon/ingest/kafka_conf.h"
 
 namespace kpid::ingest {
@@ -880,7 +881,7 @@ void KafkaIngest::Account(Owned& owned, const rd_kafka_message_t& message,
   switch (verdict.kind) {
     case Verdict::Kind::kAccepted: {
       stats.consumed.Add();
-      const int64_t at_ms = OccurredAtUnixMillis(event);
+      const int64_t at_ms = UnixMillis(event.occurred_at);
       const int64_t watermark_ms = stats.watermark_ms.Get();
       if (watermark_ms != std::numeric_limits<int64_t>::min() &&
           at_ms < watermark_ms - retention_ms_) {
