@@ -338,6 +338,10 @@ class CaseTracker : public ingest::EventHandler {
       const uint32_t fp = static_cast<uint32_t>(key >> 32);
       return fp == 0 ? 1 : fp;
     }
+    // An index word: the key's fingerprint, then the record's ring position.
+    static uint64_t IndexWord(uint64_t key, uint64_t position) {
+      return uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
+    }
     // A probe starts at a cache line's first word (kWordsPerLine words a
     // line), so it stays within the one line prefetched unless that line is
     // full: started anywhere in the line, ~40% of probes ran into the next
@@ -355,7 +359,7 @@ class CaseTracker : public ingest::EventHandler {
         i = (i + 1) & index_mask_;
       }
       if (index_[i] == 0) ++used_;
-      index_[i] = uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
+      index_[i] = IndexWord(key, position);
     }
     void GrowRing() {
       // Not value-initialized: only what is written becomes resident.
@@ -375,14 +379,14 @@ class CaseTracker : public ingest::EventHandler {
       used_ = 0;
       for (uint64_t p = head_; p < tail_; ++p) IndexFresh(ring_[p & ring_mask_].key, p);
     }
-    // Index into a rebuilt index: at most half full and no dead word, so a
-    // probe usually ends at its first word or two, where word by word is
-    // cheaper than a line's scan.
+    // Index, into a rebuilt index: it has no dead word to reuse, so the
+    // probe stops at the first empty word without Index's age check of each
+    // word it passes (a rebuild re-indexes every live record).
     void IndexFresh(uint64_t key, uint64_t position) {
       size_t i = Home(key);
       while (index_[i] != 0) i = (i + 1) & index_mask_;
       ++used_;
-      index_[i] = uint64_t{Fingerprint(key)} << 32 | static_cast<uint32_t>(position);
+      index_[i] = IndexWord(key, position);
     }
 
     HugePageArray<Record> ring_;
