@@ -501,6 +501,20 @@ void ExpectSameReads(const AggregateShard& a, const AggregateShard& b) {
   }
 }
 
+// Restores `shard`'s state into a new shard, which must read as `shard`
+// does and serialize to the same bytes. Null (after a failure) if the state
+// does not restore.
+std::unique_ptr<AggregateShard> ExpectRoundTrip(const AggregateShard& shard) {
+  const std::string bytes = shard.Serialize();
+  absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), bytes);
+  EXPECT_TRUE(restored.ok()) << restored.status();
+  if (!restored.ok()) return nullptr;
+  ExpectSameReads(shard, **restored);
+  EXPECT_EQ((*restored)->Serialize(), bytes);
+  return *std::move(restored);
+}
+
 // A bit of everything, over two hours of event time.
 void Populate(AggregateShard& s, int64_t from, int64_t to) {
   for (int64_t t = from; t < to; t += 37) {
@@ -730,11 +744,7 @@ TEST(AggregateShardTest, DistributionPoolAndDenseBinsAddUp) {
   }
   // The state lists each bin once, ascending, whatever the split.
   EXPECT_EQ(a.Serialize(), b.Serialize());
-  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
-      AggregateShard::Restore(TestConfig(), a.Serialize());
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  ExpectSameReads(a, **restored);
-  EXPECT_EQ((*restored)->Serialize(), a.Serialize());
+  EXPECT_NE(ExpectRoundTrip(a), nullptr);
 }
 
 // A slot whose bucket overflowed its pool takes the next bucket's facts to
@@ -774,26 +784,19 @@ TEST(AggregateShardTest, DistributionCountsPastAPoolEntry) {
   EXPECT_EQ(d.count(), 70'001u);
   EXPECT_EQ(d.bins()[static_cast<size_t>(Distribution::BinOf(30))], 70'000u);
   EXPECT_EQ(d.bins()[static_cast<size_t>(Distribution::BinOf(5000))], 1u);
-  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
-      AggregateShard::Restore(TestConfig(), shard.Serialize());
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  ExpectSameReads(shard, **restored);
-  EXPECT_EQ((*restored)->Serialize(), shard.Serialize());
+  EXPECT_NE(ExpectRoundTrip(shard), nullptr);
 }
 
 TEST(AggregateShardTest, SerializeRestoreRoundTrip) {
   const model::Config config = TestConfig();
   AggregateShard shard(config);
   Populate(shard, -7000, 200);
-  const std::string bytes = shard.Serialize();
-  absl::StatusOr<std::unique_ptr<AggregateShard>> restored = AggregateShard::Restore(config, bytes);
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  ExpectSameReads(shard, **restored);
-  EXPECT_EQ((*restored)->Serialize(), bytes);
+  const std::unique_ptr<AggregateShard> restored = ExpectRoundTrip(shard);
+  ASSERT_NE(restored, nullptr);
   // Both go on identically: slot stamps and heads came back too.
   Populate(shard, 200, 400);
-  Populate(**restored, 200, 400);
-  ExpectSameReads(shard, **restored);
+  Populate(*restored, 200, 400);
+  ExpectSameReads(shard, *restored);
 }
 
 TEST(AggregateShardTest, RestoreEmpty) {
