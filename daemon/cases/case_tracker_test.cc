@@ -789,6 +789,83 @@ TEST_F(CaseTrackerTest, EventIdDedupIsAWindowOfTheLastAcceptedIdsAcrossManyForge
   EXPECT_GT(forgotten, 15000u);
 }
 
+// The event-id index takes a forgotten id's word out when the word's
+// cache line has room, and leaves it (dead) in a full line, where taking
+// it out would end the probes of words that overflowed into later lines.
+// With a handful of ids the index is two to four lines of eight words, so
+// lines fill, overflow, and lose words all the time.
+TEST_F(CaseTrackerTest, EventIdDedupForgetsInOrderWithTwoRemembered) {
+  CaseTracker::Options options = Wired();
+  options.max_dedup_ids = 2;
+  CaseTracker small(options);
+  target_ = &small;
+  EXPECT_TRUE(Accepted(CostEvent("a", 0)));
+  EXPECT_TRUE(Accepted(CostEvent("b", 1)));
+  EXPECT_EQ(CostEvent("a", 2).kind, Verdict::Kind::kDuplicate);
+  EXPECT_TRUE(Accepted(CostEvent("c", 3)));  // forgets a: {b, c}
+  EXPECT_EQ(CostEvent("b", 4).kind, Verdict::Kind::kDuplicate);
+  EXPECT_TRUE(Accepted(CostEvent("a", 5)));  // forgets b: {c, a}
+  EXPECT_TRUE(Accepted(CostEvent("b", 6)));  // forgets c: {a, b}
+  EXPECT_EQ(CostEvent("a", 7).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(CostEvent("b", 8).kind, Verdict::Kind::kDuplicate);
+  EXPECT_TRUE(Accepted(CostEvent("c", 9)));  // forgets a: {b, c}
+  EXPECT_EQ(small.event_ids_forgotten(), 4u);
+  // An hour after b was accepted (at 6) it is forgotten too, uncounted:
+  // at 3606 only c (9) is left, so b is new again and a is new.
+  EXPECT_TRUE(Accepted(CostEvent("b", 3606)));  // {c, b}
+  EXPECT_EQ(CostEvent("c", 3607).kind, Verdict::Kind::kDuplicate);
+  EXPECT_TRUE(Accepted(CostEvent("a", 3609)));  // c forgotten by the hour: {b, a}
+  EXPECT_EQ(CostEvent("b", 3610).kind, Verdict::Kind::kDuplicate);
+  EXPECT_EQ(small.event_ids_forgotten(), 4u);
+}
+
+TEST_F(CaseTrackerTest, EventIdDedupIsAWindowForSmallBoundsAndHorizonForgets) {
+  int64_t t = 0;  // on from one bound's tracker to the next: the clock only goes forward
+  for (const size_t bound : {1, 2, 3, 5, 6, 7, 8, 11, 12, 13, 24, 40}) {
+    SCOPED_TRACE(bound);
+    CaseTracker::Options options = Wired();
+    options.max_dedup_ids = bound;
+    CaseTracker small(options);
+    target_ = &small;
+    std::deque<std::pair<std::string, int64_t>> window;  // the model: (id, at), oldest first
+    std::mt19937 random(static_cast<uint32_t>(bound));
+    int next = 0;
+    uint64_t forgotten = 0;
+    int duplicates = 0;
+    for (int i = 0; i < 6000; ++i) {
+      // Mostly a second on; now and then past the hour (1h horizon) of the
+      // oldest ids remembered, or of some of them.
+      t += random() % 50 == 0 ? 3000 + static_cast<int64_t>(random() % 1200) : 1;
+      while (!window.empty() && window.front().second <= t - 3600) window.pop_front();
+      std::string id;
+      if (next > 0 && random() % 2 == 0) {
+        const int back = static_cast<int>(random() % (2 * bound + 2));
+        id = absl::StrCat("e", std::max(0, next - 1 - back));
+      } else {
+        id = absl::StrCat("e", next++);
+      }
+      const Verdict v = CostEvent(id, t);
+      const bool remembered =
+          std::any_of(window.begin(), window.end(), [&](const auto& w) { return w.first == id; });
+      if (remembered) {
+        ASSERT_EQ(v.kind, Verdict::Kind::kDuplicate) << "event " << i << " id " << id;
+        ++duplicates;
+        continue;
+      }
+      ASSERT_TRUE(Accepted(v)) << "event " << i << " id " << id << " kind "
+                               << static_cast<int>(v.kind);
+      if (window.size() == bound) {
+        window.pop_front();
+        ++forgotten;
+      }
+      window.emplace_back(id, t);
+    }
+    EXPECT_EQ(small.event_ids_forgotten(), forgotten);
+    EXPECT_GT(duplicates, 500);
+    EXPECT_GT(forgotten, 1000u);
+  }
+}
+
 TEST_F(CaseTrackerTest, ClosedCasesBeyondTheBoundForgetTheOldest) {
   CaseTracker::Options options = Wired();
   options.max_closed_cases = 2;

@@ -156,7 +156,9 @@ class WatermarkBoard {
 
 // A partition's event-time clock. Single writer: the thread of the worker
 // that owns the partition.
-class EventTimeClock : public Clock {
+// Final, so that a caller holding one (the case tracker, per event) calls
+// it without a virtual call.
+class EventTimeClock final : public Clock {
  public:
   // `slot`: the partition; reserved on `board` here.
   EventTimeClock(WatermarkBoard* board, int slot) : board_(board), slot_(slot) {
