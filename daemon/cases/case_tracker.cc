@@ -309,7 +309,7 @@ void CaseTracker::HandleBatch(absl::Span<const DecodedEvent* const> events, Verd
   defer_steps_ = false;
 }
 
-void CaseTracker::ReportStep(const CaseStep& step) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::ReportStep(const CaseStep& step) {
   if (!defer_steps_) {
     sink_->CaseStepped(step);
     return;
@@ -386,6 +386,40 @@ void CaseTracker::RememberClosed(const Closed& record) {
     closed_cases_forgotten_.Add();
   }
   closed_.Push(record);
+}
+
+// Inlined into EnterStage, its one caller per event: the call was ~14
+// instructions per stage entry (§37).
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::AddStay(uint32_t slot, Case& c) {
+  const uint32_t token = NewToken(slot);
+  StageAgeIndex& ages = AgesOf(c);
+  const bool in_order = ages.Enter({c.entered_us, slot, token},
+                                   [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
+  c.deadline_timed = !in_order;
+  // The deadline bounds move only when the stay became its stage's breach
+  // frontier (the stage had no stay pending): otherwise the frontier's stay
+  // entered no later, so its deadline, already bounded, comes first.
+  if (in_order && ages.frontier_entered() == c.entered_us) {
+    const int64_t deadline_us = c.entered_us + SlaMicros(c);
+    next_deadline_us_ = std::min(next_deadline_us_, deadline_us);
+    int64_t& due_us =
+        frontier_due_[first_frontier_[c.process] + static_cast<uint32_t>(c.stage)].due_us;
+    due_us = std::min(due_us, deadline_us);
+  }
+}
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::EnterStage(uint32_t slot, int stage,
+                                                                 int64_t at_us, int64_t now_us,
+                                                                 bool rework, CaseStep* step) {
+  Case& c = cases_[slot];
+  c.stage = static_cast<int8_t>(stage);
+  c.entered_us = at_us;
+  c.visited |= uint64_t{1} << stage;
+  c.over_sla = false;
+  step->entry_stage = stage;
+  step->rework = rework;
+  AddStay(slot, c);
+  if (c.deadline_timed) Arm(slot, c, now_us);
 }
 
 Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, size_t open_at,
@@ -474,39 +508,6 @@ uint32_t CaseTracker::NewSlot() {
   }
   cases_[slot] = Case{};
   return slot;
-}
-
-// Inlined into EnterStage, its one caller per event: the call was ~14
-// instructions per stage entry (§37).
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline void CaseTracker::AddStay(uint32_t slot, Case& c) {
-  const uint32_t token = NewToken(slot);
-  StageAgeIndex& ages = AgesOf(c);
-  const bool in_order = ages.Enter({c.entered_us, slot, token},
-                                   [this](uint32_t s, uint32_t t) { return IsLiveStay(s, t); });
-  c.deadline_timed = !in_order;
-  // The deadline bounds move only when the stay became its stage's breach
-  // frontier (the stage had no stay pending): otherwise the frontier's stay
-  // entered no later, so its deadline, already bounded, comes first.
-  if (in_order && ages.frontier_entered() == c.entered_us) {
-    const int64_t deadline_us = c.entered_us + SlaMicros(c);
-    next_deadline_us_ = std::min(next_deadline_us_, deadline_us);
-    int64_t& due_us =
-        frontier_due_[first_frontier_[c.process] + static_cast<uint32_t>(c.stage)].due_us;
-    due_us = std::min(due_us, deadline_us);
-  }
-}
-
-void CaseTracker::EnterStage(uint32_t slot, int stage, int64_t at_us, int64_t now_us, bool rework,
-                             CaseStep* step) {
-  Case& c = cases_[slot];
-  c.stage = static_cast<int8_t>(stage);
-  c.entered_us = at_us;
-  c.visited |= uint64_t{1} << stage;
-  c.over_sla = false;
-  step->entry_stage = stage;
-  step->rework = rework;
-  AddStay(slot, c);
-  if (c.deadline_timed) Arm(slot, c, now_us);
 }
 
 uint32_t CaseTracker::NextToken() {
