@@ -81,10 +81,9 @@ Result Burst(int64_t cases) {
   e.proto.set_process("lead_to_cash");
   e.proto.set_stage("lead");
   e.proto.set_kind(ProcessEvent::STAGE_ENTERED);
-  kpid::internal::AttributeEntry* region = e.proto.add_attributes();
-  kpid::internal::AttributeEntry* channel = e.proto.add_attributes();
-  region->set_key("region");
-  channel->set_key("channel");
+  const std::string region_key = "region", channel_key = "channel";
+  std::string region, channel;
+  e.attributes = {{&region_key, &region}, {&channel_key, &channel}};
   const char* regions[] = {"emea", "amer", "apac"};
   const char* channels[] = {"web", "partner", "outbound"};
   const absl::Time start = loadgen::DefaultStart();
@@ -93,8 +92,8 @@ Result Burst(int64_t cases) {
     if (i == 1000) rss_before = ResidentBytes();
     e.proto.set_event_id(absl::StrCat("1-1767225600-", i));
     e.proto.set_case_id(absl::StrFormat("lead_to_cash-%08d", 20000000 + i));
-    region->set_value(regions[i % 3]);
-    channel->set_value(channels[(i / 3) % 3]);
+    region = regions[i % 3];
+    channel = channels[(i / 3) % 3];
     e.occurred_at = start + absl::Milliseconds(i);
     e.proto.mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(e.occurred_at));
     engine->clock.Set(e.occurred_at);

@@ -226,15 +226,16 @@ BENCHMARK(BM_ParseView);
 // per configured dimension name (four here, two of them in each event), in
 // events that are in the cache, as a worker's just-decoded run is. Arg 0:
 // ProcessEvent's map (Map::find, what Resolve did before the view); arg 1:
-// the view's entries (FindAttribute's scan).
+// the decoded event's entries (FindAttribute's scan).
 void BM_FindAttributes(benchmark::State& state) {
   const Corpus& corpus = GetCorpus();
   const bool view = state.range(0) == 1;
   std::vector<ProcessEvent> maps(kEventCount);
-  std::vector<kpid::internal::ProcessEventView> views(kEventCount);
+  std::vector<DecodedEvent> views(kEventCount);
+  EventDecoder decoder(corpus.config);
   for (int e = 0; e < kEventCount; ++e) {
     if (!maps[e].ParseFromString(corpus.protobuf[e]) ||
-        !views[e].ParseFromString(corpus.protobuf[e])) {
+        decoder.Decode(corpus.protobuf[e], false, &views[e]).has_value()) {
       std::abort();
     }
   }
@@ -243,7 +244,7 @@ void BM_FindAttributes(benchmark::State& state) {
   for (auto _ : state) {
     for (const std::string& name : names) {
       if (view) {
-        const std::string* value = FindAttribute(views[i].attributes(), name);
+        const std::string* value = FindAttribute(views[i].attributes, name);
         found += value != nullptr ? value->size() : 0;
       } else {
         auto it = maps[i].attributes().find(name);

@@ -192,23 +192,22 @@ std::vector<ingest::DecodedEvent> SimulateEvents(const model::Config& config, ui
   for (ingest::DecodedEvent& out : events) {
     if (!sim.Next(&event) || !event.SerializeToString(&bytes)) std::abort();
     RefillDecoded(decoder, bytes, &out);
+    out.OwnAttributes();  // the decoder is gone when the events are read
   }
   return events;
 }
 
 void FillSeries(const model::Config& config, int series_per_process, absl::Time now,
                 cases::DimensionTable* dims, aggregate::AggregateShard* shard) {
-  ingest::Attributes attributes;
-  kpid::internal::AttributeEntry* region = attributes.Add();
-  kpid::internal::AttributeEntry* channel = attributes.Add();
-  region->set_key("region");
-  channel->set_key("channel");
+  const std::string region_key = "region", channel_key = "channel";
+  std::string region, channel;
+  const ingest::Attribute attributes[] = {{&region_key, &region}, {&channel_key, &channel}};
   for (size_t pi = 0; pi < config.processes.size(); ++pi) {
     const int p = static_cast<int>(pi);
     const int stages = static_cast<int>(config.processes[pi].stages.size());
     for (int k = 0; k < series_per_process; ++k) {
-      region->set_value(absl::StrCat("region-", k / 25));
-      channel->set_value(absl::StrCat("channel-", k % 25));
+      region = absl::StrCat("region-", k / 25);
+      channel = absl::StrCat("channel-", k % 25);
       const cases::DimsId d = dims->Resolve(p, attributes);
       // One case a day over two days, the last one within the 5m window.
       for (int day = 1; day >= 0; --day) {

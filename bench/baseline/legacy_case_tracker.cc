@@ -115,7 +115,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, int64_t at_us) {
     c = Case{};
     c.open = true;
     c.process = static_cast<uint16_t>(event.process_index);
-    c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
+    c.dims = dims_->Resolve(event.process_index, event.attributes);
     c.started_us = at_us;
     c.last_event_us = at_us;
     c.life = next_token_++;
@@ -201,7 +201,7 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, int64_t at_us) {
   } else if (auto closed = closed_.find(key); closed != closed_.end()) {
     dims = closed->second.dims;
   } else {
-    dims = dims_->Resolve(event.process_index, event.proto.attributes());
+    dims = dims_->Resolve(event.process_index, event.attributes);
   }
   if (event.proto.kind() == ProcessEvent::COST) {
     sink_->Cost(event.process_index, dims, TimeOf(at_us), event.proto.amount());

@@ -67,7 +67,9 @@ class RecordingSink : public AlertSink {
   std::vector<AlertNotification> sent;
 };
 
-ingest::Attributes Region(const std::string& r) { return ingest::MakeAttributes({{"region", r}}); }
+ingest::OwnedAttributes Region(const std::string& r) {
+  return ingest::MakeAttributes({{"region", r}});
+}
 
 class RuleEngineTest : public ::testing::Test {
  protected:

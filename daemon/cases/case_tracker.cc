@@ -435,7 +435,7 @@ Verdict CaseTracker::StageEntered(const DecodedEvent& event, uint64_t key, size_
     Case& c = cases_[slot];
     id_store_.Assign(&c.id, event.proto.case_id());
     c.process = static_cast<uint16_t>(event.process_index);
-    c.dims = dims_->Resolve(event.process_index, event.proto.attributes());
+    c.dims = dims_->Resolve(event.process_index, event.attributes);
     c.started_us = at_us;
     c.last_event_us = at_us;
     open_.Insert(OpenWord(key, slot));
@@ -590,7 +590,7 @@ void CaseTracker::CostOrFeedback(const DecodedEvent& event, uint64_t key, size_t
   } else if (const Closed* closed = closed_.Find(key); closed != nullptr) {
     dims = closed->dims;
   } else {
-    dims = dims_->Resolve(event.process_index, event.proto.attributes());
+    dims = dims_->Resolve(event.process_index, event.attributes);
   }
   if (event.proto.kind() == ProcessEvent::COST) {
     Sink().Cost(event.process_index, dims, TimeOf(at_us), event.proto.amount());

@@ -545,6 +545,7 @@ std::vector<ingest::DecodedEvent> MixedStream(const model::Config& config) {
   for (size_t i = 0; i < sent.size(); ++i) {
     auto rejection = decoder.Decode(sent[i].SerializeAsString(), false, &events[i]);
     EXPECT_FALSE(rejection.has_value()) << rejection->detail;
+    events[i].OwnAttributes();  // read after the decoder is gone
   }
   return events;
 }

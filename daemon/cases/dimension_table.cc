@@ -60,7 +60,7 @@ DimsId DimensionTable::Add(Process& p, std::string key, std::vector<std::string>
   return static_cast<DimsId>(id);
 }
 
-DimsId DimensionTable::Resolve(int process, const ingest::Attributes& attributes) {
+DimsId DimensionTable::Resolve(int process, ingest::Attributes attributes) {
   if (names_.empty()) return 0;
   Process& p = *processes_[static_cast<size_t>(process)];
   key_.clear();

@@ -2,7 +2,7 @@
 // aggregator indexes series by integer, never by string.
 //
 //   DimensionTable dims(config);
-//   DimsId id = dims.Resolve(process, event.proto.attributes());   // worker thread
+//   DimsId id = dims.Resolve(process, event.attributes);   // worker thread
 //   const std::vector<std::string>& values = dims.Values(process, id);  // any thread
 //
 // Values are taken, in `dimensions.names` order, from a case's first event
@@ -87,7 +87,7 @@ class DimensionTable {
       SeriesAdmission* admission = nullptr);
 
   // Id 0 is every value empty; with dimensions configured, id 1 is __other__.
-  DimsId Resolve(int process, const ingest::Attributes& attributes);
+  DimsId Resolve(int process, ingest::Attributes attributes);
 
   size_t Size(int process) const;
   const std::vector<std::string>& Values(int process, DimsId id) const;

@@ -48,7 +48,7 @@ model::Config TestConfig() {
   return c;
 }
 
-ingest::Attributes Dims(const std::string& region, const std::string& channel) {
+ingest::OwnedAttributes Dims(const std::string& region, const std::string& channel) {
   return ingest::MakeAttributes({{"region", region}, {"channel", channel}});
 }
 

@@ -84,18 +84,74 @@ inline bool IsUtf8(const std::string& s) {
 
 // The view's bytes fields that are strings in the contract (the
 // DeclaresEveryProcessEventFieldAlike test lists them from the descriptors).
+// (The attribute entries' are checked as each entry is parsed.)
 bool StringsAreUtf8(const ProcessEventView& e) {
-  if (!IsUtf8(e.event_id()) || !IsUtf8(e.process()) || !IsUtf8(e.case_id()) || !IsUtf8(e.stage()) ||
-      !IsUtf8(e.reason())) {
-    return false;
-  }
-  for (const kpid::internal::AttributeEntry& entry : e.attributes()) {
-    if (!IsUtf8(entry.key()) || !IsUtf8(entry.value())) return false;
-  }
-  return true;
+  return IsUtf8(e.event_id()) && IsUtf8(e.process()) && IsUtf8(e.case_id()) && IsUtf8(e.stage()) &&
+         IsUtf8(e.reason());
 }
 
 }  // namespace
+
+DecodedEvent::DecodedEvent(const DecodedEvent& other)
+    : proto(other.proto),
+      attributes(other.attributes),
+      process_index(other.process_index),
+      stage_index(other.stage_index),
+      occurred_at(other.occurred_at) {
+  OwnAttributes();
+}
+
+DecodedEvent& DecodedEvent::operator=(const DecodedEvent& other) {
+  if (this != &other) {
+    proto = other.proto;
+    attributes = other.attributes;
+    process_index = other.process_index;
+    stage_index = other.stage_index;
+    occurred_at = other.occurred_at;
+    OwnAttributes();
+  }
+  return *this;
+}
+
+void DecodedEvent::OwnAttributes() {
+  // The strings may be owned_entries' own: copy them all out first.
+  google::protobuf::RepeatedPtrField<kpid::internal::AttributeEntry> owned;
+  owned.Reserve(static_cast<int>(attributes.size()));
+  for (const Attribute& attribute : attributes) {
+    kpid::internal::AttributeEntry* entry = owned.Add();
+    entry->set_key(*attribute.key);
+    entry->set_value(*attribute.value);
+  }
+  owned_entries.Swap(&owned);
+  for (size_t i = 0; i < attributes.size(); ++i) {
+    const kpid::internal::AttributeEntry& entry = owned_entries.Get(static_cast<int>(i));
+    attributes[i] = Attribute{&entry.key(), &entry.value()};
+  }
+}
+
+void DecodedEvent::ReleaseMemory() {
+  proto = ProcessEventView();
+  attributes.clear();
+  attributes.shrink_to_fit();  // back inline
+  owned_entries = google::protobuf::RepeatedPtrField<kpid::internal::AttributeEntry>();
+}
+
+const EventDecoder::AttributeMemo::Entry* EventDecoder::AttributeMemo::Insert(
+    absl::string_view bytes, const kpid::internal::AttributeEntry& parsed) {
+  if (full() || bytes.size() > kMemoEntryBytes) return nullptr;
+  if (used_ == entries_.size()) entries_.push_back(std::make_unique<Entry>());
+  Entry& entry = *entries_[used_++];
+  entry.bytes.assign(bytes.data(), bytes.size());
+  entry.key = parsed.key();
+  entry.value = parsed.value();
+  index_.emplace(entry.bytes, &entry);
+  return &entry;
+}
+
+void EventDecoder::AttributeMemo::Clear() {
+  index_.clear();
+  used_ = 0;
+}
 
 void EventDecoder::NameIndex::Add(const std::string& name, int index) {
   scanned_.emplace_back(name, index);
@@ -134,7 +190,8 @@ EventDecoder::EventDecoder(const model::Config& config)
 // when the value has no occurred_at, where ParseFromArray leaves none (the
 // event is then missing_field); so {0, 0} (no occurred_at, or the epoch,
 // which max_past_age rejects by default) is parsed again the plain way.
-bool EventDecoder::ParseBinary(absl::string_view value, ProcessEventView* event) {
+bool EventDecoder::ParseBinary(absl::string_view value, DecodedEvent* out) {
+  ProcessEventView* event = &out->proto;
   google::protobuf::Timestamp* kept =
       event->has_occurred_at() ? event->release_occurred_at() : nullptr;
   event->Clear();
@@ -151,16 +208,66 @@ bool EventDecoder::ParseBinary(absl::string_view value, ProcessEventView* event)
       !event->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
     return false;
   }
+  const EntriesParse entries = ParseAttributes(out);
+  if (entries == EntriesParse::kInvalid) return false;
   // The contract's parse also rejects a value with a string occurrence that
   // is not UTF-8, and the view's strings are bytes. Re-serialized, a parsed
   // message is never longer than the bytes it came from (unknown fields are
   // kept, varints shortest, an overwritten occurrence or a default value
   // written out is gone), and as long only when every occurrence is in it:
-  // then checking the view's strings is checking every occurrence. Else an
-  // occurrence may be gone (a field sent twice, as concatenated messages
-  // have it), so the contract's own parse decides.
-  if (event->ByteSizeLong() == value.size()) return StringsAreUtf8(*event);
-  return contract_.ParseFromArray(value.data(), static_cast<int>(value.size()));
+  // then checking the view's strings is checking every occurrence (the
+  // attribute entries' bytes are all there; ParseAttributes checked each).
+  // Else an occurrence may be gone (a field sent twice, as concatenated
+  // messages have it), so the contract's own parse decides.
+  if (entries == EntriesParse::kValid && event->ByteSizeLong() == value.size()) {
+    return StringsAreUtf8(*event);
+  }
+  if (!contract_.ParseFromArray(value.data(), static_cast<int>(value.size()))) return false;
+  if (entries == EntriesParse::kUnsure) {
+    // The attributes as the contract's map holds them: one entry per key,
+    // its last, which is what FindAttribute reads of the wire order.
+    out->attributes.clear();
+    out->owned_entries.Clear();
+    for (const auto& [key, attribute_value] : contract_.attributes()) {
+      kpid::internal::AttributeEntry* entry = out->owned_entries.Add();
+      entry->set_key(key);
+      entry->set_value(attribute_value);
+      out->attributes.push_back(Attribute{&entry->key(), &entry->value()});
+    }
+  }
+  return true;
+}
+
+// Each entry's bytes from the memo, or parsed by protobuf as an
+// AttributeEntry: as the contract's parse of a map entry, the last
+// occurrence of key and of value counts and unknown fields are skipped
+// (kept here, which the size check below needs). The same size argument as
+// for the whole value (ParseBinary) says when the parsed entry shows every
+// occurrence of its strings, and so when their UTF-8 is the entry's; only
+// such entries are memoized, so a hit is always one the contract accepts.
+EventDecoder::EntriesParse EventDecoder::ParseAttributes(DecodedEvent* out) {
+  out->attributes.clear();
+  out->owned_entries.Clear();
+  EntriesParse parse = EntriesParse::kValid;
+  for (const std::string& bytes : out->proto.attributes()) {
+    if (const AttributeMemo::Entry* hit = memo_.Find(bytes)) {
+      out->attributes.push_back(Attribute{&hit->key, &hit->value});
+      continue;
+    }
+    kpid::internal::AttributeEntry* entry = out->owned_entries.Add();
+    if (!entry->ParseFromString(bytes)) return EntriesParse::kUnsure;
+    if (entry->ByteSizeLong() != bytes.size()) {
+      parse = EntriesParse::kUnsure;
+    } else if (!IsUtf8(entry->key()) || !IsUtf8(entry->value())) {
+      return EntriesParse::kInvalid;
+    } else if (const AttributeMemo::Entry* added = memo_.Insert(bytes, *entry)) {
+      out->owned_entries.RemoveLast();  // kept, cleared, for the next Add
+      out->attributes.push_back(Attribute{&added->key, &added->value});
+      continue;
+    }
+    out->attributes.push_back(Attribute{&entry->key(), &entry->value()});
+  }
+  return parse;
 }
 
 bool EventDecoder::LooksLikeJson(absl::string_view value) {
@@ -185,13 +292,13 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
                                config_.kafka.max_message_bytes));
   }
   if (replace_message_) {
-    out->proto = ProcessEventView();
+    out->ReleaseMemory();
     std::string().swap(json_binary_);
   }
   replace_message_ = value.size() > kLargeValueBytes;
   if (json_content_type || LooksLikeJson(value)) {
-    if (std::optional<Rejection> rejection = ParseJson(value, &out->proto)) return rejection;
-  } else if (!ParseBinary(value, &out->proto)) {
+    if (std::optional<Rejection> rejection = ParseJson(value, out)) return rejection;
+  } else if (!ParseBinary(value, out)) {
     return Reject(RejectReason::kMalformedProtobuf, "value is not a binary ProcessEvent");
   }
   return Validate(out);
@@ -202,7 +309,7 @@ std::optional<Rejection> EventDecoder::Decode(absl::string_view value, bool json
 // here the binary is parsed into the view instead, so JSON is accepted and
 // rejected exactly as JsonStringToMessage does, with its messages, and
 // decodes to what the same event in binary decodes to.
-std::optional<Rejection> EventDecoder::ParseJson(absl::string_view value, ProcessEventView* event) {
+std::optional<Rejection> EventDecoder::ParseJson(absl::string_view value, DecodedEvent* out) {
   if (NestedTooDeep(value)) {
     return Reject(RejectReason::kJsonTooDeep,
                   absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
@@ -215,7 +322,7 @@ std::optional<Rejection> EventDecoder::ParseJson(absl::string_view value, Proces
   auto status = google::protobuf::util::JsonToBinaryString(
       type_resolver_.get(), json_type_url_,
       google::protobuf::StringPiece(value.data(), value.size()), &json_binary_, options);
-  if (status.ok() && !ParseBinary(json_binary_, event)) {
+  if (status.ok() && !ParseBinary(json_binary_, out)) {
     status = google::protobuf::util::InvalidArgumentError(
         "JSON transcoder produced invalid protobuf output.");
   }

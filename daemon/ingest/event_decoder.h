@@ -13,8 +13,14 @@
 // says so or its first non-blank byte is `{`; otherwise binary protobuf.
 // Single-threaded: one decoder per worker; it reuses `event`'s memory from
 // one message to the next (an ordinary binary event allocates nothing once
-// the memory is there), except after a value over kLargeValueBytes, whose
-// memory it drops at the next Decode.
+// the memory is there and its attribute entries are memoized), except after
+// a value over kLargeValueBytes, whose memory it drops at the next Decode.
+//
+// Attribute entries are memoized by their bytes (AttributeMemo): an event's
+// attributes may point into the decoder, valid until its next StartRun(),
+// so a caller that reads several events together (the worker's run) calls
+// StartRun() before decoding them, and an event kept beyond that is copied
+// or calls OwnAttributes().
 #pragma once
 
 #include <memory>
@@ -24,8 +30,10 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "daemon/model/config.h"
 #include "daemon/model/reject_reason.h"
 #include "google/protobuf/repeated_ptr_field.h"
@@ -35,27 +43,63 @@
 
 namespace kpid::ingest {
 
+// One attribute entry of an event: its key and value as the contract's parse
+// of the entry's bytes makes them (the last occurrence of each, unknown
+// fields skipped). The strings belong to the decoder's memo or to the event
+// (DecodedEvent::attributes says how long they live).
+struct Attribute {
+  const std::string* key;
+  const std::string* value;
+};
+
 // An event's attributes in wire order, where a key may come more than once.
-using Attributes = google::protobuf::RepeatedPtrField<kpid::internal::AttributeEntry>;
+using Attributes = absl::Span<const Attribute>;
 
 // The value of attribute `key`, or nullptr: the last entry of that key, as
 // protobuf's parse of ProcessEvent's map keeps it. Events carry a handful of
 // attributes, so a scan costs less than hashing the key.
-inline const std::string* FindAttribute(const Attributes& attributes, absl::string_view key) {
-  for (int i = attributes.size() - 1; i >= 0; --i) {
-    const kpid::internal::AttributeEntry& entry = attributes.Get(i);
-    if (entry.key() == key) return &entry.value();
+inline const std::string* FindAttribute(Attributes attributes, absl::string_view key) {
+  for (size_t i = attributes.size(); i-- > 0;) {
+    if (*attributes[i].key == key) return attributes[i].value;
   }
   return nullptr;
 }
 
 struct DecodedEvent {
-  // Every field of the ProcessEvent, under ProcessEvent's accessor names;
-  // attributes through FindAttribute.
+  DecodedEvent() = default;
+  // A copy owns its attributes' strings (OwnAttributes), whatever the
+  // original's refer to: it may outlive the decoder and its runs.
+  DecodedEvent(const DecodedEvent& other);
+  DecodedEvent& operator=(const DecodedEvent& other);
+  // A move keeps the references (the owned entries keep their addresses).
+  DecodedEvent(DecodedEvent&&) = default;
+  DecodedEvent& operator=(DecodedEvent&&) = default;
+
+  // Every field of the ProcessEvent, under ProcessEvent's accessor names,
+  // but attributes: proto.attributes() are the entries' bytes as they came;
+  // read `attributes` instead.
   kpid::internal::ProcessEventView proto;
+  // The entries of proto.attributes(), parsed, in the same order; read them
+  // with FindAttribute. An entry's strings are the decoder's (its memo) or
+  // the event's own (`owned_entries`). The decoder's stay valid as long as
+  // the decoder lives and until its next StartRun(): events decoded between
+  // two StartRun calls (the worker's run, kafka_ingest.cc) may be read
+  // together. An event kept longer calls OwnAttributes() (or is copied).
+  absl::InlinedVector<Attribute, 4> attributes;
   int process_index = -1;  // into Config::processes
   int stage_index = -1;    // into ProcessConfig::stages; STAGE_ENTERED only
   absl::Time occurred_at;
+
+  // Copies every attribute into owned_entries, so that the event no longer
+  // refers to the decoder's memory.
+  void OwnAttributes();
+  // Drops the memory a large value left (thousands of entries, strings with
+  // their capacity): the next decode into this event starts afresh.
+  void ReleaseMemory();
+
+  // The entries the memo does not hold (too long, the memo full, or
+  // attributes taken from the contract's parse), reused from event to event.
+  google::protobuf::RepeatedPtrField<kpid::internal::AttributeEntry> owned_entries;
 };
 
 struct Rejection {
@@ -71,6 +115,21 @@ class EventDecoder {
   // Fills `out` and returns nullopt, or returns why the value is rejected.
   std::optional<Rejection> Decode(absl::string_view value, bool json_content_type,
                                   DecodedEvent* out);
+
+  // Starts a run: events decoded from here to the next StartRun may be read
+  // together, so their attributes' strings (the memo's) stay put until then.
+  // The memo is emptied here, and only here, once it holds kMemoEntries.
+  // A caller that never calls it keeps the first kMemoEntries distinct
+  // entries memoized, and every other entry in its event.
+  void StartRun() {
+    if (memo_.full()) memo_.Clear();
+  }
+
+  // The memo's bounds: entries of at most kMemoEntryBytes (an entry's bytes:
+  // key and value with their tags and lengths), at most kMemoEntries of
+  // them (under 1 MiB per decoder with their strings).
+  static constexpr size_t kMemoEntryBytes = 128;
+  static constexpr size_t kMemoEntries = 1024;
 
   // The wall clock for the future- and past-timestamp checks; the worker sets
   // it once per batch. Until set, no event is too far ahead or behind.
@@ -109,14 +168,53 @@ class EventDecoder {
     absl::flat_hash_map<std::string, int> hashed_;  // once past kScannedAtMost
   };
 
-  // ParseFromArray into the reused message, keeping its Timestamp; true
-  // exactly when the contract's ParseFromArray accepts the value (the view's
-  // strings are bytes: their UTF-8 is checked here).
-  bool ParseBinary(absl::string_view value, kpid::internal::ProcessEventView* event);
-  // Protobuf's JSON parser for ProcessEvent, into `event`; nullopt if the
+  // Attribute entries' bytes to what the contract's parse makes of them,
+  // for the entries it accepts. An entry's parse is a pure function of its
+  // bytes, and producers send the same few (region=emea) over and over:
+  // a hit costs a hash of the bytes, where a parse costs a nested message
+  // parse, its size and two UTF-8 checks (bench/RESULTS.md §36). Entries
+  // never move (each is allocated once and reused after a Clear), so the
+  // events of a run may point at their strings; nothing is evicted, the
+  // memo is only emptied whole (StartRun).
+  class AttributeMemo {
+   public:
+    struct Entry {
+      std::string bytes;  // the index's key
+      std::string key;
+      std::string value;
+    };
+
+    const Entry* Find(absl::string_view bytes) const {
+      auto it = index_.find(bytes);
+      return it == index_.end() ? nullptr : it->second;
+    }
+    // The new entry, or nullptr when the memo is full or `bytes` too long.
+    const Entry* Insert(absl::string_view bytes, const kpid::internal::AttributeEntry& parsed);
+    bool full() const { return used_ == kMemoEntries; }
+    void Clear();  // keeps the entries' memory for reuse
+
+   private:
+    absl::flat_hash_map<absl::string_view, const Entry*> index_;
+    std::vector<std::unique_ptr<Entry>> entries_;  // [0, used_) are in the index
+    size_t used_ = 0;
+  };
+
+  // What parsing the attribute entries said.
+  enum class EntriesParse {
+    kValid,    // every entry is one the contract accepts, in `attributes`
+    kInvalid,  // an entry the contract rejects
+    kUnsure,   // an entry whose every occurrence the parse cannot show
+  };
+
+  // ParseFromArray into the reused message, keeping its Timestamp, then the
+  // attribute entries into out->attributes; true exactly when the
+  // contract's ParseFromArray accepts the value (the view's strings are
+  // bytes: their UTF-8 is checked here).
+  bool ParseBinary(absl::string_view value, DecodedEvent* out);
+  EntriesParse ParseAttributes(DecodedEvent* out);
+  // Protobuf's JSON parser for ProcessEvent, into `out`; nullopt if the
   // value is a ProcessEvent's JSON, else why not.
-  std::optional<Rejection> ParseJson(absl::string_view value,
-                                     kpid::internal::ProcessEventView* event);
+  std::optional<Rejection> ParseJson(absl::string_view value, DecodedEvent* out);
   std::optional<Rejection> Validate(DecodedEvent* out) const;
 
   const model::Config& config_;
@@ -128,6 +226,7 @@ class EventDecoder {
   // The contract's parse, for the rare value whose every string occurrence
   // the view cannot show (ParseBinary).
   kpid::v1::ProcessEvent contract_;
+  AttributeMemo memo_;
   NameIndex processes_;
   std::vector<NameIndex> stages_;  // by process index
   absl::Time future_limit_ = absl::InfiniteFuture();

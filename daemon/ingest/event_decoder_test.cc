@@ -63,7 +63,7 @@ class EventDecoderTest : public ::testing::Test {
 
   // The decoded event's attribute `key`; "(missing)" if it has none.
   std::string Attribute(absl::string_view key) const {
-    const std::string* value = FindAttribute(out_.proto.attributes(), key);
+    const std::string* value = FindAttribute(out_.attributes, key);
     return value != nullptr ? *value : "(missing)";
   }
 
@@ -137,6 +137,7 @@ TEST_F(EventDecoderTest, ReusesTheOutputWithoutLeakingFieldsBetweenEvents) {
   second.clear_stage();
   ASSERT_EQ(DecodeProto(second), std::nullopt);
   EXPECT_TRUE(out_.proto.attributes().empty());
+  EXPECT_TRUE(out_.attributes.empty());
   EXPECT_EQ(out_.stage_index, -1);
 }
 
@@ -234,9 +235,7 @@ processes:
       if (rng() % 10 == 0 && attributes > 0) {
         // attribute-0 a second time: the last entry of a key counts.
         kpid::internal::ProcessEventView again;
-        kpid::internal::AttributeEntry* entry = again.add_attributes();
-        entry->set_key("attribute-0");
-        entry->set_value(absl::StrCat("again-", rng()));
+        AddAttributeEntry(&again, "attribute-0", absl::StrCat("again-", rng()));
         value += again.SerializeAsString();
       }
       if (rng() % 10 == 0) {
@@ -259,7 +258,7 @@ processes:
                                                : RejectReason::kMalformedProtobuf))
         << i;
     if (parses) {
-      EXPECT_TRUE(SameEvent(parsed, out.proto))
+      EXPECT_TRUE(SameEvent(parsed, out))
           << i << ": " << out.proto.ShortDebugString() << " vs " << parsed.ShortDebugString();
     }
     EventDecoder fresh_decoder(config);
@@ -273,11 +272,12 @@ processes:
     } else {
       EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(out.proto, fresh.proto))
           << i << ": " << out.proto.ShortDebugString();
+      EXPECT_TRUE(SameEvent(parsed, fresh)) << i;
       EXPECT_EQ(out.process_index, fresh.process_index) << i;
       EXPECT_EQ(out.stage_index, fresh.stage_index) << i;
       EXPECT_EQ(out.occurred_at, fresh.occurred_at) << i;
     }
-    const size_t held = out.proto.SpaceUsedLong();
+    const size_t held = HeldBytes(out);
     if (huge) {
       ++hostile;
       EXPECT_GT(held, kHuge) << i;  // else the release below proves nothing
@@ -528,7 +528,8 @@ TEST(RejectReasonNames, AreUniqueSnakeCaseLabels) {
 
 // The view (kpid/internal/event_view.proto) reads the contract's bytes only
 // while it declares every ProcessEvent field as ProcessEvent does; the map
-// must be the repeated {key = 1, value = 2} entry it is on the wire, and a
+// must be the repeated {key = 1, value = 2} entry it is on the wire (its
+// bytes, which the decoder parses as an AttributeEntry), and a
 // string is bytes (the same wire form; the decoder checks UTF-8 itself).
 google::protobuf::FieldDescriptor::Type ViewType(google::protobuf::FieldDescriptor::Type type) {
   return type == google::protobuf::FieldDescriptor::TYPE_STRING
@@ -546,10 +547,11 @@ TEST(ProcessEventViewTest, DeclaresEveryProcessEventFieldAlike) {
     const FieldDescriptor* got = view->FindFieldByNumber(want->number());
     ASSERT_NE(got, nullptr) << want->name();
     EXPECT_EQ(got->name(), want->name());
-    EXPECT_EQ(got->type(), ViewType(want->type())) << want->name();
     if (want->is_map()) {
+      // Each occurrence's bytes, parsed by the decoder as an AttributeEntry.
       EXPECT_TRUE(got->is_repeated()) << want->name();
-      const google::protobuf::Descriptor* entry = got->message_type();
+      EXPECT_EQ(got->type(), FieldDescriptor::TYPE_BYTES) << want->name();
+      const google::protobuf::Descriptor* entry = kpid::internal::AttributeEntry::descriptor();
       ASSERT_EQ(entry->field_count(), 2);
       for (int f = 0; f < 2; ++f) {
         const FieldDescriptor* want_f = want->message_type()->field(f);
@@ -560,6 +562,7 @@ TEST(ProcessEventViewTest, DeclaresEveryProcessEventFieldAlike) {
       }
       continue;
     }
+    EXPECT_EQ(got->type(), ViewType(want->type())) << want->name();
     EXPECT_EQ(got->label(), want->label()) << want->name();
     EXPECT_EQ(got->message_type(), want->message_type()) << want->name();
     EXPECT_EQ(got->enum_type(), want->enum_type()) << want->name();
@@ -572,9 +575,10 @@ std::string WithEntries(ProcessEvent e, std::vector<std::pair<const char*, const
   e.clear_attributes();
   kpid::internal::ProcessEventView view;
   for (const auto& [key, value] : entries) {
-    kpid::internal::AttributeEntry* entry = view.add_attributes();
-    if (key != nullptr) entry->set_key(key);
-    if (value != nullptr) entry->set_value(value);
+    kpid::internal::AttributeEntry entry;
+    if (key != nullptr) entry.set_key(key);
+    if (value != nullptr) entry.set_value(value);
+    *view.add_attributes() = entry.SerializeAsString();
   }
   return e.SerializeAsString() + view.SerializeAsString();
 }
@@ -592,7 +596,7 @@ TEST_F(EventDecoderTest, ADuplicatedAttributeKeyReadsAsItsLastEntry) {
   EXPECT_EQ(Attribute("region"), "amer");
   EXPECT_EQ(Attribute("channel"), "web");
   EXPECT_EQ(Attribute("carrier"), "(missing)");
-  EXPECT_TRUE(SameEvent(contract, out_.proto));
+  EXPECT_TRUE(SameEvent(contract, out_));
 }
 
 TEST_F(EventDecoderTest, AnEntryWithoutKeyOrValueIsTheEmptyKeyOrValue) {
@@ -607,7 +611,7 @@ TEST_F(EventDecoderTest, AnEntryWithoutKeyOrValueIsTheEmptyKeyOrValue) {
   EXPECT_EQ(Attribute(""), "");
   EXPECT_EQ(Attribute("no value"), "");
   EXPECT_EQ(Attribute("x"), "");
-  EXPECT_TRUE(SameEvent(contract, out_.proto));
+  EXPECT_TRUE(SameEvent(contract, out_));
 }
 
 // Proto3 strings must be UTF-8, map keys and values included: the contract's
@@ -634,12 +638,10 @@ std::vector<std::pair<std::string, std::string>> EachStringFieldSetTo(const Proc
     kpid::internal::ProcessEventView view;
     EXPECT_TRUE(view.ParseFromString(valid.SerializeAsString()));
     if (field->is_map()) {
-      view.add_attributes()->set_key(text);
+      AddAttributeEntry(&view, text, "");
       values.emplace_back("attributes key", view.SerializeAsString());
       view.mutable_attributes()->RemoveLast();
-      kpid::internal::AttributeEntry* entry = view.add_attributes();
-      entry->set_key("channel");
-      entry->set_value(text);
+      AddAttributeEntry(&view, "channel", text);
       values.emplace_back("attributes value", view.SerializeAsString());
     } else if (field->type() == FieldDescriptor::TYPE_STRING) {
       view.GetReflection()->SetString(
@@ -678,7 +680,7 @@ TEST_F(EventDecoderTest, EveryStringFieldTakesUtf8BeyondAscii) {
         EXPECT_EQ(r->reason, RejectReason::kUnknownStage);
       } else {
         EXPECT_EQ(r, std::nullopt) << field;
-        EXPECT_TRUE(SameEvent(contract, out_.proto)) << field;
+        EXPECT_TRUE(SameEvent(contract, out_)) << field;
       }
     }
   }
@@ -727,7 +729,7 @@ TEST_F(EventDecoderTest, BytesThatAreNotUtf8InAnUnknownFieldAreAccepted) {
   ProcessEvent contract;
   ASSERT_TRUE(contract.ParseFromString(value));
   ASSERT_EQ(decoder_.Decode(value, false, &out_), std::nullopt);
-  EXPECT_TRUE(SameEvent(contract, out_.proto));
+  EXPECT_TRUE(SameEvent(contract, out_));
 }
 
 TEST_F(EventDecoderTest, ManyAttributesAreAllRead) {
@@ -737,12 +739,185 @@ TEST_F(EventDecoderTest, ManyAttributesAreAllRead) {
   ASSERT_LT(e.ByteSizeLong(), EventDecoder::kLargeValueBytes);
   ASSERT_EQ(DecodeProto(e), std::nullopt);
   EXPECT_EQ(out_.proto.attributes_size(), 100);
+  EXPECT_EQ(out_.attributes.size(), 100u);
   for (int a = 0; a < 100; ++a) EXPECT_EQ(Attribute(absl::StrCat("k", a)), absl::StrCat(a));
   // The next event's fewer attributes leave none of these behind.
   ASSERT_EQ(DecodeProto(ValidEvent()), std::nullopt);
   EXPECT_EQ(out_.proto.attributes_size(), 1);
+  EXPECT_EQ(out_.attributes.size(), 1u);
   EXPECT_EQ(Attribute("k0"), "(missing)");
   EXPECT_EQ(Attribute("region"), "emea");
+}
+
+// ValidEvent without attributes, then each of `entries` (an entry's bytes)
+// as an attribute entry.
+std::string WithEntryBytes(ProcessEvent e, std::vector<std::string> entries) {
+  e.clear_attributes();
+  kpid::internal::ProcessEventView view;
+  for (std::string& entry : entries) *view.add_attributes() = std::move(entry);
+  return e.SerializeAsString() + view.SerializeAsString();
+}
+
+// An entry's bytes: key = 1, value = 2, each length-delimited.
+std::string EntryBytes(absl::string_view key, absl::string_view value) {
+  kpid::internal::AttributeEntry entry;
+  entry.set_key(std::string(key));
+  entry.set_value(std::string(value));
+  return entry.SerializeAsString();
+}
+
+// The attributes as (key, value) pairs in their order.
+std::vector<std::pair<std::string, std::string>> Pairs(const DecodedEvent& event) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const ingest::Attribute& a : event.attributes) pairs.emplace_back(*a.key, *a.value);
+  return pairs;
+}
+
+using PairList = std::vector<std::pair<std::string, std::string>>;
+
+// The second decode of the same entries is a memo hit (the very strings of
+// the first), with the same attributes; an entry of the same length that
+// differs in one byte is its own entry.
+TEST_F(EventDecoderTest, AMemoHitGivesTheAttributesOfAMiss) {
+  const std::string value = WithEntries(ValidEvent(), {{"region", "emea"}, {"channel", "web"}});
+  DecodedEvent first, second;
+  ASSERT_EQ(decoder_.Decode(value, false, &first), std::nullopt);
+  ASSERT_EQ(decoder_.Decode(value, false, &second), std::nullopt);
+  EXPECT_EQ(Pairs(first), (PairList{{"region", "emea"}, {"channel", "web"}}));
+  EXPECT_EQ(Pairs(second), Pairs(first));
+  ASSERT_EQ(second.attributes.size(), 2u);
+  EXPECT_EQ(second.attributes[0].value, first.attributes[0].value);  // the memo's string
+  EXPECT_TRUE(second.owned_entries.empty());
+  ProcessEvent contract;
+  ASSERT_TRUE(contract.ParseFromString(value));
+  EXPECT_TRUE(SameEvent(contract, second));
+
+  const std::string other = WithEntries(ValidEvent(), {{"region", "amer"}, {"channel", "web"}});
+  ASSERT_EQ(decoder_.Decode(other, false, &second), std::nullopt);
+  EXPECT_EQ(Pairs(second), (PairList{{"region", "amer"}, {"channel", "web"}}));
+  EXPECT_EQ(Pairs(first), (PairList{{"region", "emea"}, {"channel", "web"}}));
+  // JSON's entries are the same bytes: hits too.
+  ASSERT_EQ(ReasonOf(R"({"eventId":"e-1","process":"lead_to_cash","caseId":"L-1",
+      "kind":"STAGE_ENTERED","stage":"quote","occurredAt":"2026-03-01T09:00:00Z",
+      "attributes":{"region":"amer"}})"),
+            std::nullopt);
+  EXPECT_EQ(Pairs(out_), (PairList{{"region", "amer"}}));
+  EXPECT_EQ(out_.attributes[0].value, second.attributes[0].value);
+}
+
+// Only entries the contract accepts are memoized: bytes that differ from a
+// memoized entry's in one byte that makes them not UTF-8 are rejected, in
+// the key or the value, every time.
+TEST_F(EventDecoderTest, AnEntryThatIsNotUtf8IsRejectedAfterAValidOneWasMemoized) {
+  ASSERT_EQ(
+      decoder_.Decode(WithEntryBytes(ValidEvent(), {EntryBytes("region", "emea")}), false, &out_),
+      std::nullopt);
+  EXPECT_EQ(Attribute("region"), "emea");
+  for (const std::string& bad : {EntryBytes("region",
+                                            "em\xff"
+                                            "a"),
+                                 EntryBytes("reg\xc3"
+                                            "on",
+                                            "emea")}) {
+    const std::string value = WithEntryBytes(ValidEvent(), {bad});
+    ProcessEvent contract;
+    ASSERT_FALSE(contract.ParseFromString(value));
+    for (int again = 0; again < 2; ++again) {
+      EXPECT_EQ(ReasonOf(value), RejectReason::kMalformedProtobuf);
+      EXPECT_EQ(ReasonOf(WithEntryBytes(ValidEvent(), {EntryBytes("region", "emea"), bad})),
+                RejectReason::kMalformedProtobuf);
+    }
+  }
+  ASSERT_EQ(
+      decoder_.Decode(WithEntryBytes(ValidEvent(), {EntryBytes("region", "emea")}), false, &out_),
+      std::nullopt);
+  EXPECT_EQ(Attribute("region"), "emea");
+}
+
+// Inside an entry, as in the contract's map entry parse: the last key and
+// the last value count, unknown fields are skipped, and an overwritten
+// occurrence must still be UTF-8.
+TEST_F(EventDecoderTest, AnEntryWithAFieldSentTwiceOrAnUnknownFieldReadsAsTheContractsParse) {
+  const std::string twice = EntryBytes("abc", "old") + EntryBytes("region", "emea");
+  const std::string unknown = EntryBytes("channel", "web") + "\x1a\x02xy" + "\x20\x05";
+  const std::string value = WithEntryBytes(ValidEvent(), {twice, unknown});
+  ProcessEvent contract;
+  ASSERT_TRUE(contract.ParseFromString(value));
+  ASSERT_EQ(contract.attributes().size(), 2u);
+  for (int round = 0; round < 3; ++round) {  // miss, then hits
+    ASSERT_EQ(decoder_.Decode(value, false, &out_), std::nullopt) << round;
+    EXPECT_EQ(Attribute("region"), "emea");
+    EXPECT_EQ(Attribute("channel"), "web");
+    EXPECT_EQ(Attribute("abc"), "(missing)");
+    EXPECT_TRUE(SameEvent(contract, out_)) << round;
+  }
+  const std::string bad_first = EntryBytes("\xff", "old") + EntryBytes("region", "emea");
+  const std::string bad_value_first = EntryBytes("region", "\xff") + EntryBytes("", "emea");
+  for (const std::string& entry : {bad_first, bad_value_first}) {
+    const std::string bad = WithEntryBytes(ValidEvent(), {EntryBytes("region", "emea"), entry});
+    ASSERT_FALSE(contract.ParseFromString(bad));
+    for (int again = 0; again < 2; ++again)
+      EXPECT_EQ(ReasonOf(bad), RejectReason::kMalformedProtobuf);
+  }
+}
+
+// More distinct entries than the memo holds, and entries too long for it,
+// all decode right; beyond the cap (and above the size cap) an entry is the
+// event's own, not memoized.
+TEST_F(EventDecoderTest, EntriesBeyondTheMemosCapsDecodeRightAsTheEventsOwn) {
+  const size_t n = EventDecoder::kMemoEntries + 50;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string value =
+        WithEntries(ValidEvent(), {{"region", "emea"}, {"id", absl::StrCat("v", i).c_str()}});
+    ASSERT_EQ(decoder_.Decode(value, false, &out_), std::nullopt);
+    ASSERT_EQ(Pairs(out_), (PairList{{"region", "emea"}, {"id", absl::StrCat("v", i)}})) << i;
+    // "region" and the first kMemoEntries - 1 ids fill the memo.
+    EXPECT_EQ(out_.owned_entries.size(), i + 1 < EventDecoder::kMemoEntries ? 0 : 1) << i;
+  }
+  // Once full, StartRun empties the memo: new entries are memoized again,
+  // but for one longer than kMemoEntryBytes (here 136 bytes).
+  decoder_.StartRun();
+  const std::string long_value(EventDecoder::kMemoEntryBytes, 'x');
+  for (int again = 0; again < 2; ++again) {
+    ASSERT_EQ(
+        decoder_.Decode(WithEntries(ValidEvent(), {{"id", "v-new"}, {"long", long_value.c_str()}}),
+                        false, &out_),
+        std::nullopt);
+    EXPECT_EQ(Pairs(out_), (PairList{{"id", "v-new"}, {"long", long_value}}));
+    EXPECT_EQ(out_.owned_entries.size(), 1);
+    EXPECT_EQ(out_.attributes[1].value, &out_.owned_entries.Get(0).value());
+  }
+}
+
+// The events of one run (between StartRun calls) may all be read after the
+// run is decoded, even when the memo fills within it; a copy of an event
+// owns its attributes and outlives the decoder.
+TEST_F(EventDecoderTest, ARunsEventsKeepTheirAttributesWhenTheMemoFillsWithinIt) {
+  const size_t n = EventDecoder::kMemoEntries + 100;
+  for (int run = 0; run < 2; ++run) {
+    decoder_.StartRun();
+    std::vector<DecodedEvent> events(n);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string id = absl::StrCat("run", run, "-", i);
+      ASSERT_EQ(decoder_.Decode(WithEntries(ValidEvent(), {{"id", id.c_str()}, {"region", "emea"}}),
+                                false, &events[i]),
+                std::nullopt);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(Pairs(events[i]),
+                (PairList{{"id", absl::StrCat("run", run, "-", i)}, {"region", "emea"}}))
+          << run << " " << i;
+    }
+  }
+  DecodedEvent copy;
+  {
+    EventDecoder gone(config_);
+    DecodedEvent original;
+    ASSERT_EQ(gone.Decode(ValidEvent().SerializeAsString(), false, &original), std::nullopt);
+    copy = original;
+    EXPECT_NE(copy.attributes[0].value, original.attributes[0].value);
+  }
+  EXPECT_EQ(Pairs(copy), (PairList{{"region", "emea"}}));
 }
 
 // The same event as JSON (the contract's canonical mapping, whose
@@ -763,8 +938,8 @@ TEST_F(EventDecoderTest, JsonAndBinaryOfAnEventDecodeAlike) {
     DecodedEvent from_json, from_binary;
     ASSERT_EQ(decoder_.Decode(json, false, &from_json), std::nullopt) << json;
     ASSERT_EQ(decoder_.Decode(e.SerializeAsString(), false, &from_binary), std::nullopt);
-    EXPECT_TRUE(SameEvent(e, from_json.proto)) << json;
-    EXPECT_TRUE(SameEvent(e, from_binary.proto)) << variant;
+    EXPECT_TRUE(SameEvent(e, from_json)) << json;
+    EXPECT_TRUE(SameEvent(e, from_binary)) << variant;
     EXPECT_EQ(from_json.process_index, from_binary.process_index);
     EXPECT_EQ(from_json.stage_index, from_binary.stage_index);
     EXPECT_EQ(from_json.occurred_at, from_binary.occurred_at);
@@ -810,7 +985,7 @@ TEST_F(EventDecoderTest, JsonIsJudgedAsJsonStringToMessageJudgesIt) {
           << json;
       continue;
     }
-    EXPECT_TRUE(SameEvent(contract, out_.proto)) << json;
+    EXPECT_TRUE(SameEvent(contract, out_)) << json;
     DecodedEvent binary;
     std::optional<Rejection> binary_r =
         decoder_.Decode(contract.SerializeAsString(), false, &binary);
@@ -842,7 +1017,7 @@ processes:
   small.mutable_occurred_at()->set_seconds(1772355600);
   (*small.mutable_attributes())["region"] = "emea";
   ASSERT_EQ(decoder.Decode(small.SerializeAsString(), false, &out), std::nullopt);
-  const size_t ordinary = out.proto.SpaceUsedLong();
+  const size_t ordinary = HeldBytes(out);
   for (const bool json : {false, true}) {
     for (const bool many : {false, true}) {
       ProcessEvent large = small;
@@ -860,10 +1035,10 @@ processes:
       ASSERT_GT(value.size(), EventDecoder::kLargeValueBytes);
       std::optional<Rejection> r = decoder.Decode(value, false, &out);
       ASSERT_FALSE(r.has_value()) << r->detail;
-      ASSERT_GT(out.proto.SpaceUsedLong(), 20 * ordinary);  // else this proves nothing
+      ASSERT_GT(HeldBytes(out), 20 * ordinary);  // else this proves nothing
       ASSERT_EQ(decoder.Decode(small.SerializeAsString(), false, &out), std::nullopt);
-      EXPECT_LE(out.proto.SpaceUsedLong(), ordinary) << json << many;
-      EXPECT_EQ(*FindAttribute(out.proto.attributes(), "region"), "emea");
+      EXPECT_LE(HeldBytes(out), ordinary) << json << many;
+      EXPECT_EQ(*FindAttribute(out.attributes, "region"), "emea");
     }
   }
 }

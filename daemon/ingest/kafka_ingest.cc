@@ -844,6 +844,9 @@ void KafkaIngest::ProcessRun(Worker* worker, Owned& owned,
   // handler says afterwards, in order: the same counts as one at a time
   // (the late check reads the watermark the accepted events before it set).
   size_t valid = 0;
+  // The run's events refer to the decoder's memo until they are handled and
+  // accounted for below; the memo may only be emptied here, between runs.
+  worker->decoder->StartRun();
   for (size_t k = 0; k < run.size(); ++k) {
     const rd_kafka_message_t& message = *run[k];
     owned.handler->stats().messages.Add();
@@ -869,9 +872,7 @@ void KafkaIngest::ProcessRun(Worker* worker, Owned& owned,
   // The decoder drops a large value's memory at its next Decode, into the
   // same event; here the next Decode goes into another slot, so drop it now.
   for (size_t k = 0; k < run.size(); ++k) {
-    if (run[k]->len > EventDecoder::kLargeValueBytes) {
-      worker->events[k].proto = kpid::internal::ProcessEventView();
-    }
+    if (run[k]->len > EventDecoder::kLargeValueBytes) worker->events[k].ReleaseMemory();
   }
 }
 
