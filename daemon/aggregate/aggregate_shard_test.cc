@@ -774,6 +774,47 @@ TEST(AggregateShardTest, DistributionSlotsSwitchBetweenPoolAndDenseBins) {
   }
 }
 
+// A series' dense bins, prepared again for a later bucket of their slot,
+// hold only that bucket's facts, also where its [lo, hi] covers bins the
+// slot's last bucket wrote and this one does not: bucket T0 writes 40
+// distinct bins (24 to the pool, 16 dense: its pool overflowed, so the
+// slot's next bucket starts without a pool), bucket T0 + 61 (the same 1 s
+// slot) writes only the lowest and highest of those 40 values, 20 times
+// each, all dense, so its range spans every bin T0 wrote.
+TEST(AggregateShardTest, ReusedDenseBinsHoldOnlyTheirBucket) {
+  AggregateShard shard(TestConfig());
+  // 100 s x 1.05^i: 40 values 5% apart, each its own bin (bins are 2% wide).
+  std::vector<int64_t> cycle(40);
+  for (size_t i = 0; i < cycle.size(); ++i) {
+    cycle[i] = static_cast<int64_t>(100 * std::pow(1.05, static_cast<double>(i)));
+  }
+  for (const int64_t c : cycle) Exit(shard, kC, 0, 0, true, c, true);
+  for (int k = 0; k < 20; ++k) {
+    Exit(shard, kC, 0, 61, true, cycle.front(), true);
+    Exit(shard, kC, 0, 61, true, cycle.back(), true);
+  }
+  const size_t lowest =
+      static_cast<size_t>(Distribution::BinOf(static_cast<double>(cycle.front())));
+  const size_t highest =
+      static_cast<size_t>(Distribution::BinOf(static_cast<double>(cycle.back())));
+  const absl::StatusOr<std::unique_ptr<AggregateShard>> restored =
+      AggregateShard::Restore(TestConfig(), shard.Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  for (const AggregateShard* s : {&shard, restored->get()}) {
+    // 1m window at T0 + 61: buckets T0 + 1 .. T0 + 61, so T0 + 61 alone.
+    const Distribution d = s->ReadCycleTimes(kP, kC, k1m, T(61));
+    EXPECT_EQ(d.count(), 40u);
+    EXPECT_EQ(d.bins()[lowest], 20u);
+    EXPECT_EQ(d.bins()[highest], 20u);
+    // 1h window: both buckets (history buckets T0/60 and T0/60 + 1).
+    const Distribution h = s->ReadCycleTimes(kP, kC, k1h, T(61));
+    EXPECT_EQ(h.count(), 80u);
+    EXPECT_EQ(h.bins()[lowest], 21u);
+    EXPECT_EQ(h.bins()[static_cast<size_t>(Distribution::BinOf(static_cast<double>(cycle[2])))],
+              1u);
+  }
+}
+
 // A pool entry counts up to 65535; past that a bin's facts go to its dense
 // bin, and a restored count that large goes there at once.
 TEST(AggregateShardTest, DistributionCountsPastAPoolEntry) {
